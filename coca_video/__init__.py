@@ -1,0 +1,18 @@
+"""coca-video: CoCa (Contrastive Captioners) as a video understanding pipeline.
+
+    import coca_video
+    model = coca_video.create_model("coca_ViT-B-32", pretrained="open_clip_pytorch_model.bin")
+    tokenizer = coca_video.get_tokenizer("coca_ViT-B-32")
+    preprocess = coca_video.image_transform(model)
+"""
+
+from .model import CoCa, CoCaConfig, create_model, get_model_config, get_tokenizer, list_models, load_weights
+from .model import save_pretrained
+from .transforms import image_transform
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CoCa", "CoCaConfig", "__version__", "create_model", "get_model_config", "get_tokenizer", "image_transform",
+    "list_models", "load_weights", "save_pretrained",
+]

@@ -1,0 +1,61 @@
+"""torchrun set-up and the collective ops the tasks need, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn as dist_nn
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def init_distributed() -> DistInfo:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK); single process otherwise.
+
+    Uses NCCL when CUDA is available, gloo on CPU.
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return DistInfo()
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend=backend)
+    return info
+
+
+def get_info() -> DistInfo:
+    if not is_distributed():
+        return DistInfo()
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def print0(*args, **kwargs) -> None:
+    """print on rank 0 only."""
+    if get_info().is_main:
+        print(*args, **kwargs)
+
+
+def all_gather_with_grad(tensor: Tensor) -> Tensor:
+    """Concatenate ``tensor`` (B, ...) from every rank in rank order, differentiably; identity on one process."""
+    if not is_distributed():
+        return tensor
+    return torch.cat(dist_nn.all_gather(tensor), dim=0)

@@ -1,0 +1,20 @@
+"""The CoCa model: one module per box of the paper's figure (vit, pooler, text_decoder, loss) wired in coca."""
+
+from .checkpoint import (
+    CheckpointError,
+    create_model,
+    get_model_config,
+    get_tokenizer,
+    list_models,
+    load_weights,
+    save_pretrained,
+)
+from .coca import CoCa, CoCaOutput, VideoEncoding
+from .config import CoCaConfig, DecoderConfig, PoolerConfig, PreprocessConfig, TextConfig, VisionConfig
+from .loss import CoCaLoss, caption_loss, contrastive_loss
+
+__all__ = [
+    "CheckpointError", "CoCa", "CoCaConfig", "CoCaLoss", "CoCaOutput", "DecoderConfig", "PoolerConfig",
+    "PreprocessConfig", "TextConfig", "VideoEncoding", "VisionConfig", "caption_loss", "contrastive_loss",
+    "create_model", "get_model_config", "get_tokenizer", "list_models", "load_weights", "save_pretrained",
+]

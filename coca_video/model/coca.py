@@ -1,0 +1,135 @@
+"""CoCa: image encoder -> attentional poolers -> unimodal text decoder -> multimodal text decoder.
+
+One forward pass gives both training signals: the contrastive pair (image embedding, text CLS embedding) and the
+captioning logits of the multimodal decoder (teacher forcing).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import CoCaConfig
+from .pooler import ImagePooling, PooledImage
+from .text_decoder import MultimodalTextDecoder, UnimodalTextDecoder
+from .vit import ImageEncoder
+
+
+class CoCaOutput(NamedTuple):
+    image_latent: Tensor  # (B, D), L2-normalised
+    text_latent: Tensor  # (B, D), L2-normalised
+    caption_logits: Tensor  # (B, L-1, V): position i predicts text_ids[:, i+1]
+    caption_labels: Tensor  # (B, L-1): text_ids[:, 1:]
+    logit_scale: Tensor  # (): exp of the learnable log-scale, clamped at max_logit_scale
+
+
+class VideoEncoding(NamedTuple):
+    frame_embeddings: Tensor  # (B, T, D), each frame's contrastive embedding, L2-normalised
+    video_embedding: Tensor  # (B, D), normalised mean of the frame embeddings
+    tokens: Tensor  # (B, T*N, C), encoder output tokens of every frame
+
+
+class CoCa(nn.Module):
+    """Contrastive Captioner (Yu et al., 2022, arXiv 2205.01917)."""
+
+    def __init__(self, cfg: CoCaConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.image_encoder = ImageEncoder(cfg.vision)
+        self.image_pooling = ImagePooling(cfg.pooler, cfg.vision.width, cfg.embed_dim)
+        self.text = UnimodalTextDecoder(cfg.text, cfg.embed_dim)
+        if cfg.text.width != cfg.embed_dim:
+            raise ValueError(f"text width {cfg.text.width} must equal embed_dim {cfg.embed_dim} (decoder cross-attn)")
+        self.decoder = MultimodalTextDecoder(cfg.decoder, cfg.text.width)
+        self.caption_head: nn.Linear | None = None
+        if not cfg.decoder.tied_head:
+            self.caption_head = nn.Linear(cfg.text.width, cfg.text.vocab_size, bias=False)
+            nn.init.normal_(self.caption_head.weight, std=cfg.text.width**-0.5)
+        self.logit_scale = nn.Parameter(torch.tensor(cfg.init_logit_scale))
+
+    # -- image side ---------------------------------------------------------------------------------------------
+    def image_features(self, images: Tensor) -> PooledImage:
+        """(B, 3, H, W) -> contrastive embedding (B, D) (not normalised) and decoder image tokens (B, Q, D)."""
+        return self.image_pooling(self.image_encoder(images))
+
+    def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, D) embeddings, L2-normalised by default."""
+        embedding = self.image_features(images).embedding
+        return F.normalize(embedding, dim=-1) if normalize else embedding
+
+    def encode_video(self, frames: Tensor, max_frames_per_forward: int = 64) -> VideoEncoding:
+        """(B, T, 3, H, W) preprocessed frames -> per-frame and per-video embeddings plus all encoder tokens.
+
+        The image encoder runs on the B*T frames in chunks of at most ``max_frames_per_forward``.
+        """
+        batch, num_frames = frames.shape[:2]
+        flat = frames.flatten(0, 1)  # (B*T, 3, H, W)
+        embeddings, tokens = [], []
+        for chunk in flat.split(max_frames_per_forward):
+            encoder_tokens = self.image_encoder(chunk)  # (n, N, C)
+            embeddings.append(self.image_pooling(encoder_tokens).embedding)
+            tokens.append(encoder_tokens)
+        frame_embeddings = F.normalize(torch.cat(embeddings), dim=-1).unflatten(0, (batch, num_frames))
+        video_embedding = F.normalize(frame_embeddings.mean(dim=1), dim=-1)
+        all_tokens = torch.cat(tokens).unflatten(0, (batch, num_frames)).flatten(1, 2)  # (B, T*N, C)
+        return VideoEncoding(frame_embeddings, video_embedding, all_tokens)
+
+    # -- text side ----------------------------------------------------------------------------------------------
+    def encode_text(self, text_ids: Tensor, normalize: bool = True) -> Tensor:
+        """(B, L) token ids (tokenise to the full context length for features) -> (B, D) embeddings."""
+        embedding = self.text(text_ids).embedding
+        return F.normalize(embedding, dim=-1) if normalize else embedding
+
+    def vocab_logits(self, hidden: Tensor) -> Tensor:
+        """Decoder hidden states (B, L, W) -> vocabulary logits (B, L, V)."""
+        weight = self.text.token_embedding.weight if self.caption_head is None else self.caption_head.weight
+        return F.linear(hidden, weight)
+
+    def caption_logits(self, image_tokens: Tensor, token_states: Tensor) -> Tensor:
+        """Multimodal decoder logits for every text position: (B, L, V)."""
+        return self.vocab_logits(self.decoder(token_states, image_tokens))
+
+    # -- both -----------------------------------------------------------------------------------------------------
+    def scaled_logit_scale(self) -> Tensor:
+        """exp(logit_scale), clamped at ``max_logit_scale`` (100: temperature never below 0.01)."""
+        return self.logit_scale.clamp(max=math.log(self.cfg.max_logit_scale)).exp()
+
+    def forward(self, images: Tensor, text_ids: Tensor) -> CoCaOutput:
+        """Images (B, 3, H, W) and caption ids (B, L) -> both losses' inputs from one pass."""
+        pooled = self.image_features(images)
+        text = self.text(text_ids)
+        logits = self.caption_logits(pooled.tokens, text.token_states[:, :-1])
+        return CoCaOutput(
+            image_latent=F.normalize(pooled.embedding, dim=-1),
+            text_latent=F.normalize(text.embedding, dim=-1),
+            caption_logits=logits,
+            caption_labels=text_ids[:, 1:],
+            logit_scale=self.scaled_logit_scale(),
+        )
+
+    @torch.no_grad()
+    def generate(self, images: Tensor, method: str = "beam", max_len: int = 30, **kwargs) -> Tensor:
+        """Caption images (B, 3, H, W): token ids (B, <= max_len) starting with SOT.
+
+        ``method``: ``beam`` (default), ``greedy`` or ``top_p``; see :mod:`coca_video.model.generate` for options.
+        Decode with ``tokenizer.batch_decode(ids)``.
+        """
+        from .generate import generate_captions
+
+        was_training = self.training
+        self.eval()
+        try:
+            image_tokens = self.image_features(images).tokens
+            return generate_captions(self, image_tokens, method=method, max_len=max_len, **kwargs)
+        finally:
+            self.train(was_training)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in the backward pass of every transformer stack (less memory, more compute)."""
+        self.image_encoder.set_grad_checkpointing(enable)
+        self.text.grad_checkpointing = enable
+        self.decoder.grad_checkpointing = enable

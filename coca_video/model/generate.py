@@ -1,0 +1,192 @@
+"""Caption generation with a KV cache: greedy, nucleus (top-p) sampling and beam search.
+
+Every method starts from ``[SOT]``, blocks EOT while the sequence (SOT included) is shorter than ``min_len``, forces
+EOT at ``max_len`` (SOT included) and returns ids (B, <= max_len) padded with the pad id, as open_clip 3.3.0 does.
+A row also ends if it emits the pad id (open_clip treats pad like EOT). Greedy equals open_clip's greedy decoding
+(``generation_type="top_k", top_k=1``) token for token.
+
+Beam search differs from open_clip on purpose: open_clip ranks beams by the sum of raw (unnormalised) logits, which
+is not a probability and depends on the logits' arbitrary offset per step; ours ranks by the sum of log-probabilities
+(log-softmax), divided by ``length ** length_penalty`` for finished hypotheses, as HF and the CoCa paper do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .layers import KVCache
+
+if TYPE_CHECKING:
+    from .coca import CoCa
+
+
+class DecodingState:
+    """Caches of the unimodal and multimodal layers plus the image keys/values, for one batch of hypotheses."""
+
+    def __init__(self, model: CoCa, image_tokens: Tensor) -> None:
+        self.model = model
+        self.text_caches = [KVCache() for _ in model.text.layers]
+        self.decoder_caches = [KVCache() for _ in model.decoder.layers]
+        self.image_kv = model.decoder.image_kv(image_tokens)
+
+    def next_logits(self, new_ids: Tensor) -> Tensor:
+        """Feed ``new_ids`` (B, s); return the vocabulary logits (B, V) of the last position."""
+        token_states = self.model.text.decode_step(new_ids, self.text_caches)
+        hidden = self.model.decoder.decode_step(token_states, self.image_kv, self.decoder_caches)
+        return self.model.vocab_logits(hidden[:, -1]).float()
+
+    def reorder(self, index: Tensor) -> None:
+        for cache in self.text_caches + self.decoder_caches:
+            cache.reorder(index)
+        self.image_kv = [(k[index], v[index]) for k, v in self.image_kv]
+
+
+def generate_captions(
+    model: CoCa,
+    image_tokens: Tensor,
+    method: str = "beam",
+    max_len: int = 30,
+    min_len: int = 5,
+    num_beams: int = 6,
+    length_penalty: float = 1.0,
+    top_p: float = 0.9,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Caption ids (B, <= max_len) for decoder image tokens (B, Q, D); see the module docstring."""
+    limit = model.cfg.text.context_length
+    if not min_len < max_len <= limit:
+        raise ValueError(f"need min_len < max_len <= {limit} (context length), got min_len={min_len} max_len={max_len}")
+    if method == "greedy":
+        return _sample(model, image_tokens, max_len, min_len, lambda logits: logits.argmax(-1))
+    if method == "top_p":
+        pick = lambda logits: _nucleus_pick(logits, top_p, temperature, generator)  # noqa: E731
+        return _sample(model, image_tokens, max_len, min_len, pick)
+    if method == "beam":
+        return _beam_search(model, image_tokens, max_len, min_len, num_beams, length_penalty)
+    raise ValueError(f"unknown generation method {method!r}: use 'beam', 'greedy' or 'top_p'")
+
+
+def _block_eot(logits: Tensor, cur_len: int, min_len: int, eot: int) -> Tensor:
+    if cur_len < min_len:
+        logits[:, eot] = float("-inf")
+    return logits
+
+
+def _sample(model: CoCa, image_tokens: Tensor, max_len: int, min_len: int, pick) -> Tensor:
+    """Greedy or sampled decoding, one token per row per step."""
+    sot, eot, pad = model.cfg.text.sot_id, model.cfg.text.eot_id, model.cfg.text.pad_id
+    batch = image_tokens.shape[0]
+    out = torch.full((batch, 1), sot, dtype=torch.long, device=image_tokens.device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=out.device)
+    state, new_ids = DecodingState(model, image_tokens), out
+    while out.shape[1] < max_len:
+        cur_len = out.shape[1]
+        logits = _block_eot(state.next_logits(new_ids), cur_len, min_len, eot)
+        token = pick(logits)
+        if cur_len + 1 == max_len:
+            token = torch.full_like(token, eot)
+        token = torch.where(finished, torch.full_like(token, pad), token)
+        out = torch.cat([out, token[:, None]], dim=1)
+        finished |= (token == eot) | (token == pad)
+        if finished.all():
+            break
+        new_ids = token[:, None]
+    return out
+
+
+def _nucleus_pick(logits: Tensor, top_p: float, temperature: float, generator: torch.Generator | None) -> Tensor:
+    """Sample from the smallest set of tokens whose probability mass reaches ``top_p``."""
+    probs = F.softmax(logits / temperature, dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+    sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)  # the top token always stays
+    choice = torch.multinomial(sorted_probs, 1, generator=generator)
+    return order.gather(-1, choice)[:, 0]
+
+
+def _beam_search(
+    model: CoCa, image_tokens: Tensor, max_len: int, min_len: int, num_beams: int, length_penalty: float
+) -> Tensor:
+    """Beam search over log-probabilities; returns the best finished hypothesis per image."""
+    sot, eot, pad = model.cfg.text.sot_id, model.cfg.text.eot_id, model.cfg.text.pad_id
+    batch, device = image_tokens.shape[0], image_tokens.device
+    state = DecodingState(model, image_tokens.repeat_interleave(num_beams, dim=0))
+    beams = torch.full((batch * num_beams, 1), sot, dtype=torch.long, device=device)
+    scores = torch.full((batch, num_beams), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # the beams start identical: keep one
+    finished = [BeamHypotheses(num_beams, length_penalty) for _ in range(batch)]
+    while beams.shape[1] < max_len and not _all_done(finished, scores, beams.shape[1]):
+        cur_len = beams.shape[1]
+        logprobs = _block_eot(F.log_softmax(state.next_logits(beams[:, -1:]), dim=-1), cur_len, min_len, eot)
+        if cur_len + 1 == max_len:  # force EOT
+            logprobs[:, torch.arange(logprobs.shape[1], device=device) != eot] = float("-inf")
+        candidates = (scores.reshape(-1, 1) + logprobs).view(batch, -1)  # (B, K*V)
+        top_scores, top_index = candidates.topk(2 * num_beams, dim=1)
+        rows, tokens, scores = _advance(beams, top_scores, top_index, finished, logprobs.shape[1], eot)
+        beams = torch.cat([beams[rows], tokens[:, None]], dim=1)
+        state.reorder(rows)
+    return _best(finished, beams, scores, pad)
+
+
+def _all_done(finished: list[BeamHypotheses], scores: Tensor, cur_len: int) -> bool:
+    return all(hyps.is_done(row.max().item(), cur_len) for hyps, row in zip(finished, scores))
+
+
+class BeamHypotheses:
+    """The best ``num_beams`` finished captions of one image, scored by sum log-prob / length ** length_penalty."""
+
+    def __init__(self, num_beams: int, length_penalty: float) -> None:
+        self.num_beams, self.length_penalty = num_beams, length_penalty
+        self.items: list[tuple[float, Tensor]] = []
+
+    def add(self, ids: Tensor, logprob: float) -> None:
+        self.items.append((logprob / ids.shape[0] ** self.length_penalty, ids))
+        self.items = sorted(self.items, key=lambda item: item[0], reverse=True)[: self.num_beams]
+
+    def is_done(self, best_running_logprob: float, cur_len: int) -> bool:
+        """No running beam can still beat the worst kept caption (HF's heuristic without early stopping)."""
+        if len(self.items) < self.num_beams:
+            return False
+        return self.items[-1][0] >= best_running_logprob / cur_len**self.length_penalty
+
+
+def _advance(
+    beams: Tensor, top_scores: Tensor, top_index: Tensor, finished: list[BeamHypotheses], vocab: int, eot: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """From each image's 2K best candidates: EOT ones among the top K finish, the best K others continue.
+
+    Returns the source rows (B*K,), their next tokens (B*K,) and the new scores (B, K).
+    """
+    batch = top_scores.shape[0]
+    num_beams = beams.shape[0] // batch
+    rows, tokens, scores = [], [], []
+    for b in range(batch):
+        kept = 0
+        for rank, (score, index) in enumerate(zip(top_scores[b].tolist(), top_index[b].tolist())):
+            beam, token = divmod(index, vocab)
+            row = b * num_beams + beam
+            if token == eot:
+                if rank < num_beams and score > float("-inf"):
+                    finished[b].add(torch.cat([beams[row], beams.new_tensor([eot])]), score)
+                continue
+            rows.append(row)
+            tokens.append(token)
+            scores.append(score)
+            kept += 1
+            if kept == num_beams:
+                break
+    return beams.new_tensor(rows), beams.new_tensor(tokens), top_scores.new_tensor(scores).view(batch, num_beams)
+
+
+def _best(finished: list[BeamHypotheses], beams: Tensor, scores: Tensor, pad: int) -> Tensor:
+    """Best finished caption per image (the best running beam if none finished), right-padded with ``pad``."""
+    num_beams = scores.shape[1]
+    best = []
+    for b, hyps in enumerate(finished):
+        best.append(hyps.items[0][1] if hyps.items else beams[b * num_beams + int(scores[b].argmax())])
+    return torch.nn.utils.rnn.pad_sequence(best, batch_first=True, padding_value=pad)

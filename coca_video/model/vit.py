@@ -1,0 +1,48 @@
+"""Image encoder: a timm ``VisionTransformer`` trunk that returns every output token of an image.
+
+CLIP-style ViT: patch conv without bias, class token, learned positions, a LayerNorm before the blocks (``norm_pre``),
+pre-LN blocks with exact GELU and LayerNorm eps 1e-5, and no final norm (the poolers normalise their keys).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from .config import VisionConfig
+from .layers import LN_EPS
+
+
+class ImageEncoder(nn.Module):
+    """(B, 3, H, W) images -> (B, 1 + N, width) tokens: the class token then one token per patch."""
+
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vit = VisionTransformer(
+            img_size=cfg.image_size,
+            patch_size=cfg.patch_size,
+            embed_dim=cfg.width,
+            depth=cfg.layers,
+            num_heads=cfg.heads,
+            mlp_ratio=cfg.mlp_ratio,
+            pre_norm=True,
+            final_norm=False,
+            global_pool="",
+            num_classes=0,
+            norm_layer=functools.partial(nn.LayerNorm, eps=LN_EPS),
+            act_layer=nn.GELU,
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per image: class token + patches."""
+        return 1 + self.vit.patch_embed.num_patches
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.vit.set_grad_checkpointing(enable)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.vit.forward_features(images)
