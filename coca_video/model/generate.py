@@ -120,7 +120,7 @@ def _beam_search(
     scores = torch.full((batch, num_beams), float("-inf"), device=device)
     scores[:, 0] = 0.0  # the beams start identical: keep one
     finished = [BeamHypotheses(num_beams, length_penalty) for _ in range(batch)]
-    while beams.shape[1] < max_len and not _all_done(finished, scores, beams.shape[1]):
+    while beams.shape[1] < max_len and not _all_done(finished, scores, max_len):
         cur_len = beams.shape[1]
         logprobs = _block_eot(F.log_softmax(state.next_logits(beams[:, -1:]), dim=-1), cur_len, min_len, eot)
         if cur_len + 1 == max_len:  # force EOT
@@ -133,8 +133,8 @@ def _beam_search(
     return _best(finished, beams, scores, pad)
 
 
-def _all_done(finished: list[BeamHypotheses], scores: Tensor, cur_len: int) -> bool:
-    return all(hyps.is_done(row.max().item(), cur_len) for hyps, row in zip(finished, scores))
+def _all_done(finished: list[BeamHypotheses], scores: Tensor, max_len: int) -> bool:
+    return all(hyps.is_done(row.max().item(), max_len) for hyps, row in zip(finished, scores))
 
 
 class BeamHypotheses:
@@ -148,11 +148,15 @@ class BeamHypotheses:
         self.items.append((logprob / ids.shape[0] ** self.length_penalty, ids))
         self.items = sorted(self.items, key=lambda item: item[0], reverse=True)[: self.num_beams]
 
-    def is_done(self, best_running_logprob: float, cur_len: int) -> bool:
-        """No running beam can still beat the worst kept caption (HF's heuristic without early stopping)."""
+    def is_done(self, best_running_logprob: float, max_len: int) -> bool:
+        """No running beam can still beat the worst kept caption.
+
+        Exact for ``length_penalty >= 0``: a continuation's log-prob sum only falls and its length is at most
+        ``max_len``, so its score is at most ``best_running_logprob / max_len ** length_penalty``.
+        """
         if len(self.items) < self.num_beams:
             return False
-        return self.items[-1][0] >= best_running_logprob / cur_len**self.length_penalty
+        return self.items[-1][0] >= best_running_logprob / max_len**self.length_penalty
 
 
 def _advance(

@@ -35,6 +35,9 @@ class ImageEncoder(nn.Module):
             norm_layer=functools.partial(nn.LayerNorm, eps=LN_EPS),
             act_layer=nn.GELU,
         )
+        scale = cfg.width**-0.5  # CLIP's init for the class token and positions (timm's cls std 1e-6 is a no-op)
+        nn.init.normal_(self.vit.cls_token, std=scale)
+        nn.init.normal_(self.vit.pos_embed, std=scale)
 
     @property
     def num_tokens(self) -> int:

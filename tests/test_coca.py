@@ -1,0 +1,166 @@
+"""Model behaviour: shapes, masking, layouts, gradients, checkpointing, init, video encoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config
+
+import coca_video
+from coca_video.model import CoCaLoss
+
+
+def text_ids(batch: int, length: int, seed: int = 0, pad_from: int | None = None) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 1000, (batch, length), generator=gen)
+    ids[:, 0] = 49406
+    if pad_from is not None:
+        ids[:, pad_from] = 49407
+        ids[:, pad_from + 1 :] = 0
+    return ids
+
+
+def test_forward_shapes_and_normalised_latents(tiny_model):
+    images = torch.randn(3, 3, 64, 64)
+    out = tiny_model(images, text_ids(3, 20))
+    assert out.image_latent.shape == out.text_latent.shape == (3, 64)
+    assert out.caption_logits.shape == (3, 19, 49408)
+    torch.testing.assert_close(out.image_latent.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(out.text_latent.norm(dim=-1), torch.ones(3))
+    assert out.logit_scale.item() == pytest.approx(1 / 0.07, rel=1e-5)
+
+
+def test_logit_scale_is_clamped_at_100(tiny_model):
+    with torch.no_grad():
+        tiny_model.logit_scale.fill_(10.0)
+    assert tiny_model.scaled_logit_scale().item() == pytest.approx(100.0)
+
+
+def test_caption_logits_are_causal(tiny_model):
+    """Changing token k changes no logit at positions < k (each position predicts the next token)."""
+    images = torch.randn(1, 3, 64, 64)
+    ids = text_ids(1, 16, seed=1)
+    changed = ids.clone()
+    changed[0, 9] = 77
+    with torch.no_grad():
+        a, b = tiny_model(images, ids).caption_logits, tiny_model(images, changed).caption_logits
+    torch.testing.assert_close(a[:, :9], b[:, :9])
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
+
+
+@pytest.mark.parametrize(
+    "pad_mask, key_valid",
+    [("shifted", [1, 1, 1, 1, 0, 0]),  # open_clip: [True] + (ids != pad): the CLS sees the first pad, not itself
+     ("aligned", [1, 1, 1, 0, 0, 1])],  # (ids != pad) + [True]: exactly the real tokens and the CLS itself
+)
+def test_attention_mask_by_hand(pad_mask, key_valid):
+    model = coca_video.CoCa(tiny_config(text={"pad_mask": pad_mask}))
+    ids = torch.tensor([[49406, 320, 49407, 0, 0]])
+    mask = model.text.attention_mask(ids)[0, 0].int()  # (6, 6): 5 tokens + CLS
+    causal = torch.tril(torch.ones(6, 6, dtype=torch.int))
+    assert mask.tolist() == (causal * torch.tensor(key_valid)).tolist()
+
+
+def test_pad_content_is_invisible_to_the_cls(tiny_model):
+    """Aligned mask: the embedding of a padded text does not change when we change what the pads hide behind
+    them, but does when the same positions hold real tokens."""
+    ids = text_ids(1, 20, seed=3, pad_from=8)
+    with torch.no_grad():
+        base = tiny_model.encode_text(ids)
+        filled = ids.clone()
+        filled[0, 9:] = 5  # no longer pad: now visible to the CLS
+        assert not torch.allclose(base, tiny_model.encode_text(filled))
+        tiny_model.text.token_embedding.weight[0] += 1.0  # the pad row itself: masked everywhere it matters
+        torch.testing.assert_close(tiny_model.encode_text(ids), base)
+
+
+@pytest.mark.parametrize("layout", ["openclip", "cascade", "parallel"])
+def test_pooler_layouts(layout):
+    torch.manual_seed(0)
+    model = coca_video.CoCa(tiny_config(pooler={"layout": layout})).eval()
+    pooled = model.image_features(torch.randn(2, 3, 64, 64))
+    queries = model.cfg.pooler.n_queries
+    assert pooled.embedding.shape == (2, 64)
+    assert pooled.tokens.shape == (2, queries - 1 if layout == "openclip" else queries, 64)
+    has_contrastive = model.image_pooling.contrastive_pool is not None
+    assert has_contrastive == (layout != "openclip")
+
+
+def test_cascade_embedding_depends_only_on_generative_tokens():
+    """Cascade: the contrastive query reads the pooled tokens, so changing the contrastive pooler's key width
+    is the generative pooler's width; parallel reads the encoder tokens (width 96)."""
+    cascade = coca_video.CoCa(tiny_config(pooler={"layout": "cascade"}))
+    parallel = coca_video.CoCa(tiny_config(pooler={"layout": "parallel"}))
+    assert cascade.image_pooling.contrastive_pool.norm_context.normalized_shape == (64,)
+    assert parallel.image_pooling.contrastive_pool.norm_context.normalized_shape == (96,)
+
+
+def test_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    for layout in ("openclip", "cascade"):
+        model = coca_video.CoCa(tiny_config(pooler={"layout": layout}))
+        losses = CoCaLoss(pad_id=0)(model(torch.randn(2, 3, 64, 64), text_ids(2, 12, pad_from=8)))
+        losses["loss"].backward()
+        no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+        # token rows never used get zero grad; the embedding as a whole must have some
+        assert no_grad == [], no_grad
+
+
+def test_tied_head_uses_the_token_embedding():
+    torch.manual_seed(0)
+    model = coca_video.CoCa(tiny_config(decoder={"tied_head": True}))
+    assert model.caption_head is None
+    assert not any(k.startswith("caption_head") for k in model.state_dict())
+    hidden = torch.randn(1, 3, 64)
+    expected = hidden @ model.text.token_embedding.weight.T
+    torch.testing.assert_close(model.vocab_logits(hidden), expected)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    model = coca_video.CoCa(tiny_config()).train()
+    images, ids = torch.randn(2, 3, 64, 64), text_ids(2, 12, pad_from=9)
+
+    def run():
+        model.zero_grad()
+        loss = CoCaLoss(pad_id=0)(model(images, ids))["loss"]
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain_loss, plain_grads = run()
+    model.set_grad_checkpointing(True)
+    ckpt_loss, ckpt_grads = run()
+    torch.testing.assert_close(ckpt_loss, plain_loss)
+    for name in plain_grads:
+        torch.testing.assert_close(ckpt_grads[name], plain_grads[name], msg=name)
+
+
+def test_no_parameter_is_left_uninitialised():
+    """open_clip leaves its decoder head as torch.empty; every tensor here is drawn or set on purpose."""
+    torch.manual_seed(0)
+    model = coca_video.CoCa(tiny_config())
+    for name, param in model.named_parameters():
+        assert torch.isfinite(param).all(), name
+        if name.endswith("bias"):
+            continue
+        if param.ndim > 0 and "norm" not in name:
+            assert param.std() > 1e-4, f"{name} looks uninitialised"
+            assert param.abs().max() < 10, f"{name} looks like garbage memory"
+
+
+def test_encode_video_equals_frame_by_frame_encode_image(tiny_model):
+    frames = torch.randn(2, 5, 3, 64, 64)
+    with torch.no_grad():
+        video = tiny_model.encode_video(frames, max_frames_per_forward=3)
+        per_frame = tiny_model.encode_image(frames.flatten(0, 1)).view(2, 5, -1)
+        tokens = tiny_model.image_encoder(frames.flatten(0, 1))
+    torch.testing.assert_close(video.frame_embeddings, per_frame, atol=1e-5, rtol=0)
+    mean = per_frame.mean(dim=1)
+    torch.testing.assert_close(video.video_embedding, mean / mean.norm(dim=-1, keepdim=True), atol=1e-5, rtol=0)
+    assert video.tokens.shape == (2, 5 * tokens.shape[1], 96)
+    torch.testing.assert_close(video.tokens.view(10, -1, 96), tokens, atol=1e-5, rtol=0)
+
+
+def test_text_longer_than_context_is_a_clear_error(tiny_model):
+    with pytest.raises(ValueError, match="at most 76"):
+        tiny_model.encode_text(torch.ones(1, 77, dtype=torch.long))

@@ -1,0 +1,64 @@
+"""Strict config loading: unknown keys, typos, bad types and values all name the file and the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from coca_video.config import ConfigError, load_config
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-3
+    steps: int = 10
+
+
+@dataclass
+class Job:
+    name: str = "job"
+    mode: Literal["frozen", "finetune"] = "frozen"
+    resume: str | None = None
+    crops: tuple[int, ...] = (1,)
+    optim: Optim = field(default_factory=Optim)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = write(tmp_path, "mode: finetune\noptim:\n  lr: 5.0e-4\n")
+    cfg = load_config(Job, path, ["optim.steps=20", "resume=auto", "crops=[1, 3]"])
+    assert cfg == Job(mode="finetune", resume="auto", crops=(1, 3), optim=Optim(lr=5e-4, steps=20))
+
+
+def test_unknown_key_in_file_names_file_and_suggests(tmp_path):
+    path = write(tmp_path, "optim:\n  stps: 3\n")
+    with pytest.raises(ConfigError, match=r"job\.yaml: unknown key 'optim\.stps' for Optim\. Did you mean: steps"):
+        load_config(Job, path)
+
+
+def test_typo_on_command_line():
+    with pytest.raises(ConfigError, match=r"command line: unknown key 'optim\.lrr'"):
+        load_config(Job, None, ["optim.lrr=1"])
+
+
+def test_bad_types_and_literals(tmp_path):
+    with pytest.raises(ConfigError, match=r"optim\.steps must be int, got 'abc'"):
+        load_config(Job, None, ["optim.steps=abc"])
+    with pytest.raises(ConfigError, match=r"mode must be one of \['frozen', 'finetune'\]"):
+        load_config(Job, None, ["mode=linear"])
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(Job, None, ["mode"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="absent.yaml: config file not found"):
+        load_config(Job, tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(Job, write(tmp_path, "- 1\n- 2\n"))
