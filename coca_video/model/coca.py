@@ -58,7 +58,7 @@ class CoCa(nn.Module):
 
     def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
         """(B, 3, H, W) preprocessed images -> (B, D) embeddings, L2-normalised by default."""
-        embedding = self.image_features(images).embedding
+        embedding = self.image_pooling.embed(self.image_encoder(images))
         return F.normalize(embedding, dim=-1) if normalize else embedding
 
     def encode_video(self, frames: Tensor, max_frames_per_forward: int = 64) -> VideoEncoding:
@@ -71,7 +71,7 @@ class CoCa(nn.Module):
         embeddings, tokens = [], []
         for chunk in flat.split(max_frames_per_forward):
             encoder_tokens = self.image_encoder(chunk)  # (n, N, C)
-            embeddings.append(self.image_pooling(encoder_tokens).embedding)
+            embeddings.append(self.image_pooling.embed(encoder_tokens))
             tokens.append(encoder_tokens)
         frame_embeddings = F.normalize(torch.cat(embeddings), dim=-1).unflatten(0, (batch, num_frames))
         video_embedding = F.normalize(frame_embeddings.mean(dim=1), dim=-1)

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distributed import all_gather_with_grad
+import torch.distributed as dist
+
+from ..distributed import all_gather_with_grad, is_distributed
 from .coca import CoCaOutput
 
 
@@ -23,8 +25,20 @@ def contrastive_loss(image_latent: Tensor, text_latent: Tensor, logit_scale: Ten
 
 
 def caption_loss(caption_logits: Tensor, caption_labels: Tensor, pad_id: int) -> Tensor:
-    """Mean next-token cross-entropy over the non-pad labels: logits (B, L, V), labels (B, L)."""
-    return F.cross_entropy(caption_logits.transpose(1, 2).float(), caption_labels, ignore_index=pad_id)
+    """Mean next-token cross-entropy over the non-pad labels of the global batch: logits (B, L, V), labels (B, L).
+
+    Across ranks each rank returns ``world * local_sum / global_count``, so DDP's gradient average equals the
+    gradient of the mean over all ranks' tokens (ranks may hold different numbers of non-pad tokens).
+    """
+    summed = F.cross_entropy(caption_logits.transpose(1, 2).float(), caption_labels, ignore_index=pad_id,
+                             reduction="sum")
+    count = (caption_labels != pad_id).sum()
+    world = 1
+    if is_distributed():
+        world = dist.get_world_size()
+        count = count.clone()
+        dist.all_reduce(count)
+    return summed * world / count.clamp(min=1)
 
 
 class CoCaLoss(nn.Module):

@@ -25,8 +25,9 @@ class AttentionalPooler(nn.Module):
         self.attn = CrossAttention(dim, context_dim, heads)
         nn.init.normal_(self.query, std=dim**-0.5)
 
-    def forward(self, context: Tensor) -> Tensor:
-        queries = self.norm_query(self.query)[None]  # (1, Q, D), shared by the batch
+    def forward(self, context: Tensor, num_queries: int | None = None) -> Tensor:
+        """Pool with all queries, or only the first ``num_queries`` (queries do not interact)."""
+        queries = self.norm_query(self.query[:num_queries])[None]  # (1, Q, D), shared by the batch
         return self.attn(queries, self.attn.project_context(self.norm_context(context)))
 
 
@@ -54,6 +55,12 @@ class ImagePooling(nn.Module):
         self.norm = layer_norm(embed_dim)
         self.proj = nn.Linear(embed_dim, embed_dim, bias=False)
         nn.init.normal_(self.proj.weight, std=embed_dim**-0.5)
+
+    def embed(self, encoder_tokens: Tensor) -> Tensor:
+        """Only the contrastive embedding (B, embed_dim): in the ``openclip`` layout, query 0 alone is pooled."""
+        if self.contrastive_pool is None:
+            return self.proj(self.norm(self.generative_pool(encoder_tokens, num_queries=1)[:, 0]))
+        return self.forward(encoder_tokens).embedding
 
     def forward(self, encoder_tokens: Tensor) -> PooledImage:
         pooled = self.generative_pool(encoder_tokens)  # (B, Q, E)
