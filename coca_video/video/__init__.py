@@ -1,0 +1,15 @@
+"""Video input: decoding (decord or PyAV, typed errors, time limits), frame sampling, and writing test clips.
+
+    from coca_video.video import VideoReader, sample_indices, VideoDecodeError
+    reader = VideoReader(path, backend="auto")
+    frames = reader.get_frames(sample_indices(reader.num_frames, 16))   # uint8 (16, H, W, 3) RGB
+"""
+
+from .reader import IMAGE_EXTENSIONS, VideoDecodeError, VideoInfo, VideoReader
+from .sampling import dense_indices, sample_indices, window_frames
+from .writer import write_video
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "VideoDecodeError", "VideoInfo", "VideoReader", "dense_indices", "sample_indices",
+    "window_frames", "write_video",
+]

