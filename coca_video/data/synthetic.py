@@ -1,0 +1,241 @@
+"""The built-in synthetic world: images and short videos of coloured shapes, with captions and labels.
+
+It is the project's offline world (no downloads): the default model is pretrained on its images, and the demo,
+tests and video tasks use its videos (actions = kinds of motion, retrieval = scene captions). Everything is a pure
+function of ``(seed, split, index)``, so position ``i`` of a dataset is the same scene in every process.
+
+    pairs = SyntheticImageText(1000, size=64, seed=0)
+    image, caption = pairs[3]          # uint8 (64, 64, 3), "a big blue triangle above a small red circle"
+    clips = SyntheticVideos(100, size=64, num_frames=16, seed=0, split="test")
+    frames, caption, label = clips[0]  # uint8 (16, 64, 64, 3), "a small green square moving left", 0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40), "green": (40, 175, 60), "blue": (45, 85, 225),
+    "yellow": (240, 220, 40), "purple": (150, 60, 195), "orange": (250, 140, 25),
+}
+SHAPES = ("circle", "square", "triangle", "cross")
+SIZES: dict[str, float] = {"small": 0.11, "big": 0.2}  # half-extent as a fraction of the image side
+MOTIONS = ("left", "right", "up", "down", "still")
+RELATIONS = ("above", "below", "left of", "right of")
+SPLITS = {"train": 0, "test": 1}
+TRAVEL = 0.45  # how far a moving object goes over a clip, as a fraction of the image side
+
+
+@dataclass(frozen=True)
+class Thing:
+    """One shape: its look and its centre (x, y) in units of the image side."""
+
+    colour: str
+    shape: str
+    size: str
+    x: float
+    y: float
+
+    def describe(self) -> str:
+        return f"a {self.size} {self.colour} {self.shape}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A main object, maybe a second one (``reference``) in ``relation`` to it, a background, and a motion."""
+
+    main: Thing
+    background: tuple[int, int, int]
+    texture_seed: int
+    motion: str = "still"
+    reference: Thing | None = None
+    relation: str | None = None
+
+
+def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    return np.random.default_rng([seed, SPLITS[split], index])
+
+
+def sample_scene(rng: np.random.Generator, p_reference: float, motion: str | None = None) -> Scene:
+    """Draw a scene. ``motion`` None makes an image scene: a second object, if any, stands in a spatial relation
+    to the main one. In a video the main object's whole path stays in frame and a second object stands anywhere
+    (the main object passes in front of it)."""
+    colour, shape, size = str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)), str(rng.choice(list(SIZES)))
+    background = tuple(int(v) for v in rng.integers(25, 190) + rng.integers(-20, 21, size=3))
+    texture_seed = int(rng.integers(1 << 31))
+    reference = None
+    if rng.random() < p_reference:
+        ref_colour = str(rng.choice([c for c in COLOURS if c != colour]))
+        reference = (ref_colour, str(rng.choice(SHAPES)), str(rng.choice(list(SIZES))))
+    if motion is None and reference is not None:
+        relation = str(rng.choice(RELATIONS))
+        near, far = rng.uniform(0.22, 0.3), rng.uniform(0.7, 0.78)
+        across = rng.uniform(0.3, 0.7, size=2)
+        main_at, ref_at = {
+            "above": ((across[0], near), (across[1], far)), "below": ((across[0], far), (across[1], near)),
+            "left of": ((near, across[0]), (far, across[1])), "right of": ((far, across[0]), (near, across[1])),
+        }[relation]
+        return Scene(Thing(colour, shape, size, *main_at), background, texture_seed, "still",
+                     Thing(*reference, *ref_at), relation)
+    motion = motion or "still"
+    travel = 0.0 if motion == "still" else TRAVEL
+    lo, hi = SIZES[size] + 0.02, 1 - SIZES[size] - 0.02
+    x = rng.uniform(lo, hi - travel * (motion in ("left", "right"))) + travel * (motion == "left")
+    y = rng.uniform(lo, hi - travel * (motion in ("up", "down"))) + travel * (motion == "up")
+    if reference is not None:
+        ref_lo, ref_hi = SIZES[reference[2]] + 0.02, 1 - SIZES[reference[2]] - 0.02
+        reference = Thing(*reference, *rng.uniform(ref_lo, ref_hi, size=2))
+    return Scene(Thing(colour, shape, size, x, y), background, texture_seed, motion, reference)
+
+
+def caption(scene: Scene, video: bool = False) -> str:
+    """The scene in words: "a small red circle [moving left] [above a big blue square]"."""
+    words = scene.main.describe()
+    if video:
+        words += " staying still" if scene.motion == "still" else f" moving {scene.motion}"
+    if scene.reference is not None:
+        words += f" near {scene.reference.describe()}" if video else f" {scene.relation} {scene.reference.describe()}"
+    return words
+
+
+def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, half: float) -> np.ndarray:
+    """Pixels inside a shape centred at the origin with half-extent ``half`` (dx, dy in pixels)."""
+    if shape == "circle":
+        return dx * dx + dy * dy <= half * half
+    if shape == "square":
+        return (np.abs(dx) <= half * 0.85) & (np.abs(dy) <= half * 0.85)
+    if shape == "triangle":  # pointing up
+        return (dy <= half) & (dy >= -half) & (np.abs(dx) <= (dy + half) * 0.55)
+    if shape == "cross":
+        bar = half / 3
+        return ((np.abs(dx) <= bar) & (np.abs(dy) <= half)) | ((np.abs(dy) <= bar) & (np.abs(dx) <= half))
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _background(scene: Scene, size: int) -> np.ndarray:
+    """A flat colour with a soft gradient and fine noise, so the model cannot key on a blank canvas."""
+    rng = np.random.default_rng(scene.texture_seed)
+    ramp = np.linspace(-1, 1, size, dtype=np.float32)
+    direction = rng.uniform(-12, 12, size=2)
+    canvas = np.asarray(scene.background, np.float32) + (direction[0] * ramp[None, :] + direction[1] * ramp[:, None]
+                                                        )[..., None]
+    canvas += rng.normal(0, 6, size=(size, size, 1)).astype(np.float32)
+    return canvas
+
+
+def _draw(canvas: np.ndarray, thing: Thing, dx_shift: float = 0.0, dy_shift: float = 0.0) -> None:
+    size = canvas.shape[0]
+    coords = np.arange(size, dtype=np.float32) + 0.5
+    dx = coords[None, :] - (thing.x + dx_shift) * size
+    dy = coords[:, None] - (thing.y + dy_shift) * size
+    canvas[_shape_mask(thing.shape, dx, dy, SIZES[thing.size] * size)] = COLOURS[thing.colour]
+
+
+def render_image(scene: Scene, size: int) -> np.ndarray:
+    """The scene as a uint8 (size, size, 3) RGB image (the main object at its start position)."""
+    return render_video(scene, size, 1)[0]
+
+
+def render_video(scene: Scene, size: int, num_frames: int) -> np.ndarray:
+    """The scene as uint8 (num_frames, size, size, 3); the main object travels ``TRAVEL`` along its motion."""
+    base = _background(scene, size)
+    if scene.reference is not None:
+        _draw(base, scene.reference)
+    step = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}[scene.motion]
+    frames = np.empty((num_frames, size, size, 3), np.uint8)
+    for t in range(num_frames):
+        progress = TRAVEL * t / max(num_frames - 1, 1)
+        canvas = base.copy()
+        _draw(canvas, scene.main, step[0] * progress, step[1] * progress)
+        frames[t] = np.clip(canvas, 0, 255)
+    return frames
+
+
+class SyntheticImageText:
+    """``n`` (image, caption) pairs; item ``i`` is a pure function of ``(seed, split, i)``."""
+
+    def __init__(self, n: int, size: int = 64, seed: int = 0, split: str = "train", p_reference: float = 0.5):
+        self.n, self.size, self.seed, self.split, self.p_reference = n, size, seed, split, p_reference
+
+    def __len__(self) -> int:
+        return self.n
+
+    def scene(self, index: int) -> Scene:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return sample_scene(_rng(self.seed, self.split, index), self.p_reference)
+
+    def caption(self, index: int) -> str:
+        return caption(self.scene(index))
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, str]:
+        scene = self.scene(index)
+        return render_image(scene, self.size), caption(scene)
+
+
+VideoTask = Literal["motion", "colour", "shape"]
+
+
+class SyntheticVideos:
+    """``n`` short clips (frames, caption, label). ``task`` picks the label: the main object's motion (the
+    action-recognition task), colour or shape. Motions are balanced: clip ``i`` moves ``MOTIONS[i % 5]``."""
+
+    def __init__(self, n: int, size: int = 64, num_frames: int = 16, seed: int = 0, split: str = "train",
+                 task: VideoTask = "motion", p_reference: float = 0.5):
+        if task not in ("motion", "colour", "shape"):
+            raise ValueError(f"task must be motion, colour or shape, got {task!r}")
+        self.n, self.size, self.num_frames, self.seed, self.split = n, size, num_frames, seed, split
+        self.task, self.p_reference = task, p_reference
+
+    def __len__(self) -> int:
+        return self.n
+
+    def scene(self, index: int) -> Scene:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        rng = _rng(self.seed + 7919, self.split, index)
+        return sample_scene(rng, self.p_reference, motion=MOTIONS[index % len(MOTIONS)])
+
+    def caption(self, index: int) -> str:
+        return caption(self.scene(index), video=True)
+
+    def label(self, index: int) -> int:
+        return label_names(self.task).index(_attribute(self.scene(index), self.task))
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, str, int]:
+        scene = self.scene(index)
+        return render_video(scene, self.size, self.num_frames), caption(scene, video=True), self.label(index)
+
+
+def _attribute(scene: Scene, attribute: str) -> str:
+    if attribute == "motion":
+        return "staying still" if scene.motion == "still" else f"moving {scene.motion}"
+    return getattr(scene.main, attribute)
+
+
+def label_names(task: str) -> list[str]:
+    """Class names of a task, in caption words: motions ("moving left", ...), colours or shapes."""
+    if task == "motion":
+        return ["staying still" if m == "still" else f"moving {m}" for m in MOTIONS]
+    if task == "colour":
+        return list(COLOURS)
+    if task == "shape":
+        return list(SHAPES)
+    raise ValueError(f"unknown task {task!r}: motion, colour or shape")
+
+
+def zero_shot_image_set(num: int, size: int, seed: int = 0, attribute: str = "colour"
+                        ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Held-out single-object test images (the ``test`` split) labelled by ``attribute`` (colour or shape):
+    uint8 (num, size, size, 3), int labels (num,), class names."""
+    names = label_names(attribute)
+    images, labels = np.empty((num, size, size, 3), np.uint8), np.empty(num, np.int64)
+    for i in range(num):
+        scene = sample_scene(_rng(seed + 104729, "test", i), p_reference=0.0)
+        images[i], labels[i] = render_image(scene, size), names.index(getattr(scene.main, attribute))
+    return images, labels, names
