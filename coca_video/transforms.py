@@ -7,6 +7,7 @@ Eval: resize the shortest side to the model's image size (antialiased, bicubic b
 
 from __future__ import annotations
 
+import math
 from typing import Union
 
 import numpy as np
@@ -43,6 +44,21 @@ class ImageTransform:
         cropped = TF.center_crop(resized, [self.image_size, self.image_size])
         return (cropped.float() / 255.0 - self.mean) / self.std
 
+    def frame_crops(self, frames: np.ndarray | Tensor, num_crops: int = 1) -> Tensor:
+        """(T, H, W, 3) uint8 -> (num_crops, T, 3, S, S): 1 centre crop, or 3 crops (start, centre, end) along the
+        longer side after resizing the shorter side to S (SlowFast/mmaction 3-crop testing)."""
+        if num_crops == 1:
+            return self.frames(frames)[None]
+        frames = torch.as_tensor(frames)
+        chw = frames.permute(0, 3, 1, 2)
+        resized = TF.resize(chw, [self.image_size], interpolation=self.interpolation, antialias=True)
+        height, width = resized.shape[-2:]
+        size = self.image_size
+        starts = [0, (max(height, width) - size) // 2, max(height, width) - size]
+        crops = [resized[..., s:s + size, (width - size) // 2:(width - size) // 2 + size] if height > width
+                 else resized[..., (height - size) // 2:(height - size) // 2 + size, s:s + size] for s in starts]
+        return torch.stack([(c.float() / 255.0 - self.mean) / self.std for c in crops])
+
     def __repr__(self) -> str:
         return f"ImageTransform(size={self.image_size}, interpolation={self.interpolation.value})"
 
@@ -59,7 +75,37 @@ def as_uint8_hwc(image: ImageLike) -> Tensor:
     return tensor
 
 
-def image_transform(model_or_config: torch.nn.Module | CoCaConfig) -> ImageTransform:
-    """The eval preprocessing a model expects (open_clip's: 224 bicubic resize + centre crop + OpenAI mean/std)."""
+class RandomResizedCrop(ImageTransform):
+    """Training preprocessing (open_clip's): a random crop of ``scale`` of the area (aspect 3/4..4/3), resized to
+    the model's size. Deterministic given the ``generator`` passed per call."""
+
+    def __init__(self, *args, scale: tuple[float, float] = (0.9, 1.0)) -> None:
+        super().__init__(*args)
+        self.scale = scale
+
+    def __call__(self, image: ImageLike, generator: torch.Generator | None = None) -> Tensor:
+        chw = as_uint8_hwc(image).permute(2, 0, 1)
+        top, left, height, width = self.crop_box(chw.shape[1], chw.shape[2], generator)
+        crop = TF.resized_crop(chw, top, left, height, width, [self.image_size, self.image_size],
+                               interpolation=self.interpolation, antialias=True)
+        return ((crop[None].float() / 255.0 - self.mean) / self.std)[0]
+
+    def crop_box(self, height: int, width: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
+        area = height * width
+        for _ in range(10):
+            draw = torch.rand(4, generator=generator).tolist()
+            target = area * (self.scale[0] + draw[0] * (self.scale[1] - self.scale[0]))
+            aspect = math.exp(math.log(3 / 4) + draw[1] * (math.log(4 / 3) - math.log(3 / 4)))
+            w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                return int(draw[2] * (height - h + 1)), int(draw[3] * (width - w + 1)), h, w
+        side = min(height, width)  # fall back to a centre crop
+        return (height - side) // 2, (width - side) // 2, side, side
+
+
+def image_transform(model_or_config: torch.nn.Module | CoCaConfig, train: bool = False) -> ImageTransform:
+    """The preprocessing a model expects: eval (open_clip's 224 bicubic resize + centre crop + OpenAI mean/std) or,
+    with ``train=True``, a random resized crop of 90-100% of the area."""
     cfg = model_or_config if isinstance(model_or_config, CoCaConfig) else model_or_config.cfg
-    return ImageTransform(cfg.vision.image_size, cfg.preprocess.mean, cfg.preprocess.std, cfg.preprocess.interpolation)
+    args = (cfg.vision.image_size, cfg.preprocess.mean, cfg.preprocess.std, cfg.preprocess.interpolation)
+    return RandomResizedCrop(*args) if train else ImageTransform(*args)

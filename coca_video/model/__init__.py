@@ -2,11 +2,13 @@
 
 from .checkpoint import (
     CheckpointError,
+    checkpoint_folder,
     create_model,
     get_model_config,
     get_tokenizer,
     list_models,
     load_weights,
+    prompt_templates,
     save_pretrained,
 )
 from .coca import CoCa, CoCaOutput, VideoEncoding
@@ -15,6 +17,6 @@ from .loss import CoCaLoss, caption_loss, contrastive_loss
 
 __all__ = [
     "CheckpointError", "CoCa", "CoCaConfig", "CoCaLoss", "CoCaOutput", "DecoderConfig", "PoolerConfig",
-    "PreprocessConfig", "TextConfig", "VideoEncoding", "VisionConfig", "caption_loss", "contrastive_loss",
-    "create_model", "get_model_config", "get_tokenizer", "list_models", "load_weights", "save_pretrained",
+    "PreprocessConfig", "TextConfig", "VideoEncoding", "VisionConfig", "caption_loss", "checkpoint_folder", "contrastive_loss",
+    "create_model", "get_model_config", "get_tokenizer", "list_models", "load_weights", "prompt_templates", "save_pretrained",
 ]

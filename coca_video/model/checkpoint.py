@@ -31,6 +31,7 @@ from .config import CoCaConfig
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+TEMPLATES_FILE = "prompt_templates.txt"
 OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 HF_PREFIX = "hf-hub:"
 OPEN_CLIP_PRETRAINED = {  # open_clip 3.3.0 pretrained tags -> Hugging Face repos
@@ -53,7 +54,7 @@ def list_models() -> list[str]:
 
 def get_model_config(name: str) -> CoCaConfig:
     """The :class:`CoCaConfig` of a named architecture, a checkpoint folder, or ``default``."""
-    folder = _checkpoint_folder(name)
+    folder = checkpoint_folder(name)
     if folder is not None:
         return read_config_json(folder / CONFIG_FILE)
     path = CONFIG_DIR / f"{name}.yaml"
@@ -75,7 +76,7 @@ def read_config_json(path: Path) -> CoCaConfig:
         raise CheckpointError(str(err)) from None
 
 
-def _checkpoint_folder(name: str) -> Path | None:
+def checkpoint_folder(name: str) -> Path | None:
     """The local folder behind ``name`` if it names a coca-video checkpoint (``default``, a path, ``hf-hub:``)."""
     if name == "default":
         return DEFAULT_MODEL_DIR
@@ -89,7 +90,7 @@ def download_hf_snapshot(repo_id: str) -> Path:
     """A local snapshot of a Hugging Face Hub repo (from the cache when offline), weights and configs only."""
     from huggingface_hub import snapshot_download
 
-    patterns = [*OPEN_CLIP_FILES, CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json", "*.txt.gz", "open_clip_config.json"]
+    patterns = [*OPEN_CLIP_FILES, CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json", "*.txt.gz", "open_clip_config.json", TEMPLATES_FILE]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as err:  # network, auth, missing repo: say which repo and why
@@ -104,7 +105,7 @@ def create_model(
 
     Returns the model in eval mode. See the module docstring for the accepted sources.
     """
-    folder = _checkpoint_folder(name)
+    folder = checkpoint_folder(name)
     model = CoCa(get_model_config(name))
     if folder is not None and pretrained is None:
         load_weights(model, folder)
@@ -183,8 +184,9 @@ def load_strict(model: CoCa, state_dict: dict[str, Tensor], path: Path) -> None:
     model.load_state_dict(state_dict, strict=True)
 
 
-def save_pretrained(model: CoCa, folder: str | os.PathLike, tokenizer_files: list[Path] | None = None) -> Path:
-    """Write a coca-video checkpoint folder (config.json, model.safetensors, tokenizer files), atomically."""
+def save_pretrained(model: CoCa, folder: str | os.PathLike, extra_files: list[Path] | None = None) -> Path:
+    """Write a coca-video checkpoint folder atomically: config.json, model.safetensors, and ``extra_files`` copied
+    beside them (the tokenizer's files; optionally ``prompt_templates.txt``, the model's own zero-shot prompts)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -193,7 +195,7 @@ def save_pretrained(model: CoCa, folder: str | os.PathLike, tokenizer_files: lis
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
     (staging / CONFIG_FILE).write_text(json.dumps({"model": to_dict(model.cfg)}, indent=2) + "\n")
-    for file in tokenizer_files or []:
+    for file in extra_files or []:
         shutil.copy2(file, staging / Path(file).name)
     if folder.exists():
         shutil.rmtree(folder)
@@ -296,13 +298,22 @@ def _merge_pooler_projections(out: dict[str, Tensor], state_dict: dict[str, Tens
     out[ours + "kv.bias"] = bias[dim:]
 
 
+def prompt_templates(name: str) -> list[str] | None:
+    """The zero-shot prompt templates a checkpoint folder ships (``prompt_templates.txt``), if any."""
+    from ..data.labels import read_templates
+
+    folder = checkpoint_folder(name)
+    path = folder / TEMPLATES_FILE if folder is not None else None
+    return read_templates(path) if path is not None and path.is_file() else None
+
+
 # -- tokenizers --------------------------------------------------------------------------------------------------------
 def get_tokenizer(name: str = "default") -> Callable:
     """The tokenizer that goes with ``create_model(name)``: open_clip's CLIP BPE or the checkpoint's own files."""
     from ..tokenizer import ClipBpeTokenizer, load_tokenizer
 
     cfg = get_model_config(name)
-    folder = _checkpoint_folder(name)
+    folder = checkpoint_folder(name)
     if folder is not None:
         return load_tokenizer(folder, cfg.text.context_length)
     if cfg.tokenizer != "clip_bpe":

@@ -1,0 +1,169 @@
+"""The ``coca-video`` command: thin argument parsing over the library and the tasks' ``run(cfg)``.
+
+Every task command takes ``--config FILE`` and dotted ``key=value`` overrides of its config dataclass; the
+convenience flags of a command (``--labels``, ``--out``, ...) are just spellings of the same overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .config import ConfigError, load_config
+from .data.image_text import DataError
+from .data.labels import LabelsError
+from .distributed import get_info
+from .model import CheckpointError
+
+USER_ERRORS = (ConfigError, CheckpointError, DataError, LabelsError, FileNotFoundError)
+
+
+class Flag:
+    """A command-line flag that sets config field ``key`` (``switch``: a boolean that needs no value)."""
+
+    def __init__(self, name: str, key: str, help: str, switch: bool = False, positional: bool = False) -> None:
+        self.name, self.key, self.help, self.switch, self.positional = name, key, help, switch, positional
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        if self.positional:
+            parser.add_argument(self.key, nargs="?", metavar=self.name, help=self.help)
+        elif self.switch:
+            parser.add_argument(self.name, dest=self.key, action="store_const", const="true", help=self.help)
+        else:
+            parser.add_argument(self.name, dest=self.key, help=self.help)
+
+
+SCORE_FLAGS = [
+    Flag("VIDEO_DIR", "videos", "folder of videos (searched recursively)", positional=True),
+    Flag("--model", "model", "model name or checkpoint folder (default: the built-in default model)"),
+    Flag("--labels", "labels", "class list: names per line, a CSV with a name column, or a Kinetics annotation CSV"),
+    Flag("--out", "out", "scores table, .parquet or .csv (default scores.parquet)"),
+    Flag("--caption", "caption", "add a caption per video", switch=True),
+    Flag("--frame-embeddings", "frame_embeddings", "also store per-frame embeddings", switch=True),
+    Flag("--report", "report", "write an HTML report to this path"),
+    Flag("--top-k", "top_k", "labels per video (default 5)"),
+]
+
+RETRIEVAL_FLAGS = [
+    Flag("--videos", "videos", "folder of the videos"),
+    Flag("--captions", "captions", "CSV of (video, caption) rows"),
+    Flag("--msrvtt-data", "msrvtt_data", "MSRVTT_data.json"),
+    Flag("--msrvtt-split", "msrvtt_split", "MSRVTT_JSFUSION_test.csv (1k-A) or full"),
+    Flag("--out", "out", "metrics JSON (ranks CSV and report go beside it)"),
+    Flag("--model", "model", "model name or checkpoint folder (default: the built-in default model)"),
+    Flag("--frames", "num_frames", "frames per video (default 16)"),
+]
+
+TASKS = {  # command: (task module, config class, help, flags)
+    "pretrain": ("pretrain", "PretrainConfig", "image-text pretraining (contrastive + captioning)", []),
+    "score": ("score", "ScoreConfig", "score a folder of videos: zero-shot labels, embeddings, captions",
+              SCORE_FLAGS),
+    "retrieval": ("retrieval", "RetrievalConfig", "zero-shot video-text retrieval recall (MSR-VTT or a CSV)",
+                  RETRIEVAL_FLAGS),
+}
+
+
+def task_command(module: str, schema: str, flags: list[Flag]) -> Callable[[argparse.Namespace], None]:
+    """A subcommand that fills the task's config from ``--config``, its flags and ``key=value`` overrides."""
+
+    def command(args: argparse.Namespace) -> None:
+        task = importlib.import_module(f"coca_video.tasks.{module}")
+        from_flags = [f"{f.key}={getattr(args, f.key)}" for f in flags if getattr(args, f.key) is not None]
+        cfg = load_config(getattr(task, schema), args.config, [*from_flags, *args.overrides])
+        result = task.run(cfg)
+        if get_info().is_main:
+            print(json.dumps(result, indent=2))
+
+    return command
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    """Turn an open_clip CoCa checkpoint into a coca-video checkpoint folder (with the tokenizer's files)."""
+    from .model import create_model, save_pretrained
+    from .tokenizer import default_bpe_path
+
+    model = create_model(args.model, pretrained=args.src)
+    tokenizer_files = [default_bpe_path()] if model.cfg.tokenizer == "clip_bpe" else []
+    folder = save_pretrained(model, args.dst, tokenizer_files)
+    print(f"wrote {folder} ({sum(p.numel() for p in model.parameters()):,} parameters, architecture {args.model})")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    """Rank the videos of an embeddings file for a text query."""
+    from .tasks.score import search
+
+    for rank, (path, score) in enumerate(search(args.embeddings, args.query, args.k, args.model), start=1):
+        print(f"{rank:3d}  {score:+.4f}  {path}")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    """Join the per-rank result parts of a score run into its output table and embeddings file."""
+    from .data.results import merge
+
+    scores = merge(args.out)
+    if scores is None:
+        raise FileNotFoundError(f"{args.out}.parts: no result parts to merge")
+    print(f"wrote {args.out} ({scores.num_rows} videos)")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """The README's demo: score a folder of generated videos with the built-in default model, offline."""
+    from .tasks.demo import run_demo
+
+    run_demo(Path(args.output), args.videos)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coca-video", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, (module, schema, help_text, flags) in TASKS.items():
+        task = commands.add_parser(name, help=help_text, description=f"{help_text}. Any config field can be "
+                                   "overridden as a dotted key=value after the options.")
+        for flag in flags:
+            flag.add_to(task)
+        task.add_argument("--config", type=Path, help="YAML file (fields not given keep their defaults)")
+        task.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.max_steps=100")
+        task.set_defaults(func=task_command(module, schema, flags))
+    convert = commands.add_parser("convert", help=cmd_convert.__doc__)
+    convert.add_argument("src", help="open_clip checkpoint: .bin/.pt/.safetensors file, folder, or hf-hub:<repo>")
+    convert.add_argument("dst", type=Path, help="output folder (config.json, model.safetensors, tokenizer)")
+    convert.add_argument("--model", default="coca_ViT-B-32", help="architecture of the checkpoint")
+    convert.set_defaults(func=cmd_convert)
+    search = commands.add_parser("search", help=cmd_search.__doc__)
+    search.add_argument("embeddings", help="<out>.embeddings.parquet written by score")
+    search.add_argument("query", help="text to search for")
+    search.add_argument("-k", type=int, default=10, help="how many videos to list")
+    search.add_argument("--model", default=None, help="text model (default: the one that made the embeddings)")
+    search.set_defaults(func=cmd_search)
+    merge = commands.add_parser("merge", help=cmd_merge.__doc__)
+    merge.add_argument("out", help="the score run's --out")
+    merge.set_defaults(func=cmd_merge)
+    demo = commands.add_parser("demo", help=cmd_demo.__doc__)
+    demo.add_argument("--output", default="demo_output", help="folder for the videos and results")
+    demo.add_argument("--videos", type=int, default=24, help="how many videos to generate")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``coca-video`` console script."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except USER_ERRORS as err:
+        print(f"coca-video {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"coca-video {args.command}: interrupted (results flushed so far are kept)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: the synthetic world, image-text pairs, video lists, retrieval sets, class lists and result tables."""

@@ -1,0 +1,146 @@
+"""Per-video results on disk that survive crashes: append-only Parquet parts, resume keys, and a final merge.
+
+Layout for an output ``scores.parquet`` (or ``.csv``)::
+
+    scores.parquet.parts/rank0-L0-000001.parquet   # one part per flushed batch, written atomically
+    scores.parquet                                 # the merged table (no embedding columns)
+    scores.embeddings.parquet                      # path + embedding columns, same rows
+
+A crash or Ctrl-C loses at most the batch in flight: every flushed part is a complete file (temp file + rename).
+Parts are compacted level by level (``fanout`` parts of one level become one part of the next), so a run over a
+million videos keeps a few hundred files and rewrites each row only log(N) times. A file is identified by
+(path, size, mtime); when several rows name the same path, the newest (``scored_at``) wins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+KEY_COLUMNS = ("path", "size", "mtime")
+PART_NAME = re.compile(r"rank(\d+)-L(\d+)-(\d+)\.parquet$")
+
+
+def file_key(path: str | Path) -> tuple[str, int, float]:
+    """(path, size, mtime) of a file as the store records it."""
+    stat = os.stat(path)
+    return str(path), stat.st_size, stat.st_mtime
+
+
+def atomic_write_table(table: pa.Table, path: Path) -> None:
+    """Write Parquet or CSV (by suffix) to a temp file in the same folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    if path.suffix.lower() in (".csv", ".tsv"):
+        table.to_pandas().to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    else:
+        pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+class PartStore:
+    """Append-only result parts of one output, written by ``rank``."""
+
+    def __init__(self, output: str | Path, rank: int = 0, fanout: int = 32) -> None:
+        self.output = Path(output)
+        self.folder = self.output.with_name(self.output.name + ".parts")
+        self.rank, self.fanout = rank, fanout
+
+    def parts(self, rank: int | None = None) -> list[Path]:
+        """Every complete part (all ranks unless ``rank``), oldest first."""
+        if not self.folder.is_dir():
+            return []
+        found = [(p, PART_NAME.search(p.name)) for p in self.folder.iterdir()]
+        found = [(p, m) for p, m in found if m and (rank is None or int(m.group(1)) == rank)]
+        return [p for p, _ in sorted(found, key=lambda pm: (int(pm[1].group(3)), int(pm[1].group(1))))]
+
+    def done_keys(self) -> set[tuple[str, int, float]]:
+        """Keys of files whose newest row has status ``ok``."""
+        table = self.read(columns=[*KEY_COLUMNS, "status", "scored_at"])
+        if table is None:
+            return set()
+        rows = table.to_pydict()
+        return {(p, s, m) for p, s, m, st in zip(rows["path"], rows["size"], rows["mtime"], rows["status"])
+                if st == "ok"}
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        """Flush ``rows`` as a new level-0 part, then compact full levels."""
+        if not rows:
+            return
+        stamp = time.time()
+        for row in rows:
+            row.setdefault("scored_at", stamp)
+        self._write(pa.Table.from_pylist(rows), level=0)
+        self._compact()
+
+    def _write(self, table: pa.Table, level: int) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        sequence = max((int(PART_NAME.search(p.name).group(3)) for p in self.parts()), default=0) + 1
+        path = self.folder / f"rank{self.rank}-L{level}-{sequence:06d}.parquet"
+        atomic_write_table(table, path)
+        return path
+
+    def _compact(self) -> None:
+        level = 0
+        while True:
+            same_level = [p for p in self.parts(self.rank) if int(PART_NAME.search(p.name).group(2)) == level]
+            if len(same_level) < self.fanout:
+                return
+            merged = pa.concat_tables([pq.read_table(p) for p in same_level], promote_options="default")
+            self._write(merged, level + 1)  # written before the small parts go: a crash here only duplicates rows
+            for part in same_level:
+                part.unlink()
+            level += 1
+
+    def read(self, columns: list[str] | None = None) -> pa.Table | None:
+        """All parts as one table, newest row per path only (None when nothing is stored)."""
+        parts = self.parts()
+        if not parts:
+            return None
+        tables = [pq.read_table(p, columns=columns) for p in parts]
+        table = pa.concat_tables(tables, promote_options="default")
+        return latest_per_path(table)
+
+
+def latest_per_path(table: pa.Table) -> pa.Table:
+    """Keep, for each ``path``, the row with the largest ``scored_at``."""
+    order = table.sort_by([("path", "ascending"), ("scored_at", "descending")])
+    paths = order.column("path").to_pylist()
+    keep = [i for i, path in enumerate(paths) if i == 0 or paths[i - 1] != path]
+    return order.take(pa.array(keep, type=pa.int64()))
+
+
+def merge(output: str | Path, embedding_columns: Iterable[str] = ("video_embedding", "frame_embeddings"),
+          paths: list[str] | None = None, metadata: dict[str, str] | None = None) -> pa.Table | None:
+    """Join all parts into ``output`` (rows sorted by path) and the embeddings sidecar, both atomically.
+
+    ``paths``: the current file list; rows of files not in it are dropped. ``metadata`` goes into the sidecar's
+    schema (e.g. which model made the embeddings). Returns the scores table.
+    """
+    output = Path(output)
+    table = PartStore(output).read()
+    if table is None:
+        return None
+    if paths is not None:
+        wanted = pa.array(sorted(set(paths)))
+        table = table.filter(pc.is_in(table.column("path"), value_set=wanted))
+    embedding_columns = [c for c in embedding_columns if c in table.column_names]
+    if embedding_columns:
+        sidecar = table.select(["path", *embedding_columns])
+        atomic_write_table(sidecar.replace_schema_metadata(metadata or {}), embeddings_path(output))
+    scores = table.drop_columns([*embedding_columns, "scored_at"])
+    atomic_write_table(scores, output)
+    return scores
+
+
+def embeddings_path(output: str | Path) -> Path:
+    """The embeddings sidecar next to a scores table: ``scores.parquet`` -> ``scores.embeddings.parquet``."""
+    output = Path(output)
+    return output.with_name(output.stem + ".embeddings.parquet")

@@ -1,0 +1,247 @@
+"""Image-text pretraining of CoCa: lambda_con * contrastive + lambda_cap * captioning from one forward pass.
+
+    coca-video pretrain --config configs/pretrain/tiny_synthetic.yaml train.max_steps=100 output_dir=runs/x
+    torchrun --nproc_per_node 2 pipelines/pretrain.py --config ... train.batch_size=256
+
+Runs on one process or under torchrun (DDP; FSDP with ``train.distributed=fsdp``). ``train.batch_size`` is the
+global batch; the contrastive loss sees all of it through a differentiable all-gather. ``resume=auto`` continues
+from the newest checkpoint in ``output_dir`` exactly (model, optimiser, schedule, step, data position, RNG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..config import to_dict
+from ..data.image_text import ImageTextDataConfig, build_loader
+from ..distributed import DistInfo, init_distributed, is_distributed
+from ..model import CoCa, CoCaLoss, create_model, save_pretrained
+from ..training import CheckpointManager, MetricLogger, OptimConfig, build_optimizer, build_scheduler, set_rng_state
+from ..transforms import image_transform
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 128  # global, across ranks
+    precision: Literal["fp32", "bf16"] = "fp32"
+    grad_checkpointing: bool = False
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    log_every: int = 10
+    seed: int = 0
+    contrastive_weight: float = 1.0
+    caption_weight: float = 2.0
+
+
+@dataclass
+class EvalConfig:
+    """Zero-shot classification of held-out synthetic images every ``every`` steps (0: off)."""
+
+    every: int = 0
+    num_images: int = 256
+    attributes: tuple[str, ...] = ("colour", "shape")
+
+
+@dataclass
+class TokenizerConfig:
+    """For architectures with their own tokenizer (``tokenizer: tokenizer.json``) and no file yet: train a BPE on
+    ``corpus_size`` captions of the training data."""
+
+    vocab_size: int = 512
+    corpus_size: int = 20000
+
+
+@dataclass
+class PretrainConfig:
+    model: str = "tiny"
+    pretrained: str | None = None
+    output_dir: str = "runs/pretrain"
+    resume: str | None = None  # "auto" or a checkpoint file
+    data: ImageTextDataConfig = field(default_factory=ImageTextDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+
+def run(cfg: PretrainConfig) -> dict[str, Any]:
+    """Train, checkpoint, and write ``output_dir/model`` (a coca-video checkpoint folder). Returns final metrics."""
+    info = init_distributed()
+    output = Path(cfg.output_dir)
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(cfg.model, cfg.pretrained).train()
+    tokenizer, tokenizer_files = prepare_tokenizer(cfg, model, output, info)
+    model.set_grad_checkpointing(cfg.train.grad_checkpointing)
+    wrapped = wrap_model(model, cfg.train.distributed)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.max_steps)
+    checkpoints = CheckpointManager(output, cfg.train.keep_last)
+    start_step = restore(checkpoints, cfg.resume, model, optimizer, scheduler)
+    if info.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    loader = build_loader(cfg.data, image_transform(model, train=True), tokenizer, cfg.train.batch_size, info.rank,
+                          info.world_size, cfg.train.seed, start_step, model.cfg.vision.image_size)
+    logger = MetricLogger(output, enabled=info.is_main, total_steps=cfg.train.max_steps)
+    metrics = train_loop(cfg, wrapped, model, optimizer, scheduler, loader, checkpoints, logger, start_step, tokenizer)
+    if info.is_main:
+        save_pretrained(model, output / "model", tokenizer_files)
+    logger.close()
+    return metrics
+
+
+def prepare_tokenizer(cfg: PretrainConfig, model: CoCa, output: Path, info: DistInfo) -> tuple[Callable, list[Path]]:
+    """The model's tokenizer and the files to ship with it; trains one (rank 0) when the architecture needs its own."""
+    from ..model import get_tokenizer
+    from ..tokenizer import HFTokenizer, default_bpe_path
+
+    if model.cfg.tokenizer == "clip_bpe":
+        return get_tokenizer(cfg.model), [default_bpe_path()]
+    source = Path(cfg.model)
+    path = source / "tokenizer.json" if (source / "tokenizer.json").is_file() else output / "tokenizer.json"
+    if info.is_main and not path.is_file():
+        output.mkdir(parents=True, exist_ok=True)
+        HFTokenizer.train(training_captions(cfg), model.cfg.text.vocab_size, path, model.cfg.text.context_length)
+    if is_distributed():
+        dist.barrier()
+    tokenizer = HFTokenizer(path, model.cfg.text.context_length)
+    ids = (tokenizer.pad_token_id, tokenizer.sot_token_id, tokenizer.eot_token_id)
+    expected = (model.cfg.text.pad_id, model.cfg.text.sot_id, model.cfg.text.eot_id)
+    if ids != expected or tokenizer.vocab_size > model.cfg.text.vocab_size:
+        raise ValueError(f"{path}: special ids (pad, sot, eot) {ids} / vocab {tokenizer.vocab_size} do not fit the "
+                         f"model's {expected} / {model.cfg.text.vocab_size}")
+    return tokenizer, [path]
+
+
+def training_captions(cfg: PretrainConfig) -> list[str]:
+    """Captions to train a tokenizer on: the first ``tokenizer.corpus_size`` of the data source."""
+    from ..data.image_text import ImageTable
+    from ..data.synthetic import SyntheticImageText
+
+    if cfg.data.kind == "table":
+        table = ImageTable(cfg.data.path, cfg.data.img_key, cfg.data.caption_key)
+        return [str(c) for c in table.captions[: cfg.tokenizer.corpus_size]]
+    if cfg.data.kind != "synthetic":
+        raise ValueError("training a tokenizer needs data.kind synthetic or table; pass a model folder with one")
+    pairs = SyntheticImageText(cfg.tokenizer.corpus_size, size=8, seed=cfg.train.seed)
+    return [pairs.caption(i) for i in range(len(pairs))]
+
+
+def wrap_model(model: CoCa, strategy: str) -> nn.Module:
+    """DDP or FSDP around the model when running under torchrun; the model itself otherwise."""
+    if not is_distributed():
+        return model
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in [*model.image_encoder.vit.blocks, *model.text.layers, *model.decoder.layers]:
+            fully_shard(block)
+        return fully_shard(model)
+    device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def restore(checkpoints: CheckpointManager, resume: str | None, model: CoCa, optimizer, scheduler) -> int:
+    """Load the checkpoint ``resume`` names (``auto``: newest, if any); return the step to start from."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    path = checkpoints.resolve(resume)
+    if path is None:
+        return 0
+    state = checkpoints.load(path)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=StateDictOptions(full_state_dict=True, strict=True))
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def train_loop(cfg, wrapped, model, optimizer, scheduler, loader, checkpoints, logger, start_step, tokenizer):
+    """Steps ``start_step`` .. ``max_steps``: forward, loss, backward, clip, step; log, evaluate, checkpoint."""
+    loss_fn = CoCaLoss(model.cfg.text.pad_id, cfg.train.contrastive_weight, cfg.train.caption_weight)
+    device = next(model.parameters()).device
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.precision == "bf16"
+                else contextlib.nullcontext())
+    batches, metrics, skipped = iter(loader), {}, 0
+    for step in range(start_step, cfg.train.max_steps):
+        batch = next(batches)
+        skipped += batch["skipped"]
+        with autocast:
+            losses = loss_fn(wrapped(batch["images"].to(device), batch["text"].to(device)))
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        done = step + 1
+        if done % cfg.train.log_every == 0 or done == cfg.train.max_steps:
+            metrics = step_metrics(losses, model, grad_norm, scheduler, skipped)
+            logger.log(done, metrics, samples=cfg.train.batch_size * cfg.train.log_every)
+        if cfg.eval.every and (done % cfg.eval.every == 0 or done == cfg.train.max_steps):
+            logger.log(done, evaluate_zero_shot(model, tokenizer, cfg.eval))
+        if done % cfg.train.checkpoint_every == 0 or done == cfg.train.max_steps:
+            save_checkpoint(checkpoints, done, model, optimizer, scheduler)
+    return metrics
+
+
+def step_metrics(losses: dict[str, torch.Tensor], model: CoCa, grad_norm, scheduler, skipped: int) -> dict:
+    """Loss terms averaged over ranks, plus temperature, lr, gradient norm and skipped samples so far."""
+    values = torch.stack([losses[k].detach().float() for k in ("loss", "contrastive_loss", "caption_loss")])
+    if is_distributed():
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    loss, con, cap = values.tolist()
+    return {"loss": loss, "contrastive_loss": con, "caption_loss": cap, "lr": scheduler.get_last_lr()[0],
+            "logit_scale": model.scaled_logit_scale().item(), "grad_norm": float(grad_norm), "skipped": skipped}
+
+
+def save_checkpoint(checkpoints: CheckpointManager, step: int, model: CoCa, optimizer, scheduler) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state, optim_state = get_state_dict(model, optimizer, options=options)
+    if not is_distributed() or dist.get_rank() == 0:
+        checkpoints.save(step, {"model": model_state, "optimizer": optim_state, "scheduler": scheduler.state_dict()})
+    if is_distributed():
+        dist.barrier()
+
+
+@torch.no_grad()
+def evaluate_zero_shot(model: CoCa, tokenizer: Callable, cfg: EvalConfig) -> dict[str, float]:
+    """Zero-shot accuracy (percent) per attribute on held-out synthetic images."""
+    from ..data.synthetic import zero_shot_image_set
+    from ..zero_shot import zero_shot_accuracy
+
+    was_training = model.training
+    model.eval()
+    transform = image_transform(model)
+    results = {}
+    for attribute in cfg.attributes:
+        images, labels, names = zero_shot_image_set(cfg.num_images, model.cfg.vision.image_size, seed=0,
+                                                    attribute=attribute)
+        batch = transform.frames(images)
+        templates = synthetic_templates(attribute)
+        results[f"zero_shot_{attribute}"] = zero_shot_accuracy(model, tokenizer, batch, torch.as_tensor(labels),
+                                                               names, templates)
+    model.train(was_training)
+    return results
+
+
+def synthetic_templates(attribute: str) -> tuple[str, ...]:
+    """Prompts for one attribute of the synthetic world, in the language of its captions: an ensemble over the
+    other attribute ("a red {}" for shapes, "a {} circle" for colours)."""
+    from ..data.synthetic import COLOURS, SHAPES
+
+    if attribute == "shape":
+        return tuple(f"a {colour} {{}}" for colour in COLOURS)
+    return tuple(f"a {{}} {shape}" for shape in SHAPES)

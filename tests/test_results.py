@@ -1,0 +1,67 @@
+"""The crash-safe result store: parts, compaction, newest row wins, merge into a table and an embeddings sidecar."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from coca_video.data.results import PartStore, embeddings_path, merge
+
+
+def row(path: str, status: str = "ok", value: float = 0.0, stamp: float | None = None) -> dict:
+    out = {"path": path, "size": 1, "mtime": 1.0, "status": status, "error": "", "top1_score": value,
+           "video_embedding": [value, 1.0]}
+    if stamp is not None:
+        out["scored_at"] = stamp
+    return out
+
+
+def test_compaction_keeps_every_row_and_bounds_the_number_of_parts(tmp_path):
+    store = PartStore(tmp_path / "scores.parquet", fanout=4)
+    for i in range(37):
+        store.append([row(f"v{i:03d}", value=float(i))])
+    # 37 = 2*16 + 1*4 + 1: two level-2 parts, one level-1 part, one level-0 part
+    assert len(store.parts()) == 4
+    table = store.read().to_pandas()
+    assert sorted(table.path) == [f"v{i:03d}" for i in range(37)]
+    assert dict(zip(table.path, table.top1_score))["v017"] == 17.0
+
+
+def test_newest_row_per_path_wins_and_only_ok_rows_count_as_done(tmp_path):
+    store = PartStore(tmp_path / "scores.parquet")
+    store.append([row("a", "error", stamp=1.0), row("b", stamp=1.0)])
+    assert store.done_keys() == {("b", 1, 1.0)}
+    store.append([row("a", "ok", value=5.0, stamp=2.0)])
+    assert store.done_keys() == {("a", 1, 1.0), ("b", 1, 1.0)}
+    table = store.read().to_pandas().set_index("path")
+    assert table.loc["a", "top1_score"] == 5.0 and len(table) == 2
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_merge_writes_the_table_and_the_sidecar_for_the_current_files(tmp_path, suffix):
+    out = tmp_path / f"scores{suffix}"
+    PartStore(out, rank=0).append([row("a", value=1.0), row("gone", value=9.0)])
+    PartStore(out, rank=1).append([row("b", "error", value=2.0)])
+    merge(out, paths=["a", "b"], metadata={"model": "default"})
+    table = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
+    assert list(table.path) == ["a", "b"] and list(table.status) == ["ok", "error"]
+    assert "video_embedding" not in table.columns and "scored_at" not in table.columns
+    sidecar = pq.read_table(embeddings_path(out))
+    assert sidecar.column("path").to_pylist() == ["a", "b"]
+    assert sidecar.column("video_embedding").to_pylist()[0] == [1.0, 1.0]
+    assert sidecar.schema.metadata[b"model"] == b"default"
+
+
+def test_a_crash_during_a_write_leaves_no_partial_part(tmp_path, monkeypatch):
+    store = PartStore(tmp_path / "scores.parquet")
+    store.append([row("a")])
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.append([row("b")])
+    monkeypatch.undo()
+    assert sorted(store.read().to_pandas().path) == ["a"]
