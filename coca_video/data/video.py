@@ -1,0 +1,149 @@
+"""Video lists as a torch Dataset: decode sampled frames, preprocess them, and carry per-video errors in the batch.
+
+One bad file never stops a batch: ``__getitem__`` turns any decode failure into an error record, and
+:func:`collate_videos` stacks the good clips and lists the failures (index, path, reason) beside them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..transforms import ImageTransform
+
+
+@dataclass
+class VideoItem:
+    """One video: its path, an optional integer label, and an optional [start, end) window in seconds."""
+
+    path: str
+    label: int = -1
+    start_sec: float | None = None
+    end_sec: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ClipSampling:
+    """How frames are drawn: ``num_frames`` by TSN segments (``eval``: centres; ``train``: random in each
+    segment), repeated for ``temporal_views`` evenly shifted views, each cut into ``spatial_crops`` (1 or 3) crops."""
+
+    num_frames: int = 16
+    mode: Literal["eval", "train"] = "eval"
+    temporal_views: int = 1
+    spatial_crops: Literal[1, 3] = 1
+
+
+class VideoClipDataset(Dataset):
+    """items -> {"frames": (V, T, 3, S, S) float, "index", "path"} or {"error": reason, ...}.
+
+    V = temporal_views * spatial_crops. Frames are decoded already resized (short side S) and preprocessed with the
+    model's transform. Train-mode randomness comes from ``(seed, epoch, index)``: worker count never changes it.
+    """
+
+    def __init__(self, items: Sequence[VideoItem], transform: ImageTransform, sampling: ClipSampling = ClipSampling(),
+                 seed: int = 0, backend: str = "auto", timeout: float | None = None) -> None:
+        self.items, self.transform, self.sampling = list(items), transform, sampling
+        self.seed, self.backend, self.timeout, self.epoch = seed, backend, timeout, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        record: dict[str, Any] = {"index": index, "path": item.path, "label": item.label}
+        try:
+            record["frames"], record["meta"] = self.load(item, np.random.default_rng([self.seed, self.epoch, index]))
+        except Exception as err:  # noqa: BLE001 -- any failure becomes this video's error, never the batch's
+            record["error"] = describe_error(item.path, err)
+        return record
+
+    def load(self, item: VideoItem, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
+        from ..video import VideoReader
+
+        reader = VideoReader(item.path, backend=self.backend, short_side=self.transform.image_size,
+                             timeout=self.timeout)
+        views = [reader.get_frames(indices) for indices in self.frame_indices(reader, item, rng)]
+        frames = torch.as_tensor(np.stack(views))  # (views, T, H, W, 3) uint8
+        crops = self.transform.frame_crops(frames.flatten(0, 1), self.sampling.spatial_crops)  # (C, views*T, 3, S, S)
+        t = self.sampling.num_frames
+        meta = {"duration": reader.duration, "num_frames": reader.num_frames, "fps": reader.fps}
+        return crops.unflatten(1, (-1, t)).transpose(0, 1).flatten(0, 1), meta  # (views*C, T, 3, S, S)
+
+    def frame_indices(self, reader, item: VideoItem, rng: np.random.Generator) -> list[np.ndarray]:
+        """One index array per temporal view: views shift the segment centres evenly within a segment."""
+        from ..video import sample_indices
+        from ..video.sampling import window_frames
+
+        first, count = window_frames(reader.fps, reader.num_frames, item.start_sec, item.end_sec)
+        views = []
+        for view in range(self.sampling.temporal_views):
+            if self.sampling.mode == "train":
+                local = sample_indices(count, self.sampling.num_frames, mode="train", rng=rng)
+            else:
+                offset = (view + 0.5) / self.sampling.temporal_views  # 0.5 = the centre for one view
+                local = segment_points(count, self.sampling.num_frames, offset)
+            views.append(first + local)
+        return views
+
+
+def segment_points(num_frames: int, n: int, offset: float) -> np.ndarray:
+    """The point at fraction ``offset`` of each of n equal segments (offset 0.5 = TSN eval centres)."""
+    return np.minimum((np.arange(n) + offset) * num_frames / n, num_frames - 1).astype(np.int64)
+
+
+def describe_error(path: str, err: Exception) -> str:
+    reason = getattr(err, "reason", None) or f"{type(err).__name__}: {err}"
+    return reason if str(path) in reason else f"{path}: {reason}"
+
+
+def collate_videos(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the clips that decoded; list the ones that did not as ``errors`` [(index, path, reason)]."""
+    good = [r for r in records if "frames" in r]
+    return {
+        "frames": torch.stack([r["frames"] for r in good]) if good else None,  # (B, V, T, 3, S, S)
+        "indices": [r["index"] for r in good],
+        "paths": [r["path"] for r in good],
+        "labels": torch.tensor([r["label"] for r in good], dtype=torch.long),
+        "meta": {r["index"]: r["meta"] for r in good},  # duration, num_frames, fps
+        "errors": [(r["index"], r["path"], r["error"]) for r in records if "error" in r],
+    }
+
+
+def video_loader(dataset: VideoClipDataset, batch_size: int, workers: int = 2, shuffle: bool = False,
+                 seed: int = 0, sampler=None) -> DataLoader:
+    """A DataLoader over ``dataset`` that never raises on a bad video (errors ride in the batch)."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=workers, collate_fn=collate_videos, generator=generator,
+                      persistent_workers=False, prefetch_factor=2 if workers else None)
+
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
+
+
+def find_videos(root: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    """Video files under ``root``, recursively and sorted: extensions case-insensitive, hidden files and folders
+    skipped, symlinked folders followed once (a link back to a folder already visited is not entered again)."""
+    root = Path(root)
+    wanted = {e.lower() for e in extensions}
+    found, visited = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:
+            subfolders[:] = []
+            continue
+        visited.add(real)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        found += [Path(folder) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in wanted
+                  and (Path(folder) / n).is_file()]
+    return sorted(found)

@@ -1,0 +1,93 @@
+"""Video lists as a Dataset: batched preprocessing equals the image path, errors ride in the batch, worker count
+never changes what is sampled, and multi-view sampling follows the hand-worked layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from coca_video import get_model_config, image_transform
+from coca_video.data.video import ClipSampling, VideoClipDataset, VideoItem, find_videos, video_loader
+from coca_video.video import write_video
+
+from .test_video import STEP, decoded_index, index_frames
+
+
+def test_batched_frame_preprocessing_equals_the_image_path_and_open_clip():
+    import open_clip
+
+    transform = image_transform(get_model_config("coca_ViT-B-32"))
+    _, _, reference = open_clip.create_model_and_transforms("coca_ViT-B-32", pretrained=None)
+    frames = np.random.default_rng(0).integers(0, 255, (3, 360, 640, 3), dtype=np.uint8)
+    batched = transform.frames(frames)
+    for frame, ours in zip(frames, batched):
+        torch.testing.assert_close(transform(Image.fromarray(frame)), ours, atol=0, rtol=0)
+        theirs = reference(Image.fromarray(frame))
+        assert (theirs - ours).abs().mean() < 1e-3  # tensor vs PIL bicubic: at most one uint8 level on a few pixels
+        assert (theirs - ours).abs().max() <= 1 / 255 / 0.2613 + 1e-4
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dataset")
+    for i in range(5):
+        write_video(root / f"v{i}.mp4", index_frames(40), fps=25)
+    (root / "bad.mp4").write_bytes(b"junk")
+    return root
+
+
+def dataset(folder: Path, mode: str = "eval", **sampling) -> VideoClipDataset:
+    items = [VideoItem(str(p), label=i) for i, p in enumerate(sorted(folder.glob("*.mp4")))]
+    transform = image_transform(get_model_config("tiny"))
+    return VideoClipDataset(items, transform, ClipSampling(mode=mode, **sampling), seed=3)
+
+
+def grey_index(clip: torch.Tensor, transform) -> list[int]:
+    """Frame index back from normalised pixels (frames are flat grey STEP * index)."""
+    pixels = (clip * transform.std[0] + transform.mean[0]) * 255  # (T, 3, S, S)
+    return [int(round(p.mean().item() / STEP)) for p in pixels]
+
+
+def test_a_bad_file_rides_in_the_batch_as_an_error(folder):
+    data = dataset(folder, num_frames=4)
+    batches = list(video_loader(data, batch_size=3, workers=2))
+    errors = [e for b in batches for e in b["errors"]]
+    assert len(errors) == 1 and errors[0][1].endswith("bad.mp4") and "bad.mp4" in errors[0][2]
+    good = [p for b in batches for p in b["paths"]]
+    assert len(good) == 5 and all(b["frames"].shape[1:3] == (1, 4) for b in batches if b["frames"] is not None)
+    first = next(b for b in batches if b["frames"] is not None)
+    assert grey_index(first["frames"][0, 0], data.transform) == [5, 15, 25, 35]  # TSN centres of 40 frames
+    assert first["meta"][first["indices"][0]]["num_frames"] == 40
+
+
+def test_training_samples_do_not_depend_on_the_worker_count(folder):
+    data = dataset(folder, mode="train", num_frames=4)
+    by_workers = [torch.cat([b["frames"] for b in video_loader(data, 2, workers=w) if b["frames"] is not None])
+                  for w in (0, 2)]
+    torch.testing.assert_close(by_workers[0], by_workers[1], atol=0, rtol=0)
+    for clip in by_workers[0][:, 0]:
+        assert all(10 * k <= i < 10 * (k + 1) for k, i in enumerate(grey_index(clip, data.transform)))
+
+
+def test_multi_view_layout(folder):
+    data = dataset(folder, num_frames=2, temporal_views=2, spatial_crops=3)
+    record = data[1]  # data[0] is bad.mp4
+    assert record["frames"].shape == (6, 2, 3, 64, 64)  # views x crops, frames, C, S, S
+    # view v shifts the segment points by (v + 0.5) / views of a segment: segments of 20 frames -> 5,25 and 15,35
+    assert grey_index(record["frames"][0], data.transform) == [5, 25]
+    assert grey_index(record["frames"][3], data.transform) == [15, 35]
+
+
+def test_find_videos_recursive_case_insensitive_hidden_skipped_links_once(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.mp4", "a/b/two.MKV", "a/.hidden.mp4", "a/notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "three.mp4").write_bytes(b"x")
+    (tmp_path / "a" / "b" / "loop").symlink_to(tmp_path / "a")
+    found = [p.relative_to(tmp_path).as_posix() for p in find_videos(tmp_path)]
+    assert found == ["a/b/two.MKV", "a/one.mp4"]
