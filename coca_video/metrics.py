@@ -47,26 +47,26 @@ def retrieval_metrics_from_embeddings(text: Tensor, video: Tensor, caption_video
                               torch.as_tensor(caption_video), chunk_size)
 
 
-def text_to_video_ranks(rows: RowFn, num_captions: int, caption_video: Tensor, chunk_size: int) -> Tensor:
-    ranks = []
+def text_to_video_ranks(rows: RowFn, num_captions: int, num_videos: int, caption_video: Tensor,
+                        chunk_size: int) -> tuple[Tensor, Tensor]:
+    """Every caption's rank among the videos, and (on the way) each video's best own-caption similarity."""
+    ranks, best_own = [], torch.full((num_videos,), float("-inf"))
     for start in range(0, num_captions, chunk_size):
         block = rows(start, min(start + chunk_size, num_captions)).float()  # (c, V)
-        truth = block.gather(1, caption_video[start:start + block.shape[0], None])  # (c, 1)
-        ranks.append((block >= truth).sum(dim=1) - 1)
-    return torch.cat(ranks)
-
-
-def video_to_text_ranks(rows: RowFn, num_captions: int, num_videos: int, caption_video: Tensor,
-                        chunk_size: int) -> Tensor:
-    best_own = torch.full((num_videos,), float("-inf"))
-    for start in range(0, num_captions, chunk_size):
-        block = rows(start, min(start + chunk_size, num_captions)).float()
         own = caption_video[start:start + block.shape[0]]
-        best_own.scatter_reduce_(0, own, block.gather(1, own[:, None])[:, 0], reduce="amax")
+        truth = block.gather(1, own[:, None])  # (c, 1)
+        ranks.append((block >= truth).sum(dim=1) - 1)
+        best_own.scatter_reduce_(0, own, truth[:, 0], reduce="amax")
+    return torch.cat(ranks), best_own
+
+
+def video_to_text_ranks(rows: RowFn, num_captions: int, best_own: Tensor, caption_video: Tensor,
+                        chunk_size: int) -> Tensor:
+    """Each video's rank: how many other videos' captions score at least its best own caption."""
     if torch.isinf(best_own).any():
         missing = torch.nonzero(torch.isinf(best_own))[:5, 0].tolist()
         raise ValueError(f"videos without any caption (first indices {missing}): video-to-text rank is undefined")
-    ranks = torch.zeros(num_videos, dtype=torch.long)
+    ranks = torch.zeros(best_own.shape[0], dtype=torch.long)
     for start in range(0, num_captions, chunk_size):
         block = rows(start, min(start + chunk_size, num_captions)).float()
         own = caption_video[start:start + block.shape[0]]
@@ -90,8 +90,8 @@ def _metrics_from_rows(rows: RowFn, num_captions: int, num_videos: int, caption_
     caption_video = caption_video.long()
     if caption_video.shape != (num_captions,):
         raise ValueError(f"caption_video has shape {tuple(caption_video.shape)}, expected ({num_captions},)")
-    t2v = text_to_video_ranks(rows, num_captions, caption_video, chunk_size)
-    v2t = video_to_text_ranks(rows, num_captions, num_videos, caption_video, chunk_size)
+    t2v, best_own = text_to_video_ranks(rows, num_captions, num_videos, caption_video, chunk_size)
+    v2t = video_to_text_ranks(rows, num_captions, best_own, caption_video, chunk_size)
     return {"t2v": summarize_ranks(t2v), "v2t": summarize_ranks(v2t)}
 
 
