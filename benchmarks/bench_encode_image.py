@@ -55,7 +55,8 @@ def main() -> None:
                 ref_times += best_time(lambda: ref.encode_image(images), 1)
                 our_times += best_time(lambda: ours.encode_image(images), 1)
         ref_ips, our_ips = args.batch / min(ref_times), args.batch / min(our_times)
-        print(f"{precision}: ours {our_ips:7.1f} img/s   open_clip {ref_ips:7.1f} img/s   ratio {our_ips / ref_ips:.2f}x")
+        print(f"{precision}: ours {our_ips:7.1f} img/s   open_clip {ref_ips:7.1f} img/s   "
+              f"ratio {our_ips / ref_ips:.2f}x")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ else:  # naive: the full matrix, a full argsort per direction
     own = caption_video[order_v] == torch.arange(n_video)[:, None]
     v2t = own.float().argmax(dim=1).float()                    # best-ranked correct caption
     def summary(r):
-        return [100 * (r < k).float().mean().item() for k in (1, 5, 10)] + [r.quantile(0.5).item() + 1, r.mean().item() + 1]
+        recalls = [100 * (r < k).float().mean().item() for k in (1, 5, 10)]
+        return recalls + [r.quantile(0.5).item() + 1, r.mean().item() + 1]
     out = {"t2v": summary(t2v), "v2t": summary(v2t)}
 print(json.dumps({"seconds": time.perf_counter() - start, "peak_growth_mb": peak() - before, "metrics": out}))
 """

@@ -41,6 +41,7 @@ SCORE_FLAGS = [
     Flag("VIDEO_DIR", "videos", "folder of videos (searched recursively)", positional=True),
     Flag("--model", "model", "model name or checkpoint folder (default: the built-in default model)"),
     Flag("--labels", "labels", "class list: names per line, a CSV with a name column, or a Kinetics annotation CSV"),
+    Flag("--probe", "probe", "a trained probe folder (the probe task's output_dir/probe) instead of --labels"),
     Flag("--out", "out", "scores table, .parquet or .csv (default scores.parquet)"),
     Flag("--caption", "caption", "add a caption per video", switch=True),
     Flag("--frame-embeddings", "frame_embeddings", "also store per-frame embeddings", switch=True),
@@ -64,6 +65,7 @@ TASKS = {  # command: (task module, config class, help, flags)
               SCORE_FLAGS),
     "retrieval": ("retrieval", "RetrievalConfig", "zero-shot video-text retrieval recall (MSR-VTT or a CSV)",
                   RETRIEVAL_FLAGS),
+    "probe": ("probe", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned", []),
 }
 
 
@@ -152,7 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``coca-video`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options too (argparse alone only takes them before the first option)
+    unknown = [token for token in extra if token.startswith("-") or "=" not in token]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)

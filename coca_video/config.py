@@ -131,7 +131,8 @@ def _convert(hint: Any, value: Any, source: str, key: str) -> Any:
         item_hints = args[:1] if origin is list or (len(args) == 2 and args[1] is Ellipsis) else args
         if origin is tuple and item_hints is args and len(args) != len(value):
             raise ConfigError(f"{source}: {key} must have {len(args)} items, got {len(value)}")
-        items = [_convert(item_hints[min(i, len(item_hints) - 1)], v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+        items = [_convert(item_hints[min(i, len(item_hints) - 1)], v, source, f"{key}[{i}]")
+                 for i, v in enumerate(value)]
         return origin(items)
     if origin is dict:
         if not isinstance(value, dict):

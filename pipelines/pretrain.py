@@ -1,4 +1,5 @@
-"""Image-text pretraining: ``python pipelines/pretrain.py --config FILE [dotted.key=value ...]``; also under torchrun."""
+"""Image-text pretraining: ``python pipelines/pretrain.py --config FILE [dotted.key=value ...]``; also under
+torchrun."""
 
 import sys
 

@@ -117,7 +117,7 @@ def load_image(path: Path) -> Image.Image:
         raise DataError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
 
 
-# -- indexed loading (tables, synthetic) -----------------------------------------------------------------------------------
+# -- indexed loading (tables, synthetic) -------------------------------------------------------------------------------
 class StepBatches:
     """Batch sampler: for steps ``start_step, start_step + 1, ...`` this rank's positions and item indices."""
 
@@ -179,7 +179,7 @@ def collate_pairs(tokenizer: Tokenizer) -> Callable[[list], dict[str, Any]]:
     return collate
 
 
-# -- WebDataset ----------------------------------------------------------------------------------------------------------
+# -- WebDataset --------------------------------------------------------------------------------------------------------
 def expand_braces(pattern: str) -> list[str]:
     """``a{000..002}.tar`` -> a000.tar a001.tar a002.tar; ``{x,y}`` lists; several groups multiply; ``::`` joins."""
     results: list[str] = []
@@ -284,7 +284,7 @@ class WebDatasetBatches(IterableDataset):
                         images, captions, skipped = [], [], 0
 
 
-# -- the loader ------------------------------------------------------------------------------------------------------------
+# -- the loader --------------------------------------------------------------------------------------------------------
 def build_loader(cfg: ImageTextDataConfig, transform: Transform, tokenizer: Tokenizer, global_batch: int,
                  rank: int, world: int, seed: int, start_step: int, image_size: int) -> DataLoader:
     """An endless loader of this rank's batches starting at ``start_step`` (see the module docstring)."""

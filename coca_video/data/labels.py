@@ -69,7 +69,8 @@ def read_templates(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise LabelsError(f"{path}: template file not found")
-    templates = [t.strip() for t in path.read_text(encoding="utf-8").splitlines() if t.strip() and not t.startswith("#")]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    templates = [t.strip() for t in lines if t.strip() and not t.startswith("#")]
     bad = [t for t in templates if t.count("{}") != 1]
     if not templates or bad:
         raise LabelsError(f"{path}: every template needs exactly one '{{}}' (bad: {bad[:3]})")

@@ -34,6 +34,16 @@ def file_key(path: str | Path) -> tuple[str, int, float]:
     return str(path), stat.st_size, stat.st_mtime
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temp file in the same folder, then rename it over ``path`` (readers never see half)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def atomic_write_table(table: pa.Table, path: Path) -> None:
     """Write Parquet or CSV (by suffix) to a temp file in the same folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,9 @@ function of ``(seed, split, index)``, so position ``i`` of a dataset is the same
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -239,3 +241,59 @@ def zero_shot_image_set(num: int, size: int, seed: int = 0, attribute: str = "co
         scene = sample_scene(_rng(seed + 104729, "test", i), p_reference=0.0)
         images[i], labels[i] = render_image(scene, size), names.index(getattr(scene.main, attribute))
     return images, labels, names
+
+
+def write_kinetics_format(folder: str | os.PathLike, train_videos: int, val_videos: int, task: VideoTask = "motion",
+                          size: int = 64, num_frames: int = 16, seed: int = 0) -> tuple[Path, Path]:
+    """Write a Kinetics-layout action dataset from the synthetic world: real mp4 clips named
+    ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4`` in per-class folders, and the official CSV columns
+    (``label,youtube_id,time_start,time_end,split``). Returns (train.csv, validate.csv); files already written
+    are kept, so a second call costs nothing."""
+    from ..video import write_video
+
+    folder = Path(folder)
+    paths = []
+    for split, count, world_split in (("train", train_videos, "train"), ("validate", val_videos, "test")):
+        clips = SyntheticVideos(count, size=size, num_frames=num_frames, seed=seed, split=world_split, task=task,
+                                p_reference=0.0)
+        names = label_names(task)
+        rows = ["label,youtube_id,time_start,time_end,split"]
+        for i in range(count):
+            label, youtube_id = names[clips.label(i)], f"{split[:2]}{seed:03d}{i:06d}"
+            clip = folder / label.replace(" ", "_") / f"{youtube_id}_{0:06d}_{10:06d}.mp4"
+            if not clip.exists():
+                clip.parent.mkdir(parents=True, exist_ok=True)
+                write_video(clip, clips[i][0], fps=max(num_frames / 2, 1))
+            rows.append(f"{label},{youtube_id},0,10,{split}")
+        csv_path = folder / f"{split}.csv"
+        csv_path.write_text("\n".join(rows) + "\n")
+        paths.append(csv_path)
+    return paths[0], paths[1]
+
+
+def write_msrvtt_format(folder: str | os.PathLike, num_videos: int, size: int = 64, num_frames: int = 16,
+                        seed: int = 0) -> tuple[Path, Path]:
+    """Write an MSR-VTT-layout retrieval set from the synthetic world: ``video{N}.mp4`` clips (N from 7010, the
+    test range), ``MSRVTT_data.json`` with two captions per video (the full sentence and a short one), and a
+    1k-A-style ``MSRVTT_JSFUSION_test.csv`` with one caption per video. Returns (json, csv)."""
+    import json
+
+    from ..video import write_video
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clips = SyntheticVideos(num_videos, size=size, num_frames=num_frames, seed=seed, split="test")
+    videos, sentences, rows = [], [], ["key,vid_key,video_id,sentence"]
+    for i in range(num_videos):
+        video_id = f"video{7010 + i}"
+        if not (folder / f"{video_id}.mp4").exists():
+            write_video(folder / f"{video_id}.mp4", clips[i][0], fps=max(num_frames / 2, 1))
+        main = clips.scene(i).main
+        videos.append({"video_id": video_id, "split": "test"})
+        sentences += [{"video_id": video_id, "caption": clips.caption(i)},
+                      {"video_id": video_id, "caption": f"a {main.colour} {main.shape}"}]
+        rows.append(f"ret{i},msr{7010 + i},{video_id},{clips.caption(i)}")
+    data_json, split_csv = folder / "MSRVTT_data.json", folder / "MSRVTT_JSFUSION_test.csv"
+    data_json.write_text(json.dumps({"videos": videos, "sentences": sentences}))
+    split_csv.write_text("\n".join(rows) + "\n")
+    return data_json, split_csv

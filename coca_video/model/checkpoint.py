@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..config import ConfigError, from_dict, read_yaml, to_dict
 from .coca import CoCa
+from .video_classifier import VideoClassifier
 from .config import CoCaConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -65,7 +66,8 @@ def get_model_config(name: str) -> CoCaConfig:
 
 def read_config_json(path: Path) -> CoCaConfig:
     if not path.is_file():
-        raise CheckpointError(f"{path}: missing (a coca-video checkpoint folder holds {CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise CheckpointError(f"{path}: missing (a coca-video checkpoint folder holds {CONFIG_FILE} and "
+                              f"{WEIGHTS_FILE})")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -90,7 +92,8 @@ def download_hf_snapshot(repo_id: str) -> Path:
     """A local snapshot of a Hugging Face Hub repo (from the cache when offline), weights and configs only."""
     from huggingface_hub import snapshot_download
 
-    patterns = [*OPEN_CLIP_FILES, CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json", "*.txt.gz", "open_clip_config.json", TEMPLATES_FILE]
+    patterns = [*OPEN_CLIP_FILES, CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json", "*.txt.gz", "open_clip_config.json",
+                TEMPLATES_FILE]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as err:  # network, auth, missing repo: say which repo and why
@@ -178,8 +181,9 @@ def load_strict(model: CoCa, state_dict: dict[str, Tensor], path: Path) -> None:
     wrong = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
              for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
     if missing or unexpected or wrong:
+        groups = (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
         parts = [f"{label} ({len(items)}): {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
+                 for label, items in groups if items]
         raise CheckpointError(f"{path}: does not fit this architecture; " + "; ".join(parts))
     model.load_state_dict(state_dict, strict=True)
 
@@ -201,6 +205,53 @@ def save_pretrained(model: CoCa, folder: str | os.PathLike, extra_files: list[Pa
         shutil.rmtree(folder)
     staging.rename(folder)
     return folder
+
+
+# -- action-recognition probes ----------------------------------------------------------------------------------------
+PROBE_FILE, PROBE_WEIGHTS = "probe.json", "classifier.safetensors"
+
+
+def save_probe(folder: str | os.PathLike, classifier: VideoClassifier, classes: list[str], backbone: str,
+               pretrained: str | None, num_frames: int, finetuned: CoCa | None = None) -> Path:
+    """A trained probe: ``probe.json`` (classes, backbone, sampling), ``classifier.safetensors``, and for a finetuned
+    encoder the whole model as a checkpoint folder ``model/`` (with the backbone's tokenizer files)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if finetuned is not None:
+        source = checkpoint_folder(backbone)
+        keep = ("tokenizer.json", TEMPLATES_FILE)
+        tokenizer_files = [p for p in (source.iterdir() if source else [])
+                           if p.name in keep or p.name.endswith(".txt.gz")]
+        save_pretrained(finetuned, folder / "model", tokenizer_files)
+        backbone, pretrained = "model", None
+    state = {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}
+    save_file(state, str(folder / PROBE_WEIGHTS))
+    meta = {"classes": classes, "backbone": backbone, "pretrained": pretrained, "num_frames": num_frames,
+            "heads": classifier.pool.attn.heads, "temporal_pos_embed": classifier.temporal_pos is not None,
+            "width": classifier.head.in_features}
+    from ..data.results import atomic_write_text
+
+    atomic_write_text(folder / PROBE_FILE, json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def load_probe(folder: str | os.PathLike) -> tuple[VideoClassifier, dict]:
+    """The classifier of a probe folder (strictly loaded) and its ``probe.json``; ``meta["backbone"]`` is resolved
+    to a model name or folder usable with :func:`create_model`."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / PROBE_FILE).is_file():
+        raise CheckpointError(f"{folder}: not a probe folder (no {PROBE_FILE}; the probe writes output_dir/probe)")
+    meta = json.loads((folder / PROBE_FILE).read_text())
+    classifier = VideoClassifier(meta["width"], len(meta["classes"]), meta["heads"], meta["num_frames"],
+                                 meta["temporal_pos_embed"])
+    load_strict(classifier, load_file(str(folder / PROBE_WEIGHTS)), folder / PROBE_WEIGHTS)
+    if meta["backbone"] == "model":
+        meta["backbone"] = str(folder / "model")
+    return classifier.eval(), meta
 
 
 # -- open_clip ---------------------------------------------------------------------------------------------------------
@@ -254,7 +305,8 @@ def convert_open_clip_state_dict(
 ) -> dict[str, Tensor]:
     """An open_clip 3.3.0 CoCa state dict (``coca_vitb32_keys.txt`` layout) -> ours, same numbers."""
     if cfg.pooler.layout != "openclip":
-        raise CheckpointError(f"{path}: open_clip CoCa weights need pooler.layout 'openclip', not {cfg.pooler.layout!r}")
+        raise CheckpointError(f"{path}: open_clip CoCa weights need pooler.layout 'openclip', "
+                              f"not {cfg.pooler.layout!r}")
     converted: dict[str, Tensor] = {}
     pool = "visual.attn_pool.attn."
     for key, value in state_dict.items():

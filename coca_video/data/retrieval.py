@@ -1,0 +1,121 @@
+"""Video-text retrieval sets: MSR-VTT as distributed (1k-A and full test splits) and a generic (video, caption) CSV.
+
+MSR-VTT files (see the protocols note):
+  - ``MSRVTT_data.json``: ``{"videos": [{"video_id", "split", ...}], "sentences": [{"video_id", "caption"}]}``;
+  - 1k-A: ``MSRVTT_JSFUSION_test.csv`` (``key,vid_key,video_id,sentence``): 1,000 videos, one caption each;
+  - full: the 2,990 test videos (``split == "test"`` in the JSON, ``video7010`` .. ``video9999``) with all their
+    captions (20 each, two videos have 19).
+Videos are ``{video_id}.mp4`` (or ``.webm``) in one folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .labels import LabelsError
+
+FULL_TEST_IDS = range(7010, 10000)
+
+
+class RetrievalDataError(LabelsError):
+    """An annotation file that cannot be read as a retrieval set; the message names the file."""
+
+
+@dataclass
+class RetrievalSet:
+    """Videos (paths), captions, and for each caption the index of its video."""
+
+    videos: list[str]
+    captions: list[str]
+    caption_video: list[int]
+    split: str
+
+    def __post_init__(self) -> None:
+        if not self.videos or not self.captions:
+            raise RetrievalDataError(f"{self.split}: no videos or no captions")
+
+
+def video_path(root: Path, video_id: str) -> str:
+    """``root/{video_id}.mp4``, or the ``.webm`` some distributions ship when only that exists."""
+    mp4 = root / f"{video_id}.mp4"
+    webm = root / f"{video_id}.webm"
+    return str(webm if not mp4.exists() and webm.exists() else mp4)
+
+
+def load_msrvtt(data_json: str | Path, split: str, video_root: str | Path) -> RetrievalSet:
+    """MSR-VTT ``split``: the path of ``MSRVTT_JSFUSION_test.csv`` (1k-A) or ``full`` (all captions of the 2,990
+    test videos from ``MSRVTT_data.json``)."""
+    root = Path(video_root)
+    if split != "full":
+        return load_jsfusion(Path(split), root)
+    data = read_json(Path(data_json))
+    split_of = {v["video_id"]: v.get("split") for v in data.get("videos", [])}
+    has_splits = any(split_of.values())
+
+    def in_test(video_id: str) -> bool:
+        if has_splits:
+            return split_of.get(video_id) == "test"
+        return video_id.startswith("video") and int(video_id[5:]) in FULL_TEST_IDS
+
+    ids = sorted({s["video_id"] for s in data["sentences"] if in_test(s["video_id"])}, key=lambda v: int(v[5:]))
+    index = {video_id: i for i, video_id in enumerate(ids)}
+    sentences = [s for s in data["sentences"] if s["video_id"] in index]
+    return RetrievalSet([video_path(root, v) for v in ids], [s["caption"].strip() for s in sentences],
+                        [index[s["video_id"]] for s in sentences], "msrvtt-full")
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise RetrievalDataError(f"{path}: MSR-VTT annotation file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RetrievalDataError(f"{path}: not valid JSON ({err})") from None
+    if "sentences" not in data:
+        raise RetrievalDataError(f"{path}: no 'sentences' list (expected MSRVTT_data.json)")
+    return data
+
+
+def load_jsfusion(path: Path, root: Path) -> RetrievalSet:
+    """The 1k-A test split: one caption per video, in file order."""
+    rows = read_csv_rows(path, required=("video_id", "sentence"))
+    videos = [video_path(root, row["video_id"]) for row in rows]
+    return RetrievalSet(videos, [row["sentence"].strip() for row in rows], list(range(len(rows))), "msrvtt-1k-A")
+
+
+def load_caption_csv(path: str | Path, video_root: str | Path | None = None) -> RetrievalSet:
+    """A generic CSV with a video column (``video``, ``path`` or ``video_path``) and a caption column (``caption``,
+    ``sentence`` or ``text``); several rows per video allowed. Relative video paths are taken from ``video_root``
+    (default: the CSV's folder)."""
+    path = Path(path)
+    rows = read_csv_rows(path, required=())
+    columns = rows[0].keys()
+    video_key = next((c for c in ("video", "path", "video_path") if c in columns), None)
+    caption_key = next((c for c in ("caption", "sentence", "text") if c in columns), None)
+    if video_key is None or caption_key is None:
+        raise RetrievalDataError(f"{path}: needs a video column (video|path|video_path) and a caption column "
+                                 f"(caption|sentence|text); found {list(columns)}")
+    root = Path(video_root) if video_root else path.parent
+    index: dict[str, int] = {}
+    captions, caption_video = [], []
+    for row in rows:
+        video = str(root / row[video_key]) if not Path(row[video_key]).is_absolute() else row[video_key]
+        caption_video.append(index.setdefault(video, len(index)))
+        captions.append(row[caption_key].strip())
+    return RetrievalSet(list(index), captions, caption_video, path.name)
+
+
+def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise RetrievalDataError(f"{path}: caption file not found")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise RetrievalDataError(f"{path}: no rows")
+    missing = [c for c in required if c not in rows[0]]
+    if missing:
+        raise RetrievalDataError(f"{path}: missing columns {missing} (found {list(rows[0])})")
+    return rows

@@ -1,0 +1,113 @@
+"""Self-contained HTML reports: one table row per video with a strip of thumbnails (inline JPEG), its results, and
+the failures listed with their reasons. No external assets, so the file can be mailed or opened anywhere."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .data.results import atomic_write_text
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; width: 100%; }
+td, th { border-bottom: 1px solid #ddd; padding: 6px 8px; text-align: left; vertical-align: top; }
+img.thumb { height: 72px; margin-right: 2px; }
+.score { color: #666; font-size: 90%; }
+.error { color: #b00; }
+"""
+
+
+def thumbnail_strip(path: str, count: int = 6, height: int = 72) -> str:
+    """``count`` evenly spaced frames of a video as inline <img> tags ('' when the video cannot be read)."""
+    from .video import VideoReader, sample_indices
+
+    try:
+        reader = VideoReader(path, short_side=height)
+        frames = reader.get_frames(sample_indices(reader.num_frames, min(count, reader.num_frames)))
+    except Exception:  # noqa: BLE001 -- a report shows what it can; the failure is listed elsewhere
+        return ""
+    return "".join(f'<img class="thumb" src="{jpeg_data_uri(frame)}">' for frame in frames)
+
+
+def jpeg_data_uri(frame: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_html(path: str | Path, title: str, sections: Iterable[str]) -> Path:
+    """Write a report page atomically."""
+    body = "\n".join(sections)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+    return atomic_write_text(path, page)
+
+
+def write_score_report(scores: pd.DataFrame, path: str | Path, cfg: Any) -> Path:
+    """The ``score`` report: per video thumbnails, top labels with probabilities, caption; then the failures."""
+    ok, failed = scores[scores.status == "ok"], scores[scores.status != "ok"]
+    label_columns = sorted((c for c in scores.columns if c.endswith("_label")), key=lambda c: int(c[3:-6]))
+    rows = []
+    for record in ok.itertuples(index=False):
+        record = record._asdict()
+        labels = "<br>".join(f"{html.escape(str(record[c]))} <span class='score'>{record[c[:-6] + '_score']:.2f}"
+                             "</span>" for c in label_columns)
+        caption = html.escape(str(record.get("caption") or ""))
+        rows.append(f"<tr><td>{html.escape(str(record['path']))}<br><span class='score'>"
+                    f"{record['duration'] or 0:.1f} s</span></td><td>{thumbnail_strip(record['path'])}</td>"
+                    f"<td>{labels}</td><td>{caption}</td></tr>")
+    table = ("<table><tr><th>video</th><th>frames</th><th>top labels</th><th>caption</th></tr>"
+             + "".join(rows) + "</table>")
+    failures = "".join(f"<li><b>{html.escape(str(r.path))}</b>: <span class='error'>{html.escape(str(r.error))}"
+                       "</span></li>" for r in failed.itertuples(index=False))
+    summary = (f"<p>{len(ok)} videos scored, {len(failed)} failed. Model: {html.escape(str(cfg.model))}; "
+               f"{cfg.num_frames} frames per video.</p>")
+    sections = [summary, table, f"<h2>Failures ({len(failed)})</h2><ul>{failures}</ul>" if len(failed) else ""]
+    return write_html(path, "coca-video score report", sections)
+
+
+def recall_curve_uri(ranks: np.ndarray, max_k: int = 50) -> str:
+    """R@K for K = 1..max_k as an inline PNG line plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = np.arange(1, max_k + 1)
+    recall = [(ranks < k).mean() * 100 for k in ks]
+    figure, axis = plt.subplots(figsize=(5, 3.2), dpi=100)
+    axis.plot(ks, recall)
+    axis.set(xlabel="K", ylabel="text-to-video R@K (%)", ylim=(0, 100), xscale="log")
+    axis.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_retrieval_report(path: str | Path, dataset: Any, ranks: np.ndarray, text: Any, video: Any,
+                           num_queries: int) -> Path:
+    """The retrieval report: the R@K curve, then for the first ``num_queries`` captions the top-5 videos (one
+    middle-frame thumbnail each, the correct one marked) beside the ground-truth video."""
+    rows = []
+    for query in range(min(num_queries, len(dataset.captions))):
+        truth = dataset.videos[dataset.caption_video[query]]
+        top5 = (text[query] @ video.T).topk(min(5, len(dataset.videos))).indices.tolist()
+        cells = "".join(f"<td>{thumbnail_strip(dataset.videos[i], count=1)}<br>"
+                        f"{'&#10003; ' if dataset.videos[i] == truth else ''}"
+                        f"{html.escape(Path(dataset.videos[i]).name)}</td>" for i in top5)
+        rows.append(f"<tr><td>{html.escape(dataset.captions[query])}<br><span class='score'>rank "
+                    f"{ranks[query] + 1}</span></td><td>{thumbnail_strip(truth, count=1)}</td>{cells}</tr>")
+    sections = [f"<img src='{recall_curve_uri(ranks)}'>",
+                "<table><tr><th>query</th><th>ground truth</th><th colspan=5>top-5 videos</th></tr>"
+                + "".join(rows) + "</table>"]
+    return write_html(path, f"coca-video retrieval report: {dataset.split}", sections)

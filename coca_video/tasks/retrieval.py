@@ -1,0 +1,185 @@
+"""Zero-shot video-text retrieval (the CoCa paper's MSR-VTT protocol): each video is the normalised mean of its
+``num_frames`` uniformly sampled frame embeddings, each caption its unimodal text embedding, ranked by cosine.
+
+    coca-video retrieval --videos DIR --msrvtt-data MSRVTT_data.json --msrvtt-split MSRVTT_JSFUSION_test.csv
+    coca-video retrieval --videos DIR --captions pairs.csv --out runs/retrieval/metrics.json
+
+Video embeddings are cached on disk (keyed by file, size and mtime, in a cache named after the model and the
+sampling), so a second run with other captions decodes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from ..data.results import atomic_write_table, atomic_write_text
+from ..data.retrieval import RetrievalSet, load_caption_csv, load_msrvtt
+from ..distributed import init_distributed
+from ..metrics import RETRIEVAL_CONVENTION, retrieval_metrics_from_embeddings
+from ..model import CoCa, create_model, get_tokenizer
+from .score import ScoreConfig, embeddings_path, score_paths
+
+
+@dataclass
+class RetrievalConfig:
+    videos: str = ""  # folder of the videos (MSR-VTT: video{N}.mp4)
+    captions: str | None = None  # generic CSV (video, caption)
+    msrvtt_data: str | None = None  # MSRVTT_data.json
+    msrvtt_split: str | None = None  # MSRVTT_JSFUSION_test.csv (1k-A) or "full"
+    out: str = "runs/retrieval/metrics.json"
+    model: str = "default"
+    pretrained: str | None = None
+    num_frames: int = 16
+    prompt_prefix: str = ""  # prepended to every caption, e.g. "a video of "
+    precision: Literal["fp32", "bf16"] = "fp32"
+    batch_size: int = 8
+    workers: int = 2
+    cache_dir: str | None = None  # default: <out folder>/embedding_cache
+    report_queries: int = 4  # queries shown with their top-5 videos in the report (0: no report)
+    device: str = "cpu"
+
+
+def run(cfg: RetrievalConfig) -> dict[str, Any]:
+    """Embed videos (cached) and captions, compute both directions' recall, write metrics, ranks and report."""
+    info = init_distributed()
+    dataset = load_set(cfg)
+    model = create_model(cfg.model, pretrained=cfg.pretrained, device=cfg.device)
+    tokenizer = get_tokenizer(cfg.model)
+    video_embeddings, failed = embed_videos(cfg, dataset, model, tokenizer)
+    if not info.is_main:
+        return {}
+    full_size = (len(dataset.videos), len(dataset.captions))
+    dataset, video_embeddings = without_failed(dataset, video_embeddings, failed)
+    text_embeddings = embed_captions(model, tokenizer, [cfg.prompt_prefix + c for c in dataset.captions],
+                                     cfg.batch_size * 16)
+    caption_video = torch.tensor(dataset.caption_video)
+    metrics = retrieval_metrics_from_embeddings(text_embeddings, video_embeddings, caption_video)
+    result = {**metrics, "protocol": protocol(cfg, dataset, failed, full_size)}
+    out = Path(cfg.out)
+    write_json(out, result)
+    ranks = write_query_ranks(out.with_name(out.stem + "_t2v_ranks.csv"), dataset, text_embeddings,
+                              video_embeddings)
+    if cfg.report_queries:
+        from ..report import write_retrieval_report
+
+        result["report"] = str(write_retrieval_report(out.with_name(out.stem + "_report.html"), dataset, ranks,
+                                                      text_embeddings, video_embeddings, cfg.report_queries))
+    print(format_metrics(result))
+    return result
+
+
+def load_set(cfg: RetrievalConfig) -> RetrievalSet:
+    if cfg.captions:
+        return load_caption_csv(cfg.captions, cfg.videos or None)
+    if cfg.msrvtt_split and (cfg.msrvtt_data or cfg.msrvtt_split != "full"):
+        return load_msrvtt(cfg.msrvtt_data or "", cfg.msrvtt_split, cfg.videos)
+    raise FileNotFoundError("retrieval needs captions=<csv>, or msrvtt_split=<JSFUSION csv>|full (full also needs "
+                            "msrvtt_data=<MSRVTT_data.json>)")
+
+
+def cache_path(cfg: RetrievalConfig) -> Path:
+    """One embedding cache per (model, weights, frames, precision): other captions reuse it, other models do not."""
+    key = json.dumps([cfg.model, cfg.pretrained, cfg.num_frames, cfg.precision])
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out).parent / "embedding_cache"
+    return folder / f"videos-{hashlib.sha1(key.encode()).hexdigest()[:12]}.parquet"
+
+
+def embed_videos(cfg: RetrievalConfig, dataset: RetrievalSet, model: CoCa, tokenizer) -> tuple[torch.Tensor, list]:
+    """(num_videos, D) normalised mean-of-frames embeddings in ``dataset.videos`` order (rows of videos that could
+    not be embedded are zero), and ``failed``: (path, reason) of those videos."""
+    missing = [v for v in dataset.videos if not os.path.isfile(v)]
+    if len(missing) == len(dataset.videos):
+        raise FileNotFoundError(f"{cfg.videos}: none of the {len(missing)} videos exist (e.g. {missing[0]})")
+    present = [Path(v) for v in dataset.videos if os.path.isfile(v)]
+    score_cfg = ScoreConfig(out=str(cache_path(cfg)), model=cfg.model, pretrained=cfg.pretrained,
+                            num_frames=cfg.num_frames, batch_size=cfg.batch_size, workers=cfg.workers,
+                            precision=cfg.precision, device=cfg.device)
+    score_paths(score_cfg, present, model, tokenizer)
+    table = pq.read_table(embeddings_path(score_cfg.out), columns=["path", "video_embedding"]).to_pydict()
+    stored = dict(zip(table["path"], table["video_embedding"]))
+    status = pq.read_table(score_cfg.out, columns=["path", "error"]).to_pydict()
+    reasons = dict(zip(status["path"], status["error"]))
+    matrix = np.zeros((len(dataset.videos), model.cfg.embed_dim), dtype=np.float32)
+    failed = [(v, "file not found") for v in missing]
+    for i, video in enumerate(dataset.videos):
+        if stored.get(video) is not None:
+            matrix[i] = stored[video]
+        elif video not in missing:
+            failed.append((video, reasons.get(video) or "not embedded"))
+    return torch.from_numpy(matrix), failed
+
+
+def without_failed(dataset: RetrievalSet, embeddings: torch.Tensor, failed: list) -> tuple[RetrievalSet, torch.Tensor]:
+    """The set minus the videos that failed and their captions: a failed video is excluded and reported, never
+    replaced by a stand-in that would score as a hit or a miss."""
+    bad = {path for path, _ in failed}
+    keep = [i for i, video in enumerate(dataset.videos) if video not in bad]
+    new_index = {old: new for new, old in enumerate(keep)}
+    captions = [(c, new_index[v]) for c, v in zip(dataset.captions, dataset.caption_video) if v in new_index]
+    if not captions:
+        raise FileNotFoundError(f"{dataset.split}: no video could be embedded ({failed[0][0]}: {failed[0][1]})")
+    subset = RetrievalSet([dataset.videos[i] for i in keep], [c for c, _ in captions], [v for _, v in captions],
+                          dataset.split)
+    return subset, embeddings[keep]
+
+
+@torch.no_grad()
+def embed_captions(model: CoCa, tokenizer, captions: list[str], batch_size: int) -> torch.Tensor:
+    device = next(model.parameters()).device
+    return torch.cat([model.encode_text(tokenizer(captions[i:i + batch_size]).to(device)).float().cpu()
+                      for i in range(0, len(captions), batch_size)])
+
+
+def protocol(cfg: RetrievalConfig, dataset: RetrievalSet, failed: list, full_size: tuple[int, int]) -> dict[str, Any]:
+    """What was measured, so a number is never read without its conditions."""
+    return {"split": dataset.split, "videos": len(dataset.videos), "captions": len(dataset.captions),
+            "videos_in_split": full_size[0], "captions_in_split": full_size[1],
+            "frames_per_video": cfg.num_frames, "sampling": "uniform segment centres",
+            "video_embedding": "normalised mean of normalised frame embeddings", "model": cfg.model,
+            "checkpoint": cfg.pretrained or cfg.model, "prompt_prefix": cfg.prompt_prefix,
+            "precision": cfg.precision, "convention": RETRIEVAL_CONVENTION, "failed_videos": failed}
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_query_ranks(path: Path, dataset: RetrievalSet, text: torch.Tensor, video: torch.Tensor,
+                      chunk: int = 4096) -> np.ndarray:
+    """Per caption query: its video, the 0-based rank of that video (ties count against), and the top-1 video."""
+    import pandas as pd
+
+    truth = torch.tensor(dataset.caption_video)
+    ranks, top1 = [], []
+    for start in range(0, len(text), chunk):
+        sim = text[start:start + chunk] @ video.T
+        own = sim.gather(1, truth[start:start + chunk, None])
+        ranks.append(((sim >= own).sum(1) - 1).numpy())
+        top1.append(sim.argmax(1).numpy())
+    ranks, top1 = np.concatenate(ranks), np.concatenate(top1)
+    table = pd.DataFrame({"caption": dataset.captions, "video": [dataset.videos[i] for i in dataset.caption_video],
+                          "rank": ranks + 1, "top1_video": [dataset.videos[i] for i in top1]})
+    atomic_write_table(pa.Table.from_pandas(table, preserve_index=False), path)
+    return ranks
+
+
+def format_metrics(result: dict[str, Any]) -> str:
+    p = result["protocol"]
+    failed = f" ({len(p['failed_videos'])} videos failed: see protocol.failed_videos)" if p["failed_videos"] else ""
+    lines = [f"{p['split']}: {p['videos']} of {p['videos_in_split']} videos evaluated, {p['captions']} captions"
+             + failed]
+    for direction in ("t2v", "v2t"):
+        m = result[direction]
+        lines.append(f"  {direction}: R@1 {m['R1']:.1f}  R@5 {m['R5']:.1f}  R@10 {m['R10']:.1f}  "
+                     f"MdR {m['MdR']:.1f}  MnR {m['MnR']:.1f}")
+    return "\n".join(lines)

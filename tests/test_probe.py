@@ -1,0 +1,101 @@
+"""Action recognition probe: annotation formats, learning on a synthetic Kinetics-layout dataset with the frozen
+default model, the feature cache, and resume equal to a straight run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from coca_video.config import load_config
+from coca_video.data.actions import load_actions
+from coca_video.data.labels import LabelsError
+from coca_video.tasks import probe, score
+from coca_video.video import VideoReader
+
+
+def test_annotation_formats(tmp_path):
+    for name in ("a/x.mp4", "b/y.mp4", "abc_000005_000015.mp4", "zzz.mp4", "dancing/def_000001_000011.mp4"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_text("a/x.mp4 1\nb/y.mp4 0\nmissing.mp4 2\nb/y.mp4\n")
+    loaded = load_actions("list", listing, tmp_path)
+    assert [(Path(i.path).name, i.label) for i in loaded.items] == [("x.mp4", 1), ("y.mp4", 0), ("y.mp4", -1)]
+    assert loaded.missing == [str(tmp_path / "missing.mp4")]
+    mit = tmp_path / "trainingSet.csv"
+    mit.write_text("a/x.mp4,running,3,0\nb/y.mp4,bathing,2,1\n")
+    assert [i.label for i in load_actions("mit", mit, tmp_path, ["bathing", "running"]).items] == [1, 0]
+    kinetics = tmp_path / "validate.csv"
+    kinetics.write_text("label,youtube_id,time_start,time_end,split\nsinging,abc,5,15,val\n"
+                        "dancing,def,1,11,val\nsinging,zzz,30,40,val\n")
+    k = load_actions("kinetics", kinetics, tmp_path)
+    assert k.classes == ["dancing", "singing"]
+    assert [(Path(i.path).name, i.label, i.start_sec, i.end_sec) for i in k.items] == [
+        ("abc_000005_000015.mp4", 1, None, None), ("def_000001_000011.mp4", 0, None, None),  # trimmed clips
+        ("zzz.mp4", 1, 30.0, 40.0)]  # an untrimmed download is read within its window
+    with pytest.raises(LabelsError, match="validate.csv: label 'singing' is not in the class list"):
+        load_actions("kinetics", kinetics, tmp_path, ["dancing"])
+
+
+def probe_config(tmp_path: Path, task: str, **overrides) -> probe.ProbeConfig:
+    base = {"data.format": "synthetic", "data.video_root": str(tmp_path.parent / f"videos_{task}"),
+            "data.synthetic.task": task, "data.synthetic.train_videos": 60, "data.synthetic.val_videos": 30,
+            "data.num_frames": 8, "data.workers": 0, "output_dir": str(tmp_path / "run"), "epochs": 15,
+            "batch_size": 16, "optim.lr": 3e-3, "optim.warmup_steps": 5}
+    base.update(overrides)
+    return load_config(probe.ProbeConfig, None, [f"{k}={v}" for k, v in base.items()])
+
+
+def test_frozen_probe_learns_appearance_classes(tmp_path):
+    result = probe.run(probe_config(tmp_path, "colour"))
+    assert result["top1"] >= 90.0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["protocol"]["val_videos_evaluated"] == 30 and metrics["top1"] == result["top1"]
+    for name in ("predictions.csv", "per_class.csv", "confusion.png", "curves.png"):
+        assert (tmp_path / "run" / name).is_file()
+    # the saved probe, applied by `score` to the validation clips, predicts what the evaluation predicted
+    import pandas as pd
+
+    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    val_folder = tmp_path / "val_clips"
+    val_folder.mkdir()
+    for path in predictions.path:
+        (val_folder / Path(path).name).symlink_to(path)
+    scores = tmp_path / "scores.csv"
+    score.run(load_config(score.ScoreConfig, None, [f"videos={val_folder}", f"out={scores}", "workers=0",
+                                                    f"probe={tmp_path / 'run' / 'probe'}", "top_k=2"]))
+    scored = pd.read_csv(scores).set_index("path")
+    expected = dict(zip(predictions.path.map(lambda p: str(val_folder / Path(p).name)), predictions.prediction))
+    assert {path: scored.top1_label[path] for path in expected} == expected
+
+
+def test_resumed_run_equals_straight_run_and_reuses_the_cache(tmp_path, monkeypatch):
+    straight = probe.run(probe_config(tmp_path / "a", "colour", epochs=4))
+    real_epoch = probe.FrozenTrainer.train_epoch
+
+    def interrupted_epoch(self, epoch):  # Ctrl-C during the third epoch (epochs 1-2 are checkpointed)
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(probe.FrozenTrainer, "train_epoch", interrupted_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        probe.run(probe_config(tmp_path / "b", "colour", epochs=4))
+    monkeypatch.undo()
+    opened = []
+
+    class RecordingReader(VideoReader):
+        def __init__(self, path, *args, **kwargs):
+            opened.append(path)
+            super().__init__(path, *args, **kwargs)
+
+    monkeypatch.setattr("coca_video.video.VideoReader", RecordingReader)
+    resumed = probe.run(probe_config(tmp_path / "b", "colour", epochs=4, resume="auto"))
+    # training tokens all come from the feature cache; only the validation clips (never evaluated) are decoded
+    assert opened and all(Path(p).name.startswith("va") for p in opened)
+    assert resumed == straight
+    history = [json.loads(line)["train_loss"] for line in (tmp_path / "b" / "run" / "metrics.jsonl").open()]
+    straight_history = [json.loads(line)["train_loss"] for line in (tmp_path / "a" / "run" / "metrics.jsonl").open()]
+    assert history == straight_history

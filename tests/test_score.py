@@ -1,0 +1,173 @@
+"""`coca-video score` end to end on real mp4 files: one row per file, bad files reported, resume, two ranks, search,
+and the HTML report."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from coca_video.cli import main
+from coca_video.config import load_config
+from coca_video.data.synthetic import COLOURS, SyntheticVideos
+from coca_video.tasks import score
+from coca_video.video import write_video
+
+from test_pretrain import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
+    """12 clips (some nested, one upper-case extension), a corrupt mp4, a hidden clip and a text file."""
+    root = tmp_path_factory.mktemp("videos")
+    clips = SyntheticVideos(12, size=64, num_frames=8, seed=3, split="test", p_reference=0.0)
+    truth = {}
+    for i in range(12):
+        path = root / ("nested" if i % 3 == 0 else "") / (f"clip{i:02d}" + (".MP4" if i == 5 else ".mp4"))
+        path.parent.mkdir(exist_ok=True)
+        write_video(path, clips[i][0], fps=8)
+        truth[str(path)] = clips.scene(i).main.colour
+    (root / "broken.mp4").write_bytes(b"not a video at all")
+    shutil.copy(path, root / ".hidden.mp4")
+    (root / "notes.txt").write_text("not a video")
+    labels = root.parent / "colours.txt"
+    labels.write_text("\n".join(COLOURS) + "\n")
+    return root, truth, labels
+
+
+def run_score(root: Path, out: Path, labels: Path, *overrides: str) -> dict:
+    base = [f"videos={root}", f"out={out}", f"labels={labels}", "num_frames=4", "batch_size=4", "workers=0", "top_k=3"]
+    return score.run(load_config(score.ScoreConfig, None, [*base, *overrides]))
+
+
+def test_every_file_gets_one_row_and_labels_match_the_scenes(folder, tmp_path):
+    root, truth, labels = folder
+    out = tmp_path / "scores.csv"
+    run_score(root, out, labels)
+    table = pd.read_csv(out)
+    assert sorted(table.path) == sorted([*truth, str(root / "broken.mp4")])
+    broken = table[table.path.str.endswith("broken.mp4")].iloc[0]
+    assert broken.status == "error" and "broken.mp4" in broken.error
+    ok = table[table.status == "ok"]
+    assert {"size", "duration", "top1_label", "top1_score", "top3_label", "top3_score"} <= set(table.columns)
+    assert (ok.top1_score >= ok.top2_score).all() and (ok.duration > 0).all()
+    correct = sum(truth[r.path] == r.top1_label for r in ok.itertuples())
+    assert correct >= 0.75 * len(ok), f"{correct}/{len(ok)} colours right"
+
+
+def test_rerun_skips_scored_files_and_rescores_a_changed_one(folder, tmp_path):
+    root, truth, labels = folder
+    out = tmp_path / "scores.parquet"
+    first = run_score(root, out, labels)
+    assert first["scored_now"] == 13 and first["errors_now"] == 1
+    again = run_score(root, out, labels)
+    assert again["scored_now"] == 1 and again["already_scored"] == 12  # only the broken file is retried
+    changed = next(iter(truth))
+    os.utime(changed, (1_000_000, 1_000_000))
+    third = run_score(root, out, labels)
+    assert third["scored_now"] == 2
+    assert len(pd.read_parquet(out)) == 13
+
+
+def test_an_interrupted_run_keeps_its_flushed_batches_and_resumes_to_the_same_result(folder, tmp_path, monkeypatch):
+    root, _, labels = folder
+    straight = tmp_path / "straight.parquet"
+    run_score(root, straight, labels)
+    resumed = tmp_path / "resumed.parquet"
+    calls = {"n": 0}
+    original = score.VideoScorer.__call__
+
+    def interrupt_second_batch(self, frames):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, frames)
+
+    monkeypatch.setattr(score.VideoScorer, "__call__", interrupt_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_score(root, resumed, labels)
+    partial = pd.read_parquet(resumed)
+    assert 1 <= (partial.status == "ok").sum() <= 4  # the first batch survived the interrupt
+    monkeypatch.undo()
+    run_score(root, resumed, labels)
+    a = pq.read_table(score.embeddings_path(straight)).to_pandas().set_index("path")
+    b = pq.read_table(score.embeddings_path(resumed)).to_pandas().set_index("path")
+    assert list(a.index) == list(b.index)
+    for path in a.index:
+        if a.loc[path, "video_embedding"] is not None:
+            assert max(abs(x - y) for x, y in zip(a.loc[path, "video_embedding"], b.loc[path, "video_embedding"])) < 1e-5
+
+
+@pytest.mark.distributed
+def test_two_ranks_score_each_file_once_and_merge(folder, tmp_path):
+    root, truth, labels = folder
+    out = tmp_path / "scores.parquet"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "-m", "coca_video.cli", "score", str(root), "--labels", str(labels),
+           "--out", str(out), "num_frames=4", "workers=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_parquet(out)
+    assert sorted(table.path) == sorted([*truth, str(root / "broken.mp4")])
+    parts = list((tmp_path / "scores.parquet.parts").iterdir())
+    assert {p.name.split("-")[0] for p in parts} == {"rank0", "rank1"}
+    single = tmp_path / "single.parquet"
+    run_score(root, single, labels)
+    one = pd.read_parquet(single).set_index("path")
+    two = table.set_index("path").loc[one.index]
+    assert (one.status == two.status).all()
+    ok = one.status == "ok"
+    assert (one.top1_label[ok] == two.top1_label[ok]).all()
+
+
+def test_search_ranks_videos_of_the_queried_colour_first(folder, tmp_path):
+    root, truth, labels = folder
+    out = tmp_path / "scores.parquet"
+    run_score(root, out, labels)
+    colour = max(set(truth.values()), key=list(truth.values()).count)
+    ranked = score.search(score.embeddings_path(out), f"a small {colour} shape", k=3)
+    hits = sum(truth[path] == colour for path, _ in ranked[: list(truth.values()).count(colour)])
+    assert hits >= 1 and truth[ranked[0][0]] == colour
+    assert ranked[0][1] >= ranked[-1][1]
+
+
+def test_cli_flags_caption_and_report(folder, tmp_path, capsys):
+    root, truth, labels = folder
+    out, report = tmp_path / "scores.csv", tmp_path / "report.html"
+    code = main(["score", str(root), "--labels", str(labels), "--caption", "--out", str(out), "--report", str(report),
+                 "num_frames=4", "workers=0", "caption_method=greedy"])
+    assert code == 0
+    table = pd.read_csv(out)
+    ok = table[table.status == "ok"]
+    assert ok.caption.str.len().min() > 0
+    named = sum(truth[r.path] in r.caption for r in ok.itertuples())
+    assert named >= 0.5 * len(ok), ok.caption.tolist()
+    page = report.read_text()
+    assert page.count("data:image/jpeg") >= 6 * len(ok) and "broken.mp4" in page
+    assert main(["score", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed")
+def test_report_renders_in_headless_chromium(folder, tmp_path):
+    root, _, labels = folder
+    report = tmp_path / "report.html"
+    run_score(root, tmp_path / "scores.csv", labels, f"report={report}")
+    screenshot = tmp_path / "shot.png"
+    cmd = ["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1200,900",
+           report.as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120)
+    dom = subprocess.run([*cmd[:-2], "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
+    assert screenshot.stat().st_size > 10_000
+    assert dom.stdout.count("<img") >= 6 and "broken.mp4" in dom.stdout
