@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 
 from coca_video import create_model, get_tokenizer, image_transform
@@ -37,7 +38,7 @@ def main() -> None:
 
     pairs = SyntheticImageText(args.images, size=size, seed=12345, split="test")
     images, captions = zip(*(pairs[i] for i in range(len(pairs))))
-    pixels = transform.frames(torch.as_tensor(list(images)))
+    pixels = transform.frames(np.stack(images))
     image_embeddings = torch.cat([model.encode_image(pixels[i:i + 256]) for i in range(0, len(pixels), 256)])
     text_embeddings = torch.cat([model.encode_text(tokenizer(list(captions[i:i + 256])))
                                  for i in range(0, len(captions), 256)])
