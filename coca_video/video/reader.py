@@ -6,8 +6,9 @@
 
 Metadata comes from the container headers (PyAV) without decoding. Frame ``i`` is the frame shown at time
 ``i / fps`` (for variable frame rate files: the last frame whose timestamp is at or before it). ``auto`` decodes
-with decord and falls back to PyAV when decord is missing or fails on the file. Still images (jpg, png, ...) read
-as one-frame videos.
+with decord, falling back to PyAV when decord is missing or fails on the file, and uses PyAV's keyframe seeking
+when the wanted frames are more than ``SEEK_AHEAD_SECONDS`` apart (a few frames from a long video). Still images
+(jpg, png, ...) read as one-frame videos.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def _rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
 def _decode(path: Path, info: VideoInfo, indices: np.ndarray, backend: Backend, size: tuple[int, int]) -> np.ndarray:
     if info.codec == "image":
         return _decode_image(path, len(indices), size)
-    if backend == "pyav":
+    if backend == "pyav" or (backend == "auto" and _sparse(indices, info.fps)):
         return _decode_pyav(path, info, indices, size)
     try:
         import decord  # noqa: F401
@@ -198,6 +199,12 @@ def _decode(path: Path, info: VideoInfo, indices: np.ndarray, backend: Backend, 
         if backend == "decord":
             raise
         return _decode_pyav(path, info, indices, size)
+
+
+def _sparse(indices: np.ndarray, fps: float) -> bool:
+    """Frames so far apart that seeking to each beats decoding through (decord decodes through)."""
+    unique = np.unique(indices)
+    return len(unique) > 1 and float(np.diff(unique).min()) / fps > SEEK_AHEAD_SECONDS
 
 
 def _decode_image(path: Path, count: int, size: tuple[int, int]) -> np.ndarray:
