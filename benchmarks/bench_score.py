@@ -1,6 +1,7 @@
-"""Videos/s of `coca-video score` vs a naive loop vs the encoder alone, same folder, same model, one run.
+"""Videos/s of `coca-video score` vs a naive loop vs the encoder alone, same folder, same model, one run; then the
+peak memory of scoring 1,000 videos vs 10 (fresh processes), which must not grow with the folder.
 
-    python benchmarks/bench_score.py [--videos 48] [--model default] [--frames 16] [--size 128]
+    python benchmarks/bench_score.py [--videos 48] [--model default] [--frames 16] [--size 128] [--memory-videos 1000]
 
 - naive: for each video, decode its frames, preprocess, encode; one video at a time, one process;
 - score: the real command path (DataLoader with 2 decoding workers, batches, parquet parts, merge);
@@ -54,6 +55,21 @@ def encoder_only(paths: list[Path], model, frames: int, batch_size: int) -> floa
     return len(paths) / (time.perf_counter() - start)
 
 
+def peak_memory_mb(folder: Path, out: Path, model: str, frames: int) -> float:
+    """Peak RSS of a fresh `coca-video score` process over ``folder`` (model loading included)."""
+    import subprocess
+    import sys
+
+    code = ("import resource, sys; from coca_video.cli import main; "
+            "main(['score', sys.argv[1], '--out', sys.argv[2], '--model', sys.argv[3], f'num_frames={sys.argv[4]}', "
+            "'workers=2']); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
+    result = subprocess.run([sys.executable, "-c", code, str(folder), str(out), model, str(frames)],
+                            capture_output=True, text=True, check=True)
+    main_mb, worker_mb = map(float, result.stdout.strip().splitlines()[-1].split())
+    return main_mb + 2 * worker_mb  # the main process plus its two decoding workers at their peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--videos", type=int, default=48)
@@ -61,6 +77,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=128, help="side of the generated clips")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--memory-videos", type=int, default=1000, help="0 skips the memory comparison")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = create_model(args.model).eval()
@@ -78,6 +95,17 @@ def main() -> None:
     print(f"naive loop    {naive_rate:7.2f} videos/s")
     print(f"score         {score_rate:7.2f} videos/s   {score_rate / naive_rate:.2f}x naive")
     print(f"encoder only  {ceiling:7.2f} videos/s   score reaches {100 * score_rate / ceiling:.0f}% of it")
+    if args.memory_videos:
+        with tempfile.TemporaryDirectory() as tmp:
+            small, large = Path(tmp) / "small", Path(tmp) / "large"
+            small.mkdir()
+            large.mkdir()
+            make_folder(small, 10, 64, num_frames=16)
+            make_folder(large, args.memory_videos, 64, num_frames=16)
+            mem_small = peak_memory_mb(small, Path(tmp) / "small.parquet", args.model, args.frames)
+            mem_large = peak_memory_mb(large, Path(tmp) / "large.parquet", args.model, args.frames)
+        print(f"peak memory (main + 2 workers): 10 videos {mem_small:.0f} MB, {args.memory_videos} videos "
+              f"{mem_large:.0f} MB, ratio {mem_large / mem_small:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+"""Probe training: an epoch from the feature cache vs an epoch that decodes and encodes (what every epoch costs
+without the cache), and finetune epochs with vs without gradient checkpointing. Same data, one run.
+
+    python benchmarks/bench_probe.py [--videos 64] [--frames 8]
+
+The data is a synthetic Kinetics-layout set (mp4 clips + official CSV columns) written to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from coca_video.config import load_config
+from coca_video.data.video import ClipSampling
+from coca_video.model import VideoClassifier, create_model
+from coca_video.tasks import probe
+
+
+def config(folder: Path, args, **extra) -> probe.ProbeConfig:
+    overrides = {"data.format": "synthetic", "data.video_root": str(folder / "videos"),
+                 "data.synthetic.train_videos": args.videos, "data.synthetic.val_videos": 4,
+                 "data.synthetic.task": "colour", "data.num_frames": args.frames, "data.workers": 2,
+                 "output_dir": str(folder / "run"), "batch_size": 16, "epochs": 3}
+    overrides.update(extra)
+    return load_config(probe.ProbeConfig, None, [f"{k}={v}" for k, v in overrides.items()])
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--videos", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--model", default="default")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config(Path(tmp), args, model=args.model)
+        train_set, _ = probe.load_sets(cfg)  # writes the clips once
+        model = create_model(cfg.model)
+        width = model.cfg.vision.width
+
+        def new_classifier() -> VideoClassifier:
+            return VideoClassifier(width, len(train_set.classes), num_frames=args.frames)
+
+        filling = timed(lambda: probe.fill_cache(cfg, model, train_set, ClipSampling(args.frames), "train"))
+        trainer = probe.FrozenTrainer(cfg, model, new_classifier(), train_set)  # finds the cache full
+        module = trainer.trainable()
+        trainer.optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+        trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda step: 1.0)
+        cached_epoch = min(timed(lambda: trainer.train_epoch(epoch)) for epoch in range(3))
+        uncached_epoch = filling + cached_epoch  # decode + encode every clip, then the same training
+        print(f"frozen probe, {args.videos} videos x {args.frames} frames, model {args.model}")
+        print(f"  epoch without cache (decode + encode + train) {uncached_epoch:7.2f} s")
+        print(f"  epoch from the cache                          {cached_epoch:7.3f} s   "
+              f"{uncached_epoch / cached_epoch:.0f}x faster")
+
+        for checkpointing in (False, True):
+            ft_cfg = config(Path(tmp), args, model=args.model, mode="finetune",
+                            grad_checkpointing=str(checkpointing).lower(), output_dir=str(Path(tmp) / "ft"))
+            ft_model = create_model(ft_cfg.model)
+            finetune = probe.FinetuneTrainer(ft_cfg, ft_model, new_classifier(), train_set)
+            module = finetune.trainable()
+            finetune.optimizer = torch.optim.AdamW(module.parameters(), lr=1e-5)
+            finetune.scheduler = torch.optim.lr_scheduler.LambdaLR(finetune.optimizer, lambda step: 1.0)
+            seconds = timed(lambda: finetune.train_epoch(0))
+            print(f"finetune epoch, gradient checkpointing {'on ' if checkpointing else 'off'}: {seconds:6.2f} s "
+                  f"({args.videos / seconds:.1f} videos/s)")
+        print("(memory with vs without checkpointing: benchmarks/bench_train.py, one fresh process per setting)")
+
+
+if __name__ == "__main__":
+    main()
