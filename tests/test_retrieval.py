@@ -131,3 +131,16 @@ def test_synthetic_msrvtt_layout_recall_far_above_chance(tmp_path_factory, tmp_p
     assert result["protocol"]["captions"] == (20 if split == "1k-A" else 40)
     assert result["t2v"]["R1"] >= 3 * 100 / 20 and result["v2t"]["R1"] >= 3 * 100 / 20, result
     assert (tmp_path / "metrics_report.html").is_file() and (tmp_path / "metrics_t2v_ranks.csv").is_file()
+
+
+def test_linspace_sampling_is_its_own_cache_and_protocol(clip_set, tmp_path):
+    root, captions = clip_set
+    runs = {}
+    for sampling in ("eval", "linspace"):
+        cfg = load_config(retrieval.RetrievalConfig, None, [f"captions={captions}", f"out={tmp_path / 'm.json'}",
+                                                             "num_frames=4", "workers=0", "report_queries=0",
+                                                             f"sampling={sampling}"])
+        runs[sampling] = (retrieval.cache_path(cfg), retrieval.run(cfg))
+    assert runs["eval"][0] != runs["linspace"][0]
+    assert runs["linspace"][1]["protocol"]["sampling"].startswith("linspace")
+    assert runs["eval"][1]["protocol"]["sampling"] == "uniform segment centres"

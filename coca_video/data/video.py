@@ -35,7 +35,7 @@ class ClipSampling:
     segment), repeated for ``temporal_views`` evenly shifted views, each cut into ``spatial_crops`` (1 or 3) crops."""
 
     num_frames: int = 16
-    mode: Literal["eval", "train"] = "eval"
+    mode: Literal["eval", "train", "linspace"] = "eval"
     temporal_views: int = 1
     spatial_crops: Literal[1, 3] = 1
 
@@ -81,7 +81,7 @@ class VideoClipDataset(Dataset):
 
     def frame_indices(self, reader, item: VideoItem, rng: np.random.Generator) -> list[np.ndarray]:
         """One index array per temporal view: views shift the segment centres evenly within a segment."""
-        from ..video import sample_indices
+        from ..video import linspace_indices, sample_indices
         from ..video.sampling import window_frames
 
         first, count = window_frames(reader.fps, reader.num_frames, item.start_sec, item.end_sec)
@@ -89,6 +89,8 @@ class VideoClipDataset(Dataset):
         for view in range(self.sampling.temporal_views):
             if self.sampling.mode == "train":
                 local = sample_indices(count, self.sampling.num_frames, mode="train", rng=rng)
+            elif self.sampling.mode == "linspace":
+                local = linspace_indices(count, self.sampling.num_frames)
             else:
                 offset = (view + 0.5) / self.sampling.temporal_views  # 0.5 = the centre for one view
                 local = segment_points(count, self.sampling.num_frames, offset)

@@ -30,6 +30,9 @@ from ..model import CoCa, create_model, get_tokenizer
 from .score import ScoreConfig, embeddings_path, score_paths
 
 
+SAMPLING_RULES = {"eval": "uniform segment centres", "linspace": "linspace from the first to the last frame, truncated"}
+
+
 @dataclass
 class RetrievalConfig:
     videos: str = ""  # folder of the videos (MSR-VTT: video{N}.mp4)
@@ -40,6 +43,7 @@ class RetrievalConfig:
     model: str = "default"
     pretrained: str | None = None
     num_frames: int = 16
+    sampling: Literal["eval", "linspace"] = "eval"  # segment centres (the paper's uniform) or CLIP4Clip's linspace
     prompt_prefix: str = ""  # prepended to every caption, e.g. "a video of "
     precision: Literal["fp32", "bf16"] = "fp32"
     batch_size: int = 8
@@ -89,7 +93,7 @@ def load_set(cfg: RetrievalConfig) -> RetrievalSet:
 
 def cache_path(cfg: RetrievalConfig) -> Path:
     """One embedding cache per (model, weights, frames, precision): other captions reuse it, other models do not."""
-    key = json.dumps([cfg.model, cfg.pretrained, cfg.num_frames, cfg.precision])
+    key = json.dumps([cfg.model, cfg.pretrained, cfg.num_frames, cfg.precision, cfg.sampling])
     folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out).parent / "embedding_cache"
     return folder / f"videos-{hashlib.sha1(key.encode()).hexdigest()[:12]}.parquet"
 
@@ -102,8 +106,8 @@ def embed_videos(cfg: RetrievalConfig, dataset: RetrievalSet, model: CoCa, token
         raise FileNotFoundError(f"{cfg.videos}: none of the {len(missing)} videos exist (e.g. {missing[0]})")
     present = [Path(v) for v in dataset.videos if os.path.isfile(v)]
     score_cfg = ScoreConfig(out=str(cache_path(cfg)), model=cfg.model, pretrained=cfg.pretrained,
-                            num_frames=cfg.num_frames, batch_size=cfg.batch_size, workers=cfg.workers,
-                            precision=cfg.precision, device=cfg.device)
+                            num_frames=cfg.num_frames, sampling=cfg.sampling, batch_size=cfg.batch_size,
+                            workers=cfg.workers, precision=cfg.precision, device=cfg.device)
     score_paths(score_cfg, present, model, tokenizer)
     table = pq.read_table(embeddings_path(score_cfg.out), columns=["path", "video_embedding"]).to_pydict()
     stored = dict(zip(table["path"], table["video_embedding"]))
@@ -144,7 +148,7 @@ def protocol(cfg: RetrievalConfig, dataset: RetrievalSet, failed: list, full_siz
     """What was measured, so a number is never read without its conditions."""
     return {"split": dataset.split, "videos": len(dataset.videos), "captions": len(dataset.captions),
             "videos_in_split": full_size[0], "captions_in_split": full_size[1],
-            "frames_per_video": cfg.num_frames, "sampling": "uniform segment centres",
+            "frames_per_video": cfg.num_frames, "sampling": SAMPLING_RULES[cfg.sampling],
             "video_embedding": "normalised mean of normalised frame embeddings", "model": cfg.model,
             "checkpoint": cfg.pretrained or cfg.model, "prompt_prefix": cfg.prompt_prefix,
             "precision": cfg.precision, "convention": RETRIEVAL_CONVENTION, "failed_videos": failed}

@@ -51,6 +51,7 @@ class ScoreConfig:
     frame_embeddings: bool = False
     report: str | None = None  # HTML report path
     num_frames: int = 16
+    sampling: Literal["eval", "linspace"] = "eval"  # segment centres (TSN, the paper's) or first-to-last linspace
     batch_size: int = 8
     workers: int = 2
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -184,7 +185,7 @@ def score_files(scorer: VideoScorer, todo: list[tuple[str, int, float]], store: 
     if not todo:
         return
     items = [VideoItem(path) for path, _, _ in todo]
-    dataset = VideoClipDataset(items, image_transform(scorer.model), ClipSampling(num_frames=cfg.num_frames),
+    dataset = VideoClipDataset(items, image_transform(scorer.model), ClipSampling(num_frames=cfg.num_frames, mode=cfg.sampling),
                                backend=cfg.backend, timeout=cfg.timeout)
     loader = video_loader(dataset, cfg.batch_size, workers=cfg.workers)
     bar = tqdm(total=len(todo), unit="video", disable=not show, dynamic_ncols=True)

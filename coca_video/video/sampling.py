@@ -27,6 +27,13 @@ def sample_indices(num_frames: int, n: int = 16, mode: Literal["eval", "train"] 
     return np.minimum(points.astype(np.int64), num_frames - 1)
 
 
+def linspace_indices(num_frames: int, n: int = 16) -> np.ndarray:
+    """N indices evenly spaced from the first frame to the last, truncated (the CLIP4Clip / pytorchvideo rule)."""
+    if num_frames < 1:
+        raise ValueError(f"a video needs at least one frame, got {num_frames}")
+    return np.linspace(0, num_frames - 1, n).astype(np.int64)
+
+
 def dense_indices(num_frames: int, n: int, stride: int, views: int = 1) -> np.ndarray:
     """``views`` clips of N frames at ``stride``, their starts spread evenly over the video: (views, N).
     A clip longer than the video is centred on it and its out-of-range frames clamp to the ends."""
