@@ -171,3 +171,9 @@ def test_report_renders_in_headless_chromium(folder, tmp_path):
     dom = subprocess.run([*cmd[:-2], "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
     assert screenshot.stat().st_size > 10_000
     assert dom.stdout.count("<img") >= 6 and "broken.mp4" in dom.stdout
+
+
+def test_an_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("no videos here")
+    assert main(["score", str(tmp_path), "--out", str(tmp_path / "s.csv")]) == 2
+    assert not (tmp_path / "s.csv").exists()

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..data.labels import read_class_names, read_templates, video_templates
 from ..data.results import PartStore, embeddings_path, file_key, merge
-from ..data.video import ClipSampling, VideoClipDataset, VideoItem, find_videos, video_loader
+from ..data.video import VIDEO_EXTENSIONS, ClipSampling, VideoClipDataset, VideoItem, find_videos, video_loader
 from ..config import ConfigError
 from ..distributed import init_distributed, is_distributed
 from ..model import CoCa, create_model, get_tokenizer, prompt_templates
@@ -73,8 +73,11 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
         meta = load_probe(cfg.probe)[1]
         cfg = dataclasses.replace(cfg, model=meta["backbone"], pretrained=meta["pretrained"],
                                   num_frames=meta["num_frames"])
+    files = find_videos(root)
+    if not files:
+        raise FileNotFoundError(f"{root}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
     model = create_model(cfg.model, pretrained=cfg.pretrained, device=cfg.device)
-    summary, scores = score_paths(cfg, find_videos(root), model, get_tokenizer(cfg.model))
+    summary, scores = score_paths(cfg, files, model, get_tokenizer(cfg.model))
     if scores is not None and cfg.report:
         from ..report import write_score_report
 
