@@ -48,6 +48,12 @@ def get_info() -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def barrier() -> None:
+    """Wait for every rank (no-op on one process)."""
+    if is_distributed():
+        dist.barrier()
+
+
 def print0(*args, **kwargs) -> None:
     """print on rank 0 only."""
     if get_info().is_main:

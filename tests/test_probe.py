@@ -99,3 +99,31 @@ def test_resumed_run_equals_straight_run_and_reuses_the_cache(tmp_path, monkeypa
     history = [json.loads(line)["train_loss"] for line in (tmp_path / "b" / "run" / "metrics.jsonl").open()]
     straight_history = [json.loads(line)["train_loss"] for line in (tmp_path / "a" / "run" / "metrics.jsonl").open()]
     assert history == straight_history
+
+
+@pytest.mark.distributed
+def test_two_processes_match_one_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_pretrain import REPO, free_port
+
+    one = probe_config(tmp_path / "one", "colour", epochs=3)
+    single = probe.run(one)
+    overrides = {"data.format": "synthetic", "data.video_root": str(tmp_path / "videos_colour"),
+                 "data.synthetic.task": "colour", "data.synthetic.train_videos": 60, "data.synthetic.val_videos": 30,
+                 "data.num_frames": 8, "data.workers": 0, "output_dir": str(tmp_path / "two" / "run"), "epochs": 3,
+                 "batch_size": 16, "optim.lr": 3e-3, "optim.warmup_steps": 5}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), str(REPO / "pipelines" / "kinetics_probe.py"),
+           *[f"{k}={v}" for k, v in overrides.items()]]
+    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    double = json.loads((tmp_path / "two" / "run" / "metrics.json").read_text())
+    assert double["protocol"]["val_videos_evaluated"] == 30  # every video once
+    assert {k: double[k] for k in single} == pytest.approx(single, abs=1e-6)
+    losses = [[json.loads(line)["train_loss"] for line in (tmp_path / run / "run" / "metrics.jsonl").open()]
+              for run in ("one", "two")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)

@@ -25,14 +25,16 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import to_dict
+from ..config import ConfigError, to_dict
 from ..data.actions import ActionSet, load_actions
 from ..data.labels import read_class_names
 from ..data.results import atomic_write_table, atomic_write_text
 from ..data.video import ClipSampling, VideoClipDataset, video_loader
+from ..distributed import barrier, get_info, init_distributed, is_distributed, print0
 from ..metrics import mean_class_accuracy, per_class_accuracy, topk_accuracy
 from ..model import CoCa, VideoClassifier, create_model, save_probe
 from ..training import CheckpointManager, MetricLogger, OptimConfig, build_optimizer, build_scheduler, set_rng_state
@@ -100,22 +102,30 @@ class ProbeConfig:
 
 def run(cfg: ProbeConfig) -> dict[str, Any]:
     """Train the probe (resuming if asked), evaluate with multi-view testing, write every output."""
+    info = init_distributed()
     torch.manual_seed(cfg.seed)
     output = Path(cfg.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    train_set, val_set = load_sets(cfg)
-    print(train_set.summary("train"), val_set.summary("val"), sep="\n")
+    if info.is_main:  # rank 0 writes a synthetic dataset; the others wait for it
+        train_set, val_set = load_sets(cfg)
+    barrier()
+    if not info.is_main:
+        train_set, val_set = load_sets(cfg)
+    print0(train_set.summary("train"), val_set.summary("val"), sep="\n")
     model = create_model(cfg.model, pretrained=cfg.pretrained, device=cfg.device)
     classifier = VideoClassifier(model.cfg.vision.width, len(train_set.classes), cfg.probe.heads,
                                  cfg.data.num_frames, cfg.probe.temporal_pos_embed).to(cfg.device)
-    (output / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    if info.is_main:
+        atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
     trainer = FrozenTrainer(cfg, model, classifier, train_set) if cfg.mode == "frozen" else \
         FinetuneTrainer(cfg, model, classifier, train_set)
     history = trainer.fit()
     result = evaluate(cfg, model, classifier, val_set, trainer)
-    write_outputs(output, result, train_set.classes, history, protocol(cfg, train_set, val_set, result))
-    save_probe(output / "probe", classifier, train_set.classes, cfg.model, cfg.pretrained, cfg.data.num_frames,
-               finetuned=model if cfg.mode == "finetune" else None)
+    if get_info().is_main:
+        write_outputs(output, result, train_set.classes, history, protocol(cfg, train_set, val_set, result))
+        save_probe(output / "probe", classifier, train_set.classes, cfg.model, cfg.pretrained, cfg.data.num_frames,
+                   finetuned=model if cfg.mode == "finetune" else None)
+    barrier()
     return {k: result[k] for k in ("top1", "top5", "mean_class_accuracy")}
 
 
@@ -140,19 +150,31 @@ def load_sets(cfg: ProbeConfig) -> tuple[ActionSet, ActionSet]:
 
 # -- frozen features -----------------------------------------------------------------------------------------------
 class FeatureCache:
-    """Encoder tokens of every (video, view) as fp16 in a memory-mapped ``.npy``, filled once; a ``.done`` array
-    marks finished rows so an interrupted fill resumes, and failures are kept with their reason."""
+    """Encoder tokens of every (video, view) as fp16 in a memory-mapped ``.npy``, filled once. Each rank records
+    the rows it finished (and failures with their reason) in its own state file, so an interrupted fill resumes and
+    ranks never write the same file; :meth:`reload` unites them."""
 
-    def __init__(self, folder: Path, key: dict[str, Any], shape: tuple[int, ...]) -> None:
+    def __init__(self, folder: Path, key: dict[str, Any], shape: tuple[int, ...], rank: int = 0) -> None:
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         folder.mkdir(parents=True, exist_ok=True)
         self.tokens_path = folder / f"{digest}.tokens.npy"
-        self.state_path = folder / f"{digest}.state.json"
-        mode = "r+" if self.tokens_path.exists() else "w+"
-        self.tokens = np.lib.format.open_memmap(self.tokens_path, mode=mode, dtype=np.float16, shape=shape)
-        state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
-        self.done: set[int] = set(state.get("done", []))
-        self.failed: dict[int, str] = {int(k): v for k, v in state.get("failed", {}).items()}
+        self.state_pattern = f"{digest}.state.rank*.json"
+        self.state_path = folder / f"{digest}.state.rank{rank}.json"
+        if rank == 0 and not self.tokens_path.exists():
+            np.lib.format.open_memmap(self.tokens_path, mode="w+", dtype=np.float16, shape=shape).flush()
+        barrier()
+        self.tokens = np.lib.format.open_memmap(self.tokens_path, mode="r+")
+        self.reload()
+
+    def reload(self) -> None:
+        """Rows done and failed according to every rank's state file."""
+        self.done, self.failed = set(), {}
+        for path in sorted(self.tokens_path.parent.glob(self.state_pattern)):
+            state = json.loads(path.read_text())
+            self.done.update(state["done"])
+            self.failed.update({int(k): v for k, v in state["failed"].items()})
+        self.mine: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.exists() else \
+            {"done": [], "failed": {}}
 
     def todo(self) -> list[int]:
         return [i for i in range(self.tokens.shape[0]) if i not in self.done and i not in self.failed]
@@ -163,7 +185,9 @@ class FeatureCache:
         self.tokens.flush()
         self.done.update(indices)
         self.failed.update({index: reason for index, _, reason in errors})
-        atomic_write_text(self.state_path, json.dumps({"done": sorted(self.done), "failed": self.failed}))
+        self.mine["done"] = sorted({*self.mine["done"], *indices})
+        self.mine["failed"].update({str(index): reason for index, _, reason in errors})
+        atomic_write_text(self.state_path, json.dumps(self.mine))
 
 
 @torch.no_grad()
@@ -184,8 +208,9 @@ def fill_cache(cfg: ProbeConfig, model: CoCa, action_set: ActionSet, sampling: C
            "windows": [(i.start_sec, i.end_sec) for i in action_set.items], "sampling": to_dict(sampling),
            "precision": cfg.precision}
     shape = (len(action_set.items), views, sampling.num_frames * tokens_per_frame, model.cfg.vision.width)
-    cache = FeatureCache(Path(cfg.output_dir) / "feature_cache", key, shape)
-    todo = cache.todo()
+    info = get_info()
+    cache = FeatureCache(Path(cfg.output_dir) / "feature_cache", key, shape, info.rank)
+    todo = cache.todo()[info.rank::info.world_size]  # under torchrun each rank encodes its share
     if todo:
         print(f"encoding {len(todo)} {name} videos into the feature cache {cache.tokens_path}")
         dataset = VideoClipDataset([action_set.items[i] for i in todo], image_transform(model), sampling,
@@ -196,6 +221,8 @@ def fill_cache(cfg: ProbeConfig, model: CoCa, action_set: ActionSet, sampling: C
                 if batch["frames"] is not None else torch.empty(0)
             cache.store([todo[i] for i in batch["indices"]], tokens.cpu(),
                         [(todo[i], p, r) for i, p, r in batch["errors"]])
+    barrier()
+    cache.reload()
     return cache
 
 
@@ -204,8 +231,9 @@ class Trainer:
 
     def __init__(self, cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, train_set: ActionSet) -> None:
         self.cfg, self.model, self.classifier, self.train_set = cfg, model, classifier, train_set
+        self.info = get_info()
         self.checkpoints = CheckpointManager(cfg.output_dir, keep_last=2)
-        self.logger = MetricLogger(cfg.output_dir)
+        self.logger = MetricLogger(cfg.output_dir, enabled=self.info.is_main)
 
     def trainable(self) -> nn.Module:
         raise NotImplementedError
@@ -221,14 +249,17 @@ class Trainer:
         self.optimizer = build_optimizer(module, self.cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, self.cfg.optim, self.cfg.epochs * self.steps_per_epoch())
         start, history = self.restore(module)
+        self.wrapped = nn.parallel.DistributedDataParallel(module) if is_distributed() else module
         for epoch in range(start, self.cfg.epochs):
             loss = self.train_epoch(epoch)
             history.append({"epoch": epoch + 1, "train_loss": loss})
             self.logger.log(epoch + 1, {"train_loss": loss, "lr": self.scheduler.get_last_lr()[0]})
-            self.checkpoints.save(epoch + 1, {"trainable": module.state_dict(),
-                                              "optimizer": self.optimizer.state_dict(),
-                                              "scheduler": self.scheduler.state_dict(),
-                                              "history": json.dumps(history)})
+            if self.info.is_main:
+                self.checkpoints.save(epoch + 1, {"trainable": module.state_dict(),
+                                                  "optimizer": self.optimizer.state_dict(),
+                                                  "scheduler": self.scheduler.state_dict(),
+                                                  "history": json.dumps(history)})
+            barrier()
         self.logger.close()
         return history
 
@@ -244,13 +275,18 @@ class Trainer:
         return int(state["step"]), json.loads(state["history"])
 
     def step(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
+        """One optimiser step; returns the loss averaged over ranks (each rank holds an equal share)."""
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.probe.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # DDP averages the gradients over ranks
         torch.nn.utils.clip_grad_norm_(self.trainable().parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return loss.item()
+        value = loss.detach()
+        if is_distributed():
+            dist.all_reduce(value)
+            value /= dist.get_world_size()
+        return value.item()
 
 
 class FrozenTrainer(Trainer):
@@ -276,10 +312,10 @@ class FrozenTrainer(Trainer):
         order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch))
         losses = []
         for start in range(0, len(order), self.cfg.batch_size):
-            batch = order[start:start + self.cfg.batch_size].numpy()
+            batch = order[start:start + self.cfg.batch_size].numpy()[self.info.rank::self.info.world_size]
             rows = self.rows[batch]
             tokens = torch.from_numpy(self.cache.tokens[np.sort(rows), 0][np.argsort(np.argsort(rows))]).float()
-            logits = self.classifier(tokens.to(self.cfg.device))
+            logits = self.wrapped(tokens.to(self.cfg.device))
             losses.append(self.step(logits, self.labels[batch].to(self.cfg.device)))
         return float(np.mean(losses))
 
@@ -289,6 +325,8 @@ class FinetuneTrainer(Trainer):
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
+        if is_distributed():
+            raise ConfigError("mode=finetune runs in one process for now; use mode=frozen under torchrun")
         self.model.set_grad_checkpointing(self.cfg.grad_checkpointing)
         self.dataset = VideoClipDataset(self.train_set.items, image_transform(self.model, train=False),
                                         ClipSampling(self.cfg.data.num_frames, mode="train"), seed=self.cfg.seed,
@@ -312,7 +350,7 @@ class FinetuneTrainer(Trainer):
                 continue
             with autocast(torch.device(self.cfg.device), self.cfg.precision):
                 tokens = self.model.encode_video(batch["frames"][:, 0].to(self.cfg.device)).tokens
-                logits = self.classifier(tokens)
+                logits = self.wrapped["classifier"](tokens)
             losses.append(self.step(logits, batch["labels"].to(self.cfg.device)))
         return float(np.mean(losses)) if losses else float("nan")
 
@@ -332,19 +370,33 @@ def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, val_set
     model.eval()
     classifier.eval()
     cache = fill_cache(cfg, model, val_set, sampling, "val")
+    info = get_info()
     rows = sorted(cache.done)
-    probabilities = []
-    for start in range(0, len(rows), cfg.batch_size):
-        tokens = torch.from_numpy(cache.tokens[rows[start:start + cfg.batch_size]]).float().to(cfg.device)
+    mine = rows[info.rank::info.world_size]  # each video scored by exactly one rank, gathered in row order
+    probabilities = [torch.empty(0, len(val_set.classes))]
+    for start in range(0, len(mine), cfg.batch_size):
+        tokens = torch.from_numpy(cache.tokens[mine[start:start + cfg.batch_size]]).float().to(cfg.device)
         logits = classifier(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])  # (B, V, classes)
         probabilities.append(logits.float().softmax(-1).mean(1).cpu())
-    probs = torch.cat(probabilities) if probabilities else torch.empty(0, len(val_set.classes))
+    probs = gather_rows(torch.cat(probabilities), len(rows))
     labels = torch.tensor([val_set.items[i].label for i in rows])
     predictions = probs.argmax(-1)
     return {**topk_accuracy(probs, labels, (1, 5)), "mean_class_accuracy": mean_class_accuracy(predictions, labels),
             "per_class": per_class_accuracy(predictions, labels, len(val_set.classes)), "probs": probs,
             "labels": labels, "paths": [val_set.items[i].path for i in rows],
             "failed": [(val_set.items[i].path, reason) for i, reason in sorted(cache.failed.items())]}
+
+
+def gather_rows(local: torch.Tensor, total: int) -> torch.Tensor:
+    """Rows that rank r computed for positions r, r+W, r+2W, ... back in position order (identity on one process)."""
+    if not is_distributed():
+        return local
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, local)
+    out = torch.empty(total, local.shape[1])
+    for rank, part in enumerate(parts):
+        out[rank::len(parts)] = part
+    return out
 
 
 def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result: dict[str, Any]) -> dict[str, Any]:
