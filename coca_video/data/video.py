@@ -82,7 +82,7 @@ class VideoClipDataset(Dataset):
     def frame_indices(self, reader, item: VideoItem, rng: np.random.Generator) -> list[np.ndarray]:
         """One index array per temporal view: views shift the segment centres evenly within a segment."""
         from ..video import linspace_indices, sample_indices
-        from ..video.sampling import window_frames
+        from ..video.sampling import segment_points, window_frames
 
         first, count = window_frames(reader.fps, reader.num_frames, item.start_sec, item.end_sec)
         views = []
@@ -96,11 +96,6 @@ class VideoClipDataset(Dataset):
                 local = segment_points(count, self.sampling.num_frames, offset)
             views.append(first + local)
         return views
-
-
-def segment_points(num_frames: int, n: int, offset: float) -> np.ndarray:
-    """The point at fraction ``offset`` of each of n equal segments (offset 0.5 = TSN eval centres)."""
-    return np.minimum((np.arange(n) + offset) * num_frames / n, num_frames - 1).astype(np.int64)
 
 
 def describe_error(path: str, err: Exception) -> str:

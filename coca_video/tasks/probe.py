@@ -120,7 +120,7 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
     trainer = FrozenTrainer(cfg, model, classifier, train_set) if cfg.mode == "frozen" else \
         FinetuneTrainer(cfg, model, classifier, train_set)
     history = trainer.fit()
-    result = evaluate(cfg, model, classifier, val_set, trainer)
+    result = evaluate(cfg, model, classifier, val_set)
     if get_info().is_main:
         write_outputs(output, result, train_set.classes, history, protocol(cfg, train_set, val_set, result))
         save_probe(output / "probe", classifier, train_set.classes, cfg.model, cfg.pretrained, cfg.data.num_frames,
@@ -314,7 +314,7 @@ class FrozenTrainer(Trainer):
         for start in range(0, len(order), self.cfg.batch_size):
             batch = order[start:start + self.cfg.batch_size].numpy()[self.info.rank::self.info.world_size]
             rows = self.rows[batch]
-            tokens = torch.from_numpy(self.cache.tokens[np.sort(rows), 0][np.argsort(np.argsort(rows))]).float()
+            tokens = torch.from_numpy(self.cache.tokens[rows, 0]).float()  # memmap rows in batch order
             logits = self.wrapped(tokens.to(self.cfg.device))
             losses.append(self.step(logits, self.labels[batch].to(self.cfg.device)))
         return float(np.mean(losses))
@@ -361,8 +361,7 @@ def autocast(device: torch.device, precision: str):
 
 # -- evaluation ----------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, val_set: ActionSet,
-             trainer: Trainer) -> dict[str, Any]:
+def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, val_set: ActionSet) -> dict[str, Any]:
     """Multi-view testing: softmax probabilities averaged over temporal views x spatial crops. Videos that fail
     to decode are excluded and listed, never replaced."""
     sampling = ClipSampling(cfg.data.num_frames, temporal_views=cfg.eval.temporal_views,

@@ -15,15 +15,19 @@ def sample_indices(num_frames: int, n: int = 16, mode: Literal["eval", "train"] 
                    rng: np.random.Generator | None = None) -> np.ndarray:
     """N frame indices by uniform segment sampling: the video is cut into N equal segments and one frame is taken
     from each, at the segment's centre (``eval``) or at a random point in it (``train``, TSN-style)."""
+    if mode == "eval":
+        return segment_points(num_frames, n, 0.5)
+    if mode == "train":
+        return segment_points(num_frames, n, (rng or np.random.default_rng()).random(n))
+    raise ValueError(f"mode must be eval or train, got {mode!r}")
+
+
+def segment_points(num_frames: int, n: int, offset: float | np.ndarray) -> np.ndarray:
+    """The point at fraction ``offset`` (one for all, or one per segment) of each of n equal segments: 0.5 gives
+    the TSN evaluation centres; other fractions shift multi-view clips within their segments."""
     if num_frames < 1:
         raise ValueError(f"a video needs at least one frame, got {num_frames}")
-    if mode == "eval":
-        offsets = np.full(n, 0.5)
-    elif mode == "train":
-        offsets = (rng or np.random.default_rng()).random(n)
-    else:
-        raise ValueError(f"mode must be eval or train, got {mode!r}")
-    points = (np.arange(n) + offsets) * num_frames / n
+    points = (np.arange(n) + offset) * num_frames / n
     return np.minimum(points.astype(np.int64), num_frames - 1)
 
 
