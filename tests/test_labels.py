@@ -37,3 +37,31 @@ def test_errors_name_the_file(tmp_path):
 def test_shipped_video_templates():
     templates = video_templates()
     assert len(templates) >= 3 and all(t.count("{}") == 1 for t in templates)
+
+
+def test_shipped_class_lists_match_the_datasets():
+    from torchvision.models._meta import _KINETICS400_CATEGORIES  # an independent copy of the official list
+
+    lists = {name: read_class_names(name) for name in ("kinetics400", "kinetics600", "kinetics700", "moments_in_time")}
+    assert {name: len(names) for name, names in lists.items()} == {
+        "kinetics400": 400, "kinetics600": 600, "kinetics700": 700, "moments_in_time": 339}
+    assert lists["kinetics400"] == list(_KINETICS400_CATEGORIES)
+    for name in ("kinetics600", "kinetics700"):  # Kinetics indexes classes in sorted order
+        assert lists[name] == sorted(lists[name])
+    # The two lists come from different sources; a typo in either shows up as a class only one of them has.
+    # Kinetics-700 dropped or split exactly these four Kinetics-600 classes (and capitalised "American").
+    assert set(lists["kinetics600"]) - set(lists["kinetics700"]) == {
+        "bull fighting", "chopping vegetables", "picking fruit", "passing american football (not in game)"}
+    assert lists["moments_in_time"][:3] == ["clapping", "praying", "dropping"]  # moments_categories.txt indices 0-2
+
+
+def test_class_lookup_tolerates_case_and_underscores(tmp_path):
+    from coca_video.data.labels import class_index, lookup_class
+
+    index = class_index(read_class_names("kinetics600"))
+    assert lookup_class(index, "passing American football (not in game)") == lookup_class(
+        index, "passing american football (not in game)")
+    assert lookup_class(index, "air_drumming") == 3
+    assert lookup_class(index, "air drummin") is None
+    with pytest.raises(LabelsError, match="class list not found .*kinetics400"):
+        read_class_names(tmp_path / "kinetics4000")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .labels import LabelsError
+from .labels import LabelsError, class_index, lookup_class
 from .video import VideoItem
 
 Format = Literal["kinetics", "mit", "list", "csv"]
@@ -59,13 +59,14 @@ def load_actions(fmt: Format, annotations: str | Path, video_root: str | Path,
     named = fmt in ("kinetics", "mit") or any(not str(label).lstrip("-").isdigit() for _, label, *_ in rows)
     if classes is None:
         classes = sorted({label for _, label, *_ in rows if label != ""}) if named else None
+    index = class_index(classes) if classes is not None else None
     items, missing = [], []
     for video, label, start, end in rows:
         found = _locate(root, video, label, fmt)
         if found is None:
             missing.append(str(root / video))
             continue
-        items.append(VideoItem(str(found[0]), _label_index(path, label, classes, named),
+        items.append(VideoItem(str(found[0]), _label_index(path, label, index, named),
                                start if found[1] else None, end if found[1] else None))
     if not items:
         raise LabelsError(f"{path}: none of the {len(rows)} annotated videos were found under {root}")
@@ -114,11 +115,12 @@ def _locate(root: Path, video: str, label: str, fmt: Format) -> tuple[Path, bool
     return None
 
 
-def _label_index(path: Path, label: str, classes: list[str] | None, named: bool) -> int:
+def _label_index(path: Path, label: str, index: dict[str, int] | None, named: bool) -> int:
     if not named:
         return int(label)
     if label == "":
         return -1
-    if classes is None or label not in classes:
+    found = lookup_class(index, label) if index is not None else None
+    if found is None:
         raise LabelsError(f"{path}: label {label!r} is not in the class list")
-    return classes.index(label)
+    return found

@@ -6,8 +6,15 @@ Formats a class list may come in (one class per line in every case):
   - ``name,index`` lines (Moments in Time's ``moments_categories.txt``), put in index order;
   - a dataset annotation CSV with a ``label`` column (Kinetics' ``label,youtube_id,time_start,time_end,split``):
     its distinct labels in sorted order, which is the usual class indexing for Kinetics.
-No class list is shipped: the official files come with the datasets, and a list that silently differs from them
-(spelling, order) would corrupt every index.
+
+Shipped lists, chosen by name instead of a path (``--labels kinetics400``), in the datasets' official index order:
+  - ``kinetics400``, ``kinetics600``, ``kinetics700``: the sorted class names of the official annotation CSVs (the
+    order every Kinetics checkpoint indexes by). kinetics400 is torchvision's list; kinetics700 is mmaction2's
+    ``label_map_k700.txt``. Kinetics-600 spells one class ``passing american football (not in game)`` in lower case,
+    as its CSVs do;
+  - ``moments_in_time``: the 339 names of ``moments_categories.txt`` in its index order (mmaction2's ``label_map.txt``).
+A dataset whose CSV spells a class with other capitalisation, or with ``_`` for spaces (class folder names), still
+matches: see :func:`class_index`.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import csv
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+SHIPPED_LISTS = ASSETS / "labels"
 
 
 class LabelsError(ValueError):
@@ -23,10 +31,12 @@ class LabelsError(ValueError):
 
 
 def read_class_names(source: str | Path) -> list[str]:
-    """Class names in index order from a file in one of the formats above."""
+    """Class names in index order from a file in one of the formats above, or a shipped list by name."""
     path = Path(source)
+    if not path.is_file() and (SHIPPED_LISTS / f"{source}.txt").is_file():
+        path = SHIPPED_LISTS / f"{source}.txt"
     if not path.is_file():
-        raise LabelsError(f"{path}: class list not found")
+        raise LabelsError(f"{path}: class list not found (shipped lists: {', '.join(shipped_class_lists())})")
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines:
@@ -38,6 +48,31 @@ def read_class_names(source: str | Path) -> list[str]:
     if duplicates:
         raise LabelsError(f"{path}: duplicate class names {duplicates[:5]}")
     return names
+
+
+def shipped_class_lists() -> list[str]:
+    """Names of the class lists that ship with the package (``kinetics400``, ..., ``moments_in_time``)."""
+    return sorted(p.stem for p in SHIPPED_LISTS.glob("*.txt"))
+
+
+def class_index(classes: list[str]) -> dict[str, int]:
+    """Label -> index, also matching the label case-folded and with ``_`` for spaces (names stay unambiguous)."""
+    index = {name: i for i, name in enumerate(classes)}
+    loose = {}
+    for name, i in index.items():
+        loose.setdefault(_loose(name), set()).add(i)
+    index.update({key: ids.pop() for key, ids in loose.items() if len(ids) == 1 and key not in index})
+    return index
+
+
+def lookup_class(index: dict[str, int], label: str) -> int | None:
+    """The index of ``label`` in a :func:`class_index`, or None."""
+    found = index.get(label)
+    return found if found is not None else index.get(_loose(label))
+
+
+def _loose(name: str) -> str:
+    return name.replace("_", " ").casefold()
 
 
 def _parse_lines(path: Path, lines: list[str]) -> list[str]:

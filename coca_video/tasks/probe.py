@@ -60,7 +60,7 @@ class ProbeDataConfig:
     val: str = ""  # annotation file of the evaluation split
     video_root: str = ""  # folder of the training videos
     val_video_root: str | None = None  # default: video_root
-    classes: str | None = None  # class list file (default: the sorted labels of the training file)
+    classes: str | None = None  # class list file or shipped list name (default: sorted labels of the training file)
     num_frames: int = 16
     workers: int = 2
     backend: Literal["auto", "decord", "pyav"] = "auto"

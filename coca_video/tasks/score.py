@@ -41,7 +41,7 @@ class ScoreConfig:
     out: str = "scores.parquet"  # .parquet or .csv; embeddings go to <stem>.embeddings.parquet
     model: str = "default"
     pretrained: str | None = None  # weights for an architecture name (open_clip file, folder, hf-hub:)
-    labels: str | None = None  # class list file (see data/labels.py for the formats)
+    labels: str | None = None  # class list file (formats: data/labels.py) or kinetics400|600|700|moments_in_time
     probe: str | None = None  # a trained probe folder (output_dir/probe of the probe task): its classes and scores
     templates: str | None = None  # prompt file; default: the model's own prompts, else the video templates
     top_k: int = 5
