@@ -54,6 +54,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def batch_shards(num_items: int, batch_size: int, seed: int) -> list[list[int]]:
+    """This rank's share of every global batch of a seeded shuffle of ``range(num_items)``: global batch b is
+    positions [b*B, (b+1)*B) of one permutation and rank r takes every W-th of them from the r-th, so any number of
+    processes trains on the same global batches (a share may be empty when a batch has fewer items than ranks)."""
+    info = get_info()
+    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed)).tolist()
+    return [order[start:start + batch_size][info.rank::info.world_size] for start in range(0, num_items, batch_size)]
+
+
 def print0(*args, **kwargs) -> None:
     """print on rank 0 only."""
     if get_info().is_main:

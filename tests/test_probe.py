@@ -102,19 +102,23 @@ def test_resumed_run_equals_straight_run_and_reuses_the_cache(tmp_path, monkeypa
 
 
 @pytest.mark.distributed
-def test_two_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_two_processes_match_one_process(tmp_path, mode):
+    """Same global batches, same steps: batches of 15 split 8/7 between the ranks, and the loss is still the mean
+    over the global batch; every validation video is scored exactly once."""
     import os
     import subprocess
     import sys
 
     from test_pretrain import REPO, free_port
 
-    one = probe_config(tmp_path / "one", "colour", epochs=3)
+    epochs = 3 if mode == "frozen" else 2
+    one = probe_config(tmp_path / "one", "colour", epochs=epochs, batch_size=15, mode=mode)
     single = probe.run(one)
     overrides = {"data.format": "synthetic", "data.video_root": str(tmp_path / "videos_colour"),
                  "data.synthetic.task": "colour", "data.synthetic.train_videos": 60, "data.synthetic.val_videos": 30,
-                 "data.num_frames": 8, "data.workers": 0, "output_dir": str(tmp_path / "two" / "run"), "epochs": 3,
-                 "batch_size": 16, "optim.lr": 3e-3, "optim.warmup_steps": 5}
+                 "data.num_frames": 8, "data.workers": 0, "output_dir": str(tmp_path / "two" / "run"),
+                 "epochs": epochs, "batch_size": 15, "optim.lr": 3e-3, "optim.warmup_steps": 5, "mode": mode}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(free_port()), str(REPO / "pipelines" / "kinetics_probe.py"),
            *[f"{k}={v}" for k, v in overrides.items()]]
@@ -126,4 +130,17 @@ def test_two_processes_match_one_process(tmp_path):
     assert {k: double[k] for k in single} == pytest.approx(single, abs=1e-6)
     losses = [[json.loads(line)["train_loss"] for line in (tmp_path / run / "run" / "metrics.jsonl").open()]
               for run in ("one", "two")]
-    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert len(losses[0]) == epochs and losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_finetune_evaluates_with_its_own_weights_not_a_stale_cache(tmp_path):
+    """A second finetune into the same output_dir must not score validation tokens cached from the first one's
+    encoder: its predictions equal those of the same run in a fresh folder."""
+    def predictions(folder: Path, seed: int) -> str:
+        probe.run(probe_config(folder, "colour", epochs=1, mode="finetune", seed=seed, **{"optim.lr": 1e-2}))
+        return (folder / "run" / "predictions.csv").read_text()
+
+    first = predictions(tmp_path / "shared", seed=0)
+    second = predictions(tmp_path / "shared", seed=1)
+    assert second != first  # the two encoders differ, so a stale cache would show
+    assert second == predictions(tmp_path / "fresh", seed=1)

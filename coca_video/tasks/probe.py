@@ -7,6 +7,8 @@ query attending over all spatio-temporal tokens, softmax cross-entropy.
 by model, video list, sampling and views): the first epoch decodes and encodes, later epochs read the cache.
 Frozen training therefore uses the evaluation sampling (segment centres), the usual practice for frozen features.
 ``mode: finetune`` trains the encoder too, on fresh TSN-sampled clips every epoch.
+Under torchrun (either mode) every rank takes its share of the same global batches and the loss is the global
+batch's mean, so N processes take the same steps as one; each validation video is scored by exactly one rank.
 Outputs in ``output_dir``: metrics.json (top1, top5, mean_class_accuracy in percent, plus the protocol),
 predictions.csv, per_class.csv, confusion.png (<= 50 classes; top confusions in metrics.json otherwise), curves.png,
 and ``probe/``, the trained probe that ``coca-video score --probe`` applies to any folder.
@@ -34,7 +36,7 @@ from ..data.actions import ActionSet, load_actions
 from ..data.labels import read_class_names
 from ..data.results import atomic_write_table, atomic_write_text
 from ..data.video import ClipSampling, VideoClipDataset, video_loader
-from ..distributed import barrier, get_info, init_distributed, is_distributed, print0
+from ..distributed import barrier, batch_shards, get_info, init_distributed, is_distributed, print0
 from ..metrics import mean_class_accuracy, per_class_accuracy, topk_accuracy
 from ..model import CoCa, VideoClassifier, create_model, save_probe
 from ..training import CheckpointManager, MetricLogger, OptimConfig, build_optimizer, build_scheduler, set_rng_state
@@ -206,7 +208,8 @@ def fill_cache(cfg: ProbeConfig, model: CoCa, action_set: ActionSet, sampling: C
                                                        device=cfg.device)).shape[1]
     key = {"model": cfg.model, "pretrained": cfg.pretrained, "videos": [i.path for i in action_set.items],
            "windows": [(i.start_sec, i.end_sec) for i in action_set.items], "sampling": to_dict(sampling),
-           "precision": cfg.precision}
+           "precision": cfg.precision,
+           "finetuned": weights_digest(model.image_encoder) if cfg.mode == "finetune" else None}
     shape = (len(action_set.items), views, sampling.num_frames * tokens_per_frame, model.cfg.vision.width)
     info = get_info()
     cache = FeatureCache(Path(cfg.output_dir) / "feature_cache", key, shape, info.rank)
@@ -224,6 +227,15 @@ def fill_cache(cfg: ProbeConfig, model: CoCa, action_set: ActionSet, sampling: C
     barrier()
     cache.reload()
     return cache
+
+
+def weights_digest(module: nn.Module) -> str:
+    """A hash of ``module``'s weights: a finetuned encoder's cached tokens are valid for those weights only."""
+    digest = hashlib.sha1()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class Trainer:
@@ -275,18 +287,26 @@ class Trainer:
         return int(state["step"]), json.loads(state["history"])
 
     def step(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
-        """One optimiser step; returns the loss averaged over ranks (each rank holds an equal share)."""
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.probe.label_smoothing)
+        """One optimiser step on this rank's share of a global batch. The loss is the mean over the whole global
+        batch whatever the shares' sizes (an empty share, ``labels`` of length 0, contributes zero), so any number
+        of processes takes the same step; a global batch with no video at all takes none. Returns that mean."""
+        if len(labels):
+            loss_sum = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.probe.label_smoothing,
+                                       reduction="sum")
+        else:
+            loss_sum = logits.float().sum() * 0.0  # still runs backward: every rank joins DDP's gradient reduction
+        totals = torch.tensor([float(len(labels)), loss_sum.item()])
+        if is_distributed():
+            dist.all_reduce(totals)
+        count = max(totals[0].item(), 1.0)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # DDP averages the gradients over ranks
+        (loss_sum * (self.info.world_size / count)).backward()  # DDP then averages the gradients over ranks
+        if totals[0] == 0:
+            return float("nan")
         torch.nn.utils.clip_grad_norm_(self.trainable().parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        value = loss.detach()
-        if is_distributed():
-            dist.all_reduce(value)
-            value /= dist.get_world_size()
-        return value.item()
+        return totals[1].item() / count
 
 
 class FrozenTrainer(Trainer):
@@ -309,10 +329,8 @@ class FrozenTrainer(Trainer):
 
     def train_epoch(self, epoch: int) -> float:
         self.classifier.train()
-        order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch))
         losses = []
-        for start in range(0, len(order), self.cfg.batch_size):
-            batch = order[start:start + self.cfg.batch_size].numpy()[self.info.rank::self.info.world_size]
+        for batch in batch_shards(len(self.rows), self.cfg.batch_size, seed=self.cfg.seed * 1000 + epoch):
             rows = self.rows[batch]
             tokens = torch.from_numpy(self.cache.tokens[rows, 0]).float()  # memmap rows in batch order
             logits = self.wrapped(tokens.to(self.cfg.device))
@@ -321,17 +339,16 @@ class FrozenTrainer(Trainer):
 
 
 class FinetuneTrainer(Trainer):
-    """Encoder + pooler + classifier on fresh TSN-sampled clips each epoch."""
+    """Encoder + pooler + classifier on fresh TSN-sampled clips each epoch; under torchrun each rank decodes its
+    share of every global batch."""
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        if is_distributed():
-            raise ConfigError("mode=finetune runs in one process for now; use mode=frozen under torchrun")
         self.model.set_grad_checkpointing(self.cfg.grad_checkpointing)
         self.dataset = VideoClipDataset(self.train_set.items, image_transform(self.model, train=False),
                                         ClipSampling(self.cfg.data.num_frames, mode="train"), seed=self.cfg.seed,
                                         backend=self.cfg.data.backend, timeout=self.cfg.data.timeout)
-        self.both = nn.ModuleDict({"encoder": self.model.image_encoder, "classifier": self.classifier})
+        self.both = EncoderAndClassifier({"encoder": self.model.image_encoder, "classifier": self.classifier})
 
     def trainable(self) -> nn.Module:
         return self.both
@@ -342,17 +359,28 @@ class FinetuneTrainer(Trainer):
     def train_epoch(self, epoch: int) -> float:
         self.both.train()
         self.dataset.set_epoch(epoch)
+        batches = batch_shards(len(self.dataset), self.cfg.batch_size, seed=self.cfg.seed * 1000 + epoch)
         losses = []
-        loader = video_loader(self.dataset, self.cfg.batch_size, self.cfg.data.workers, shuffle=True,
-                              seed=self.cfg.seed * 1000 + epoch)
-        for batch in loader:
-            if batch["frames"] is None:
-                continue
+        for batch in video_loader(self.dataset, self.cfg.batch_size, self.cfg.data.workers, batches=batches):
+            frames, labels = batch["frames"], batch["labels"]
+            if frames is None:  # nothing decoded in this rank's share: a stand-in clip that contributes zero
+                size = self.model.cfg.vision.image_size
+                frames = torch.zeros(1, 1, self.cfg.data.num_frames, 3, size, size)
             with autocast(torch.device(self.cfg.device), self.cfg.precision):
-                tokens = self.model.encode_video(batch["frames"][:, 0].to(self.cfg.device)).tokens
-                logits = self.wrapped["classifier"](tokens)
-            losses.append(self.step(logits, batch["labels"].to(self.cfg.device)))
+                logits = self.wrapped(frames[:, 0].to(self.cfg.device))
+            loss = self.step(logits, labels.to(self.cfg.device))
+            if not math.isnan(loss):
+                losses.append(loss)
         return float(np.mean(losses)) if losses else float("nan")
+
+
+class EncoderAndClassifier(nn.ModuleDict):
+    """The finetuned modules in one ``nn.Module`` whose forward maps frames to logits, as DDP needs."""
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, S, S) preprocessed frames -> (B, classes) logits."""
+        frame_tokens = self["encoder"](frames.flatten(0, 1))  # (B*T, N, C)
+        return self["classifier"](frame_tokens.unflatten(0, frames.shape[:2]).flatten(1, 2))
 
 
 def autocast(device: torch.device, precision: str):
