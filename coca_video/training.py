@@ -36,7 +36,7 @@ class OptimConfig:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW or Adafactor; no weight decay on biases, norms, embeddings' positions, tokens, queries and scales."""
+    """AdamW or Adafactor; no weight decay on biases, norms, position embeddings, tokens, queries and scales."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -52,7 +52,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
 
 
 def _is_no_decay(name: str) -> bool:
-    return bool(re.search(r"(pos_embed|cls_token|query|logit_scale|token_embedding)", name))
+    return bool(re.search(r"(pos_embed|temporal_pos|spatial_pos|cls_token|query|logit_scale|token_embedding)", name))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):

@@ -230,6 +230,7 @@ def save_probe(folder: str | os.PathLike, classifier: VideoClassifier, classes: 
     save_file(state, str(folder / PROBE_WEIGHTS))
     meta = {"classes": classes, "backbone": backbone, "pretrained": pretrained, "num_frames": num_frames,
             "heads": classifier.pool.attn.heads, "temporal_pos_embed": classifier.temporal_pos is not None,
+            "spatial_pos_embed": classifier.spatial_pos is not None, "tokens_per_frame": classifier.tokens_per_frame,
             "width": classifier.head.in_features}
     from ..data.results import atomic_write_text
 
@@ -247,7 +248,9 @@ def load_probe(folder: str | os.PathLike) -> tuple[VideoClassifier, dict]:
         raise CheckpointError(f"{folder}: not a probe folder (no {PROBE_FILE}; the probe writes output_dir/probe)")
     meta = json.loads((folder / PROBE_FILE).read_text())
     classifier = VideoClassifier(meta["width"], len(meta["classes"]), meta["heads"], meta["num_frames"],
-                                 meta["temporal_pos_embed"])
+                                 tokens_per_frame=meta.get("tokens_per_frame", 0),
+                                 temporal_pos_embed=meta["temporal_pos_embed"],
+                                 spatial_pos_embed=meta.get("spatial_pos_embed", False))
     load_strict(classifier, load_file(str(folder / PROBE_WEIGHTS)), folder / PROBE_WEIGHTS)
     if meta["backbone"] == "model":
         meta["backbone"] = str(folder / "model")

@@ -73,7 +73,8 @@ class ProbeDataConfig:
 @dataclass
 class ProbeHeadConfig:
     heads: int = 8
-    temporal_pos_embed: bool = False
+    temporal_pos_embed: bool = False  # learned per-frame embedding on the tokens (not in the paper)
+    spatial_pos_embed: bool = False  # learned per-position embedding, shared by frames (not in the paper)
     label_smoothing: float = 0.0
 
 
@@ -116,7 +117,9 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
     print0(train_set.summary("train"), val_set.summary("val"), sep="\n")
     model = create_model(cfg.model, pretrained=cfg.pretrained, device=cfg.device)
     classifier = VideoClassifier(model.cfg.vision.width, len(train_set.classes), cfg.probe.heads,
-                                 cfg.data.num_frames, cfg.probe.temporal_pos_embed).to(cfg.device)
+                                 cfg.data.num_frames, model.image_encoder.num_tokens,
+                                 temporal_pos_embed=cfg.probe.temporal_pos_embed,
+                                 spatial_pos_embed=cfg.probe.spatial_pos_embed).to(cfg.device)
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
     trainer = FrozenTrainer(cfg, model, classifier, train_set) if cfg.mode == "frozen" else \
@@ -429,7 +432,8 @@ def gather_rows(local: torch.Tensor, total: int) -> torch.Tensor:
 def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result: dict[str, Any]) -> dict[str, Any]:
     return {"mode": cfg.mode, "model": cfg.model, "checkpoint": cfg.pretrained or cfg.model,
             "frames": cfg.data.num_frames, "views": f"{cfg.eval.temporal_views}x{cfg.eval.spatial_crops}",
-            "temporal_pos_embed": cfg.probe.temporal_pos_embed, "train_videos": len(train_set.items),
+            "temporal_pos_embed": cfg.probe.temporal_pos_embed, "spatial_pos_embed": cfg.probe.spatial_pos_embed,
+            "train_videos": len(train_set.items),
             "val_videos_evaluated": len(result["paths"]), "val_videos_missing": len(val_set.missing),
             "val_videos_failed": result["failed"]}
 
