@@ -52,6 +52,11 @@ def test_shipped_class_lists_match_the_datasets():
     # Kinetics-700 dropped or split exactly these four Kinetics-600 classes (and capitalised "American").
     assert set(lists["kinetics600"]) - set(lists["kinetics700"]) == {
         "bull fighting", "chopping vegetables", "picking fruit", "passing american football (not in game)"}
+    # index -> name pairs printed by a Kinetics-600 classifier found in the wild (an independent copy of its list)
+    k600_outputs = {31: "biking through snow", 66: "capoeira", 107: "cooking egg", 213: "hitting baseball",
+                    309: "passing american football (not in game)", 391: "punching person (boxing)",
+                    437: "separating eggs", 509: "swinging baseball bat", 556: "using a sledge hammer", 599: "zumba"}
+    assert {i: lists["kinetics600"][i] for i in k600_outputs} == k600_outputs
     assert lists["moments_in_time"][:3] == ["clapping", "praying", "dropping"]  # moments_categories.txt indices 0-2
 
 
