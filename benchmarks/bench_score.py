@@ -2,6 +2,7 @@
 peak memory of scoring 1,000 videos vs 10 (fresh processes), which must not grow with the folder.
 
     python benchmarks/bench_score.py [--videos 160] [--model default] [--frames 16] [--memory-videos 1000]
+    python benchmarks/bench_score.py --threads 1 --workers 1 --memory-videos 0   # a core for the model, one to decode
 
 Two folders: small clips (128 px, 48 frames: decoding is cheap next to the model) and Kinetics-like ones (320 px,
 5 s at 25 fps with one keyframe: decoding costs about as much as encoding, as with real clips).
@@ -79,12 +80,16 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for all three (0: torch's default)")
+    parser.add_argument("--workers", type=int, default=2, help="decoding workers of `score`")
     parser.add_argument("--memory-videos", type=int, default=1000, help="0 skips the memory comparison")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = create_model(args.model).eval()
     print(f"{args.videos} videos per folder, {args.frames} frames each, model {args.model}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, score with {args.workers} decoding workers")
     for name, size, length in (("small clips, 128 px x 48 frames", 128, 48), ("Kinetics-like, 320 px x 125 frames",
                                                                             320, 125)):
         with tempfile.TemporaryDirectory() as tmp:
@@ -93,7 +98,7 @@ def main() -> None:
             paths = make_folder(folder, args.videos, size, num_frames=length)
             naive_rate = naive(paths, model, args.frames)
             cfg = ScoreConfig(videos=str(folder), out=str(Path(tmp) / "scores.parquet"), model=args.model,
-                              num_frames=args.frames, batch_size=args.batch_size, workers=2)
+                              num_frames=args.frames, batch_size=args.batch_size, workers=args.workers)
             summary = run(cfg)
             score_rate = summary["videos"] / summary["seconds"]
             ceiling = encoder_only(paths, model, args.frames, args.batch_size)
