@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError, to_dict
+from ..config import to_dict
 from ..data.actions import ActionSet, load_actions
 from ..data.labels import read_class_names
 from ..data.results import atomic_write_table, atomic_write_text
@@ -207,13 +207,11 @@ def fill_cache(cfg: ProbeConfig, model: CoCa, action_set: ActionSet, sampling: C
                name: str) -> FeatureCache:
     """The cache of ``action_set`` under ``sampling``, encoding only what is not in it yet."""
     views = sampling.temporal_views * sampling.spatial_crops
-    tokens_per_frame = model.image_encoder(torch.zeros(1, 3, *(model.cfg.vision.image_size,) * 2,
-                                                       device=cfg.device)).shape[1]
     key = {"model": cfg.model, "pretrained": cfg.pretrained, "videos": [i.path for i in action_set.items],
            "windows": [(i.start_sec, i.end_sec) for i in action_set.items], "sampling": to_dict(sampling),
            "precision": cfg.precision,
            "finetuned": weights_digest(model.image_encoder) if cfg.mode == "finetune" else None}
-    shape = (len(action_set.items), views, sampling.num_frames * tokens_per_frame, model.cfg.vision.width)
+    shape = (len(action_set.items), views, sampling.num_frames * model.image_encoder.num_tokens, model.cfg.vision.width)
     info = get_info()
     cache = FeatureCache(Path(cfg.output_dir) / "feature_cache", key, shape, info.rank)
     todo = cache.todo()[info.rank::info.world_size]  # under torchrun each rank encodes its share
