@@ -17,14 +17,14 @@ import torch
 
 from coca_video.config import load_config
 from coca_video.data.video import ClipSampling
-from coca_video.model import VideoClassifier, create_model
+from coca_video.model import VideoClassifier, VideoClassifierConfig, create_model
 from coca_video.tasks import probe
 
 
 def config(folder: Path, args, **extra) -> probe.ProbeConfig:
     overrides = {"data.format": "synthetic", "data.video_root": str(folder / "videos"),
                  "data.synthetic.train_videos": args.videos, "data.synthetic.val_videos": 4,
-                 "data.synthetic.task": "colour", "data.num_frames": args.frames, "data.workers": 2,
+                 "data.synthetic.task": "colour", "decode.num_frames": args.frames, "decode.workers": 2,
                  "output_dir": str(folder / "run"), "batch_size": 16, "epochs": 3}
     overrides.update(extra)
     return load_config(probe.ProbeConfig, None, [f"{k}={v}" for k, v in overrides.items()])
@@ -43,19 +43,20 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = config(Path(tmp), args, model=args.model)
+        cfg = config(Path(tmp), args, **{"model.name": args.model})
         train_set, _ = probe.load_sets(cfg)  # writes the clips once
-        model = create_model(cfg.model)
+        model = create_model(cfg.model.name)
         width = model.cfg.vision.width
 
         def new_classifier() -> VideoClassifier:
-            return VideoClassifier(width, len(train_set.classes), num_frames=args.frames)
+            return VideoClassifier(VideoClassifierConfig(width, len(train_set.classes), num_frames=args.frames))
 
-        filling = timed(lambda: probe.fill_cache(cfg, model, train_set, ClipSampling(args.frames), "train"))
+        filling = timed(lambda: probe.cached_tokens(cfg, model, train_set, ClipSampling(args.frames), "train"))
         trainer = probe.FrozenTrainer(cfg, model, new_classifier(), train_set)  # finds the cache full
         module = trainer.trainable()
         trainer.optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
         trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda step: 1.0)
+        trainer.wrapped = module
         cached_epoch = min(timed(lambda: trainer.train_epoch(epoch)) for epoch in range(3))
         uncached_epoch = filling + cached_epoch  # decode + encode every clip, then the same training
         print(f"frozen probe, {args.videos} videos x {args.frames} frames, model {args.model}")
@@ -64,13 +65,14 @@ def main() -> None:
               f"{uncached_epoch / cached_epoch:.0f}x faster")
 
         for checkpointing in (False, True):
-            ft_cfg = config(Path(tmp), args, model=args.model, mode="finetune",
+            ft_cfg = config(Path(tmp), args, mode="finetune", **{"model.name": args.model},
                             grad_checkpointing=str(checkpointing).lower(), output_dir=str(Path(tmp) / "ft"))
-            ft_model = create_model(ft_cfg.model)
+            ft_model = create_model(ft_cfg.model.name)
             finetune = probe.FinetuneTrainer(ft_cfg, ft_model, new_classifier(), train_set)
             module = finetune.trainable()
             finetune.optimizer = torch.optim.AdamW(module.parameters(), lr=1e-5)
             finetune.scheduler = torch.optim.lr_scheduler.LambdaLR(finetune.optimizer, lambda step: 1.0)
+            finetune.wrapped = module
             seconds = timed(lambda: finetune.train_epoch(0))
             print(f"finetune epoch, gradient checkpointing {'on ' if checkpointing else 'off'}: {seconds:6.2f} s "
                   f"({args.videos / seconds:.1f} videos/s)")

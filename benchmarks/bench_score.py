@@ -25,6 +25,7 @@ import torch
 
 from coca_video import create_model, image_transform
 from coca_video.data.synthetic import SyntheticVideos
+from coca_video.config import DecodeConfig, ModelConfig
 from coca_video.tasks.score import ScoreConfig, run
 from coca_video.video import VideoReader, sample_indices, write_video
 
@@ -65,8 +66,8 @@ def peak_memory_mb(folder: Path, out: Path, model: str, frames: int) -> float:
     import sys
 
     code = ("import resource, sys; from coca_video.cli import main; "
-            "main(['score', sys.argv[1], '--out', sys.argv[2], '--model', sys.argv[3], f'num_frames={sys.argv[4]}', "
-            "'workers=2']); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+            "main(['score', sys.argv[1], '--out', sys.argv[2], '--model', sys.argv[3], f'decode.num_frames={sys.argv[4]}', "
+            "'decode.workers=2']); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
     result = subprocess.run([sys.executable, "-c", code, str(folder), str(out), model, str(frames)],
                             capture_output=True, text=True, check=True)
@@ -97,8 +98,8 @@ def main() -> None:
             folder.mkdir()
             paths = make_folder(folder, args.videos, size, num_frames=length)
             naive_rate = naive(paths, model, args.frames)
-            cfg = ScoreConfig(videos=str(folder), out=str(Path(tmp) / "scores.parquet"), model=args.model,
-                              num_frames=args.frames, batch_size=args.batch_size, workers=args.workers)
+            cfg = ScoreConfig(videos=str(folder), out=str(Path(tmp) / "scores.parquet"), model=ModelConfig(args.model),
+                              decode=DecodeConfig(args.frames, batch_size=args.batch_size, workers=args.workers))
             summary = run(cfg)
             score_rate = summary["videos"] / summary["seconds"]
             ceiling = encoder_only(paths, model, args.frames, args.batch_size)

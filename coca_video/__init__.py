@@ -6,13 +6,13 @@
     preprocess = coca_video.image_transform(model)
 """
 
-from .model import CoCa, CoCaConfig, create_model, get_model_config, get_tokenizer, list_models, load_weights
-from .model import save_pretrained
+from .model import CoCa, CoCaConfig, create_model, get_model_config, get_tokenizer, list_models, list_pretrained
+from .model import load_weights, save_pretrained
 from .transforms import image_transform
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CoCa", "CoCaConfig", "__version__", "create_model", "get_model_config", "get_tokenizer", "image_transform",
-    "list_models", "load_weights", "save_pretrained",
+    "list_models", "list_pretrained", "load_weights", "save_pretrained",
 ]

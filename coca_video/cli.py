@@ -13,13 +13,9 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .config import ConfigError, load_config
-from .data.image_text import DataError
-from .data.labels import LabelsError
+from .config import load_config
 from .distributed import get_info
-from .model import CheckpointError
-
-USER_ERRORS = (ConfigError, CheckpointError, DataError, LabelsError, FileNotFoundError)
+from .errors import InputError, UserError
 
 
 class Flag:
@@ -37,9 +33,15 @@ class Flag:
             parser.add_argument(self.name, dest=self.key, help=self.help)
 
 
+MODEL_FLAGS = [  # the shared model block, on every task command
+    Flag("--model", "model.name", "model name or checkpoint folder (default: the built-in default model)"),
+    Flag("--pretrained", "model.pretrained", "weights: open_clip file or folder, hf-hub:REPO, or a pretrained tag"),
+    Flag("--device", "model.device", "cpu, cuda, cuda:N or mps (default cpu)"),
+    Flag("--precision", "model.precision", "fp32 or bf16 (default fp32)"),
+]
+
 SCORE_FLAGS = [
     Flag("VIDEO_DIR", "videos", "folder of videos (searched recursively)", positional=True),
-    Flag("--model", "model", "model name or checkpoint folder (default: the built-in default model)"),
     Flag("--labels", "labels", "class list: names per line, a CSV with a name column, or a Kinetics annotation CSV"),
     Flag("--probe", "probe", "a trained probe folder (the probe task's output_dir/probe) instead of --labels"),
     Flag("--out", "out", "scores table, .parquet or .csv (default scores.parquet)"),
@@ -55,8 +57,7 @@ RETRIEVAL_FLAGS = [
     Flag("--msrvtt-data", "msrvtt_data", "MSRVTT_data.json"),
     Flag("--msrvtt-split", "msrvtt_split", "MSRVTT_JSFUSION_test.csv (1k-A) or full"),
     Flag("--out", "out", "metrics JSON (ranks CSV and report go beside it)"),
-    Flag("--model", "model", "model name or checkpoint folder (default: the built-in default model)"),
-    Flag("--frames", "num_frames", "frames per video (default 16)"),
+    Flag("--frames", "decode.num_frames", "frames per video (default 16)"),
 ]
 
 TASKS = {  # command: (task module, config class, help, flags)
@@ -74,7 +75,8 @@ def task_command(module: str, schema: str, flags: list[Flag]) -> Callable[[argpa
 
     def command(args: argparse.Namespace) -> None:
         task = importlib.import_module(f"coca_video.tasks.{module}")
-        from_flags = [f"{f.key}={getattr(args, f.key)}" for f in flags if getattr(args, f.key) is not None]
+        from_flags = [f"{f.key}={getattr(args, f.key)}" for f in [*MODEL_FLAGS, *flags]
+                      if getattr(args, f.key) is not None]
         cfg = load_config(getattr(task, schema), args.config, [*from_flags, *args.overrides])
         result = task.run(cfg)
         if get_info().is_main:
@@ -85,12 +87,12 @@ def task_command(module: str, schema: str, flags: list[Flag]) -> Callable[[argpa
 
 def cmd_convert(args: argparse.Namespace) -> None:
     """Turn an open_clip CoCa checkpoint into a coca-video checkpoint folder (with the tokenizer's files)."""
-    from .model import create_model, save_pretrained
-    from .tokenizer import default_bpe_path
+    from .io import check_publishable
+    from .model import create_model, save_pretrained, tokenizer_files
 
+    check_publishable(args.dst)  # before the (slow) load: never after it, never by deleting what is there
     model = create_model(args.model, pretrained=args.src)
-    tokenizer_files = [default_bpe_path()] if model.cfg.tokenizer == "clip_bpe" else []
-    folder = save_pretrained(model, args.dst, tokenizer_files)
+    folder = save_pretrained(model, args.dst, tokenizer_files(args.model))
     print(f"wrote {folder} ({sum(p.numel() for p in model.parameters()):,} parameters, architecture {args.model})")
 
 
@@ -108,7 +110,7 @@ def cmd_merge(args: argparse.Namespace) -> None:
 
     scores = merge(args.out)
     if scores is None:
-        raise FileNotFoundError(f"{args.out}.parts: no result parts to merge")
+        raise InputError(f"{args.out}.parts: no result parts to merge")
     print(f"wrote {args.out} ({scores.num_rows} videos)")
 
 
@@ -126,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, schema, help_text, flags) in TASKS.items():
         task = commands.add_parser(name, help=help_text, description=f"{help_text}. Any config field can be "
                                    "overridden as a dotted key=value after the options.")
-        for flag in flags:
+        for flag in [*flags, *MODEL_FLAGS]:
             flag.add_to(task)
         task.add_argument("--config", type=Path, help="YAML file (fields not given keep their defaults)")
         task.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.max_steps=100")
@@ -152,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name`` (so a bad flag shows that command's usage, not the top level's)."""
+    for action in parser._subparsers._group_actions:  # noqa: SLF001 -- argparse keeps subparsers only here
+        if name in action.choices:
+            return action.choices[name]
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``coca-video`` console script."""
     parser = build_parser()
@@ -159,13 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # key=value overrides may come after options too (argparse alone only takes them before the first option)
     unknown = [token for token in extra if token.startswith("-") or "=" not in token]
     if unknown or (extra and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+        subcommand(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except USER_ERRORS as err:
+    except UserError as err:
         print(f"coca-video {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,7 +5,13 @@ The same convention serves every command and pipeline::
     cfg = load_config(ProbeConfig, "configs/probe/synthetic.yaml", ["optim.lr=1e-3", "mode=finetune"])
 
 Unknown keys, wrong types and values outside a ``Literal`` raise :class:`ConfigError`, which names the file (or
-``command line``), the dotted key and, for a typo, the closest valid keys.
+``command line``), the dotted key and, for a typo, the closest valid keys. A YAML file may start from another one
+with ``base: other.yaml`` (a path relative to the file; mmaction2's ``_base_``): the base is read first and the
+file's own keys are merged over it, mapping by mapping.
+
+Two blocks are shared by every task config, at the same paths: ``model`` (:class:`ModelConfig`: which weights, on
+which device, at which precision) and, for the tasks that read videos, ``decode`` (:class:`DecodeConfig`: frames
+per video, sampling rule, decoder, time limit, workers, batch).
 """
 
 from __future__ import annotations
@@ -14,16 +20,15 @@ import dataclasses
 import difflib
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar, Union
 
 import yaml
 
+from .errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit its schema."""
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
@@ -41,18 +46,34 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     return from_dict(schema, data, source)
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing, unreadable or non-mapping file raises :class:`ConfigError`."""
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML mapping, merged over its ``base:`` file if it names one; a missing, unreadable or non-mapping
+    file, or a cycle of bases, raises :class:`ConfigError`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
+    if "base" not in data:
+        return data
+    base = path.parent / str(data.pop("base"))
+    if base.resolve() in [p.resolve() for p in (*_seen, path)]:
+        raise ConfigError(f"{path}: base: {base} leads back to itself")
+    return merge_mappings(read_yaml(base, (*_seen, path)), data)
+
+
+def merge_mappings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``: nested mappings merge key by key, anything else in ``update`` replaces."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = merge_mappings(merged[key], value)
+        merged[key] = value
+    return merged
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -167,3 +188,26 @@ def _convert_scalar(hint: Any, value: Any, source: str, key: str) -> Any:
         return value
     name = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"{source}: {key} must be {name}, got {value!r} ({type(value).__name__})")
+
+
+# -- blocks shared by every task ---------------------------------------------------------------------------------------
+@dataclass
+class ModelConfig:
+    """Which model runs, and how: every task config embeds this as ``model``."""
+
+    name: str = "default"  # architecture name (list_models()), checkpoint folder, hf-hub:<repo>, or "default"
+    pretrained: str | None = None  # weights for an architecture: open_clip file or folder, hf-hub:<repo>, or a tag
+    device: str = "cpu"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on the device
+
+
+@dataclass
+class DecodeConfig:
+    """How videos become frames: every task that reads videos embeds this as ``decode``."""
+
+    num_frames: int = 16
+    sampling: Literal["eval", "linspace"] = "eval"  # segment centres (TSN, the paper's) or first-to-last linspace
+    backend: Literal["auto", "decord", "pyav"] = "auto"
+    timeout: float | None = 120.0  # seconds per video decode (null: no limit)
+    workers: int = 2  # decoding processes
+    batch_size: int = 8  # videos per decode-and-encode batch

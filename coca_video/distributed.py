@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -61,6 +62,18 @@ def batch_shards(num_items: int, batch_size: int, seed: int) -> list[list[int]]:
     info = get_info()
     order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed)).tolist()
     return [order[start:start + batch_size][info.rank::info.world_size] for start in range(0, num_items, batch_size)]
+
+
+def gather_rows(local: Tensor, total: int) -> Tensor:
+    """Rows that rank r computed for positions r, r+W, r+2W, ... back in position order (identity on one process)."""
+    if not is_distributed():
+        return local
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, local)
+    out = torch.empty(total, *local.shape[1:], dtype=local.dtype)
+    for rank, part in enumerate(parts):
+        out[rank::len(parts)] = part
+    return out
 
 
 def print0(*args, **kwargs) -> None:

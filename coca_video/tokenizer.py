@@ -13,7 +13,6 @@ import gzip
 import html
 import itertools
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -22,6 +21,8 @@ import ftfy
 import regex
 import torch
 from torch import Tensor
+
+from .io import atomic_path
 
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 TOKENIZER_JSON = "tokenizer.json"
@@ -200,12 +201,8 @@ class HFTokenizer:
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(cls.SPECIALS),
                                       end_of_word_suffix="</w>", show_progress=False)
         tokenizer.train_from_iterator(captions, trainer)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-            tmp = Path(f.name)
-        tokenizer.save(str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tokenizer.save(str(tmp))
         return cls(path, context_length)
 
     def encode(self, text: str) -> list[int]:

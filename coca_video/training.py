@@ -1,22 +1,27 @@
-"""Pieces shared by the two training tasks (pretraining and the finetuned probe): optimiser, schedule,
-checkpoints that resume exactly, and metric logging."""
+"""Pieces shared by the two training tasks (pretraining and the probe): optimiser, schedule, checkpoints that resume
+exactly (one restore path), DDP wrapping, metric logging, and the probe's epoch loop."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
+
+from .distributed import barrier, get_info, is_distributed
+from .errors import InputError
+from .io import atomic_path
 
 
 @dataclass
@@ -99,9 +104,8 @@ class CheckpointManager:
     def save(self, step: int, state: dict[str, Any]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"step_{step:08d}.pt"
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({**state, "step": step, "rng": rng_state()}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({**state, "step": step, "rng": rng_state()}, tmp)
         for old in self.all()[: -self.keep_last]:
             old.unlink(missing_ok=True)
         return path
@@ -118,12 +122,31 @@ class CheckpointManager:
             return found[-1] if found else None
         path = Path(resume)
         if not path.is_file():
-            raise FileNotFoundError(f"resume={resume}: no such checkpoint file")
+            raise InputError(f"resume={resume}: no such checkpoint file")
         return path
 
     @staticmethod
     def load(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
+
+    def restore(self, resume: str | None, load_states: Callable[[dict[str, Any]], None]) -> dict[str, Any] | None:
+        """Load the checkpoint ``resume`` names (``auto``: the newest, if any), hand it to ``load_states`` (model,
+        optimiser, schedule), then restore the RNG states. Returns the checkpoint, or None when starting fresh."""
+        path = self.resolve(resume)
+        if path is None:
+            return None
+        state = self.load(path)
+        load_states(state)
+        set_rng_state(state["rng"])
+        return state
+
+
+def wrap_ddp(module: nn.Module) -> nn.Module:
+    """``module`` in DistributedDataParallel under torchrun (on this rank's GPU when there is one); itself otherwise."""
+    if not is_distributed():
+        return module
+    device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
 
 # -- logging -------------------------------------------------------------------------------------------------------
@@ -131,8 +154,9 @@ class MetricLogger:
     """Appends one JSON object per logged step to ``metrics.jsonl``; mirrors to TensorBoard when it is installed;
     prints a one-line progress report. Same methods whatever is installed; silent on ranks other than 0."""
 
-    def __init__(self, output_dir: str | Path, enabled: bool = True, total_steps: int | None = None) -> None:
-        self.enabled = enabled
+    def __init__(self, output_dir: str | Path, enabled: bool = True, total_steps: int | None = None,
+                 unit: str = "step") -> None:
+        self.enabled, self.unit = enabled, unit
         self.total_steps = total_steps
         self.path = Path(output_dir) / "metrics.jsonl"
         self.tensorboard = None
@@ -163,8 +187,80 @@ class MetricLogger:
                     self.tensorboard.add_scalar(key, value, step)
         total = f"/{self.total_steps}" if self.total_steps else ""
         shown = "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step")
-        print(f"step {step}{total}  {shown}", file=sys.stderr, flush=True)
+        print(f"{self.unit} {step}{total}  {shown}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+# -- epoch loop ----------------------------------------------------------------------------------------------------
+class EpochTrainer:
+    """Classification by epochs: optimiser, schedule, atomic per-epoch checkpoints, exact resume, DDP. Subclasses
+    say what trains (:meth:`trainable`), how many steps an epoch takes and how an epoch runs (calling :meth:`step`)."""
+
+    def __init__(self, output_dir: str | Path, epochs: int, optim: OptimConfig, label_smoothing: float = 0.0,
+                 resume: str | None = None) -> None:
+        self.epochs, self.optim_cfg, self.label_smoothing, self.resume = epochs, optim, label_smoothing, resume
+        self.info = get_info()
+        self.checkpoints = CheckpointManager(output_dir, keep_last=2)
+        self.logger = MetricLogger(output_dir, enabled=self.info.is_main, unit="epoch")
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.wrapped: nn.Module | None = None
+
+    def trainable(self) -> nn.Module:
+        raise NotImplementedError
+
+    def steps_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def train_epoch(self, epoch: int) -> float:
+        raise NotImplementedError
+
+    def fit(self) -> list[dict[str, float]]:
+        """Train epochs not yet done (resuming from ``resume``); returns the loss history of every epoch."""
+        module = self.trainable()
+        self.optimizer = build_optimizer(module, self.optim_cfg)
+        self.scheduler = build_scheduler(self.optimizer, self.optim_cfg, self.epochs * self.steps_per_epoch())
+        state = self.checkpoints.restore(self.resume, lambda s: self._load_states(module, s))
+        start, history = (int(state["step"]), json.loads(state["history"])) if state else (0, [])
+        self.wrapped = wrap_ddp(module)
+        for epoch in range(start, self.epochs):
+            loss = self.train_epoch(epoch)
+            history.append({"epoch": epoch + 1, "train_loss": loss})
+            self.logger.log(epoch + 1, {"train_loss": loss, "lr": self.scheduler.get_last_lr()[0]})
+            if self.info.is_main:
+                self.checkpoints.save(epoch + 1, {"trainable": module.state_dict(),
+                                                  "optimizer": self.optimizer.state_dict(),
+                                                  "scheduler": self.scheduler.state_dict(),
+                                                  "history": json.dumps(history)})
+            barrier()
+        self.logger.close()
+        return history
+
+    def _load_states(self, module: nn.Module, state: dict[str, Any]) -> None:
+        module.load_state_dict(state["trainable"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def step(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
+        """One optimiser step on this rank's share of a global batch. The loss is the mean over the whole global
+        batch whatever the shares' sizes (an empty share, ``labels`` of length 0, contributes zero), so any number
+        of processes takes the same step; a global batch with no video at all takes none. Returns that mean."""
+        if len(labels):
+            loss_sum = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing, reduction="sum")
+        else:
+            loss_sum = logits.float().sum() * 0.0  # still runs backward: every rank joins DDP's gradient reduction
+        totals = torch.tensor([float(len(labels)), loss_sum.item()])
+        if is_distributed():
+            dist.all_reduce(totals)
+        count = max(totals[0].item(), 1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss_sum * (self.info.world_size / count)).backward()  # DDP then averages the gradients over ranks
+        if totals[0] == 0:
+            return float("nan")
+        torch.nn.utils.clip_grad_norm_(self.trainable().parameters(), self.optim_cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return totals[1].item() / count

@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import DATA, OURS_TINY, open_clip_tiny, tiny_config
 
 import coca_video
-from coca_video.model import CheckpointError
-from coca_video.model.checkpoint import convert_open_clip_state_dict, rename_open_clip_key
+from coca_video.errors import CheckpointError
+from coca_video.model.factory import resolve_pretrained
+from coca_video.model.open_clip import convert_open_clip_state_dict, rename_open_clip_key
 
-open_clip = pytest.importorskip("open_clip")
-from test_openclip_parity import OURS_TINY, TINY, randomize_  # noqa: E402
-
-from coca_video.config import from_dict  # noqa: E402
-from coca_video.model import CoCaConfig  # noqa: E402
-
-REFERENCE_KEYS = "../shared/reference/coca_vitb32_keys.txt"
+from coca_video.config import from_dict
+from coca_video.model import CoCaConfig
 
 
 @pytest.fixture(scope="module")
-def open_clip_tiny():
-    torch.manual_seed(0)
-    ref = open_clip.CoCa(TINY["embed_dim"], TINY["multimodal_cfg"], TINY["text_cfg"], TINY["vision_cfg"]).eval()
-    randomize_(ref, 11)
-    return ref
+def open_clip_reference():
+    return open_clip_tiny(pytest.importorskip("open_clip"), seed=11)
 
 
 def ours_tiny() -> coca_video.CoCa:
@@ -40,17 +33,17 @@ def same_outputs(a: coca_video.CoCa, b: coca_video.CoCa) -> bool:
 
 def test_round_trip_through_our_folder_format(tmp_path, tiny_model):
     folder = coca_video.save_pretrained(tiny_model, tmp_path / "ckpt")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [".coca-video", "config.json", "model.safetensors"]
     loaded = coca_video.create_model(str(folder))
     assert loaded.cfg == tiny_model.cfg
     assert same_outputs(loaded, tiny_model)
 
 
 @pytest.mark.parametrize("layout", ["bin", "wrapped_bin", "safetensors", "folder"])
-def test_open_clip_file_layouts_load_to_the_same_model(tmp_path, open_clip_tiny, layout):
+def test_open_clip_file_layouts_load_to_the_same_model(tmp_path, open_clip_reference, layout):
     from safetensors.torch import save_file
 
-    state = open_clip_tiny.state_dict()
+    state = open_clip_reference.state_dict()
     if layout == "bin":
         path = tmp_path / "open_clip_pytorch_model.bin"
         torch.save(state, path)
@@ -74,7 +67,7 @@ def _bin(tmp_path, state):
     return path
 
 
-def test_hf_hub_snapshot_loads_through_huggingface_hub(tmp_path, monkeypatch, open_clip_tiny):
+def test_hf_hub_snapshot_loads_through_huggingface_hub(tmp_path, monkeypatch, open_clip_reference):
     """`hf-hub:<repo>` goes through huggingface_hub; here from a local cache laid out as a hub snapshot."""
     import huggingface_hub.constants as hf_constants
 
@@ -84,23 +77,20 @@ def test_hf_hub_snapshot_loads_through_huggingface_hub(tmp_path, monkeypatch, op
     snapshot.mkdir(parents=True)
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / "main").write_text(commit)
-    torch.save(open_clip_tiny.state_dict(), snapshot / "open_clip_pytorch_model.bin")
+    torch.save(open_clip_reference.state_dict(), snapshot / "open_clip_pytorch_model.bin")
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    model = coca_video.load_weights(ours_tiny(), coca_video.model.checkpoint.resolve_pretrained("x", "hf-hub:laion/CoCa-tiny"))
+    model = coca_video.load_weights(ours_tiny(), resolve_pretrained("x", "hf-hub:laion/CoCa-tiny"))
     reference = coca_video.load_weights(ours_tiny(), snapshot / "open_clip_pytorch_model.bin")
     assert same_outputs(model, reference)
     with pytest.raises(CheckpointError, match="hf-hub:laion/absent"):
-        coca_video.model.checkpoint.resolve_pretrained("x", "hf-hub:laion/absent")
+        resolve_pretrained("x", "hf-hub:laion/absent")
 
 
 def test_every_reference_key_has_a_home():
-    """All 629 keys of open_clip's coca_ViT-B-32 map onto ours with the right shapes (the shared key list)."""
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference" / "coca_vitb32_keys.txt"
-    if not path.is_file():
-        pytest.skip("shared reference key list not present")
+    """All 629 keys of open_clip's coca_ViT-B-32 map onto ours with the right shapes (open_clip's key list, copied
+    into tests/data from a state dict open_clip 3.3.0 printed)."""
+    path = DATA / "coca_vitb32_keys.txt"
     shapes = {}
     for line in path.read_text().splitlines():
         if line and not line.startswith("#"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 import coca_video
 from coca_video.model import CoCaLoss

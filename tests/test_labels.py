@@ -2,7 +2,8 @@
 
 import pytest
 
-from coca_video.data.labels import LabelsError, read_class_names, read_templates, video_templates
+from coca_video.data.labels import read_class_names, read_templates, video_templates
+from coca_video.errors import DataError
 
 
 def test_formats(tmp_path):
@@ -22,15 +23,15 @@ def test_formats(tmp_path):
 
 
 def test_errors_name_the_file(tmp_path):
-    with pytest.raises(LabelsError, match="missing.txt: class list not found"):
+    with pytest.raises(DataError, match="missing.txt: class list not found"):
         read_class_names(tmp_path / "missing.txt")
     duplicated = tmp_path / "dup.txt"
     duplicated.write_text("a\nb\na\n")
-    with pytest.raises(LabelsError, match="dup.txt: duplicate"):
+    with pytest.raises(DataError, match="dup.txt: duplicate"):
         read_class_names(duplicated)
     templates = tmp_path / "templates.txt"
     templates.write_text("a video of {}\nno placeholder\n")
-    with pytest.raises(LabelsError, match="templates.txt"):
+    with pytest.raises(DataError, match="templates.txt"):
         read_templates(templates)
 
 
@@ -68,5 +69,5 @@ def test_class_lookup_tolerates_case_and_underscores(tmp_path):
         index, "passing american football (not in game)")
     assert lookup_class(index, "air_drumming") == 3
     assert lookup_class(index, "air drummin") is None
-    with pytest.raises(LabelsError, match="class list not found .*kinetics400"):
+    with pytest.raises(DataError, match="class list not found .*kinetics400"):
         read_class_names(tmp_path / "kinetics4000")

@@ -5,40 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import EOT, OURS_TINY, SOT, open_clip_tiny, randomize_
+
 import coca_video
 from coca_video.config import from_dict
 from coca_video.model import CoCaConfig
-
-open_clip = pytest.importorskip("open_clip")
-
-SOT, EOT = 49406, 49407
-TINY = {  # open_clip-style config small enough to build in a blink
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 96, "patch_size": 16, "head_width": 48,
-                   "attentional_pool": True, "attn_pooler_heads": 2, "attn_pooler_queries": 9, "output_tokens": True},
-    "text_cfg": {"context_length": 76, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2,
-                 "embed_cls": True, "output_tokens": True},
-    "multimodal_cfg": {"context_length": 76, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-OURS_TINY = {
-    "embed_dim": 64,
-    "vision": {"image_size": 64, "patch_size": 16, "width": 96, "layers": 2, "heads": 2},
-    "pooler": {"n_queries": 9, "heads": 2},
-    "text": {"width": 64, "heads": 2, "layers": 2},
-    "decoder": {"layers": 2, "heads": 2},
-}
-
-
-def randomize_(model: torch.nn.Module, seed: int) -> None:
-    """Perturb every parameter (LayerNorm gains too, and open_clip's uninitialised decoder head)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name == "text_decoder.text_projection":
-                param.copy_(torch.randn(param.shape, generator=gen) * param.shape[0] ** -0.5)
-            else:
-                param.add_(torch.randn(param.shape, generator=gen) * 0.02)
-
 
 def sample_text(batch: int, seed: int) -> torch.Tensor:
     """Token ids padded to 76 with varied lengths, one row full length (so the CLS sees itself)."""
@@ -53,9 +24,7 @@ def sample_text(batch: int, seed: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory):
-    torch.manual_seed(0)
-    ref = open_clip.CoCa(TINY["embed_dim"], TINY["multimodal_cfg"], TINY["text_cfg"], TINY["vision_cfg"]).eval()
-    randomize_(ref, 1)
+    ref = open_clip_tiny(pytest.importorskip("open_clip"), seed=1)
     path = tmp_path_factory.mktemp("openclip") / "open_clip_pytorch_model.bin"
     torch.save(ref.state_dict(), path)
     ours = coca_video.CoCa(from_dict(CoCaConfig, OURS_TINY))
@@ -103,6 +72,7 @@ def test_greedy_captions_match_open_clip_token_for_token(tiny_pair):
 
 def test_full_size_coca_vit_b32_matches_open_clip(tmp_path):
     """The real architecture (253.6M parameters), saved as safetensors with a DDP-style prefix and wrapper."""
+    open_clip = pytest.importorskip("open_clip")
     torch.manual_seed(0)
     ref = open_clip.create_model("coca_ViT-B-32").eval()
     randomize_(ref, 7)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -13,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, free_port
 from PIL import Image
 
 from coca_video.config import load_config
-from coca_video.data.image_text import DataError, expand_braces
+from coca_video.data.image_text import expand_braces
+from coca_video.errors import DataError
 from coca_video.tasks import pretrain
 
-REPO = Path(__file__).resolve().parents[1]
 WORDS = ["red", "green", "blue", "circle", "square", "small", "big", "dog", "cat", "tree"]
 
 
@@ -40,7 +40,7 @@ def make_table(folder: Path, count: int = 16, bad: int | None = None) -> Path:
 
 
 def overrides(table: Path, output: Path, **extra) -> list[str]:
-    base = {"model": "tiny", "data.kind": "table", "data.path": str(table), "data.workers": 0,
+    base = {"model.name": "tiny", "data.kind": "table", "data.path": str(table), "data.workers": 0,
             "train.batch_size": 8, "train.max_steps": 4, "train.log_every": 1, "train.checkpoint_every": 2,
             "optim.warmup_steps": 1, "optim.grad_clip": 1000.0, "output_dir": str(output)}
     base.update(extra)
@@ -55,12 +55,6 @@ def final_weights(output: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(output / "model" / "model.safetensors"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.distributed

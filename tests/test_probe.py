@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import REPO, free_port
 
 from coca_video.config import load_config
 from coca_video.data.actions import load_actions
-from coca_video.data.labels import LabelsError
+from coca_video.errors import DataError
 from coca_video.tasks import probe, score
 from coca_video.video import VideoReader
 
@@ -35,14 +36,14 @@ def test_annotation_formats(tmp_path):
     assert [(Path(i.path).name, i.label, i.start_sec, i.end_sec) for i in k.items] == [
         ("abc_000005_000015.mp4", 1, None, None), ("def_000001_000011.mp4", 0, None, None),  # trimmed clips
         ("zzz.mp4", 1, 30.0, 40.0)]  # an untrimmed download is read within its window
-    with pytest.raises(LabelsError, match="validate.csv: label 'singing' is not in the class list"):
+    with pytest.raises(DataError, match="validate.csv: label 'singing' is not in the class list"):
         load_actions("kinetics", kinetics, tmp_path, ["dancing"])
 
 
 def probe_config(tmp_path: Path, task: str, **overrides) -> probe.ProbeConfig:
     base = {"data.format": "synthetic", "data.video_root": str(tmp_path.parent / f"videos_{task}"),
             "data.synthetic.task": task, "data.synthetic.train_videos": 60, "data.synthetic.val_videos": 30,
-            "data.num_frames": 8, "data.workers": 0, "output_dir": str(tmp_path / "run"), "epochs": 15,
+            "decode.num_frames": 8, "decode.workers": 0, "output_dir": str(tmp_path / "run"), "epochs": 15,
             "batch_size": 16, "optim.lr": 3e-3, "optim.warmup_steps": 5}
     base.update(overrides)
     return load_config(probe.ProbeConfig, None, [f"{k}={v}" for k, v in base.items()])
@@ -64,7 +65,7 @@ def test_frozen_probe_learns_appearance_classes(tmp_path):
     for path in predictions.path:
         (val_folder / Path(path).name).symlink_to(path)
     scores = tmp_path / "scores.csv"
-    score.run(load_config(score.ScoreConfig, None, [f"videos={val_folder}", f"out={scores}", "workers=0",
+    score.run(load_config(score.ScoreConfig, None, [f"videos={val_folder}", f"out={scores}", "decode.workers=0",
                                                     f"probe={tmp_path / 'run' / 'probe'}", "top_k=2"]))
     scored = pd.read_csv(scores).set_index("path")
     expected = dict(zip(predictions.path.map(lambda p: str(val_folder / Path(p).name)), predictions.prediction))
@@ -124,14 +125,13 @@ def test_two_processes_match_one_process(tmp_path, mode):
     import subprocess
     import sys
 
-    from test_pretrain import REPO, free_port
 
     epochs = 3 if mode == "frozen" else 2
     one = probe_config(tmp_path / "one", "colour", epochs=epochs, batch_size=15, mode=mode)
     single = probe.run(one)
     overrides = {"data.format": "synthetic", "data.video_root": str(tmp_path / "videos_colour"),
                  "data.synthetic.task": "colour", "data.synthetic.train_videos": 60, "data.synthetic.val_videos": 30,
-                 "data.num_frames": 8, "data.workers": 0, "output_dir": str(tmp_path / "two" / "run"),
+                 "decode.num_frames": 8, "decode.workers": 0, "output_dir": str(tmp_path / "two" / "run"),
                  "epochs": epochs, "batch_size": 15, "optim.lr": 3e-3, "optim.warmup_steps": 5, "mode": mode}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(free_port()), str(REPO / "pipelines" / "kinetics_probe.py"),

@@ -12,7 +12,8 @@ import torch
 
 from coca_video import create_model, get_tokenizer, image_transform
 from coca_video.config import load_config
-from coca_video.data.retrieval import RetrievalDataError, load_caption_csv, load_msrvtt
+from coca_video.errors import DataError
+from coca_video.data.retrieval import load_caption_csv, load_msrvtt
 from coca_video.data.synthetic import SyntheticVideos
 from coca_video.tasks import retrieval
 from coca_video.video import VideoReader, sample_indices, write_video
@@ -34,7 +35,7 @@ def test_msrvtt_full_and_1k_a_files(tmp_path):
     one_k = load_msrvtt(None, str(jsfusion), tmp_path)
     assert one_k.captions == ["a person is cooking", "a cartoon"] and one_k.caption_video == [0, 1]
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(RetrievalDataError, match="bad.json"):
+    with pytest.raises(DataError, match="bad.json"):
         load_msrvtt(tmp_path / "bad.json", "full", tmp_path)
 
 
@@ -85,8 +86,8 @@ def independent_recall(root: Path, captions_csv: Path, frames: int) -> tuple[flo
 def test_recall_matches_an_independent_computation_and_failures_are_excluded(clip_set, tmp_path):
     root, captions = clip_set
     out = tmp_path / "metrics.json"
-    cfg = load_config(retrieval.RetrievalConfig, None, [f"captions={captions}", f"out={out}", "num_frames=4",
-                                                         "workers=0", "batch_size=4"])
+    cfg = load_config(retrieval.RetrievalConfig, None, [f"captions={captions}", f"out={out}", "decode.num_frames=4",
+                                                         "decode.workers=0", "decode.batch_size=4"])
     result = retrieval.run(cfg)
     t2v, v2t = independent_recall(root, captions, frames=4)
     assert result["t2v"]["R1"] == pytest.approx(t2v, abs=1e-6) and result["v2t"]["R1"] == pytest.approx(v2t, abs=1e-6)
@@ -100,7 +101,7 @@ def test_recall_matches_an_independent_computation_and_failures_are_excluded(cli
 
 def test_second_run_reuses_the_embedding_cache(clip_set, tmp_path, monkeypatch):
     root, captions = clip_set
-    overrides = [f"captions={captions}", f"out={tmp_path / 'm.json'}", "num_frames=4", "workers=0",
+    overrides = [f"captions={captions}", f"out={tmp_path / 'm.json'}", "decode.num_frames=4", "decode.workers=0",
                  "report_queries=0"]
     first = retrieval.run(load_config(retrieval.RetrievalConfig, None, overrides))
 
@@ -125,7 +126,7 @@ def test_synthetic_msrvtt_layout_recall_far_above_chance(tmp_path_factory, tmp_p
     data_json, jsfusion = write_msrvtt_format(folder, num_videos=20, num_frames=8, seed=5)
     cfg = load_config(retrieval.RetrievalConfig, None, [
         f"videos={folder}", f"msrvtt_data={data_json}", f"msrvtt_split={jsfusion if split == '1k-A' else 'full'}",
-        f"out={tmp_path / 'metrics.json'}", "num_frames=8", "workers=0", "report_queries=2",
+        f"out={tmp_path / 'metrics.json'}", "decode.num_frames=8", "decode.workers=0", "report_queries=2",
         f"cache_dir={folder / 'cache'}"])
     result = retrieval.run(cfg)
     assert result["protocol"]["captions"] == (20 if split == "1k-A" else 40)
@@ -138,8 +139,8 @@ def test_linspace_sampling_is_its_own_cache_and_protocol(clip_set, tmp_path):
     runs = {}
     for sampling in ("eval", "linspace"):
         cfg = load_config(retrieval.RetrievalConfig, None, [f"captions={captions}", f"out={tmp_path / 'm.json'}",
-                                                             "num_frames=4", "workers=0", "report_queries=0",
-                                                             f"sampling={sampling}"])
+                                                             "decode.num_frames=4", "decode.workers=0", "report_queries=0",
+                                                             f"decode.sampling={sampling}"])
         runs[sampling] = (retrieval.cache_path(cfg), retrieval.run(cfg))
     assert runs["eval"][0] != runs["linspace"][0]
     assert runs["linspace"][1]["protocol"]["sampling"].startswith("linspace")

@@ -19,7 +19,7 @@ from coca_video.data.synthetic import COLOURS, SyntheticVideos
 from coca_video.tasks import score
 from coca_video.video import write_video
 
-from test_pretrain import free_port
+from helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def folder(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
 
 
 def run_score(root: Path, out: Path, labels: Path, *overrides: str) -> dict:
-    base = [f"videos={root}", f"out={out}", f"labels={labels}", "num_frames=4", "batch_size=4", "workers=0", "top_k=3"]
+    base = [f"videos={root}", f"out={out}", f"labels={labels}", "decode.num_frames=4", "decode.batch_size=4", "decode.workers=0", "top_k=3"]
     return score.run(load_config(score.ScoreConfig, None, [*base, *overrides]))
 
 
@@ -112,7 +112,7 @@ def test_two_ranks_score_each_file_once_and_merge(folder, tmp_path):
     out = tmp_path / "scores.parquet"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(free_port()), "-m", "coca_video.cli", "score", str(root), "--labels", str(labels),
-           "--out", str(out), "num_frames=4", "workers=0"]
+           "--out", str(out), "decode.num_frames=4", "decode.workers=0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -144,7 +144,7 @@ def test_cli_flags_caption_and_report(folder, tmp_path, capsys):
     root, truth, labels = folder
     out, report = tmp_path / "scores.csv", tmp_path / "report.html"
     code = main(["score", str(root), "--labels", str(labels), "--caption", "--out", str(out), "--report", str(report),
-                 "num_frames=4", "workers=0", "caption_method=greedy"])
+                 "decode.num_frames=4", "decode.workers=0", "caption_method=greedy"])
     assert code == 0
     table = pd.read_csv(out)
     ok = table[table.status == "ok"]

@@ -55,18 +55,18 @@ def grey_index(clip: torch.Tensor, transform) -> list[int]:
 def test_a_bad_file_rides_in_the_batch_as_an_error(folder):
     data = dataset(folder, num_frames=4)
     batches = list(video_loader(data, batch_size=3, workers=2))
-    errors = [e for b in batches for e in b["errors"]]
+    errors = [e for b in batches for e in b.errors]
     assert len(errors) == 1 and errors[0][1].endswith("bad.mp4") and "bad.mp4" in errors[0][2]
-    good = [p for b in batches for p in b["paths"]]
-    assert len(good) == 5 and all(b["frames"].shape[1:3] == (1, 4) for b in batches if b["frames"] is not None)
-    first = next(b for b in batches if b["frames"] is not None)
-    assert grey_index(first["frames"][0, 0], data.transform) == [5, 15, 25, 35]  # TSN centres of 40 frames
-    assert first["meta"][first["indices"][0]]["num_frames"] == 40
+    good = [p for b in batches for p in b.paths]
+    assert len(good) == 5 and all(b.frames.shape[1:3] == (1, 4) for b in batches if b.frames is not None)
+    first = next(b for b in batches if b.frames is not None)
+    assert grey_index(first.frames[0, 0], data.transform) == [5, 15, 25, 35]  # TSN centres of 40 frames
+    assert first.meta[first.indices[0]]["num_frames"] == 40
 
 
 def test_training_samples_do_not_depend_on_the_worker_count(folder):
     data = dataset(folder, mode="train", num_frames=4)
-    by_workers = [torch.cat([b["frames"] for b in video_loader(data, 2, workers=w) if b["frames"] is not None])
+    by_workers = [torch.cat([b.frames for b in video_loader(data, 2, workers=w) if b.frames is not None])
                   for w in (0, 2)]
     torch.testing.assert_close(by_workers[0], by_workers[1], atol=0, rtol=0)
     for clip in by_workers[0][:, 0]:

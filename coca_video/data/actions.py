@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .labels import LabelsError, class_index, lookup_class
+from ..errors import DataError
+from .labels import class_index, lookup_class
 from .video import VideoItem
 
 Format = Literal["kinetics", "mit", "list", "csv"]
@@ -43,7 +44,7 @@ def load_actions(fmt: Format, annotations: str | Path, video_root: str | Path,
     """Read one annotation file; ``classes`` fixes the label order (pass the training set's for validation)."""
     path, root = Path(annotations), Path(video_root)
     if not path.is_file():
-        raise LabelsError(f"{path}: annotation file not found")
+        raise DataError(f"{path}: annotation file not found")
     if fmt == "kinetics":
         rows = _kinetics_rows(path)
     elif fmt == "mit":
@@ -53,9 +54,9 @@ def load_actions(fmt: Format, annotations: str | Path, video_root: str | Path,
     elif fmt == "csv":
         rows = [(r["path"], r["label"], None, None) for r in _csv_rows(path, header=True, required=("path", "label"))]
     else:
-        raise LabelsError(f"{path}: unknown format {fmt!r} (kinetics, mit, list or csv)")
+        raise DataError(f"{path}: unknown format {fmt!r} (kinetics, mit, list or csv)")
     if not rows:
-        raise LabelsError(f"{path}: no videos listed")
+        raise DataError(f"{path}: no videos listed")
     named = fmt in ("kinetics", "mit") or any(not str(label).lstrip("-").isdigit() for _, label, *_ in rows)
     if classes is None:
         classes = sorted({label for _, label, *_ in rows if label != ""}) if named else None
@@ -69,7 +70,7 @@ def load_actions(fmt: Format, annotations: str | Path, video_root: str | Path,
         items.append(VideoItem(str(found[0]), _label_index(path, label, index, named),
                                start if found[1] else None, end if found[1] else None))
     if not items:
-        raise LabelsError(f"{path}: none of the {len(rows)} annotated videos were found under {root}")
+        raise DataError(f"{path}: none of the {len(rows)} annotated videos were found under {root}")
     return ActionSet(items, classes or [str(i) for i in range(max(i.label for i in items) + 1)], missing)
 
 
@@ -95,7 +96,7 @@ def _csv_rows(path: Path, header: bool, required: tuple[str, ...] = ()) -> list:
         reader = csv.DictReader(handle)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
-            raise LabelsError(f"{path}: missing columns {missing} (found {reader.fieldnames})")
+            raise DataError(f"{path}: missing columns {missing} (found {reader.fieldnames})")
         return list(reader)
 
 
@@ -122,5 +123,5 @@ def _label_index(path: Path, label: str, index: dict[str, int] | None, named: bo
         return -1
     found = lookup_class(index, label) if index is not None else None
     if found is None:
-        raise LabelsError(f"{path}: label {label!r} is not in the class list")
+        raise DataError(f"{path}: label {label!r} is not in the class list")
     return found

@@ -29,11 +29,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from ..errors import DataError
+
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
-
-
-class DataError(ValueError):
-    """Unusable training data (missing path, empty set, bad columns); the message names the source."""
 
 
 @dataclass

@@ -22,12 +22,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from ..errors import DataError
+
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED_LISTS = ASSETS / "labels"
-
-
-class LabelsError(ValueError):
-    """A class list or template file that cannot be used; the message names the file."""
 
 
 def read_class_names(source: str | Path) -> list[str]:
@@ -36,17 +34,17 @@ def read_class_names(source: str | Path) -> list[str]:
     if not path.is_file() and (SHIPPED_LISTS / f"{source}.txt").is_file():
         path = SHIPPED_LISTS / f"{source}.txt"
     if not path.is_file():
-        raise LabelsError(f"{path}: class list not found (shipped lists: {', '.join(shipped_class_lists())})")
+        raise DataError(f"{path}: class list not found (shipped lists: {', '.join(shipped_class_lists())})")
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines:
-        raise LabelsError(f"{path}: class list is empty")
+        raise DataError(f"{path}: class list is empty")
     names = _parse_lines(path, lines)
     if _is_annotation_table(lines):
         return names
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise LabelsError(f"{path}: duplicate class names {duplicates[:5]}")
+        raise DataError(f"{path}: duplicate class names {duplicates[:5]}")
     return names
 
 
@@ -90,7 +88,7 @@ def _parse_lines(path: Path, lines: list[str]) -> list[str]:
     if all(len(row) >= 2 and row[-1].strip().isdigit() for row in rows):
         return [name for name, _ in sorted(indexed, key=lambda pair: int(pair[1]))]
     if all(len(row) == len(rows[0]) for row in rows) and len(rows[0]) > 1:
-        raise LabelsError(f"{path}: a CSV class list needs a 'name' column in its header or 'name,index' lines")
+        raise DataError(f"{path}: a CSV class list needs a 'name' column in its header or 'name,index' lines")
     return lines  # names that contain commas
 
 
@@ -103,13 +101,22 @@ def read_templates(path: str | Path) -> list[str]:
     """Prompt templates, one per line with ``{}`` where the class name goes; ``#`` lines are comments."""
     path = Path(path)
     if not path.is_file():
-        raise LabelsError(f"{path}: template file not found")
+        raise DataError(f"{path}: template file not found")
     lines = path.read_text(encoding="utf-8").splitlines()
     templates = [t.strip() for t in lines if t.strip() and not t.startswith("#")]
     bad = [t for t in templates if t.count("{}") != 1]
     if not templates or bad:
-        raise LabelsError(f"{path}: every template needs exactly one '{{}}' (bad: {bad[:3]})")
+        raise DataError(f"{path}: every template needs exactly one '{{}}' (bad: {bad[:3]})")
     return templates
+
+
+def model_templates(model: str) -> list[str] | None:
+    """The zero-shot prompt templates a checkpoint folder ships (``prompt_templates.txt``), if any."""
+    from ..model.factory import TEMPLATES_FILE, checkpoint_folder
+
+    folder = checkpoint_folder(model)
+    path = folder / TEMPLATES_FILE if folder is not None else None
+    return read_templates(path) if path is not None and path.is_file() else None
 
 
 def video_templates() -> list[str]:

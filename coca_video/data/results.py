@@ -24,35 +24,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..io import atomic_write_table
+
 KEY_COLUMNS = ("path", "size", "mtime")
+FileKey = tuple[str, int, float]  # (path, size, mtime)
 PART_NAME = re.compile(r"rank(\d+)-L(\d+)-(\d+)\.parquet$")
 
 
-def file_key(path: str | Path) -> tuple[str, int, float]:
+def file_key(path: str | Path) -> FileKey:
     """(path, size, mtime) of a file as the store records it."""
     stat = os.stat(path)
     return str(path), stat.st_size, stat.st_mtime
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temp file in the same folder, then rename it over ``path`` (readers never see half)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def atomic_write_table(table: pa.Table, path: Path) -> None:
-    """Write Parquet or CSV (by suffix) to a temp file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if path.suffix.lower() in (".csv", ".tsv"):
-        table.to_pandas().to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
-    else:
-        pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 class PartStore:
@@ -71,7 +53,7 @@ class PartStore:
         found = [(p, m) for p, m in found if m and (rank is None or int(m.group(1)) == rank)]
         return [p for p, _ in sorted(found, key=lambda pm: (int(pm[1].group(3)), int(pm[1].group(1))))]
 
-    def done_keys(self) -> set[tuple[str, int, float]]:
+    def done_keys(self) -> set[FileKey]:
         """Keys of files whose newest row has status ``ok``."""
         table = self.read(columns=[*KEY_COLUMNS, "status", "scored_at"])
         if table is None:

@@ -15,13 +15,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .labels import LabelsError
+from ..errors import DataError
 
 FULL_TEST_IDS = range(7010, 10000)
-
-
-class RetrievalDataError(LabelsError):
-    """An annotation file that cannot be read as a retrieval set; the message names the file."""
 
 
 @dataclass
@@ -35,7 +31,7 @@ class RetrievalSet:
 
     def __post_init__(self) -> None:
         if not self.videos or not self.captions:
-            raise RetrievalDataError(f"{self.split}: no videos or no captions")
+            raise DataError(f"{self.split}: no videos or no captions")
 
 
 def video_path(root: Path, video_id: str) -> str:
@@ -69,13 +65,13 @@ def load_msrvtt(data_json: str | Path, split: str, video_root: str | Path) -> Re
 
 def read_json(path: Path) -> dict:
     if not path.is_file():
-        raise RetrievalDataError(f"{path}: MSR-VTT annotation file not found")
+        raise DataError(f"{path}: MSR-VTT annotation file not found")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise RetrievalDataError(f"{path}: not valid JSON ({err})") from None
+        raise DataError(f"{path}: not valid JSON ({err})") from None
     if "sentences" not in data:
-        raise RetrievalDataError(f"{path}: no 'sentences' list (expected MSRVTT_data.json)")
+        raise DataError(f"{path}: no 'sentences' list (expected MSRVTT_data.json)")
     return data
 
 
@@ -96,7 +92,7 @@ def load_caption_csv(path: str | Path, video_root: str | Path | None = None) -> 
     video_key = next((c for c in ("video", "path", "video_path") if c in columns), None)
     caption_key = next((c for c in ("caption", "sentence", "text") if c in columns), None)
     if video_key is None or caption_key is None:
-        raise RetrievalDataError(f"{path}: needs a video column (video|path|video_path) and a caption column "
+        raise DataError(f"{path}: needs a video column (video|path|video_path) and a caption column "
                                  f"(caption|sentence|text); found {list(columns)}")
     root = Path(video_root) if video_root else path.parent
     index: dict[str, int] = {}
@@ -110,12 +106,12 @@ def load_caption_csv(path: str | Path, video_root: str | Path | None = None) -> 
 
 def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     if not path.is_file():
-        raise RetrievalDataError(f"{path}: caption file not found")
+        raise DataError(f"{path}: caption file not found")
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
-        raise RetrievalDataError(f"{path}: no rows")
+        raise DataError(f"{path}: no rows")
     missing = [c for c in required if c not in rows[0]]
     if missing:
-        raise RetrievalDataError(f"{path}: missing columns {missing} (found {list(rows[0])})")
+        raise DataError(f"{path}: missing columns {missing} (found {list(rows[0])})")
     return rows

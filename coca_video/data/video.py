@@ -7,14 +7,15 @@ One bad file never stops a batch: ``__getitem__`` turns any decode failure into 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import DecodeConfig
 from ..transforms import ImageTransform
 
 
@@ -26,7 +27,6 @@ class VideoItem:
     label: int = -1
     start_sec: float | None = None
     end_sec: float | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,17 +103,28 @@ def describe_error(path: str, err: Exception) -> str:
     return reason if str(path) in reason else f"{path}: {reason}"
 
 
-def collate_videos(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the clips that decoded; list the ones that did not as ``errors`` [(index, path, reason)]."""
+class VideoBatch(NamedTuple):
+    """The clips of one batch that decoded, and the ones that did not."""
+
+    frames: torch.Tensor | None  # (B, V, T, 3, S, S) preprocessed, None when nothing decoded
+    indices: list[int]  # dataset index of each decoded clip
+    paths: list[str]
+    labels: torch.Tensor  # (B,) long, -1 for unlabelled
+    meta: dict[int, dict[str, Any]]  # dataset index -> duration, num_frames, fps
+    errors: list[tuple[int, str, str]]  # (dataset index, path, reason) of the clips that failed
+
+
+def collate_videos(records: list[dict[str, Any]]) -> VideoBatch:
+    """Stack the clips that decoded; list the ones that did not as ``errors``."""
     good = [r for r in records if "frames" in r]
-    return {
-        "frames": torch.stack([r["frames"] for r in good]) if good else None,  # (B, V, T, 3, S, S)
-        "indices": [r["index"] for r in good],
-        "paths": [r["path"] for r in good],
-        "labels": torch.tensor([r["label"] for r in good], dtype=torch.long),
-        "meta": {r["index"]: r["meta"] for r in good},  # duration, num_frames, fps
-        "errors": [(r["index"], r["path"], r["error"]) for r in records if "error" in r],
-    }
+    return VideoBatch(
+        frames=torch.stack([r["frames"] for r in good]) if good else None,
+        indices=[r["index"] for r in good],
+        paths=[r["path"] for r in good],
+        labels=torch.tensor([r["label"] for r in good], dtype=torch.long),
+        meta={r["index"]: r["meta"] for r in good},
+        errors=[(r["index"], r["path"], r["error"]) for r in records if "error" in r],
+    )
 
 
 def video_loader(dataset: VideoClipDataset, batch_size: int, workers: int = 2,
@@ -128,6 +139,16 @@ def video_loader(dataset: VideoClipDataset, batch_size: int, workers: int = 2,
     batching = {"batch_sampler": batches} if batches is not None else {"batch_size": batch_size}
     return DataLoader(dataset, num_workers=workers, collate_fn=collate_videos, persistent_workers=False,
                       prefetch_factor=2 if workers else None, worker_init_fn=_background_priority, **batching)
+
+
+def decode_loader(items: Sequence[VideoItem], transform: ImageTransform, decode: DecodeConfig,
+                  sampling: ClipSampling | None = None, seed: int = 0,
+                  batches: list[list[int]] | None = None) -> DataLoader:
+    """A :func:`video_loader` over ``items`` as a task's decode block says (frames, sampling, backend, time limit,
+    workers, batch size); ``sampling`` replaces the block's frame rule (training clips, multi-view testing)."""
+    sampling = sampling or ClipSampling(decode.num_frames, mode=decode.sampling)
+    dataset = VideoClipDataset(items, transform, sampling, seed=seed, backend=decode.backend, timeout=decode.timeout)
+    return video_loader(dataset, decode.batch_size, decode.workers, batches=batches)
 
 
 def _background_priority(worker_id: int) -> None:

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import CoCaConfig
+from .generate import SpecialTokens, generate_captions
+from .layers import KVCache
 from .pooler import ImagePooling, PooledImage
 from .text_decoder import MultimodalTextDecoder, UnimodalTextDecoder
 from .vit import ImageEncoder
@@ -50,6 +52,8 @@ class CoCa(nn.Module):
             self.caption_head = nn.Linear(cfg.text.width, cfg.text.vocab_size, bias=False)
             nn.init.normal_(self.caption_head.weight, std=cfg.text.width**-0.5)
         self.logit_scale = nn.Parameter(torch.tensor(cfg.init_logit_scale))
+        text = cfg.text
+        self.special_tokens = SpecialTokens(text.sot_id, text.eot_id, text.pad_id, text.context_length)
 
     # -- image side ---------------------------------------------------------------------------------------------
     def image_features(self, images: Tensor) -> PooledImage:
@@ -118,8 +122,6 @@ class CoCa(nn.Module):
         ``method``: ``beam`` (default), ``greedy`` or ``top_p``; see :mod:`coca_video.model.generate` for options.
         Decode with ``tokenizer.batch_decode(ids)``.
         """
-        from .generate import generate_captions
-
         was_training = self.training
         self.eval()
         try:
@@ -128,8 +130,34 @@ class CoCa(nn.Module):
         finally:
             self.train(was_training)
 
+    def start_decoding(self, image_tokens: Tensor) -> "KVDecoding":
+        """A fresh incremental decoding state for decoder image tokens (B, Q, D) (see ``generate.CaptionDecoder``)."""
+        return KVDecoding(self, image_tokens)
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in the backward pass of every transformer stack (less memory, more compute)."""
         self.image_encoder.set_grad_checkpointing(enable)
         self.text.grad_checkpointing = enable
         self.decoder.grad_checkpointing = enable
+
+
+class KVDecoding:
+    """Caches of the unimodal and multimodal layers plus the image keys/values, for one batch of hypotheses."""
+
+    def __init__(self, model: CoCa, image_tokens: Tensor) -> None:
+        self.model = model
+        self.text_caches = [KVCache() for _ in model.text.layers]
+        self.decoder_caches = [KVCache() for _ in model.decoder.layers]
+        self.image_kv = model.decoder.image_kv(image_tokens)
+
+    def next_logits(self, new_ids: Tensor) -> Tensor:
+        """Feed ``new_ids`` (B, s); return the vocabulary logits (B, V) of the last position."""
+        token_states = self.model.text.decode_step(new_ids, self.text_caches)
+        hidden = self.model.decoder.decode_step(token_states, self.image_kv, self.decoder_caches)
+        return self.model.vocab_logits(hidden[:, -1]).float()
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep hypotheses ``index`` in that order."""
+        for cache in self.text_caches + self.decoder_caches:
+            cache.reorder(index)
+        self.image_kv = [(k[index], v[index]) for k, v in self.image_kv]

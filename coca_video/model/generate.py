@@ -12,41 +12,46 @@ is not a probability and depends on the logits' arbitrary offset per step; ours 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import KVCache
 
-if TYPE_CHECKING:
-    from .coca import CoCa
+class SpecialTokens(NamedTuple):
+    """The ids and length limit generation needs from a model."""
+
+    sot: int
+    eot: int
+    pad: int
+    context_length: int
 
 
-class DecodingState:
-    """Caches of the unimodal and multimodal layers plus the image keys/values, for one batch of hypotheses."""
-
-    def __init__(self, model: CoCa, image_tokens: Tensor) -> None:
-        self.model = model
-        self.text_caches = [KVCache() for _ in model.text.layers]
-        self.decoder_caches = [KVCache() for _ in model.decoder.layers]
-        self.image_kv = model.decoder.image_kv(image_tokens)
+class DecodingState(Protocol):
+    """Incremental decoding of one batch of hypotheses (the model keeps its caches inside)."""
 
     def next_logits(self, new_ids: Tensor) -> Tensor:
         """Feed ``new_ids`` (B, s); return the vocabulary logits (B, V) of the last position."""
-        token_states = self.model.text.decode_step(new_ids, self.text_caches)
-        hidden = self.model.decoder.decode_step(token_states, self.image_kv, self.decoder_caches)
-        return self.model.vocab_logits(hidden[:, -1]).float()
+        ...
 
     def reorder(self, index: Tensor) -> None:
-        for cache in self.text_caches + self.decoder_caches:
-            cache.reorder(index)
-        self.image_kv = [(k[index], v[index]) for k, v in self.image_kv]
+        """Keep hypotheses ``index`` (B',) in that order (beam search)."""
+        ...
+
+
+class CaptionDecoder(Protocol):
+    """What a captioning model offers the decoding loops here: its special tokens, and a fresh decoding state for
+    a batch of image tokens. :class:`coca_video.model.coca.CoCa` is one; nothing here knows its class."""
+
+    special_tokens: SpecialTokens
+
+    def start_decoding(self, image_tokens: Tensor) -> DecodingState:
+        ...
 
 
 def generate_captions(
-    model: CoCa,
+    model: CaptionDecoder,
     image_tokens: Tensor,
     method: str = "beam",
     max_len: int = 30,
@@ -58,7 +63,7 @@ def generate_captions(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Caption ids (B, <= max_len) for decoder image tokens (B, Q, D); see the module docstring."""
-    limit = model.cfg.text.context_length
+    limit = model.special_tokens.context_length
     if not min_len < max_len <= limit:
         raise ValueError(f"need min_len < max_len <= {limit} (context length), got min_len={min_len} max_len={max_len}")
     if method == "greedy":
@@ -77,13 +82,13 @@ def _block_eot(logits: Tensor, cur_len: int, min_len: int, eot: int) -> Tensor:
     return logits
 
 
-def _sample(model: CoCa, image_tokens: Tensor, max_len: int, min_len: int, pick) -> Tensor:
+def _sample(model: CaptionDecoder, image_tokens: Tensor, max_len: int, min_len: int, pick) -> Tensor:
     """Greedy or sampled decoding, one token per row per step."""
-    sot, eot, pad = model.cfg.text.sot_id, model.cfg.text.eot_id, model.cfg.text.pad_id
+    sot, eot, pad, _ = model.special_tokens
     batch = image_tokens.shape[0]
     out = torch.full((batch, 1), sot, dtype=torch.long, device=image_tokens.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=out.device)
-    state, new_ids = DecodingState(model, image_tokens), out
+    state, new_ids = model.start_decoding(image_tokens), out
     while out.shape[1] < max_len:
         cur_len = out.shape[1]
         logits = _block_eot(state.next_logits(new_ids), cur_len, min_len, eot)
@@ -110,12 +115,12 @@ def _nucleus_pick(logits: Tensor, top_p: float, temperature: float, generator: t
 
 
 def _beam_search(
-    model: CoCa, image_tokens: Tensor, max_len: int, min_len: int, num_beams: int, length_penalty: float
+    model: CaptionDecoder, image_tokens: Tensor, max_len: int, min_len: int, num_beams: int, length_penalty: float
 ) -> Tensor:
     """Beam search over log-probabilities; returns the best finished hypothesis per image."""
-    sot, eot, pad = model.cfg.text.sot_id, model.cfg.text.eot_id, model.cfg.text.pad_id
+    sot, eot, pad, _ = model.special_tokens
     batch, device = image_tokens.shape[0], image_tokens.device
-    state = DecodingState(model, image_tokens.repeat_interleave(num_beams, dim=0))
+    state = model.start_decoding(image_tokens.repeat_interleave(num_beams, dim=0))
     beams = torch.full((batch * num_beams, 1), sot, dtype=torch.long, device=device)
     scores = torch.full((batch, num_beams), float("-inf"), device=device)
     scores[:, 0] = 0.0  # the beams start identical: keep one

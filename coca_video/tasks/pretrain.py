@@ -10,7 +10,6 @@ from the newest checkpoint in ``output_dir`` exactly (model, optimiser, schedule
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +19,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import to_dict
+from ..config import ModelConfig, to_dict
 from ..data.image_text import ImageTextDataConfig, build_loader
 from ..distributed import DistInfo, init_distributed, is_distributed
-from ..model import CoCa, CoCaLoss, create_model, save_pretrained
-from ..training import CheckpointManager, MetricLogger, OptimConfig, build_optimizer, build_scheduler, set_rng_state
+from ..errors import DataError
+from ..io import atomic_write_text
+from ..model import CoCa, CoCaLoss, save_pretrained
+from ..runtime import autocast, load_model
+from ..training import CheckpointManager, MetricLogger, OptimConfig, build_optimizer, build_scheduler, wrap_ddp
 from ..transforms import image_transform
 
 
@@ -32,7 +34,6 @@ from ..transforms import image_transform
 class TrainConfig:
     max_steps: int = 1000
     batch_size: int = 128  # global, across ranks
-    precision: Literal["fp32", "bf16"] = "fp32"
     grad_checkpointing: bool = False
     distributed: Literal["ddp", "fsdp"] = "ddp"
     checkpoint_every: int = 500
@@ -63,8 +64,6 @@ class TokenizerConfig:
 
 @dataclass
 class PretrainConfig:
-    model: str = "tiny"
-    pretrained: str | None = None
     output_dir: str = "runs/pretrain"
     resume: str | None = None  # "auto" or a checkpoint file
     data: ImageTextDataConfig = field(default_factory=ImageTextDataConfig)
@@ -72,6 +71,7 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name="tiny"))
 
 
 def run(cfg: PretrainConfig) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     info = init_distributed()
     output = Path(cfg.output_dir)
     torch.manual_seed(cfg.train.seed)
-    model = create_model(cfg.model, cfg.pretrained).train()
+    model = load_model(cfg.model).train()
     tokenizer, tokenizer_files = prepare_tokenizer(cfg, model, output, info)
     model.set_grad_checkpointing(cfg.train.grad_checkpointing)
     wrapped = wrap_model(model, cfg.train.distributed)
@@ -88,8 +88,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     checkpoints = CheckpointManager(output, cfg.train.keep_last)
     start_step = restore(checkpoints, cfg.resume, model, optimizer, scheduler)
     if info.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+        atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
     loader = build_loader(cfg.data, image_transform(model, train=True), tokenizer, cfg.train.batch_size, info.rank,
                           info.world_size, cfg.train.seed, start_step, model.cfg.vision.image_size)
     logger = MetricLogger(output, enabled=info.is_main, total_steps=cfg.train.max_steps)
@@ -106,8 +105,8 @@ def prepare_tokenizer(cfg: PretrainConfig, model: CoCa, output: Path, info: Dist
     from ..tokenizer import HFTokenizer, default_bpe_path
 
     if model.cfg.tokenizer == "clip_bpe":
-        return get_tokenizer(cfg.model), [default_bpe_path()]
-    source = Path(cfg.model)
+        return get_tokenizer(cfg.model.name), [default_bpe_path()]
+    source = Path(cfg.model.name)
     path = source / "tokenizer.json" if (source / "tokenizer.json").is_file() else output / "tokenizer.json"
     if info.is_main and not path.is_file():
         output.mkdir(parents=True, exist_ok=True)
@@ -118,7 +117,7 @@ def prepare_tokenizer(cfg: PretrainConfig, model: CoCa, output: Path, info: Dist
     ids = (tokenizer.pad_token_id, tokenizer.sot_token_id, tokenizer.eot_token_id)
     expected = (model.cfg.text.pad_id, model.cfg.text.sot_id, model.cfg.text.eot_id)
     if ids != expected or tokenizer.vocab_size > model.cfg.text.vocab_size:
-        raise ValueError(f"{path}: special ids (pad, sot, eot) {ids} / vocab {tokenizer.vocab_size} do not fit the "
+        raise DataError(f"{path}: special ids (pad, sot, eot) {ids} / vocab {tokenizer.vocab_size} do not fit the "
                          f"model's {expected} / {model.cfg.text.vocab_size}")
     return tokenizer, [path]
 
@@ -132,7 +131,7 @@ def training_captions(cfg: PretrainConfig) -> list[str]:
         table = ImageTable(cfg.data.path, cfg.data.img_key, cfg.data.caption_key)
         return [str(c) for c in table.captions[: cfg.tokenizer.corpus_size]]
     if cfg.data.kind != "synthetic":
-        raise ValueError("training a tokenizer needs data.kind synthetic or table; pass a model folder with one")
+        raise DataError("training a tokenizer needs data.kind synthetic or table; pass a model folder with one")
     pairs = SyntheticImageText(cfg.tokenizer.corpus_size, size=8, seed=cfg.train.seed)
     return [pairs.caption(i) for i in range(len(pairs))]
 
@@ -147,36 +146,31 @@ def wrap_model(model: CoCa, strategy: str) -> nn.Module:
         for block in [*model.image_encoder.vit.blocks, *model.text.layers, *model.decoder.layers]:
             fully_shard(block)
         return fully_shard(model)
-    device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return wrap_ddp(model)
 
 
 def restore(checkpoints: CheckpointManager, resume: str | None, model: CoCa, optimizer, scheduler) -> int:
     """Load the checkpoint ``resume`` names (``auto``: newest, if any); return the step to start from."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    path = checkpoints.resolve(resume)
-    if path is None:
-        return 0
-    state = checkpoints.load(path)
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                   options=StateDictOptions(full_state_dict=True, strict=True))
-    scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
-    return int(state["step"])
+    def load_states(state: dict[str, Any]) -> None:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                       options=StateDictOptions(full_state_dict=True, strict=True))
+        scheduler.load_state_dict(state["scheduler"])
+
+    state = checkpoints.restore(resume, load_states)
+    return int(state["step"]) if state else 0
 
 
 def train_loop(cfg, wrapped, model, optimizer, scheduler, loader, checkpoints, logger, start_step, tokenizer):
     """Steps ``start_step`` .. ``max_steps``: forward, loss, backward, clip, step; log, evaluate, checkpoint."""
     loss_fn = CoCaLoss(model.cfg.text.pad_id, cfg.train.contrastive_weight, cfg.train.caption_weight)
     device = next(model.parameters()).device
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.precision == "bf16"
-                else contextlib.nullcontext())
     batches, metrics, skipped = iter(loader), {}, 0
     for step in range(start_step, cfg.train.max_steps):
         batch = next(batches)
         skipped += batch["skipped"]
-        with autocast:
+        with autocast(device, cfg.model.precision):
             losses = loss_fn(wrapped(batch["images"].to(device), batch["text"].to(device)))
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()

@@ -13,21 +13,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from ..data.results import atomic_write_table, atomic_write_text
+from ..config import DecodeConfig, ModelConfig
+from ..data.results import PartStore, file_key
 from ..data.retrieval import RetrievalSet, load_caption_csv, load_msrvtt
-from ..distributed import init_distributed
+from ..distributed import barrier, init_distributed
+from ..errors import InputError
+from ..io import atomic_write_table, atomic_write_text
 from ..metrics import RETRIEVAL_CONVENTION, retrieval_metrics_from_embeddings
-from ..model import CoCa, create_model, get_tokenizer
-from .score import ScoreConfig, embeddings_path, score_paths
+from ..model import CoCa, get_tokenizer
+from ..runtime import load_model
+from ..scoring import VideoScorer, score_files
 
 
 SAMPLING_RULES = {"eval": "uniform segment centres", "linspace": "linspace from the first to the last frame, truncated"}
@@ -40,32 +43,26 @@ class RetrievalConfig:
     msrvtt_data: str | None = None  # MSRVTT_data.json
     msrvtt_split: str | None = None  # MSRVTT_JSFUSION_test.csv (1k-A) or "full"
     out: str = "runs/retrieval/metrics.json"
-    model: str = "default"
-    pretrained: str | None = None
-    num_frames: int = 16
-    sampling: Literal["eval", "linspace"] = "eval"  # segment centres (the paper's uniform) or CLIP4Clip's linspace
     prompt_prefix: str = ""  # prepended to every caption, e.g. "a video of "
-    precision: Literal["fp32", "bf16"] = "fp32"
-    batch_size: int = 8
-    workers: int = 2
     cache_dir: str | None = None  # default: <out folder>/embedding_cache
     report_queries: int = 4  # queries shown with their top-5 videos in the report (0: no report)
-    device: str = "cpu"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # sampling eval: the paper's uniform; linspace: CLIP4Clip
 
 
 def run(cfg: RetrievalConfig) -> dict[str, Any]:
     """Embed videos (cached) and captions, compute both directions' recall, write metrics, ranks and report."""
     info = init_distributed()
     dataset = load_set(cfg)
-    model = create_model(cfg.model, pretrained=cfg.pretrained, device=cfg.device)
-    tokenizer = get_tokenizer(cfg.model)
+    model = load_model(cfg.model)
+    tokenizer = get_tokenizer(cfg.model.name)
     video_embeddings, failed = embed_videos(cfg, dataset, model, tokenizer)
     if not info.is_main:
         return {}
     full_size = (len(dataset.videos), len(dataset.captions))
     dataset, video_embeddings = without_failed(dataset, video_embeddings, failed)
     text_embeddings = embed_captions(model, tokenizer, [cfg.prompt_prefix + c for c in dataset.captions],
-                                     cfg.batch_size * 16)
+                                     cfg.decode.batch_size * 16)
     caption_video = torch.tensor(dataset.caption_video)
     metrics = retrieval_metrics_from_embeddings(text_embeddings, video_embeddings, caption_video)
     result = {**metrics, "protocol": protocol(cfg, dataset, failed, full_size)}
@@ -87,39 +84,46 @@ def load_set(cfg: RetrievalConfig) -> RetrievalSet:
         return load_caption_csv(cfg.captions, cfg.videos or None)
     if cfg.msrvtt_split and (cfg.msrvtt_data or cfg.msrvtt_split != "full"):
         return load_msrvtt(cfg.msrvtt_data or "", cfg.msrvtt_split, cfg.videos)
-    raise FileNotFoundError("retrieval needs captions=<csv>, or msrvtt_split=<JSFUSION csv>|full (full also needs "
+    raise InputError("retrieval needs captions=<csv>, or msrvtt_split=<JSFUSION csv>|full (full also needs "
                             "msrvtt_data=<MSRVTT_data.json>)")
 
 
 def cache_path(cfg: RetrievalConfig) -> Path:
-    """One embedding cache per (model, weights, frames, precision): other captions reuse it, other models do not."""
-    key = json.dumps([cfg.model, cfg.pretrained, cfg.num_frames, cfg.precision, cfg.sampling])
+    """One embedding cache per (model, weights, frames, precision, sampling): other captions reuse it, other models
+    do not."""
+    key = json.dumps([cfg.model.name, cfg.model.pretrained, cfg.decode.num_frames, cfg.model.precision,
+                      cfg.decode.sampling])
     folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out).parent / "embedding_cache"
     return folder / f"videos-{hashlib.sha1(key.encode()).hexdigest()[:12]}.parquet"
 
 
 def embed_videos(cfg: RetrievalConfig, dataset: RetrievalSet, model: CoCa, tokenizer) -> tuple[torch.Tensor, list]:
     """(num_videos, D) normalised mean-of-frames embeddings in ``dataset.videos`` order (rows of videos that could
-    not be embedded are zero), and ``failed``: (path, reason) of those videos."""
+    not be embedded are zero), and ``failed``: (path, reason) of those videos. Embeddings are kept in a result store
+    keyed by (path, size, mtime): a rerun embeds only what is new or failed."""
+    info = init_distributed()
     missing = [v for v in dataset.videos if not os.path.isfile(v)]
     if len(missing) == len(dataset.videos):
-        raise FileNotFoundError(f"{cfg.videos}: none of the {len(missing)} videos exist (e.g. {missing[0]})")
-    present = [Path(v) for v in dataset.videos if os.path.isfile(v)]
-    score_cfg = ScoreConfig(out=str(cache_path(cfg)), model=cfg.model, pretrained=cfg.pretrained,
-                            num_frames=cfg.num_frames, sampling=cfg.sampling, batch_size=cfg.batch_size,
-                            workers=cfg.workers, precision=cfg.precision, device=cfg.device)
-    score_paths(score_cfg, present, model, tokenizer)
-    table = pq.read_table(embeddings_path(score_cfg.out), columns=["path", "video_embedding"]).to_pydict()
-    stored = dict(zip(table["path"], table["video_embedding"]))
-    status = pq.read_table(score_cfg.out, columns=["path", "error"]).to_pydict()
-    reasons = dict(zip(status["path"], status["error"]))
+        raise InputError(f"{cfg.videos}: none of the {len(missing)} videos exist (e.g. {missing[0]})")
+    store = PartStore(cache_path(cfg), rank=info.rank)
+    done = store.done_keys()
+    keys = [file_key(v) for v in dataset.videos if os.path.isfile(v)]
+    todo = [key for key in keys[info.rank::info.world_size] if key not in done]
+    score_files(VideoScorer(model, tokenizer, cfg.model), todo, store, cfg.decode, show=info.is_main)
+    barrier()
+    rows = store.read(columns=["path", "size", "mtime", "status", "error", "video_embedding", "scored_at"])
+    current = {key[0]: key for key in keys}
+    stored = {} if rows is None else {path: (embedding, error) for path, size, mtime, embedding, error in zip(
+        *(rows.column(c).to_pylist() for c in ("path", "size", "mtime", "video_embedding", "error")))
+        if current.get(path) == (path, size, mtime)}
     matrix = np.zeros((len(dataset.videos), model.cfg.embed_dim), dtype=np.float32)
     failed = [(v, "file not found") for v in missing]
     for i, video in enumerate(dataset.videos):
-        if stored.get(video) is not None:
-            matrix[i] = stored[video]
+        embedding, error = stored.get(video, (None, "not embedded"))
+        if embedding is not None:
+            matrix[i] = embedding
         elif video not in missing:
-            failed.append((video, reasons.get(video) or "not embedded"))
+            failed.append((video, error or "not embedded"))
     return torch.from_numpy(matrix), failed
 
 
@@ -131,7 +135,7 @@ def without_failed(dataset: RetrievalSet, embeddings: torch.Tensor, failed: list
     new_index = {old: new for new, old in enumerate(keep)}
     captions = [(c, new_index[v]) for c, v in zip(dataset.captions, dataset.caption_video) if v in new_index]
     if not captions:
-        raise FileNotFoundError(f"{dataset.split}: no video could be embedded ({failed[0][0]}: {failed[0][1]})")
+        raise InputError(f"{dataset.split}: no video could be embedded ({failed[0][0]}: {failed[0][1]})")
     subset = RetrievalSet([dataset.videos[i] for i in keep], [c for c, _ in captions], [v for _, v in captions],
                           dataset.split)
     return subset, embeddings[keep]
@@ -148,10 +152,10 @@ def protocol(cfg: RetrievalConfig, dataset: RetrievalSet, failed: list, full_siz
     """What was measured, so a number is never read without its conditions."""
     return {"split": dataset.split, "videos": len(dataset.videos), "captions": len(dataset.captions),
             "videos_in_split": full_size[0], "captions_in_split": full_size[1],
-            "frames_per_video": cfg.num_frames, "sampling": SAMPLING_RULES[cfg.sampling],
-            "video_embedding": "normalised mean of normalised frame embeddings", "model": cfg.model,
-            "checkpoint": cfg.pretrained or cfg.model, "prompt_prefix": cfg.prompt_prefix,
-            "precision": cfg.precision, "convention": RETRIEVAL_CONVENTION, "failed_videos": failed}
+            "frames_per_video": cfg.decode.num_frames, "sampling": SAMPLING_RULES[cfg.decode.sampling],
+            "video_embedding": "normalised mean of normalised frame embeddings", "model": cfg.model.name,
+            "checkpoint": cfg.model.pretrained or cfg.model.name, "prompt_prefix": cfg.prompt_prefix,
+            "precision": cfg.model.precision, "convention": RETRIEVAL_CONVENTION, "failed_videos": failed}
 
 
 def write_json(path: Path, data: dict) -> None:

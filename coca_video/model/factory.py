@@ -1,0 +1,151 @@
+"""Models by name: architectures, pretrained tags, checkpoint folders, and the tokenizer that goes with each.
+
+Sources ``create_model`` understands:
+  - a named architecture (``list_models()``; YAML files in ``configs/``), optionally with ``pretrained=``:
+    an open_clip checkpoint file (``open_clip_pytorch_model.bin`` read with ``torch.load(weights_only=True)``,
+    ``open_clip_model.safetensors``, a ``{"state_dict": ...}`` wrapper, ``module.`` prefixes), a folder holding one,
+    a coca-video checkpoint folder, ``hf-hub:<repo>``, or an open_clip pretrained tag (``laion2b_s13b_b90k``,
+    ``list_pretrained()``);
+  - a coca-video checkpoint folder (``config.json`` + ``model.safetensors`` + tokenizer files) or ``hf-hub:<repo>``;
+  - ``default``: the tiny model shipped with the package, trained on the synthetic world.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..config import from_dict, read_yaml
+from ..errors import CheckpointError, ConfigError
+from .coca import CoCa
+from .config import CoCaConfig
+from .state_dict import CONFIG_FILE, OPEN_CLIP_FILES, WEIGHTS_FILE, load_weights
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default"
+TEMPLATES_FILE = "prompt_templates.txt"
+HF_PREFIX = "hf-hub:"
+OPEN_CLIP_PRETRAINED = {  # open_clip 3.3.0 pretrained tags -> Hugging Face repos
+    ("coca_ViT-B-32", "laion2b_s13b_b90k"): "laion/CoCa-ViT-B-32-laion2B-s13B-b90k",
+    ("coca_ViT-B-32", "mscoco_finetuned_laion2b_s13b_b90k"): "laion/mscoco_finetuned_CoCa-ViT-B-32-laion2B-s13B-b90k",
+    ("coca_ViT-L-14", "laion2b_s13b_b90k"): "laion/CoCa-ViT-L-14-laion2B-s13B-b90k",
+    ("coca_ViT-L-14", "mscoco_finetuned_laion2b_s13b_b90k"): "laion/mscoco_finetuned_CoCa-ViT-L-14-laion2B-s13B-b90k",
+}
+
+
+def list_models() -> list[str]:
+    """Named architectures (``create_model(name)``), plus ``default``, the shipped pretrained tiny model."""
+    return sorted([p.stem for p in CONFIG_DIR.glob("*.yaml")] + ["default"])
+
+
+def list_pretrained() -> list[tuple[str, str]]:
+    """(architecture, pretrained tag) pairs ``create_model(name, pretrained=tag)`` knows, as open_clip's function."""
+    return sorted(OPEN_CLIP_PRETRAINED)
+
+
+def get_model_config(name: str) -> CoCaConfig:
+    """The :class:`CoCaConfig` of a named architecture, a checkpoint folder, or ``default``."""
+    folder = checkpoint_folder(name)
+    if folder is not None:
+        return read_config_json(folder / CONFIG_FILE)
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"unknown model {name!r}: not a checkpoint folder, and not one of "
+                              f"{', '.join(list_models())}")
+    return from_dict(CoCaConfig, read_yaml(path), str(path))
+
+
+def read_config_json(path: Path) -> CoCaConfig:
+    """The model config of a checkpoint folder's ``config.json``; a missing or malformed file names itself."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (a coca-video checkpoint folder holds {CONFIG_FILE} and "
+                              f"{WEIGHTS_FILE})")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object with a 'model' entry, got {type(data).__name__}")
+    try:
+        return from_dict(CoCaConfig, data.get("model", data), str(path))
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def checkpoint_folder(name: str) -> Path | None:
+    """The local folder behind ``name`` if it names a coca-video checkpoint (``default``, a path, ``hf-hub:``)."""
+    if name == "default":
+        return DEFAULT_MODEL_DIR
+    if name.startswith(HF_PREFIX):
+        return download_hf_snapshot(name[len(HF_PREFIX):])
+    path = Path(name).expanduser()
+    return path if path.is_dir() else None
+
+
+def download_hf_snapshot(repo_id: str) -> Path:
+    """A local snapshot of a Hugging Face Hub repo (from the cache when offline), weights and configs only."""
+    from huggingface_hub import snapshot_download
+
+    patterns = [*OPEN_CLIP_FILES, CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json", "*.txt.gz", "open_clip_config.json",
+                TEMPLATES_FILE]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as err:  # noqa: BLE001 -- network, auth, missing repo: say which repo and why
+        raise CheckpointError(f"hf-hub:{repo_id}: could not fetch the snapshot ({type(err).__name__}: {err})") from err
+
+
+def create_model(
+    name: str = "default", pretrained: str | os.PathLike | None = None, device: str | torch.device | None = None
+) -> CoCa:
+    """Build a CoCa model by architecture name or checkpoint folder, optionally loading ``pretrained`` weights.
+
+    Returns the model in eval mode. See the module docstring for the accepted sources.
+    """
+    folder = checkpoint_folder(name)
+    model = CoCa(get_model_config(name))
+    if folder is not None and pretrained is None:
+        load_weights(model, folder)
+    elif pretrained is not None:
+        load_weights(model, resolve_pretrained(name, str(pretrained)))
+    return model.to(device).eval() if device is not None else model.eval()
+
+
+def resolve_pretrained(name: str, pretrained: str) -> Path:
+    """A local file or folder for ``pretrained``: a path, ``hf-hub:<repo>`` or an open_clip tag."""
+    if pretrained.startswith(HF_PREFIX):
+        return download_hf_snapshot(pretrained[len(HF_PREFIX):])
+    path = Path(pretrained).expanduser()
+    if path.exists():
+        return path
+    tag = pretrained.lower().replace("-", "_")
+    if (name, tag) in OPEN_CLIP_PRETRAINED:
+        return download_hf_snapshot(OPEN_CLIP_PRETRAINED[(name, tag)])
+    raise CheckpointError(f"{pretrained}: no such file or folder, and not a pretrained tag known for {name!r}")
+
+
+def get_tokenizer(name: str = "default") -> Callable:
+    """The tokenizer that goes with ``create_model(name)``: open_clip's CLIP BPE or the checkpoint's own files."""
+    from ..tokenizer import ClipBpeTokenizer, load_tokenizer
+
+    cfg = get_model_config(name)
+    folder = checkpoint_folder(name)
+    if folder is not None:
+        return load_tokenizer(folder, cfg.text.context_length)
+    if cfg.tokenizer != "clip_bpe":
+        raise CheckpointError(f"model {name!r} uses a tokenizer.json that only ships inside a checkpoint folder")
+    return ClipBpeTokenizer(context_length=cfg.text.context_length)
+
+
+def tokenizer_files(name: str) -> list[Path]:
+    """The files that carry ``name``'s tokenizer (and its own prompt templates), to ship beside its weights."""
+    from ..tokenizer import default_bpe_path
+
+    folder = checkpoint_folder(name)
+    if folder is None:
+        return [default_bpe_path()] if get_model_config(name).tokenizer == "clip_bpe" else []
+    keep = ("tokenizer.json", TEMPLATES_FILE)
+    return sorted(p for p in folder.iterdir() if p.name in keep or p.name.endswith(".txt.gz"))

@@ -1,0 +1,141 @@
+"""Videos to result rows: decode in workers, encode in this process, one row per file (errors included), flushed to
+a :class:`~coca_video.data.results.PartStore` batch by batch. Shared by ``score`` (labels, captions, embeddings) and
+``retrieval`` (embeddings only, as its cache).
+
+Each video: ``num_frames`` frames -> the image encoder frame by frame -> the video embedding (normalised mean of the
+frame embeddings, the paper's zero-shot video representation). Labels are the softmax over logit-scaled cosine
+similarities to prompt-ensembled class embeddings, or a trained probe's. Captions come from the multimodal decoder
+over the middle frame's image tokens: the decoder was trained on single images, so one frame's tokens are what it
+knows how to read (pooling tokens across frames feeds it averages it never saw).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import torch
+from tqdm import tqdm
+
+from .config import DecodeConfig, ModelConfig
+from .data.results import FileKey, PartStore
+from .data.video import VideoBatch, VideoItem, decode_loader
+from .model import CoCa, VideoClassifier
+from .runtime import autocast
+from .transforms import image_transform
+from .zero_shot import class_embeddings, class_probabilities
+
+
+@dataclass
+class Counts:
+    """Videos scored in one call: ``ok`` and ``error`` rows written."""
+
+    ok: int = 0
+    error: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.ok + self.error
+
+
+@dataclass
+class CaptionOptions:
+    method: Literal["greedy", "beam", "top_p"] = "beam"
+    max_len: int = 30
+
+
+class VideoScorer:
+    """Turns batches of preprocessed clips into result rows: the video embedding always; top-k labels when given
+    class names (zero-shot, with prompt ``templates``) or a trained ``probe``; captions when given options."""
+
+    def __init__(self, model: CoCa, tokenizer: Callable, model_cfg: ModelConfig, class_names: list[str] | None = None,
+                 templates: list[str] | None = None, probe: VideoClassifier | None = None, top_k: int = 5,
+                 captions: CaptionOptions | None = None, frame_embeddings: bool = False) -> None:
+        self.model, self.tokenizer, self.model_cfg = model, tokenizer, model_cfg
+        self.class_names, self.probe, self.top_k = class_names, probe, top_k
+        self.caption_options, self.frame_embeddings = captions, frame_embeddings
+        self.classes = None
+        if probe is not None:
+            probe.to(model_cfg.device)
+        elif class_names:
+            self.classes = class_embeddings(model, tokenizer, class_names, templates)
+
+    @torch.no_grad()
+    def __call__(self, frames: torch.Tensor) -> list[dict[str, Any]]:
+        """(B, T, 3, S, S) preprocessed frames -> one partial row per video."""
+        frames = frames.to(self.model_cfg.device)
+        with autocast(frames.device, self.model_cfg.precision):
+            encoding = self.model.encode_video(frames)
+            captions = self.captions(frames[:, frames.shape[1] // 2]) if self.caption_options else None
+        videos = encoding.video_embedding.float()
+        rows = [{"video_embedding": v.tolist()} for v in videos.cpu()]
+        if self.frame_embeddings:
+            for row, per_frame in zip(rows, encoding.frame_embeddings.float().cpu()):
+                row["frame_embeddings"] = per_frame.tolist()
+        if self.probe is not None:
+            self.add_labels(rows, self.probe(encoding.tokens.float()).float().softmax(-1))
+        elif self.classes is not None:
+            self.add_labels(rows, class_probabilities(self.model, videos, self.classes.to(videos.device)))
+        for row, text in zip(rows, captions or []):
+            row["caption"] = text
+        return rows
+
+    def add_labels(self, rows: list[dict[str, Any]], probabilities: torch.Tensor) -> None:
+        k = min(self.top_k, probabilities.shape[1])
+        scores, indices = probabilities.float().topk(k, dim=-1)
+        for row, top_scores, top_indices in zip(rows, scores.tolist(), indices.tolist()):
+            for rank, (score, index) in enumerate(zip(top_scores, top_indices), start=1):
+                row[f"top{rank}_label"], row[f"top{rank}_score"] = self.class_names[index], score
+
+    def captions(self, middle_frames: torch.Tensor) -> list[str]:
+        options = self.caption_options
+        ids = self.model.generate(middle_frames, method=options.method, max_len=options.max_len)
+        return self.tokenizer.batch_decode(ids.cpu())
+
+    def empty_row(self) -> dict[str, Any]:
+        """The columns an error row carries, so every part has the same schema."""
+        row: dict[str, Any] = {"video_embedding": None}
+        if self.frame_embeddings:
+            row["frame_embeddings"] = None
+        if self.class_names:
+            for rank in range(1, min(self.top_k, len(self.class_names)) + 1):
+                row[f"top{rank}_label"], row[f"top{rank}_score"] = None, None
+        if self.caption_options:
+            row["caption"] = None
+        return row
+
+
+def score_files(scorer: VideoScorer, todo: list[FileKey], store: PartStore, decode: DecodeConfig,
+                show: bool = True) -> Counts:
+    """Decode ``todo`` in workers, score in this process, flush each batch's rows (errors too) to ``store``."""
+    counts = Counts()
+    if not todo:
+        return counts
+    items = [VideoItem(path) for path, _, _ in todo]
+    loader = decode_loader(items, image_transform(scorer.model), decode)
+    with tqdm(total=len(todo), unit="video", disable=not show, dynamic_ncols=True) as bar:
+        for batch in loader:
+            rows = batch_rows(scorer, batch, todo)
+            store.append(rows)
+            counts.ok += len(batch.indices)
+            counts.error += len(batch.errors)
+            bar.update(len(rows))
+            bar.set_postfix(failed=counts.error)
+    return counts
+
+
+def batch_rows(scorer: VideoScorer, batch: VideoBatch, todo: list[FileKey]) -> list[dict[str, Any]]:
+    """One row per video of ``batch``: key columns, status and error, then the scorer's columns."""
+    rows = []
+    if batch.frames is not None:
+        for index, row in zip(batch.indices, scorer(batch.frames[:, 0])):
+            rows.append(base_row(todo[index], "ok", "", batch.meta[index]) | row)
+    for index, _, reason in batch.errors:
+        rows.append(base_row(todo[index], "error", reason, {}) | scorer.empty_row())
+    return rows
+
+
+def base_row(key: FileKey, status: str, error: str, meta: dict[str, Any]) -> dict[str, Any]:
+    path, size, mtime = key
+    return {"path": path, "size": size, "mtime": mtime, "duration": meta.get("duration"),
+            "num_frames": meta.get("num_frames"), "fps": meta.get("fps"), "status": status, "error": error}

@@ -1,0 +1,70 @@
+"""Helpers shared by the test modules: ports for torchrun, small models, and open_clip twins of them."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from pathlib import Path
+
+import torch
+
+import coca_video
+from coca_video.model import CoCaConfig
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+SOT, EOT = 49406, 49407
+OPEN_CLIP_TINY = {  # an open_clip-style CoCa config small enough to build in a blink
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 96, "patch_size": 16, "head_width": 48,
+                   "attentional_pool": True, "attn_pooler_heads": 2, "attn_pooler_queries": 9, "output_tokens": True},
+    "text_cfg": {"context_length": 76, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2,
+                 "embed_cls": True, "output_tokens": True},
+    "multimodal_cfg": {"context_length": 76, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+OURS_TINY = {  # the same architecture in our config
+    "embed_dim": 64,
+    "vision": {"image_size": 64, "patch_size": 16, "width": 96, "layers": 2, "heads": 2},
+    "pooler": {"n_queries": 9, "heads": 2},
+    "text": {"width": 64, "heads": 2, "layers": 2},
+    "decoder": {"layers": 2, "heads": 2},
+}
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (torchrun's static rendezvous hangs with --master_port 0 here)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_config(**overrides) -> CoCaConfig:
+    """The shipped ``tiny`` architecture with nested overrides, e.g. ``tiny_config(pooler={"layout": "cascade"})``."""
+    cfg = coca_video.get_model_config("tiny")
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            setattr(cfg, section, dataclasses.replace(getattr(cfg, section), **values))
+        else:
+            setattr(cfg, section, values)
+    return cfg
+
+
+def open_clip_tiny(open_clip, seed: int) -> torch.nn.Module:
+    """open_clip's CoCa in the ``OPEN_CLIP_TINY`` shape, every parameter perturbed from ``seed``, eval mode."""
+    torch.manual_seed(0)
+    ref = open_clip.CoCa(OPEN_CLIP_TINY["embed_dim"], OPEN_CLIP_TINY["multimodal_cfg"], OPEN_CLIP_TINY["text_cfg"],
+                         OPEN_CLIP_TINY["vision_cfg"]).eval()
+    randomize_(ref, seed)
+    return ref
+
+
+def randomize_(model: torch.nn.Module, seed: int) -> None:
+    """Perturb every parameter (LayerNorm gains too, and open_clip's uninitialised decoder head)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name == "text_decoder.text_projection":
+                param.copy_(torch.randn(param.shape, generator=gen) * param.shape[0] ** -0.5)
+            else:
+                param.add_(torch.randn(param.shape, generator=gen) * 0.02)
