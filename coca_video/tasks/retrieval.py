@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,7 @@ from ..data.retrieval import RetrievalSet, load_caption_csv, load_msrvtt
 from ..distributed import barrier, init_distributed
 from ..errors import InputError
 from ..io import atomic_write_table, atomic_write_text
-from ..metrics import RETRIEVAL_CONVENTION, retrieval_metrics_from_embeddings
+from ..metrics import retrieval_convention, retrieval_metrics_from_embeddings
 from ..model import CoCa, get_tokenizer
 from ..runtime import load_model
 from ..scoring import VideoScorer, score_files
@@ -46,6 +46,8 @@ class RetrievalConfig:
     prompt_prefix: str = ""  # prepended to every caption, e.g. "a video of "
     cache_dir: str | None = None  # default: <out folder>/embedding_cache
     report_queries: int = 4  # queries shown with their top-5 videos in the report (0: no report)
+    median: Literal["mean", "lower"] = "mean"  # MdR of an even count: np.median's mean of the middle two, or the lower
+    rerank: Literal["dsl"] | None = None  # dual-softmax re-ranking, reported under its own *_dsl keys
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # sampling eval: the paper's uniform; linspace: CLIP4Clip
 
@@ -64,7 +66,8 @@ def run(cfg: RetrievalConfig) -> dict[str, Any]:
     text_embeddings = embed_captions(model, tokenizer, [cfg.prompt_prefix + c for c in dataset.captions],
                                      cfg.decode.batch_size * 16)
     caption_video = torch.tensor(dataset.caption_video)
-    metrics = retrieval_metrics_from_embeddings(text_embeddings, video_embeddings, caption_video)
+    metrics = retrieval_metrics_from_embeddings(text_embeddings, video_embeddings, caption_video, v2t="both",
+                                                median=cfg.median, rerank=cfg.rerank)
     result = {**metrics, "protocol": protocol(cfg, dataset, failed, full_size)}
     out = Path(cfg.out)
     write_json(out, result)
@@ -155,7 +158,7 @@ def protocol(cfg: RetrievalConfig, dataset: RetrievalSet, failed: list, full_siz
             "frames_per_video": cfg.decode.num_frames, "sampling": SAMPLING_RULES[cfg.decode.sampling],
             "video_embedding": "normalised mean of normalised frame embeddings", "model": cfg.model.name,
             "checkpoint": cfg.model.pretrained or cfg.model.name, "prompt_prefix": cfg.prompt_prefix,
-            "precision": cfg.model.precision, "convention": RETRIEVAL_CONVENTION, "failed_videos": failed}
+            "precision": cfg.model.precision, "convention": retrieval_convention(cfg.median), "failed_videos": failed}
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -186,7 +189,7 @@ def format_metrics(result: dict[str, Any]) -> str:
     failed = f" ({len(p['failed_videos'])} videos failed: see protocol.failed_videos)" if p["failed_videos"] else ""
     lines = [f"{p['split']}: {p['videos']} of {p['videos_in_split']} videos evaluated, {p['captions']} captions"
              + failed]
-    for direction in ("t2v", "v2t"):
+    for direction in [key for key in result if key.startswith(("t2v", "v2t"))]:
         m = result[direction]
         lines.append(f"  {direction}: R@1 {m['R1']:.1f}  R@5 {m['R5']:.1f}  R@10 {m['R10']:.1f}  "
                      f"MdR {m['MdR']:.1f}  MnR {m['MnR']:.1f}")
