@@ -87,12 +87,17 @@ def test_pooler_layouts(layout):
 
 
 def test_cascade_embedding_depends_only_on_generative_tokens():
-    """Cascade: the contrastive query reads the pooled tokens, so changing the contrastive pooler's key width
-    is the generative pooler's width; parallel reads the encoder tokens (width 96)."""
-    cascade = coca_video.CoCa(tiny_config(pooler={"layout": "cascade"}))
-    parallel = coca_video.CoCa(tiny_config(pooler={"layout": "parallel"}))
-    assert cascade.image_pooling.contrastive_pool.norm_context.normalized_shape == (64,)
-    assert parallel.image_pooling.contrastive_pool.norm_context.normalized_shape == (96,)
+    """Cascade: the contrastive query reads the generative pooler's outputs only, so two different images whose
+    generative tokens are forced equal get the same embedding; parallel reads the encoder tokens, so theirs differ."""
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+    for layout, same in (("cascade", True), ("parallel", False)):
+        model = coca_video.CoCa(tiny_config(pooler={"layout": layout})).eval()
+        fixed = torch.randn(1, model.cfg.pooler.n_queries, model.cfg.embed_dim)
+        model.image_pooling.generative_pool.register_forward_hook(lambda module, args, out: fixed.expand_as(out))
+        with torch.no_grad():
+            first, second = model.encode_image(images)
+        assert torch.allclose(first, second, atol=1e-6) == same, layout
 
 
 def test_every_parameter_gets_a_gradient():

@@ -1,0 +1,110 @@
+"""Small pieces the trainers stand on, each against a hand-worked or closed-form answer: the LR schedule, the
+per-rank batch shares, row gathering across processes, the feature cache's resume state, config inheritance."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import REPO, free_port
+
+from coca_video.config import ModelConfig, load_config
+from coca_video.data.feature_cache import FeatureCache
+from coca_video.distributed import batch_shards
+from coca_video.errors import ConfigError
+from coca_video.tasks.probe import ProbeConfig
+from coca_video.training import OptimConfig, build_scheduler
+
+
+def lr_factors(cfg: OptimConfig, max_steps: int) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, cfg, max_steps)
+    factors = []
+    for _ in range(max_steps):
+        factors.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return factors
+
+
+def test_warmup_then_cosine_to_the_floor_closed_form():
+    factors = lr_factors(OptimConfig(warmup_steps=4, min_lr_ratio=0.1), max_steps=14)
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # linear warmup: (step + 1) / warmup
+    for step in range(4, 14):  # cosine over the 10 steps after warmup, from 1 down to the floor 0.1
+        progress = (step - 4) / 10
+        assert factors[step] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def test_batch_shards_split_one_global_permutation_among_ranks(monkeypatch):
+    from coca_video import distributed
+
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(3)).tolist()
+    assert batch_shards(10, 4, seed=3) == [order[0:4], order[4:8], order[8:10]]  # one process: whole batches
+    shares = []
+    for rank in range(3):
+        monkeypatch.setattr(distributed, "get_info", lambda rank=rank: distributed.DistInfo(rank, 3))
+        shares.append(batch_shards(10, 4, seed=3))
+    for b, (start, stop) in enumerate([(0, 4), (4, 8), (8, 10)]):
+        merged = sorted(i for rank in range(3) for i in shares[rank][b])
+        assert merged == sorted(order[start:stop])  # the ranks' shares of batch b are exactly global batch b
+    assert shares[2][2] == []  # a batch of 2 leaves rank 2 an empty share
+
+
+GATHER = """
+import torch, torch.distributed as dist
+from coca_video.distributed import gather_rows, init_distributed
+info = init_distributed()
+total = 7
+mine = torch.tensor([[float(i), 10.0 * i] for i in range(total)][info.rank::info.world_size]).reshape(-1, 2)
+out = gather_rows(mine, total)
+if info.rank == 0:
+    print(out[:, 0].tolist())
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.distributed
+def test_gather_rows_restores_position_order_across_two_processes(tmp_path):
+    script = tmp_path / "gather.py"
+    script.write_text(GATHER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(script)]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == str([float(i) for i in range(7)])
+
+
+def test_feature_cache_resumes_from_its_state_and_keys_on_what_it_depends_on(tmp_path):
+    key = {"model": "default", "videos": ["a.mp4", "b.mp4", "c.mp4"]}
+    cache = FeatureCache(tmp_path, key, shape=(3, 1, 4, 2))
+    assert cache.todo() == [0, 1, 2]
+    cache.store([0, 2], torch.arange(16.0).reshape(2, 1, 4, 2), [(1, "b.mp4: cannot decode")])
+    again = FeatureCache(tmp_path, key, shape=(3, 1, 4, 2))  # a new process opening the same cache
+    assert again.todo() == [] and again.done == {0, 2} and again.failed == {1: "b.mp4: cannot decode"}
+    np.testing.assert_array_equal(again.tokens[2, 0], np.arange(8.0, 16.0).reshape(4, 2))
+    other = FeatureCache(tmp_path, {**key, "model": "other"}, shape=(3, 1, 4, 2))
+    assert other.todo() == [0, 1, 2] and other.tokens_path != cache.tokens_path
+
+
+def test_config_base_inheritance_and_shared_blocks(tmp_path):
+    (tmp_path / "base.yaml").write_text("epochs: 3\nmodel:\n  name: tiny\n  precision: bf16\ndata:\n  train: a.csv\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nepochs: 5\nmodel:\n  precision: fp32\n")
+    cfg = load_config(ProbeConfig, tmp_path / "child.yaml", ["decode.num_frames=4"])
+    assert (cfg.epochs, cfg.data.train, cfg.decode.num_frames) == (5, "a.csv", 4)
+    assert cfg.model == ModelConfig(name="tiny", precision="fp32")  # merged mapping by mapping, child wins
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        load_config(ProbeConfig, tmp_path / "loop.yaml")
+
+
+def test_shipped_kinetics_configs_differ_only_where_they_say():
+    k400 = load_config(ProbeConfig, REPO / "configs/probe/kinetics400_frozen.yaml")
+    k700 = load_config(ProbeConfig, REPO / "configs/probe/kinetics700.yaml")
+    assert (k700.data.classes, k700.optim, k700.eval, k700.decode) == ("kinetics700", k400.optim, k400.eval,
+                                                                        k400.decode)
