@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .config import DecodeConfig, ModelConfig
-from .data.results import FileKey, PartStore
+from .data.results import FileKey, PartStore, stored_key
 from .data.video import VideoBatch, VideoItem, decode_loader
 from .model import CoCa, VideoClassifier
 from .runtime import autocast
@@ -136,6 +136,6 @@ def batch_rows(scorer: VideoScorer, batch: VideoBatch, todo: list[FileKey]) -> l
 
 
 def base_row(key: FileKey, status: str, error: str, meta: dict[str, Any]) -> dict[str, Any]:
-    path, size, mtime = key
+    path, size, mtime = stored_key(key)
     return {"path": path, "size": size, "mtime": mtime, "duration": meta.get("duration"),
             "num_frames": meta.get("num_frames"), "fps": meta.get("fps"), "status": status, "error": error}

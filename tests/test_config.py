@@ -48,7 +48,7 @@ def test_typo_on_command_line():
         load_config(Job, None, ["optim.lrr=1"])
 
 
-def test_bad_types_and_literals(tmp_path):
+def test_bad_types_and_literals():
     with pytest.raises(ConfigError, match=r"optim\.steps must be int, got 'abc'"):
         load_config(Job, None, ["optim.steps=abc"])
     with pytest.raises(ConfigError, match=r"mode must be one of \['frozen', 'finetune'\]"):

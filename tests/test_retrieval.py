@@ -55,7 +55,7 @@ def clip_set(tmp_path_factory) -> tuple[Path, Path]:
     return root, root / "captions.csv"
 
 
-def independent_recall(root: Path, captions_csv: Path, frames: int) -> tuple[float, float]:
+def independent_recall(captions_csv: Path, frames: int) -> tuple[float, float]:
     """T2V and V2T R@1 from frames decoded here, embedded one video at a time, compared directly."""
     model, tokenizer = create_model("default").eval(), get_tokenizer("default")
     transform = image_transform(model)
@@ -84,12 +84,12 @@ def independent_recall(root: Path, captions_csv: Path, frames: int) -> tuple[flo
 
 
 def test_recall_matches_an_independent_computation_and_failures_are_excluded(clip_set, tmp_path):
-    root, captions = clip_set
+    _, captions = clip_set
     out = tmp_path / "metrics.json"
     cfg = load_config(retrieval.RetrievalConfig, None, [f"captions={captions}", f"out={out}", "decode.num_frames=4",
                                                          "decode.workers=0", "decode.batch_size=4"])
     result = retrieval.run(cfg)
-    t2v, v2t = independent_recall(root, captions, frames=4)
+    t2v, v2t = independent_recall(captions, frames=4)
     assert result["t2v"]["R1"] == pytest.approx(t2v, abs=1e-6) and result["v2t"]["R1"] == pytest.approx(v2t, abs=1e-6)
     # at R@1 both video-to-text conventions agree (a hit beats every other caption, hence every other video's best)
     assert result["v2t_captions"]["R1"] == pytest.approx(v2t, abs=1e-6)

@@ -50,7 +50,7 @@ def load_actions(fmt: Format, annotations: str | Path, video_root: str | Path,
     elif fmt == "mit":
         rows = [(row[0], row[1], None, None) for row in _csv_rows(path, header=False)]
     elif fmt == "list":
-        rows = [_list_row(path, line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [_list_row(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     elif fmt == "csv":
         rows = [(r["path"], r["label"], None, None) for r in _csv_rows(path, header=True, required=("path", "label"))]
     else:
@@ -82,7 +82,7 @@ def _kinetics_rows(path: Path) -> list[tuple[str, str, float, float]]:
     return rows
 
 
-def _list_row(path: Path, line: str) -> tuple[str, str, None, None]:
+def _list_row(line: str) -> tuple[str, str, None, None]:
     parts = line.rsplit(maxsplit=1)
     if len(parts) == 2 and parts[1].lstrip("-").isdigit():
         return parts[0], parts[1], None, None

@@ -32,9 +32,20 @@ PART_NAME = re.compile(r"rank(\d+)-L(\d+)-(\d+)\.parquet$")
 
 
 def file_key(path: str | Path) -> FileKey:
-    """(path, size, mtime) of a file as the store records it."""
+    """(path, size, mtime) of a file (the path as the file system has it; see :func:`stored_key`)."""
     stat = os.stat(path)
     return str(path), stat.st_size, stat.st_mtime
+
+
+def stored_path(path: str | Path) -> str:
+    """``path`` as result tables store it: valid UTF-8 as is; the bytes of a name that is not valid UTF-8 (Linux
+    allows any) as ``\\xNN`` escapes, so such a file gets its row instead of failing the whole batch's write."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def stored_key(key: FileKey) -> FileKey:
+    """A file key as the store records it (:func:`stored_path`), for comparing with :meth:`PartStore.done_keys`."""
+    return stored_path(key[0]), key[1], key[2]
 
 
 class PartStore:

@@ -160,19 +160,91 @@ def _background_priority(worker_id: int) -> None:
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
 
 
-def find_videos(root: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+def find_videos(root: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS,
+                follow_symlinks: Literal["inside", "outside"] = "inside") -> list[Path]:
     """Video files under ``root``, recursively and sorted: extensions case-insensitive, hidden files and folders
-    skipped, symlinked folders followed once (a link back to a folder already visited is not entered again)."""
+    skipped, each real file once. Symlinked folders are followed only when they point inside ``root``
+    (``follow_symlinks="outside"``: anywhere), each once: a link to ``/`` never walks the whole filesystem."""
     root = Path(root)
+    top = os.path.realpath(root)
     wanted = {e.lower() for e in extensions}
-    found, visited = [], set()
+    found, visited, seen_files = [], set(), set()
     for folder, subfolders, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
-        if real in visited:
+        inside = real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+        if real in visited or (follow_symlinks == "inside" and not inside):
             subfolders[:] = []
             continue
         visited.add(real)
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found += [Path(folder) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in wanted
-                  and (Path(folder) / n).is_file()]
+        for name in names:
+            path = Path(folder) / name
+            if name.startswith(".") or path.suffix.lower() not in wanted or not path.is_file():
+                continue
+            target = os.path.realpath(path)
+            if target not in seen_files and (follow_symlinks == "outside" or target.startswith(top + os.sep)):
+                seen_files.add(target)
+                found.append(path)
     return sorted(found)
+
+
+LIST_SUFFIXES, TABLE_SUFFIXES = (".txt", ".lst"), (".csv", ".tsv", ".parquet")
+
+
+def list_inputs(source: str | Path, follow_symlinks: Literal["inside", "outside"] = "inside") -> list[Path]:
+    """The videos ``source`` names, as absolute normalised paths (so results keyed by them resume from any working
+    directory): a folder (searched recursively, see :func:`find_videos`), one video file, a text file with one path
+    per line (``#`` comments), or a CSV/TSV/Parquet table with a ``path`` column. Relative paths in a list resolve
+    against the list file's folder. Listed files are kept even when missing: they get an error row each."""
+    from ..errors import InputError
+
+    source = Path(os.path.abspath(source))
+    if source.is_dir():
+        return [Path(os.path.abspath(p)) for p in find_videos(source, follow_symlinks=follow_symlinks)]
+    if not source.is_file():
+        raise InputError(f"{source}: no such file or folder")
+    suffix = source.suffix.lower()
+    if suffix in LIST_SUFFIXES:
+        entries = _list_file_entries(source)
+    elif suffix in TABLE_SUFFIXES:
+        entries = _table_entries(source)
+    elif suffix in VIDEO_EXTENSIONS or suffix in _image_extensions():
+        return [source]
+    else:
+        raise InputError(f"{source}: not a folder, a video ({', '.join(VIDEO_EXTENSIONS)}), a path list "
+                         f"({', '.join(LIST_SUFFIXES)}) or a table with a 'path' column ({', '.join(TABLE_SUFFIXES)})")
+    paths = list(dict.fromkeys(Path(os.path.normpath(source.parent / entry)) for entry in entries))
+    if not paths:
+        raise InputError(f"{source}: lists no videos")
+    return paths
+
+
+def _image_extensions() -> tuple[str, ...]:
+    from ..video import IMAGE_EXTENSIONS
+
+    return IMAGE_EXTENSIONS
+
+
+def _list_file_entries(path: Path) -> list[str]:
+    from ..errors import InputError
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file of paths") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _table_entries(path: Path) -> list[str]:
+    import pandas as pd
+
+    from ..errors import InputError
+
+    try:
+        table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else \
+            pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
+    except Exception as err:  # noqa: BLE001 -- any unreadable table is the user's file, named in one line
+        raise InputError(f"{path}: unreadable table ({type(err).__name__}: {err})") from None
+    if "path" not in table.columns:
+        raise InputError(f"{path}: needs a 'path' column (found {', '.join(map(str, table.columns))})")
+    return [str(p) for p in table["path"] if str(p).strip()]

@@ -22,7 +22,7 @@ import pyarrow as pa
 import torch
 
 from ..config import DecodeConfig, ModelConfig
-from ..data.results import PartStore, file_key
+from ..data.results import PartStore, file_key, stored_key, stored_path
 from ..data.retrieval import RetrievalSet, load_caption_csv, load_msrvtt
 from ..distributed import barrier, init_distributed
 from ..errors import InputError
@@ -111,18 +111,18 @@ def embed_videos(cfg: RetrievalConfig, dataset: RetrievalSet, model: CoCa, token
     store = PartStore(cache_path(cfg), rank=info.rank)
     done = store.done_keys()
     keys = [file_key(v) for v in dataset.videos if os.path.isfile(v)]
-    todo = [key for key in keys[info.rank::info.world_size] if key not in done]
+    todo = [key for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
     score_files(VideoScorer(model, tokenizer, cfg.model), todo, store, cfg.decode, show=info.is_main)
     barrier()
     rows = store.read(columns=["path", "size", "mtime", "status", "error", "video_embedding", "scored_at"])
-    current = {key[0]: key for key in keys}
+    current = {stored_path(key[0]): stored_key(key) for key in keys}
     stored = {} if rows is None else {path: (embedding, error) for path, size, mtime, embedding, error in zip(
         *(rows.column(c).to_pylist() for c in ("path", "size", "mtime", "video_embedding", "error")))
         if current.get(path) == (path, size, mtime)}
     matrix = np.zeros((len(dataset.videos), model.cfg.embed_dim), dtype=np.float32)
     failed = [(v, "file not found") for v in missing]
     for i, video in enumerate(dataset.videos):
-        embedding, error = stored.get(video, (None, "not embedded"))
+        embedding, error = stored.get(stored_path(video), (None, "not embedded"))
         if embedding is not None:
             matrix[i] = embedding
         elif video not in missing:

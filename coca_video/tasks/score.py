@@ -22,8 +22,8 @@ import torch.distributed as dist
 
 from ..config import DecodeConfig, ModelConfig
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
-from ..data.results import PartStore, embeddings_path, file_key, merge
-from ..data.video import VIDEO_EXTENSIONS, find_videos
+from ..data.results import PartStore, embeddings_path, file_key, merge, stored_key, stored_path
+from ..data.video import VIDEO_EXTENSIONS, list_inputs
 from ..distributed import init_distributed, is_distributed
 from ..errors import ConfigError, InputError
 from ..model import CoCa, create_model, get_tokenizer, load_probe, read_probe_info
@@ -33,7 +33,8 @@ from ..scoring import CaptionOptions, VideoScorer, score_files
 
 @dataclass
 class ScoreConfig:
-    videos: str = ""  # folder, searched recursively
+    videos: str = ""  # a folder (searched recursively), a video file, a .txt list of paths, or a table with 'path'
+    follow_symlinks: Literal["inside", "outside"] = "inside"  # folder links pointing outside the folder: skip/follow
     out: str = "scores.parquet"  # .parquet or .csv; embeddings go to <stem>.embeddings.parquet
     labels: str | None = None  # class list file (formats: data/labels.py) or kinetics400|600|700|moments_in_time
     probe: str | None = None  # a trained probe folder (output_dir/probe of the probe task): its classes and scores
@@ -50,9 +51,6 @@ class ScoreConfig:
 
 def run(cfg: ScoreConfig) -> dict[str, Any]:
     """Score every video under ``cfg.videos`` not yet scored; merge all results into ``cfg.out``."""
-    root = Path(cfg.videos)
-    if not root.is_dir():
-        raise InputError(f"{root}: video folder not found")
     if cfg.probe and cfg.labels:
         raise ConfigError("score takes labels= (zero-shot) or probe= (a trained probe), not both")
     if cfg.probe:  # the probe's own backbone (finetuned or named) and frame count replace the model and num_frames
@@ -60,9 +58,9 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
         cfg = dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, name=info.backbone, pretrained=info.pretrained),
             decode=dataclasses.replace(cfg.decode, num_frames=info.classifier.num_frames))
-    files = find_videos(root)
+    files = list_inputs(cfg.videos, cfg.follow_symlinks)
     if not files:
-        raise InputError(f"{root}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
+        raise InputError(f"{cfg.videos}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
     model = load_model(cfg.model)
     summary, scores = score_paths(cfg, files, model, get_tokenizer(cfg.model.name))
     if scores is not None and cfg.report:
@@ -94,8 +92,8 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
     scorer = build_scorer(cfg, model, tokenizer)
     store = PartStore(cfg.out, rank=info.rank)
     done = store.done_keys()
-    keys = [file_key(path) for path in files]
-    todo = [key for key in keys[info.rank::info.world_size] if key not in done]
+    keys = [file_key(path) if path.is_file() else (str(path), -1, 0.0) for path in files]
+    todo = [key for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
     started, scores = time.time(), None
     counts = None
     try:
@@ -105,10 +103,10 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
             dist.barrier()
         if info.is_main:
             provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or ""}
-            scores = merge(cfg.out, paths=[str(p) for p in files], metadata=provenance)
+            scores = merge(cfg.out, paths=[stored_path(p) for p in files], metadata=provenance)
     seconds = time.time() - started
     summary = {"videos": len(files), "scored_now": counts.total, "errors_now": counts.error,
-               "already_scored": sum(key in done for key in keys), "seconds": round(seconds, 2),
+               "already_scored": sum(stored_key(key) in done for key in keys), "seconds": round(seconds, 2),
                "videos_per_second": round(counts.total / max(seconds, 1e-9), 2),
                "out": str(cfg.out), "embeddings": str(embeddings_path(cfg.out))}
     if scores is not None:
