@@ -100,8 +100,8 @@ def cmd_search(args: argparse.Namespace) -> None:
     """Rank the videos of an embeddings file for a text query."""
     from .tasks.score import search
 
-    for rank, (path, score) in enumerate(search(args.embeddings, args.query, args.k, args.model), start=1):
-        print(f"{rank:3d}  {score:+.4f}  {path}")
+    for rank, hit in enumerate(search(args.embeddings, args.query, args.k, args.model), start=1):
+        print(f"{rank:3d}  {hit.score:+.4f}  {hit}")
 
 
 def cmd_merge(args: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ knows how to read (pooling tokens across frames feeds it averages it never saw).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -36,6 +36,18 @@ class Counts:
     @property
     def total(self) -> int:
         return self.ok + self.error
+
+
+class ScoreItem(NamedTuple):
+    """One row to compute: a file, and for a segmented run the [start, end) window in seconds."""
+
+    key: FileKey
+    start: float | None = None
+    end: float | None = None
+
+    def stored(self) -> tuple:
+        """The key as :meth:`PartStore.done_keys` reports it once scored ok."""
+        return stored_key(self.key) if self.start is None else (*stored_key(self.key), self.start)
 
 
 @dataclass
@@ -105,13 +117,13 @@ class VideoScorer:
         return row
 
 
-def score_files(scorer: VideoScorer, todo: list[FileKey], store: PartStore, decode: DecodeConfig,
+def score_files(scorer: VideoScorer, todo: list[ScoreItem], store: PartStore, decode: DecodeConfig,
                 show: bool = True) -> Counts:
     """Decode ``todo`` in workers, score in this process, flush each batch's rows (errors too) to ``store``."""
     counts = Counts()
     if not todo:
         return counts
-    items = [VideoItem(path) for path, _, _ in todo]
+    items = [VideoItem(item.key[0], start_sec=item.start, end_sec=item.end) for item in todo]
     loader = decode_loader(items, image_transform(scorer.model), decode)
     with tqdm(total=len(todo), unit="video", disable=not show, dynamic_ncols=True) as bar:
         for batch in loader:
@@ -124,7 +136,7 @@ def score_files(scorer: VideoScorer, todo: list[FileKey], store: PartStore, deco
     return counts
 
 
-def batch_rows(scorer: VideoScorer, batch: VideoBatch, todo: list[FileKey]) -> list[dict[str, Any]]:
+def batch_rows(scorer: VideoScorer, batch: VideoBatch, todo: list[ScoreItem]) -> list[dict[str, Any]]:
     """One row per video of ``batch``: key columns, status and error, then the scorer's columns."""
     rows = []
     if batch.frames is not None:
@@ -135,7 +147,10 @@ def batch_rows(scorer: VideoScorer, batch: VideoBatch, todo: list[FileKey]) -> l
     return rows
 
 
-def base_row(key: FileKey, status: str, error: str, meta: dict[str, Any]) -> dict[str, Any]:
-    path, size, mtime = stored_key(key)
-    return {"path": path, "size": size, "mtime": mtime, "duration": meta.get("duration"),
-            "num_frames": meta.get("num_frames"), "fps": meta.get("fps"), "status": status, "error": error}
+def base_row(item: ScoreItem, status: str, error: str, meta: dict[str, Any]) -> dict[str, Any]:
+    path, size, mtime = stored_key(item.key)
+    row = {"path": path, "size": size, "mtime": mtime}
+    if item.start is not None:
+        row |= {"segment_start": item.start, "segment_end": item.end}
+    return row | {"duration": meta.get("duration"), "num_frames": meta.get("num_frames"), "fps": meta.get("fps"),
+                  "status": status, "error": error}

@@ -135,9 +135,9 @@ def test_search_ranks_videos_of_the_queried_colour_first(folder, tmp_path):
     run_score(root, out, labels)
     colour = max(set(truth.values()), key=list(truth.values()).count)
     ranked = score.search(score.embeddings_path(out), f"a small {colour} shape", k=3)
-    hits = sum(truth[path] == colour for path, _ in ranked[: list(truth.values()).count(colour)])
-    assert hits >= 1 and truth[ranked[0][0]] == colour
-    assert ranked[0][1] >= ranked[-1][1]
+    hits = sum(truth[hit.path] == colour for hit in ranked[: list(truth.values()).count(colour)])
+    assert hits >= 1 and truth[ranked[0].path] == colour
+    assert ranked[0].score >= ranked[-1].score
 
 
 def test_cli_flags_caption_and_report(folder, tmp_path, capsys):

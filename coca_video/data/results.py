@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from ..io import atomic_write_table
 
 KEY_COLUMNS = ("path", "size", "mtime")
+SEGMENT_COLUMNS = ("segment_start", "segment_end")  # present when videos are scored as windows (seconds)
 FileKey = tuple[str, int, float]  # (path, size, mtime)
 PART_NAME = re.compile(r"rank(\d+)-L(\d+)-(\d+)\.parquet$")
 
@@ -64,22 +65,25 @@ class PartStore:
         found = [(p, m) for p, m in found if m and (rank is None or int(m.group(1)) == rank)]
         return [p for p, _ in sorted(found, key=lambda pm: (int(pm[1].group(3)), int(pm[1].group(1))))]
 
-    def done_keys(self) -> set[FileKey]:
-        """Keys of files whose newest row has status ``ok``."""
-        table = self.read(columns=[*KEY_COLUMNS, "status", "scored_at"])
+    def done_keys(self) -> set[tuple]:
+        """Keys of rows whose newest version has status ``ok``: (path, size, mtime), plus segment_start for rows of
+        a segmented run."""
+        table = self.read(columns=[*KEY_COLUMNS, SEGMENT_COLUMNS[0], "status", "scored_at"])
         if table is None:
             return set()
         rows = table.to_pydict()
-        return {(p, s, m) for p, s, m, st in zip(rows["path"], rows["size"], rows["mtime"], rows["status"])
-                if st == "ok"}
+        keys = zip(rows["path"], rows["size"], rows["mtime"], *([rows[SEGMENT_COLUMNS[0]]] if SEGMENT_COLUMNS[0] in
+                                                               rows else []))
+        return {key for key, status in zip(keys, rows["status"]) if status == "ok"}
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Flush ``rows`` as a new level-0 part, then compact full levels."""
         if not rows:
             return
         stamp = time.time()
-        for row in rows:
-            row.setdefault("scored_at", stamp)
+        columns = list(dict.fromkeys(key for row in rows for key in row))  # rows may differ in optional columns
+        rows = [{column: row.get(column) for column in columns} | {"scored_at": row.get("scored_at", stamp)}
+                for row in rows]
         self._write(pa.Table.from_pylist(rows), level=0)
         self._compact()
 
@@ -107,16 +111,19 @@ class PartStore:
         parts = self.parts()
         if not parts:
             return None
-        tables = [pq.read_table(p, columns=columns) for p in parts]
+        tables = [pq.read_table(p, columns=None if columns is None else
+                                [c for c in columns if c in pq.read_schema(p).names]) for p in parts]
         table = pa.concat_tables(tables, promote_options="default")
         return latest_per_path(table)
 
 
 def latest_per_path(table: pa.Table) -> pa.Table:
-    """Keep, for each ``path``, the row with the largest ``scored_at``."""
-    order = table.sort_by([("path", "ascending"), ("scored_at", "descending")])
-    paths = order.column("path").to_pylist()
-    keep = [i for i, path in enumerate(paths) if i == 0 or paths[i - 1] != path]
+    """Keep, for each ``path`` (and segment, in a segmented run), the row with the largest ``scored_at``; rows in
+    path (and segment) order."""
+    group = ["path", *[c for c in SEGMENT_COLUMNS[:1] if c in table.column_names]]
+    order = table.sort_by([(c, "ascending") for c in group] + [("scored_at", "descending")])
+    keys = list(zip(*(order.column(c).to_pylist() for c in group)))
+    keep = [i for i, key in enumerate(keys) if i == 0 or keys[i - 1] != key]
     return order.take(pa.array(keep, type=pa.int64()))
 
 
@@ -136,7 +143,7 @@ def merge(output: str | Path, embedding_columns: Iterable[str] = ("video_embeddi
         table = table.filter(pc.is_in(table.column("path"), value_set=wanted))
     embedding_columns = [c for c in embedding_columns if c in table.column_names]
     if embedding_columns:
-        sidecar = table.select(["path", *embedding_columns])
+        sidecar = table.select(["path", *[c for c in SEGMENT_COLUMNS if c in table.column_names], *embedding_columns])
         atomic_write_table(sidecar.replace_schema_metadata(metadata or {}), embeddings_path(output))
     scores = table.drop_columns([*embedding_columns, "scored_at"])
     atomic_write_table(scores, output)

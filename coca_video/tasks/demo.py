@@ -53,6 +53,6 @@ def run_demo(output: Path, count: int = 24) -> None:
           f"(chance {100 / (len(COLOURS) * len(SHAPES)):.1f}%); {summary['seconds']} s")
     query = next(iter(truth.values()))
     print(f"\nsearch for 'a {query}':")
-    for path, score in search(summary["embeddings"], f"a {query}", k=3):
-        print(f"  {score:+.3f}  {Path(path).name}  ({truth[path]})")
+    for hit in search(summary["embeddings"], f"a {query}", k=3):
+        print(f"  {hit.score:+.3f}  {Path(hit.path).name}  ({truth[hit.path]})")
     print(f"\nresults: {cfg.out}, {summary['embeddings']}, {cfg.report}")

@@ -30,7 +30,7 @@ from ..io import atomic_write_table, atomic_write_text
 from ..metrics import retrieval_convention, retrieval_metrics_from_embeddings
 from ..model import CoCa, get_tokenizer
 from ..runtime import load_model
-from ..scoring import VideoScorer, score_files
+from ..scoring import ScoreItem, VideoScorer, score_files
 
 
 SAMPLING_RULES = {"eval": "uniform segment centres", "linspace": "linspace from the first to the last frame, truncated"}
@@ -111,7 +111,7 @@ def embed_videos(cfg: RetrievalConfig, dataset: RetrievalSet, model: CoCa, token
     store = PartStore(cache_path(cfg), rank=info.rank)
     done = store.done_keys()
     keys = [file_key(v) for v in dataset.videos if os.path.isfile(v)]
-    todo = [key for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
+    todo = [ScoreItem(key) for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
     score_files(VideoScorer(model, tokenizer, cfg.model), todo, store, cfg.decode, show=info.is_main)
     barrier()
     rows = store.read(columns=["path", "size", "mtime", "status", "error", "video_embedding", "scored_at"])

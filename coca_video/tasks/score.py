@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, NamedTuple
 
 import pyarrow as pa
 import torch
@@ -28,7 +28,7 @@ from ..distributed import init_distributed, is_distributed
 from ..errors import ConfigError, InputError
 from ..model import CoCa, create_model, get_tokenizer, load_probe, read_probe_info
 from ..runtime import load_model
-from ..scoring import CaptionOptions, VideoScorer, score_files
+from ..scoring import CaptionOptions, ScoreItem, VideoScorer, score_files
 
 
 @dataclass
@@ -45,6 +45,8 @@ class ScoreConfig:
     caption_max_len: int = 30
     frame_embeddings: bool = False
     report: str | None = None  # HTML report path
+    segment_seconds: float = 0.0  # > 0: score consecutive windows of this length, one row each (0: whole videos)
+    segment_stride: float | None = None  # seconds between window starts (default segment_seconds; less: overlap)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
@@ -93,7 +95,7 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
     store = PartStore(cfg.out, rank=info.rank)
     done = store.done_keys()
     keys = [file_key(path) if path.is_file() else (str(path), -1, 0.0) for path in files]
-    todo = [key for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
+    todo = [item for item in plan_items(cfg, keys[info.rank::info.world_size]) if item.stored() not in done]
     started, scores = time.time(), None
     counts = None
     try:
@@ -106,7 +108,7 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
             scores = merge(cfg.out, paths=[stored_path(p) for p in files], metadata=provenance)
     seconds = time.time() - started
     summary = {"videos": len(files), "scored_now": counts.total, "errors_now": counts.error,
-               "already_scored": sum(stored_key(key) in done for key in keys), "seconds": round(seconds, 2),
+               "already_scored": len({key[:3] for key in done} & {stored_key(key) for key in keys}), "seconds": round(seconds, 2),
                "videos_per_second": round(counts.total / max(seconds, 1e-9), 2),
                "out": str(cfg.out), "embeddings": str(embeddings_path(cfg.out))}
     if scores is not None:
@@ -114,14 +116,53 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
     return summary, scores
 
 
-def search(embeddings: str | os.PathLike, query: str, k: int = 10, model: str | None = None) -> list[tuple[str, float]]:
-    """The ``k`` videos whose embeddings are closest to the text ``query`` (cosine similarity), best first."""
+def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]]) -> list[ScoreItem]:
+    """One item per file, or with ``segment_seconds`` one per window of each file (its duration read from the
+    headers; a file whose headers cannot be read stays one item, whose decode then fails with the reason)."""
+    if cfg.segment_seconds <= 0:
+        return [ScoreItem(key) for key in keys]
+    from ..video import VideoReader, segment_windows
+
+    items = []
+    for key in keys:
+        try:
+            duration = VideoReader(key[0], backend=cfg.decode.backend, timeout=cfg.decode.timeout).duration
+        except Exception:  # noqa: BLE001 -- the decode of the whole-file item reports what is wrong
+            items.append(ScoreItem(key))
+            continue
+        items += [ScoreItem(key, start, end) for start, end in segment_windows(duration, cfg.segment_seconds,
+                                                                                cfg.segment_stride)]
+    return items
+
+
+class SearchHit(NamedTuple):
+    path: str
+    score: float  # cosine similarity to the query
+    start: float | None = None  # the segment's window in seconds, for a segmented run
+    end: float | None = None
+
+    def __str__(self) -> str:
+        window = f" {clock(self.start)}-{clock(self.end)}" if self.start is not None else ""
+        return f"{self.path}{window}"
+
+
+def clock(seconds: float) -> str:
+    """``83.5`` -> ``01:23``; ``3723`` -> ``1:02:03``."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def search(embeddings: str | os.PathLike, query: str, k: int = 10, model: str | None = None) -> list[SearchHit]:
+    """The ``k`` videos (or segments) whose embeddings are closest to the text ``query`` (cosine), best first."""
     import pyarrow.parquet as pq
 
     path = Path(embeddings)
     if not path.is_file():
         raise InputError(f"{path}: embeddings file not found (score writes <out>.embeddings.parquet)")
-    table = pq.read_table(path, columns=["path", "video_embedding"])
+    segmented = "segment_start" in pq.read_schema(path).names
+    table = pq.read_table(path, columns=["path", "video_embedding", *(["segment_start", "segment_end"] if segmented
+                                                                      else [])])
     provenance = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
     model_name = model or provenance.get("model", "default")
     net = create_model(model_name, pretrained=provenance.get("pretrained") or None)
@@ -131,4 +172,7 @@ def search(embeddings: str | os.PathLike, query: str, k: int = 10, model: str | 
     matrix = torch.tensor([table.column("video_embedding")[i].as_py() for i in valid])
     similarity = matrix @ text
     top = similarity.topk(min(k, len(valid)))
-    return [(paths[valid[i]], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]
+    starts = table.column("segment_start").to_pylist() if segmented else [None] * len(paths)
+    ends = table.column("segment_end").to_pylist() if segmented else [None] * len(paths)
+    return [SearchHit(paths[valid[i]], float(s), starts[valid[i]], ends[valid[i]])
+            for s, i in zip(top.values.tolist(), top.indices.tolist())]

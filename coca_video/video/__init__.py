@@ -6,10 +6,10 @@
 """
 
 from .reader import IMAGE_EXTENSIONS, VideoDecodeError, VideoInfo, VideoReader
-from .sampling import dense_indices, linspace_indices, sample_indices, window_frames
+from .sampling import dense_indices, linspace_indices, sample_indices, segment_windows, window_frames
 from .writer import write_video
 
 __all__ = [
     "IMAGE_EXTENSIONS", "VideoDecodeError", "VideoInfo", "VideoReader", "dense_indices", "linspace_indices", "sample_indices",
-    "window_frames", "write_video",
+    "segment_windows", "window_frames", "write_video",
 ]

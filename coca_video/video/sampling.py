@@ -61,3 +61,21 @@ def window_frames(fps: float, num_frames: int, start_sec: float | None, end_sec:
     first = min(first, num_frames - 1)
     last = min(max(last, first + 1), num_frames)
     return first, last - first
+
+
+def segment_windows(duration: float, seconds: float, stride: float | None = None) -> list[tuple[float, float]]:
+    """Consecutive [start, end) windows of ``seconds`` covering ``duration`` seconds, starting every ``stride``
+    seconds (default ``seconds``: no overlap, no gap); the last window ends at the video's end and may be shorter.
+    A video shorter than one window is one window."""
+    if seconds <= 0:
+        raise ValueError(f"segment length must be > 0 seconds, got {seconds}")
+    stride = seconds if stride is None else stride
+    if stride <= 0:
+        raise ValueError(f"segment stride must be > 0 seconds, got {stride}")
+    windows, start = [], 0.0
+    while True:
+        end = min(start + seconds, duration)
+        windows.append((round(start, 6), round(end, 6)))
+        if end >= duration or start + stride >= duration:
+            return windows
+        start += stride
