@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, NamedTuple
 
 import torch
+from einops import rearrange
 from tqdm import tqdm
 
 from .config import DecodeConfig, ModelConfig
 from .data.results import FileKey, PartStore, stored_key
 from .data.video import VideoBatch, VideoItem, decode_loader
 from .model import CoCa, VideoClassifier
+from .model.coca import VideoPooling
 from .runtime import autocast
 from .transforms import image_transform
 from .zero_shot import class_embeddings, class_probabilities
@@ -54,6 +56,7 @@ class ScoreItem(NamedTuple):
 class CaptionOptions:
     method: Literal["greedy", "beam", "top_p"] = "beam"
     max_len: int = 30
+    source: Literal["middle_frame", "all_frames"] = "middle_frame"  # all_frames: the pooler over every frame's tokens
 
 
 class VideoScorer:
@@ -62,8 +65,9 @@ class VideoScorer:
 
     def __init__(self, model: CoCa, tokenizer: Callable, model_cfg: ModelConfig, class_names: list[str] | None = None,
                  templates: list[str] | None = None, probe: VideoClassifier | None = None, top_k: int = 5,
-                 captions: CaptionOptions | None = None, frame_embeddings: bool = False) -> None:
-        self.model, self.tokenizer, self.model_cfg = model, tokenizer, model_cfg
+                 captions: CaptionOptions | None = None, frame_embeddings: bool = False,
+                 video_pooling: VideoPooling = "mean") -> None:
+        self.model, self.tokenizer, self.model_cfg, self.video_pooling = model, tokenizer, model_cfg, video_pooling
         self.class_names, self.probe, self.top_k = class_names, probe, top_k
         self.caption_options, self.frame_embeddings = captions, frame_embeddings
         self.classes = None
@@ -77,8 +81,8 @@ class VideoScorer:
         """(B, T, 3, S, S) preprocessed frames -> one partial row per video."""
         frames = frames.to(self.model_cfg.device)
         with autocast(frames.device, self.model_cfg.precision):
-            encoding = self.model.encode_video(frames)
-            captions = self.captions(frames[:, frames.shape[1] // 2]) if self.caption_options else None
+            encoding = self.model.encode_video(frames, pooling=self.video_pooling)
+            captions = self.captions(encoding.tokens, frames.shape[1]) if self.caption_options else None
         videos = encoding.video_embedding.float()
         rows = [{"video_embedding": v.tolist()} for v in videos.cpu()]
         if self.frame_embeddings:
@@ -99,9 +103,12 @@ class VideoScorer:
             for rank, (score, index) in enumerate(zip(top_scores, top_indices), start=1):
                 row[f"top{rank}_label"], row[f"top{rank}_score"] = self.class_names[index], score
 
-    def captions(self, middle_frames: torch.Tensor) -> list[str]:
+    def captions(self, tokens: torch.Tensor, num_frames: int) -> list[str]:
+        """Captions from the clip's encoder tokens (B, T*N, C): the middle frame's, or all of them."""
         options = self.caption_options
-        ids = self.model.generate(middle_frames, method=options.method, max_len=options.max_len)
+        if options.source == "middle_frame":
+            tokens = rearrange(tokens, "b (t n) c -> b t n c", t=num_frames)[:, num_frames // 2]
+        ids = self.model.generate_from_tokens(tokens, method=options.method, max_len=options.max_len)
         return self.tokenizer.batch_decode(ids.cpu())
 
     def empty_row(self) -> dict[str, Any]:

@@ -87,6 +87,7 @@ def test_hf_hub_snapshot_loads_through_huggingface_hub(tmp_path, monkeypatch, op
         resolve_pretrained("x", "hf-hub:laion/absent")
 
 
+@pytest.mark.slow
 def test_every_reference_key_has_a_home():
     """All 629 keys of open_clip's coca_ViT-B-32 map onto ours with the right shapes (open_clip's key list, copied
     into tests/data from a state dict open_clip 3.3.0 printed)."""

@@ -100,6 +100,7 @@ def test_cascade_embedding_depends_only_on_generative_tokens():
         assert torch.allclose(first, second, atol=1e-6) == same, layout
 
 
+@pytest.mark.slow
 def test_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
     for layout in ("openclip", "cascade"):
@@ -169,3 +170,62 @@ def test_encode_video_equals_frame_by_frame_encode_image(tiny_model):
 def test_text_longer_than_context_is_a_clear_error(tiny_model):
     with pytest.raises(ValueError, match="at most 76"):
         tiny_model.encode_text(torch.ones(1, 77, dtype=torch.long))
+
+
+@pytest.mark.parametrize("layout", ["openclip", "cascade"])
+def test_attentional_video_pooling_of_one_frame_is_the_image_embedding(layout):
+    torch.manual_seed(0)
+    model = coca_video.CoCa(tiny_config(pooler={"layout": layout})).eval()
+    images = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        video = model.encode_video(images[:, None], pooling="attentional").video_embedding
+        torch.testing.assert_close(video, model.encode_image(images), atol=1e-6, rtol=0)
+        mean = model.encode_video(images[:, None], pooling="mean").video_embedding
+        torch.testing.assert_close(mean, model.encode_image(images), atol=1e-6, rtol=0)
+
+
+def test_attentional_video_pooling_over_all_tokens_matches_a_hand_written_pooler():
+    """openclip layout: query 0 of the pooler attends over the T*N tokens of all frames at once; written out here
+    with explicit LayerNorms, head split and softmax, then ln_post and the projection, as for one image."""
+    torch.manual_seed(0)
+    model = coca_video.CoCa(tiny_config()).eval()
+    frames = torch.randn(2, 3, 3, 64, 64)  # (B, T, 3, H, W)
+    with torch.no_grad():
+        encoding = model.encode_video(frames, pooling="attentional")
+        tokens = torch.stack([model.image_encoder(clip) for clip in frames]).flatten(1, 2)  # (B, T*N, C)
+        torch.testing.assert_close(encoding.tokens, tokens, atol=1e-5, rtol=0)
+        pool = model.image_pooling.generative_pool
+        ln = torch.nn.functional.layer_norm
+        query = ln(pool.query[:1], (pool.query.shape[1],), pool.norm_query.weight, pool.norm_query.bias, 1e-5)
+        context = ln(tokens, (tokens.shape[-1],), pool.norm_context.weight, pool.norm_context.bias, 1e-5)
+        q = query @ pool.attn.q.weight.T + pool.attn.q.bias  # (1, D)
+        k, v = (context @ pool.attn.kv.weight.T + pool.attn.kv.bias).chunk(2, dim=-1)  # (B, T*N, D) each
+        heads, width = pool.attn.heads, q.shape[-1]
+        d = width // heads
+        out = []
+        for h in range(heads):
+            scores = (k[..., h * d:(h + 1) * d] @ q[0, h * d:(h + 1) * d]) / d ** 0.5  # (B, T*N)
+            out.append((scores.softmax(-1)[..., None] * v[..., h * d:(h + 1) * d]).sum(1))  # (B, d)
+        pooled = torch.cat(out, -1) @ pool.attn.proj.weight.T + pool.attn.proj.bias
+        post = model.image_pooling.norm
+        embedding = ln(pooled, (width,), post.weight, post.bias, 1e-5) @ model.image_pooling.proj.weight.T
+        expected = torch.nn.functional.normalize(embedding, dim=-1)
+    torch.testing.assert_close(encoding.video_embedding, expected, atol=1e-5, rtol=0)
+    mean = torch.nn.functional.normalize(encoding.frame_embeddings.mean(1), dim=-1)
+    assert not torch.allclose(expected, mean, atol=1e-3)  # a different representation from the paper's mean
+
+
+def test_all_frames_caption_input_reads_every_frame(tiny_model):
+    """Attention over T copies of one frame's tokens gives each copy 1/T of the weight of the same values: the
+    pooled tokens (so the caption) equal that frame's. Different frames give tokens unlike either frame's."""
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        tokens = tiny_model.image_encoder(images)  # (2, N, C)
+        torch.testing.assert_close(tiny_model.generate_from_tokens(tokens, method="greedy", max_len=8),
+                                   tiny_model.generate(images, method="greedy", max_len=8))
+        repeated = tokens[:1].repeat(1, 4, 1)  # a 4-frame clip of the same frame
+        torch.testing.assert_close(tiny_model.image_pooling(repeated).tokens, tiny_model.image_pooling(tokens[:1]).tokens,
+                                   atol=1e-5, rtol=0)
+        mixed = tiny_model.image_pooling(tokens.flatten(0, 1)[None]).tokens  # a clip of both frames
+        for frame in range(2):
+            assert not torch.allclose(mixed, tiny_model.image_pooling(tokens[frame:frame + 1]).tokens, atol=1e-3)

@@ -46,6 +46,7 @@ def sequence_logprob(model, image_tokens, ids):
     return F.log_softmax(logits, -1).gather(-1, ids[1:, None]).sum().item()
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_exhaustive_beam_search_finds_the_best_normalised_caption():
     """With more beams than possible prefixes, beam search must return argmax of sum log-prob / length."""
@@ -69,6 +70,7 @@ def test_exhaustive_beam_search_finds_the_best_normalised_caption():
         assert (ids[row][len(best_ids) :] == 0).all()
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_beam_search_beats_or_ties_greedy_on_its_own_objective():
     torch.manual_seed(4)
@@ -89,6 +91,7 @@ def test_beam_search_beats_or_ties_greedy_on_its_own_objective():
         assert score(row, beam[row]) >= score(row, greedy[row]) - 1e-6
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_top_p_sampling_is_reproducible_and_tiny_p_is_greedy(tiny_model):
     images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))

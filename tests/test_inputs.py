@@ -50,6 +50,7 @@ def test_every_kind_of_input_names_the_same_absolute_files(videos, tmp_path, mon
         list_inputs(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_rerun_from_another_working_directory_resumes(videos, tmp_path, monkeypatch):
     monkeypatch.chdir(videos)
     first = run_score(".", tmp_path / "s.parquet")
@@ -60,6 +61,7 @@ def test_rerun_from_another_working_directory_resumes(videos, tmp_path, monkeypa
     assert paths == [str(videos / "a.mp4"), str(videos / "b.mp4"), str(videos / "sub" / "c.mp4")]
 
 
+@pytest.mark.slow
 def test_missing_listed_file_gets_an_error_row(videos, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text(f"{videos / 'a.mp4'}\n{tmp_path / 'gone.mp4'}\n")
@@ -81,6 +83,7 @@ def test_a_link_to_the_root_of_the_filesystem_is_not_walked(videos, tmp_path):
     assert root / "a.mp4" in list_inputs(root, follow_symlinks="outside")
 
 
+@pytest.mark.slow
 def test_a_file_name_that_is_not_utf8_gets_its_row_and_the_rest_are_scored(videos, tmp_path):
     folder = tmp_path / "odd"
     folder.mkdir()

@@ -70,6 +70,7 @@ def test_greedy_captions_match_open_clip_token_for_token(tiny_pair):
     torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.slow
 def test_full_size_coca_vit_b32_matches_open_clip(tmp_path):
     """The real architecture (253.6M parameters), saved as safetensors with a DDP-style prefix and wrapper."""
     open_clip = pytest.importorskip("open_clip")

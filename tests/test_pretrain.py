@@ -57,6 +57,7 @@ def final_weights(output: Path) -> dict[str, torch.Tensor]:
     return load_file(str(output / "model" / "model.safetensors"))
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     table = make_table(tmp_path)
@@ -90,6 +91,7 @@ def without_key_bias(name: str, weight: torch.Tensor) -> torch.Tensor:
     return weight
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_straight_run(tmp_path, monkeypatch):
     table = make_table(tmp_path)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -122,6 +124,7 @@ def test_resumed_run_equals_straight_run(tmp_path, monkeypatch):
         assert torch.equal(value, final_weights(resumed)[key]), key
 
 
+@pytest.mark.slow
 def test_checkpoints_keep_last_and_are_complete(tmp_path):
     table = make_table(tmp_path)
     output = tmp_path / "run"
@@ -133,6 +136,7 @@ def test_checkpoints_keep_last_and_are_complete(tmp_path):
     assert state["step"] == 6 and {"model", "optimizer", "scheduler", "rng"} <= set(state)
 
 
+@pytest.mark.slow
 def test_bad_image_is_skipped_counted_and_named(tmp_path):
     table = make_table(tmp_path, bad=3)
     output = tmp_path / "run"
@@ -155,6 +159,7 @@ def test_clear_errors_for_bad_data_and_config(tmp_path):
         pretrain.run(load_config(pretrain.PretrainConfig, None, overrides(wrong, tmp_path / "o")))
 
 
+@pytest.mark.slow
 def test_webdataset_shards_stream_and_skip_corrupt_samples(tmp_path):
     rng = np.random.default_rng(1)
     for shard in range(2):

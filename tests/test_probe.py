@@ -49,6 +49,7 @@ def probe_config(tmp_path: Path, task: str, **overrides) -> probe.ProbeConfig:
     return load_config(probe.ProbeConfig, None, [f"{k}={v}" for k, v in base.items()])
 
 
+@pytest.mark.slow
 def test_frozen_probe_learns_appearance_classes(tmp_path):
     result = probe.run(probe_config(tmp_path, "colour"))
     assert result["top1"] >= 90.0
@@ -72,6 +73,7 @@ def test_frozen_probe_learns_appearance_classes(tmp_path):
     assert {path: scored.top1_label[path] for path in expected} == expected
 
 
+@pytest.mark.slow
 def test_frozen_probe_tells_motion_directions_apart_with_position_embeddings(tmp_path):
     """The default model saw only still images and its tokens barely encode where they are; with learned temporal
     and spatial position embeddings the single query still learns which way the object moves (chance: 20%)."""
@@ -86,6 +88,7 @@ def test_frozen_probe_tells_motion_directions_apart_with_position_embeddings(tmp
     assert len(directions) == 4 and directions.min() > 40.0  # each direction (chance 20%), not just "staying still"
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_straight_run_and_reuses_the_cache(tmp_path, monkeypatch):
     straight = probe.run(probe_config(tmp_path / "a", "colour", epochs=4))
     real_epoch = probe.FrozenTrainer.train_epoch
@@ -116,6 +119,7 @@ def test_resumed_run_equals_straight_run_and_reuses_the_cache(tmp_path, monkeypa
     assert history == straight_history
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("mode", ["frozen", "finetune"])
 def test_two_processes_match_one_process(tmp_path, mode):
@@ -147,6 +151,7 @@ def test_two_processes_match_one_process(tmp_path, mode):
     assert len(losses[0]) == epochs and losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_finetune_evaluates_with_its_own_weights_not_a_stale_cache(tmp_path):
     """A second finetune into the same output_dir must not score validation tokens cached from the first one's
     encoder: its predictions equal those of the same run in a fresh folder."""

@@ -83,6 +83,7 @@ def independent_recall(captions_csv: Path, frames: int) -> tuple[float, float]:
     return t2v, 100 * float(np.mean(v2t_hits))
 
 
+@pytest.mark.slow
 def test_recall_matches_an_independent_computation_and_failures_are_excluded(clip_set, tmp_path):
     _, captions = clip_set
     out = tmp_path / "metrics.json"
@@ -101,6 +102,7 @@ def test_recall_matches_an_independent_computation_and_failures_are_excluded(cli
     assert result["t2v"]["R1"] > 100 / 8  # the default model knows its colours and shapes
 
 
+@pytest.mark.slow
 def test_second_run_reuses_the_embedding_cache(clip_set, tmp_path, monkeypatch):
     root, captions = clip_set
     overrides = [f"captions={captions}", f"out={tmp_path / 'm.json'}", "decode.num_frames=4", "decode.workers=0",
@@ -120,6 +122,7 @@ def test_second_run_reuses_the_embedding_cache(clip_set, tmp_path, monkeypatch):
     assert second["t2v"] == first["t2v"] and second["v2t"] == first["v2t"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", ["1k-A", "full"])
 def test_synthetic_msrvtt_layout_recall_far_above_chance(tmp_path_factory, tmp_path, split):
     from coca_video.data.synthetic import write_msrvtt_format
@@ -136,6 +139,7 @@ def test_synthetic_msrvtt_layout_recall_far_above_chance(tmp_path_factory, tmp_p
     assert (tmp_path / "metrics_report.html").is_file() and (tmp_path / "metrics_t2v_ranks.csv").is_file()
 
 
+@pytest.mark.slow
 def test_linspace_sampling_is_its_own_cache_and_protocol(clip_set, tmp_path):
     root, captions = clip_set
     runs = {}

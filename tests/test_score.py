@@ -63,6 +63,7 @@ def test_every_file_gets_one_row_and_labels_match_the_scenes(folder, tmp_path):
     assert correct >= 0.75 * len(ok), f"{correct}/{len(ok)} colours right"
 
 
+@pytest.mark.slow
 def test_rerun_skips_scored_files_and_rescores_a_changed_one(folder, tmp_path):
     root, truth, labels = folder
     out = tmp_path / "scores.parquet"
@@ -77,6 +78,7 @@ def test_rerun_skips_scored_files_and_rescores_a_changed_one(folder, tmp_path):
     assert len(pd.read_parquet(out)) == 13
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_keeps_its_flushed_batches_and_resumes_to_the_same_result(folder, tmp_path, monkeypatch):
     root, _, labels = folder
     straight = tmp_path / "straight.parquet"
@@ -106,6 +108,7 @@ def test_an_interrupted_run_keeps_its_flushed_batches_and_resumes_to_the_same_re
             assert max(abs(x - y) for x, y in zip(a.loc[path, "video_embedding"], b.loc[path, "video_embedding"])) < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_ranks_score_each_file_once_and_merge(folder, tmp_path):
     root, truth, labels = folder
@@ -129,6 +132,7 @@ def test_two_ranks_score_each_file_once_and_merge(folder, tmp_path):
     assert (one.top1_label[ok] == two.top1_label[ok]).all()
 
 
+@pytest.mark.slow
 def test_search_ranks_videos_of_the_queried_colour_first(folder, tmp_path):
     root, truth, labels = folder
     out = tmp_path / "scores.parquet"
@@ -140,6 +144,7 @@ def test_search_ranks_videos_of_the_queried_colour_first(folder, tmp_path):
     assert ranked[0].score >= ranked[-1].score
 
 
+@pytest.mark.slow
 def test_cli_flags_caption_and_report(folder, tmp_path, capsys):
     root, truth, labels = folder
     out, report = tmp_path / "scores.csv", tmp_path / "report.html"

@@ -54,6 +54,7 @@ def run(folder, out, labels, *extra):
         "decode.workers=0", "top_k=1", *extra]))
 
 
+@pytest.mark.slow
 def test_each_segment_gets_its_row_its_frames_and_its_label(long_video, tmp_path):
     folder, colours, labels = long_video
     out = tmp_path / "s.parquet"
@@ -75,6 +76,7 @@ def test_each_segment_gets_its_row_its_frames_and_its_label(long_video, tmp_path
     assert run(folder, out, labels)["scored_now"] == 0  # resumes per segment
 
 
+@pytest.mark.slow
 def test_search_names_the_time_range(long_video, tmp_path):
     folder, colours, labels = long_video
     out = tmp_path / "s.parquet"

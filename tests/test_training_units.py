@@ -68,6 +68,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_gather_rows_restores_position_order_across_two_processes(tmp_path):
     script = tmp_path / "gather.py"

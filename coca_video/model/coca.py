@@ -7,7 +7,7 @@ captioning logits of the multimodal decoder (teacher forcing).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,10 +29,13 @@ class CoCaOutput(NamedTuple):
     logit_scale: Tensor  # (): exp of the learnable log-scale, clamped at max_logit_scale
 
 
+VideoPooling = Literal["mean", "attentional"]
+
+
 class VideoEncoding(NamedTuple):
     frame_embeddings: Tensor  # (B, T, D), each frame's contrastive embedding, L2-normalised
-    video_embedding: Tensor  # (B, D), normalised mean of the frame embeddings
-    tokens: Tensor  # (B, T*N, C), encoder output tokens of every frame
+    video_embedding: Tensor  # (B, D), L2-normalised: mean of the frame embeddings, or the pooler over all tokens
+    tokens: Tensor  # (B, T*N, C), encoder output tokens of every frame, frame-major
 
 
 class CoCa(nn.Module):
@@ -65,9 +68,13 @@ class CoCa(nn.Module):
         embedding = self.image_pooling.embed(self.image_encoder(images))
         return F.normalize(embedding, dim=-1) if normalize else embedding
 
-    def encode_video(self, frames: Tensor, max_frames_per_forward: int = 64) -> VideoEncoding:
+    def encode_video(self, frames: Tensor, pooling: VideoPooling = "mean",
+                     max_frames_per_forward: int = 64) -> VideoEncoding:
         """(B, T, 3, H, W) preprocessed frames -> per-frame and per-video embeddings plus all encoder tokens.
 
+        ``pooling``: ``mean`` (the CoCa paper's zero-shot video embedding: the normalised mean of the normalised
+        frame embeddings) or ``attentional`` (VideoCoCa: the model's own contrastive pooler, untrained for video,
+        over the concatenated tokens of all frames, T*N of them, then the same norm and projection as an image).
         The image encoder runs on the B*T frames in chunks of at most ``max_frames_per_forward``.
         """
         batch, num_frames = frames.shape[:2]
@@ -78,8 +85,13 @@ class CoCa(nn.Module):
             embeddings.append(self.image_pooling.embed(encoder_tokens))
             tokens.append(encoder_tokens)
         frame_embeddings = F.normalize(torch.cat(embeddings), dim=-1).unflatten(0, (batch, num_frames))
-        video_embedding = F.normalize(frame_embeddings.mean(dim=1), dim=-1)
         all_tokens = torch.cat(tokens).unflatten(0, (batch, num_frames)).flatten(1, 2)  # (B, T*N, C)
+        if pooling == "mean":
+            video_embedding = F.normalize(frame_embeddings.mean(dim=1), dim=-1)
+        elif pooling == "attentional":
+            video_embedding = F.normalize(self.image_pooling.embed(all_tokens), dim=-1)
+        else:
+            raise ValueError(f"pooling must be 'mean' or 'attentional', got {pooling!r}")
         return VideoEncoding(frame_embeddings, video_embedding, all_tokens)
 
     # -- text side ----------------------------------------------------------------------------------------------
@@ -122,10 +134,17 @@ class CoCa(nn.Module):
         ``method``: ``beam`` (default), ``greedy`` or ``top_p``; see :mod:`coca_video.model.generate` for options.
         Decode with ``tokenizer.batch_decode(ids)``.
         """
+        return self.generate_from_tokens(self.image_encoder(images), method, max_len, **kwargs)
+
+    @torch.no_grad()
+    def generate_from_tokens(self, encoder_tokens: Tensor, method: str = "beam", max_len: int = 30,
+                             **kwargs) -> Tensor:
+        """Caption from image-encoder tokens: one image's (B, N, C), or all frames' of a clip (B, T*N, C), which the
+        generative pooler reads as one set (VideoCoCa's video captioning input)."""
         was_training = self.training
         self.eval()
         try:
-            image_tokens = self.image_features(images).tokens
+            image_tokens = self.image_pooling(encoder_tokens).tokens
             return generate_captions(self, image_tokens, method=method, max_len=max_len, **kwargs)
         finally:
             self.train(was_training)

@@ -33,6 +33,8 @@ from ..runtime import load_model
 from ..scoring import ScoreItem, VideoScorer, score_files
 
 
+VIDEO_EMBEDDINGS = {"mean": "normalised mean of normalised frame embeddings (the CoCa paper's)",
+                    "attentional": "the model's contrastive pooler over all frames' tokens (VideoCoCa's)"}
 SAMPLING_RULES = {"eval": "uniform segment centres", "linspace": "linspace from the first to the last frame, truncated"}
 
 
@@ -48,6 +50,7 @@ class RetrievalConfig:
     report_queries: int = 4  # queries shown with their top-5 videos in the report (0: no report)
     median: Literal["mean", "lower"] = "mean"  # MdR of an even count: np.median's mean of the middle two, or the lower
     rerank: Literal["dsl"] | None = None  # dual-softmax re-ranking, reported under its own *_dsl keys
+    video_pooling: Literal["mean", "attentional"] = "mean"  # the paper's mean of frames, or VideoCoCa's pooler
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # sampling eval: the paper's uniform; linspace: CLIP4Clip
 
@@ -95,7 +98,7 @@ def cache_path(cfg: RetrievalConfig) -> Path:
     """One embedding cache per (model, weights, frames, precision, sampling): other captions reuse it, other models
     do not."""
     key = json.dumps([cfg.model.name, cfg.model.pretrained, cfg.decode.num_frames, cfg.model.precision,
-                      cfg.decode.sampling])
+                      cfg.decode.sampling] + ([cfg.video_pooling] if cfg.video_pooling != "mean" else []))
     folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out).parent / "embedding_cache"
     return folder / f"videos-{hashlib.sha1(key.encode()).hexdigest()[:12]}.parquet"
 
@@ -112,7 +115,8 @@ def embed_videos(cfg: RetrievalConfig, dataset: RetrievalSet, model: CoCa, token
     done = store.done_keys()
     keys = [file_key(v) for v in dataset.videos if os.path.isfile(v)]
     todo = [ScoreItem(key) for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
-    score_files(VideoScorer(model, tokenizer, cfg.model), todo, store, cfg.decode, show=info.is_main)
+    scorer = VideoScorer(model, tokenizer, cfg.model, video_pooling=cfg.video_pooling)
+    score_files(scorer, todo, store, cfg.decode, show=info.is_main)
     barrier()
     rows = store.read(columns=["path", "size", "mtime", "status", "error", "video_embedding", "scored_at"])
     current = {stored_path(key[0]): stored_key(key) for key in keys}
@@ -156,7 +160,7 @@ def protocol(cfg: RetrievalConfig, dataset: RetrievalSet, failed: list, full_siz
     return {"split": dataset.split, "videos": len(dataset.videos), "captions": len(dataset.captions),
             "videos_in_split": full_size[0], "captions_in_split": full_size[1],
             "frames_per_video": cfg.decode.num_frames, "sampling": SAMPLING_RULES[cfg.decode.sampling],
-            "video_embedding": "normalised mean of normalised frame embeddings", "model": cfg.model.name,
+            "video_embedding": VIDEO_EMBEDDINGS[cfg.video_pooling], "model": cfg.model.name,
             "checkpoint": cfg.model.pretrained or cfg.model.name, "prompt_prefix": cfg.prompt_prefix,
             "precision": cfg.model.precision, "convention": retrieval_convention(cfg.median), "failed_videos": failed}
 

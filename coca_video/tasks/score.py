@@ -43,6 +43,8 @@ class ScoreConfig:
     caption: bool = False
     caption_method: Literal["greedy", "beam", "top_p"] = "beam"
     caption_max_len: int = 30
+    caption_source: Literal["middle_frame", "all_frames"] = "middle_frame"  # all_frames: the pooler over all tokens
+    video_pooling: Literal["mean", "attentional"] = "mean"  # mean of frame embeddings, or the pooler over all tokens
     frame_embeddings: bool = False
     report: str | None = None  # HTML report path
     segment_seconds: float = 0.0  # > 0: score consecutive windows of this length, one row each (0: whole videos)
@@ -82,9 +84,9 @@ def build_scorer(cfg: ScoreConfig, model: CoCa, tokenizer: Callable) -> VideoSco
         class_names = read_class_names(cfg.labels)
         templates = read_templates(cfg.templates) if cfg.templates else \
             model_templates(cfg.model.name) or video_templates()
-    captions = CaptionOptions(cfg.caption_method, cfg.caption_max_len) if cfg.caption else None
+    captions = CaptionOptions(cfg.caption_method, cfg.caption_max_len, cfg.caption_source) if cfg.caption else None
     return VideoScorer(model, tokenizer, cfg.model, class_names, templates, probe, cfg.top_k, captions,
-                       cfg.frame_embeddings)
+                       cfg.frame_embeddings, cfg.video_pooling)
 
 
 def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Callable) -> tuple[dict, pa.Table | None]:
@@ -104,7 +106,8 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
         if is_distributed():
             dist.barrier()
         if info.is_main:
-            provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or ""}
+            provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or "",
+                          "video_pooling": cfg.video_pooling}
             scores = merge(cfg.out, paths=[stored_path(p) for p in files], metadata=provenance)
     seconds = time.time() - started
     summary = {"videos": len(files), "scored_now": counts.total, "errors_now": counts.error,
