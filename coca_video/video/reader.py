@@ -6,7 +6,7 @@
 
 Metadata comes from the container headers (PyAV) without decoding (the display rotation of an MP4/MOV from its
 track header; of other containers from the first decoded frame). Frame ``i`` is the frame shown at time
-``i / fps``: the last frame whose timestamp (from the stream start) is at or before ``(i + 0.5) / fps``, the half
+``i / fps``: the last frame whose timestamp (from the first frame's) is at or before ``(i + 0.5) / fps``, the half
 frame absorbing rounded timestamps (for variable frame rate files: the last frame at or before that time).
 ``auto`` decodes with decord, falling back to PyAV when decord is missing or fails on the file, and uses PyAV
 (keyframe seeking) when the wanted frames are more than ``SEEK_AHEAD_SECONDS`` apart (a few frames from a long
@@ -33,6 +33,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".
 SEEK_AHEAD_SECONDS = 3.0  # decode forward through smaller gaps; seek to a keyframe across larger ones
 SECONDS_PER_FRAME = 1.0  # decode time allowed per requested frame (a seek and a keyframe interval at 1080p)
 SECONDS_PER_VIDEO_SECOND = 0.1  # ... and per second of 1080p video up to the last requested frame (decoding through)
+# 8-bit formats decord converts to RGB exactly as PyAV does (tested on the corpus in tests/test_video_corpus.py)
+DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12")
 END_SLACK_FRAMES = 2  # how many frames short of the header's count a stream may end before it counts as truncated
 
 
@@ -50,7 +52,8 @@ class VideoDecodeError(Exception):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the headers say: frame count, frame rate, duration (s), stored size, display rotation (degrees)."""
+    """What the headers say: frame count, frame rate, duration (s), stored size, display rotation (degrees
+    clockwise), codec and pixel format names."""
 
     num_frames: int
     fps: float
@@ -59,6 +62,7 @@ class VideoInfo:
     width: int
     rotation: int = 0
     codec: str = ""
+    pixel_format: str = ""
 
 
 class VideoReader:
@@ -183,6 +187,8 @@ def _header_info(path: Path, options: dict[str, str], only_mp4: bool) -> VideoIn
             raise VideoDecodeError(path, "unsupported codec (no decoder available)")
         if not context.width or not context.height:
             raise VideoDecodeError(path, "video stream has no frame size (damaged header)")
+        if only_mp4 and not context.pix_fmt:  # some avcC boxes lack it: the analysis decodes a frame to find it
+            raise VideoDecodeError(path, "MP4 header lacks the pixel format")
         fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 0)
         duration = float(stream.duration * stream.time_base) if stream.duration else \
             (container.duration / 1e6 if container.duration else 0.0)
@@ -194,7 +200,8 @@ def _header_info(path: Path, options: dict[str, str], only_mp4: bool) -> VideoIn
         if not duration:
             duration = num_frames / fps
         rotation = _mp4_rotation(path, stream.id) if _is_mp4(container) else _first_frame_rotation(container)
-        return VideoInfo(num_frames, fps, duration, context.height, context.width, rotation, context.name)
+        return VideoInfo(num_frames, fps, duration, context.height, context.width, rotation, context.name,
+                         context.pix_fmt or "")
 
 
 def _is_mp4(container) -> bool:
@@ -282,10 +289,11 @@ def _rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
 def _decode(path: Path, info: VideoInfo, indices: np.ndarray, backend: Backend, size: tuple[int, int]) -> np.ndarray:
     if info.codec == "image":
         return _decode_image(path, len(indices), size)
-    if backend == "pyav" or (backend == "auto" and (_sparse(indices, info.fps) or info.rotation)):
+    refusal = _decord_refusal(info)
+    if backend == "pyav" or (backend == "auto" and (_sparse(indices, info.fps) or refusal)):
         return _decode_pyav(path, info, indices, size)
-    if info.rotation:  # decord 0.6 fails on display-rotated files (its frame buffers get the rotated size)
-        raise VideoDecodeError(path, f"backend decord cannot read display-rotated video ({info.rotation} degrees)")
+    if refusal:
+        raise VideoDecodeError(path, f"backend decord cannot read this file: {refusal}")
     try:
         import decord  # noqa: F401
     except ImportError:
@@ -298,6 +306,17 @@ def _decode(path: Path, info: VideoInfo, indices: np.ndarray, backend: Backend, 
         if backend == "decord":
             raise
         return _decode_pyav(path, info, indices, size)
+
+
+def _decord_refusal(info: VideoInfo) -> str | None:
+    """Why decord 0.6 would not return PyAV's frames for this file (None: it does): it fails on display-rotated
+    files (its frame buffers get the rotated size) and converts high bit depth / other pixel formats to RGB
+    differently (errors of tens of levels at edges on 10-bit HEVC)."""
+    if info.rotation:
+        return f"display rotation ({info.rotation} degrees)"
+    if info.pixel_format not in DECORD_PIXEL_FORMATS:
+        return f"pixel format {info.pixel_format or 'unknown'}"
+    return None
 
 
 def _sparse(indices: np.ndarray, fps: float) -> bool:
@@ -325,6 +344,8 @@ def _decode_decord(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **resize)
     # Frame i is the frame shown at i / fps: map through the decoded timestamps (identity for constant frame rate).
     starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
+    if len(starts) > 1 and not np.all(np.diff(starts) > 0):  # e.g. AVI with B-frames: no timestamps (all "NOPTS")
+        raise VideoDecodeError(path, "decord gives no usable frame timestamps")
     unique, inverse = np.unique(indices, return_inverse=True)
     positions = np.searchsorted(starts - starts[0], unique / info.fps + 0.5 / info.fps, side="right") - 1
     last_index = int(round((starts[-1] - starts[0]) * info.fps))
@@ -350,16 +371,17 @@ def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[i
         source = _PyavSource(container)
         frames = source.frames_from_start()
         previous, upcoming = None, next(frames, None)
+        first_shown = upcoming[0] if upcoming is not None else 0.0  # times count from the first frame shown
         for i, index in enumerate(unique):
-            limit = index / info.fps + half_frame
+            limit = first_shown + index / info.fps + half_frame
             if upcoming is not None and source.worth_seeking(upcoming[0], limit):
                 frames = source.frames_from_keyframe_before(limit)
                 previous, upcoming = None, next(frames, None)
             while upcoming is not None and upcoming[0] <= limit:
                 previous, upcoming = upcoming, next(frames, None)
             shown = previous or upcoming  # no frame at or before the time: the stream's first frame
-            if shown is None or (upcoming is None and index > round(shown[0] * info.fps) + END_SLACK_FRAMES):
-                last_index = round(shown[0] * info.fps) if shown else 0
+            last_index = round((shown[0] - first_shown) * info.fps) if shown else 0
+            if shown is None or (upcoming is None and index > last_index + END_SLACK_FRAMES):
                 raise VideoDecodeError(path, f"truncated: frames decodable up to about #{last_index}, the header "
                                              f"claims {info.num_frames}")
             out[i] = shown[1].to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
