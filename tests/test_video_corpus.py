@@ -60,9 +60,8 @@ CORPUS = {
     "audio_first": Clip("mp4", seconds=12, audio_first=True),
     # x264/x265 4:2:0 need even sizes; 4:4:4 takes odd ones (decord and PyAV both convert it)
     "odd_size_444": Clip("mp4", height=241, width=321, pix_fmt="yuv444p", seconds=2),
-    "ten_minutes": Clip("mp4", seconds=600, fps=10, height=48, width=64),
+    "ten_minutes": Clip("mp4", seconds=600, fps=10, height=48, width=64),  # ~3 s with its checks
 }
-SLOW = {"ten_minutes"}
 
 
 def displayed_frame(index: int, height: int, width: int) -> np.ndarray:
@@ -170,11 +169,7 @@ def upright(frame: np.ndarray, rotation: int) -> np.ndarray:
     return np.rot90(frame, k=-(rotation // 90))
 
 
-def corpus_params():
-    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in CORPUS]
-
-
-@pytest.mark.parametrize("name", corpus_params())
+@pytest.mark.parametrize("name", list(CORPUS))
 def test_sampled_frames_equal_a_full_sequential_decode(corpus, name):
     clip, path = CORPUS[name], corpus.path(name)
     probe = VideoReader(path, backend="pyav")
