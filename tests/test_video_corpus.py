@@ -51,7 +51,8 @@ CORPUS = {
     "rotate_180": Clip("mp4", height=48, width=96, rotation=180),
     "rotate_270": Clip("mp4", height=48, width=96, rotation=270),
     "hevc_10bit": Clip("mp4", codec="libx265", pix_fmt="yuv420p10le", options=QUIET_X265),
-    "vp9_altref": Clip("webm", codec="libvpx-vp9", options={"cpu-used": "8", "auto-alt-ref": "1", "lag-in-frames": "16"}),
+    "vp9_altref": Clip("webm", codec="libvpx-vp9",
+                       options={"cpu-used": "8", "auto-alt-ref": "1", "lag-in-frames": "16"}),
     "mpeg4_avi": Clip("avi", codec="mpeg4", options={"bf": "2", "g": "30"}),
     "mjpeg_avi": Clip("avi", codec="mjpeg", pix_fmt="yuvj420p"),
     "h264_mkv": Clip("mkv", seconds=12),
@@ -103,7 +104,7 @@ def encode(path: Path, clip: Clip) -> Path:
         stream.codec_context.time_base = Fraction(1, clip.fps)
         if clip.rotation:
             stream.set_display_rotation(-clip.rotation)  # PyAV takes counter-clockwise degrees
-        offset = int(round(clip.start_seconds * clip.fps))
+        offset = round(clip.start_seconds * clip.fps)
         for index, tick in enumerate(frame_times(clip)):
             frame = av.VideoFrame.from_ndarray(stored_frame(index, clip), format="rgb24")
             frame.pts, frame.time_base = int(tick) + offset, Fraction(1, clip.fps)

@@ -439,8 +439,8 @@ class _PyavSource:
                 return
 
     def _decoded(self, packets: Iterator[Any], drop_leading: bool) -> Iterator[tuple[float, Any]]:
-        """Frames of ``packets``; with ``drop_leading``, frames shown before the first packet (the keyframe) are dropped:
-        after a seek those are leading pictures of an open GOP whose references were skipped."""
+        """Frames of ``packets``; with ``drop_leading``, frames shown before the first packet (the keyframe) are
+        dropped: after a seek those are leading pictures of an open GOP whose references were skipped."""
         import av
 
         earliest = None
