@@ -30,11 +30,13 @@ img.thumb { height: 72px; margin-right: 2px; }
 
 
 def thumbnail_strip(path: str, count: int = 6, height: int = 72) -> str:
-    """``count`` evenly spaced frames of a video as inline <img> tags ('' when the video cannot be read)."""
+    """``count`` evenly spaced frames of a video as inline <img> tags ('' when the video cannot be read). Decoded
+    in the guarded helper process with a time limit (a 30 s base budget, growing with the video as the reader's
+    ``timeout`` does), so one hanging file cannot stall the report."""
     from .video import VideoReader, sample_indices
 
     try:
-        reader = VideoReader(path, short_side=height)
+        reader = VideoReader(path, short_side=height, timeout=30.0)
         frames = reader.get_frames(sample_indices(reader.num_frames, min(count, reader.num_frames)))
     except Exception:  # noqa: BLE001 -- a report shows what it can; the failure is listed elsewhere
         return ""

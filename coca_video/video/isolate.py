@@ -6,10 +6,19 @@ Each process that decodes (the main one, or each DataLoader worker) starts one l
 it: a fresh interpreter that imports only ``coca_video.video`` (numpy, PyAV, decord; not torch), and keeps it for
 every later call, so a decode costs a round trip through a pipe, not a process start. A call that runs over its
 limit kills the helper; the next call starts a new one.
+
+The helper cannot outlive the process that started it: on Linux it asks the kernel (PR_SET_PDEATHSIG) to SIGKILL
+it when its parent dies, which works even while it is stuck in native code holding the GIL; everywhere, a watchdog
+thread exits when the parent pid changes. The death signal follows the parent *thread* that started the helper:
+if that thread ends, the helper dies with it and the next call starts a new one.
+
+While it works, the called function can report progress (``report_progress``); the messages travel over the reply
+pipe, and a timeout says how far the call got.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 import pickle
@@ -17,6 +26,7 @@ import select
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -28,19 +38,31 @@ package = types.ModuleType("coca_video")  # the package without its __init__ (wh
 package.__path__ = [{str(_PACKAGE_DIR)!r}]
 sys.modules["coca_video"] = package
 from coca_video.video.isolate import serve
-serve()
+serve(int(sys.argv[1]))
 """
 _HEADER = struct.Struct("<Q")
+_PROGRESS, _RESULT = 0, 1  # reply kinds: a progress count, or the final (ok, value)
+_PR_SET_PDEATHSIG = 1
+_WATCHDOG_SECONDS = 0.5
 
 
 class DecodeTimeout(Exception):
-    """The helper ran past its time limit and was killed."""
+    """The helper ran past its time limit (``waited`` seconds) and was killed; ``progress`` is the last count it
+    reported (0 if none)."""
+
+    def __init__(self, message: str, waited: float, progress: int):
+        super().__init__(message)
+        self.waited, self.progress = waited, progress
+
+    def __reduce__(self):
+        return DecodeTimeout, (str(self), self.waited, self.progress)
 
 
 class _Helper:
     def __init__(self) -> None:
         self.owner = os.getpid()
-        self.process = subprocess.Popen([sys.executable, "-c", _BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.process = subprocess.Popen([sys.executable, "-c", _BOOT, str(self.owner)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE)
 
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.process.poll() is None
@@ -64,7 +86,7 @@ def call_with_timeout(fn: Callable[..., Any], timeout: float, *args: Any) -> Any
     try:
         helper.process.stdin.write(_HEADER.pack(len(request)) + request)
         helper.process.stdin.flush()
-        ok, value = pickle.loads(_read(helper.process.stdout.fileno(), time.monotonic() + timeout, timeout))
+        ok, value = _await_result(helper.process.stdout.fileno(), timeout)
     except BaseException:
         helper.kill()
         _helper = None
@@ -74,28 +96,81 @@ def call_with_timeout(fn: Callable[..., Any], timeout: float, *args: Any) -> Any
     raise value
 
 
-def _read(fd: int, deadline: float, timeout: float) -> bytes:
-    header = _read_exactly(fd, _HEADER.size, deadline, timeout)
-    return _read_exactly(fd, _HEADER.unpack(header)[0], deadline, timeout)
+def _await_result(fd: int, timeout: float) -> tuple[bool, Any]:
+    """Read replies until the result, keeping the last progress count for the timeout's message."""
+    started, progress = time.monotonic(), 0
+    deadline = started + timeout
+    try:
+        while True:
+            kind, value = pickle.loads(_read(fd, deadline))
+            if kind == _RESULT:
+                return value
+            progress = value
+    except _Expired as expired:
+        waited = time.monotonic() - started
+        raise DecodeTimeout(f"{expired} after {waited:.0f} s (limit {timeout:g} s)", waited, progress) from None
 
 
-def _read_exactly(fd: int, size: int, deadline: float, timeout: float) -> bytes:
+class _Expired(Exception):
+    """The deadline passed, or the helper died, before a whole reply arrived."""
+
+
+def _read(fd: int, deadline: float) -> bytes:
+    header = _read_exactly(fd, _HEADER.size, deadline)
+    return _read_exactly(fd, _HEADER.unpack(header)[0], deadline)
+
+
+def _read_exactly(fd: int, size: int, deadline: float) -> bytes:
     chunks, remaining = [], size
     while remaining:
         wait = deadline - time.monotonic()
         if wait <= 0 or not select.select([fd], [], [], wait)[0]:
-            raise DecodeTimeout(f"decoding took longer than {timeout:g} s")
+            raise _Expired("timed out")
         chunk = os.read(fd, min(remaining, 1 << 22))
         if not chunk:
-            raise DecodeTimeout("the decoding process died without a result")
+            raise _Expired("the decoding process died without a result")
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
 
 
-def serve() -> None:
-    """The helper's loop: read a request, run it, write the pickled (ok, result-or-exception); stop at EOF."""
-    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+_replies: Any = None  # the helper's reply pipe; None in any other process
+
+
+def report_progress(count: int) -> None:
+    """Tell the waiting parent that ``count`` units of work are done (in the helper; a no-op elsewhere)."""
+    if _replies is not None:
+        _send(_PROGRESS, count)
+
+
+def _send(kind: int, value: Any) -> None:
+    reply = pickle.dumps((kind, value), protocol=pickle.HIGHEST_PROTOCOL)
+    _replies.write(_HEADER.pack(len(reply)) + reply)
+    _replies.flush()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make sure this helper ends when ``parent`` does: the kernel's death signal (Linux), then a check that the
+    parent did not die before it was set (we would already be re-parented), then a watchdog thread."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)  # 9 = SIGKILL
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_WATCHDOG_SECONDS)
+    os._exit(1)
+
+
+def serve(parent: int) -> None:
+    """The helper's loop: read a request, run it, write progress and then the pickled (ok, result-or-exception);
+    stop at EOF. Dies with ``parent`` (the pid that started it)."""
+    global _replies
+    _die_with_parent(parent)
+    requests, _replies = sys.stdin.buffer, sys.stdout.buffer
     while True:
         header = requests.read(_HEADER.size)
         if len(header) < _HEADER.size:
@@ -105,11 +180,9 @@ def serve() -> None:
             target: Any = importlib.import_module(module)
             for part in name.split("."):
                 target = getattr(target, part)
-            reply = pickle.dumps((True, target(*args)), protocol=pickle.HIGHEST_PROTOCOL)
+            _send(_RESULT, (True, target(*args)))
         except Exception as err:  # noqa: BLE001 -- the caller re-raises it
             try:
-                reply = pickle.dumps((False, err), protocol=pickle.HIGHEST_PROTOCOL)
+                _send(_RESULT, (False, err))
             except Exception:  # noqa: BLE001 -- an exception that does not pickle travels as text
-                reply = pickle.dumps((False, RuntimeError(f"{type(err).__name__}: {err}")))
-        replies.write(_HEADER.pack(len(reply)) + reply)
-        replies.flush()
+                _send(_RESULT, (False, RuntimeError(f"{type(err).__name__}: {err}")))

@@ -4,27 +4,37 @@
     reader.num_frames, reader.fps, reader.duration, reader.height, reader.width, reader.rotation
     frames = reader.get_frames(sample_indices(reader.num_frames, 16))   # uint8 (16, H, W, 3) RGB
 
-Metadata comes from the container headers (PyAV) without decoding. Frame ``i`` is the frame shown at time
-``i / fps`` (for variable frame rate files: the last frame whose timestamp is at or before it). ``auto`` decodes
-with decord, falling back to PyAV when decord is missing or fails on the file, and uses PyAV's keyframe seeking
-when the wanted frames are more than ``SEEK_AHEAD_SECONDS`` apart (a few frames from a long video). Still images
-(jpg, png, ...) read as one-frame videos.
+Metadata comes from the container headers (PyAV) without decoding (the display rotation of an MP4/MOV from its
+track header; of other containers from the first decoded frame). Frame ``i`` is the frame shown at time
+``i / fps``: the last frame whose timestamp (from the first frame's) is at or before ``(i + 0.5) / fps``, the half
+frame absorbing rounded timestamps (for variable frame rate files: the last frame at or before that time).
+``auto`` decodes with decord, falling back to PyAV when decord is missing or fails on the file, and uses PyAV
+(keyframe seeking) when the wanted frames are more than ``SEEK_AHEAD_SECONDS`` apart (a few frames from a long
+video) and for display-rotated files, which decord cannot read. Still images (jpg, png, ...) read as one-frame
+videos.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, BinaryIO, Iterator, Literal, Sequence
 
 import numpy as np
 
-from .isolate import DecodeTimeout, call_with_timeout
+from .isolate import DecodeTimeout, call_with_timeout, report_progress
 
 Backend = Literal["auto", "decord", "pyav"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SEEK_AHEAD_SECONDS = 3.0  # decode forward through smaller gaps; seek to a keyframe across larger ones
+SECONDS_PER_FRAME = 1.0  # decode time allowed per requested frame (a seek and a keyframe interval at 1080p)
+SECONDS_PER_VIDEO_SECOND = 0.1  # ... and per second of 1080p video up to the last requested frame (decoding through)
+# 8-bit formats decord converts to RGB exactly as PyAV does (tested on the corpus in tests/test_video_corpus.py)
+DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12")
 END_SLACK_FRAMES = 2  # how many frames short of the header's count a stream may end before it counts as truncated
 
 
@@ -42,7 +52,8 @@ class VideoDecodeError(Exception):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the headers say: frame count, frame rate, duration (s), stored size, display rotation (degrees)."""
+    """What the headers say: frame count, frame rate, duration (s), stored size, display rotation (degrees
+    clockwise), codec and pixel format names."""
 
     num_frames: int
     fps: float
@@ -51,12 +62,16 @@ class VideoInfo:
     width: int
     rotation: int = 0
     codec: str = ""
+    pixel_format: str = ""
 
 
 class VideoReader:
     """Frames of one video as uint8 RGB arrays. ``short_side`` resizes while decoding (the shorter side of the
-    displayed frame becomes ``short_side``); ``timeout`` (seconds) runs each decode in a child process that is
-    killed when it runs over."""
+    displayed frame becomes ``short_side``). ``timeout`` (seconds) runs each decode in a child process that is
+    killed when it runs over its budget: reading the headers gets ``timeout`` seconds; ``get_frames`` gets
+    ``timeout`` plus ``SECONDS_PER_FRAME`` per requested frame plus ``SECONDS_PER_VIDEO_SECOND`` per second of
+    video up to the last requested frame (scaled up for frames larger than 1080p), so a healthy long video is not
+    killed while a stuck decoder still is."""
 
     def __init__(self, path: str | os.PathLike, backend: Backend = "auto", short_side: int | None = None,
                  timeout: float | None = None):
@@ -64,7 +79,7 @@ class VideoReader:
             raise ValueError(f"backend must be auto, decord or pyav, got {backend!r}")
         self.path, self.backend, self.short_side, self.timeout = Path(path), backend, short_side, timeout
         _check_file(self.path)
-        self.info = self._guarded(_probe, self.path)
+        self.info = self._guarded(self.timeout, "reading the headers", 0, _probe, self.path)
         self.num_frames, self.fps, self.duration = self.info.num_frames, self.info.fps, self.info.duration
         self.height, self.width, self.rotation = self.info.height, self.info.width, self.info.rotation
 
@@ -76,6 +91,15 @@ class VideoReader:
         """(height, width) of the frames ``get_frames`` returns (stored orientation, before rotation)."""
         return _resized(self.info.height, self.info.width, self.short_side)
 
+    def decode_budget(self, indices: np.ndarray) -> float | None:
+        """Seconds a ``get_frames(indices)`` call may take (None: no limit); see the class docstring."""
+        if self.timeout is None:
+            return None
+        video_seconds = (int(np.max(indices)) + 1) / self.fps
+        size_factor = max(1.0, self.info.height * self.info.width / (1920 * 1080))
+        return (self.timeout + SECONDS_PER_FRAME * len(np.unique(indices))
+                + SECONDS_PER_VIDEO_SECOND * size_factor * video_seconds)
+
     def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 (T, H, W, 3) RGB, upright."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -84,16 +108,24 @@ class VideoReader:
         if indices.min() < 0 or indices.max() >= self.num_frames:
             raise IndexError(f"{self.path}: frame indices must lie in [0, {self.num_frames}), got "
                              f"{indices.min()}..{indices.max()}")
-        frames = self._guarded(_decode, self.path, self.info, indices, self.backend, self.output_size())
+        count = len(np.unique(indices))
+        work = f"{count} frames over {(int(indices.max()) + 1) / self.fps:.0f} s of video"
+        frames = self._guarded(self.decode_budget(indices), work, count, _decode, self.path, self.info, indices,
+                               self.backend, self.output_size())
         return _rotate(frames, self.info.rotation)
 
-    def _guarded(self, fn, *args):
+    def _guarded(self, limit: float | None, work: str, frames_wanted: int, fn, *args):
+        """``fn(*args)``, in the helper process under ``limit`` seconds when there is one; every failure becomes a
+        VideoDecodeError naming the file (a timeout says how long it waited, for what ``work``, and how many of the
+        ``frames_wanted`` frames were decoded by then)."""
         try:
-            return fn(*args) if self.timeout is None else call_with_timeout(fn, self.timeout, *args)
+            return fn(*args) if limit is None else call_with_timeout(fn, limit, *args)
         except VideoDecodeError:
             raise
         except DecodeTimeout as err:
-            raise VideoDecodeError(self.path, f"decode timed out ({err})") from None
+            progress = f"; {err.progress} of {frames_wanted} frames decoded" if frames_wanted else ""
+            raise VideoDecodeError(self.path, f"decode timed out after {err.waited:.0f} s (budget {limit:.0f} s for "
+                                              f"{work}){progress}") from None
         except MemoryError:
             raise VideoDecodeError(self.path, "out of memory while decoding") from None
         except Exception as err:  # noqa: BLE001 -- every backend failure becomes one typed error naming the file
@@ -138,11 +170,13 @@ def _header_info(path: Path, options: dict[str, str], only_mp4: bool) -> VideoIn
     try:
         container = av.open(str(path), options=options)
     except av.error.InvalidDataError:
+        if _is_mp4_without_moov(path):
+            raise VideoDecodeError(path, "incomplete MP4: no moov atom (file cut short?)") from None
         raise VideoDecodeError(path, "not a video file (no known container format)") from None
     except av.error.FFmpegError as err:
         raise VideoDecodeError(path, f"cannot open ({err})") from None
     with container:
-        if only_mp4 and "mp4" not in container.format.name.split(","):
+        if only_mp4 and not _is_mp4(container):
             raise VideoDecodeError(path, "not an MP4/MOV file")
         if not container.streams.video:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
@@ -153,6 +187,8 @@ def _header_info(path: Path, options: dict[str, str], only_mp4: bool) -> VideoIn
             raise VideoDecodeError(path, "unsupported codec (no decoder available)")
         if not context.width or not context.height:
             raise VideoDecodeError(path, "video stream has no frame size (damaged header)")
+        if only_mp4 and not context.pix_fmt:  # some avcC boxes lack it: the analysis decodes a frame to find it
+            raise VideoDecodeError(path, "MP4 header lacks the pixel format")
         fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 0)
         duration = float(stream.duration * stream.time_base) if stream.duration else \
             (container.duration / 1e6 if container.duration else 0.0)
@@ -163,20 +199,77 @@ def _header_info(path: Path, options: dict[str, str], only_mp4: bool) -> VideoIn
             raise VideoDecodeError(path, "no frames (the header gives neither a frame count nor a duration)")
         if not duration:
             duration = num_frames / fps
-        return VideoInfo(num_frames, fps, duration, context.height, context.width, _rotation(stream), context.name)
+        rotation = _mp4_rotation(path, stream.id) if _is_mp4(container) else _first_frame_rotation(container)
+        return VideoInfo(num_frames, fps, duration, context.height, context.width, rotation, context.name,
+                         context.pix_fmt or "")
 
 
-def _rotation(stream) -> int:
-    """Display rotation in degrees clockwise (0, 90, 180, 270) from the stream's display matrix or rotate tag."""
-    tag = stream.metadata.get("rotate")
-    if tag is not None:
-        return int(tag) % 360
-    side_data = getattr(stream, "side_data", None)
-    if side_data:
-        for key, value in (side_data.items() if hasattr(side_data, "items") else []):
-            if "DISPLAYMATRIX" in str(key).upper():
-                return int(round(-float(value))) % 360
+def _is_mp4(container) -> bool:
+    return "mp4" in container.format.name.split(",")
+
+
+def _first_frame_rotation(container) -> int:
+    """Display rotation (degrees clockwise) that FFmpeg attaches to decoded frames from the stream's display
+    matrix (Matroska/WebM carry one too); 0 when the first frame does not decode (decoding reports that later)."""
+    import av
+
+    try:
+        frame = next(container.decode(video=0), None)
+    except av.error.FFmpegError:
+        return 0
+    return (-frame.rotation) % 360 if frame is not None else 0  # frame.rotation is counter-clockwise
+
+
+def _mp4_boxes(file: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of the MP4 boxes in bytes [start, end) of ``file``; stops at a box that
+    runs past ``end`` (a file cut short)."""
+    position = start
+    while position + 8 <= end:
+        file.seek(position)
+        size, kind = struct.unpack(">I4s", file.read(8))
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", file.read(8))[0], 16
+        elif size == 0:
+            size = end - position
+        if size < header or position + size > end:
+            return
+        yield kind, position + header, position + size
+        position += size
+
+
+def _is_mp4_without_moov(path: Path) -> bool:
+    """An MP4/MOV (starts with an ftyp box) whose top level has no moov box: the index was never written."""
+    with open(path, "rb") as file:
+        kinds = [kind for kind, _, _ in _mp4_boxes(file, 0, path.stat().st_size)]
+    return bool(kinds) and kinds[0] == b"ftyp" and b"moov" not in kinds
+
+
+def _mp4_rotation(path: Path, track_id: int) -> int:
+    """Display rotation (degrees clockwise) from the matrix in the tkhd box of track ``track_id`` (FFmpeg's stream
+    id for MP4), read from the file directly: FFmpeg's display matrix side data is not exposed by PyAV's streams."""
+    with open(path, "rb") as file:
+        for moov in (box for box in _mp4_boxes(file, 0, path.stat().st_size) if box[0] == b"moov"):
+            for trak in (box for box in _mp4_boxes(file, moov[1], moov[2]) if box[0] == b"trak"):
+                for kind, start, _ in _mp4_boxes(file, trak[1], trak[2]):
+                    if kind == b"tkhd":
+                        matrix_track, rotation = _tkhd_rotation(file, start)
+                        if matrix_track == track_id:
+                            return rotation
     return 0
+
+
+def _tkhd_rotation(file: BinaryIO, start: int) -> tuple[int, int]:
+    """(track id, clockwise rotation) of the tkhd box whose payload starts at ``start``. The matrix is
+    [a b u; c d v; x y w] with a, b, c, d in 16.16 fixed point; displaying rotates by atan2(b, a) clockwise."""
+    file.seek(start)
+    version = file.read(1)[0]
+    times = 8 if version == 1 else 4
+    file.seek(start + 4 + 2 * times)
+    track_id = struct.unpack(">I", file.read(4))[0]
+    file.seek(start + 4 + 2 * times + 4 + 4 + times + 8 + 8)  # track id, reserved, duration, reserved, layer...
+    a, b = struct.unpack(">ii", file.read(8))
+    return track_id, round(math.degrees(math.atan2(b, a))) % 360
 
 
 def _resized(height: int, width: int, short_side: int | None) -> tuple[int, int]:
@@ -196,8 +289,11 @@ def _rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
 def _decode(path: Path, info: VideoInfo, indices: np.ndarray, backend: Backend, size: tuple[int, int]) -> np.ndarray:
     if info.codec == "image":
         return _decode_image(path, len(indices), size)
-    if backend == "pyav" or (backend == "auto" and _sparse(indices, info.fps)):
+    refusal = _decord_refusal(info)
+    if backend == "pyav" or (backend == "auto" and (_sparse(indices, info.fps) or refusal)):
         return _decode_pyav(path, info, indices, size)
+    if refusal:
+        raise VideoDecodeError(path, f"backend decord cannot read this file: {refusal}")
     try:
         import decord  # noqa: F401
     except ImportError:
@@ -210,6 +306,17 @@ def _decode(path: Path, info: VideoInfo, indices: np.ndarray, backend: Backend, 
         if backend == "decord":
             raise
         return _decode_pyav(path, info, indices, size)
+
+
+def _decord_refusal(info: VideoInfo) -> str | None:
+    """Why decord 0.6 would not return PyAV's frames for this file (None: it does): it fails on display-rotated
+    files (its frame buffers get the rotated size) and converts high bit depth / other pixel formats to RGB
+    differently (errors of tens of levels at edges on 10-bit HEVC)."""
+    if info.rotation:
+        return f"display rotation ({info.rotation} degrees)"
+    if info.pixel_format not in DECORD_PIXEL_FORMATS:
+        return f"pixel format {info.pixel_format or 'unknown'}"
+    return None
 
 
 def _sparse(indices: np.ndarray, fps: float) -> bool:
@@ -237,6 +344,8 @@ def _decode_decord(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **resize)
     # Frame i is the frame shown at i / fps: map through the decoded timestamps (identity for constant frame rate).
     starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
+    if len(starts) > 1 and not np.all(np.diff(starts) > 0):  # e.g. AVI with B-frames: no timestamps (all "NOPTS")
+        raise VideoDecodeError(path, "decord gives no usable frame timestamps")
     unique, inverse = np.unique(indices, return_inverse=True)
     positions = np.searchsorted(starts - starts[0], unique / info.fps + 0.5 / info.fps, side="right") - 1
     last_index = int(round((starts[-1] - starts[0]) * info.fps))
@@ -248,50 +357,104 @@ def _decode_decord(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple
 
 
 def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Decode forward in presentation order, taking for each wanted time the last frame at or before it; seek to
-    a keyframe only across long gaps (sequential decoding beats per-frame seeks for short clips)."""
+    """Decode forward in presentation order, taking for each wanted time the last frame at or before it (plus half
+    a frame period, so rounded timestamps of constant-rate files map exactly). Across a gap of more than
+    ``SEEK_AHEAD_SECONDS`` it seeks to the keyframe at or before the next wanted time, but only when that keyframe
+    lies beyond the frames already decoded: every seek moves forward, so the loop ends."""
     import av
 
     height, width = size
     unique, inverse = np.unique(indices, return_inverse=True)
-    targets = unique / info.fps  # seconds from the stream start
+    half_frame = 0.5 / info.fps
     out = np.empty((len(unique), height, width, 3), np.uint8)
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "SLICE"
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        half_frame = 0.5 / info.fps
-
-        def frames_from(seconds: float | None):
-            if seconds is not None:
-                container.seek(int((start + seconds) / stream.time_base), stream=stream, backward=True)
-            for packet in container.demux(stream):
-                try:
-                    decoded = packet.decode()
-                except av.error.InvalidDataError:  # a damaged packet (often the cut-off last one): skip it
-                    continue
-                for frame in decoded:
-                    if frame.pts is not None:
-                        yield float(frame.pts * stream.time_base) - start, frame
-
-        def to_array(frame) -> np.ndarray:  # one swscale pass, bilinear: decord's scaler, bit for bit
-            return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
-
-        frames, previous, position, i = frames_from(None), None, 0.0, 0
-        while i < len(targets):
-            if targets[i] - position > SEEK_AHEAD_SECONDS:
-                frames, previous, position = frames_from(targets[i]), None, targets[i]
-            step = next(frames, None)
-            if step is None:  # end of stream: what is left takes the last frame, if the stream really ended there
-                last_index = int(round(position * info.fps))
-                if previous is None or unique[-1] > last_index + END_SLACK_FRAMES:
-                    raise VideoDecodeError(path, f"truncated: frames decodable up to about #{last_index}, the "
-                                                 f"header claims {info.num_frames}")
-                out[i:] = to_array(previous)
-                break
-            time, frame = step
-            while i < len(targets) and time > targets[i] + half_frame:
-                out[i] = to_array(previous if previous is not None else frame)
-                i += 1
-            previous, position = frame, time
+        source = _PyavSource(container)
+        frames = source.frames_from_start()
+        previous, upcoming = None, next(frames, None)
+        first_shown = upcoming[0] if upcoming is not None else 0.0  # times count from the first frame shown
+        for i, index in enumerate(unique):
+            limit = first_shown + index / info.fps + half_frame
+            if upcoming is not None and source.worth_seeking(upcoming[0], limit):
+                frames = source.frames_from_keyframe_before(limit)
+                previous, upcoming = None, next(frames, None)
+            while upcoming is not None and upcoming[0] <= limit:
+                previous, upcoming = upcoming, next(frames, None)
+            shown = previous or upcoming  # no frame at or before the time: the stream's first frame
+            last_index = round((shown[0] - first_shown) * info.fps) if shown else 0
+            if shown is None or (upcoming is None and index > last_index + END_SLACK_FRAMES):
+                raise VideoDecodeError(path, f"truncated: frames decodable up to about #{last_index}, the header "
+                                             f"claims {info.num_frames}")
+            out[i] = shown[1].to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+            report_progress(i + 1)  # one swscale pass, bilinear above: decord's scaler, bit for bit
     return out[inverse]
+
+
+class _PyavSource:
+    """Decoded frames of a file's first video stream as (seconds from the stream start, frame), in presentation
+    order, from the start or from a keyframe."""
+
+    def __init__(self, container) -> None:
+        self.container, self.stream = container, container.streams.video[0]
+        self.stream.thread_type = "SLICE"
+        self.time_base = float(self.stream.time_base)
+        self.start = self.stream.start_time or 0
+        keyframes = [entry.timestamp for entry in self.stream.index_entries if entry.is_keyframe]
+        self.keyframe_times = np.sort(np.array(keyframes, np.float64) - self.start) * self.time_base
+
+    def frames_from_start(self) -> Iterator[tuple[float, Any]]:
+        """Every frame, decoded from the first packet."""
+        return self._decoded(self.container.demux(self.stream), drop_leading=False)
+
+    def worth_seeking(self, decoded_to: float, limit: float) -> bool:
+        """Whether the frame wanted at ``limit`` is far beyond the decoded position ``decoded_to`` and its keyframe
+        (by the container's index, where there is one) lies beyond that position, so a seek skips work."""
+        if limit - decoded_to <= SEEK_AHEAD_SECONDS:
+            return False
+        if not len(self.keyframe_times):  # no index: the seek lands at most one keyframe interval back
+            return True
+        before = self.keyframe_times[self.keyframe_times <= limit]
+        return bool(len(before)) and before[-1] > decoded_to
+
+    def frames_from_keyframe_before(self, limit: float) -> Iterator[tuple[float, Any]]:
+        """Frames from a keyframe whose first frame is at or before ``limit``: seek there; if the seek lands past
+        ``limit`` (an index keyed by decode time, open GOPs), seek further back, doubling the step, down to the
+        start of the stream, so this ends."""
+        point, step = limit, SEEK_AHEAD_SECONDS
+        while point > 0:
+            self.container.seek(self.start + int(point / self.time_base), stream=self.stream, backward=True)
+            frames = self._decoded(self._from_first_keyframe(), drop_leading=True)
+            first = next(frames, None)
+            if first is not None and first[0] <= limit:
+                return itertools.chain([first], frames)
+            point, step = min(point, first[0] if first else point) - step, 2 * step
+        self.container.seek(self.start, stream=self.stream, backward=True)
+        return self._decoded(self.container.demux(self.stream), drop_leading=False)
+
+    def _from_first_keyframe(self) -> Iterator[Any]:
+        packets = self.container.demux(self.stream)
+        for packet in packets:
+            if packet.is_keyframe:
+                yield packet
+                yield from packets
+                return
+
+    def _decoded(self, packets: Iterator[Any], drop_leading: bool) -> Iterator[tuple[float, Any]]:
+        """Frames of ``packets``; with ``drop_leading``, frames shown before the first packet (the keyframe) are
+        dropped: after a seek those are leading pictures of an open GOP whose references were skipped."""
+        import av
+
+        earliest = None
+        for packet in packets:
+            if drop_leading and earliest is None:
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                earliest = (stamp - self.start) * self.time_base if stamp is not None else -np.inf
+            try:
+                decoded = packet.decode()
+            except av.error.InvalidDataError:  # a damaged packet (often the cut-off last one): skip it
+                continue
+            for frame in decoded:
+                if frame.pts is None:
+                    continue
+                time = (frame.pts - self.start) * self.time_base
+                if earliest is None or time >= earliest:
+                    yield time, frame
