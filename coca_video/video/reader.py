@@ -16,21 +16,19 @@ videos.
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
 from .isolate import DecodeTimeout, call_with_timeout, report_progress
+from .mp4 import is_mp4_without_moov, mp4_rotation
+from .pyav_frames import SEEK_AHEAD_SECONDS, PyavSource
 
 Backend = Literal["auto", "decord", "pyav"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-SEEK_AHEAD_SECONDS = 3.0  # decode forward through smaller gaps; seek to a keyframe across larger ones
 SECONDS_PER_FRAME = 1.0  # decode time allowed per requested frame (a seek and a keyframe interval at 1080p)
 SECONDS_PER_VIDEO_SECOND = 0.1  # ... and per second of 1080p video up to the last requested frame (decoding through)
 # 8-bit formats decord converts to RGB exactly as PyAV does (tested on the corpus in tests/test_video_corpus.py)
@@ -170,7 +168,7 @@ def _header_info(path: Path, options: dict[str, str], only_mp4: bool) -> VideoIn
     try:
         container = av.open(str(path), options=options)
     except av.error.InvalidDataError:
-        if _is_mp4_without_moov(path):
+        if is_mp4_without_moov(path):
             raise VideoDecodeError(path, "incomplete MP4: no moov atom (file cut short?)") from None
         raise VideoDecodeError(path, "not a video file (no known container format)") from None
     except av.error.FFmpegError as err:
@@ -199,7 +197,7 @@ def _header_info(path: Path, options: dict[str, str], only_mp4: bool) -> VideoIn
             raise VideoDecodeError(path, "no frames (the header gives neither a frame count nor a duration)")
         if not duration:
             duration = num_frames / fps
-        rotation = _mp4_rotation(path, stream.id) if _is_mp4(container) else _first_frame_rotation(container)
+        rotation = mp4_rotation(path, stream.id) if _is_mp4(container) else _first_frame_rotation(container)
         return VideoInfo(num_frames, fps, duration, context.height, context.width, rotation, context.name,
                          context.pix_fmt or "")
 
@@ -218,58 +216,6 @@ def _first_frame_rotation(container) -> int:
     except av.error.FFmpegError:
         return 0
     return (-frame.rotation) % 360 if frame is not None else 0  # frame.rotation is counter-clockwise
-
-
-def _mp4_boxes(file: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """(type, payload start, payload end) of the MP4 boxes in bytes [start, end) of ``file``; stops at a box that
-    runs past ``end`` (a file cut short)."""
-    position = start
-    while position + 8 <= end:
-        file.seek(position)
-        size, kind = struct.unpack(">I4s", file.read(8))
-        header = 8
-        if size == 1:
-            size, header = struct.unpack(">Q", file.read(8))[0], 16
-        elif size == 0:
-            size = end - position
-        if size < header or position + size > end:
-            return
-        yield kind, position + header, position + size
-        position += size
-
-
-def _is_mp4_without_moov(path: Path) -> bool:
-    """An MP4/MOV (starts with an ftyp box) whose top level has no moov box: the index was never written."""
-    with open(path, "rb") as file:
-        kinds = [kind for kind, _, _ in _mp4_boxes(file, 0, path.stat().st_size)]
-    return bool(kinds) and kinds[0] == b"ftyp" and b"moov" not in kinds
-
-
-def _mp4_rotation(path: Path, track_id: int) -> int:
-    """Display rotation (degrees clockwise) from the matrix in the tkhd box of track ``track_id`` (FFmpeg's stream
-    id for MP4), read from the file directly: FFmpeg's display matrix side data is not exposed by PyAV's streams."""
-    with open(path, "rb") as file:
-        for moov in (box for box in _mp4_boxes(file, 0, path.stat().st_size) if box[0] == b"moov"):
-            for trak in (box for box in _mp4_boxes(file, moov[1], moov[2]) if box[0] == b"trak"):
-                for kind, start, _ in _mp4_boxes(file, trak[1], trak[2]):
-                    if kind == b"tkhd":
-                        matrix_track, rotation = _tkhd_rotation(file, start)
-                        if matrix_track == track_id:
-                            return rotation
-    return 0
-
-
-def _tkhd_rotation(file: BinaryIO, start: int) -> tuple[int, int]:
-    """(track id, clockwise rotation) of the tkhd box whose payload starts at ``start``. The matrix is
-    [a b u; c d v; x y w] with a, b, c, d in 16.16 fixed point; displaying rotates by atan2(b, a) clockwise."""
-    file.seek(start)
-    version = file.read(1)[0]
-    times = 8 if version == 1 else 4
-    file.seek(start + 4 + 2 * times)
-    track_id = struct.unpack(">I", file.read(4))[0]
-    file.seek(start + 4 + 2 * times + 4 + 4 + times + 8 + 8)  # track id, reserved, duration, reserved, layer...
-    a, b = struct.unpack(">ii", file.read(8))
-    return track_id, round(math.degrees(math.atan2(b, a))) % 360
 
 
 def _resized(height: int, width: int, short_side: int | None) -> tuple[int, int]:
@@ -368,7 +314,7 @@ def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[i
     half_frame = 0.5 / info.fps
     out = np.empty((len(unique), height, width, 3), np.uint8)
     with av.open(str(path)) as container:
-        source = _PyavSource(container)
+        source = PyavSource(container)
         frames = source.frames_from_start()
         previous, upcoming = None, next(frames, None)
         first_shown = upcoming[0] if upcoming is not None else 0.0  # times count from the first frame shown
@@ -387,74 +333,3 @@ def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[i
             out[i] = shown[1].to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
             report_progress(i + 1)  # one swscale pass, bilinear above: decord's scaler, bit for bit
     return out[inverse]
-
-
-class _PyavSource:
-    """Decoded frames of a file's first video stream as (seconds from the stream start, frame), in presentation
-    order, from the start or from a keyframe."""
-
-    def __init__(self, container) -> None:
-        self.container, self.stream = container, container.streams.video[0]
-        self.stream.thread_type = "SLICE"
-        self.time_base = float(self.stream.time_base)
-        self.start = self.stream.start_time or 0
-        keyframes = [entry.timestamp for entry in self.stream.index_entries if entry.is_keyframe]
-        self.keyframe_times = np.sort(np.array(keyframes, np.float64) - self.start) * self.time_base
-
-    def frames_from_start(self) -> Iterator[tuple[float, Any]]:
-        """Every frame, decoded from the first packet."""
-        return self._decoded(self.container.demux(self.stream), drop_leading=False)
-
-    def worth_seeking(self, decoded_to: float, limit: float) -> bool:
-        """Whether the frame wanted at ``limit`` is far beyond the decoded position ``decoded_to`` and its keyframe
-        (by the container's index, where there is one) lies beyond that position, so a seek skips work."""
-        if limit - decoded_to <= SEEK_AHEAD_SECONDS:
-            return False
-        if not len(self.keyframe_times):  # no index: the seek lands at most one keyframe interval back
-            return True
-        before = self.keyframe_times[self.keyframe_times <= limit]
-        return bool(len(before)) and before[-1] > decoded_to
-
-    def frames_from_keyframe_before(self, limit: float) -> Iterator[tuple[float, Any]]:
-        """Frames from a keyframe whose first frame is at or before ``limit``: seek there; if the seek lands past
-        ``limit`` (an index keyed by decode time, open GOPs), seek further back, doubling the step, down to the
-        start of the stream, so this ends."""
-        point, step = limit, SEEK_AHEAD_SECONDS
-        while point > 0:
-            self.container.seek(self.start + int(point / self.time_base), stream=self.stream, backward=True)
-            frames = self._decoded(self._from_first_keyframe(), drop_leading=True)
-            first = next(frames, None)
-            if first is not None and first[0] <= limit:
-                return itertools.chain([first], frames)
-            point, step = min(point, first[0] if first else point) - step, 2 * step
-        self.container.seek(self.start, stream=self.stream, backward=True)
-        return self._decoded(self.container.demux(self.stream), drop_leading=False)
-
-    def _from_first_keyframe(self) -> Iterator[Any]:
-        packets = self.container.demux(self.stream)
-        for packet in packets:
-            if packet.is_keyframe:
-                yield packet
-                yield from packets
-                return
-
-    def _decoded(self, packets: Iterator[Any], drop_leading: bool) -> Iterator[tuple[float, Any]]:
-        """Frames of ``packets``; with ``drop_leading``, frames shown before the first packet (the keyframe) are
-        dropped: after a seek those are leading pictures of an open GOP whose references were skipped."""
-        import av
-
-        earliest = None
-        for packet in packets:
-            if drop_leading and earliest is None:
-                stamp = packet.pts if packet.pts is not None else packet.dts
-                earliest = (stamp - self.start) * self.time_base if stamp is not None else -np.inf
-            try:
-                decoded = packet.decode()
-            except av.error.InvalidDataError:  # a damaged packet (often the cut-off last one): skip it
-                continue
-            for frame in decoded:
-                if frame.pts is None:
-                    continue
-                time = (frame.pts - self.start) * self.time_base
-                if earliest is None or time >= earliest:
-                    yield time, frame

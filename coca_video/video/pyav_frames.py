@@ -1,0 +1,82 @@
+"""Frames of a file's first video stream through PyAV, in presentation order, from the start or from the keyframe
+before a time: the seeking that never goes backwards past decoded frames (see :class:`PyavSource`)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterator
+
+import numpy as np
+
+SEEK_AHEAD_SECONDS = 3.0  # decode forward through smaller gaps; seek to a keyframe across larger ones
+
+
+class PyavSource:
+    """Decoded frames of a file's first video stream as (seconds from the stream start, frame), in presentation
+    order, from the start or from a keyframe."""
+
+    def __init__(self, container) -> None:
+        self.container, self.stream = container, container.streams.video[0]
+        self.stream.thread_type = "SLICE"
+        self.time_base = float(self.stream.time_base)
+        self.start = self.stream.start_time or 0
+        keyframes = [entry.timestamp for entry in self.stream.index_entries if entry.is_keyframe]
+        self.keyframe_times = np.sort(np.array(keyframes, np.float64) - self.start) * self.time_base
+
+    def frames_from_start(self) -> Iterator[tuple[float, Any]]:
+        """Every frame, decoded from the first packet."""
+        return self._decoded(self.container.demux(self.stream), drop_leading=False)
+
+    def worth_seeking(self, decoded_to: float, limit: float) -> bool:
+        """Whether the frame wanted at ``limit`` is far beyond the decoded position ``decoded_to`` and its keyframe
+        (by the container's index, where there is one) lies beyond that position, so a seek skips work."""
+        if limit - decoded_to <= SEEK_AHEAD_SECONDS:
+            return False
+        if not len(self.keyframe_times):  # no index: the seek lands at most one keyframe interval back
+            return True
+        before = self.keyframe_times[self.keyframe_times <= limit]
+        return bool(len(before)) and before[-1] > decoded_to
+
+    def frames_from_keyframe_before(self, limit: float) -> Iterator[tuple[float, Any]]:
+        """Frames from a keyframe whose first frame is at or before ``limit``: seek there; if the seek lands past
+        ``limit`` (an index keyed by decode time, open GOPs), seek further back, doubling the step, down to the
+        start of the stream, so this ends."""
+        point, step = limit, SEEK_AHEAD_SECONDS
+        while point > 0:
+            self.container.seek(self.start + int(point / self.time_base), stream=self.stream, backward=True)
+            frames = self._decoded(self._from_first_keyframe(), drop_leading=True)
+            first = next(frames, None)
+            if first is not None and first[0] <= limit:
+                return itertools.chain([first], frames)
+            point, step = min(point, first[0] if first else point) - step, 2 * step
+        self.container.seek(self.start, stream=self.stream, backward=True)
+        return self._decoded(self.container.demux(self.stream), drop_leading=False)
+
+    def _from_first_keyframe(self) -> Iterator[Any]:
+        packets = self.container.demux(self.stream)
+        for packet in packets:
+            if packet.is_keyframe:
+                yield packet
+                yield from packets
+                return
+
+    def _decoded(self, packets: Iterator[Any], drop_leading: bool) -> Iterator[tuple[float, Any]]:
+        """Frames of ``packets``; with ``drop_leading``, frames shown before the first packet (the keyframe) are
+        dropped: after a seek those are leading pictures of an open GOP whose references were skipped."""
+        import av
+
+        earliest = None
+        for packet in packets:
+            if drop_leading and earliest is None:
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                earliest = (stamp - self.start) * self.time_base if stamp is not None else -np.inf
+            try:
+                decoded = packet.decode()
+            except av.error.InvalidDataError:  # a damaged packet (often the cut-off last one): skip it
+                continue
+            for frame in decoded:
+                if frame.pts is None:
+                    continue
+                time = (frame.pts - self.start) * self.time_base
+                if earliest is None or time >= earliest:
+                    yield time, frame
