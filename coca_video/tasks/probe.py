@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import DecodeConfig, ModelConfig, to_dict
+from ..config import DecodeConfig, ModelConfig, check_at_least, to_dict
 from ..data.actions import ActionSet, load_actions
 from ..data.feature_cache import FeatureCache, fill_cache
 from ..data.labels import read_class_names
@@ -95,6 +95,10 @@ class ProbeConfig:
     probe: ProbeHeadConfig = field(default_factory=ProbeHeadConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.0, warmup_steps=100))
     eval: ProbeEvalConfig = field(default_factory=ProbeEvalConfig)
+
+    def __post_init__(self) -> None:
+        check_at_least("epochs", self.epochs, 1)
+        check_at_least("batch_size", self.batch_size, 1)
 
 
 def run(cfg: ProbeConfig) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..config import DecodeConfig, ModelConfig
+from ..config import DecodeConfig, ModelConfig, check_suffix
 from ..data.results import PartStore, file_key
 from ..data.retrieval import RetrievalSet, load_caption_csv, load_msrvtt
 from ..distributed import barrier, init_distributed
@@ -50,6 +50,9 @@ class RetrievalConfig:
     rerank: Literal["dsl"] | None = None  # dual-softmax re-ranking, reported under its own *_dsl keys
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # sampling eval: the paper's uniform; linspace: CLIP4Clip
+
+    def __post_init__(self) -> None:
+        check_suffix("out", self.out, (".json",))
 
 
 def run(cfg: RetrievalConfig) -> dict[str, Any]:

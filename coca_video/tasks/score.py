@@ -20,7 +20,7 @@ import pyarrow as pa
 import torch
 import torch.distributed as dist
 
-from ..config import DecodeConfig, ModelConfig
+from ..config import DecodeConfig, ModelConfig, check_at_least, check_suffix
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
 from ..data.results import PartStore, embeddings_path, file_key, merge
 from ..data.video import VIDEO_EXTENSIONS, find_videos
@@ -46,6 +46,12 @@ class ScoreConfig:
     report: str | None = None  # HTML report path
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        check_at_least("top_k", self.top_k, 1)
+        check_at_least("caption_max_len", self.caption_max_len, 2)
+        check_suffix("out", self.out, (".parquet", ".csv"))
+        check_suffix("report", self.report, (".html",), optional=True)
 
 
 def run(cfg: ScoreConfig) -> dict[str, Any]:
