@@ -33,7 +33,7 @@ from ..data.labels import read_class_names
 from ..data.video import ClipSampling, decode_loader
 from ..distributed import barrier, batch_shards, gather_rows, get_info, init_distributed, print0
 from ..errors import ConfigError, DataError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_output_dir
 from ..metrics import mean_class_accuracy, per_class_accuracy, topk_accuracy
 from ..model import CoCa, VideoClassifier, VideoClassifierConfig, save_probe
 from ..model.state_dict import weights_digest
@@ -106,6 +106,7 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
     if cfg.decode.sampling == "linspace" and cfg.eval.temporal_views > 1:
         raise ConfigError("decode.sampling=linspace takes the same frames for every view: use eval.temporal_views=1 "
                           "or decode.sampling=eval")
+    check_output_dir(cfg.output_dir)
     info = init_distributed()
     torch.manual_seed(cfg.seed)
     output = Path(cfg.output_dir)

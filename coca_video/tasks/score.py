@@ -26,6 +26,7 @@ from ..data.results import PartStore, embeddings_path, file_key, merge
 from ..data.video import VIDEO_EXTENSIONS, find_videos
 from ..distributed import init_distributed, is_distributed
 from ..errors import ConfigError, InputError
+from ..io import check_output_file
 from ..model import CoCa, create_model, get_tokenizer, load_probe, read_probe_info
 from ..runtime import load_model
 from ..scoring import CaptionOptions, VideoScorer, score_files
@@ -69,13 +70,30 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
     files = find_videos(root)
     if not files:
         raise InputError(f"{root}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
-    model = load_model(cfg.model)
-    summary, scores = score_paths(cfg, files, model, get_tokenizer(cfg.model.name))
-    if scores is not None and cfg.report:
-        from ..report import write_score_report
+    check_outputs(cfg, files)
+    with PartStore(cfg.out, rank=init_distributed().rank).locked():  # before the model: a second run stops at once
+        model = load_model(cfg.model)
+        summary, scores = score_paths(cfg, files, model, get_tokenizer(cfg.model.name))
+        if scores is not None and cfg.report:
+            from ..report import write_score_report
 
-        summary["report"] = str(write_score_report(scores.to_pandas(), cfg.report, cfg))
+            summary["report"] = str(write_score_report(scores.to_pandas(), cfg.report, cfg))
     return summary
+
+
+def check_outputs(cfg: ScoreConfig, videos: list[Path]) -> None:
+    """Refuse (before any work) an ``out``, embeddings sidecar or ``report`` that is an input file, or an existing
+    file we did not write: ``out`` and its sidecar are ours when ``<out>.parts`` is beside them, a report when it
+    carries the report marker."""
+    from ..report import is_our_report
+
+    inputs = [*videos, *(Path(p) for p in (cfg.labels, cfg.templates) if p and Path(p).is_file())]
+    ours = PartStore(cfg.out).folder.is_dir()
+    check_output_file(cfg.out, inputs, ours, "out")
+    check_output_file(embeddings_path(cfg.out), inputs, ours, "out (its embeddings file)")
+    if cfg.report:
+        check_output_file(cfg.report, [*inputs, Path(cfg.out), embeddings_path(cfg.out)], is_our_report(cfg.report),
+                          "report")
 
 
 def build_scorer(cfg: ScoreConfig, model: CoCa, tokenizer: Callable) -> VideoScorer:
