@@ -25,7 +25,7 @@ from ..data.labels import model_templates, read_class_names, read_templates, vid
 from ..data.results import PartStore, embeddings_path, file_key, merge
 from ..data.video import VIDEO_EXTENSIONS, find_videos
 from ..distributed import init_distributed, is_distributed
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, DataError, InputError
 from ..io import check_output_file
 from ..model import CoCa, create_model, get_tokenizer, load_probe, read_probe_info
 from ..runtime import load_model
@@ -142,19 +142,36 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
 
 def search(embeddings: str | os.PathLike, query: str, k: int = 10, model: str | None = None) -> list[tuple[str, float]]:
     """The ``k`` videos whose embeddings are closest to the text ``query`` (cosine similarity), best first."""
+    if k < 1:
+        raise ConfigError(f"-k must be >= 1, got {k}")
+    paths, vectors, provenance = read_embeddings(embeddings)
+    model_name = model or provenance.get("model", "default")
+    net = create_model(model_name, pretrained=provenance.get("pretrained") or None)
+    text = net.encode_text(get_tokenizer(model_name)([query]))[0]
+    similarity = torch.tensor(vectors) @ text
+    top = similarity.topk(min(k, len(paths)))
+    return [(paths[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]
+
+
+def read_embeddings(embeddings: str | os.PathLike) -> tuple[list[str], list[list[float]], dict[str, str]]:
+    """Paths and video embeddings of the rows scored ok in an embeddings file, and its provenance metadata; a
+    missing, unreadable or foreign file, or one without a single embedding, raises a one-line error naming it."""
     import pyarrow.parquet as pq
 
     path = Path(embeddings)
     if not path.is_file():
         raise InputError(f"{path}: embeddings file not found (score writes <out>.embeddings.parquet)")
-    table = pq.read_table(path, columns=["path", "video_embedding"])
-    provenance = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
-    model_name = model or provenance.get("model", "default")
-    net = create_model(model_name, pretrained=provenance.get("pretrained") or None)
-    text = net.encode_text(get_tokenizer(model_name)([query]))[0]
-    valid = [i for i, v in enumerate(table.column("video_embedding").to_pylist()) if v is not None]
-    paths = table.column("path").to_pylist()
-    matrix = torch.tensor([table.column("video_embedding")[i].as_py() for i in valid])
-    similarity = matrix @ text
-    top = similarity.topk(min(k, len(valid)))
-    return [(paths[valid[i]], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]
+    try:
+        schema = pq.read_schema(path)
+        if not {"path", "video_embedding"} <= set(schema.names):
+            raise DataError(f"{path}: not an embeddings file (needs columns path and video_embedding; found "
+                            f"{schema.names})")
+        table = pq.read_table(path, columns=["path", "video_embedding"])
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: not a readable Parquet file ({err.__class__.__name__})") from None
+    provenance = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+    rows = [(p, v) for p, v in zip(table.column("path").to_pylist(), table.column("video_embedding").to_pylist())
+            if v is not None]
+    if not rows:
+        raise DataError(f"{path}: no video embeddings to search (every one of its {table.num_rows} rows failed)")
+    return [p for p, _ in rows], [v for _, v in rows], provenance
