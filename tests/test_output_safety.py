@@ -65,7 +65,7 @@ def test_a_second_run_into_the_same_out_is_refused_and_the_first_keeps_every_row
             assert holder.poll() is None and time.time() < deadline, holder.communicate()
             time.sleep(0.05)
         refused = subprocess.run([sys.executable, "-m", "coca_video.cli", *score_argv(second, out)], cwd=REPO,
-                                 capture_output=True, text=True, timeout=120)
+                                 capture_output=True, text=True, timeout=120, check=False)
         assert refused.returncode == 2, refused.stderr
         assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
         assert f"is being written by pid {holder.pid} on host {socket.gethostname()}" in refused.stderr
@@ -94,19 +94,16 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
 
 def test_a_lock_is_released_on_an_exception_and_a_live_holder_refuses(tmp_path):
     lock = tmp_path / "x.lock"
-    with pytest.raises(KeyboardInterrupt):
-        with exclusive_lock(lock, "x"):
-            assert lock.read_text().split() == [str(os.getpid()), socket.gethostname()]
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), exclusive_lock(lock, "x"):
+        assert lock.read_text().split() == [str(os.getpid()), socket.gethostname()]
+        raise KeyboardInterrupt
     assert not lock.exists()
     lock.write_text(f"{os.getpid()} {socket.gethostname()}\n")  # alive: this very process
-    with pytest.raises(OutputError, match=f"x is being written by pid {os.getpid()}"):
-        with exclusive_lock(lock, "x"):
-            pass
+    with pytest.raises(OutputError, match=f"x is being written by pid {os.getpid()}"), exclusive_lock(lock, "x"):
+        pass
     lock.write_text("1 some-other-host\n")  # another host: liveness unknown, never taken over
-    with pytest.raises(OutputError, match="on host some-other-host"):
-        with exclusive_lock(lock, "x"):
-            pass
+    with pytest.raises(OutputError, match="on host some-other-host"), exclusive_lock(lock, "x"):
+        pass
 
 
 def test_a_full_disk_is_one_line_keeps_flushed_rows_and_a_rerun_completes(tmp_path, monkeypatch, capsys):
