@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -29,6 +30,31 @@ import yaml
 from .errors import ConfigError
 
 T = TypeVar("T")
+
+
+class InvalidValue(ConfigError):
+    """A value a config dataclass refused in ``__post_init__``; the message starts with the key relative to that
+    dataclass (``num_frames must be >= 1, got 0``) and :func:`from_dict` prefixes the source and the dotted path."""
+
+
+def check(ok: bool, key: str, expected: str, value: Any) -> None:
+    """Raise :class:`InvalidValue` ``"{key} must {expected}, got {value!r}"`` unless ``ok``."""
+    if not ok:
+        raise InvalidValue(f"{key} must {expected}, got {value!r}")
+
+
+def check_at_least(key: str, value: Any, minimum: int) -> None:
+    """``value`` is a number >= ``minimum``."""
+    check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= minimum, key,
+          f"be >= {minimum}", value)
+
+
+def check_suffix(key: str, value: str | None, suffixes: tuple[str, ...], optional: bool = False) -> None:
+    """``value`` is a path ending in one of ``suffixes`` (case-insensitive); None passes when ``optional``."""
+    if value is None and optional:
+        return
+    check(isinstance(value, str) and Path(value).suffix.lower() in suffixes, key,
+          f"be a path ending in {' or '.join(suffixes)}", value)
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
@@ -112,7 +138,10 @@ def from_dict(schema: type[T], data: dict[str, Any], source: str = "config", pre
             hint = f" Did you mean: {', '.join(close)}?" if close else f" Valid keys: {', '.join(fields)}."
             raise ConfigError(f"{source}: unknown key '{prefix}{key}' for {schema.__name__}.{hint}")
     kwargs = {name: _convert(hints[name], data[name], source, f"{prefix}{name}") for name in fields if name in data}
-    return schema(**kwargs)
+    try:
+        return schema(**kwargs)
+    except InvalidValue as err:  # a schema's own value check: it names its key; we add the source and the path
+        raise ConfigError(f"{source}: {prefix}{err}") from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -200,6 +229,9 @@ class ModelConfig:
     device: str = "cpu"
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on the device
 
+    def __post_init__(self) -> None:
+        check_device(self.device)
+
 
 @dataclass
 class DecodeConfig:
@@ -211,3 +243,32 @@ class DecodeConfig:
     timeout: float | None = 120.0  # seconds per video decode (null: no limit)
     workers: int = 2  # decoding processes
     batch_size: int = 8  # videos per decode-and-encode batch
+
+    def __post_init__(self) -> None:
+        check_at_least("num_frames", self.num_frames, 1)
+        check(self.timeout is None or (isinstance(self.timeout, (int, float)) and self.timeout > 0), "timeout",
+              "be > 0 seconds, or null for no limit", self.timeout)
+        check_at_least("workers", self.workers, 0)
+        check_at_least("batch_size", self.batch_size, 1)
+
+
+DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+
+
+def check_device(device: str) -> None:
+    """``device`` is cpu, cuda, cuda:N or mps, and a GPU one exists on this machine."""
+    check(isinstance(device, str) and DEVICE.fullmatch(device) is not None, "device", "be one of cpu, cuda, cuda:N, mps",
+          device)
+    if device == "cpu":
+        return
+    import torch
+
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise InvalidValue("device=mps: no MPS (Apple GPU) device on this machine; use device=cpu")
+        return
+    if not torch.cuda.is_available():
+        raise InvalidValue(f"device={device}: no CUDA device on this machine; use device=cpu")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise InvalidValue(f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)")

@@ -4,6 +4,8 @@
     atomic_write_table(table, path)        # Parquet, CSV or TSV by suffix, the same way
     with atomic_path(path) as tmp: ...     # for writers that want a file name (torch.save, tokenizers, safetensors)
     publish_folder(staging, folder)        # move a finished staging folder into place
+    with exclusive_lock(path, what): ...   # one writer at a time (a lock file holding "pid host")
+    check_output_file(path, inputs, ours)  # never overwrite an input or a file we did not make
 
 A folder published here carries ``MARKER``; publishing over an existing folder is allowed only when it is empty or
 carries the marker (a previous output of ours), so a user's folder is never deleted.
@@ -12,10 +14,13 @@ carries the marker (a previous output of ours), so a user's folder is never dele
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import socket
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .errors import OutputError
 
@@ -48,15 +53,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_table(table: pa.Table, path: str | os.PathLike) -> Path:
     """Write ``table`` as Parquet, or CSV/TSV by suffix, to ``path`` atomically."""
-    import pyarrow.parquet as pq
-
     path = Path(path)
     with atomic_path(path) as tmp:
         if path.suffix.lower() in (".csv", ".tsv"):
             table.to_pandas().to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
         else:
-            pq.write_table(table, tmp)
+            write_parquet(table, tmp)
     return path
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """The one place a Parquet file is written (a seam for tests that simulate a full disk)."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for the ``OSError`` a write raises when the device has no space left (or the quota is exhausted)."""
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _fsync(path: Path) -> None:
@@ -93,3 +108,84 @@ def publish_folder(staging: Path, folder: str | os.PathLike) -> Path:
     else:
         staging.rename(folder)
     return folder
+
+
+def check_output_dir(folder: str | os.PathLike, key: str = "output_dir") -> Path:
+    """Refuse an output folder that is an existing regular file (before any work starts)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{key}={folder}: is an existing file, not a folder; choose a folder path (nothing was "
+                          "changed)")
+    return folder
+
+
+def check_output_file(path: str | os.PathLike, inputs: Iterable[Path], ours: bool, key: str) -> Path:
+    """Refuse to write ``path`` when it is one of ``inputs``, a folder, or an existing file that is not a previous
+    output of ours (``ours``: the caller's test for that). ``key`` is the option that named it, for the message."""
+    path = Path(path)
+    resolved = path.resolve()
+    if any(resolved == Path(p).resolve() for p in inputs):
+        raise OutputError(f"{key}={path}: is one of the input files; choose another path (nothing was changed)")
+    if path.is_dir():
+        raise OutputError(f"{key}={path}: is an existing folder; give a file path")
+    if path.exists() and not ours:
+        raise OutputError(f"{key}={path}: file exists and was not written by coca-video; choose a new path or "
+                          "remove it (nothing was changed)")
+    return path
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str, advice: str = "wait for it or choose another output"
+                   ) -> Iterator[Path]:
+    """Hold lock file ``path`` (content ``"pid host"``) for the block; it is removed on exit, exceptions included.
+
+    A lock held by a live process (or by any process on another host) raises :class:`OutputError` naming ``what``
+    and the holder; a stale lock (this host, process gone) is taken over with a warning.
+    """
+    path = Path(path)
+    _acquire(path, what, advice)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _acquire(path: Path, what: str, advice: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    for _ in range(2):  # the second try follows the removal of a stale lock
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(f"{os.getpid()} {host}\n")
+        try:
+            os.link(tmp, path)  # atomic and fails if the lock exists: the lock is never seen half-written
+            return
+        except FileExistsError:
+            pid, holder = _lock_holder(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if holder != host or pid is None or _is_alive(pid):
+            raise OutputError(f"{what} is being written by pid {pid} on host {holder}; {advice} (lock file {path})")
+        warnings.warn(f"{path}: taking over a stale lock of pid {pid} on {holder} (that process is gone)",
+                      stacklevel=3)
+        path.unlink(missing_ok=True)
+    raise OutputError(f"{what}: could not take lock file {path}; {advice}")
+
+
+def _lock_holder(path: Path) -> tuple[int | None, str]:
+    """(pid, host) written in a lock file; (None, "?") when it cannot be read."""
+    try:
+        pid, _, host = path.read_text().strip().partition(" ")
+        return int(pid), host
+    except (OSError, ValueError):
+        return None, "?"
+
+
+def _is_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -49,10 +49,22 @@ def jpeg_data_uri(frame: np.ndarray) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+REPORT_MARKER = "<!-- coca-video report -->"  # in every page we write: a later run may replace the file
+
+
+def is_our_report(path: str | Path) -> bool:
+    """True for an existing HTML file that a coca-video report wrote (it carries ``REPORT_MARKER`` near the top)."""
+    try:
+        with open(path, "rb") as handle:
+            return REPORT_MARKER.encode() in handle.read(4096)
+    except OSError:
+        return False
+
+
 def write_html(path: str | Path, title: str, sections: Iterable[str]) -> Path:
     """Write a report page atomically."""
     body = "\n".join(sections)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    page = (f"<!doctype html>{REPORT_MARKER}<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
     return atomic_write_text(path, page)
 

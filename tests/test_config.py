@@ -62,3 +62,24 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(Job, tmp_path / "absent.yaml")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(Job, write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_value_checks_of_the_shared_blocks_name_the_dotted_path_and_file(tmp_path):
+    from coca_video.config import DecodeConfig, ModelConfig
+    from coca_video.tasks.probe import ProbeConfig
+    from coca_video.tasks.score import ScoreConfig
+
+    path = tmp_path / "probe.yaml"
+    path.write_text("decode:\n  num_frames: 0\n")
+    with pytest.raises(ConfigError, match=r"^.*probe\.yaml: decode\.num_frames must be >= 1, got 0$"):
+        load_config(ProbeConfig, path)
+    with pytest.raises(ConfigError, match=r"probe\.yaml \+ command line: epochs must be >= 1, got 0"):
+        load_config(ProbeConfig, path, ["decode.num_frames=4", "epochs=0"])
+    with pytest.raises(ConfigError, match=r"^defaults \+ command line: report must be a path ending in \.html"):
+        load_config(ScoreConfig, None, ["report=r.htm"])
+    # the Python API checks the same values (the key relative to the block), and defaults stay valid
+    with pytest.raises(ConfigError, match=r"^timeout must be > 0 seconds, or null for no limit, got -1$"):
+        DecodeConfig(timeout=-1)
+    with pytest.raises(ConfigError, match=r"^device must be one of cpu, cuda, cuda:N, mps, got 'gpu'$"):
+        ModelConfig(device="gpu")
+    assert DecodeConfig(timeout=None, workers=0).timeout is None and ScoreConfig().top_k == 5

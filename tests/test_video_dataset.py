@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import STEP, index_frames
 from PIL import Image
 
 from coca_video import get_model_config, image_transform
 from coca_video.data.video import ClipSampling, VideoClipDataset, VideoItem, find_videos, video_loader
 from coca_video.video import write_video
-
-from test_video import STEP, decoded_index, index_frames
 
 
 def test_batched_frame_preprocessing_equals_the_image_path_and_open_clip():

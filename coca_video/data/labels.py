@@ -35,7 +35,7 @@ def read_class_names(source: str | Path) -> list[str]:
         path = SHIPPED_LISTS / f"{source}.txt"
     if not path.is_file():
         raise DataError(f"{path}: class list not found (shipped lists: {', '.join(shipped_class_lists())})")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in read_utf8(path, "class list").splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines:
         raise DataError(f"{path}: class list is empty")
@@ -46,6 +46,18 @@ def read_class_names(source: str | Path) -> list[str]:
     if duplicates:
         raise DataError(f"{path}: duplicate class names {duplicates[:5]}")
     return names
+
+
+def read_utf8(path: Path, what: str) -> str:
+    """The text of ``path``; a file that is not UTF-8 text (binary, Latin-1) is a :class:`DataError` naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: {what} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                        f"{err.start}); save it as UTF-8") from None
+    if "\x00" in text:
+        raise DataError(f"{path}: {what} is not text (it holds NUL bytes)")
+    return text
 
 
 def shipped_class_lists() -> list[str]:
@@ -102,9 +114,9 @@ def read_templates(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: template file not found")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_utf8(path, "template file").splitlines()
     templates = [t.strip() for t in lines if t.strip() and not t.startswith("#")]
-    bad = [t for t in templates if t.count("{}") != 1]
+    bad = [t for t in templates if t.count("{}") != 1 or "{" in t.replace("{}", "") or "}" in t.replace("{}", "")]
     if not templates or bad:
         raise DataError(f"{path}: every template needs exactly one '{{}}' (bad: {bad[:3]})")
     return templates

@@ -14,6 +14,7 @@ million videos keeps a few hundred files and rewrites each row only log(N) times
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -24,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..io import atomic_write_table
+from ..errors import OutputError
+from ..io import atomic_write_table, exclusive_lock, is_disk_full
 
 KEY_COLUMNS = ("path", "size", "mtime")
 SEGMENT_COLUMNS = ("segment_start", "segment_end")  # present when videos are scored as windows (seconds)
@@ -84,8 +86,22 @@ class PartStore:
         columns = list(dict.fromkeys(key for row in rows for key in row))  # rows may differ in optional columns
         rows = [{column: row.get(column) for column in columns} | {"scored_at": row.get("scored_at", stamp)}
                 for row in rows]
-        self._write(pa.Table.from_pylist(rows), level=0)
-        self._compact()
+        try:
+            self._write(pa.Table.from_pylist(rows), level=0)
+            self._compact()
+        except OSError as err:
+            if is_disk_full(err):
+                raise disk_full(self.output, self.stored_rows()) from None
+            raise
+
+    def locked(self) -> contextlib.AbstractContextManager[Path]:
+        """Hold this (output, rank)'s lock for a run: a second writer is refused at once (see ``exclusive_lock``)."""
+        return exclusive_lock(self.folder / f"rank{self.rank}.lock", str(self.output),
+                              "wait for it or choose another --out")
+
+    def stored_rows(self) -> int:
+        """Rows in the complete parts (all ranks), read from the Parquet footers only."""
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.parts())
 
     def _write(self, table: pa.Table, level: int) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -142,12 +158,23 @@ def merge(output: str | Path, embedding_columns: Iterable[str] = ("video_embeddi
         wanted = pa.array(sorted(set(paths)))
         table = table.filter(pc.is_in(table.column("path"), value_set=wanted))
     embedding_columns = [c for c in embedding_columns if c in table.column_names]
-    if embedding_columns:
-        sidecar = table.select(["path", *[c for c in SEGMENT_COLUMNS if c in table.column_names], *embedding_columns])
-        atomic_write_table(sidecar.replace_schema_metadata(metadata or {}), embeddings_path(output))
-    scores = table.drop_columns([*embedding_columns, "scored_at"])
-    atomic_write_table(scores, output)
+    try:
+        if embedding_columns:
+            sidecar = table.select(["path", *[c for c in SEGMENT_COLUMNS if c in table.column_names],
+                                     *embedding_columns])
+            atomic_write_table(sidecar.replace_schema_metadata(metadata or {}), embeddings_path(output))
+        scores = table.drop_columns([*embedding_columns, "scored_at"])
+        atomic_write_table(scores, output)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full(output, PartStore(output).stored_rows()) from None
+        raise
     return scores
+
+
+def disk_full(output: Path, safe_rows: int) -> OutputError:
+    """The one-line error for a full disk: what was being written, and that the flushed rows survive a rerun."""
+    return OutputError(f"no space left on device writing {output}; {safe_rows} rows are safe; rerun to resume")
 
 
 def embeddings_path(output: str | Path) -> Path:

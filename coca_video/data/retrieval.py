@@ -68,9 +68,11 @@ def read_json(path: Path) -> dict:
         raise DataError(f"{path}: MSR-VTT annotation file not found")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text (expected MSRVTT_data.json)") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
-    if "sentences" not in data:
+    if not isinstance(data, dict) or "sentences" not in data:
         raise DataError(f"{path}: no 'sentences' list (expected MSRVTT_data.json)")
     return data
 
@@ -107,8 +109,14 @@ def load_caption_csv(path: str | Path, video_root: str | Path | None = None) -> 
 def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     if not path.is_file():
         raise DataError(f"{path}: caption file not found")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: caption file is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                        f"{err.start}); save it as UTF-8") from None
+    except csv.Error as err:
+        raise DataError(f"{path}: not a readable CSV ({err})") from None
     if not rows:
         raise DataError(f"{path}: no rows")
     missing = [c for c in required if c not in rows[0]]

@@ -23,7 +23,7 @@ from ..config import ModelConfig, to_dict
 from ..data.image_text import ImageTextDataConfig, build_loader
 from ..distributed import DistInfo, init_distributed, is_distributed
 from ..errors import DataError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_output_dir
 from ..model import CoCa, CoCaLoss, save_pretrained
 from ..runtime import autocast, load_model
 from ..training import CheckpointManager, MetricLogger, OptimConfig, build_optimizer, build_scheduler, wrap_ddp
@@ -76,6 +76,7 @@ class PretrainConfig:
 
 def run(cfg: PretrainConfig) -> dict[str, Any]:
     """Train, checkpoint, and write ``output_dir/model`` (a coca-video checkpoint folder). Returns final metrics."""
+    check_output_dir(cfg.output_dir)
     info = init_distributed()
     output = Path(cfg.output_dir)
     torch.manual_seed(cfg.train.seed)

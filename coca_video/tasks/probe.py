@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import DecodeConfig, ModelConfig, to_dict
+from ..config import DecodeConfig, ModelConfig, check_at_least, to_dict
 from ..data.actions import ActionSet, load_actions
 from ..data.feature_cache import FeatureCache, fill_cache
 from ..data.labels import read_class_names
 from ..data.video import ClipSampling, decode_loader
 from ..distributed import barrier, batch_shards, gather_rows, get_info, init_distributed, print0
 from ..errors import ConfigError, DataError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_output_dir
 from ..metrics import mean_class_accuracy, per_class_accuracy, topk_accuracy
 from ..model import CoCa, VideoClassifier, VideoClassifierConfig, save_probe
 from ..model.state_dict import weights_digest
@@ -96,12 +96,17 @@ class ProbeConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.0, warmup_steps=100))
     eval: ProbeEvalConfig = field(default_factory=ProbeEvalConfig)
 
+    def __post_init__(self) -> None:
+        check_at_least("epochs", self.epochs, 1)
+        check_at_least("batch_size", self.batch_size, 1)
+
 
 def run(cfg: ProbeConfig) -> dict[str, Any]:
     """Train the probe (resuming if asked), evaluate with multi-view testing, write every output."""
     if cfg.decode.sampling == "linspace" and cfg.eval.temporal_views > 1:
         raise ConfigError("decode.sampling=linspace takes the same frames for every view: use eval.temporal_views=1 "
                           "or decode.sampling=eval")
+    check_output_dir(cfg.output_dir)
     info = init_distributed()
     torch.manual_seed(cfg.seed)
     output = Path(cfg.output_dir)

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..config import DecodeConfig, ModelConfig
+from ..config import DecodeConfig, ModelConfig, check_suffix
 from ..data.results import PartStore, file_key, stored_key, stored_path
 from ..data.retrieval import RetrievalSet, load_caption_csv, load_msrvtt
 from ..distributed import barrier, init_distributed
@@ -53,6 +53,9 @@ class RetrievalConfig:
     video_pooling: Literal["mean", "attentional"] = "mean"  # the paper's mean of frames, or VideoCoCa's pooler
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # sampling eval: the paper's uniform; linspace: CLIP4Clip
+
+    def __post_init__(self) -> None:
+        check_suffix("out", self.out, (".json",))
 
 
 def run(cfg: RetrievalConfig) -> dict[str, Any]:

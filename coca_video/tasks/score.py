@@ -20,12 +20,13 @@ import pyarrow as pa
 import torch
 import torch.distributed as dist
 
-from ..config import DecodeConfig, ModelConfig
+from ..config import DecodeConfig, ModelConfig, check, check_at_least, check_suffix
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
 from ..data.results import PartStore, embeddings_path, file_key, merge, stored_key, stored_path
 from ..data.video import VIDEO_EXTENSIONS, list_inputs
 from ..distributed import init_distributed, is_distributed
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, DataError, InputError
+from ..io import check_output_file
 from ..model import CoCa, create_model, get_tokenizer, load_probe, read_probe_info
 from ..runtime import load_model
 from ..scoring import CaptionOptions, ScoreItem, VideoScorer, score_files
@@ -52,6 +53,16 @@ class ScoreConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
+    def __post_init__(self) -> None:
+        check_at_least("top_k", self.top_k, 1)
+        check_at_least("caption_max_len", self.caption_max_len, 2)
+        check_suffix("out", self.out, (".parquet", ".csv"))
+        check_suffix("report", self.report, (".html",), optional=True)
+        check_at_least("segment_seconds", self.segment_seconds, 0)
+        if self.segment_stride is not None:
+            check(self.segment_stride > 0, "segment_stride", "be > 0 seconds (or null: segment_seconds)",
+                  self.segment_stride)
+
 
 def run(cfg: ScoreConfig) -> dict[str, Any]:
     """Score every video under ``cfg.videos`` not yet scored; merge all results into ``cfg.out``."""
@@ -65,13 +76,30 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
     files = list_inputs(cfg.videos, cfg.follow_symlinks)
     if not files:
         raise InputError(f"{cfg.videos}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
-    model = load_model(cfg.model)
-    summary, scores = score_paths(cfg, files, model, get_tokenizer(cfg.model.name))
-    if scores is not None and cfg.report:
-        from ..report import write_score_report
+    check_outputs(cfg, files)
+    with PartStore(cfg.out, rank=init_distributed().rank).locked():  # before the model: a second run stops at once
+        model = load_model(cfg.model)
+        summary, scores = score_paths(cfg, files, model, get_tokenizer(cfg.model.name))
+        if scores is not None and cfg.report:
+            from ..report import write_score_report
 
-        summary["report"] = str(write_score_report(scores.to_pandas(), cfg.report, cfg))
+            summary["report"] = str(write_score_report(scores.to_pandas(), cfg.report, cfg))
     return summary
+
+
+def check_outputs(cfg: ScoreConfig, videos: list[Path]) -> None:
+    """Refuse (before any work) an ``out``, embeddings sidecar or ``report`` that is an input file, or an existing
+    file we did not write: ``out`` and its sidecar are ours when ``<out>.parts`` is beside them, a report when it
+    carries the report marker."""
+    from ..report import is_our_report
+
+    inputs = [*videos, *(Path(p) for p in (cfg.videos, cfg.labels, cfg.templates) if p and Path(p).is_file())]
+    ours = PartStore(cfg.out).folder.is_dir()
+    check_output_file(cfg.out, inputs, ours, "out")
+    check_output_file(embeddings_path(cfg.out), inputs, ours, "out (its embeddings file)")
+    if cfg.report:
+        check_output_file(cfg.report, [*inputs, Path(cfg.out), embeddings_path(cfg.out)], is_our_report(cfg.report),
+                          "report")
 
 
 def build_scorer(cfg: ScoreConfig, model: CoCa, tokenizer: Callable) -> VideoScorer:
@@ -158,24 +186,42 @@ def clock(seconds: float) -> str:
 
 def search(embeddings: str | os.PathLike, query: str, k: int = 10, model: str | None = None) -> list[SearchHit]:
     """The ``k`` videos (or segments) whose embeddings are closest to the text ``query`` (cosine), best first."""
+    if k < 1:
+        raise ConfigError(f"-k must be >= 1, got {k}")
+    hits, vectors, provenance = read_embeddings(embeddings)
+    model_name = model or provenance.get("model", "default")
+    net = create_model(model_name, pretrained=provenance.get("pretrained") or None)
+    with torch.no_grad():
+        text = net.encode_text(get_tokenizer(model_name)([query]))[0]
+    similarity = torch.tensor(vectors) @ text
+    top = similarity.topk(min(k, len(hits)))
+    return [hits[i]._replace(score=float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]
+
+
+def read_embeddings(embeddings: str | os.PathLike) -> tuple[list[SearchHit], list[list[float]], dict[str, str]]:
+    """The rows scored ok in an embeddings file (as hits with no score yet), their video embeddings, and the file's
+    provenance metadata; a missing, unreadable or foreign file, or one without a single embedding, raises a one-line
+    error naming it."""
     import pyarrow.parquet as pq
 
     path = Path(embeddings)
     if not path.is_file():
         raise InputError(f"{path}: embeddings file not found (score writes <out>.embeddings.parquet)")
-    segmented = "segment_start" in pq.read_schema(path).names
-    table = pq.read_table(path, columns=["path", "video_embedding", *(["segment_start", "segment_end"] if segmented
-                                                                      else [])])
-    provenance = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
-    model_name = model or provenance.get("model", "default")
-    net = create_model(model_name, pretrained=provenance.get("pretrained") or None)
-    text = net.encode_text(get_tokenizer(model_name)([query]))[0]
-    valid = [i for i, v in enumerate(table.column("video_embedding").to_pylist()) if v is not None]
-    paths = table.column("path").to_pylist()
-    matrix = torch.tensor([table.column("video_embedding")[i].as_py() for i in valid])
-    similarity = matrix @ text
-    top = similarity.topk(min(k, len(valid)))
-    starts = table.column("segment_start").to_pylist() if segmented else [None] * len(paths)
-    ends = table.column("segment_end").to_pylist() if segmented else [None] * len(paths)
-    return [SearchHit(paths[valid[i]], float(s), starts[valid[i]], ends[valid[i]])
-            for s, i in zip(top.values.tolist(), top.indices.tolist())]
+    try:
+        schema = pq.read_schema(path)
+        if not {"path", "video_embedding"} <= set(schema.names):
+            raise DataError(f"{path}: not an embeddings file (needs columns path and video_embedding; found "
+                            f"{schema.names})")
+        segments = ["segment_start", "segment_end"] if "segment_start" in schema.names else []
+        table = pq.read_table(path, columns=["path", "video_embedding", *segments])
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: not a readable Parquet file ({err.__class__.__name__})") from None
+    provenance = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+    starts = table.column("segment_start").to_pylist() if segments else [None] * table.num_rows
+    ends = table.column("segment_end").to_pylist() if segments else [None] * table.num_rows
+    rows = [(SearchHit(p, 0.0, start, end), v) for p, v, start, end in
+            zip(table.column("path").to_pylist(), table.column("video_embedding").to_pylist(), starts, ends)
+            if v is not None]
+    if not rows:
+        raise DataError(f"{path}: no video embeddings to search (every one of its {table.num_rows} rows failed)")
+    return [hit for hit, _ in rows], [v for _, v in rows], provenance

@@ -23,6 +23,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from ..errors import UserError
 from .isolate import DecodeTimeout, call_with_timeout, report_progress
 from .mp4 import is_mp4_without_moov, mp4_rotation
 from .pyav_frames import SEEK_AHEAD_SECONDS, PyavSource
@@ -36,8 +37,9 @@ DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p",
 END_SLACK_FRAMES = 2  # how many frames short of the header's count a stream may end before it counts as truncated
 
 
-class VideoDecodeError(Exception):
-    """A video that cannot be read; ``reason`` names the file and what is wrong with it."""
+class VideoDecodeError(UserError):
+    """A video that cannot be read; ``reason`` names the file and what is wrong with it (a user's file: batch jobs
+    record it as that file's error row, single-file calls get one line)."""
 
     def __init__(self, path: str | os.PathLike, problem: str):
         self.path, self.problem = str(path), problem

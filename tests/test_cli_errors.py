@@ -1,0 +1,201 @@
+"""Bad invocations of every command: exit code 2, exactly one line on stderr naming the culprit, no traceback.
+
+Each case builds its inputs in ``tmp_path`` and returns the argv and the text the error line must contain. They run
+in-process through ``coca_video.cli.main`` (fast); a few also run as a real process to prove nothing else reaches
+stderr.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from coca_video.cli import main
+from coca_video.data.synthetic import SyntheticVideos
+from coca_video.model import VideoClassifier, VideoClassifierConfig, save_probe
+from coca_video.video import write_video
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["decode.workers=0", "decode.num_frames=2", "decode.batch_size=2"]
+
+
+@dataclass
+class World:
+    """Tiny inputs shared by the cases: two clips, a class list, and a scratch folder per case."""
+
+    videos: Path
+    labels: Path
+    tmp: Path
+
+    def file(self, name: str, content: bytes | str) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return path
+
+    def score(self, *args: str) -> list[str]:
+        """A score invocation over the two clips with zero-shot labels, writing into the scratch folder."""
+        return ["score", str(self.videos), "--labels", str(self.labels), "--out", str(self.tmp / "s.parquet"),
+                *args, *FAST]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("clips")
+    frames = SyntheticVideos(2, size=64, num_frames=4, seed=1, split="test", p_reference=0.0)
+    for i in range(2):
+        write_video(root / f"clip{i}.mp4", frames[i][0], fps=4)
+    labels = root.parent / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    return root, labels
+
+
+@pytest.fixture
+def world(clips, tmp_path) -> World:
+    return World(clips[0], clips[1], tmp_path)
+
+
+def probe_folder(w: World, meta: str | None = None, truncate: bool = False) -> Path:
+    """A probe folder: a real one (optionally with its weights truncated), or one whose probe.json is ``meta``."""
+    folder = w.tmp / "probe"
+    classifier = VideoClassifier(VideoClassifierConfig(width=32, num_classes=3, heads=2, num_frames=2))
+    save_probe(folder, classifier, ["a", "b", "c"], "default", None)
+    if meta is not None:
+        (folder / "probe.json").write_text(meta)
+    if truncate:
+        weights = folder / "classifier.safetensors"
+        weights.write_bytes(weights.read_bytes()[:40])
+    return folder
+
+
+def null_embeddings(w: World) -> Path:
+    path = w.tmp / "s.embeddings.parquet"
+    pq.write_table(pa.table({"path": ["a.mp4", "b.mp4"],
+                             "video_embedding": pa.array([None, None], pa.list_(pa.float32()))}), path)
+    return path
+
+
+def foreign_out(w: World) -> tuple[list[str], str]:
+    """A score run whose --out already exists as a file of someone else's (no .parts folder beside it)."""
+    w.file("s.parquet", "mine")
+    return w.score(), "s.parquet: file exists and was not written by coca-video"
+
+
+def model_folder_with_list_config(w: World) -> Path:
+    folder = w.tmp / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("[1, 2, 3]")
+    return folder
+
+
+Case = Callable[[World], tuple[list[str], str]]
+CASES: dict[str, Case] = {
+    "model-missing": lambda w: (w.score("--model", "/nonexistent"), "/nonexistent"),
+    "model-is-a-file": lambda w: (w.score("--model", str(w.file("weights.bin", "x"))), "weights.bin"),
+    "model-config-is-a-list": lambda w: (w.score("--model", str(model_folder_with_list_config(w))), "config.json"),
+    "num-frames-0": lambda w: ([*w.score(), "decode.num_frames=0"], "decode.num_frames must be >= 1, got 0"),
+    "num-frames-negative": lambda w: ([*w.score(), "decode.num_frames=-3"], "decode.num_frames must be >= 1, got -3"),
+    "timeout-0": lambda w: ([*w.score(), "decode.timeout=0"], "decode.timeout"),
+    "top-k-0": lambda w: (w.score("--top-k", "0"), "top_k must be >= 1, got 0"),
+    "top-k-negative": lambda w: ([*w.score(), "top_k=-1"], "top_k must be >= 1, got -1"),
+    "batch-size-0": lambda w: ([*w.score(), "decode.batch_size=0"], "decode.batch_size must be >= 1"),
+    "workers-negative": lambda w: ([*w.score(), "decode.workers=-1"], "decode.workers must be >= 0"),
+    "device-banana": lambda w: (w.score("--device", "banana"), "model.device must be one of cpu, cuda"),
+    "device-cuda-absent": lambda w: (w.score("--device", "cuda"), "model.device=cuda: no CUDA device"),
+    "caption-max-len-0": lambda w: ([*w.score(), "caption_max_len=0"], "caption_max_len must be >= 2, got 0"),
+    "out-json": lambda w: (w.score("--out", str(w.tmp / "x.json")), "out must be a path ending in .parquet or .csv"),
+    "report-not-html": lambda w: (w.score("--report", str(w.videos / "clip0.mp4")), "report must be a path ending"),
+    "out-is-an-input": lambda w: (["score", str(w.videos), "--labels", str(w.file("l.csv", "name\nred\nblue\n")),
+                                   "--out", str(w.tmp / "l.csv"), *FAST], "is one of the input files"),
+    "out-exists-not-ours": lambda w: foreign_out(w),
+    "report-exists-not-ours": lambda w: (w.score("--report", str(w.file("r.html", "<html>mine</html>"))),
+                                         "report="),
+    "labels-binary": lambda w: (w.score("--labels", str(w.file("bin.txt", bytes(range(256))))), "bin.txt"),
+    "labels-latin1": lambda w: (w.score("--labels", str(w.file("lat.txt", "caf\u00e9\nna\u00efve\n".encode("latin-1")))),
+                                "lat.txt: class list is not UTF-8"),
+    "template-positional": lambda w: ([*w.score(), f"templates={w.file('t.txt', 'a video of {0}.')}"], "t.txt"),
+    "labels-missing": lambda w: (w.score("--labels", "/no/such/labels.txt"), "/no/such/labels.txt"),
+    "video-folder-missing": lambda w: (["score", str(w.tmp / "nope"), "--labels", str(w.labels), *FAST], "nope"),
+    "unknown-key": lambda w: ([*w.score(), "decode.num_frame=4"], "decode.num_frame"),
+    "config-file-missing": lambda w: ([*w.score(), "--config", str(w.tmp / "c.yaml")], "c.yaml"),
+    "probe-junk-json": lambda w: (["score", str(w.videos), "--probe", str(probe_folder(w, "{not json")), *FAST],
+                                  "probe.json"),
+    "probe-missing-keys": lambda w: (["score", str(w.videos), "--probe", str(probe_folder(w, '{"classes": ["a"]}')),
+                                      *FAST], "probe.json"),
+    "probe-truncated-weights": lambda w: (["score", str(w.videos), "--probe", str(probe_folder(w, truncate=True)),
+                                           "--out", str(w.tmp / "p.parquet"), *FAST], "classifier.safetensors"),
+    "search-random-bytes": lambda w: (["search", str(w.file("e.parquet", bytes(range(256)) * 4)), "red"],
+                                      "e.parquet"),
+    "search-k-negative": lambda w: (["search", str(null_embeddings(w)), "red", "-k", "-3"], "-k must be >= 1"),
+    "search-only-failed-rows": lambda w: (["search", str(null_embeddings(w)), "red"], "s.embeddings.parquet"),
+    "search-missing": lambda w: (["search", str(w.tmp / "none.parquet"), "red"], "none.parquet"),
+    "search-not-embeddings": lambda w: (["search", str(w.file("t.parquet", b"")), "red"], "t.parquet"),
+    "retrieval-out-csv": lambda w: (["retrieval", "--out", str(w.tmp / "m.csv")], "out must be a path ending in .json"),
+    "retrieval-captions-latin1": lambda w: (["retrieval", "--videos", str(w.videos), "--captions",
+                                             str(w.file("c.csv", "video,caption\na.mp4,caf\u00e9\n".encode("latin-1"))),
+                                             "--out", str(w.tmp / "m.json"), *FAST], "c.csv"),
+    "probe-epochs-0": lambda w: (["probe", "epochs=0"], "epochs must be >= 1, got 0"),
+    "probe-output-dir-is-a-file": lambda w: (["probe", f"output_dir={w.file('run', 'x')}"], "output_dir="),
+    "pretrain-output-dir-is-a-file": lambda w: (["pretrain", f"output_dir={w.file('run', 'x')}"], "output_dir="),
+    "convert-onto-a-file": lambda w: (["convert", "missing.pt", str(w.file("dst", "x")), "--model", "tiny"], "dst"),
+    "merge-no-parts": lambda w: (["merge", str(w.tmp / "s.parquet")], "s.parquet.parts"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_bad_invocation_is_one_line_naming_the_culprit(name, world, capsys):
+    argv, culprit = CASES[name](world)
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"coca-video {argv[0]}: error: ") and culprit in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_inputs_that_were_refused_as_outputs_are_untouched(world, capsys):
+    video = world.videos / "clip0.mp4"
+    before = video.read_bytes()
+    assert main(world.score("--out", str(video))) == 2
+    assert main(world.score("--report", str(video))) == 2
+    assert video.read_bytes() == before
+    mine = world.file("s.parquet", "my own file")
+    assert main(world.score()) == 2 and mine.read_text() == "my own file"
+    assert not (world.tmp / "s.parquet.parts").exists()  # refused before any work
+    capsys.readouterr()
+
+
+def test_convert_onto_someone_elses_folder_leaves_it_untouched_and_no_staging(world, capsys):
+    dst = world.tmp / "theirs"
+    dst.mkdir()
+    (dst / "notes.txt").write_text("keep me")
+    assert main(["convert", "missing.pt", str(dst), "--model", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(dst) in err
+    assert [p.name for p in dst.iterdir()] == ["notes.txt"] and (dst / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in world.tmp.iterdir()) == ["theirs"]  # no staging folder beside it
+
+
+def test_a_typo_in_a_flag_is_argparses_exit_2(world, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", str(world.videos), "--lables", str(world.labels)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--lables" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["num-frames-0", "search-random-bytes", "probe-truncated-weights"])
+def test_a_real_process_prints_one_line_and_no_traceback(name, world):
+    argv, culprit = CASES[name](world)
+    done = subprocess.run([sys.executable, "-m", "coca_video.cli", *argv], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and culprit in done.stderr and "Traceback" not in done.stderr
