@@ -3,6 +3,7 @@ exactly (one restore path), DDP wrapping, metric logging, and the probe's epoch 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributed import barrier, get_info, is_distributed
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .io import atomic_path
 
 
@@ -97,15 +98,16 @@ class CheckpointManager:
     Everything is stored as tensors and plain Python values, so resuming reads it with ``weights_only=True``.
     """
 
-    def __init__(self, output_dir: str | Path, keep_last: int = 3) -> None:
+    def __init__(self, output_dir: str | Path, keep_last: int = 3, architecture: str | None = None) -> None:
         self.folder = Path(output_dir) / "checkpoints"
-        self.keep_last = keep_last
+        self.keep_last, self.architecture = keep_last, architecture  # architecture: see architecture_id
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"step_{step:08d}.pt"
         with atomic_path(path) as tmp:
-            torch.save({**state, "step": step, "rng": rng_state()}, tmp)
+            extra = {"architecture": self.architecture} if self.architecture else {}
+            torch.save({**state, **extra, "step": step, "rng": rng_state()}, tmp)
         for old in self.all()[: -self.keep_last]:
             old.unlink(missing_ok=True)
         return path
@@ -113,32 +115,65 @@ class CheckpointManager:
     def all(self) -> list[Path]:
         return sorted(self.folder.glob("step_*.pt"))
 
-    def resolve(self, resume: str | None) -> Path | None:
-        """``auto`` -> the newest checkpoint (None when there is none yet); a path -> that file."""
+    def resolve(self, resume: str | None) -> list[Path]:
+        """The checkpoints to try, best first: ``auto`` -> every checkpoint, newest first (none yet: empty); a path
+        -> that file."""
         if resume is None:
-            return None
+            return []
         if resume == "auto":
-            found = self.all()
-            return found[-1] if found else None
+            return self.all()[::-1]
         path = Path(resume)
         if not path.is_file():
             raise InputError(f"resume={resume}: no such checkpoint file")
-        return path
+        return [path]
 
     @staticmethod
     def load(path: Path) -> dict[str, Any]:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        """A checkpoint's contents (tensors and plain values only); a damaged file raises CheckpointError naming it."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 -- truncated, empty or foreign: the file is named in one line
+            raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(err).__name__})") from None
+        if not isinstance(state, dict) or not {"step", "rng"} <= set(state):
+            raise CheckpointError(f"{path}: not a coca-video training checkpoint (no step/rng entries)")
+        return state
 
     def restore(self, resume: str | None, load_states: Callable[[dict[str, Any]], None]) -> dict[str, Any] | None:
-        """Load the checkpoint ``resume`` names (``auto``: the newest, if any), hand it to ``load_states`` (model,
-        optimiser, schedule), then restore the RNG states. Returns the checkpoint, or None when starting fresh."""
-        path = self.resolve(resume)
-        if path is None:
-            return None
-        state = self.load(path)
-        load_states(state)
-        set_rng_state(state["rng"])
-        return state
+        """Load the checkpoint ``resume`` names, hand it to ``load_states`` (model, optimiser, schedule), then
+        restore the RNG states. Returns the checkpoint, or None when starting fresh. With ``auto`` a damaged newest
+        checkpoint is skipped with a warning naming it, for the previous good one. A checkpoint written for another
+        architecture than this manager's (or whose tensors do not fit) is a CheckpointError naming both."""
+        for path in self.resolve(resume):
+            try:
+                state = self.load(path)
+            except CheckpointError as err:
+                if resume != "auto":
+                    raise
+                print(f"warning: {err}; resuming from the previous checkpoint instead", file=sys.stderr)
+                continue
+            written_for = state.get("architecture")
+            if self.architecture and written_for and written_for.split()[-1] != self.architecture.split()[-1]:
+                raise CheckpointError(f"{path}: written for model {written_for}, but this run builds "
+                                      f"{self.architecture}; "
+                                      "use another output_dir or resume=null to start fresh")
+            try:
+                load_states(state)
+            except (RuntimeError, KeyError, ValueError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise CheckpointError(f"{path}: does not fit this run ({first})") from None
+            set_rng_state(state["rng"])
+            return state
+        if resume == "auto" and self.all():
+            print(f"warning: no readable checkpoint in {self.folder}; starting from step 0", file=sys.stderr)
+        return None
+
+
+def architecture_id(name: str, config: Any) -> str:
+    """``name [digest]``: what a checkpoint was written for; two ids match when their config digests do."""
+    from .config import to_dict
+
+    digest = hashlib.sha1(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:10]
+    return f"{name} [{digest}]"
 
 
 def wrap_ddp(module: nn.Module) -> nn.Module:

@@ -16,9 +16,9 @@ from helpers import REPO, free_port
 from coca_video.config import ModelConfig, load_config
 from coca_video.data.feature_cache import FeatureCache
 from coca_video.distributed import batch_shards
-from coca_video.errors import ConfigError
+from coca_video.errors import CheckpointError, ConfigError
 from coca_video.tasks.probe import ProbeConfig
-from coca_video.training import OptimConfig, build_scheduler
+from coca_video.training import CheckpointManager, OptimConfig, architecture_id, build_scheduler
 
 
 def lr_factors(cfg: OptimConfig, max_steps: int) -> list[float]:
@@ -109,3 +109,36 @@ def test_shipped_kinetics_configs_differ_only_where_they_say():
     k700 = load_config(ProbeConfig, REPO / "configs/probe/kinetics700.yaml")
     assert (k700.data.classes, k700.optim, k700.eval, k700.decode) == ("kinetics700", k400.optim, k400.eval,
                                                                         k400.decode)
+
+
+def checkpointed_linear(folder, architecture: str, steps: int = 2) -> CheckpointManager:
+    manager = CheckpointManager(folder, keep_last=3, architecture=architecture)
+    for step in range(1, steps + 1):
+        layer = torch.nn.Linear(2, 2)
+        torch.nn.init.constant_(layer.weight, float(step))
+        manager.save(step, {"model": layer.state_dict()})
+    return manager
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_auto_resume_skips_a_damaged_newest_checkpoint_with_a_warning(tmp_path, capsys, damage):
+    manager = checkpointed_linear(tmp_path, architecture_id("tiny", ModelConfig()))
+    newest = manager.all()[-1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2] if damage == "truncated" else b"")
+    layer = torch.nn.Linear(2, 2)
+    state = manager.restore("auto", lambda s: layer.load_state_dict(s["model"]))
+    assert state["step"] == 1 and layer.weight[0, 0].item() == 1.0  # the previous good checkpoint
+    assert f"{newest}: unreadable or truncated checkpoint" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="step_00000002.pt: unreadable"):  # named explicitly: no fallback
+        manager.restore(str(newest), lambda s: None)
+
+
+def test_resume_into_another_architecture_names_both(tmp_path):
+    checkpointed_linear(tmp_path, architecture_id("tiny", ModelConfig(name="tiny")))
+    other = CheckpointManager(tmp_path, architecture=architecture_id("synthetic_tiny", ModelConfig(precision="bf16")))
+    with pytest.raises(CheckpointError, match=r"written for model tiny \[\w+\], but this run builds synthetic_tiny"):
+        other.restore("auto", lambda s: None)
+    same = CheckpointManager(tmp_path, architecture=architecture_id("renamed", ModelConfig(name="tiny")))
+    assert same.restore("auto", lambda s: None)["step"] == 2  # same config under another name: fine
+    with pytest.raises(CheckpointError, match="does not fit this run"):  # tensors that do not fit: one line
+        same.restore("auto", lambda s: torch.nn.Linear(3, 3).load_state_dict(s["model"]))

@@ -26,7 +26,8 @@ from ..errors import DataError
 from ..io import atomic_write_text, check_output_dir
 from ..model import CoCa, CoCaLoss, save_pretrained
 from ..runtime import autocast, load_model
-from ..training import CheckpointManager, MetricLogger, OptimConfig, build_optimizer, build_scheduler, wrap_ddp
+from ..training import (CheckpointManager, MetricLogger, OptimConfig, architecture_id, build_optimizer,
+                        build_scheduler, wrap_ddp)
 from ..transforms import image_transform
 
 
@@ -86,7 +87,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     wrapped = wrap_model(model, cfg.train.distributed)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.max_steps)
-    checkpoints = CheckpointManager(output, cfg.train.keep_last)
+    checkpoints = CheckpointManager(output, cfg.train.keep_last, architecture_id(cfg.model.name, model.cfg))
     start_step = restore(checkpoints, cfg.resume, model, optimizer, scheduler)
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
