@@ -151,3 +151,19 @@ def test_linspace_sampling_is_its_own_cache_and_protocol(clip_set, tmp_path):
     assert runs["eval"][0] != runs["linspace"][0]
     assert runs["linspace"][1]["protocol"]["sampling"].startswith("linspace")
     assert runs["eval"][1]["protocol"]["sampling"] == "uniform segment centres"
+
+
+def test_empty_captions_are_dropped_counted_and_warned_about(tmp_path, capsys):
+    (tmp_path / "pairs.csv").write_text("video,caption\na.mp4,a red circle\na.mp4,  \nb.mp4,\nb.mp4,a blue square\n")
+    dataset = load_caption_csv(tmp_path / "pairs.csv")
+    assert dataset.captions == ["a red circle", "a blue square"] and dataset.caption_video == [0, 1]
+    assert dataset.empty_captions_dropped == 2
+    assert "pairs.csv: 2 empty captions dropped" in capsys.readouterr().err
+
+
+def test_msrvtt_sentence_without_video_id_is_named(tmp_path):
+    data = tmp_path / "MSRVTT_data.json"
+    data.write_text(json.dumps({"videos": [], "sentences": [{"video_id": "video7010", "caption": "x"},
+                                                            {"caption": "no id"}]}))
+    with pytest.raises(DataError, match=r"MSRVTT_data.json: sentence #1 needs string 'video_id'"):
+        load_msrvtt(data, "full", tmp_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class RetrievalSet:
     captions: list[str]
     caption_video: list[int]
     split: str
+    empty_captions_dropped: int = 0  # rows whose caption was empty: warned about, left out, counted in the protocol
 
     def __post_init__(self) -> None:
         if not self.videos or not self.captions:
@@ -56,11 +58,32 @@ def load_msrvtt(data_json: str | Path, split: str, video_root: str | Path) -> Re
             return split_of.get(video_id) == "test"
         return video_id.startswith("video") and int(video_id[5:]) in FULL_TEST_IDS
 
-    ids = sorted({s["video_id"] for s in data["sentences"] if in_test(s["video_id"])}, key=lambda v: int(v[5:]))
+    check_sentences(Path(data_json), data["sentences"])
+    sentences = [s for s in data["sentences"] if in_test(s["video_id"])]
+    kept = non_empty(Path(data_json), sentences, lambda s: s["caption"])
+    ids = sorted({s["video_id"] for s in kept}, key=lambda v: int(v[5:]))
     index = {video_id: i for i, video_id in enumerate(ids)}
-    sentences = [s for s in data["sentences"] if s["video_id"] in index]
-    return RetrievalSet([video_path(root, v) for v in ids], [s["caption"].strip() for s in sentences],
-                        [index[s["video_id"]] for s in sentences], "msrvtt-full")
+    return RetrievalSet([video_path(root, v) for v in ids], [s["caption"].strip() for s in kept],
+                        [index[s["video_id"]] for s in kept], "msrvtt-full", len(sentences) - len(kept))
+
+
+def check_sentences(path: Path, sentences: object) -> None:
+    """Every MSR-VTT sentence is a mapping with a ``video_id`` and a ``caption``; the first that is not is named."""
+    if not isinstance(sentences, list):
+        raise DataError(f"{path}: 'sentences' must be a list")
+    for number, sentence in enumerate(sentences):
+        if not isinstance(sentence, dict) or not isinstance(sentence.get("video_id"), str) or \
+                not isinstance(sentence.get("caption"), str):
+            raise DataError(f"{path}: sentence #{number} needs string 'video_id' and 'caption' fields, got "
+                            f"{str(sentence)[:80]}")
+
+
+def non_empty(path: Path, rows: list, caption_of) -> list:
+    """``rows`` whose caption is not blank; the others are counted in a warning naming the file."""
+    kept = [row for row in rows if (caption_of(row) or "").strip()]
+    if len(kept) < len(rows):
+        print(f"warning: {path}: {len(rows) - len(kept)} empty captions dropped", file=sys.stderr)
+    return kept
 
 
 def read_json(path: Path) -> dict:
@@ -80,8 +103,10 @@ def read_json(path: Path) -> dict:
 def load_jsfusion(path: Path, root: Path) -> RetrievalSet:
     """The 1k-A test split: one caption per video, in file order."""
     rows = read_csv_rows(path, required=("video_id", "sentence"))
-    videos = [video_path(root, row["video_id"]) for row in rows]
-    return RetrievalSet(videos, [row["sentence"].strip() for row in rows], list(range(len(rows))), "msrvtt-1k-A")
+    kept = non_empty(path, rows, lambda row: row["sentence"])
+    videos = [video_path(root, row["video_id"]) for row in kept]
+    return RetrievalSet(videos, [row["sentence"].strip() for row in kept], list(range(len(kept))), "msrvtt-1k-A",
+                        len(rows) - len(kept))
 
 
 def load_caption_csv(path: str | Path, video_root: str | Path | None = None) -> RetrievalSet:
@@ -99,11 +124,12 @@ def load_caption_csv(path: str | Path, video_root: str | Path | None = None) -> 
     root = Path(video_root) if video_root else path.parent
     index: dict[str, int] = {}
     captions, caption_video = [], []
-    for row in rows:
+    kept = non_empty(path, rows, lambda row: row[caption_key])
+    for row in kept:
         video = str(root / row[video_key]) if not Path(row[video_key]).is_absolute() else row[video_key]
         caption_video.append(index.setdefault(video, len(index)))
         captions.append(row[caption_key].strip())
-    return RetrievalSet(list(index), captions, caption_video, path.name)
+    return RetrievalSet(list(index), captions, caption_video, path.name, len(rows) - len(kept))
 
 
 def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:

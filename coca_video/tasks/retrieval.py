@@ -147,7 +147,7 @@ def without_failed(dataset: RetrievalSet, embeddings: torch.Tensor, failed: list
     if not captions:
         raise InputError(f"{dataset.split}: no video could be embedded ({failed[0][0]}: {failed[0][1]})")
     subset = RetrievalSet([dataset.videos[i] for i in keep], [c for c, _ in captions], [v for _, v in captions],
-                          dataset.split)
+                          dataset.split, dataset.empty_captions_dropped)
     return subset, embeddings[keep]
 
 
@@ -162,6 +162,7 @@ def protocol(cfg: RetrievalConfig, dataset: RetrievalSet, failed: list, full_siz
     """What was measured, so a number is never read without its conditions."""
     return {"split": dataset.split, "videos": len(dataset.videos), "captions": len(dataset.captions),
             "videos_in_split": full_size[0], "captions_in_split": full_size[1],
+            "empty_captions_dropped": dataset.empty_captions_dropped,
             "frames_per_video": cfg.decode.num_frames, "sampling": SAMPLING_RULES[cfg.decode.sampling],
             "video_embedding": VIDEO_EMBEDDINGS[cfg.video_pooling], "model": cfg.model.name,
             "checkpoint": cfg.model.pretrained or cfg.model.name, "prompt_prefix": cfg.prompt_prefix,
