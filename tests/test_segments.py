@@ -3,15 +3,22 @@ search that says where in the video the match is."""
 
 from __future__ import annotations
 
+import base64
+import io
+from html.parser import HTMLParser
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from PIL import Image
 
 from coca_video import create_model, image_transform
 from coca_video.config import load_config
 from coca_video.data.synthetic import COLOURS, SyntheticVideos
+from coca_video.report import write_score_report
 from coca_video.tasks import score
 from coca_video.video import VideoReader, sample_indices, segment_windows, write_video
 
@@ -83,3 +90,76 @@ def test_search_names_the_time_range(long_video, tmp_path):
     run(folder, out, labels)
     best = score.search(score.embeddings_path(out), f"a {colours[1]} shape", k=1)[0]
     assert (best.start, best.end) == (10, 20) and str(best).endswith("long.mp4 00:10-00:20")
+
+
+class ReportPage(HTMLParser):
+    """The score report's table as rows of (kind, cell texts, image sources): kind is the row's class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[str, list[str], list[str]]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "tr":
+            self.rows.append((attrs.get("class") or "", [], []))
+        elif tag in ("td", "th") and self.rows:
+            self.cell = []
+        elif tag == "img" and self.rows:
+            self.rows[-1][2].append(attrs["src"])
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.rows[-1][1].append("".join(self.cell).strip())
+            self.cell = None
+
+
+def parse_report(path) -> list[tuple[str, list[str], list[str]]]:
+    page = ReportPage()
+    page.feed(path.read_text())
+    return page.rows
+
+
+def jpeg_pixels(src: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"), dtype=np.int64)
+
+
+def test_report_groups_segments_under_their_video_with_their_own_frames(long_video, tmp_path):
+    """No model: three segment rows of one 30 s video (4 fps) -> one group header, three rows with their time
+    ranges, and each row's thumbnails are frames from inside its window (by hand: window [10, 20) is frames 40..79,
+    six segment centres 43, 50, 56, 63, 70, 76)."""
+    folder, colours, _ = long_video
+    video = str(folder / "long.mp4")
+    rows = [{"path": video, "segment_start": float(s), "segment_end": float(s + 10), "duration": 30.0,
+             "status": "ok", "error": "", "top1_label": colour, "top1_score": 0.9, "caption": f"a {colour} scene"}
+            for s, colour in zip((20, 0, 10), (colours[2], colours[0], colours[1]))]
+    report = write_score_report(pd.DataFrame(rows), tmp_path / "r.html", SimpleNamespace(
+        model=SimpleNamespace(name="default"), decode=SimpleNamespace(num_frames=4)))
+    table = [row for row in parse_report(report) if row[0]]
+    assert [kind for kind, _, _ in table] == ["video", "segment", "segment", "segment"]
+    assert video in table[0][1][0] and "30.0 s" in table[0][1][0]
+    assert [cells[0] for _, cells, _ in table[1:]] == ["00:00\u201300:10", "00:10\u201300:20", "00:20\u201300:30"]
+    assert [cells[2] for _, cells, _ in table[1:]] == [f"{c} 0.90" for c in colours]
+    frames = VideoReader(video, short_side=72).get_frames([43, 50, 56, 63, 70, 76, 3, 116])
+    middle = [jpeg_pixels(src) for src in table[2][2]]
+    assert len(middle) == 6
+    for thumb, frame in zip(middle, frames[:6]):
+        own, elsewhere = (np.abs(thumb - f).mean() for f in (frame, frames[6]))
+        assert own < 8 and own < elsewhere, (own, elsewhere)
+
+
+@pytest.mark.slow
+def test_segmented_score_run_reports_one_group_and_its_segment_rows(long_video, tmp_path):
+    folder, colours, labels = long_video
+    report = tmp_path / "report.html"
+    run(folder, tmp_path / "s.parquet", labels, f"report={report}")
+    table = [row for row in parse_report(report) if row[0]]
+    assert [kind for kind, _, _ in table] == ["video", "segment", "segment", "segment"]
+    assert str(folder / "long.mp4") in table[0][1][0]
+    assert [cells[0] for _, cells, _ in table[1:]] == ["00:00\u201300:10", "00:10\u201300:20", "00:20\u201300:30"]
+    assert all(len(images) == 6 for _, _, images in table[1:])

@@ -1,6 +1,6 @@
 """Real-encoder corpus: every backend returns, bit for bit at stored size, the frames a full sequential PyAV decode
-of the same file shows at the sampled indices (or, for decord alone, refuses with VideoDecodeError); rotated clips
-come out upright. The clips are encoded here with PyAV, once per module, and never committed."""
+of the same file shows at the sampled indices (or, for decord and torchcodec, refuses with VideoDecodeError);
+rotated clips come out upright. torchcodec joins when it imports. The clips are encoded here with PyAV, once per module, and never committed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,18 @@ import pytest
 
 from coca_video.video import VideoDecodeError, VideoReader, sample_indices
 
-BACKENDS = ("pyav", "decord", "auto")
+def torchcodec_imports() -> bool:
+    """Whether torchcodec is installed and loads (it needs a system FFmpeg)."""
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except Exception:  # noqa: BLE001 -- not installed, or no FFmpeg it can load
+        return False
+    return True
+
+
+HAS_TORCHCODEC = torchcodec_imports()
+BACKENDS = ("pyav", "decord", "auto") + (("torchcodec",) if HAS_TORCHCODEC else ())
+REFUSING = ("decord", "torchcodec")  # may refuse a file (auto never uses them alone), never return wrong frames
 SAMPLE_SIZES = (16, 4)
 
 
@@ -186,7 +197,7 @@ def test_sampled_frames_equal_a_full_sequential_decode(corpus, name):
             try:
                 frames = VideoReader(path, backend=backend, timeout=60).get_frames(indices)
             except VideoDecodeError:
-                if backend == "decord":  # decord may refuse a file (auto then falls back), never return wrong frames
+                if backend in REFUSING:
                     continue
                 raise
             expected = np.stack([upright(reference[i], clip.rotation) for i in indices.tolist()])
@@ -226,3 +237,29 @@ def test_cut_mp4_without_moov_says_so(corpus, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(VideoDecodeError, match=r"incomplete MP4: no moov atom \(file cut short\?\)"):
         VideoReader(cut)
+
+
+needs_torchcodec = pytest.mark.skipif(not HAS_TORCHCODEC, reason="torchcodec does not import (extra not installed, "
+                                                                 "or no system FFmpeg)")
+
+
+@needs_torchcodec
+@pytest.mark.parametrize("name", ["x264_defaults", "rotate_90"])
+def test_torchcodec_resizes_close_to_pyav(corpus, name):
+    """torchcodec's scaler is its own (antialiased bilinear): resized frames have PyAV's shape and orientation and
+    differ from PyAV's swscale bilinear by a few levels, never by a wrong frame."""
+    path = corpus.path(name)
+    indices = sample_indices(VideoReader(path).num_frames, 8)
+    ours, theirs = (VideoReader(path, backend=b, short_side=32).get_frames(indices) for b in ("torchcodec", "pyav"))
+    assert ours.shape == theirs.shape
+    errors = np.abs(ours.astype(int) - theirs).mean(axis=(1, 2, 3))
+    assert errors.max() < 4.0, errors
+
+
+@needs_torchcodec
+@pytest.mark.parametrize("name", ["hevc_10bit", "mpeg4_avi"])
+def test_torchcodec_refuses_what_it_gets_wrong_naming_the_file(corpus, name):
+    path = corpus.path(name)
+    with pytest.raises(VideoDecodeError, match=f"{path.name}: backend torchcodec cannot read this file"):
+        VideoReader(path, backend="torchcodec").get_frames([0])
+

@@ -30,6 +30,7 @@ from ..io import check_output_file
 from ..model import CoCa, create_model, get_tokenizer, load_probe, read_probe_info
 from ..runtime import load_model
 from ..scoring import CaptionOptions, ScoreItem, VideoScorer, score_files
+from ..video.sampling import clock
 
 
 @dataclass
@@ -175,13 +176,6 @@ class SearchHit(NamedTuple):
     def __str__(self) -> str:
         window = f" {clock(self.start)}-{clock(self.end)}" if self.start is not None else ""
         return f"{self.path}{window}"
-
-
-def clock(seconds: float) -> str:
-    """``83.5`` -> ``01:23``; ``3723`` -> ``1:02:03``."""
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
 def search(embeddings: str | os.PathLike, query: str, k: int = 10, model: str | None = None) -> list[SearchHit]:

@@ -6,10 +6,11 @@
 """
 
 from .reader import IMAGE_EXTENSIONS, VideoDecodeError, VideoInfo, VideoReader
-from .sampling import dense_indices, linspace_indices, sample_indices, segment_windows, window_frames
+from .sampling import (clock, dense_indices, linspace_indices, sample_indices, segment_windows, window_frames,
+                       window_indices)
 from .writer import write_video
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "VideoDecodeError", "VideoInfo", "VideoReader", "dense_indices", "linspace_indices", "sample_indices",
-    "segment_windows", "window_frames", "write_video",
+    "IMAGE_EXTENSIONS", "VideoDecodeError", "VideoInfo", "VideoReader", "clock", "dense_indices", "linspace_indices",
+    "sample_indices", "segment_windows", "window_frames", "window_indices", "write_video",
 ]

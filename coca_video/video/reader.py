@@ -1,4 +1,4 @@
-"""One video reader, two backends (decord, PyAV), typed errors, resize while decoding, a time limit.
+"""One video reader, three backends (decord, PyAV, torchcodec), typed errors, resize while decoding, a time limit.
 
     reader = VideoReader("clip.mp4", backend="auto", short_side=224, timeout=60)
     reader.num_frames, reader.fps, reader.duration, reader.height, reader.width, reader.rotation
@@ -10,7 +10,13 @@ track header; of other containers from the first decoded frame). Frame ``i`` is 
 frame absorbing rounded timestamps (for variable frame rate files: the last frame at or before that time).
 ``auto`` decodes with decord, falling back to PyAV when decord is missing or fails on the file, and uses PyAV
 (keyframe seeking) when the wanted frames are more than ``SEEK_AHEAD_SECONDS`` apart (a few frames from a long
-video) and for display-rotated files, which decord cannot read. Still images (jpg, png, ...) read as one-frame
+video) and for display-rotated files, which decord cannot read. ``torchcodec`` (an optional extra on the system's
+FFmpeg) is used only when asked for: at stored size it returns PyAV's frames bit for bit (exact seek mode, the
+same timestamp rule, frames turned back to stored orientation before the common rotation), but its resize is its
+own antialiased bilinear scaler, so resized frames differ from PyAV's and decord's by a few levels; it refuses files
+whose frames it gets wrong (see ``_torchcodec_refusal``). It is not part of ``auto``: on the benchmark
+(benchmarks/bench_decode.py, 16 frames per file) it is the fastest method on no file (1.15x to 16x the best;
+~180 ms of set-up on small files, the exact mode's scan among it). Still images (jpg, png, ...) read as one-frame
 videos.
 """
 
@@ -28,7 +34,8 @@ from .isolate import DecodeTimeout, call_with_timeout, report_progress
 from .mp4 import is_mp4_without_moov, mp4_rotation
 from .pyav_frames import SEEK_AHEAD_SECONDS, PyavSource
 
-Backend = Literal["auto", "decord", "pyav"]
+Backend = Literal["auto", "decord", "pyav", "torchcodec"]
+BACKENDS: tuple[Backend, ...] = ("auto", "decord", "pyav", "torchcodec")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SECONDS_PER_FRAME = 1.0  # decode time allowed per requested frame (a seek and a keyframe interval at 1080p)
 SECONDS_PER_VIDEO_SECOND = 0.1  # ... and per second of 1080p video up to the last requested frame (decoding through)
@@ -53,7 +60,7 @@ class VideoDecodeError(UserError):
 @dataclass(frozen=True)
 class VideoInfo:
     """What the headers say: frame count, frame rate, duration (s), stored size, display rotation (degrees
-    clockwise), codec and pixel format names."""
+    clockwise), codec, pixel format and container format names."""
 
     num_frames: int
     fps: float
@@ -63,6 +70,7 @@ class VideoInfo:
     rotation: int = 0
     codec: str = ""
     pixel_format: str = ""
+    container: str = ""
 
 
 class VideoReader:
@@ -75,8 +83,8 @@ class VideoReader:
 
     def __init__(self, path: str | os.PathLike, backend: Backend = "auto", short_side: int | None = None,
                  timeout: float | None = None):
-        if backend not in ("auto", "decord", "pyav"):
-            raise ValueError(f"backend must be auto, decord or pyav, got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.path, self.backend, self.short_side, self.timeout = Path(path), backend, short_side, timeout
         _check_file(self.path)
         self.info = self._guarded(self.timeout, "reading the headers", 0, _probe, self.path)
@@ -201,7 +209,7 @@ def _header_info(path: Path, options: dict[str, str], only_mp4: bool) -> VideoIn
             duration = num_frames / fps
         rotation = mp4_rotation(path, stream.id) if _is_mp4(container) else _first_frame_rotation(container)
         return VideoInfo(num_frames, fps, duration, context.height, context.width, rotation, context.name,
-                         context.pix_fmt or "")
+                         context.pix_fmt or "", container.format.name)
 
 
 def _is_mp4(container) -> bool:
@@ -237,6 +245,8 @@ def _rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
 def _decode(path: Path, info: VideoInfo, indices: np.ndarray, backend: Backend, size: tuple[int, int]) -> np.ndarray:
     if info.codec == "image":
         return _decode_image(path, len(indices), size)
+    if backend == "torchcodec":
+        return _decode_torchcodec(path, info, indices, size)
     refusal = _decord_refusal(info)
     if backend == "pyav" or (backend == "auto" and (_sparse(indices, info.fps) or refusal)):
         return _decode_pyav(path, info, indices, size)
@@ -335,3 +345,45 @@ def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[i
             out[i] = shown[1].to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
             report_progress(i + 1)  # one swscale pass, bilinear above: decord's scaler, bit for bit
     return out[inverse]
+
+
+def _torchcodec_refusal(info: VideoInfo) -> str | None:
+    """Why torchcodec 0.17 would not return PyAV's frames for this file (None: it does): it converts pixel formats
+    other than 8-bit YUV to RGB differently (10-bit HEVC: off by about half a level on average), and in AVI files
+    with B-frames it returns the frame before the one shown at a time (their timestamps are decode times)."""
+    if info.pixel_format not in DECORD_PIXEL_FORMATS:
+        return f"pixel format {info.pixel_format or 'unknown'}"
+    if "avi" in info.container.split(","):
+        return "AVI container (frame timestamps in decode order)"
+    return None
+
+
+def _decode_torchcodec(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Frame i is the one torchcodec plays at (i + 0.5) / fps after the first frame (exact seek mode: its index of
+    every frame, from a scan of the file; approximate mode trusts the header's rate and misses on variable frame
+    rate). torchcodec turns frames upright and resizes after turning; the frames go back to stored orientation
+    here, as the other backends return them."""
+    refusal = _torchcodec_refusal(info)
+    if refusal:
+        raise VideoDecodeError(path, f"backend torchcodec cannot read this file: {refusal}")
+    try:
+        from torchcodec.decoders import VideoDecoder
+        from torchcodec.transforms import Resize
+    except Exception as err:  # noqa: BLE001 -- not installed, or no system FFmpeg it can load
+        raise VideoDecodeError(path, f"backend torchcodec requested but it does not load ({type(err).__name__}; "
+                                     "pip install 'coca-video[torchcodec]' and a system FFmpeg)") from None
+    turned = info.rotation in (90, 270)
+    upright_size = size[::-1] if turned else size
+    stored = upright_size == ((info.width, info.height) if turned else (info.height, info.width))
+    decoder = VideoDecoder(str(path), seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=1,
+                           transforms=None if stored else [Resize(list(upright_size))])
+    begin, end = decoder.metadata.begin_stream_seconds, decoder.metadata.end_stream_seconds
+    unique, inverse = np.unique(indices, return_inverse=True)
+    last_index = max(0, int(round((end - begin) * info.fps)) - 1)
+    if unique[-1] > last_index + END_SLACK_FRAMES:
+        raise VideoDecodeError(path, f"truncated: frames decodable up to about #{last_index}, the header claims "
+                                     f"{info.num_frames}")
+    times = np.minimum(begin + (unique + 0.5) / info.fps, np.nextafter(end, begin))
+    frames = decoder.get_frames_played_at(times.tolist()).data.numpy()
+    report_progress(len(unique))
+    return _rotate(frames, (-info.rotation) % 360)[inverse]

@@ -1,4 +1,5 @@
-"""Which frames to decode: TSN segment sampling, dense multi-view clips, and start/end windows.
+"""Which frames to decode: TSN segment sampling, dense multi-view clips, start/end windows, and how a time in a
+video is written (``clock``).
 
 All functions work on frame indices of one video with ``num_frames`` frames; videos shorter than the number of
 frames asked for repeat frames (a single-frame video or a still image yields the same frame N times).
@@ -79,3 +80,17 @@ def segment_windows(duration: float, seconds: float, stride: float | None = None
         if end >= duration or start + stride >= duration:
             return windows
         start += stride
+
+
+def window_indices(fps: float, num_frames: int, n: int, start_sec: float | None = None,
+                   end_sec: float | None = None) -> np.ndarray:
+    """``sample_indices`` of the [start_sec, end_sec) window (the whole video when both are None)."""
+    first, count = window_frames(fps, num_frames, start_sec, end_sec)
+    return first + sample_indices(count, n)
+
+
+def clock(seconds: float) -> str:
+    """``83.5`` -> ``01:23``; ``3723`` -> ``1:02:03``."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
