@@ -75,12 +75,16 @@ def test_missing_listed_file_gets_an_error_row(videos, tmp_path):
 def test_a_link_to_the_root_of_the_filesystem_is_not_walked(videos, tmp_path):
     root = tmp_path / "scan"
     root.mkdir()
-    (root / "a.mp4").symlink_to(videos / "a.mp4")  # a file link pointing outside: skipped by default too
+    (root / "a.mp4").symlink_to(videos / "a.mp4")  # a link to one video elsewhere: that video is wanted
     (root / "everything").symlink_to("/")
     (root / "inner").symlink_to(root)  # a loop back into the folder: entered once
-    os.link(videos / "b.mp4", root / "b.mp4")
-    assert list_inputs(root) == [root / "b.mp4"]
-    assert root / "a.mp4" in list_inputs(root, follow_symlinks="outside")
+    (root / "same.mp4").symlink_to(root / "a.mp4")  # the same real file twice: listed once
+    (root / "elsewhere").symlink_to(videos)  # a folder outside: entered only when asked
+    (root / "b.mp4").symlink_to(videos / "b.mp4")
+    assert list_inputs(root) == [root / "a.mp4", root / "b.mp4"]
+    (root / "everything").unlink()  # asked to follow folders outside, it enters `elsewhere` (the videos once each)
+    assert list_inputs(root, follow_symlinks="outside") == [root / "a.mp4", root / "b.mp4",
+                                                            root / "elsewhere" / "sub" / "c.mp4"]
 
 
 @pytest.mark.slow

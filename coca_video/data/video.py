@@ -163,8 +163,9 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".m
 def find_videos(root: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS,
                 follow_symlinks: Literal["inside", "outside"] = "inside") -> list[Path]:
     """Video files under ``root``, recursively and sorted: extensions case-insensitive, hidden files and folders
-    skipped, each real file once. Symlinked folders are followed only when they point inside ``root``
-    (``follow_symlinks="outside"``: anywhere), each once: a link to ``/`` never walks the whole filesystem."""
+    skipped, each real file once (a link to a video counts, wherever it points). Symlinked folders are entered only
+    when they point inside ``root`` (``follow_symlinks="outside"``: anywhere), each once: a link to ``/`` never
+    walks the whole filesystem."""
     root = Path(root)
     top = os.path.realpath(root)
     wanted = {e.lower() for e in extensions}
@@ -181,9 +182,10 @@ def find_videos(root: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS,
             path = Path(folder) / name
             if name.startswith(".") or path.suffix.lower() not in wanted or not path.is_file():
                 continue
-            target = os.path.realpath(path)
-            if target not in seen_files and (follow_symlinks == "outside" or target.startswith(top + os.sep)):
-                seen_files.add(target)
+            stat = path.stat()
+            identity = (stat.st_dev, stat.st_ino)  # hard links and symlinks to one file are one file
+            if identity not in seen_files:
+                seen_files.add(identity)
                 found.append(path)
     return sorted(found)
 
