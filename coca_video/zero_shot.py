@@ -24,12 +24,12 @@ def class_embeddings(model: CoCa, tokenizer: Callable[[Sequence[str]], Tensor], 
     embeddings = torch.cat([model.encode_text(tokenizer(prompts[i:i + batch_size]).to(device))
                             for i in range(0, len(prompts), batch_size)])
     per_class = embeddings.view(len(class_names), len(templates), -1).mean(dim=1)
-    return F.normalize(per_class, dim=-1)
+    return F.normalize(per_class.float(), dim=-1)
 
 
 def class_probabilities(model: CoCa, embeddings: Tensor, classes: Tensor) -> Tensor:
     """(N, D) normalised image/video embeddings x (C, D) class embeddings -> (N, C) softmax probabilities."""
-    return (model.scaled_logit_scale() * embeddings @ classes.T).softmax(dim=-1)
+    return (model.scaled_logit_scale().float() * embeddings.float() @ classes.float().T).softmax(dim=-1)
 
 
 @torch.no_grad()

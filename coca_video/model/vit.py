@@ -48,4 +48,5 @@ class ImageEncoder(nn.Module):
         self.vit.set_grad_checkpointing(enable)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.vit.forward_features(images)
+        """(B, 3, H, W) preprocessed images (any float dtype: cast to the weights') -> (B, 1 + N, width) tokens."""
+        return self.vit.forward_features(images.to(self.vit.patch_embed.proj.weight.dtype))

@@ -1,0 +1,65 @@
+"""Inference precisions against fp32 on the same weights: the fidelity gates each must pass to be offered.
+
+Gates (the default model on the synthetic world's held-out images; coca_ViT-B-32 with random weights from a fixed
+seed): min cosine of image embeddings, zero-shot top-1 agreement >= 99% of fp32's predictions, greedy captions
+identical on >= 95% of images."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import coca_video
+from coca_video.data.synthetic import zero_shot_image_set
+from coca_video.model.precision import apply_precision
+from coca_video.zero_shot import class_embeddings
+
+MIN_COSINE = {"bf16": 0.999, "int8": 0.995}
+
+
+@pytest.fixture(scope="module")
+def default_model_and_images():
+    model = coca_video.create_model("default")
+    images, _, names = zero_shot_image_set(200, model.cfg.vision.image_size, seed=3, attribute="colour")
+    return model, coca_video.image_transform(model).frames(images), names
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_default_model_passes_the_gates(default_model_and_images, precision):
+    model, images, names = default_model_and_images
+    tokenizer = coca_video.get_tokenizer("default")
+    quick = apply_precision(copy.deepcopy(model), precision)
+    with torch.no_grad():
+        reference, ours = model.encode_image(images), quick.encode_image(images).float()
+        assert torch.nn.functional.cosine_similarity(ours, reference).min() >= MIN_COSINE[precision]
+        templates = [f"a {{}} {shape}" for shape in ("circle", "square", "triangle", "star")]
+        classes = class_embeddings(model, tokenizer, names, templates)
+        classes_quick = class_embeddings(quick, tokenizer, names, templates)
+        agreement = ((reference @ classes.T).argmax(-1) == (ours @ classes_quick.T).argmax(-1)).float().mean()
+        assert agreement >= 0.99
+        same = (model.generate(images[:100], method="greedy", max_len=12) ==
+                quick.generate(images[:100], method="greedy", max_len=12)).all(-1).float().mean()
+        assert same >= 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_coca_vit_b32_embeddings_stay_close(precision):
+    torch.manual_seed(0)
+    model = coca_video.create_model("coca_ViT-B-32")
+    images = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = model.encode_image(images)
+        ours = apply_precision(copy.deepcopy(model), precision).encode_image(images).float()
+    assert torch.nn.functional.cosine_similarity(ours, reference).min() >= MIN_COSINE[precision]
+
+
+def test_int8_leaves_the_fp32_model_alone_and_bf16_casts_every_weight(default_model_and_images):
+    model = default_model_and_images[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    quantised = apply_precision(model, "int8")
+    assert quantised is not model and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    halved = apply_precision(copy.deepcopy(model), "bf16")
+    assert {p.dtype for p in halved.parameters()} == {torch.bfloat16}
