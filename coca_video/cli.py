@@ -160,11 +160,30 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    """Rank the videos of an embeddings file for a text query."""
-    from .tasks.score import search
+    """Rank the videos of an embeddings file for one or more text queries (the text model loads once)."""
+    from .io import atomic_write_text, check_output_file
+    from .tasks.score import is_search_output, read_queries, search, search_rows
 
-    for rank, hit in enumerate(search(args.embeddings, args.query, args.k, args.model), start=1):
-        print(f"{rank:3d}  {hit.score:+.4f}  {hit}")
+    queries = [*args.query, *(read_queries(args.queries) if args.queries else [])]
+    if not queries:
+        raise InputError("search: give a query, or --queries FILE with one per line")
+    if args.out:
+        inputs = [Path(args.embeddings), *([Path(args.queries)] if args.queries else [])]
+        check_output_file(args.out, inputs, is_search_output(args.out), "--out")
+    results = search(args.embeddings, queries, args.k, args.model)
+    if args.json or args.out:
+        text = json.dumps(search_rows(queries, results), indent=2) + "\n"
+        if args.out:
+            atomic_write_text(args.out, text)
+            print(f"wrote {args.out} ({len(queries)} queries, {sum(map(len, results))} hits)")
+        else:
+            print(text, end="")
+        return
+    for query, hits in zip(queries, results):
+        if len(queries) > 1:
+            print(f"# {query}")
+        for rank, hit in enumerate(hits, start=1):
+            print(f"{rank:3d}  {hit.score:+.4f}  {hit}")
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
@@ -207,9 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(func=cmd_convert)
     search = commands.add_parser("search", help=cmd_search.__doc__)
     search.add_argument("embeddings", help="<out>.embeddings.parquet written by score")
-    search.add_argument("query", help="text to search for")
-    search.add_argument("-k", type=int, default=10, help="how many videos to list")
+    search.add_argument("query", nargs="*", help="texts to search for (each gets its own ranking)")
+    search.add_argument("--queries", help="a text file of further queries, one per line")
+    search.add_argument("-k", type=int, default=10, help="how many videos to list per query")
     search.add_argument("--model", default=None, help="text model (default: the one that made the embeddings)")
+    output = search.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print a JSON list of {query, rank, path, score, "
+                        "start, end} instead of a table")
+    output.add_argument("--out", help="write that JSON list to this file")
     search.set_defaults(func=cmd_search)
     merge = commands.add_parser("merge", help=cmd_merge.__doc__)
     merge.add_argument("out", help="the score run's --out")

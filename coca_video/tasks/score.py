@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple, Sequence, overload
 
 import pyarrow as pa
 import torch
@@ -184,18 +184,81 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def search(embeddings: str | os.PathLike, query: str, k: int = 10, model: str | None = None) -> list[SearchHit]:
-    """The ``k`` videos (or segments) whose embeddings are closest to the text ``query`` (cosine), best first."""
+SEARCH_ROW_KEYS = ("query", "rank", "path", "score", "start", "end")
+
+
+@overload
+def search(embeddings: str | os.PathLike, queries: str, k: int = 10, model: str | None = None) -> list[SearchHit]:
+    ...
+
+
+@overload
+def search(embeddings: str | os.PathLike, queries: Sequence[str], k: int = 10,
+           model: str | None = None) -> list[list[SearchHit]]:
+    ...
+
+
+def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int = 10,
+           model: str | None = None) -> list[SearchHit] | list[list[SearchHit]]:
+    """The ``k`` videos (or segments) whose embeddings are closest to a text query (cosine), best first.
+
+    ``queries``: one query (returns its hits) or a list (returns one list of hits per query); the embeddings file is
+    read and the text model created once for all of them. ``model``: the text model (default: the one named in the
+    file's provenance, which made the embeddings).
+    """
     if k < 1:
         raise ConfigError(f"-k must be >= 1, got {k}")
+    texts = [queries] if isinstance(queries, str) else list(queries)
+    if not texts:
+        raise ConfigError("search: no queries given")
     hits, vectors, provenance = read_embeddings(embeddings)
-    model_name = model or provenance.get("model", "default")
-    net = create_model(model_name, pretrained=provenance.get("pretrained") or None)
+    text = encode_queries(texts, model or provenance.get("model", "default"), provenance.get("pretrained") or None)
+    similarity = text @ torch.tensor(vectors).T  # (Q, N)
+    top = similarity.topk(min(k, len(hits)), dim=1)
+    ranked = [[hits[i]._replace(score=float(s)) for s, i in zip(values, indices)]
+              for values, indices in zip(top.values.tolist(), top.indices.tolist())]
+    return ranked[0] if isinstance(queries, str) else ranked
+
+
+def encode_queries(queries: Sequence[str], model: str, pretrained: str | None, batch_size: int = 256) -> torch.Tensor:
+    """(Q, D) normalised text embeddings of ``queries`` from one ``create_model(model, pretrained)``."""
+    net = create_model(model, pretrained=pretrained)
+    tokenizer = get_tokenizer(model)
     with torch.no_grad():
-        text = net.encode_text(get_tokenizer(model_name)([query]))[0]
-    similarity = torch.tensor(vectors) @ text
-    top = similarity.topk(min(k, len(hits)))
-    return [hits[i]._replace(score=float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]
+        return torch.cat([net.encode_text(tokenizer(list(queries[i:i + batch_size])))
+                          for i in range(0, len(queries), batch_size)])
+
+
+def search_rows(queries: Sequence[str], results: Sequence[Sequence[SearchHit]]) -> list[dict[str, Any]]:
+    """``search``'s hits per query as flat JSON-ready rows: query, rank (from 1), path, score, start, end."""
+    return [dict(zip(SEARCH_ROW_KEYS, (query, rank, hit.path, hit.score, hit.start, hit.end)))
+            for query, hits in zip(queries, results) for rank, hit in enumerate(hits, start=1)]
+
+
+def is_search_output(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds rows :func:`search_rows` wrote (so a later search may replace it)."""
+    import json
+
+    try:
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(rows, list) and all(isinstance(r, dict) and tuple(r) == SEARCH_ROW_KEYS for r in rows)
+
+
+def read_queries(path: str | os.PathLike) -> list[str]:
+    """The queries of a text file, one per line (blank lines skipped); a missing, non-UTF-8 or empty file raises a
+    one-line error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: queries file not found")
+    try:
+        queries = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: queries file is not UTF-8 text") from None
+    if not queries:
+        raise DataError(f"{path}: no queries (one per line)")
+    return queries
 
 
 def read_embeddings(embeddings: str | os.PathLike) -> tuple[list[SearchHit], list[list[float]], dict[str, str]]:
