@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from ..config import DecodeConfig, ModelConfig, check, check_at_least, check_suffix
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
 from ..data.results import PartStore, embeddings_path, file_key, merge, stored_key, stored_path
+from ..data.synthetic import is_synthetic_class
 from ..data.video import VIDEO_EXTENSIONS, list_inputs
 from ..distributed import init_distributed, is_distributed
 from ..errors import ConfigError, DataError, InputError
@@ -77,14 +79,31 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
     if not files:
         raise InputError(f"{cfg.videos}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
     check_outputs(cfg, files)
+    warning = toy_model_warning(cfg)
+    if warning and init_distributed().is_main:
+        print(f"coca-video score: warning: {warning}", file=sys.stderr, flush=True)
     with PartStore(cfg.out, rank=init_distributed().rank).locked():  # before the model: a second run stops at once
         model = load_model(cfg.model)
         summary, scores = score_paths(cfg, files, model, get_tokenizer(cfg.model.name))
         if scores is not None and cfg.report:
             from ..report import write_score_report
 
-            summary["report"] = str(write_score_report(scores.to_pandas(), cfg.report, cfg))
+            notes = [warning] if warning else []
+            summary["report"] = str(write_score_report(scores.to_pandas(), cfg.report, cfg, notes))
     return summary
+
+
+def toy_model_warning(cfg: ScoreConfig) -> str | None:
+    """The warning for zero-shot labels with the built-in default model that are not the synthetic world's
+    (colour, shape, size, motion words): that model cannot tell them apart. None when there is nothing to say."""
+    if cfg.model.name != "default" or not cfg.labels:
+        return None
+    foreign = [name for name in read_class_names(cfg.labels) if not is_synthetic_class(name)]
+    if not foreign:
+        return None
+    examples = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+    return (f"the built-in default model knows only coloured shapes; pass --model/--pretrained with a real "
+            f"checkpoint for {cfg.labels} ({examples})")
 
 
 def check_outputs(cfg: ScoreConfig, videos: list[Path]) -> None:
