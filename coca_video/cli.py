@@ -37,7 +37,7 @@ class Flag:
 MODEL_FLAGS = [  # the shared model block, on every task command
     Flag("--model", "model.name", "model name or checkpoint folder (default: the built-in default model)"),
     Flag("--pretrained", "model.pretrained", "weights: open_clip file or folder, hf-hub:REPO, or a pretrained tag"),
-    Flag("--device", "model.device", "cpu, cuda, cuda:N or mps (default cpu)"),
+    Flag("--device", "model.device", "cpu, cuda, cuda:N, mps, or auto: cuda, then mps, then cpu (default cpu)"),
     Flag("--precision", "model.precision", "fp32 or bf16 (default fp32)"),
 ]
 

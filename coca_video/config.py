@@ -314,11 +314,12 @@ class ModelConfig:
 
     name: str = "default"  # architecture name (list_models()), checkpoint folder, hf-hub:<repo>, or "default"
     pretrained: str | None = None  # weights for an architecture: open_clip file or folder, hf-hub:<repo>, or a tag
-    device: str = "cpu"  # cpu, cuda, cuda:N or mps
+    device: str = "cpu"  # cpu, cuda, cuda:N, mps, or auto (cuda, then mps, then cpu)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on the device
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        self.device = resolve_device(self.device)  # auto is resolved once, so every user of the block sees a device
 
 
 @dataclass
@@ -340,14 +341,14 @@ class DecodeConfig:
         check_at_least("batch_size", self.batch_size, 1)
 
 
-DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps|auto")
 
 
 def check_device(device: str) -> None:
-    """``device`` is cpu, cuda, cuda:N or mps, and a GPU one exists on this machine."""
-    check(isinstance(device, str) and DEVICE.fullmatch(device) is not None, "device", "be one of cpu, cuda, cuda:N, mps",
-          device)
-    if device == "cpu":
+    """``device`` is cpu, cuda, cuda:N, mps or auto, and a GPU one exists on this machine."""
+    check(isinstance(device, str) and DEVICE.fullmatch(device) is not None, "device",
+          "be one of cpu, cuda, cuda:N, mps, auto", device)
+    if device in ("cpu", "auto"):
         return
     import torch
 
@@ -360,3 +361,14 @@ def check_device(device: str) -> None:
     index = int(device.partition(":")[2] or 0)
     if index >= torch.cuda.device_count():
         raise InvalidValue(f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> the first of cuda, mps, cpu this machine has; any other device name unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
