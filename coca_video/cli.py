@@ -61,6 +61,7 @@ RETRIEVAL_FLAGS = [
     Flag("--frames", "decode.num_frames", "frames per video (default 16)"),
 ]
 
+
 class Task(NamedTuple):
     """A task command: its module under ``coca_video.tasks``, the config dataclass there, help and flags, and
     example invocations (valid ones: a test loads each example's overrides into the config)."""
@@ -84,11 +85,12 @@ TASKS = {
                                 "VIDEO_DIR --labels classes.txt decode.num_frames=8 top_k=3 --print-config"]),
     "retrieval": Task("retrieval", "RetrievalConfig", "zero-shot video-text retrieval recall (MSR-VTT or a CSV)",
                       RETRIEVAL_FLAGS, ["--videos clips/ --captions captions.csv --out runs/r/metrics.json",
-                                        "--videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full "
-                                        "video_pooling=attentional"]),
+                                        ("--videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full "
+                                         "video_pooling=attentional")]),
     "probe": Task("probe", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned", [],
                   ["--config configs/probe/synthetic.yaml epochs=2 optim.lr=1e-3",
-                   "data.format=kinetics data.video_root=/data/k400 mode=finetune --model coca_ViT-B-32"]),
+                   ("--model coca_ViT-B-32 --pretrained laion2b_s13b_b90k mode=finetune data.train=k400/train.csv "
+                    "data.val=k400/validate.csv data.video_root=/data/k400")]),
 }
 
 

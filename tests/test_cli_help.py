@@ -42,7 +42,7 @@ def test_help_lists_every_score_config_key_with_its_type_default_and_description
     expected = leaf_defaults(ScoreConfig())
     assert sorted(listed) == sorted(expected)
     for key, value in expected.items():
-        kind, default, description = listed[key]
+        _, default, description = listed[key]
         assert yaml.safe_load(default) == value, key
         assert description.strip(), key
     assert listed["top_k"][0] == "int" and listed["labels"][0] == "str | null"

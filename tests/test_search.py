@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import coca_video.tasks.score as score
 from coca_video.cli import main
 from coca_video.model import get_model_config
+from coca_video.tasks import score
 
 QUERIES = ["a small red circle", "a big blue square", "a green triangle"]
 

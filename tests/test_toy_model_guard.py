@@ -33,7 +33,7 @@ def test_a_real_class_list_with_the_default_model_gets_the_warning_naming_the_li
 
 
 def test_the_warning_reaches_stderr_once_before_the_model_loads(tmp_path, capsys, monkeypatch):
-    import coca_video.tasks.score as score
+    from coca_video.tasks import score
 
     (tmp_path / "v.mp4").write_bytes(b"not a video")
     labels = class_list(tmp_path, ["dog"])
