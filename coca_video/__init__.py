@@ -6,13 +6,16 @@
     preprocess = coca_video.image_transform(model)
 """
 
+from .api import create_model_and_transforms, encode_video_file
 from .model import CoCa, CoCaConfig, create_model, get_model_config, get_tokenizer, list_models, list_pretrained
 from .model import load_weights, save_pretrained
 from .transforms import image_transform
+from .zero_shot import zero_shot_classify
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CoCa", "CoCaConfig", "__version__", "create_model", "get_model_config", "get_tokenizer", "image_transform",
-    "list_models", "list_pretrained", "load_weights", "save_pretrained",
+    "CoCa", "CoCaConfig", "__version__", "create_model", "create_model_and_transforms", "encode_video_file",
+    "get_model_config", "get_tokenizer", "image_transform", "list_models", "list_pretrained", "load_weights",
+    "save_pretrained", "zero_shot_classify",
 ]

@@ -7,13 +7,14 @@ convenience flags of a command (``--labels``, ``--out``, ...) are just spellings
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
-from .config import load_config
+from .config import config_yaml, describe_fields, load_config
 from .distributed import get_info
 from .errors import InputError, UserError
 
@@ -36,7 +37,7 @@ class Flag:
 MODEL_FLAGS = [  # the shared model block, on every task command
     Flag("--model", "model.name", "model name or checkpoint folder (default: the built-in default model)"),
     Flag("--pretrained", "model.pretrained", "weights: open_clip file or folder, hf-hub:REPO, or a pretrained tag"),
-    Flag("--device", "model.device", "cpu, cuda, cuda:N or mps (default cpu)"),
+    Flag("--device", "model.device", "cpu, cuda, cuda:N, mps, or auto: cuda, then mps, then cpu (default cpu)"),
     Flag("--precision", "model.precision", "fp32 or bf16 (default fp32)"),
 ]
 
@@ -60,25 +61,89 @@ RETRIEVAL_FLAGS = [
     Flag("--frames", "decode.num_frames", "frames per video (default 16)"),
 ]
 
-TASKS = {  # command: (task module, config class, help, flags)
-    "pretrain": ("pretrain", "PretrainConfig", "image-text pretraining (contrastive + captioning)", []),
-    "score": ("score", "ScoreConfig", "score a folder of videos: zero-shot labels, embeddings, captions",
-              SCORE_FLAGS),
-    "retrieval": ("retrieval", "RetrievalConfig", "zero-shot video-text retrieval recall (MSR-VTT or a CSV)",
-                  RETRIEVAL_FLAGS),
-    "probe": ("probe", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned", []),
+
+class Task(NamedTuple):
+    """A task command: its module under ``coca_video.tasks``, the config dataclass there, help and flags, and
+    example invocations (valid ones: a test loads each example's overrides into the config)."""
+
+    module: str
+    schema: str
+    help: str
+    flags: list[Flag]
+    examples: list[str]
+
+    def config_class(self) -> type:
+        """The task's config dataclass (imports the task module, and so torch)."""
+        return getattr(importlib.import_module(f"coca_video.tasks.{self.module}"), self.schema)
+
+
+TASKS = {
+    "pretrain": Task("pretrain", "PretrainConfig", "image-text pretraining (contrastive + captioning)", [],
+                     ["--config configs/pretrain/tiny_synthetic.yaml train.max_steps=100 output_dir=runs/x"]),
+    "score": Task("score", "ScoreConfig", "score a folder of videos: zero-shot labels, embeddings, captions",
+                  SCORE_FLAGS, ["VIDEO_DIR --labels kinetics400 --caption --out scores.parquet",
+                                "VIDEO_DIR --labels classes.txt decode.num_frames=8 top_k=3 --print-config"]),
+    "retrieval": Task("retrieval", "RetrievalConfig", "zero-shot video-text retrieval recall (MSR-VTT or a CSV)",
+                      RETRIEVAL_FLAGS, ["--videos clips/ --captions captions.csv --out runs/r/metrics.json",
+                                        ("--videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full "
+                                         "video_pooling=attentional")]),
+    "probe": Task("probe", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned", [],
+                  ["--config configs/probe/synthetic.yaml epochs=2 optim.lr=1e-3",
+                   ("--model coca_ViT-B-32 --pretrained laion2b_s13b_b90k mode=finetune data.train=k400/train.csv "
+                    "data.val=k400/validate.csv data.video_root=/data/k400")]),
 }
 
 
-def task_command(module: str, schema: str, flags: list[Flag]) -> Callable[[argparse.Namespace], None]:
-    """A subcommand that fills the task's config from ``--config``, its flags and ``key=value`` overrides."""
+def config_help(schema: type) -> str:
+    """Every leaf key of ``schema`` (dotted) with its type, default and description, for a command's --help."""
+    lines = ["config keys (key=value after the options, or in the --config YAML):"]
+    for doc in describe_fields(schema):
+        lines.append(f"  {doc.key}: {doc.type} = {doc.default}")
+        if doc.help:
+            lines.append(f"      {doc.help}")
+    return "\n".join(lines)
+
+
+def task_epilog(name: str, task: Task) -> str:
+    """The tail of ``coca-video NAME --help``: the config keys, then examples."""
+    examples = "\n".join(f"  coca-video {name} {example}" for example in task.examples)
+    return f"{config_help(task.config_class())}\n\nexamples:\n{examples}"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser. A task command's help ends with its config keys, read from the dataclass only when
+    help is shown (importing a task loads torch); an unknown flag gets a "did you mean" from this command's flags."""
+
+    def __init__(self, *args: Any, task: tuple[str, Task] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.task = task
+
+    def format_help(self) -> str:
+        if self.task is not None and self.epilog is None:
+            self.epilog = task_epilog(*self.task)
+        return super().format_help()
+
+    def reject(self, unknown: list[str]) -> None:
+        """Exit 2 with this command's usage, naming the unrecognised arguments and the closest flags."""
+        flags = list(self._option_string_actions)
+        hints = [f"{token}: did you mean {' or '.join(close)}?" for token in unknown if token.startswith("-")
+                 for close in [difflib.get_close_matches(token.partition("=")[0], flags, n=2)] if close]
+        hint = f" ({'; '.join(hints)})" if hints else ""
+        self.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+
+
+def task_command(task: Task) -> Callable[[argparse.Namespace], None]:
+    """A subcommand that fills the task's config from ``--config``, its flags and ``key=value`` overrides, then
+    runs the task, or with ``--print-config`` prints the resolved config as YAML (``--config`` reads it back)."""
 
     def command(args: argparse.Namespace) -> None:
-        task = importlib.import_module(f"coca_video.tasks.{module}")
-        from_flags = [f"{f.key}={getattr(args, f.key)}" for f in [*MODEL_FLAGS, *flags]
+        from_flags = [f"{f.key}={getattr(args, f.key)}" for f in [*MODEL_FLAGS, *task.flags]
                       if getattr(args, f.key) is not None]
-        cfg = load_config(getattr(task, schema), args.config, [*from_flags, *args.overrides])
-        result = task.run(cfg)
+        cfg = load_config(task.config_class(), args.config, [*from_flags, *args.overrides])
+        if args.print_config:
+            print(config_yaml(cfg), end="")
+            return
+        result = importlib.import_module(f"coca_video.tasks.{task.module}").run(cfg)
         if get_info().is_main:
             print(json.dumps(result, indent=2))
 
@@ -97,11 +162,30 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    """Rank the videos of an embeddings file for a text query."""
-    from .tasks.score import search
+    """Rank the videos of an embeddings file for one or more text queries (the text model loads once)."""
+    from .io import atomic_write_text, check_output_file
+    from .tasks.score import is_search_output, read_queries, search, search_rows
 
-    for rank, hit in enumerate(search(args.embeddings, args.query, args.k, args.model), start=1):
-        print(f"{rank:3d}  {hit.score:+.4f}  {hit}")
+    queries = [*args.query, *(read_queries(args.queries) if args.queries else [])]
+    if not queries:
+        raise InputError("search: give a query, or --queries FILE with one per line")
+    if args.out:
+        inputs = [Path(args.embeddings), *([Path(args.queries)] if args.queries else [])]
+        check_output_file(args.out, inputs, is_search_output(args.out), "--out")
+    results = search(args.embeddings, queries, args.k, args.model)
+    if args.json or args.out:
+        text = json.dumps(search_rows(queries, results), indent=2) + "\n"
+        if args.out:
+            atomic_write_text(args.out, text)
+            print(f"wrote {args.out} ({len(queries)} queries, {sum(map(len, results))} hits)")
+        else:
+            print(text, end="")
+        return
+    for query, hits in zip(queries, results):
+        if len(queries) > 1:
+            print(f"# {query}")
+        for rank, hit in enumerate(hits, start=1):
+            print(f"{rank:3d}  {hit.score:+.4f}  {hit}")
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
@@ -124,15 +208,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coca-video", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, (module, schema, help_text, flags) in TASKS.items():
-        task = commands.add_parser(name, help=help_text, description=f"{help_text}. Any config field can be "
-                                   "overridden as a dotted key=value after the options.")
-        for flag in [*flags, *MODEL_FLAGS]:
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
+    for name, spec in TASKS.items():
+        task = commands.add_parser(name, help=spec.help, task=(name, spec),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   description=f"{spec.help}. Any config key below can be set as a dotted "
+                                   "key=value after the options; the flags are spellings of the same keys.")
+        for flag in [*spec.flags, *MODEL_FLAGS]:
             flag.add_to(task)
         task.add_argument("--config", type=Path, help="YAML file (fields not given keep their defaults)")
-        task.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.max_steps=100")
-        task.set_defaults(func=task_command(module, schema, flags))
+        task.add_argument("--print-config", action="store_true",
+                          help="print the resolved config as YAML (a valid --config file) and exit")
+        task.add_argument("overrides", nargs="*", metavar="key=value", help="config keys, listed below")
+        task.set_defaults(func=task_command(spec))
     convert = commands.add_parser("convert", help=cmd_convert.__doc__)
     convert.add_argument("src", help="open_clip checkpoint: .bin/.pt/.safetensors file, folder, or hf-hub:<repo>")
     convert.add_argument("dst", type=Path, help="output folder (config.json, model.safetensors, tokenizer)")
@@ -140,9 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(func=cmd_convert)
     search = commands.add_parser("search", help=cmd_search.__doc__)
     search.add_argument("embeddings", help="<out>.embeddings.parquet written by score")
-    search.add_argument("query", help="text to search for")
-    search.add_argument("-k", type=int, default=10, help="how many videos to list")
+    search.add_argument("query", nargs="*", help="texts to search for (each gets its own ranking)")
+    search.add_argument("--queries", help="a text file of further queries, one per line")
+    search.add_argument("-k", type=int, default=10, help="how many videos to list per query")
     search.add_argument("--model", default=None, help="text model (default: the one that made the embeddings)")
+    output = search.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print a JSON list of {query, rank, path, score, "
+                        "start, end} instead of a table")
+    output.add_argument("--out", help="write that JSON list to this file")
     search.set_defaults(func=cmd_search)
     merge = commands.add_parser("merge", help=cmd_merge.__doc__)
     merge.add_argument("out", help="the score run's --out")
@@ -169,7 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # key=value overrides may come after options too (argparse alone only takes them before the first option)
     unknown = [token for token in extra if token.startswith("-") or "=" not in token]
     if unknown or (extra and not hasattr(args, "overrides")):
-        subcommand(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+        command = subcommand(parser, args.command)
+        if isinstance(command, CommandParser):
+            command.reject(unknown or extra)
+        command.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
     func: Callable[[argparse.Namespace], None] = args.func

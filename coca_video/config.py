@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import io
 import re
+import textwrap
+import tokenize
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar, Union
+from typing import Any, Literal, NamedTuple, Sequence, TypeVar, Union
 
 import yaml
 
@@ -149,6 +153,90 @@ def to_dict(config: Any) -> dict[str, Any]:
     return _plain(dataclasses.asdict(config))
 
 
+def config_yaml(config: Any) -> str:
+    """A dataclass as the YAML text :func:`load_config` reads back into an equal dataclass."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+class FieldDoc(NamedTuple):
+    """One leaf key of a config dataclass, for help text: dotted key, type, default (as YAML) and description."""
+
+    key: str
+    type: str
+    default: str
+    help: str
+
+
+def describe_fields(schema: type, prefix: str = "") -> list[FieldDoc]:
+    """Every leaf key of the ``schema`` dataclass, nested blocks flattened to dotted keys, in declaration order. The
+    description of a field is the trailing ``# comment`` on its line in the source (empty if it has none)."""
+    defaults = schema()
+    return _describe(schema, defaults, prefix)
+
+
+def _describe(schema: type, defaults: Any, prefix: str) -> list[FieldDoc]:
+    hints, comments = typing.get_type_hints(schema), field_comments(schema)
+    docs: list[FieldDoc] = []
+    for f in dataclasses.fields(schema):
+        if not f.init:
+            continue
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            docs += _describe(hints[f.name], value, f"{prefix}{f.name}.")
+        else:
+            docs.append(FieldDoc(f"{prefix}{f.name}", type_name(hints[f.name]), yaml_value(value),
+                                 comments.get(f.name, "")))
+    return docs
+
+
+def field_comments(schema: type) -> dict[str, str]:
+    """``{field: comment}`` from the trailing comments of the field lines of ``schema`` and its base classes."""
+    comments: dict[str, str] = {}
+    for cls in reversed(schema.__mro__):
+        if not dataclasses.is_dataclass(cls):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(cls))
+        except (OSError, TypeError):  # defined where there is no source (an interactive session)
+            continue
+        comments.update(_trailing_comments(source))
+    return comments
+
+
+def _trailing_comments(source: str) -> dict[str, str]:
+    """``name: ...  # comment`` lines of a class body (one level in) as ``{name: comment}``."""
+    names: dict[int, str] = {}
+    comments: dict[str, str] = {}
+    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    for token, following in zip(tokens, tokens[1:]):
+        if token.type == tokenize.NAME and following.string == ":" and token.start[1] > 0 \
+                and token.line[:token.start[1]].strip() == "":
+            names.setdefault(token.start[0], token.string)
+        elif token.type == tokenize.COMMENT and token.start[0] in names:
+            comments.setdefault(names[token.start[0]], token.string.lstrip("#").strip())
+    return comments
+
+
+def type_name(hint: Any) -> str:
+    """A type hint as help text: ``int``, ``str | null``, ``mean|attentional`` (a Literal), ``list[float]``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "|".join(yaml_value(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else type_name(a) for a in args)
+    if origin in (list, tuple):
+        return f"list[{type_name(args[0])}]" if args else "list"
+    if origin is dict:
+        return "mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def yaml_value(value: Any) -> str:
+    """``value`` as one line of YAML (``null``, ``true``, ``''``, ``[0.9, 0.999]``), as an override takes it."""
+    text = yaml.safe_dump(_plain(value), default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("...").strip()
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -226,21 +314,22 @@ class ModelConfig:
 
     name: str = "default"  # architecture name (list_models()), checkpoint folder, hf-hub:<repo>, or "default"
     pretrained: str | None = None  # weights for an architecture: open_clip file or folder, hf-hub:<repo>, or a tag
-    device: str = "cpu"
+    device: str = "cpu"  # cpu, cuda, cuda:N, mps, or auto (cuda, then mps, then cpu)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on the device
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        self.device = resolve_device(self.device)  # auto is resolved once, so every user of the block sees a device
 
 
 @dataclass
 class DecodeConfig:
     """How videos become frames: every task that reads videos embeds this as ``decode``."""
 
-    num_frames: int = 16
+    num_frames: int = 16  # frames sampled per video
     sampling: Literal["eval", "linspace"] = "eval"  # segment centres (TSN, the paper's) or first-to-last linspace
-    backend: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"  # torchcodec: the optional extra
-    timeout: float | None = 120.0  # seconds per video decode (null: no limit)
+    backend: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"  # auto: decord or PyAV, whichever is right
+    timeout: float | None = 120.0  # decode time limit, s: this + 1 s per frame + 0.1 s per video second (null: none)
     workers: int = 2  # decoding processes
     batch_size: int = 8  # videos per decode-and-encode batch
 
@@ -252,14 +341,14 @@ class DecodeConfig:
         check_at_least("batch_size", self.batch_size, 1)
 
 
-DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps|auto")
 
 
 def check_device(device: str) -> None:
-    """``device`` is cpu, cuda, cuda:N or mps, and a GPU one exists on this machine."""
-    check(isinstance(device, str) and DEVICE.fullmatch(device) is not None, "device", "be one of cpu, cuda, cuda:N, mps",
-          device)
-    if device == "cpu":
+    """``device`` is cpu, cuda, cuda:N, mps or auto, and a GPU one exists on this machine."""
+    check(isinstance(device, str) and DEVICE.fullmatch(device) is not None, "device",
+          "be one of cpu, cuda, cuda:N, mps, auto", device)
+    if device in ("cpu", "auto"):
         return
     import torch
 
@@ -272,3 +361,14 @@ def check_device(device: str) -> None:
     index = int(device.partition(":")[2] or 0)
     if index >= torch.cuda.device_count():
         raise InvalidValue(f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> the first of cuda, mps, cpu this machine has; any other device name unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"

@@ -9,7 +9,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ img.thumb { height: 72px; margin-right: 2px; }
 .score { color: #666; font-size: 90%; }
 .error { color: #b00; }
 tr.video th { background: #f4f4f4; }
+.warning { color: #b00; font-weight: bold; }
 """
 
 
@@ -72,10 +73,11 @@ def write_html(path: str | Path, title: str, sections: Iterable[str]) -> Path:
     return atomic_write_text(path, page)
 
 
-def write_score_report(scores: pd.DataFrame, path: str | Path, cfg: Any) -> Path:
-    """The ``score`` report: per video thumbnails, top labels with probabilities, caption; then the failures. A
-    segmented run (columns segment_start/segment_end) shows one group per video, a header row with its path and
-    duration, then one row per segment with its time range and thumbnails from inside its window."""
+def write_score_report(scores: pd.DataFrame, path: str | Path, cfg: Any, warnings: Sequence[str] = ()) -> Path:
+    """The ``score`` report: ``warnings`` (the run's, shown first), then per video thumbnails, top labels with
+    probabilities, caption; then the failures. A segmented run (columns segment_start/segment_end) shows one group
+    per video, a header row with its path and duration, then one row per segment with its time range and thumbnails
+    from inside its window."""
     ok, failed = scores[scores.status == "ok"], scores[scores.status != "ok"]
     label_columns = sorted((c for c in scores.columns if c.endswith("_label")), key=lambda c: int(c[3:-6]))
     records = [record._asdict() for record in ok.itertuples(index=False)]
@@ -90,7 +92,8 @@ def write_score_report(scores: pd.DataFrame, path: str | Path, cfg: Any) -> Path
     unit = "segment" if segmented else "video"
     summary = (f"<p>{len(ok)} {unit}s scored, {len(failed)} failed. Model: {html.escape(str(cfg.model.name))}; "
                f"{cfg.decode.num_frames} frames per {unit}.</p>")
-    sections = [summary, table, f"<h2>Failures ({len(failed)})</h2><ul>{failures}</ul>" if len(failed) else ""]
+    notes = "".join(f"<p class='warning'>Warning: {html.escape(w)}</p>" for w in warnings)
+    sections = [notes, summary, table, f"<h2>Failures ({len(failed)})</h2><ul>{failures}</ul>" if len(failed) else ""]
     return write_html(path, "coca-video score report", sections)
 
 

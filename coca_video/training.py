@@ -31,14 +31,14 @@ class OptimConfig:
     factored second moments with beta2 capped at ``betas[1]`` and a first moment with ``betas[0]`` -- the paper's
     beta1=0.9, beta2=0.999. (``torch.optim.Adafactor`` has no first moment, so it cannot express beta1.)"""
 
-    name: Literal["adamw", "adafactor"] = "adamw"
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 1.0
+    name: Literal["adamw", "adafactor"] = "adamw"  # optimiser
+    lr: float = 5e-4  # peak learning rate
+    weight_decay: float = 0.01  # on weights only (not biases, norms, embeddings)
+    betas: tuple[float, float] = (0.9, 0.999)  # first and second moment decay
+    eps: float = 1e-8  # added to the denominator
+    warmup_steps: int = 100  # linear warmup, then cosine decay
+    min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # gradients are scaled down to at most this total norm
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

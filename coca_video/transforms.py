@@ -23,7 +23,7 @@ ImageLike = Union[Image.Image, np.ndarray, Tensor]
 
 
 class ImageTransform:
-    """Callable preprocessing: one image -> (3, S, S) float tensor; :meth:`frames` for (T, H, W, 3) uint8 batches."""
+    """Callable preprocessing: one image -> (3, S, S) float tensor, a uint8 clip (T, H, W, 3) -> (T, 3, S, S)."""
 
     def __init__(self, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], interpolation: str) -> None:
         self.image_size = image_size
@@ -32,6 +32,9 @@ class ImageTransform:
         self.interpolation = InterpolationMode(interpolation)
 
     def __call__(self, image: ImageLike) -> Tensor:
+        """One image -> (3, S, S); a uint8 clip (T, H, W, 3), array or tensor -> (T, 3, S, S) (:meth:`frames`)."""
+        if not isinstance(image, Image.Image) and getattr(image, "ndim", 0) == 4:
+            return self.frames(image)
         return self.frames(as_uint8_hwc(image)[None])[0]
 
     def frames(self, frames: np.ndarray | Tensor) -> Tensor:

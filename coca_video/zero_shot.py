@@ -41,3 +41,17 @@ def zero_shot_accuracy(model: CoCa, tokenizer: Callable, images: Tensor, labels:
     predictions = torch.cat([(model.encode_image(images[i:i + batch_size].to(device)) @ classes.T).argmax(-1).cpu()
                              for i in range(0, len(images), batch_size)])
     return 100.0 * (predictions == labels.cpu()).float().mean().item()
+
+
+@torch.no_grad()
+def zero_shot_classify(model: CoCa, tokenizer: Callable[[Sequence[str]], Tensor], video_embeddings: Tensor,
+                       class_names: Sequence[str], templates: Sequence[str] | None = None) -> Tensor:
+    """(N, D) normalised video (or image) embeddings -> (N, C) probabilities over ``class_names``.
+
+    Classes are prompt ensembles over ``templates`` (``{}`` takes the class name; default: the shipped video
+    templates, "a video of {}." and the like); probabilities are the softmax of the model's logit-scaled cosines.
+    """
+    from .data.labels import video_templates
+
+    classes = class_embeddings(model, tokenizer, class_names, templates or video_templates())
+    return class_probabilities(model, video_embeddings.to(classes.device, classes.dtype), classes)

@@ -80,6 +80,20 @@ def test_value_checks_of_the_shared_blocks_name_the_dotted_path_and_file(tmp_pat
     # the Python API checks the same values (the key relative to the block), and defaults stay valid
     with pytest.raises(ConfigError, match=r"^timeout must be > 0 seconds, or null for no limit, got -1$"):
         DecodeConfig(timeout=-1)
-    with pytest.raises(ConfigError, match=r"^device must be one of cpu, cuda, cuda:N, mps, got 'gpu'$"):
+    with pytest.raises(ConfigError, match=r"^device must be one of cpu, cuda, cuda:N, mps, auto, got 'gpu'$"):
         ModelConfig(device="gpu")
     assert DecodeConfig(timeout=None, workers=0).timeout is None and ScoreConfig().top_k == 5
+
+
+def test_device_auto_resolves_to_the_best_device_here_which_is_cpu(monkeypatch):
+    import torch
+
+    from coca_video.config import ModelConfig, resolve_device
+    from coca_video.runtime import load_model
+    from coca_video.tasks.score import ScoreConfig
+
+    assert not torch.cuda.is_available() and not torch.backends.mps.is_available()  # this machine: CPU only
+    assert load_config(ScoreConfig, None, ["model.device=auto"]).model.device == "cpu"
+    assert next(load_model(ModelConfig(device="auto")).parameters()).device.type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"

@@ -40,11 +40,11 @@ class ImageTextDataConfig:
     Parquet with ``img_key``/``caption_key`` columns, open_clip's --csv-img-key/--csv-caption-key), or
     ``webdataset`` (``path`` is a brace pattern of tar shards)."""
 
-    kind: Literal["synthetic", "table", "webdataset"] = "synthetic"
-    path: str | None = None
-    img_key: str = "filepath"
-    caption_key: str = "title"
-    workers: int = 2
+    kind: Literal["synthetic", "table", "webdataset"] = "synthetic"  # where the pairs come from
+    path: str | None = None  # the table file, or a brace pattern of tar shards
+    img_key: str = "filepath"  # image path column of a table
+    caption_key: str = "title"  # caption column of a table
+    workers: int = 2  # data loading processes
     synthetic_size: int = 1_000_000  # positions per synthetic "epoch"
 
 

@@ -231,6 +231,21 @@ def label_names(task: str) -> list[str]:
     raise ValueError(f"unknown task {task!r}: motion, colour or shape")
 
 
+def synthetic_vocabulary() -> frozenset[str]:
+    """Every word the synthetic world's captions and class names use for what is in a scene: colours, shapes,
+    sizes, motions and relations (the only things the built-in default model was trained to tell apart)."""
+    phrases = [*COLOURS, *SHAPES, *SIZES, *RELATIONS, *(name for task in ("motion", "colour", "shape")
+                                                         for name in label_names(task))]
+    return frozenset(word for phrase in phrases for word in phrase.split())
+
+
+def is_synthetic_class(name: str) -> bool:
+    """Whether a class name is made only of the synthetic world's words (``red``, ``small blue circle``,
+    ``moving left``), ignoring case and reading ``_`` as a space."""
+    words = name.lower().replace("_", " ").split()
+    return bool(words) and all(word in synthetic_vocabulary() for word in words)
+
+
 def zero_shot_image_set(num: int, size: int, seed: int = 0, attribute: str = "colour"
                         ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Held-out single-object test images (the ``test`` split) labelled by ``attribute`` (colour or shape):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import CoCaConfig
-from .generate import SpecialTokens, generate_captions
+from .generate import SpecialTokens, from_open_clip_options, generate_captions
 from .layers import KVCache
 from .pooler import ImagePooling, PooledImage
 from .text_decoder import MultimodalTextDecoder, UnimodalTextDecoder
@@ -132,7 +132,8 @@ class CoCa(nn.Module):
         """Caption images (B, 3, H, W): token ids (B, <= max_len) starting with SOT.
 
         ``method``: ``beam`` (default), ``greedy`` or ``top_p``; see :mod:`coca_video.model.generate` for options.
-        Decode with ``tokenizer.batch_decode(ids)``.
+        open_clip's spellings work too (``generation_type="beam_search"``, ``seq_len=20``, ...). Decode with
+        ``tokenizer.batch_decode(ids)``.
         """
         return self.generate_from_tokens(self.image_encoder(images), method, max_len, **kwargs)
 
@@ -144,6 +145,7 @@ class CoCa(nn.Module):
         was_training = self.training
         self.eval()
         try:
+            method, max_len, kwargs = from_open_clip_options(method, max_len, kwargs)
             image_tokens = self.image_pooling(encoder_tokens).tokens
             return generate_captions(self, image_tokens, method=method, max_len=max_len, **kwargs)
         finally:

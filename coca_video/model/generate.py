@@ -12,7 +12,7 @@ is not a probability and depends on the logits' arbitrary offset per step; ours 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,31 @@ class CaptionDecoder(Protocol):
 
     def start_decoding(self, image_tokens: Tensor) -> DecodingState:
         ...
+
+
+OPEN_CLIP_METHODS = {"beam_search": "beam", "top_p": "top_p", "top_k": "greedy"}  # open_clip generation_type
+
+
+def from_open_clip_options(method: str, max_len: int, options: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
+    """Translate open_clip's ``generate`` keywords into ours: ``generation_type`` (``beam_search`` -> ``beam``,
+    ``top_p``, ``top_k`` with ``top_k=1`` -> ``greedy``), ``seq_len`` -> ``max_len``, ``min_seq_len`` -> ``min_len``;
+    ``top_k`` means nothing outside top-k generation (open_clip ignores it there too)."""
+    options = dict(options)
+    kind = options.pop("generation_type", None)
+    top_k = options.pop("top_k", 1)
+    if kind is not None:
+        if kind not in OPEN_CLIP_METHODS:
+            raise ValueError(f"generation_type must be one of {', '.join(OPEN_CLIP_METHODS)}, got {kind!r}")
+        if kind == "top_k" and top_k != 1:
+            raise ValueError(f"top_k sampling is supported only as top_k=1 (greedy), got top_k={top_k}")
+        if method not in ("beam", OPEN_CLIP_METHODS[kind]):
+            raise ValueError(f"method={method!r} and generation_type={kind!r} disagree; give one of them")
+        method = OPEN_CLIP_METHODS[kind]
+    if "seq_len" in options:
+        max_len = options.pop("seq_len")
+    if "min_seq_len" in options:
+        options["min_len"] = options.pop("min_seq_len")
+    return method, max_len, options
 
 
 def generate_captions(

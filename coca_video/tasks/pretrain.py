@@ -33,25 +33,25 @@ from ..transforms import image_transform
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000
+    max_steps: int = 1000  # optimiser steps in total
     batch_size: int = 128  # global, across ranks
-    grad_checkpointing: bool = False
-    distributed: Literal["ddp", "fsdp"] = "ddp"
-    checkpoint_every: int = 500
-    keep_last: int = 3
-    log_every: int = 10
-    seed: int = 0
-    contrastive_weight: float = 1.0
-    caption_weight: float = 2.0
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # wrapping under torchrun
+    checkpoint_every: int = 500  # steps between checkpoints
+    keep_last: int = 3  # checkpoints kept on disk
+    log_every: int = 10  # steps between metric log lines
+    seed: int = 0  # random seed (weights, data order)
+    contrastive_weight: float = 1.0  # weight of the contrastive loss
+    caption_weight: float = 2.0  # weight of the captioning loss (the paper's 2)
 
 
 @dataclass
 class EvalConfig:
     """Zero-shot classification of held-out synthetic images every ``every`` steps (0: off)."""
 
-    every: int = 0
-    num_images: int = 256
-    attributes: tuple[str, ...] = ("colour", "shape")
+    every: int = 0  # steps between zero-shot evaluations (0: off)
+    num_images: int = 256  # held-out synthetic images per evaluation
+    attributes: tuple[str, ...] = ("colour", "shape")  # synthetic attributes classified zero-shot
 
 
 @dataclass
@@ -59,13 +59,13 @@ class TokenizerConfig:
     """For architectures with their own tokenizer (``tokenizer: tokenizer.json``) and no file yet: train a BPE on
     ``corpus_size`` captions of the training data."""
 
-    vocab_size: int = 512
-    corpus_size: int = 20000
+    vocab_size: int = 512  # BPE vocabulary size of a newly trained tokenizer
+    corpus_size: int = 20000  # training captions the tokenizer is trained on
 
 
 @dataclass
 class PretrainConfig:
-    output_dir: str = "runs/pretrain"
+    output_dir: str = "runs/pretrain"  # checkpoints, logs, config.json and the final model folder
     resume: str | None = None  # "auto" or a checkpoint file
     data: ImageTextDataConfig = field(default_factory=ImageTextDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

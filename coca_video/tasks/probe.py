@@ -48,16 +48,16 @@ class SyntheticActionsConfig:
     """For ``format: synthetic``: a Kinetics-layout dataset written from the synthetic world into ``video_root``
     (train.csv, validate.csv, mp4 clips), labelled by the main object's ``task`` (motion, colour or shape)."""
 
-    task: Literal["motion", "colour", "shape"] = "motion"
-    train_videos: int = 200
-    val_videos: int = 100
-    size: int = 64
-    seed: int = 0
+    task: Literal["motion", "colour", "shape"] = "motion"  # the label: the main object's motion, colour or shape
+    train_videos: int = 200  # clips in the training split
+    val_videos: int = 100  # clips in the evaluation split
+    size: int = 64  # frame side in pixels
+    seed: int = 0  # random seed of the generated clips
 
 
 @dataclass
 class ProbeDataConfig:
-    format: Literal["kinetics", "mit", "list", "csv", "synthetic"] = "kinetics"
+    format: Literal["kinetics", "mit", "list", "csv", "synthetic"] = "kinetics"  # annotation file layout
     train: str = ""  # annotation file of the training split
     val: str = ""  # annotation file of the evaluation split
     video_root: str = ""  # folder of the training videos
@@ -68,27 +68,27 @@ class ProbeDataConfig:
 
 @dataclass
 class ProbeHeadConfig:
-    heads: int = 8
+    heads: int = 8  # attention heads of the pooler's query
     temporal_pos_embed: bool = False  # learned per-frame embedding on the tokens (not in the paper)
     spatial_pos_embed: bool = False  # learned per-position embedding, shared by frames (not in the paper)
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # of the cross-entropy loss
 
 
 @dataclass
 class ProbeEvalConfig:
-    temporal_views: int = 1
-    spatial_crops: Literal[1, 3] = 1
+    temporal_views: int = 1  # clips per video at evaluation, averaged
+    spatial_crops: Literal[1, 3] = 1  # crops per frame at evaluation: centre, or 3 along the long side
 
 
 @dataclass
 class ProbeConfig:
-    mode: Literal["frozen", "finetune"] = "frozen"
-    output_dir: str = "runs/probe"
+    mode: Literal["frozen", "finetune"] = "frozen"  # frozen backbone (feature cache) or finetune it too
+    output_dir: str = "runs/probe"  # checkpoints, metrics, report and the probe folder
     resume: str | None = None  # "auto" or a checkpoint file
-    epochs: int = 10
+    epochs: int = 10  # passes over the training split
     batch_size: int = 128  # clips per training step (global, across ranks)
-    grad_checkpointing: bool = False
-    seed: int = 0
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (finetune; less memory)
+    seed: int = 0  # random seed (probe weights, data order)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     data: ProbeDataConfig = field(default_factory=ProbeDataConfig)

@@ -44,7 +44,7 @@ class RetrievalConfig:
     captions: str | None = None  # generic CSV (video, caption)
     msrvtt_data: str | None = None  # MSRVTT_data.json
     msrvtt_split: str | None = None  # MSRVTT_JSFUSION_test.csv (1k-A) or "full"
-    out: str = "runs/retrieval/metrics.json"
+    out: str = "runs/retrieval/metrics.json"  # metrics JSON; ranks CSV and report go beside it
     prompt_prefix: str = ""  # prepended to every caption, e.g. "a video of "
     cache_dir: str | None = None  # default: <out folder>/embedding_cache
     report_queries: int = 4  # queries shown with their top-5 videos in the report (0: no report)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple, Sequence, overload
 
 import pyarrow as pa
 import torch
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from ..config import DecodeConfig, ModelConfig, check, check_at_least, check_suffix
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
 from ..data.results import PartStore, embeddings_path, file_key, merge, stored_key, stored_path
+from ..data.synthetic import is_synthetic_class
 from ..data.video import VIDEO_EXTENSIONS, list_inputs
 from ..distributed import init_distributed, is_distributed
 from ..errors import ConfigError, DataError, InputError
@@ -41,13 +43,13 @@ class ScoreConfig:
     labels: str | None = None  # class list file (formats: data/labels.py) or kinetics400|600|700|moments_in_time
     probe: str | None = None  # a trained probe folder (output_dir/probe of the probe task): its classes and scores
     templates: str | None = None  # prompt file; default: the model's own prompts, else the video templates
-    top_k: int = 5
-    caption: bool = False
-    caption_method: Literal["greedy", "beam", "top_p"] = "beam"
-    caption_max_len: int = 30
-    caption_source: Literal["middle_frame", "all_frames"] = "middle_frame"  # all_frames: the pooler over all tokens
+    top_k: int = 5  # labels kept per video, best first
+    caption: bool = False  # add a caption per video
+    caption_method: Literal["greedy", "beam", "top_p"] = "beam"  # decoding: beam search, greedy, or nucleus sampling
+    caption_max_len: int = 30  # most tokens per caption, start token included
+    caption_source: Literal["middle_frame", "all_frames"] = "middle_frame"  # middle frame, or all frames via the pooler
     video_pooling: Literal["mean", "attentional"] = "mean"  # mean of frame embeddings, or the pooler over all tokens
-    frame_embeddings: bool = False
+    frame_embeddings: bool = False  # also store each frame's embedding in the embeddings file
     report: str | None = None  # HTML report path
     segment_seconds: float = 0.0  # > 0: score consecutive windows of this length, one row each (0: whole videos)
     segment_stride: float | None = None  # seconds between window starts (default segment_seconds; less: overlap)
@@ -78,14 +80,31 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
     if not files:
         raise InputError(f"{cfg.videos}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
     check_outputs(cfg, files)
+    warning = toy_model_warning(cfg)
+    if warning and init_distributed().is_main:
+        print(f"coca-video score: warning: {warning}", file=sys.stderr, flush=True)
     with PartStore(cfg.out, rank=init_distributed().rank).locked():  # before the model: a second run stops at once
         model = load_model(cfg.model)
         summary, scores = score_paths(cfg, files, model, get_tokenizer(cfg.model.name))
         if scores is not None and cfg.report:
             from ..report import write_score_report
 
-            summary["report"] = str(write_score_report(scores.to_pandas(), cfg.report, cfg))
+            notes = [warning] if warning else []
+            summary["report"] = str(write_score_report(scores.to_pandas(), cfg.report, cfg, notes))
     return summary
+
+
+def toy_model_warning(cfg: ScoreConfig) -> str | None:
+    """The warning for zero-shot labels with the built-in default model that are not the synthetic world's
+    (colour, shape, size, motion words): that model cannot tell them apart. None when there is nothing to say."""
+    if cfg.model.name != "default" or not cfg.labels:
+        return None
+    foreign = [name for name in read_class_names(cfg.labels) if not is_synthetic_class(name)]
+    if not foreign:
+        return None
+    examples = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+    return (f"the built-in default model knows only coloured shapes; pass --model/--pretrained with a real "
+            f"checkpoint for {cfg.labels} ({examples})")
 
 
 def check_outputs(cfg: ScoreConfig, videos: list[Path]) -> None:
@@ -178,18 +197,81 @@ class SearchHit(NamedTuple):
         return f"{self.path}{window}"
 
 
-def search(embeddings: str | os.PathLike, query: str, k: int = 10, model: str | None = None) -> list[SearchHit]:
-    """The ``k`` videos (or segments) whose embeddings are closest to the text ``query`` (cosine), best first."""
+SEARCH_ROW_KEYS = ("query", "rank", "path", "score", "start", "end")
+
+
+@overload
+def search(embeddings: str | os.PathLike, queries: str, k: int = 10, model: str | None = None) -> list[SearchHit]:
+    ...
+
+
+@overload
+def search(embeddings: str | os.PathLike, queries: Sequence[str], k: int = 10,
+           model: str | None = None) -> list[list[SearchHit]]:
+    ...
+
+
+def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int = 10,
+           model: str | None = None) -> list[SearchHit] | list[list[SearchHit]]:
+    """The ``k`` videos (or segments) whose embeddings are closest to a text query (cosine), best first.
+
+    ``queries``: one query (returns its hits) or a list (returns one list of hits per query); the embeddings file is
+    read and the text model created once for all of them. ``model``: the text model (default: the one named in the
+    file's provenance, which made the embeddings).
+    """
     if k < 1:
         raise ConfigError(f"-k must be >= 1, got {k}")
+    texts = [queries] if isinstance(queries, str) else list(queries)
+    if not texts:
+        raise ConfigError("search: no queries given")
     hits, vectors, provenance = read_embeddings(embeddings)
-    model_name = model or provenance.get("model", "default")
-    net = create_model(model_name, pretrained=provenance.get("pretrained") or None)
+    text = encode_queries(texts, model or provenance.get("model", "default"), provenance.get("pretrained") or None)
+    similarity = text @ torch.tensor(vectors).T  # (Q, N)
+    top = similarity.topk(min(k, len(hits)), dim=1)
+    ranked = [[hits[i]._replace(score=float(s)) for s, i in zip(values, indices)]
+              for values, indices in zip(top.values.tolist(), top.indices.tolist())]
+    return ranked[0] if isinstance(queries, str) else ranked
+
+
+def encode_queries(queries: Sequence[str], model: str, pretrained: str | None, batch_size: int = 256) -> torch.Tensor:
+    """(Q, D) normalised text embeddings of ``queries`` from one ``create_model(model, pretrained)``."""
+    net = create_model(model, pretrained=pretrained)
+    tokenizer = get_tokenizer(model)
     with torch.no_grad():
-        text = net.encode_text(get_tokenizer(model_name)([query]))[0]
-    similarity = torch.tensor(vectors) @ text
-    top = similarity.topk(min(k, len(hits)))
-    return [hits[i]._replace(score=float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]
+        return torch.cat([net.encode_text(tokenizer(list(queries[i:i + batch_size])))
+                          for i in range(0, len(queries), batch_size)])
+
+
+def search_rows(queries: Sequence[str], results: Sequence[Sequence[SearchHit]]) -> list[dict[str, Any]]:
+    """``search``'s hits per query as flat JSON-ready rows: query, rank (from 1), path, score, start, end."""
+    return [dict(zip(SEARCH_ROW_KEYS, (query, rank, hit.path, hit.score, hit.start, hit.end)))
+            for query, hits in zip(queries, results) for rank, hit in enumerate(hits, start=1)]
+
+
+def is_search_output(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds rows :func:`search_rows` wrote (so a later search may replace it)."""
+    import json
+
+    try:
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(rows, list) and all(isinstance(r, dict) and tuple(r) == SEARCH_ROW_KEYS for r in rows)
+
+
+def read_queries(path: str | os.PathLike) -> list[str]:
+    """The queries of a text file, one per line (blank lines skipped); a missing, non-UTF-8 or empty file raises a
+    one-line error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: queries file not found")
+    try:
+        queries = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: queries file is not UTF-8 text") from None
+    if not queries:
+        raise DataError(f"{path}: no queries (one per line)")
+    return queries
 
 
 def read_embeddings(embeddings: str | os.PathLike) -> tuple[list[SearchHit], list[list[float]], dict[str, str]]:

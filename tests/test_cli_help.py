@@ -1,0 +1,105 @@
+"""The command line explains itself: --help lists every config key of a command (type, default, description) and
+valid examples, --print-config prints YAML that --config reads back, and a mistyped flag gets a "did you mean"."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+
+import pytest
+import yaml
+from helpers import REPO
+
+from coca_video.cli import TASKS, main
+from coca_video.config import load_config, to_dict
+from coca_video.tasks.score import ScoreConfig
+
+
+def leaf_defaults(config: object, prefix: str = "") -> dict[str, object]:
+    """Every leaf key of a dataclass instance, dotted, with its value (tuples as lists, as YAML gives them)."""
+    leaves: dict[str, object] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            leaves.update(leaf_defaults(value, f"{prefix}{f.name}."))
+        else:
+            leaves[f"{prefix}{f.name}"] = list(value) if isinstance(value, tuple) else value
+    return leaves
+
+
+def help_text(command: str, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_lists_every_score_config_key_with_its_type_default_and_description(capsys):
+    text = help_text("score", capsys)
+    listed = {m["key"]: (m["type"], m["default"], m["help"]) for m in re.finditer(
+        r"^  (?P<key>[\w.]+): (?P<type>.+?) = (?P<default>.*)\n      (?P<help>.+)$", text, re.MULTILINE)}
+    expected = leaf_defaults(ScoreConfig())
+    assert sorted(listed) == sorted(expected)
+    for key, value in expected.items():
+        _, default, description = listed[key]
+        assert yaml.safe_load(default) == value, key
+        assert description.strip(), key
+    assert listed["top_k"][0] == "int" and listed["labels"][0] == "str | null"
+    assert listed["video_pooling"][0] == "mean|attentional"
+    assert listed["decode.timeout"][2] == "seconds per video decode (null: no limit)"  # the field's own comment
+
+
+@pytest.mark.parametrize("command", list(TASKS))
+def test_every_config_key_of_every_command_has_a_description(command, capsys):
+    text = help_text(command, capsys)
+    keys = re.findall(r"^  ([\w.]+): .+ = .*$", text, re.MULTILINE)
+    described = re.findall(r"^  ([\w.]+): .+ = .*\n      \S", text, re.MULTILINE)
+    assert keys and keys == described
+
+
+@pytest.mark.parametrize("command", list(TASKS))
+def test_the_help_examples_are_valid_invocations(command, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)  # examples name the shipped configs/ files
+    text = help_text(command, capsys)
+    examples = re.findall(rf"^  coca-video {command} (.*)$", text, re.MULTILINE)
+    assert examples
+    for example in examples:
+        assert main([command, *shlex.split(example), "--print-config"]) == 0, example
+        assert yaml.safe_load(capsys.readouterr().out)
+
+
+def test_print_config_is_yaml_that_config_reads_back_to_an_equal_config(tmp_path, capsys):
+    overrides = ["top_k=3", "decode.num_frames=4", "decode.timeout=null", "segment_seconds=2.5", "labels=x.txt"]
+    assert main(["score", "videos/", "--caption", *overrides, "--print-config"]) == 0
+    printed = tmp_path / "resolved.yaml"
+    printed.write_text(capsys.readouterr().out)
+    expected = load_config(ScoreConfig, None, ["videos=videos/", "caption=true", *overrides])
+    assert load_config(ScoreConfig, printed) == expected
+    assert yaml.safe_load(printed.read_text()) == to_dict(expected)
+
+
+@pytest.mark.parametrize("command", ["pretrain", "probe", "retrieval"])
+def test_print_config_round_trips_the_other_commands(command, tmp_path, capsys):
+    assert main([command, "--print-config"]) == 0
+    printed = tmp_path / "resolved.yaml"
+    printed.write_text(capsys.readouterr().out)
+    schema = TASKS[command].config_class()
+    assert load_config(schema, printed) == schema()
+
+
+def test_a_mistyped_flag_shows_the_commands_usage_and_the_closest_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", "videos/", "--lables", "classes.txt"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: coca-video score ")
+    assert "--lables: did you mean --labels?" in err.splitlines()[-1]
+
+
+def test_a_mistyped_flag_of_a_plain_command_gets_a_suggestion_too(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "e.parquet", "red", "--kk", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: coca-video search ") and "did you mean -k?" in err

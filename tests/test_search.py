@@ -1,0 +1,93 @@
+"""Search over an embeddings file: many queries share one text model, and give what single queries give."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.nn.functional as F
+
+from coca_video.cli import main
+from coca_video.model import get_model_config
+from coca_video.tasks import score
+
+QUERIES = ["a small red circle", "a big blue square", "a green triangle"]
+
+
+@pytest.fixture
+def embeddings(tmp_path):
+    """An embeddings file of six random unit vectors of the default model's width, with segments and provenance."""
+    dim = get_model_config("default").embed_dim
+    vectors = F.normalize(torch.randn(6, dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    table = pa.table({"path": [f"v{i}.mp4" for i in range(6)],
+                      "video_embedding": pa.array(vectors.tolist(), pa.list_(pa.float32())),
+                      "segment_start": [0.0, 2.0, 0.0, 2.0, 0.0, 2.0],
+                      "segment_end": [2.0, 4.0, 2.0, 4.0, 2.0, 4.0]})
+    path = tmp_path / "s.embeddings.parquet"
+    pq.write_table(table.replace_schema_metadata({"model": "default", "pretrained": ""}), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return score.create_model("default")
+
+
+@pytest.fixture
+def model_count(monkeypatch, default_model):
+    """The calls search makes to create_model (each answered with the same default model, to keep tests fast)."""
+    calls = []
+
+    def counting(name, pretrained=None, device=None):
+        assert (name, pretrained, device) == ("default", None, None)
+        calls.append(name)
+        return default_model
+
+    monkeypatch.setattr(score, "create_model", counting)
+    return calls
+
+
+def test_many_queries_create_the_model_once_and_match_single_queries(embeddings, model_count):
+    together = score.search(embeddings, QUERIES[:2], k=4)
+    assert len(model_count) == 1
+    alone = [score.search(embeddings, query, k=4) for query in QUERIES[:2]]
+    assert len(model_count) == 3
+    assert [[h.path for h in hits] for hits in together] == [[h.path for h in hits] for hits in alone]
+    for hits, single in zip(together, alone):
+        assert [h.score for h in hits] == pytest.approx([h.score for h in single], abs=1e-6)
+        assert [h.start for h in hits] == [h.start for h in single]
+
+
+def test_cli_json_rows_from_arguments_and_a_queries_file(embeddings, tmp_path, capsys, model_count):
+    queries_file = tmp_path / "queries.txt"
+    queries_file.write_text(f"{QUERIES[1]}\n\n{QUERIES[2]}\n")
+    assert main(["search", str(embeddings), QUERIES[0], "--queries", str(queries_file), "-k", "2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(model_count) == 1
+    assert [(r["query"], r["rank"]) for r in rows] == [(q, rank) for q in QUERIES for rank in (1, 2)]
+    assert set(rows[0]) == {"query", "rank", "path", "score", "start", "end"}
+    expected = score.search(embeddings, QUERIES[2], k=2)
+    assert [(r["path"], r["start"], r["end"]) for r in rows[4:]] == [(h.path, h.start, h.end) for h in expected]
+
+
+def test_cli_out_writes_the_rows_and_may_replace_its_own_file_but_not_another(embeddings, tmp_path, capsys,
+                                                                             model_count):
+    out = tmp_path / "hits.json"
+    assert main(["search", str(embeddings), "red", "blue", "-k", "1", "--out", str(out)]) == 0
+    assert [r["query"] for r in json.loads(out.read_text())] == ["red", "blue"]
+    assert main(["search", str(embeddings), "green", "-k", "1", "--out", str(out)]) == 0  # its own: replaced
+    assert [r["query"] for r in json.loads(out.read_text())] == ["green"]
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    assert main(["search", str(embeddings), "red", "--out", str(notes)]) == 2
+    assert notes.read_text() == '{"mine": 1}'
+    assert "file exists and was not written by coca-video" in capsys.readouterr().err
+
+
+def test_no_query_at_all_is_a_one_line_error(embeddings, capsys):
+    assert main(["search", str(embeddings)]) == 2
+    assert capsys.readouterr().err.strip() == "coca-video search: error: search: give a query, or --queries FILE " \
+                                              "with one per line"
