@@ -221,7 +221,8 @@ def write_probe_outputs(output: Path, result: ProbeResult, classes: list[str], h
           f"({proto['val_videos_evaluated']} videos evaluated) -> {output / 'metrics.json'}")
 
 
-def plot_probe_curves(output: Path, confusion: torch.Tensor, classes: list[str], history: list[dict[str, float]]) -> None:
+def plot_probe_curves(output: Path, confusion: torch.Tensor, classes: list[str],
+                      history: list[dict[str, float]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -47,7 +47,8 @@ def test_help_lists_every_score_config_key_with_its_type_default_and_description
         assert description.strip(), key
     assert listed["top_k"][0] == "int" and listed["labels"][0] == "str | null"
     assert listed["video_pooling"][0] == "mean|attentional"
-    assert listed["decode.timeout"][2] == "seconds per video decode (null: no limit)"  # the field's own comment
+    assert listed["decode.timeout"][2] == (  # the field's own comment
+        "decode time limit, s: this + 1 s per frame + 0.1 s per video second (null: none)")
 
 
 @pytest.mark.parametrize("command", list(TASKS))

@@ -224,8 +224,8 @@ def test_all_frames_caption_input_reads_every_frame(tiny_model):
         torch.testing.assert_close(tiny_model.generate_from_tokens(tokens, method="greedy", max_len=8),
                                    tiny_model.generate(images, method="greedy", max_len=8))
         repeated = tokens[:1].repeat(1, 4, 1)  # a 4-frame clip of the same frame
-        torch.testing.assert_close(tiny_model.image_pooling(repeated).tokens, tiny_model.image_pooling(tokens[:1]).tokens,
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(tiny_model.image_pooling(repeated).tokens,
+                                   tiny_model.image_pooling(tokens[:1]).tokens, atol=1e-5, rtol=0)
         mixed = tiny_model.image_pooling(tokens.flatten(0, 1)[None]).tokens  # a clip of both frames
         for frame in range(2):
             assert not torch.allclose(mixed, tiny_model.image_pooling(tokens[frame:frame + 1]).tokens, atol=1e-3)

@@ -52,7 +52,7 @@ class RetrievalConfig:
     rerank: Literal["dsl"] | None = None  # dual-softmax re-ranking, reported under its own *_dsl keys
     video_pooling: Literal["mean", "attentional"] = "mean"  # the paper's mean of frames, or VideoCoCa's pooler
     model: ModelConfig = field(default_factory=ModelConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)  # sampling eval: the paper's uniform; linspace: CLIP4Clip
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # sampling: eval, the paper's; linspace, CLIP4Clip's
 
     def __post_init__(self) -> None:
         check_suffix("out", self.out, (".json",))

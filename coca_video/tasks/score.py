@@ -159,7 +159,8 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
             scores = merge(cfg.out, paths=[stored_path(p) for p in files], metadata=provenance)
     seconds = time.time() - started
     summary = {"videos": len(files), "scored_now": counts.total, "errors_now": counts.error,
-               "already_scored": len({key[:3] for key in done} & {stored_key(key) for key in keys}), "seconds": round(seconds, 2),
+               "already_scored": len({key[:3] for key in done} & {stored_key(key) for key in keys}),
+               "seconds": round(seconds, 2),
                "videos_per_second": round(counts.total / max(seconds, 1e-9), 2),
                "out": str(cfg.out), "embeddings": str(embeddings_path(cfg.out))}
     if scores is not None:
