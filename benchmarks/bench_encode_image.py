@@ -1,7 +1,9 @@
-"""encode_image throughput: coca-video vs open_clip 3.3.0 on the same coca_ViT-B-32 weights, same threads.
+"""encode_image throughput of every inference precision vs open_clip fp32 on the same coca_ViT-B-32 weights, and
+each as a share of this machine's matmul peak for its dtype, measured in the same run.
 
-Runs fp32 and bf16 autocast on CPU, alternating the two implementations repetition by repetition so both see the
-same machine load, and prints images/s and the ratio (ours / open_clip; > 1 means ours is faster).
+Alternates the implementations repetition by repetition so all see the same machine load; prints images/s, the
+ratio to open_clip fp32 (> 1: faster), the min cosine to open_clip fp32's embeddings, and the percentage of the
+dtype's measured matmul peak (the encoder's FLOPs per image / time / peak).
 
     python benchmarks/bench_encode_image.py [--batch 16] [--repeats 5] [--threads 2]
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -17,15 +20,36 @@ from pathlib import Path
 import torch
 
 import coca_video
+from coca_video.model.precision import apply_precision
 
 
-def best_time(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the best of ``repeats`` square matmuls in ``dtype`` (int8: a dynamically quantised Linear)."""
+    if dtype == torch.int8:
+        layer = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(size, size)),
+                                                       {torch.nn.Linear}, dtype=torch.qint8)
+        x = torch.randn(size, size)
+        fn = lambda: layer(x)  # noqa: E731
+    else:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        fn = lambda: a @ b  # noqa: E731
+    fn()
+    return 2 * size**3 / min(seconds(fn) for _ in range(repeats))
+
+
+def encoder_flops(model) -> float:
+    """Multiply-adds x 2 of one image through the ViT (patch embedding, attention, MLP; the pooler is negligible)."""
+    cfg = model.cfg.vision
+    tokens = 1 + (cfg.image_size // cfg.patch_size) ** 2
+    width, hidden = cfg.width, int(cfg.width * cfg.mlp_ratio)
+    per_layer = tokens * (4 * width * width + 2 * width * hidden) + 2 * tokens * tokens * width
+    return 2 * (cfg.layers * per_layer + tokens * 3 * cfg.patch_size**2 * width)
 
 
 def main() -> None:
@@ -44,19 +68,35 @@ def main() -> None:
         torch.save(ref.state_dict(), path)
         ours = coca_video.create_model("coca_ViT-B-32", pretrained=str(path))
     images = torch.randn(args.batch, 3, 224, 224)
-    print(f"coca_ViT-B-32 encode_image, batch {args.batch}, {args.threads} threads, best of {args.repeats}")
-    for precision in ("fp32", "bf16"):
-        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
-            for model in (ref, ours):  # warm-up
-                model.encode_image(images)
-            ref_times, our_times = [], []
-            for _ in range(args.repeats):
-                ref_times += best_time(lambda: ref.encode_image(images), 1)
-                our_times += best_time(lambda: ours.encode_image(images), 1)
-        ref_ips, our_ips = args.batch / min(ref_times), args.batch / min(our_times)
-        print(f"{precision}: ours {our_ips:7.1f} img/s   open_clip {ref_ips:7.1f} img/s   "
-              f"ratio {our_ips / ref_ips:.2f}x")
+    bf16_autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    variants = {  # name: (model, autocast factory, peak dtype)
+        "open_clip fp32": (ref, contextlib.nullcontext, torch.float32),
+        "ours fp32": (ours, contextlib.nullcontext, torch.float32),
+        "ours bf16 autocast": (ours, bf16_autocast, torch.bfloat16),
+        "ours bf16 weights": (apply_precision(copy.deepcopy(ours), "bf16"), contextlib.nullcontext, torch.bfloat16),
+        "ours int8 (Linear)": (apply_precision(ours, "int8"), contextlib.nullcontext, torch.int8),
+    }
+    peaks = {dtype: matmul_peak(dtype) for dtype in (torch.float32, torch.bfloat16, torch.int8)}
+    flops = encoder_flops(ours)
+    times = {name: [] for name in variants}
+    with torch.inference_mode():
+        reference = ref.encode_image(images)
+        cosine = {}
+        for name, (model, autocast, _) in variants.items():  # warm-up, and fidelity
+            with autocast():
+                cosine[name] = torch.nn.functional.cosine_similarity(model.encode_image(images).float(),
+                                                                     reference).min().item()
+        for _ in range(args.repeats):
+            for name, (model, autocast, _) in variants.items():
+                with autocast():
+                    times[name].append(seconds(lambda: model.encode_image(images)))
+    print(f"coca_ViT-B-32 encode_image, batch {args.batch}, {args.threads} threads, best of {args.repeats}; "
+          f"matmul peaks: " + ", ".join(f"{str(d).split('.')[-1]} {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items()))
+    base = args.batch / min(times["open_clip fp32"])
+    for name, (_, _, dtype) in variants.items():
+        rate = args.batch / min(times[name])
+        print(f"{name:<20} {rate:7.1f} img/s  {rate / base:5.2f}x open_clip fp32  min cosine {cosine[name]:.5f}  "
+              f"{100 * rate * flops / peaks[dtype]:4.0f}% of the {str(dtype).split('.')[-1]} matmul peak")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from .model.coca import VideoEncoding, VideoPooling
 from .transforms import ImageTransform, image_transform
 from .video import VideoReader, sample_indices
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def create_model_and_transforms(
@@ -24,14 +23,11 @@ def create_model_and_transforms(
 ) -> tuple[CoCa, ImageTransform, ImageTransform]:
     """``(model, preprocess_train, preprocess_val)`` as open_clip's function returns them.
 
-    ``precision``: ``fp32`` (default), ``bf16`` or ``fp16`` casts the weights to that dtype, as open_clip does for
-    those names (inputs must then be cast too; for mixed precision keep fp32 and use ``torch.autocast``).
+    ``precision``: ``fp32`` (default), ``bf16`` (weights cast, as open_clip does for that name; the image encoder
+    casts its input) or ``int8`` (dynamically quantised Linear layers, CPU); for mixed-precision training keep fp32
+    and use ``torch.autocast``.
     """
-    if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    model = create_model(name, pretrained=pretrained, device=device)
-    if precision is not None:
-        model = model.to(PRECISIONS[precision])
+    model = create_model(name, pretrained=pretrained, device=device, precision=precision or "fp32")
     return model, image_transform(model, train=True), image_transform(model)
 
 

@@ -315,7 +315,7 @@ class ModelConfig:
     name: str = "default"  # architecture name (list_models()), checkpoint folder, hf-hub:<repo>, or "default"
     pretrained: str | None = None  # weights for an architecture: open_clip file or folder, hf-hub:<repo>, or a tag
     device: str = "cpu"  # cpu, cuda, cuda:N, mps, or auto (cuda, then mps, then cpu)
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on the device
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"  # inference: weights in bf16 or int8 Linear; training: autocast
 
     def __post_init__(self) -> None:
         check_device(self.device)

@@ -63,3 +63,36 @@ def test_int8_leaves_the_fp32_model_alone_and_bf16_casts_every_weight(default_mo
     assert quantised is not model and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     halved = apply_precision(copy.deepcopy(model), "bf16")
     assert {p.dtype for p in halved.parameters()} == {torch.bfloat16}
+
+
+def test_score_runs_in_each_precision_and_records_it(tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from coca_video.config import load_config
+    from coca_video.tasks import score
+    from coca_video.video import write_video
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_video(tmp_path / f"v{i}.mp4", rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), fps=4)
+    embeddings = {}
+    for precision in ("fp32", "bf16", "int8"):
+        out = tmp_path / f"{precision}.parquet"
+        score.run(load_config(score.ScoreConfig, None, [f"videos={tmp_path}", f"out={out}", "decode.num_frames=2",
+                                                        "decode.workers=0", f"model.precision={precision}"]))
+        sidecar = pq.read_table(score.embeddings_path(out))
+        assert sidecar.schema.metadata[b"precision"] == precision.encode()
+        embeddings[precision] = torch.tensor(sidecar.column("video_embedding").to_pylist())
+    for precision in ("bf16", "int8"):
+        cosine = torch.nn.functional.cosine_similarity(embeddings[precision], embeddings["fp32"])
+        assert cosine.min() >= MIN_COSINE[precision]
+
+
+def test_int8_cannot_train():
+    from coca_video.config import ModelConfig
+    from coca_video.errors import ConfigError
+    from coca_video.runtime import load_model
+
+    with pytest.raises(ConfigError, match="int8 is for inference only"):
+        load_model(ModelConfig(precision="int8"), training=True)

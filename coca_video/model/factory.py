@@ -23,6 +23,7 @@ from ..config import from_dict, read_yaml
 from ..errors import CheckpointError, ConfigError
 from .coca import CoCa
 from .config import CoCaConfig
+from .precision import InferencePrecision, apply_precision
 from .state_dict import CONFIG_FILE, OPEN_CLIP_FILES, WEIGHTS_FILE, load_weights
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -99,9 +100,12 @@ def download_hf_snapshot(repo_id: str) -> Path:
 
 
 def create_model(
-    name: str = "default", pretrained: str | os.PathLike | None = None, device: str | torch.device | None = None
+    name: str = "default", pretrained: str | os.PathLike | None = None, device: str | torch.device | None = None,
+    precision: InferencePrecision = "fp32",
 ) -> CoCa:
-    """Build a CoCa model by architecture name or checkpoint folder, optionally loading ``pretrained`` weights.
+    """Build a CoCa model by architecture name or checkpoint folder, optionally loading ``pretrained`` weights,
+    computing in ``precision`` (``fp32``, ``bf16`` weights, or ``int8`` Linear layers on the CPU; see
+    :mod:`coca_video.model.precision`).
 
     Returns the model in eval mode. See the module docstring for the accepted sources.
     """
@@ -111,7 +115,8 @@ def create_model(
         load_weights(model, folder)
     elif pretrained is not None:
         load_weights(model, resolve_pretrained(name, str(pretrained)))
-    return model.to(device).eval() if device is not None else model.eval()
+    model = model.to(device).eval() if device is not None else model.eval()
+    return apply_precision(model, precision)
 
 
 def resolve_pretrained(name: str, pretrained: str) -> Path:

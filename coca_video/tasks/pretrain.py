@@ -81,7 +81,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     info = init_distributed()
     output = Path(cfg.output_dir)
     torch.manual_seed(cfg.train.seed)
-    model = load_model(cfg.model).train()
+    model = load_model(cfg.model, training=True).train()
     tokenizer, tokenizer_files = prepare_tokenizer(cfg, model, output, info)
     model.set_grad_checkpointing(cfg.train.grad_checkpointing)
     wrapped = wrap_model(model, cfg.train.distributed)

@@ -117,7 +117,7 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
     if not info.is_main:
         train_set, val_set = load_sets(cfg)
     print0(train_set.summary("train"), val_set.summary("val"), sep="\n")
-    model = load_model(cfg.model)
+    model = load_model(cfg.model, training=cfg.mode == "finetune")
     classifier = VideoClassifier(VideoClassifierConfig(
         model.cfg.vision.width, len(train_set.classes), cfg.probe.heads, cfg.decode.num_frames,
         model.image_encoder.num_tokens, cfg.probe.temporal_pos_embed, cfg.probe.spatial_pos_embed)).to(cfg.model.device)
@@ -272,6 +272,7 @@ def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, val_set
 def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result: ProbeResult) -> dict[str, Any]:
     """What was measured, so a number is never read without its conditions."""
     return {"mode": cfg.mode, "model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
+            "precision": cfg.model.precision,
             "frames": cfg.decode.num_frames, "views": f"{cfg.eval.temporal_views}x{cfg.eval.spatial_crops}",
             "temporal_pos_embed": cfg.probe.temporal_pos_embed, "spatial_pos_embed": cfg.probe.spatial_pos_embed,
             "train_videos": len(train_set.items),

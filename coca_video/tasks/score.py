@@ -155,7 +155,7 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
             dist.barrier()
         if info.is_main:
             provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or "",
-                          "video_pooling": cfg.video_pooling}
+                          "video_pooling": cfg.video_pooling, "precision": cfg.model.precision}
             scores = merge(cfg.out, paths=[stored_path(p) for p in files], metadata=provenance)
     seconds = time.time() - started
     summary = {"videos": len(files), "scored_now": counts.total, "errors_now": counts.error,
