@@ -263,3 +263,24 @@ def test_torchcodec_refuses_what_it_gets_wrong_naming_the_file(corpus, name):
     with pytest.raises(VideoDecodeError, match=f"{path.name}: backend torchcodec cannot read this file"):
         VideoReader(path, backend="torchcodec").get_frames([0])
 
+
+
+@pytest.mark.slow
+def test_every_corpus_file_scores_ok_and_the_report_finishes(corpus, tmp_path):
+    """The whole corpus through `score` (default model, the real decode path with its time limit) and its HTML
+    report: every file gets status ok, and the report lists every one."""
+    import pandas as pd
+
+    from coca_video.config import load_config
+    from coca_video.tasks import score
+
+    for name in CORPUS:
+        corpus.path(name)
+    out, report = tmp_path / "scores.csv", tmp_path / "report.html"
+    score.run(load_config(score.ScoreConfig, None, [f"videos={corpus.folder}", f"out={out}", f"report={report}",
+                                                    "decode.num_frames=4", "decode.workers=2"]))
+    table = pd.read_csv(out)
+    assert sorted(Path(p).stem for p in table.path) == sorted(corpus.paths)
+    assert (table.status == "ok").all(), table[table.status != "ok"][["path", "error"]].to_string()
+    page = report.read_text()
+    assert all(Path(p).name in page for p in table.path)
