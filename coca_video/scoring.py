@@ -89,7 +89,7 @@ class VideoScorer:
             for row, per_frame in zip(rows, encoding.frame_embeddings.float().cpu()):
                 row["frame_embeddings"] = per_frame.tolist()
         if self.probe is not None:
-            self.add_labels(rows, self.probe(encoding.tokens.float()).float().softmax(-1))
+            self.add_labels(rows, self.probe(self.probe.input_tokens(encoding.tokens.float())).float().softmax(-1))
         elif self.classes is not None:
             self.add_labels(rows, class_probabilities(self.model, videos, self.classes.to(videos.device)))
         for row, text in zip(rows, captions or []):

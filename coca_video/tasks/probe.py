@@ -20,7 +20,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 
 from ..config import DecodeConfig, ModelConfig, check_at_least, to_dict
 from ..data.actions import ActionSet, load_actions
-from ..data.feature_cache import FeatureCache, fill_cache
+from ..data.feature_cache import CacheFormat, FeatureCache, fill_cache
 from ..data.labels import read_class_names
 from ..data.video import ClipSampling, decode_loader
 from ..distributed import barrier, batch_shards, gather_rows, get_info, init_distributed, print0
@@ -36,6 +36,7 @@ from ..errors import ConfigError, DataError
 from ..io import atomic_write_text, check_output_dir
 from ..metrics import mean_class_accuracy, per_class_accuracy, topk_accuracy
 from ..model import CoCa, VideoClassifier, VideoClassifierConfig, save_probe
+from ..model.video_classifier import pooled_tokens_per_frame
 from ..model.state_dict import weights_digest
 from ..report import ProbeResult, write_probe_outputs
 from ..runtime import autocast, load_model
@@ -72,6 +73,12 @@ class ProbeHeadConfig:
     temporal_pos_embed: bool = False  # learned per-frame embedding on the tokens (not in the paper)
     spatial_pos_embed: bool = False  # learned per-position embedding, shared by frames (not in the paper)
     label_smoothing: float = 0.0
+    cache: CacheFormat = "fp16"  # feature cache (frozen mode): fp16 | int8 (~1/2 the size) | pooled (~1/token_pool^2)
+    token_pool: int = 2  # for cache=pooled: patch tokens averaged over token_pool x token_pool squares
+    cache_check: bool = True  # refuse to start a cache the disk cannot hold (+5% + 1 GB)
+
+    def __post_init__(self) -> None:
+        check_at_least("token_pool", self.token_pool, 2)
 
 
 @dataclass
@@ -118,9 +125,7 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
         train_set, val_set = load_sets(cfg)
     print0(train_set.summary("train"), val_set.summary("val"), sep="\n")
     model = load_model(cfg.model)
-    classifier = VideoClassifier(VideoClassifierConfig(
-        model.cfg.vision.width, len(train_set.classes), cfg.probe.heads, cfg.decode.num_frames,
-        model.image_encoder.num_tokens, cfg.probe.temporal_pos_embed, cfg.probe.spatial_pos_embed)).to(cfg.model.device)
+    classifier = VideoClassifier(classifier_config(cfg, model, len(train_set.classes))).to(cfg.model.device)
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
     trainer = FrozenTrainer(cfg, model, classifier, train_set) if cfg.mode == "frozen" else \
@@ -133,6 +138,15 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
                    finetuned=model if cfg.mode == "finetune" else None)
     barrier()
     return {"top1": result.top1, "top5": result.top5, "mean_class_accuracy": result.mean_class_accuracy}
+
+
+def classifier_config(cfg: ProbeConfig, model: CoCa, num_classes: int) -> VideoClassifierConfig:
+    """The probe's head for ``model``'s tokens as the run feeds them (pooled for a frozen run with cache=pooled)."""
+    pool = cfg.probe.token_pool if cfg.mode == "frozen" and cfg.probe.cache == "pooled" else 1
+    tokens_per_frame = pooled_tokens_per_frame(model.image_encoder.num_tokens, pool) if pool > 1 else \
+        model.image_encoder.num_tokens
+    return VideoClassifierConfig(model.cfg.vision.width, num_classes, cfg.probe.heads, cfg.decode.num_frames,
+                                 tokens_per_frame, pool, cfg.probe.temporal_pos_embed, cfg.probe.spatial_pos_embed)
 
 
 def load_sets(cfg: ProbeConfig) -> tuple[ActionSet, ActionSet]:
@@ -158,8 +172,16 @@ def cached_tokens(cfg: ProbeConfig, model: CoCa, action_set: ActionSet, sampling
                   name: str) -> FeatureCache:
     """``action_set``'s encoder tokens under ``sampling``, from the run's feature cache (filled where missing)."""
     digest = weights_digest(model.image_encoder) if cfg.mode == "finetune" else None
+    fmt = cfg.probe.cache if cfg.mode == "frozen" else "fp16"  # a finetuned head was trained on full tokens
     return fill_cache(Path(cfg.output_dir) / "feature_cache", action_set.items, model, cfg.model, sampling,
-                      cfg.decode, cfg.seed, name, digest)
+                      cfg.decode, cfg.seed, name, digest, fmt, cfg.probe.token_pool, cfg.probe.cache_check)
+
+
+def cache_name(cfg: ProbeConfig) -> str:
+    """How the frozen tokens were stored, for the protocol: fp16, int8 or pooled2 (finetune: none)."""
+    if cfg.mode == "finetune":
+        return "none"
+    return f"pooled{cfg.probe.token_pool}" if cfg.probe.cache == "pooled" else cfg.probe.cache
 
 
 # -- training ------------------------------------------------------------------------------------------------------
@@ -188,7 +210,7 @@ class FrozenTrainer(EpochTrainer):
         losses = []
         device = self.cfg.model.device
         for batch in batch_shards(len(self.rows), self.cfg.batch_size, seed=self.cfg.seed * 1000 + epoch):
-            tokens = torch.from_numpy(self.cache.tokens[self.rows[batch], 0]).float()  # memmap rows in batch order
+            tokens = self.cache.read(self.rows[batch], 0)  # (B, T*N, C), memmap rows in batch order
             logits = self.wrapped(tokens.to(device))
             losses.append(self.step(logits, self.labels[batch].to(device)))
         return float(np.mean(losses))
@@ -256,9 +278,9 @@ def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, val_set
     mine = rows[info.rank::info.world_size]  # each video scored by exactly one rank, gathered in row order
     probabilities = [torch.empty(0, len(val_set.classes))]
     for start in range(0, len(mine), cfg.batch_size):
-        tokens = torch.from_numpy(cache.tokens[mine[start:start + cfg.batch_size]]).float().to(cfg.model.device)
-        logits = classifier(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])  # (B, V, classes)
-        probabilities.append(logits.float().softmax(-1).mean(1).cpu())
+        batch = mine[start:start + cfg.batch_size]
+        probabilities.append(view_averaged_probabilities(
+            classifier, lambda views, rows=batch: cache.read(rows, views).to(cfg.model.device), cache.tokens.shape[1]).cpu())
     probs = gather_rows(torch.cat(probabilities), len(rows))
     labels = torch.tensor([val_set.items[i].label for i in rows], dtype=torch.long)
     predictions = probs.argmax(-1)
@@ -269,11 +291,26 @@ def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, val_set
                        [(val_set.items[i].path, reason) for i, reason in sorted(cache.failed.items())])
 
 
+def view_averaged_probabilities(classifier: VideoClassifier, read_views: Callable[[slice], torch.Tensor],
+                                num_views: int, views_per_pass: int = 1) -> torch.Tensor:
+    """Softmax probabilities (B, classes) averaged over ``num_views`` views, classifying ``views_per_pass`` views
+    of the batch at a time (``read_views(slice)`` -> (B, v, T*N, C)): peak memory follows batch x views_per_pass,
+    not batch x views."""
+    total = None
+    for first in range(0, num_views, views_per_pass):
+        tokens = read_views(slice(first, first + views_per_pass))  # (B, v, T*N, C)
+        logits = classifier(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])  # (B, v, classes)
+        summed = logits.float().softmax(-1).sum(1)
+        total = summed if total is None else total + summed
+    return total / num_views
+
+
 def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result: ProbeResult) -> dict[str, Any]:
     """What was measured, so a number is never read without its conditions."""
     return {"mode": cfg.mode, "model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
             "frames": cfg.decode.num_frames, "views": f"{cfg.eval.temporal_views}x{cfg.eval.spatial_crops}",
-            "temporal_pos_embed": cfg.probe.temporal_pos_embed, "spatial_pos_embed": cfg.probe.spatial_pos_embed,
+            "feature_cache": cache_name(cfg), "temporal_pos_embed": cfg.probe.temporal_pos_embed,
+            "spatial_pos_embed": cfg.probe.spatial_pos_embed,
             "train_videos": len(train_set.items),
             "val_videos_evaluated": len(result.paths), "val_videos_missing": len(val_set.missing),
             "val_videos_failed": result.failed}
