@@ -87,3 +87,17 @@ def test_a_truncated_tokens_file_is_rebuilt_not_read_as_zeros(tmp_path):
         again = FeatureCache(tmp_path, KEY, (3, 1, 4, 2))
     assert again.todo() == [0, 1, 2]  # every row to encode again
     assert feature_cache.npy_size_ok(again.tokens_path)
+
+
+def test_view_by_view_evaluation_equals_one_pass_over_all_views():
+    from coca_video.model import VideoClassifier, VideoClassifierConfig
+    from coca_video.tasks.probe import view_averaged_probabilities
+
+    torch.manual_seed(0)
+    classifier = VideoClassifier(VideoClassifierConfig(width=16, num_classes=5, heads=2, num_frames=2)).eval()
+    tokens = torch.randn(3, 12, 2 * 5, 16)  # (videos, views 4x3, T*N, C)
+    with torch.no_grad():
+        one_pass = classifier(tokens.flatten(0, 1)).unflatten(0, (3, 12)).softmax(-1).mean(1)  # the old evaluate()
+        for views_per_pass in (1, 5, 12):
+            chunked = view_averaged_probabilities(classifier, lambda views: tokens[:, views], 12, views_per_pass)
+            torch.testing.assert_close(chunked, one_pass, rtol=0, atol=1e-6)
