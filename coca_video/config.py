@@ -228,9 +228,12 @@ class ModelConfig:
     pretrained: str | None = None  # weights for an architecture: open_clip file or folder, hf-hub:<repo>, or a tag
     device: str = "cpu"
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on the device
+    image_size: int | None = None  # run at this resolution (position embeddings resampled); None: the model's own
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        if self.image_size is not None:
+            check_at_least("image_size", self.image_size, 1)
 
 
 @dataclass

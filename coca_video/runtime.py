@@ -13,7 +13,7 @@ from .model import CoCa, create_model
 
 def load_model(cfg: ModelConfig) -> CoCa:
     """``create_model`` from a task's model block, on its device, in eval mode."""
-    return create_model(cfg.name, pretrained=cfg.pretrained, device=cfg.device)
+    return create_model(cfg.name, pretrained=cfg.pretrained, device=cfg.device, image_size=cfg.image_size)
 
 
 def autocast(device: str | torch.device, precision: str) -> ContextManager:

@@ -67,7 +67,8 @@ def test_frozen_probe_learns_appearance_classes(tmp_path):
         (val_folder / Path(path).name).symlink_to(path)
     scores = tmp_path / "scores.csv"
     score.run(load_config(score.ScoreConfig, None, [f"videos={val_folder}", f"out={scores}", "decode.workers=0",
-                                                    f"probe={tmp_path / 'run' / 'probe'}", "top_k=2"]))
+                                                    f"probe={tmp_path / 'run' / 'probe'}", "top_k=2",
+                                                    "follow_symlinks=outside"]))
     scored = pd.read_csv(scores).set_index("path")
     expected = dict(zip(predictions.path.map(lambda p: str(val_folder / Path(p).name)), predictions.prediction))
     assert {path: scored.top1_label[path] for path in expected} == expected

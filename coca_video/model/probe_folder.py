@@ -1,7 +1,7 @@
 """A trained action-recognition probe on disk, as ``coca-video score --probe`` reads it.
 
     probe/probe.json               {"classes": [...], "backbone": NAME, "pretrained": FILE|null,
-                                    "classifier": VideoClassifierConfig}
+                                    "image_size": PX|null, "classifier": VideoClassifierConfig}
     probe/classifier.safetensors   the classifier's weights
     probe/model/                   for a finetuned encoder: the whole CoCa as a checkpoint folder (backbone "model")
 """
@@ -32,10 +32,11 @@ class ProbeInfo:
     backbone: str  # a model name or checkpoint folder for create_model (a finetuned probe: its own model/)
     pretrained: str | None
     classifier: VideoClassifierConfig
+    image_size: int | None = None  # the resolution the backbone ran at (None: its own)
 
 
 def save_probe(folder: str | os.PathLike, classifier: VideoClassifier, classes: list[str], backbone: str,
-               pretrained: str | None, finetuned: CoCa | None = None) -> Path:
+               pretrained: str | None, finetuned: CoCa | None = None, image_size: int | None = None) -> Path:
     """Write a trained probe (see the module docstring); ``finetuned``: the encoder trained with it, saved whole."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -44,7 +45,7 @@ def save_probe(folder: str | os.PathLike, classifier: VideoClassifier, classes: 
         backbone, pretrained = FINETUNED_MODEL, None
     with atomic_path(folder / PROBE_WEIGHTS) as tmp:
         save_safetensors(classifier, tmp)
-    meta = {"classes": classes, "backbone": backbone, "pretrained": pretrained,
+    meta = {"classes": classes, "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
             "classifier": classifier.cfg.to_dict()}
     atomic_write_text(folder / PROBE_FILE, json.dumps(meta, indent=2) + "\n")
     return folder
@@ -61,7 +62,8 @@ def read_probe_info(folder: str | os.PathLike) -> ProbeInfo:
         if not isinstance(meta, dict):
             raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
         info = ProbeInfo([str(c) for c in meta["classes"]], str(meta["backbone"]), meta.get("pretrained"),
-                         VideoClassifierConfig.from_dict(meta.get("classifier") or _legacy_classifier(meta), str(path)))
+                         VideoClassifierConfig.from_dict(meta.get("classifier") or _legacy_classifier(meta), str(path)),
+                         meta.get("image_size"))
     except (ValueError, KeyError, TypeError, ConfigError) as err:
         raise CheckpointError(f"{path}: not a valid probe description ({type(err).__name__}: {err})") from None
     if info.classifier.num_classes != len(info.classes):

@@ -135,7 +135,7 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
     if info.is_main:
         write_probe_outputs(output, result, train_set.classes, history, protocol(cfg, train_set, val_set, result))
         save_probe(output / "probe", classifier, train_set.classes, cfg.model.name, cfg.model.pretrained,
-                   finetuned=model if cfg.mode == "finetune" else None)
+                   finetuned=model if cfg.mode == "finetune" else None, image_size=model.cfg.vision.image_size)
     barrier()
     return {"top1": result.top1, "top5": result.top5, "mean_class_accuracy": result.mean_class_accuracy}
 
@@ -308,6 +308,7 @@ def view_averaged_probabilities(classifier: VideoClassifier, read_views: Callabl
 def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result: ProbeResult) -> dict[str, Any]:
     """What was measured, so a number is never read without its conditions."""
     return {"mode": cfg.mode, "model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
+            "image_size": cfg.model.image_size,
             "frames": cfg.decode.num_frames, "views": f"{cfg.eval.temporal_views}x{cfg.eval.spatial_crops}",
             "feature_cache": cache_name(cfg), "temporal_pos_embed": cfg.probe.temporal_pos_embed,
             "spatial_pos_embed": cfg.probe.spatial_pos_embed,

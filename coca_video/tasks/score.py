@@ -71,7 +71,8 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
     if cfg.probe:  # the probe's own backbone (finetuned or named) and frame count replace the model and num_frames
         info = read_probe_info(cfg.probe)
         cfg = dataclasses.replace(
-            cfg, model=dataclasses.replace(cfg.model, name=info.backbone, pretrained=info.pretrained),
+            cfg, model=dataclasses.replace(cfg.model, name=info.backbone, pretrained=info.pretrained,
+                                           image_size=info.image_size),
             decode=dataclasses.replace(cfg.decode, num_frames=info.classifier.num_frames))
     files = list_inputs(cfg.videos, cfg.follow_symlinks)
     if not files:
