@@ -10,7 +10,7 @@ import pytest
 from helpers import REPO, free_port
 
 from coca_video.config import load_config
-from coca_video.data.actions import load_actions
+from coca_video.data.actions import load_actions, split_video_roots
 from coca_video.errors import DataError
 from coca_video.tasks import probe, score
 from coca_video.video import VideoReader
@@ -38,6 +38,23 @@ def test_annotation_formats(tmp_path):
         ("zzz.mp4", 1, 30.0, 40.0)]  # an untrimmed download is read within its window
     with pytest.raises(DataError, match="validate.csv: label 'singing' is not in the class list"):
         load_actions("kinetics", kinetics, tmp_path, ["dancing"])
+
+
+@pytest.mark.parametrize("layout", [("train", "val"), ("videos_train", "videos_val"), None])
+def test_split_folders_under_video_root_are_found(tmp_path, layout):
+    train_dir, val_dir = layout or ("", "")
+    for folder, name in ((train_dir, "a.mp4"), (val_dir, "b.mp4")):
+        (tmp_path / "videos" / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "videos" / folder / name).write_bytes(b"x")
+    (tmp_path / "train.txt").write_text("a.mp4 0\n")
+    (tmp_path / "val.txt").write_text("b.mp4 0\n")
+    cfg = load_config(probe.ProbeConfig, None, ["data.format=list", f"data.train={tmp_path / 'train.txt'}",
+                                                f"data.val={tmp_path / 'val.txt'}",
+                                                f"data.video_root={tmp_path / 'videos'}"])
+    train, val = probe.load_sets(cfg)
+    assert train.items[0].path == str(tmp_path / "videos" / train_dir / "a.mp4")
+    assert val.items[0].path == str(tmp_path / "videos" / val_dir / "b.mp4")
+    assert split_video_roots(tmp_path / "videos", tmp_path) == (tmp_path / "videos", tmp_path)  # given: as given
 
 
 def probe_config(tmp_path: Path, task: str, **overrides) -> probe.ProbeConfig:

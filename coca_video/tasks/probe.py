@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..config import DecodeConfig, ModelConfig, check_at_least, to_dict
-from ..data.actions import ActionSet, load_actions
+from ..data.actions import ActionSet, load_actions, split_video_roots
 from ..data.feature_cache import CacheFormat, FeatureCache, fill_cache
 from ..data.labels import read_class_names
 from ..data.video import ClipSampling, decode_loader
@@ -61,8 +61,8 @@ class ProbeDataConfig:
     format: Literal["kinetics", "mit", "list", "csv", "synthetic"] = "kinetics"
     train: str = ""  # annotation file of the training split
     val: str = ""  # annotation file of the evaluation split
-    video_root: str = ""  # folder of the training videos
-    val_video_root: str | None = None  # default: video_root
+    video_root: str = ""  # folder of the training videos (or of train/ and val/ folders)
+    val_video_root: str | None = None  # default: video_root/{train,val}/ or {videos_train,videos_val}/ if both exist
     classes: str | None = None  # class list file or shipped list name (default: sorted labels of the training file)
     synthetic: SyntheticActionsConfig = field(default_factory=SyntheticActionsConfig)
 
@@ -162,9 +162,12 @@ def load_sets(cfg: ProbeConfig) -> tuple[ActionSet, ActionSet]:
         data = ProbeDataConfig(**{**vars(data), "format": "kinetics", "train": str(train_csv), "val": str(val_csv)})
         fmt = "kinetics"
     classes = read_class_names(data.classes) if data.classes else None
-    train = load_actions(fmt, data.train, data.video_root, classes)
+    train_root, val_root = split_video_roots(data.video_root, data.val_video_root)
+    if data.val_video_root is None and train_root != Path(data.video_root):
+        print0(f"videos: training from {train_root}, evaluation from {val_root}")
+    train = load_actions(fmt, data.train, train_root, classes)
     train.items = [item for item in train.items if item.label >= 0]
-    val = load_actions(fmt, data.val, data.val_video_root or data.video_root, train.classes)
+    val = load_actions(fmt, data.val, val_root, train.classes)
     return train, val
 
 
