@@ -43,6 +43,20 @@ def test_a_cache_the_disk_cannot_hold_is_refused_naming_the_options(tmp_path, mo
         assert option in message
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, 17 * 10**9))
     check_free_space(tmp_path / "cache", plan)  # 14.7 * 1.05 + 1.07 = 16.5 GB needed
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, 10**9))
+    check_free_space(tmp_path / "cache", plan, enforce=False)  # probe.cache_check=false: printed, not refused
+
+
+def test_the_probe_head_follows_the_pooled_token_count():
+    from coca_video.config import load_config
+    from coca_video.model import create_model
+    from coca_video.tasks.probe import ProbeConfig, classifier_config
+
+    model = create_model("default")  # 64 px, patch 8: 1 + 8x8 tokens per frame
+    pooled = classifier_config(load_config(ProbeConfig, None, ["probe.cache=pooled"]), model, 5)
+    assert (pooled.tokens_per_frame, pooled.token_pool) == (1 + 4 * 4, 2)
+    full = classifier_config(load_config(ProbeConfig, None, ["probe.cache=int8"]), model, 5)
+    assert (full.tokens_per_frame, full.token_pool) == (1 + 8 * 8, 1)
 
 
 def test_fp16_and_int8_round_trips(tmp_path):

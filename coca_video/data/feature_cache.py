@@ -90,12 +90,13 @@ def gigabytes(size: int) -> str:
     return f"{size / 1e9:,.1f} GB"
 
 
-def check_free_space(folder: Path, plan: CachePlan) -> None:
-    """Print the plan and the folder's free space; raise :class:`OutputError` when the cache would not fit."""
+def check_free_space(folder: Path, plan: CachePlan, enforce: bool = True) -> None:
+    """Print the plan and the folder's free space; raise :class:`OutputError` when the cache would not fit with the
+    margin, if ``enforce``."""
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     print0(f"feature cache {folder}: {plan.describe()}; {gigabytes(free)} free")
-    if free < plan.needed_bytes:
+    if enforce and free < plan.needed_bytes:
         raise OutputError(
             f"{folder}: the feature cache needs {gigabytes(plan.total_bytes)} (+5% + 1 GB margin) but only "
             f"{gigabytes(free)} is free; use probe.cache=int8 (about half) or probe.cache=pooled probe.token_pool=2 "
@@ -244,8 +245,8 @@ def fill_cache(folder: Path, items: list[VideoItem], model: CoCa, model_cfg: Mod
     plan = plan_cache(len(items), views, sampling.num_frames, model.image_encoder.num_tokens, model.cfg.vision.width,
                       fmt, token_pool)
     info = get_info()
-    if check_space and not (folder / f"{cache_digest(key)}.meta.json").exists():
-        check_free_space(folder, plan)
+    if not (folder / f"{cache_digest(key)}.meta.json").exists():  # a new cache: plan it first
+        check_free_space(folder, plan, enforce=check_space)
     cache = FeatureCache(folder, key, (plan.videos, plan.views, plan.tokens, plan.width), info.rank,
                          "int8" if fmt == "int8" else "fp16")
     todo = cache.todo()[info.rank::info.world_size]
