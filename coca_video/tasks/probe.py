@@ -37,6 +37,7 @@ from ..io import atomic_write_text, check_output_dir
 from ..metrics import mean_class_accuracy, per_class_accuracy, topk_accuracy
 from ..model import CoCa, VideoClassifier, VideoClassifierConfig, save_probe
 from ..model.video_classifier import pooled_tokens_per_frame
+from ..model.probe_folder import ProbeViews
 from ..model.state_dict import weights_digest
 from ..report import ProbeResult, write_probe_outputs
 from ..runtime import autocast, load_model
@@ -135,7 +136,8 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
     if info.is_main:
         write_probe_outputs(output, result, train_set.classes, history, protocol(cfg, train_set, val_set, result))
         save_probe(output / "probe", classifier, train_set.classes, cfg.model.name, cfg.model.pretrained,
-                   finetuned=model if cfg.mode == "finetune" else None, image_size=model.cfg.vision.image_size)
+                   finetuned=model if cfg.mode == "finetune" else None, image_size=model.cfg.vision.image_size,
+                   eval_views=ProbeViews(cfg.eval.temporal_views, cfg.eval.spatial_crops, cfg.decode.sampling))
     barrier()
     return {"top1": result.top1, "top5": result.top5, "mean_class_accuracy": result.mean_class_accuracy}
 

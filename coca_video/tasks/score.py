@@ -23,7 +23,7 @@ import torch.distributed as dist
 from ..config import DecodeConfig, ModelConfig, check, check_at_least, check_suffix
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
 from ..data.results import PartStore, embeddings_path, file_key, merge, stored_key, stored_path
-from ..data.video import VIDEO_EXTENSIONS, list_inputs
+from ..data.video import VIDEO_EXTENSIONS, ClipSampling, list_inputs
 from ..distributed import init_distributed, is_distributed
 from ..errors import ConfigError, DataError, InputError
 from ..io import check_output_file
@@ -39,6 +39,7 @@ class ScoreConfig:
     out: str = "scores.parquet"  # .parquet or .csv; embeddings go to <stem>.embeddings.parquet
     labels: str | None = None  # class list file (formats: data/labels.py) or kinetics400|600|700|moments_in_time
     probe: str | None = None  # a trained probe folder (output_dir/probe of the probe task): its classes and scores
+    probe_views: bool = True  # with probe: its softmax averaged over the views it was evaluated with (e.g. 4x3)
     templates: str | None = None  # prompt file; default: the model's own prompts, else the video templates
     top_k: int = 5
     caption: bool = False
@@ -103,6 +104,15 @@ def check_outputs(cfg: ScoreConfig, videos: list[Path]) -> None:
                           "report")
 
 
+def probe_sampling(cfg: ScoreConfig) -> ClipSampling | None:
+    """The views ``cfg.probe`` was evaluated with, when ``probe_views`` asks for them (None: one clip)."""
+    if not (cfg.probe and cfg.probe_views):
+        return None
+    views = read_probe_info(cfg.probe).eval_views
+    return ClipSampling(cfg.decode.num_frames, mode=views.sampling, temporal_views=views.temporal_views,
+                        spatial_crops=views.spatial_crops)
+
+
 def build_scorer(cfg: ScoreConfig, model: CoCa, tokenizer: Callable) -> VideoScorer:
     """The scorer ``cfg`` asks for: zero-shot labels or a probe's, captions, frame embeddings."""
     probe, class_names, templates = None, None, None
@@ -130,7 +140,7 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
     started, scores = time.time(), None
     counts = None
     try:
-        counts = score_files(scorer, todo, store, cfg.decode, show=info.is_main)
+        counts = score_files(scorer, todo, store, cfg.decode, show=info.is_main, sampling=probe_sampling(cfg))
     finally:  # Ctrl-C or a crash still leaves every flushed batch merged into the output
         if is_distributed():
             dist.barrier()
