@@ -36,9 +36,9 @@ from ..errors import ConfigError, DataError
 from ..io import atomic_write_text, check_output_dir
 from ..metrics import mean_class_accuracy, per_class_accuracy, topk_accuracy
 from ..model import CoCa, VideoClassifier, VideoClassifierConfig, save_probe
-from ..model.video_classifier import pooled_tokens_per_frame
 from ..model.probe_folder import ProbeViews
 from ..model.state_dict import weights_digest
+from ..model.video_classifier import pooled_tokens_per_frame
 from ..report import ProbeResult, write_probe_outputs
 from ..runtime import autocast, load_model
 from ..training import EpochTrainer, OptimConfig
