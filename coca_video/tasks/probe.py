@@ -5,7 +5,8 @@ query attending over all spatio-temporal tokens, softmax cross-entropy.
 
 ``mode: frozen`` trains only the pooler and classifier on tokens from a feature cache (:mod:`coca_video.data.
 feature_cache`): the first epoch decodes and encodes, later epochs read the cache. Frozen training therefore uses
-the evaluation sampling (``decode.sampling``: segment centres by default), the usual practice for frozen features.
+the evaluation sampling (``decode.sampling``: segment centres by default), the usual practice for frozen features;
+``probe.cache`` stores them as fp16, int8 or 2x2-pooled tokens, and a new cache is sized against the disk first.
 ``mode: finetune`` trains the encoder too, on fresh TSN-sampled clips every epoch.
 Under torchrun (either mode) every rank takes its share of the same global batches and the loss is the global
 batch's mean, so N processes take the same steps as one; each validation video is scored by exactly one rank.
@@ -271,8 +272,8 @@ class EncoderAndClassifier(nn.ModuleDict):
 # -- evaluation ----------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, val_set: ActionSet) -> ProbeResult:
-    """Multi-view testing: softmax probabilities averaged over temporal views x spatial crops. Videos that fail
-    to decode are excluded and listed, never replaced."""
+    """Multi-view testing: softmax probabilities averaged over temporal views x spatial crops, classified one view
+    of a batch at a time. Videos that fail to decode are excluded and listed, never replaced."""
     sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling, temporal_views=cfg.eval.temporal_views,
                             spatial_crops=cfg.eval.spatial_crops)
     model.eval()
