@@ -115,3 +115,16 @@ def test_view_by_view_evaluation_equals_one_pass_over_all_views():
         for views_per_pass in (1, 5, 12):
             chunked = view_averaged_probabilities(classifier, lambda views: tokens[:, views], 12, views_per_pass)
             torch.testing.assert_close(chunked, one_pass, rtol=0, atol=1e-6)
+
+
+def test_the_readme_cache_table_is_what_plan_cache_gives():
+    import importlib.util
+
+    from helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("plan_probe_cache", REPO / "pipelines" / "plan_probe_cache.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    table = script.table(frames=16)
+    assert "| K400 | coca_ViT-B-32 | 50 | 295 + 295 GB |" in table  # 240k x 1 view and 20k x 12 views, as above
+    assert table in (REPO / "README.md").read_text()
