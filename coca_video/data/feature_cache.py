@@ -74,7 +74,7 @@ class CachePlan:
     def describe(self) -> str:
         per_value = "1 byte + 2 per token" if self.fmt == "int8" else "2 bytes"
         return (f"{self.videos} videos x {self.views} views x {self.tokens} tokens x {self.width} wide x {per_value}"
-                f" ({self.fmt}) = {gigabytes(self.total_bytes)}")
+                f" ({self.fmt}) = {human_size(self.total_bytes)}")
 
 
 def plan_cache(videos: int, views: int, num_frames: int, tokens_per_frame: int, width: int,
@@ -86,8 +86,9 @@ def plan_cache(videos: int, views: int, num_frames: int, tokens_per_frame: int, 
     return CachePlan(videos, views, num_frames * tokens_per_frame, width, fmt)
 
 
-def gigabytes(size: int) -> str:
-    return f"{size / 1e9:,.1f} GB"
+def human_size(size: int) -> str:
+    """``294912000000`` -> ``294.9 GB``; below a gigabyte in MB (``66.6 MB``)."""
+    return f"{size / 1e9:,.1f} GB" if size >= 1e9 else f"{size / 1e6:,.1f} MB"
 
 
 def check_free_space(folder: Path, plan: CachePlan, enforce: bool = True) -> None:
@@ -95,11 +96,11 @@ def check_free_space(folder: Path, plan: CachePlan, enforce: bool = True) -> Non
     margin, if ``enforce``."""
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
-    print0(f"feature cache {folder}: {plan.describe()}; {gigabytes(free)} free")
+    print0(f"feature cache {folder}: {plan.describe()}; {human_size(free)} free")
     if enforce and free < plan.needed_bytes:
         raise OutputError(
-            f"{folder}: the feature cache needs {gigabytes(plan.total_bytes)} (+5% + 1 GB margin) but only "
-            f"{gigabytes(free)} is free; use probe.cache=int8 (about half) or probe.cache=pooled probe.token_pool=2 "
+            f"{folder}: the feature cache needs {human_size(plan.total_bytes)} (+5% + 1 GB margin) but only "
+            f"{human_size(free)} is free; use probe.cache=int8 (about half) or probe.cache=pooled probe.token_pool=2 "
             f"(about a quarter), a bigger disk, or probe.cache_check=false")
 
 
