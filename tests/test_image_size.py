@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from coca_video.config import ModelConfig
+from coca_video.errors import ConfigError
 from coca_video.model import create_model, get_tokenizer
 from coca_video.runtime import load_model
 from coca_video.tasks.pretrain import EvalConfig, evaluate_zero_shot
@@ -29,6 +30,8 @@ def test_position_embeddings_are_resampled_bicubically_on_the_patch_grid(caplog)
     expected = F.interpolate(grid, size=(12, 12), mode="bicubic", antialias=True, align_corners=False)
     torch.testing.assert_close(new[0, 1:], expected.reshape(-1, 144).T, atol=1e-5, rtol=1e-4)
     assert model.image_encoder(torch.zeros(2, 3, 96, 96)).shape == (2, 145, old.shape[-1])
+    with pytest.raises(ConfigError, match=r"model.image_size=100: .* not a multiple of the patch size 8"):
+        create_model("default", image_size=100)
 
 
 @pytest.mark.slow
