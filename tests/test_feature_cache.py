@@ -101,6 +101,10 @@ def test_a_truncated_tokens_file_is_rebuilt_not_read_as_zeros(tmp_path):
         again = FeatureCache(tmp_path, KEY, (3, 1, 4, 2))
     assert again.todo() == [0, 1, 2]  # every row to encode again
     assert feature_cache.npy_size_ok(again.tokens_path)
+    again.store([0], torch.ones(1, 1, 4, 2), [])
+    again.meta_path.write_text("{not json")  # a damaged meta.json: the cache is rebuilt, not trusted
+    with pytest.warns(UserWarning, match=r"meta\.json: feature cache file does not match"):
+        assert FeatureCache(tmp_path, KEY, (3, 1, 4, 2)).todo() == [0, 1, 2]
 
 
 def test_view_by_view_evaluation_equals_one_pass_over_all_views():

@@ -136,6 +136,14 @@ def cache_digest(key: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """A cache's meta.json, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 class FeatureCache:
     """The token array ``tokens`` (videos, views, T*N, C) (int8 with ``scales`` (videos, views, T*N) for
     ``dtype="int8"``) and which rows are ``done`` or ``failed`` (row -> reason). Read with :meth:`read`."""
@@ -170,7 +178,7 @@ class FeatureCache:
         paths = self.array_paths()
         if any(p.exists() for p in paths) or self.meta_path.exists():
             broken = [p for p in paths if not p.exists() or not npy_size_ok(p)]
-            stale = not self.meta_path.exists() or json.loads(self.meta_path.read_text()) != meta
+            stale = read_meta(self.meta_path) != meta
             if not broken and not stale:
                 return
             culprit = broken[0] if broken else self.meta_path
