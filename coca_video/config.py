@@ -316,10 +316,13 @@ class ModelConfig:
     pretrained: str | None = None  # weights for an architecture: open_clip file or folder, hf-hub:<repo>, or a tag
     device: str = "cpu"  # cpu, cuda, cuda:N, mps, or auto (cuda, then mps, then cpu)
     precision: Literal["fp32", "bf16", "int8"] = "fp32"  # inference: weights in bf16 or int8 Linear; training: autocast
+    image_size: int | None = None  # run at this resolution (position embeddings resampled); None: the model's own
 
     def __post_init__(self) -> None:
         check_device(self.device)
         self.device = resolve_device(self.device)  # auto is resolved once, so every user of the block sees a device
+        if self.image_size is not None:
+            check_at_least("image_size", self.image_size, 1)
 
 
 @dataclass

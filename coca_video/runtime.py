@@ -25,7 +25,7 @@ def load_model(cfg: ModelConfig, training: bool = False) -> CoCa:
     if not training and cfg.precision == "int8" and torch.device(cfg.device).type != "cpu":
         raise ConfigError(f"model.precision=int8 runs on the CPU only, not model.device={cfg.device}; use bf16")
     return create_model(cfg.name, pretrained=cfg.pretrained, device=cfg.device,
-                        precision="fp32" if training else cfg.precision)
+                        precision="fp32" if training else cfg.precision, image_size=cfg.image_size)
 
 
 def autocast(device: str | torch.device, precision: str) -> ContextManager:

@@ -2,11 +2,13 @@
 a :class:`~coca_video.data.results.PartStore` batch by batch. Shared by ``score`` (labels, captions, embeddings) and
 ``retrieval`` (embeddings only, as its cache).
 
-Each video: ``num_frames`` frames -> the image encoder frame by frame -> the video embedding (normalised mean of the
-frame embeddings, the paper's zero-shot video representation). Labels are the softmax over logit-scaled cosine
-similarities to prompt-ensembled class embeddings, or a trained probe's. Captions come from the multimodal decoder
-over the middle frame's image tokens: the decoder was trained on single images, so one frame's tokens are what it
-knows how to read (pooling tokens across frames feeds it averages it never saw).
+Each video: ``num_frames`` frames -> the image encoder frame by frame -> the video embedding (``video_pooling``: the
+normalised mean of the frame embeddings, the paper's zero-shot video representation, or the model's pooler over all
+frames' tokens). Labels are the softmax over logit-scaled cosine similarities to prompt-ensembled class embeddings,
+or a trained probe's (averaged over the probe's evaluation views, e.g. 4 temporal x 3 spatial, when score decodes
+them; the other columns then come from the first view). Captions come from the multimodal decoder over the middle
+frame's image tokens (``caption_source=middle_frame``: the decoder was trained on single images) or over all frames'
+tokens at once (``all_frames``, VideoCoCa's captioning input).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tqdm import tqdm
 
 from .config import DecodeConfig, ModelConfig
 from .data.results import FileKey, PartStore, stored_key
-from .data.video import VideoBatch, VideoItem, decode_loader
+from .data.video import ClipSampling, VideoBatch, VideoItem, decode_loader
 from .model import CoCa, VideoClassifier
 from .model.coca import VideoPooling
 from .runtime import autocast
@@ -77,9 +79,10 @@ class VideoScorer:
             self.classes = class_embeddings(model, tokenizer, class_names, templates)
 
     @torch.no_grad()
-    def __call__(self, frames: torch.Tensor) -> list[dict[str, Any]]:
-        """(B, T, 3, S, S) preprocessed frames -> one partial row per video."""
-        frames = frames.to(self.model_cfg.device)
+    def __call__(self, clips: torch.Tensor) -> list[dict[str, Any]]:
+        """(B, V, T, 3, S, S) preprocessed views of each video -> one partial row per video: a probe's labels from
+        all V views, everything else from the first."""
+        frames = clips[:, 0].to(self.model_cfg.device)
         with autocast(frames.device, self.model_cfg.precision):
             encoding = self.model.encode_video(frames, pooling=self.video_pooling)
             captions = self.captions(encoding.tokens, frames.shape[1]) if self.caption_options else None
@@ -89,12 +92,23 @@ class VideoScorer:
             for row, per_frame in zip(rows, encoding.frame_embeddings.float().cpu()):
                 row["frame_embeddings"] = per_frame.tolist()
         if self.probe is not None:
-            self.add_labels(rows, self.probe(encoding.tokens.float()).float().softmax(-1))
+            self.add_labels(rows, self.probe_probabilities(encoding.tokens, clips[:, 1:]))
         elif self.classes is not None:
             self.add_labels(rows, class_probabilities(self.model, videos, self.classes.to(videos.device)))
         for row, text in zip(rows, captions or []):
             row["caption"] = text
         return rows
+
+    def probe_probabilities(self, first_view_tokens: torch.Tensor, other_views: torch.Tensor) -> torch.Tensor:
+        """The probe's softmax (B, classes) averaged over the first view's encoder tokens (B, T*N, C) and the
+        ``other_views`` (B, V-1, T, 3, S, S), encoded one view at a time."""
+        total = self.probe(self.probe.input_tokens(first_view_tokens.float())).float().softmax(-1)
+        for view in range(other_views.shape[1]):
+            frames = other_views[:, view].to(self.model_cfg.device)
+            with autocast(frames.device, self.model_cfg.precision):
+                tokens = self.model.encode_video(frames).tokens
+            total = total + self.probe(self.probe.input_tokens(tokens.float())).float().softmax(-1)
+        return total / (1 + other_views.shape[1])
 
     def add_labels(self, rows: list[dict[str, Any]], probabilities: torch.Tensor) -> None:
         k = min(self.top_k, probabilities.shape[1])
@@ -125,13 +139,14 @@ class VideoScorer:
 
 
 def score_files(scorer: VideoScorer, todo: list[ScoreItem], store: PartStore, decode: DecodeConfig,
-                show: bool = True) -> Counts:
-    """Decode ``todo`` in workers, score in this process, flush each batch's rows (errors too) to ``store``."""
+                show: bool = True, sampling: ClipSampling | None = None) -> Counts:
+    """Decode ``todo`` in workers (``sampling``: several views, for a probe; default one clip as ``decode`` says),
+    score in this process, flush each batch's rows (errors too) to ``store``."""
     counts = Counts()
     if not todo:
         return counts
     items = [VideoItem(item.key[0], start_sec=item.start, end_sec=item.end) for item in todo]
-    loader = decode_loader(items, image_transform(scorer.model), decode)
+    loader = decode_loader(items, image_transform(scorer.model), decode, sampling)
     with tqdm(total=len(todo), unit="video", disable=not show, dynamic_ncols=True) as bar:
         for batch in loader:
             rows = batch_rows(scorer, batch, todo)
@@ -147,7 +162,7 @@ def batch_rows(scorer: VideoScorer, batch: VideoBatch, todo: list[ScoreItem]) ->
     """One row per video of ``batch``: key columns, status and error, then the scorer's columns."""
     rows = []
     if batch.frames is not None:
-        for index, row in zip(batch.indices, scorer(batch.frames[:, 0])):
+        for index, row in zip(batch.indices, scorer(batch.frames)):
             rows.append(base_row(todo[index], "ok", "", batch.meta[index]) | row)
     for index, _, reason in batch.errors:
         rows.append(base_row(todo[index], "error", reason, {}) | scorer.empty_row())

@@ -36,8 +36,9 @@ class OptimConfig:
     weight_decay: float = 0.01  # on weights only (not biases, norms, embeddings)
     betas: tuple[float, float] = (0.9, 0.999)  # first and second moment decay
     eps: float = 1e-8  # added to the denominator
-    warmup_steps: int = 100  # linear warmup, then cosine decay
-    min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
+    warmup_steps: int = 100  # linear warmup from 0 to lr
+    schedule: Literal["cosine", "linear"] = "cosine"  # decay after warmup, down to min_lr_ratio * lr
+    min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0  # gradients are scaled down to at most this total norm
 
 
@@ -62,14 +63,15 @@ def _is_no_decay(name: str) -> bool:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):
-    """Linear warmup from 0 to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr_ratio * lr``."""
+    """Linear warmup from 0 to ``lr`` over ``warmup_steps``, then cosine or linear (``cfg.schedule``) decay to
+    ``min_lr_ratio * lr`` at ``max_steps``."""
 
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps)
-        cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine
+        progress = min((step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps), 1.0)
+        remaining = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * remaining
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -239,7 +241,7 @@ class EpochTrainer:
         self.epochs, self.optim_cfg, self.label_smoothing, self.resume = epochs, optim, label_smoothing, resume
         self.info = get_info()
         self.checkpoints = CheckpointManager(output_dir, keep_last=2)
-        self.logger = MetricLogger(output_dir, enabled=self.info.is_main, unit="epoch")
+        self.logger = MetricLogger(output_dir, enabled=self.info.is_main, total_steps=epochs, unit="epoch")
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.wrapped: nn.Module | None = None

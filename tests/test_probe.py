@@ -10,7 +10,7 @@ import pytest
 from helpers import REPO, free_port
 
 from coca_video.config import load_config
-from coca_video.data.actions import load_actions
+from coca_video.data.actions import load_actions, split_video_roots
 from coca_video.errors import DataError
 from coca_video.tasks import probe, score
 from coca_video.video import VideoReader
@@ -40,6 +40,23 @@ def test_annotation_formats(tmp_path):
         load_actions("kinetics", kinetics, tmp_path, ["dancing"])
 
 
+@pytest.mark.parametrize("layout", [("train", "val"), ("videos_train", "videos_val"), None])
+def test_split_folders_under_video_root_are_found(tmp_path, layout):
+    train_dir, val_dir = layout or ("", "")
+    for folder, name in ((train_dir, "a.mp4"), (val_dir, "b.mp4")):
+        (tmp_path / "videos" / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "videos" / folder / name).write_bytes(b"x")
+    (tmp_path / "train.txt").write_text("a.mp4 0\n")
+    (tmp_path / "val.txt").write_text("b.mp4 0\n")
+    cfg = load_config(probe.ProbeConfig, None, ["data.format=list", f"data.train={tmp_path / 'train.txt'}",
+                                                f"data.val={tmp_path / 'val.txt'}",
+                                                f"data.video_root={tmp_path / 'videos'}"])
+    train, val = probe.load_sets(cfg)
+    assert train.items[0].path == str(tmp_path / "videos" / train_dir / "a.mp4")
+    assert val.items[0].path == str(tmp_path / "videos" / val_dir / "b.mp4")
+    assert split_video_roots(tmp_path / "videos", tmp_path) == (tmp_path / "videos", tmp_path)  # given: as given
+
+
 def probe_config(tmp_path: Path, task: str, **overrides) -> probe.ProbeConfig:
     base = {"data.format": "synthetic", "data.video_root": str(tmp_path.parent / f"videos_{task}"),
             "data.synthetic.task": task, "data.synthetic.train_videos": 60, "data.synthetic.val_videos": 30,
@@ -67,7 +84,8 @@ def test_frozen_probe_learns_appearance_classes(tmp_path):
         (val_folder / Path(path).name).symlink_to(path)
     scores = tmp_path / "scores.csv"
     score.run(load_config(score.ScoreConfig, None, [f"videos={val_folder}", f"out={scores}", "decode.workers=0",
-                                                    f"probe={tmp_path / 'run' / 'probe'}", "top_k=2"]))
+                                                    f"probe={tmp_path / 'run' / 'probe'}", "top_k=2",
+                                                    "follow_symlinks=outside"]))
     scored = pd.read_csv(scores).set_index("path")
     expected = dict(zip(predictions.path.map(lambda p: str(val_folder / Path(p).name)), predictions.prediction))
     assert {path: scored.top1_label[path] for path in expected} == expected
@@ -163,3 +181,52 @@ def test_finetune_evaluates_with_its_own_weights_not_a_stale_cache(tmp_path):
     second = predictions(tmp_path / "shared", seed=1)
     assert second != first  # the two encoders differ, so a stale cache would show
     assert second == predictions(tmp_path / "fresh", seed=1)
+
+
+@pytest.mark.slow
+def test_score_with_a_probe_averages_over_the_views_it_was_evaluated_with(tmp_path):
+    """A probe evaluated with 2 temporal views x 3 crops: score's top-1 score is the softmax averaged over those 6
+    views, computed here view by view from the decoded clips; probe_views=false scores the one centre clip."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from coca_video.data.video import ClipSampling, VideoClipDataset, VideoItem
+    from coca_video.model import VideoClassifier, VideoClassifierConfig, create_model, save_probe
+    from coca_video.model.probe_folder import ProbeViews
+    from coca_video.transforms import image_transform
+    from coca_video.video import write_video
+
+    rng = np.random.default_rng(0)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        write_video(videos / name, rng.integers(0, 255, (12, 64, 96, 3), dtype=np.uint8), fps=6)
+    model = create_model("default")
+    torch.manual_seed(0)
+    classifier = VideoClassifier(VideoClassifierConfig(160, 3, heads=2, num_frames=4)).eval()
+    torch.nn.init.normal_(classifier.head.weight, std=1.0)  # confident enough that views disagree
+    save_probe(tmp_path / "probe", classifier, ["x", "y", "z"], "default", None,
+               eval_views=ProbeViews(temporal_views=2, spatial_crops=3))
+
+    def expected(sampling: ClipSampling) -> dict[str, float]:
+        dataset = VideoClipDataset([VideoItem(str(videos / n)) for n in ("a.mp4", "b.mp4")], image_transform(model),
+                                   sampling)
+        top = {}
+        with torch.no_grad():
+            for record in dataset:
+                views = record["frames"]  # (V, T, 3, S, S)
+                probs = torch.stack([classifier(model.encode_video(view[None]).tokens).softmax(-1)[0]
+                                     for view in views]).mean(0)
+                top[record["path"]] = probs.max().item()
+        return top
+
+    for probe_views, sampling in ((True, ClipSampling(4, temporal_views=2, spatial_crops=3)),
+                                  (False, ClipSampling(4))):
+        out = tmp_path / f"scores_{probe_views}.csv"
+        score.run(load_config(score.ScoreConfig, None, [f"videos={videos}", f"out={out}", "decode.workers=0",
+                                                        f"probe={tmp_path / 'probe'}", f"probe_views={probe_views}"]))
+        scored = pd.read_csv(out).set_index("path").top1_score.to_dict()
+        assert scored == pytest.approx(expected(sampling), abs=1e-5)
+    assert pd.read_csv(tmp_path / "scores_True.csv").top1_score.tolist() != \
+        pd.read_csv(tmp_path / "scores_False.csv").top1_score.tolist()

@@ -40,6 +40,13 @@ def test_warmup_then_cosine_to_the_floor_closed_form():
         assert factors[step] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def test_warmup_then_linear_decay_to_the_floor_closed_form():
+    factors = lr_factors(OptimConfig(warmup_steps=2, min_lr_ratio=0.2, schedule="linear"), max_steps=7)
+    assert factors[:2] == pytest.approx([0.5, 1.0])
+    # 5 steps after warmup, from 1 down by (1 - 0.2) / 5 each step: 1, 0.84, 0.68, 0.52, 0.36 (0.2 at step 7)
+    assert factors[2:] == pytest.approx([1.0, 0.84, 0.68, 0.52, 0.36])
+
+
 def test_batch_shards_split_one_global_permutation_among_ranks(monkeypatch):
     from coca_video import distributed
 

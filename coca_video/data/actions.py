@@ -24,6 +24,20 @@ from .video import VideoItem
 
 Format = Literal["kinetics", "mit", "list", "csv"]
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi")
+SPLIT_FOLDERS = (("train", "val"), ("videos_train", "videos_val"))  # common download layouts, tried in order
+
+
+def split_video_roots(video_root: str | Path, val_video_root: str | Path | None) -> tuple[Path, Path]:
+    """The (training, evaluation) video folders: ``val_video_root`` when given (training: ``video_root``), else
+    ``video_root``'s ``train/`` + ``val/`` or ``videos_train/`` + ``videos_val/`` when both exist, else
+    ``video_root`` for both."""
+    root = Path(video_root)
+    if val_video_root is not None:
+        return root, Path(val_video_root)
+    for train, val in SPLIT_FOLDERS:
+        if (root / train).is_dir() and (root / val).is_dir():
+            return root / train, root / val
+    return root, root
 
 
 @dataclass

@@ -1,47 +1,197 @@
 """Frozen encoder tokens of a video set on disk, filled once and read by every epoch of a frozen probe.
 
-Tokens of every (video, view) are stored as fp16 in one memory-mapped ``.npy``, named by a digest of what they
-depend on (model, weights, video list and windows, sampling, precision). Each rank records the rows it finished (and
-the failures with their reasons) in its own state file, so an interrupted fill resumes and ranks never write the
-same file; :meth:`FeatureCache.reload` unites them.
+Tokens of every (video, view) are stored in one memory-mapped ``.npy`` (videos, views, T*N, C), named by a digest of
+what they depend on (model, weights, video list and windows, sampling, precision, cache format). Formats
+(``probe.cache``): ``fp16``; ``int8``, one byte a value plus an fp16 scale per token in ``*.scales.npy`` (values
+dequantised on read, error <= scale/2); ``pooled``, fp16 with each frame's patch tokens averaged over
+``token_pool`` x ``token_pool`` squares (class token kept), about token_pool^2 times fewer tokens. A ``*.meta.json``
+beside the arrays records shape, dtype, format and digest; an array file whose size is not what its header promises
+(a fill killed while the file was being made, a full disk) is rebuilt with a warning, never read as zeros.
+Each rank records the rows it finished (and the failures with their reasons) in its own state file, so an interrupted
+fill resumes and ranks never write the same file; :meth:`FeatureCache.reload` unites them.
+
+Before a new cache is made, :func:`plan_cache` gives its size, and the fill refuses to start when the folder's disk
+cannot hold it with a margin (``probe.cache_check=false`` skips the check).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..config import DecodeConfig, ModelConfig, to_dict
-from ..distributed import barrier, get_info
+from ..distributed import barrier, get_info, print0
+from ..errors import OutputError
 from ..io import atomic_write_text
 from ..model import CoCa
+from ..model.video_classifier import pool_patch_tokens, pooled_tokens_per_frame
 from ..runtime import autocast
 from ..transforms import image_transform
 from .video import ClipSampling, VideoItem, decode_loader
 
+CacheFormat = Literal["fp16", "int8", "pooled"]
+MARGIN_FRACTION, MARGIN_BYTES = 0.05, 2**30  # free space needed beyond the plan: 5% + 1 GiB
+
+
+# -- planning ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CachePlan:
+    """The size of a feature cache: videos x views x tokens (T * tokens per frame) x width values."""
+
+    videos: int
+    views: int
+    tokens: int  # T * tokens per frame, after pooling
+    width: int
+    fmt: CacheFormat
+
+    @property
+    def value_bytes(self) -> int:
+        return self.videos * self.views * self.tokens * self.width * (1 if self.fmt == "int8" else 2)
+
+    @property
+    def scale_bytes(self) -> int:
+        """int8 only: one fp16 scale per token."""
+        return self.videos * self.views * self.tokens * 2 if self.fmt == "int8" else 0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.value_bytes + self.scale_bytes
+
+    @property
+    def needed_bytes(self) -> int:
+        """What the disk must have free: the cache plus the safety margin."""
+        return int(self.total_bytes * (1 + MARGIN_FRACTION)) + MARGIN_BYTES
+
+    def describe(self) -> str:
+        per_value = "1 byte + 2 per token" if self.fmt == "int8" else "2 bytes"
+        return (f"{self.videos} videos x {self.views} views x {self.tokens} tokens x {self.width} wide x {per_value}"
+                f" ({self.fmt}) = {human_size(self.total_bytes)}")
+
+
+def plan_cache(videos: int, views: int, num_frames: int, tokens_per_frame: int, width: int,
+               fmt: CacheFormat = "fp16", token_pool: int = 2) -> CachePlan:
+    """The :class:`CachePlan` for ``videos`` x ``views`` clips of ``num_frames`` frames whose encoder gives
+    ``tokens_per_frame`` tokens (class token + square patch grid) of ``width`` each, stored as ``fmt``."""
+    if fmt == "pooled":
+        tokens_per_frame = pooled_tokens_per_frame(tokens_per_frame, token_pool)
+    return CachePlan(videos, views, num_frames * tokens_per_frame, width, fmt)
+
+
+def human_size(size: int) -> str:
+    """``294912000000`` -> ``294.9 GB``; below a gigabyte in MB (``66.6 MB``)."""
+    return f"{size / 1e9:,.1f} GB" if size >= 1e9 else f"{size / 1e6:,.1f} MB"
+
+
+def check_free_space(folder: Path, plan: CachePlan, enforce: bool = True) -> None:
+    """Print the plan and the folder's free space; raise :class:`OutputError` when the cache would not fit with the
+    margin, if ``enforce``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    print0(f"feature cache {folder}: {plan.describe()}; {human_size(free)} free")
+    if enforce and free < plan.needed_bytes:
+        raise OutputError(
+            f"{folder}: the feature cache needs {human_size(plan.total_bytes)} (+5% + 1 GB margin) but only "
+            f"{human_size(free)} is free; use probe.cache=int8 (about half) or probe.cache=pooled probe.token_pool=2 "
+            f"(about a quarter), a bigger disk, or probe.cache_check=false")
+
+
+# -- storage -------------------------------------------------------------------------------------------------------
+def quantise_int8(tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(..., C) float -> int8 values (..., C) and fp16 scales (...): value * scale is within scale/2 of the token.
+    The scale (max |x| / 127) is rounded UP to fp16, so no value needs clipping."""
+    peak = tokens.float().abs().amax(-1).numpy()
+    scales = (peak / 127).astype(np.float16)
+    low = scales.astype(np.float32) * 127 < peak
+    scales[low] = np.nextafter(scales[low], np.float16(np.inf))
+    divisor = np.maximum(scales.astype(np.float32), np.finfo(np.float32).tiny)[..., None]
+    values = np.clip(np.rint(tokens.float().numpy() / divisor), -127, 127).astype(np.int8)
+    return values, scales
+
+
+def npy_size_ok(path: Path) -> bool:
+    """Whether the ``.npy`` at ``path`` has a readable header and exactly the bytes that header promises."""
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(handle)
+            expected = handle.tell() + int(np.prod(shape)) * dtype.itemsize
+    except (ValueError, OSError, EOFError):
+        return False
+    return path.stat().st_size == expected
+
+
+def cache_digest(key: dict[str, Any]) -> str:
+    """The name of the cache that ``key`` (everything its tokens depend on) describes."""
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """A cache's meta.json, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
 
 class FeatureCache:
-    """The token array ``tokens`` (videos, views, T*N, C) and which rows are ``done`` or ``failed`` (row -> reason)."""
+    """The token array ``tokens`` (videos, views, T*N, C) (int8 with ``scales`` (videos, views, T*N) for
+    ``dtype="int8"``) and which rows are ``done`` or ``failed`` (row -> reason). Read with :meth:`read`."""
 
-    def __init__(self, folder: Path, key: dict[str, Any], shape: tuple[int, ...], rank: int = 0) -> None:
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    def __init__(self, folder: Path, key: dict[str, Any], shape: tuple[int, ...], rank: int = 0,
+                 dtype: Literal["fp16", "int8"] = "fp16") -> None:
+        digest = cache_digest(key)
         folder.mkdir(parents=True, exist_ok=True)
+        self.dtype = dtype
         self.tokens_path = folder / f"{digest}.tokens.npy"
+        self.scales_path = folder / f"{digest}.scales.npy"
+        self.meta_path = folder / f"{digest}.meta.json"
         self.state_pattern = f"{digest}.state.rank*.json"
         self.state_path = folder / f"{digest}.state.rank{rank}.json"
-        if rank == 0 and not self.tokens_path.exists():
-            np.lib.format.open_memmap(self.tokens_path, mode="w+", dtype=np.float16, shape=shape).flush()
+        meta = {"digest": digest, "shape": list(shape), "dtype": dtype, "format": key.get("format", dtype)}
+        if rank == 0:
+            self._open_or_rebuild(meta)
         barrier()
         self.tokens = np.lib.format.open_memmap(self.tokens_path, mode="r+")
+        self.scales = np.lib.format.open_memmap(self.scales_path, mode="r+") if dtype == "int8" else None
         self.done: set[int] = set()
         self.failed: dict[int, str] = {}
         self.mine: dict[str, Any] = {"done": [], "failed": {}}
         self.reload()
+
+    def array_paths(self) -> list[Path]:
+        return [self.tokens_path, self.scales_path] if self.dtype == "int8" else [self.tokens_path]
+
+    def _open_or_rebuild(self, meta: dict[str, Any]) -> None:
+        """Keep the arrays when their meta matches and their sizes are whole; otherwise (warning naming the file)
+        start them afresh, with no rows done."""
+        paths = self.array_paths()
+        if any(p.exists() for p in paths) or self.meta_path.exists():
+            broken = [p for p in paths if not p.exists() or not npy_size_ok(p)]
+            stale = read_meta(self.meta_path) != meta
+            if not broken and not stale:
+                return
+            culprit = broken[0] if broken else self.meta_path
+            warnings.warn(f"{culprit}: feature cache file {'truncated or unreadable' if broken else 'does not match'}"
+                          f" (expected {meta}); rebuilding it", stacklevel=2)
+            for path in [*paths, *self.tokens_path.parent.glob(self.state_pattern)]:
+                path.unlink(missing_ok=True)
+        shape = tuple(meta["shape"])
+        np.lib.format.open_memmap(self.tokens_path, mode="w+", dtype=np.int8 if self.dtype == "int8" else np.float16,
+                                  shape=shape).flush()
+        if self.dtype == "int8":
+            np.lib.format.open_memmap(self.scales_path, mode="w+", dtype=np.float16, shape=shape[:-1]).flush()
+        atomic_write_text(self.meta_path, json.dumps(meta) + "\n")
 
     def reload(self) -> None:
         """Rows done and failed according to every rank's state file."""
@@ -56,10 +206,23 @@ class FeatureCache:
         """Rows neither done nor failed, in order."""
         return [i for i in range(self.tokens.shape[0]) if i not in self.done and i not in self.failed]
 
+    def read(self, rows: np.ndarray | list[int], views: slice | int = slice(None)) -> torch.Tensor:
+        """float32 tokens of ``rows`` (in that order) and ``views``: (len(rows), [views,] T*N, C)."""
+        values = torch.from_numpy(np.asarray(self.tokens[rows, views])).float()
+        if self.scales is None:
+            return values
+        return values * torch.from_numpy(np.asarray(self.scales[rows, views])).float()[..., None]
+
     def store(self, rows: list[int], tokens: torch.Tensor, errors: list[tuple[int, str]]) -> None:
         """Write ``tokens`` (len(rows), views, T*N, C) into ``rows`` and record them, and ``errors`` (row, reason)."""
-        for position, row in enumerate(rows):
-            self.tokens[row] = tokens[position].to(torch.float16).numpy()
+        if self.scales is not None:
+            values, scales = quantise_int8(tokens)
+            for position, row in enumerate(rows):
+                self.tokens[row], self.scales[row] = values[position], scales[position]
+            self.scales.flush()
+        else:
+            for position, row in enumerate(rows):
+                self.tokens[row] = tokens[position].to(torch.float16).numpy()
         self.tokens.flush()
         self.done.update(rows)
         self.failed.update(dict(errors))
@@ -77,25 +240,40 @@ def encode_clips(model: CoCa, frames: torch.Tensor, precision: str) -> torch.Ten
 
 
 def fill_cache(folder: Path, items: list[VideoItem], model: CoCa, model_cfg: ModelConfig, sampling: ClipSampling,
-               decode: DecodeConfig, seed: int, name: str, weights_digest: str | None = None) -> FeatureCache:
-    """The cache of ``items`` under ``sampling``, encoding only what is not in it yet (under torchrun each rank
-    encodes its share). ``weights_digest``: set for a finetuned encoder, whose tokens are valid for its weights only."""
+               decode: DecodeConfig, seed: int, name: str, weights_digest: str | None = None,
+               fmt: CacheFormat = "fp16", token_pool: int = 2, check_space: bool = True) -> FeatureCache:
+    """The cache of ``items`` under ``sampling`` in format ``fmt``, encoding only what is not in it yet (under
+    torchrun each rank encodes its share). ``weights_digest``: set for a finetuned encoder, whose tokens are valid
+    for its weights only. A new cache is first planned and checked against the free space (``check_space``)."""
     views = sampling.temporal_views * sampling.spatial_crops
+    pool = token_pool if fmt == "pooled" else 1
     key = {"model": model_cfg.name, "pretrained": model_cfg.pretrained, "videos": [i.path for i in items],
            "windows": [(i.start_sec, i.end_sec) for i in items], "sampling": to_dict(sampling),
-           "precision": model_cfg.precision, "finetuned": weights_digest}
-    shape = (len(items), views, sampling.num_frames * model.image_encoder.num_tokens, model.cfg.vision.width)
+           "precision": model_cfg.precision, "finetuned": weights_digest, "format": fmt, "token_pool": pool,
+           "image_size": model.cfg.vision.image_size}
+    plan = plan_cache(len(items), views, sampling.num_frames, model.image_encoder.num_tokens, model.cfg.vision.width,
+                      fmt, token_pool)
     info = get_info()
-    cache = FeatureCache(folder, key, shape, info.rank)
+    if not (folder / f"{cache_digest(key)}.meta.json").exists():  # a new cache: plan it first
+        check_free_space(folder, plan, enforce=check_space)
+    cache = FeatureCache(folder, key, (plan.videos, plan.views, plan.tokens, plan.width), info.rank,
+                         "int8" if fmt == "int8" else "fp16")
     todo = cache.todo()[info.rank::info.world_size]
     if todo:
         print(f"encoding {len(todo)} {name} videos into the feature cache {cache.tokens_path}")
         model.eval()
         loader = decode_loader([items[i] for i in todo], image_transform(model), decode, sampling, seed)
-        for batch in loader:
-            tokens = encode_clips(model, batch.frames.to(model_cfg.device), model_cfg.precision) \
-                if batch.frames is not None else torch.empty(0)
-            cache.store([todo[i] for i in batch.indices], tokens.cpu(), [(todo[i], r) for i, _, r in batch.errors])
+        failures = 0
+        with tqdm(total=len(todo), unit="video", desc=f"{name} cache", disable=not info.is_main,
+                  dynamic_ncols=True) as bar:
+            for batch in loader:
+                tokens = encode_clips(model, batch.frames.to(model_cfg.device), model_cfg.precision) \
+                    if batch.frames is not None else torch.empty(0)
+                tokens = pool_patch_tokens(tokens, sampling.num_frames, pool) if len(tokens) else tokens
+                cache.store([todo[i] for i in batch.indices], tokens.cpu(), [(todo[i], r) for i, _, r in batch.errors])
+                failures += len(batch.errors)
+                bar.update(len(batch.indices) + len(batch.errors))
+                bar.set_postfix(failed=failures)
     barrier()
     cache.reload()
     return cache

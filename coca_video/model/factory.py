@@ -12,7 +12,9 @@ Sources ``create_model`` understands:
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Callable
@@ -30,6 +32,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default"
 TEMPLATES_FILE = "prompt_templates.txt"
 HF_PREFIX = "hf-hub:"
+logger = logging.getLogger(__name__)
 OPEN_CLIP_PRETRAINED = {  # open_clip 3.3.0 pretrained tags -> Hugging Face repos
     ("coca_ViT-B-32", "laion2b_s13b_b90k"): "laion/CoCa-ViT-B-32-laion2B-s13B-b90k",
     ("coca_ViT-B-32", "mscoco_finetuned_laion2b_s13b_b90k"): "laion/mscoco_finetuned_CoCa-ViT-B-32-laion2B-s13B-b90k",
@@ -102,12 +105,14 @@ def download_hf_snapshot(repo_id: str) -> Path:
 def create_model(
     name: str = "default", pretrained: str | os.PathLike | None = None, device: str | torch.device | None = None,
     precision: InferencePrecision = "fp32",
+    image_size: int | None = None,
 ) -> CoCa:
     """Build a CoCa model by architecture name or checkpoint folder, optionally loading ``pretrained`` weights,
     computing in ``precision`` (``fp32``, ``bf16`` weights, or ``int8`` Linear layers on the CPU; see
     :mod:`coca_video.model.precision`).
 
-    Returns the model in eval mode. See the module docstring for the accepted sources.
+    ``image_size``: run at another resolution than the model's own (its position embeddings resampled, see
+    :func:`set_image_size`). Returns the model in eval mode. See the module docstring for the accepted sources.
     """
     folder = checkpoint_folder(name)
     model = CoCa(get_model_config(name))
@@ -115,8 +120,24 @@ def create_model(
         load_weights(model, folder)
     elif pretrained is not None:
         load_weights(model, resolve_pretrained(name, str(pretrained)))
+    if image_size is not None and image_size != model.cfg.vision.image_size:
+        set_image_size(model, image_size, name)
     model = model.to(device).eval() if device is not None else model.eval()
     return apply_precision(model, precision)
+
+
+def set_image_size(model: CoCa, image_size: int, name: str = "model") -> None:
+    """Make ``model`` take ``image_size`` images: the ViT's learned positions resampled bicubically from the
+    trained patch grid to the new one (class token kept), the config (and so ``image_transform``) updated."""
+    old = model.cfg.vision.image_size
+    try:
+        model.image_encoder.set_image_size(image_size)
+    except ValueError as err:
+        raise ConfigError(f"model.image_size={image_size}: {err}") from None
+    model.cfg = dataclasses.replace(model.cfg, vision=model.image_encoder.cfg)
+    patch = model.cfg.vision.patch_size
+    logger.warning("%s: position embeddings resampled from %dx%d to %dx%d patches for %d px images (trained at %d px)",
+                   name, old // patch, old // patch, image_size // patch, image_size // patch, image_size, old)
 
 
 def resolve_pretrained(name: str, pretrained: str) -> Path:

@@ -1,6 +1,7 @@
 """A trained action-recognition probe on disk, as ``coca-video score --probe`` reads it.
 
     probe/probe.json               {"classes": [...], "backbone": NAME, "pretrained": FILE|null,
+                                    "image_size": PX|null, "eval": {"temporal_views", "spatial_crops", "sampling"},
                                     "classifier": VideoClassifierConfig}
     probe/classifier.safetensors   the classifier's weights
     probe/model/                   for a finetuned encoder: the whole CoCa as a checkpoint folder (backbone "model")
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,15 @@ PROBE_FILE, PROBE_WEIGHTS, FINETUNED_MODEL = "probe.json", "classifier.safetenso
 
 
 @dataclass
+class ProbeViews:
+    """The multi-view testing a probe was evaluated with, which ``score --probe`` repeats by default."""
+
+    temporal_views: int = 1
+    spatial_crops: int = 1
+    sampling: str = "eval"  # decode.sampling
+
+
+@dataclass
 class ProbeInfo:
     """What ``probe.json`` says: class names in index order, the backbone to encode with, the classifier's shape."""
 
@@ -32,10 +42,13 @@ class ProbeInfo:
     backbone: str  # a model name or checkpoint folder for create_model (a finetuned probe: its own model/)
     pretrained: str | None
     classifier: VideoClassifierConfig
+    image_size: int | None = None  # the resolution the backbone ran at (None: its own)
+    eval_views: ProbeViews = field(default_factory=ProbeViews)  # how the probe was evaluated
 
 
 def save_probe(folder: str | os.PathLike, classifier: VideoClassifier, classes: list[str], backbone: str,
-               pretrained: str | None, finetuned: CoCa | None = None) -> Path:
+               pretrained: str | None, finetuned: CoCa | None = None, image_size: int | None = None,
+               eval_views: ProbeViews | None = None) -> Path:
     """Write a trained probe (see the module docstring); ``finetuned``: the encoder trained with it, saved whole."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -44,8 +57,8 @@ def save_probe(folder: str | os.PathLike, classifier: VideoClassifier, classes: 
         backbone, pretrained = FINETUNED_MODEL, None
     with atomic_path(folder / PROBE_WEIGHTS) as tmp:
         save_safetensors(classifier, tmp)
-    meta = {"classes": classes, "backbone": backbone, "pretrained": pretrained,
-            "classifier": classifier.cfg.to_dict()}
+    meta = {"classes": classes, "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
+            "eval": asdict(eval_views or ProbeViews()), "classifier": classifier.cfg.to_dict()}
     atomic_write_text(folder / PROBE_FILE, json.dumps(meta, indent=2) + "\n")
     return folder
 
@@ -61,7 +74,8 @@ def read_probe_info(folder: str | os.PathLike) -> ProbeInfo:
         if not isinstance(meta, dict):
             raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
         info = ProbeInfo([str(c) for c in meta["classes"]], str(meta["backbone"]), meta.get("pretrained"),
-                         VideoClassifierConfig.from_dict(meta.get("classifier") or _legacy_classifier(meta), str(path)))
+                         VideoClassifierConfig.from_dict(meta.get("classifier") or _legacy_classifier(meta), str(path)),
+                         meta.get("image_size"), ProbeViews(**meta.get("eval", {})))
     except (ValueError, KeyError, TypeError, ConfigError) as err:
         raise CheckpointError(f"{path}: not a valid probe description ({type(err).__name__}: {err})") from None
     if info.classifier.num_classes != len(info.classes):

@@ -7,10 +7,12 @@ frames (each frame encoded by the shared image encoder), then a linear classifie
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -27,7 +29,8 @@ class VideoClassifierConfig:
     num_classes: int
     heads: int = 8
     num_frames: int = 16  # T: frames per clip the tokens come from
-    tokens_per_frame: int = 0  # N: encoder tokens per frame (needed by spatial_pos_embed)
+    tokens_per_frame: int = 0  # N: tokens per frame the classifier sees (after token_pool; for spatial_pos_embed)
+    token_pool: int = 1  # >1: patch tokens were averaged in token_pool x token_pool squares (probe.cache=pooled)
     temporal_pos_embed: bool = False
     spatial_pos_embed: bool = False
 
@@ -65,6 +68,11 @@ class VideoClassifier(nn.Module):
         nn.init.zeros_(self.head.bias)
         nn.init.normal_(self.head.weight, std=0.01)
 
+    def input_tokens(self, encoder_tokens: Tensor) -> Tensor:
+        """(B, T*N, C) tokens as the encoder gives them -> the tokens this classifier was trained on (pooled when
+        ``token_pool`` > 1), so ``score --probe`` feeds what the feature cache fed."""
+        return pool_patch_tokens(encoder_tokens, self.cfg.num_frames, self.cfg.token_pool)
+
     def forward(self, tokens: Tensor) -> Tensor:
         """(B, T*N, C) encoder tokens, frame-major -> (B, num_classes) logits."""
         if self.temporal_pos is not None or self.spatial_pos is not None:
@@ -75,3 +83,33 @@ class VideoClassifier(nn.Module):
                 tokens = tokens + self.spatial_pos[None, None]
             tokens = rearrange(tokens, "b t n c -> b (t n) c")
         return self.head(self.norm(self.pool(tokens)[:, 0]))
+
+
+def pooled_tokens_per_frame(num_tokens: int, pool: int) -> int:
+    """Tokens per frame after :func:`pool_patch_tokens`: the class token plus ceil(grid / pool)^2 patch tokens."""
+    grid = _patch_grid(num_tokens)
+    return 1 + math.ceil(grid / pool) ** 2
+
+
+def pool_patch_tokens(tokens: Tensor, num_frames: int, pool: int) -> Tensor:
+    """(..., T*N, C) frame-major encoder tokens, N = 1 class token + grid^2 patch tokens -> (..., T*N', C): each
+    frame's patch tokens averaged over pool x pool squares of the patch grid (an edge square that the grid does not
+    fill, e.g. 7x7 -> 4x4, averages the tokens it holds), the class token kept as it is. ``pool`` 1: unchanged."""
+    if pool == 1:
+        return tokens
+    lead, width = tokens.shape[:-2], tokens.shape[-1]
+    frames = tokens.reshape(-1, num_frames, tokens.shape[-2] // num_frames, width)  # (B, T, N, C)
+    grid = _patch_grid(frames.shape[2])
+    cls, patches = frames[:, :, :1], frames[:, :, 1:]
+    images = rearrange(patches, "b t (h w) c -> (b t) c h w", h=grid)
+    pooled = F.avg_pool2d(images.float(), pool, ceil_mode=True).to(tokens.dtype)  # ((B*T), C, h', w')
+    pooled = rearrange(pooled, "(b t) c h w -> b t (h w) c", b=frames.shape[0])
+    return torch.cat([cls, pooled], dim=2).flatten(1, 2).reshape(*lead, -1, width)
+
+
+def _patch_grid(num_tokens: int) -> int:
+    """Side of the square patch grid behind ``num_tokens`` = 1 class token + grid^2 patches."""
+    grid = math.isqrt(num_tokens - 1)
+    if grid * grid != num_tokens - 1:
+        raise ValueError(f"{num_tokens} tokens per frame are not a class token plus a square patch grid")
+    return grid

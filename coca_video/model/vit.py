@@ -6,6 +6,7 @@ pre-LN blocks with exact GELU and LayerNorm eps 1e-5, and no final norm (the poo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from timm.models.vision_transformer import VisionTransformer
@@ -43,6 +44,14 @@ class ImageEncoder(nn.Module):
     def num_tokens(self) -> int:
         """Tokens per image: class token + patches."""
         return 1 + self.vit.patch_embed.num_patches
+
+    def set_image_size(self, image_size: int) -> None:
+        """Take ``image_size`` images from now on: the learned positions are resampled bicubically on the patch
+        grid, the class token's kept (timm's ``resample_abs_pos_embed``, through ``set_input_size``)."""
+        if image_size % self.cfg.patch_size:
+            raise ValueError(f"image_size {image_size} is not a multiple of the patch size {self.cfg.patch_size}")
+        self.vit.set_input_size(img_size=(image_size, image_size))
+        self.cfg = dataclasses.replace(self.cfg, image_size=image_size)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.vit.set_grad_checkpointing(enable)

@@ -5,7 +5,8 @@ query attending over all spatio-temporal tokens, softmax cross-entropy.
 
 ``mode: frozen`` trains only the pooler and classifier on tokens from a feature cache (:mod:`coca_video.data.
 feature_cache`): the first epoch decodes and encodes, later epochs read the cache. Frozen training therefore uses
-the evaluation sampling (``decode.sampling``: segment centres by default), the usual practice for frozen features.
+the evaluation sampling (``decode.sampling``: segment centres by default), the usual practice for frozen features;
+``probe.cache`` stores them as fp16, int8 or 2x2-pooled tokens, and a new cache is sized against the disk first.
 ``mode: finetune`` trains the encoder too, on fresh TSN-sampled clips every epoch.
 Under torchrun (either mode) every rank takes its share of the same global batches and the loss is the global
 batch's mean, so N processes take the same steps as one; each validation video is scored by exactly one rank.
@@ -20,15 +21,15 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..config import DecodeConfig, ModelConfig, check_at_least, to_dict
-from ..data.actions import ActionSet, load_actions
-from ..data.feature_cache import FeatureCache, fill_cache
+from ..data.actions import ActionSet, load_actions, split_video_roots
+from ..data.feature_cache import CacheFormat, FeatureCache, fill_cache
 from ..data.labels import read_class_names
 from ..data.video import ClipSampling, decode_loader
 from ..distributed import barrier, batch_shards, gather_rows, get_info, init_distributed, print0
@@ -36,7 +37,9 @@ from ..errors import ConfigError, DataError
 from ..io import atomic_write_text, check_output_dir
 from ..metrics import mean_class_accuracy, per_class_accuracy, topk_accuracy
 from ..model import CoCa, VideoClassifier, VideoClassifierConfig, save_probe
+from ..model.probe_folder import ProbeViews
 from ..model.state_dict import weights_digest
+from ..model.video_classifier import pooled_tokens_per_frame
 from ..report import ProbeResult, write_probe_outputs
 from ..runtime import autocast, load_model
 from ..training import EpochTrainer, OptimConfig
@@ -60,8 +63,8 @@ class ProbeDataConfig:
     format: Literal["kinetics", "mit", "list", "csv", "synthetic"] = "kinetics"  # annotation file layout
     train: str = ""  # annotation file of the training split
     val: str = ""  # annotation file of the evaluation split
-    video_root: str = ""  # folder of the training videos
-    val_video_root: str | None = None  # default: video_root
+    video_root: str = ""  # folder of the training videos (or of train/ and val/ folders)
+    val_video_root: str | None = None  # default: video_root/{train,val}/ or {videos_train,videos_val}/ if both exist
     classes: str | None = None  # class list file or shipped list name (default: sorted labels of the training file)
     synthetic: SyntheticActionsConfig = field(default_factory=SyntheticActionsConfig)
 
@@ -72,6 +75,12 @@ class ProbeHeadConfig:
     temporal_pos_embed: bool = False  # learned per-frame embedding on the tokens (not in the paper)
     spatial_pos_embed: bool = False  # learned per-position embedding, shared by frames (not in the paper)
     label_smoothing: float = 0.0  # of the cross-entropy loss
+    cache: CacheFormat = "fp16"  # feature cache (frozen mode): fp16 | int8 (~1/2 the size) | pooled (~1/token_pool^2)
+    token_pool: int = 2  # for cache=pooled: patch tokens averaged over token_pool x token_pool squares
+    cache_check: bool = True  # refuse to start a cache the disk cannot hold (+5% + 1 GB)
+
+    def __post_init__(self) -> None:
+        check_at_least("token_pool", self.token_pool, 2)
 
 
 @dataclass
@@ -118,9 +127,7 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
         train_set, val_set = load_sets(cfg)
     print0(train_set.summary("train"), val_set.summary("val"), sep="\n")
     model = load_model(cfg.model, training=cfg.mode == "finetune")
-    classifier = VideoClassifier(VideoClassifierConfig(
-        model.cfg.vision.width, len(train_set.classes), cfg.probe.heads, cfg.decode.num_frames,
-        model.image_encoder.num_tokens, cfg.probe.temporal_pos_embed, cfg.probe.spatial_pos_embed)).to(cfg.model.device)
+    classifier = VideoClassifier(classifier_config(cfg, model, len(train_set.classes))).to(cfg.model.device)
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
     trainer = FrozenTrainer(cfg, model, classifier, train_set) if cfg.mode == "frozen" else \
@@ -130,9 +137,19 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
     if info.is_main:
         write_probe_outputs(output, result, train_set.classes, history, protocol(cfg, train_set, val_set, result))
         save_probe(output / "probe", classifier, train_set.classes, cfg.model.name, cfg.model.pretrained,
-                   finetuned=model if cfg.mode == "finetune" else None)
+                   finetuned=model if cfg.mode == "finetune" else None, image_size=model.cfg.vision.image_size,
+                   eval_views=ProbeViews(cfg.eval.temporal_views, cfg.eval.spatial_crops, cfg.decode.sampling))
     barrier()
     return {"top1": result.top1, "top5": result.top5, "mean_class_accuracy": result.mean_class_accuracy}
+
+
+def classifier_config(cfg: ProbeConfig, model: CoCa, num_classes: int) -> VideoClassifierConfig:
+    """The probe's head for ``model``'s tokens as the run feeds them (pooled for a frozen run with cache=pooled)."""
+    pool = cfg.probe.token_pool if cfg.mode == "frozen" and cfg.probe.cache == "pooled" else 1
+    tokens_per_frame = pooled_tokens_per_frame(model.image_encoder.num_tokens, pool) if pool > 1 else \
+        model.image_encoder.num_tokens
+    return VideoClassifierConfig(model.cfg.vision.width, num_classes, cfg.probe.heads, cfg.decode.num_frames,
+                                 tokens_per_frame, pool, cfg.probe.temporal_pos_embed, cfg.probe.spatial_pos_embed)
 
 
 def load_sets(cfg: ProbeConfig) -> tuple[ActionSet, ActionSet]:
@@ -148,9 +165,12 @@ def load_sets(cfg: ProbeConfig) -> tuple[ActionSet, ActionSet]:
         data = ProbeDataConfig(**{**vars(data), "format": "kinetics", "train": str(train_csv), "val": str(val_csv)})
         fmt = "kinetics"
     classes = read_class_names(data.classes) if data.classes else None
-    train = load_actions(fmt, data.train, data.video_root, classes)
+    train_root, val_root = split_video_roots(data.video_root, data.val_video_root)
+    if data.val_video_root is None and train_root != Path(data.video_root):
+        print0(f"videos: training from {train_root}, evaluation from {val_root}")
+    train = load_actions(fmt, data.train, train_root, classes)
     train.items = [item for item in train.items if item.label >= 0]
-    val = load_actions(fmt, data.val, data.val_video_root or data.video_root, train.classes)
+    val = load_actions(fmt, data.val, val_root, train.classes)
     return train, val
 
 
@@ -158,8 +178,16 @@ def cached_tokens(cfg: ProbeConfig, model: CoCa, action_set: ActionSet, sampling
                   name: str) -> FeatureCache:
     """``action_set``'s encoder tokens under ``sampling``, from the run's feature cache (filled where missing)."""
     digest = weights_digest(model.image_encoder) if cfg.mode == "finetune" else None
+    fmt = cfg.probe.cache if cfg.mode == "frozen" else "fp16"  # a finetuned head was trained on full tokens
     return fill_cache(Path(cfg.output_dir) / "feature_cache", action_set.items, model, cfg.model, sampling,
-                      cfg.decode, cfg.seed, name, digest)
+                      cfg.decode, cfg.seed, name, digest, fmt, cfg.probe.token_pool, cfg.probe.cache_check)
+
+
+def cache_name(cfg: ProbeConfig) -> str:
+    """How the frozen tokens were stored, for the protocol: fp16, int8 or pooled2 (finetune: none)."""
+    if cfg.mode == "finetune":
+        return "none"
+    return f"pooled{cfg.probe.token_pool}" if cfg.probe.cache == "pooled" else cfg.probe.cache
 
 
 # -- training ------------------------------------------------------------------------------------------------------
@@ -188,7 +216,7 @@ class FrozenTrainer(EpochTrainer):
         losses = []
         device = self.cfg.model.device
         for batch in batch_shards(len(self.rows), self.cfg.batch_size, seed=self.cfg.seed * 1000 + epoch):
-            tokens = torch.from_numpy(self.cache.tokens[self.rows[batch], 0]).float()  # memmap rows in batch order
+            tokens = self.cache.read(self.rows[batch], 0)  # (B, T*N, C), memmap rows in batch order
             logits = self.wrapped(tokens.to(device))
             losses.append(self.step(logits, self.labels[batch].to(device)))
         return float(np.mean(losses))
@@ -244,8 +272,8 @@ class EncoderAndClassifier(nn.ModuleDict):
 # -- evaluation ----------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, val_set: ActionSet) -> ProbeResult:
-    """Multi-view testing: softmax probabilities averaged over temporal views x spatial crops. Videos that fail
-    to decode are excluded and listed, never replaced."""
+    """Multi-view testing: softmax probabilities averaged over temporal views x spatial crops, classified one view
+    of a batch at a time. Videos that fail to decode are excluded and listed, never replaced."""
     sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling, temporal_views=cfg.eval.temporal_views,
                             spatial_crops=cfg.eval.spatial_crops)
     model.eval()
@@ -256,9 +284,9 @@ def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, val_set
     mine = rows[info.rank::info.world_size]  # each video scored by exactly one rank, gathered in row order
     probabilities = [torch.empty(0, len(val_set.classes))]
     for start in range(0, len(mine), cfg.batch_size):
-        tokens = torch.from_numpy(cache.tokens[mine[start:start + cfg.batch_size]]).float().to(cfg.model.device)
-        logits = classifier(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])  # (B, V, classes)
-        probabilities.append(logits.float().softmax(-1).mean(1).cpu())
+        batch = mine[start:start + cfg.batch_size]
+        read = lambda views, rows=batch: cache.read(rows, views).to(cfg.model.device)  # noqa: E731
+        probabilities.append(view_averaged_probabilities(classifier, read, cache.tokens.shape[1]).cpu())
     probs = gather_rows(torch.cat(probabilities), len(rows))
     labels = torch.tensor([val_set.items[i].label for i in rows], dtype=torch.long)
     predictions = probs.argmax(-1)
@@ -269,12 +297,27 @@ def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, val_set
                        [(val_set.items[i].path, reason) for i, reason in sorted(cache.failed.items())])
 
 
+def view_averaged_probabilities(classifier: VideoClassifier, read_views: Callable[[slice], torch.Tensor],
+                                num_views: int, views_per_pass: int = 1) -> torch.Tensor:
+    """Softmax probabilities (B, classes) averaged over ``num_views`` views, classifying ``views_per_pass`` views
+    of the batch at a time (``read_views(slice)`` -> (B, v, T*N, C)): peak memory follows batch x views_per_pass,
+    not batch x views."""
+    total = None
+    for first in range(0, num_views, views_per_pass):
+        tokens = read_views(slice(first, first + views_per_pass))  # (B, v, T*N, C)
+        logits = classifier(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])  # (B, v, classes)
+        summed = logits.float().softmax(-1).sum(1)
+        total = summed if total is None else total + summed
+    return total / num_views
+
+
 def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result: ProbeResult) -> dict[str, Any]:
     """What was measured, so a number is never read without its conditions."""
     return {"mode": cfg.mode, "model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
-            "precision": cfg.model.precision,
+            "precision": cfg.model.precision, "image_size": cfg.model.image_size,
             "frames": cfg.decode.num_frames, "views": f"{cfg.eval.temporal_views}x{cfg.eval.spatial_crops}",
-            "temporal_pos_embed": cfg.probe.temporal_pos_embed, "spatial_pos_embed": cfg.probe.spatial_pos_embed,
+            "feature_cache": cache_name(cfg), "temporal_pos_embed": cfg.probe.temporal_pos_embed,
+            "spatial_pos_embed": cfg.probe.spatial_pos_embed,
             "train_videos": len(train_set.items),
             "val_videos_evaluated": len(result.paths), "val_videos_missing": len(val_set.missing),
             "val_videos_failed": result.failed}

@@ -25,7 +25,7 @@ from ..config import DecodeConfig, ModelConfig, check, check_at_least, check_suf
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
 from ..data.results import PartStore, embeddings_path, file_key, merge, stored_key, stored_path
 from ..data.synthetic import is_synthetic_class
-from ..data.video import VIDEO_EXTENSIONS, list_inputs
+from ..data.video import VIDEO_EXTENSIONS, ClipSampling, list_inputs
 from ..distributed import init_distributed, is_distributed
 from ..errors import ConfigError, DataError, InputError
 from ..io import check_output_file
@@ -42,6 +42,7 @@ class ScoreConfig:
     out: str = "scores.parquet"  # .parquet or .csv; embeddings go to <stem>.embeddings.parquet
     labels: str | None = None  # class list file (formats: data/labels.py) or kinetics400|600|700|moments_in_time
     probe: str | None = None  # a trained probe folder (output_dir/probe of the probe task): its classes and scores
+    probe_views: bool = True  # with probe: its softmax averaged over the views it was evaluated with (e.g. 4x3)
     templates: str | None = None  # prompt file; default: the model's own prompts, else the video templates
     top_k: int = 5  # labels kept per video, best first
     caption: bool = False  # add a caption per video
@@ -74,7 +75,8 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
     if cfg.probe:  # the probe's own backbone (finetuned or named) and frame count replace the model and num_frames
         info = read_probe_info(cfg.probe)
         cfg = dataclasses.replace(
-            cfg, model=dataclasses.replace(cfg.model, name=info.backbone, pretrained=info.pretrained),
+            cfg, model=dataclasses.replace(cfg.model, name=info.backbone, pretrained=info.pretrained,
+                                           image_size=info.image_size),
             decode=dataclasses.replace(cfg.decode, num_frames=info.classifier.num_frames))
     files = list_inputs(cfg.videos, cfg.follow_symlinks)
     if not files:
@@ -122,6 +124,15 @@ def check_outputs(cfg: ScoreConfig, videos: list[Path]) -> None:
                           "report")
 
 
+def probe_sampling(cfg: ScoreConfig) -> ClipSampling | None:
+    """The views ``cfg.probe`` was evaluated with, when ``probe_views`` asks for them (None: one clip)."""
+    if not (cfg.probe and cfg.probe_views):
+        return None
+    views = read_probe_info(cfg.probe).eval_views
+    return ClipSampling(cfg.decode.num_frames, mode=views.sampling, temporal_views=views.temporal_views,
+                        spatial_crops=views.spatial_crops)
+
+
 def build_scorer(cfg: ScoreConfig, model: CoCa, tokenizer: Callable) -> VideoScorer:
     """The scorer ``cfg`` asks for: zero-shot labels or a probe's, captions, frame embeddings."""
     probe, class_names, templates = None, None, None
@@ -149,7 +160,7 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
     started, scores = time.time(), None
     counts = None
     try:
-        counts = score_files(scorer, todo, store, cfg.decode, show=info.is_main)
+        counts = score_files(scorer, todo, store, cfg.decode, show=info.is_main, sampling=probe_sampling(cfg))
     finally:  # Ctrl-C or a crash still leaves every flushed batch merged into the output
         if is_distributed():
             dist.barrier()
