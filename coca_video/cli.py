@@ -61,6 +61,14 @@ RETRIEVAL_FLAGS = [
     Flag("--frames", "decode.num_frames", "frames per video (default 16)"),
 ]
 
+ZEROSHOT_FLAGS = [
+    Flag("--annotations", "annotations", "annotation file: Kinetics CSV, MiT CSV, path-label list, or path,label CSV"),
+    Flag("--video-root", "video_root", "folder of the videos"),
+    Flag("--labels", "classes", "class list file, or kinetics400|600|700|moments_in_time (default: the file's labels)"),
+    Flag("--out", "out", "metrics JSON (default runs/zeroshot/metrics.json)"),
+    Flag("--frames", "decode.num_frames", "frames per video (default 16)"),
+]
+
 
 class Task(NamedTuple):
     """A task command: its module under ``coca_video.tasks``, the config dataclass there, help and flags, and
@@ -87,6 +95,9 @@ TASKS = {
                       RETRIEVAL_FLAGS, ["--videos clips/ --captions captions.csv --out runs/r/metrics.json",
                                         ("--videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full "
                                          "video_pooling=attentional")]),
+    "zeroshot": Task("zeroshot", "ZeroShotConfig", "zero-shot action recognition: top-1/top-5 on an annotated set",
+                     ZEROSHOT_FLAGS, ["--annotations k400/validate.csv --video-root k400/val --labels kinetics400",
+                                      "--annotations val.csv --video-root videos/ video_pooling=attentional"]),
     "probe": Task("probe", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned", [],
                   ["--config configs/probe/synthetic.yaml epochs=2 optim.lr=1e-3",
                    ("--model coca_ViT-B-32 --pretrained laion2b_s13b_b90k mode=finetune data.train=k400/train.csv "

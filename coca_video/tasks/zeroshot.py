@@ -1,0 +1,123 @@
+"""Zero-shot action recognition on an annotated video set, the paper-style number in one command:
+
+    coca-video zeroshot --annotations kinetics400/validate.csv --video-root kinetics400/val --labels kinetics400 \
+        --model coca_ViT-L-14 --pretrained laion2b_s13b_b90k
+
+Each video (or its [time_start, time_end) window of an untrimmed file) becomes a video embedding (``video_pooling``:
+the mean of its frame embeddings, or VideoCoCa's pooler over all frames' tokens) and is classified against the
+prompt-ensembled class embeddings; top-1, top-5 and mean class accuracy (percent) go to ``out`` with the protocol.
+Rows are kept in a result store beside ``out``, so an interrupted run resumes. Videos that fail to decode are
+excluded and listed, never replaced.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from ..config import DecodeConfig, ModelConfig, check_suffix
+from ..data.actions import Format, load_actions
+from ..data.labels import model_templates, read_class_names, read_templates, video_templates
+from ..data.results import PartStore, file_key
+from ..distributed import init_distributed
+from ..errors import DataError
+from ..io import atomic_write_text
+from ..metrics import mean_class_accuracy, topk_accuracy
+from ..model import get_tokenizer
+from ..runtime import load_model
+from ..scoring import ScoreItem, VideoScorer, score_files
+
+TOP_K = 5
+
+
+@dataclass
+class ZeroShotConfig:
+    annotations: str = ""  # Kinetics CSV (label,youtube_id,time_start,time_end,...), MiT CSV, path-label list or CSV
+    format: Format = "kinetics"  # of the annotations: kinetics | mit | list | csv
+    video_root: str = ""  # folder of the videos (Kinetics: flat or per-class folders; untrimmed files use windows)
+    classes: str | None = None  # class list file or kinetics400|600|700|moments_in_time (default: the file's labels)
+    templates: str | None = None  # prompt file; default: the model's own prompts, else the video templates
+    video_pooling: Literal["mean", "attentional"] = "mean"  # mean of frame embeddings, or the pooler over all tokens
+    out: str = "runs/zeroshot/metrics.json"  # metrics; the per-video store goes beside it
+    model: ModelConfig = field(default_factory=ModelConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        check_suffix("out", self.out, (".json",))
+
+
+def run(cfg: ZeroShotConfig) -> dict[str, Any]:
+    """Classify every annotated video zero-shot; write and return top-1/top-5/mean class accuracy."""
+    info = init_distributed()
+    classes = read_class_names(cfg.classes) if cfg.classes else None
+    actions = load_actions(cfg.format, cfg.annotations, cfg.video_root, classes)
+    items = [item for item in actions.items if item.label >= 0]
+    if not items:
+        raise DataError(f"{cfg.annotations}: no labelled video found under {cfg.video_root}")
+    model = load_model(cfg.model)
+    tokenizer = get_tokenizer(cfg.model.name)
+    templates = read_templates(cfg.templates) if cfg.templates else model_templates(cfg.model.name) or \
+        video_templates()
+    scorer = VideoScorer(model, tokenizer, cfg.model, actions.classes, templates, top_k=TOP_K,
+                         video_pooling=cfg.video_pooling)
+    out = Path(cfg.out)
+    store = PartStore(out.with_name(out.stem + "_videos.parquet"), rank=info.rank)
+    wanted = [ScoreItem(file_key(item.path), item.start_sec, item.end_sec) for item in items]
+    done = store.done_keys()
+    with store.locked():
+        score_files(scorer, [w for w in wanted[info.rank::info.world_size] if w.stored() not in done], store,
+                    cfg.decode, show=info.is_main)
+    if not info.is_main:
+        return {}
+    result = accuracy(store, wanted, [item.label for item in items], actions.classes)
+    result["protocol"] = protocol(cfg, len(actions.missing), len(templates), result.pop("evaluated"),
+                                  result.pop("failed"))
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    print(f"zero-shot top-1 {result['top1']:.1f}  top-5 {result['top5']:.1f}  mean class "
+          f"{result['mean_class_accuracy']:.1f}  ({result['protocol']['videos_evaluated']} videos) -> {out}")
+    return result
+
+
+def accuracy(store: PartStore, wanted: list[ScoreItem], labels: list[int], classes: list[str]) -> dict[str, Any]:
+    """Top-1/top-5/mean class accuracy from the stored top-5 labels of every wanted video scored ok; failures
+    listed with their reasons."""
+    table = store.read()
+    rows = {} if table is None else {row_key(row): row for row in table.to_pylist()}
+    index = {name: i for i, name in enumerate(classes)}
+    ranked, truth, failed = [], [], []
+    for item, label in zip(wanted, labels):
+        row = rows.get(item.stored())
+        if row is None or row["status"] != "ok":
+            failed.append([item.key[0], row["error"] if row else "not scored"])
+            continue
+        ranked.append([index[row[f"top{k}_label"]] for k in range(1, min(TOP_K, len(classes)) + 1)])
+        truth.append(label)
+    if not truth:
+        raise DataError(f"no video could be classified ({failed[0][0]}: {failed[0][1]})")
+    scores = torch.zeros(len(truth), len(classes))  # a score per class that reproduces each video's top-5 order
+    for row, order in enumerate(ranked):
+        scores[row, order] = torch.arange(len(order), 0, -1, dtype=torch.float)
+    labels_t = torch.tensor(truth)
+    top = topk_accuracy(scores, labels_t, (1, TOP_K))
+    return {"top1": top["top1"], "top5": top[f"top{TOP_K}"],
+            "mean_class_accuracy": mean_class_accuracy(scores.argmax(-1), labels_t), "evaluated": len(truth),
+            "failed": failed}
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    """A stored row's key as :meth:`ScoreItem.stored` spells it (the window start only for windowed rows)."""
+    start = row.get("segment_start")
+    return (row["path"], row["size"], row["mtime"], *(() if start is None else (start,)))
+
+
+def protocol(cfg: ZeroShotConfig, missing: int, templates: int, evaluated: int, failed: list) -> dict[str, Any]:
+    """What was measured, so a number is never read without its conditions."""
+    return {"annotations": cfg.annotations, "model": cfg.model.name,
+            "checkpoint": cfg.model.pretrained or cfg.model.name, "precision": cfg.model.precision,
+            "video_pooling": cfg.video_pooling, "frames": cfg.decode.num_frames, "sampling": cfg.decode.sampling,
+            "prompt_templates": templates, "videos_evaluated": evaluated, "videos_missing": missing,
+            "videos_failed": failed}
