@@ -12,7 +12,7 @@ import torch
 
 from coca_video import create_model, get_tokenizer, image_transform
 from coca_video.config import load_config
-from coca_video.errors import DataError
+from coca_video.errors import DataError, OutputError
 from coca_video.data.retrieval import load_caption_csv, load_msrvtt
 from coca_video.data.synthetic import SyntheticVideos
 from coca_video.tasks import retrieval
@@ -167,3 +167,19 @@ def test_msrvtt_sentence_without_video_id_is_named(tmp_path):
                                                             {"caption": "no id"}]}))
     with pytest.raises(DataError, match=r"MSRVTT_data.json: sentence #1 needs string 'video_id'"):
         load_msrvtt(data, "full", tmp_path)
+
+
+def test_outputs_never_overwrite_an_input_or_a_foreign_file(tmp_path):
+    (tmp_path / "pairs.csv").write_text("video,caption\na.mp4,a red circle\n")
+    precious = tmp_path / "notes.json"
+    precious.write_text('{"mine": true}')
+    for out, culprit in ((precious, "file exists and was not written by coca-video"),
+                         (tmp_path / "pairs_t2v_ranks.json", None)):
+        overrides = [f"captions={tmp_path / 'pairs.csv'}", f"out={out}"]
+        if culprit is None:  # the ranks CSV beside out=X.json is X_t2v_ranks.csv: make it the caption file
+            overrides = [f"captions={tmp_path / 'pairs_t2v_ranks.csv'}", f"out={tmp_path / 'pairs.json'}"]
+            (tmp_path / "pairs_t2v_ranks.csv").write_text("video,caption\na.mp4,a red circle\n")
+            culprit = "is one of the input files"
+        with pytest.raises(OutputError, match=culprit):
+            retrieval.run(load_config(retrieval.RetrievalConfig, None, overrides))
+    assert precious.read_text() == '{"mine": true}'

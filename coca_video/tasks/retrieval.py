@@ -26,7 +26,7 @@ from ..data.results import PartStore, file_key, stored_key, stored_path
 from ..data.retrieval import RetrievalSet, load_caption_csv, load_msrvtt
 from ..distributed import barrier, init_distributed
 from ..errors import InputError
-from ..io import atomic_write_table, atomic_write_text
+from ..io import atomic_write_table, atomic_write_text, check_output_file
 from ..metrics import retrieval_convention, retrieval_metrics_from_embeddings
 from ..model import CoCa, get_tokenizer
 from ..runtime import load_model
@@ -62,6 +62,7 @@ def run(cfg: RetrievalConfig) -> dict[str, Any]:
     """Embed videos (cached) and captions, compute both directions' recall, write metrics, ranks and report."""
     info = init_distributed()
     dataset = load_set(cfg)
+    check_outputs(cfg, dataset)
     model = load_model(cfg.model)
     tokenizer = get_tokenizer(cfg.model.name)
     video_embeddings, failed = embed_videos(cfg, dataset, model, tokenizer)
@@ -75,15 +76,14 @@ def run(cfg: RetrievalConfig) -> dict[str, Any]:
     metrics = retrieval_metrics_from_embeddings(text_embeddings, video_embeddings, caption_video, v2t="both",
                                                 median=cfg.median, rerank=cfg.rerank)
     result = {**metrics, "protocol": protocol(cfg, dataset, failed, full_size)}
-    out = Path(cfg.out)
-    write_json(out, result)
-    ranks = write_query_ranks(out.with_name(out.stem + "_t2v_ranks.csv"), dataset, text_embeddings,
-                              video_embeddings)
+    paths = output_paths(cfg)
+    write_json(paths["out"], result)
+    ranks = write_query_ranks(paths["ranks"], dataset, text_embeddings, video_embeddings)
     if cfg.report_queries:
         from ..report import write_retrieval_report
 
-        result["report"] = str(write_retrieval_report(out.with_name(out.stem + "_report.html"), dataset, ranks,
-                                                      text_embeddings, video_embeddings, cfg.report_queries))
+        result["report"] = str(write_retrieval_report(paths["report"], dataset, ranks, text_embeddings,
+                                                      video_embeddings, cfg.report_queries))
     print(format_metrics(result))
     return result
 
@@ -95,6 +95,42 @@ def load_set(cfg: RetrievalConfig) -> RetrievalSet:
         return load_msrvtt(cfg.msrvtt_data or "", cfg.msrvtt_split, cfg.videos)
     raise InputError("retrieval needs captions=<csv>, or msrvtt_split=<JSFUSION csv>|full (full also needs "
                             "msrvtt_data=<MSRVTT_data.json>)")
+
+
+def output_paths(cfg: RetrievalConfig) -> dict[str, Path]:
+    """What a run writes: the metrics JSON, and beside it the per-query ranks CSV and the HTML report."""
+    out = Path(cfg.out)
+    return {"out": out, "ranks": out.with_name(out.stem + "_t2v_ranks.csv"),
+            "report": out.with_name(out.stem + "_report.html")}
+
+
+def check_outputs(cfg: RetrievalConfig, dataset: RetrievalSet) -> None:
+    """Refuse (before any work) outputs that are inputs (videos, caption and annotation files) or existing files we
+    did not write: metrics JSON with our protocol block, our ranks CSV header, our report marker."""
+    from ..report import is_our_report
+
+    inputs = [Path(v) for v in dataset.videos] + [Path(p) for p in (cfg.captions, cfg.msrvtt_data, cfg.msrvtt_split)
+                                                  if p and Path(p).is_file()]
+    paths = output_paths(cfg)
+    check_output_file(paths["out"], inputs, is_our_metrics(paths["out"]), "out")
+    check_output_file(paths["ranks"], inputs, is_our_ranks(paths["ranks"]), "out (its ranks CSV)")
+    if cfg.report_queries:
+        check_output_file(paths["report"], inputs, is_our_report(paths["report"]), "out (its report)")
+
+
+def is_our_metrics(path: Path) -> bool:
+    try:
+        return "convention" in json.loads(path.read_text(encoding="utf-8")).get("protocol", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def is_our_ranks(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return handle.readline().strip() == "caption,video,rank,top1_video"
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def cache_path(cfg: RetrievalConfig) -> Path:
@@ -115,11 +151,12 @@ def embed_videos(cfg: RetrievalConfig, dataset: RetrievalSet, model: CoCa, token
     if len(missing) == len(dataset.videos):
         raise InputError(f"{cfg.videos}: none of the {len(missing)} videos exist (e.g. {missing[0]})")
     store = PartStore(cache_path(cfg), rank=info.rank)
-    done = store.done_keys()
     keys = [file_key(v) for v in dataset.videos if os.path.isfile(v)]
-    todo = [ScoreItem(key) for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
-    scorer = VideoScorer(model, tokenizer, cfg.model, video_pooling=cfg.video_pooling)
-    score_files(scorer, todo, store, cfg.decode, show=info.is_main)
+    with store.locked():  # two runs filling one cache would write the same part names
+        done = store.done_keys()
+        todo = [ScoreItem(key) for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
+        scorer = VideoScorer(model, tokenizer, cfg.model, video_pooling=cfg.video_pooling)
+        score_files(scorer, todo, store, cfg.decode, show=info.is_main)
     barrier()
     rows = store.read(columns=["path", "size", "mtime", "status", "error", "video_embedding", "scored_at"])
     current = {stored_path(key[0]): stored_key(key) for key in keys}
