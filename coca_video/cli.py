@@ -38,11 +38,13 @@ MODEL_FLAGS = [  # the shared model block, on every task command
     Flag("--model", "model.name", "model name or checkpoint folder (default: the built-in default model)"),
     Flag("--pretrained", "model.pretrained", "weights: open_clip file or folder, hf-hub:REPO, or a pretrained tag"),
     Flag("--device", "model.device", "cpu, cuda, cuda:N, mps, or auto: cuda, then mps, then cpu (default cpu)"),
-    Flag("--precision", "model.precision", "fp32 or bf16 (default fp32)"),
+    Flag("--precision", "model.precision", "fp32, bf16 or int8 (inference; training: bf16 autocast) (default fp32)"),
 ]
+FRAMES_FLAG = Flag("--frames", "decode.num_frames", "frames per video (default 16)")
 
 SCORE_FLAGS = [
-    Flag("VIDEO_DIR", "videos", "folder of videos (searched recursively)", positional=True),
+    Flag("VIDEO_DIR", "videos", "a folder (searched recursively), a video, a .txt list of paths, or a CSV/Parquet "
+         "with a path column", positional=True),
     Flag("--labels", "labels", "class list: names per line, a CSV with a name column, or a Kinetics annotation CSV"),
     Flag("--probe", "probe", "a trained probe folder (the probe task's output_dir/probe) instead of --labels"),
     Flag("--out", "out", "scores table, .parquet or .csv (default scores.parquet)"),
@@ -58,7 +60,7 @@ RETRIEVAL_FLAGS = [
     Flag("--msrvtt-data", "msrvtt_data", "MSRVTT_data.json"),
     Flag("--msrvtt-split", "msrvtt_split", "MSRVTT_JSFUSION_test.csv (1k-A) or full"),
     Flag("--out", "out", "metrics JSON (ranks CSV and report go beside it)"),
-    Flag("--frames", "decode.num_frames", "frames per video (default 16)"),
+    FRAMES_FLAG,
 ]
 
 ZEROSHOT_FLAGS = [
@@ -66,7 +68,7 @@ ZEROSHOT_FLAGS = [
     Flag("--video-root", "video_root", "folder of the videos"),
     Flag("--labels", "classes", "class list file, or kinetics400|600|700|moments_in_time (default: the file's labels)"),
     Flag("--out", "out", "metrics JSON (default runs/zeroshot/metrics.json)"),
-    Flag("--frames", "decode.num_frames", "frames per video (default 16)"),
+    FRAMES_FLAG,
 ]
 
 
