@@ -132,3 +132,21 @@ def test_the_readme_cache_table_is_what_plan_cache_gives():
     table = script.table(frames=16)
     assert "| K400 | coca_ViT-B-32 | 50 | 295 + 295 GB |" in table  # 240k x 1 view and 20k x 12 views, as above
     assert table in (REPO / "README.md").read_text()
+
+
+def test_rows_whose_bytes_changed_are_encoded_again_and_a_damaged_state_is_not_a_traceback(tmp_path):
+    cache = FeatureCache(tmp_path, KEY, (3, 1, 4, 2))
+    cache.store([0, 1, 2], torch.arange(24.0).reshape(3, 1, 4, 2), [])
+    assert cache.verify() == []  # untouched: every row checks out
+    rng = np.random.default_rng(0)
+    cache.tokens[1] = rng.standard_normal((1, 4, 2)).astype(np.float16)  # same size, other values: no zeros to see
+    cache.tokens.flush()
+    again = FeatureCache(tmp_path, KEY, (3, 1, 4, 2))
+    with pytest.warns(UserWarning, match=r"tokens\.npy: 1 cached rows do not match their checksums \(e\.g\. row 1\)"):
+        assert again.verify() == [1]
+    assert again.todo() == [1]
+    again.store([1], torch.arange(8.0).reshape(1, 1, 4, 2), [])
+    assert FeatureCache(tmp_path, KEY, (3, 1, 4, 2)).verify() == []  # the re-encoded row is trusted again
+    again.state_path.write_text("{garbage")
+    with pytest.warns(UserWarning, match=r"state\.rank0\.json: feature cache state unreadable"):
+        assert FeatureCache(tmp_path, KEY, (3, 1, 4, 2)).todo() == [0, 1, 2]

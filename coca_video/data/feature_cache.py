@@ -8,7 +8,10 @@ dequantised on read, error <= scale/2); ``pooled``, fp16 with each frame's patch
 beside the arrays records shape, dtype, format and digest; an array file whose size is not what its header promises
 (a fill killed while the file was being made, a full disk) is rebuilt with a warning, never read as zeros.
 Each rank records the rows it finished (and the failures with their reasons) in its own state file, so an interrupted
-fill resumes and ranks never write the same file; :meth:`FeatureCache.reload` unites them.
+fill resumes and ranks never write the same file; :meth:`FeatureCache.reload` unites them. Each finished row's
+CRC-32 is recorded with it and checked when the cache is opened for a run: a row whose bytes changed (random values
+of the same size, a partial write) is encoded again with a warning, and an unreadable state file counts as no rows
+done, never as a traceback.
 
 Before a new cache is made, :func:`plan_cache` gives its size, and the fill refuses to start when the folder's disk
 cannot hold it with a margin (``probe.cache_check=false`` skips the check).
@@ -20,6 +23,7 @@ import hashlib
 import json
 import shutil
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -136,6 +140,19 @@ def cache_digest(key: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def read_state(path: Path) -> dict[str, Any] | None:
+    """A rank's state file, or None (with a warning naming it) when it is unreadable: its rows count as not done."""
+    try:
+        state = json.loads(path.read_text())
+        if isinstance(state, dict) and {"done", "failed", "crc"} <= set(state):
+            return state
+    except (OSError, ValueError):
+        pass
+    warnings.warn(f"{path}: feature cache state unreadable or from an older version; its rows will be encoded again",
+                  stacklevel=2)
+    return None
+
+
 def read_meta(path: Path) -> dict[str, Any] | None:
     """A cache's meta.json, or None when it is missing or unreadable."""
     try:
@@ -166,7 +183,8 @@ class FeatureCache:
         self.scales = np.lib.format.open_memmap(self.scales_path, mode="r+") if dtype == "int8" else None
         self.done: set[int] = set()
         self.failed: dict[int, str] = {}
-        self.mine: dict[str, Any] = {"done": [], "failed": {}}
+        self.checksums: dict[int, set[int]] = {}  # row -> the CRC-32s its content had when a rank stored it
+        self.mine: dict[str, Any] = {"done": [], "failed": {}, "crc": {}}
         self.reload()
 
     def array_paths(self) -> list[Path]:
@@ -194,13 +212,34 @@ class FeatureCache:
         atomic_write_text(self.meta_path, json.dumps(meta) + "\n")
 
     def reload(self) -> None:
-        """Rows done and failed according to every rank's state file."""
-        self.done, self.failed = set(), {}
+        """Rows done and failed according to every rank's state file (an unreadable one: warned about, ignored)."""
+        self.done, self.failed, self.checksums = set(), {}, {}
+        self.mine = {"done": [], "failed": {}, "crc": {}}
         for path in sorted(self.tokens_path.parent.glob(self.state_pattern)):
-            state = json.loads(path.read_text())
+            state = read_state(path)
+            if state is None:
+                continue
             self.done.update(state["done"])
             self.failed.update({int(k): v for k, v in state["failed"].items()})
-        self.mine = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": [], "failed": {}}
+            for row, crc in state["crc"].items():
+                self.checksums.setdefault(int(row), set()).add(crc)
+            if path == self.state_path:
+                self.mine = state
+
+    def verify(self) -> list[int]:
+        """Drop from ``done`` every row whose content no longer has a recorded checksum (so it is encoded again);
+        returns those rows, after one warning naming the file."""
+        changed = [row for row in sorted(self.done) if self.row_checksum(row) not in self.checksums.get(row, ())]
+        if changed:
+            warnings.warn(f"{self.tokens_path}: {len(changed)} cached rows do not match their checksums (e.g. row "
+                          f"{changed[0]}); encoding them again", stacklevel=2)
+            self.done.difference_update(changed)
+        return changed
+
+    def row_checksum(self, row: int) -> int:
+        """CRC-32 of one row's stored bytes (values, and scales for int8)."""
+        crc = zlib.crc32(np.ascontiguousarray(self.tokens[row]).tobytes())
+        return zlib.crc32(np.ascontiguousarray(self.scales[row]).tobytes(), crc) if self.scales is not None else crc
 
     def todo(self) -> list[int]:
         """Rows neither done nor failed, in order."""
@@ -228,6 +267,10 @@ class FeatureCache:
         self.failed.update(dict(errors))
         self.mine["done"] = sorted({*self.mine["done"], *rows})
         self.mine["failed"].update({str(row): reason for row, reason in errors})
+        for row in rows:
+            crc = self.row_checksum(row)
+            self.mine["crc"][str(row)] = crc
+            self.checksums.setdefault(row, set()).add(crc)
         atomic_write_text(self.state_path, json.dumps(self.mine))
 
 
@@ -258,6 +301,7 @@ def fill_cache(folder: Path, items: list[VideoItem], model: CoCa, model_cfg: Mod
         check_free_space(folder, plan, enforce=check_space)
     cache = FeatureCache(folder, key, (plan.videos, plan.views, plan.tokens, plan.width), info.rank,
                          "int8" if fmt == "int8" else "fp16")
+    cache.verify()
     todo = cache.todo()[info.rank::info.world_size]
     if todo:
         print(f"encoding {len(todo)} {name} videos into the feature cache {cache.tokens_path}")
