@@ -51,7 +51,8 @@ class ScoreConfig:
     caption_source: Literal["middle_frame", "all_frames"] = "middle_frame"  # middle frame, or all frames via the pooler
     video_pooling: Literal["mean", "attentional"] = "mean"  # mean of frame embeddings, or the pooler over all tokens
     frame_embeddings: bool = False  # also store each frame's embedding in the embeddings file
-    report: str | None = None  # HTML report path
+    report: str | None = None  # HTML report path (page 1, with the totals); more pages go beside it: <stem>-002.html
+    report_page_size: int = 200  # videos per report page (a segmented video's rows stay together on one page)
     segment_seconds: float = 0.0  # > 0: score consecutive windows of this length, one row each (0: whole videos)
     segment_stride: float | None = None  # seconds between window starts (default segment_seconds; less: overlap)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -60,6 +61,7 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         check_at_least("top_k", self.top_k, 1)
         check_at_least("caption_max_len", self.caption_max_len, 2)
+        check_at_least("report_page_size", self.report_page_size, 1)
         check_suffix("out", self.out, (".parquet", ".csv"))
         check_suffix("report", self.report, (".html",), optional=True)
         check_at_least("segment_seconds", self.segment_seconds, 0)
@@ -92,7 +94,8 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
             from ..report import write_score_report
 
             notes = [warning] if warning else []
-            summary["report"] = str(write_score_report(scores.to_pandas(), cfg.report, cfg, notes))
+            summary["report"] = str(write_score_report(scores.to_pandas(), cfg.report, cfg, notes,
+                                                                 cfg.report_page_size))
     return summary
 
 
@@ -111,17 +114,18 @@ def toy_model_warning(cfg: ScoreConfig) -> str | None:
 
 def check_outputs(cfg: ScoreConfig, videos: list[Path]) -> None:
     """Refuse (before any work) an ``out``, embeddings sidecar or ``report`` that is an input file, or an existing
-    file we did not write: ``out`` and its sidecar are ours when ``<out>.parts`` is beside them, a report when it
-    carries the report marker."""
-    from ..report import is_our_report
+    file we did not write: ``out`` and its sidecar are ours when ``<out>.parts`` is beside them, a report page (each
+    of the pages ``videos`` will fill) when it carries the report marker."""
+    from ..report import is_our_report, page_count, report_page_paths
 
     inputs = [*videos, *(Path(p) for p in (cfg.videos, cfg.labels, cfg.templates) if p and Path(p).is_file())]
     ours = PartStore(cfg.out).folder.is_dir()
     check_output_file(cfg.out, inputs, ours, "out")
     check_output_file(embeddings_path(cfg.out), inputs, ours, "out (its embeddings file)")
     if cfg.report:
-        check_output_file(cfg.report, [*inputs, Path(cfg.out), embeddings_path(cfg.out)], is_our_report(cfg.report),
-                          "report")
+        for page in report_page_paths(cfg.report, page_count(len(videos), cfg.report_page_size)):
+            check_output_file(page, [*inputs, Path(cfg.out), embeddings_path(cfg.out)], is_our_report(page),
+                              "report" if page == Path(cfg.report) else "report (its page)")
 
 
 def probe_sampling(cfg: ScoreConfig) -> ClipSampling | None:
