@@ -10,9 +10,10 @@ import random
 import re
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .config import check
 from .distributed import barrier, get_info, is_distributed
 from .errors import CheckpointError, InputError
 from .io import atomic_path
@@ -40,21 +42,30 @@ class OptimConfig:
     schedule: Literal["cosine", "linear"] = "cosine"  # decay after warmup, down to min_lr_ratio * lr
     min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0  # gradients are scaled down to at most this total norm
+    layer_decay: float = 1.0  # probe finetuning: block i of L trains at lr * layer_decay^(L - i) (1.0 = off)
+
+    def __post_init__(self) -> None:
+        check(0 < self.layer_decay <= 1, "layer_decay", "be in (0, 1] (1.0 = off)", self.layer_decay)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW or Adafactor; no weight decay on biases, norms, position embeddings, tokens, queries and scales."""
-    decay, no_decay = [], []
+def build_optimizer(model: nn.Module, cfg: OptimConfig,
+                    lr_scale: Callable[[str], float] | None = None) -> torch.optim.Optimizer:
+    """AdamW or Adafactor; no weight decay on biases, norms, position embeddings, tokens, queries and scales.
+    ``lr_scale(name)``, when given, multiplies a parameter's learning rate (layer-wise decay): one group per
+    (scale, decay or not), each with ``lr = cfg.lr * scale``, which the schedule then scales over time."""
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {(1.0, True): [], (1.0, False): []}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim < 2 or _is_no_decay(name) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decays = not (param.ndim < 2 or _is_no_decay(name))
+        groups.setdefault((lr_scale(name) if lr_scale else 1.0, decays), []).append(param)
+    param_groups = [{"params": params, "weight_decay": cfg.weight_decay if decays else 0.0, "lr": cfg.lr * scale}
+                    for (scale, decays), params in groups.items() if params or scale == 1.0]
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     from timm.optim import AdafactorBigVision
 
-    return AdafactorBigVision(groups, lr=cfg.lr, momentum=cfg.betas[0], beta2_cap=cfg.betas[1],
+    return AdafactorBigVision(param_groups, lr=cfg.lr, momentum=cfg.betas[0], beta2_cap=cfg.betas[1],
                               momentum_dtype=torch.float32)
 
 
@@ -258,7 +269,7 @@ class EpochTrainer:
     def fit(self) -> list[dict[str, float]]:
         """Train epochs not yet done (resuming from ``resume``); returns the loss history of every epoch."""
         module = self.trainable()
-        self.optimizer = build_optimizer(module, self.optim_cfg)
+        self.optimizer = build_optimizer(module, self.optim_cfg, self.lr_scale())
         self.scheduler = build_scheduler(self.optimizer, self.optim_cfg, self.epochs * self.steps_per_epoch())
         state = self.checkpoints.restore(self.resume, lambda s: self._load_states(module, s))
         start, history = (int(state["step"]), json.loads(state["history"])) if state else (0, [])
@@ -281,23 +292,59 @@ class EpochTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
-    def step(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
-        """One optimiser step on this rank's share of a global batch. The loss is the mean over the whole global
-        batch whatever the shares' sizes (an empty share, ``labels`` of length 0, contributes zero), so any number
-        of processes takes the same step; a global batch with no video at all takes none. Returns that mean."""
-        if len(labels):
-            loss_sum = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing, reduction="sum")
-        else:
-            loss_sum = logits.float().sum() * 0.0  # still runs backward: every rank joins DDP's gradient reduction
-        totals = torch.tensor([float(len(labels)), loss_sum.item()])
+    def lr_scale(self) -> Callable[[str], float] | None:
+        """Per-parameter learning-rate factor by name (layer-wise decay), or None: every parameter at ``lr``."""
+        return None
+
+    def step(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
+        """One optimiser step on this rank's share of a global batch: :meth:`accumulated_step` of one micro-batch
+        whose logits are already computed."""
+        return self.accumulated_step(lambda _: logits, [targets])
+
+    def accumulated_step(self, forward: Callable[[int], torch.Tensor], targets: Sequence[torch.Tensor]) -> float:
+        """One optimiser step on this rank's share of a global batch, given as micro-batches: ``forward(i)`` ->
+        (b_i, classes) logits of micro-batch i, ``targets[i]`` its (b_i,) integer labels or (b_i, classes) soft
+        targets. Gradients of all micro-batches add up before the step, which therefore equals one step over their
+        union. The loss is the mean over the whole global batch whatever the shares' sizes (an empty micro-batch,
+        targets of length 0, contributes zero), so any number of processes takes the same step; a global batch
+        with no video at all takes none. Returns that mean."""
+        count = torch.tensor([float(sum(len(t) for t in targets))])
+        if is_distributed():
+            dist.all_reduce(count)
+        scale = self.info.world_size / max(count.item(), 1.0)  # DDP then averages the gradients over ranks
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_total = 0.0
+        for i, micro_targets in enumerate(targets):
+            last = i == len(targets) - 1
+            no_sync = getattr(self.wrapped, "no_sync", None)  # DDP: reduce gradients once, after the last
+            with nullcontext() if last or no_sync is None else no_sync():
+                loss_sum = classification_loss_sum(forward(i), micro_targets, self.label_smoothing)
+                (loss_sum * scale).backward()
+            loss_total += loss_sum.item()
+        totals = torch.tensor([loss_total])
         if is_distributed():
             dist.all_reduce(totals)
-        count = max(totals[0].item(), 1.0)
-        self.optimizer.zero_grad(set_to_none=True)
-        (loss_sum * (self.info.world_size / count)).backward()  # DDP then averages the gradients over ranks
-        if totals[0] == 0:
+        if count.item() == 0:
             return float("nan")
         torch.nn.utils.clip_grad_norm_(self.trainable().parameters(), self.optim_cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return totals[1].item() / count
+        return totals[0].item() / max(count.item(), 1.0)
+
+
+def classification_loss_sum(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Summed cross-entropy of (B, classes) logits: against (B,) integer labels, smoothed by ``label_smoothing``,
+    or against (B, classes) soft targets (rows summing to 1, smoothing already in them: see :func:`soft_targets`).
+    No rows (B = 0): a zero that still runs backward, so every rank joins DDP's gradient reduction."""
+    if len(targets) == 0:
+        return logits.float().sum() * 0.0
+    if targets.is_floating_point():
+        return F.cross_entropy(logits.float(), targets.float(), reduction="sum")
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing, reduction="sum")
+
+
+def soft_targets(labels: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:
+    """(B,) integer labels -> (B, classes) one-hot rows smoothed as ``F.cross_entropy(label_smoothing=)`` does:
+    ``(1 - eps) * one_hot + eps / classes``."""
+    one_hot = F.one_hot(labels, num_classes).float()
+    return one_hot * (1 - label_smoothing) + label_smoothing / num_classes

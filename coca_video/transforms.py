@@ -8,6 +8,7 @@ Eval: resize the shortest side to the model's image size (antialiased, bicubic b
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
@@ -17,6 +18,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
+from .config import check
 from .model.config import CoCaConfig
 
 ImageLike = Union[Image.Image, np.ndarray, Tensor]
@@ -104,6 +106,78 @@ class RandomResizedCrop(ImageTransform):
                 return int(draw[2] * (height - h + 1)), int(draw[3] * (width - w + 1)), h, w
         side = min(height, width)  # fall back to a centre crop
         return (height - side) // 2, (width - side) // 2, side, side
+
+
+@dataclass
+class ClipAugmentConfig:
+    """Finetuning's spatial augmentation (one crop box and one flip per clip, every frame alike) and optional
+    mixup/cutmix of the clips of a batch. Evaluation always resizes and centre-crops."""
+
+    scale: tuple[float, float] = (0.25, 1.0)  # random resized crop: share of the frame's area kept, (min, max)
+    ratio: tuple[float, float] = (0.75, 1.3333)  # random resized crop: width/height of the box, (min, max)
+    flip: bool = True  # horizontal flip, p=0.5 per clip (false for direction-sensitive classes: left/right)
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) over clips of a batch (0 = off)
+    cutmix: float = 0.0  # alpha of cutmix's Beta(alpha, alpha), one box for all frames (0 = off)
+
+    def __post_init__(self) -> None:
+        self.scale, self.ratio = tuple(self.scale), tuple(self.ratio)
+        check(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1, "scale",
+              "be [min, max] with 0 < min <= max <= 1", list(self.scale))
+        check(len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1], "ratio", "be [min, max] with 0 < min <= max",
+              list(self.ratio))
+        check(self.mixup >= 0, "mixup", "be >= 0 (0 = off)", self.mixup)
+        check(self.cutmix >= 0, "cutmix", "be >= 0 (0 = off)", self.cutmix)
+
+
+def sample_crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+                    rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a box covering a uniform ``scale`` share of the area with a log-uniform ``ratio``
+    aspect (width / height), placed uniformly (torchvision's RandomResizedCrop rule). After 10 boxes that do not
+    fit: the centre crop of the whole frame with the aspect clamped into ``ratio``."""
+    area = height * width
+    for _ in range(10):
+        share, log_aspect, y, x = rng.uniform(size=4)
+        target = area * (scale[0] + share * (scale[1] - scale[0]))
+        aspect = math.exp(math.log(ratio[0]) + log_aspect * (math.log(ratio[1]) - math.log(ratio[0])))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(y * (height - h + 1)), int(x * (width - w + 1)), h, w
+    aspect = min(max(width / height, ratio[0]), ratio[1])
+    h, w = (height, round(height * aspect)) if width / height >= aspect else (round(width / aspect), width)
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+class ClipTrainTransform(ImageTransform):
+    """Finetuning preprocessing of a uint8 clip: one random resized crop box and one horizontal flip drawn per clip
+    from the caller's ``rng`` (the dataset's per-(seed, epoch, index) generator) and applied to every frame."""
+
+    def __init__(self, *args, augment: ClipAugmentConfig) -> None:
+        super().__init__(*args)
+        self.augment = augment
+
+    def frame_crops(self, frames: np.ndarray | Tensor, num_crops: int = 1,
+                    rng: np.random.Generator | None = None) -> Tensor:
+        """(T, H, W, 3) uint8 -> (1, T, 3, S, S): the clip's frames, all cut by one box and flipped alike."""
+        if num_crops != 1 or rng is None:
+            raise ValueError("a training clip takes one random crop drawn from the dataset's rng")
+        chw = torch.as_tensor(frames).permute(0, 3, 1, 2)  # (T, 3, H, W)
+        top, left, h, w = sample_crop_box(chw.shape[-2], chw.shape[-1], self.augment.scale, self.augment.ratio, rng)
+        crop = TF.resized_crop(chw, top, left, h, w, [self.image_size, self.image_size],
+                               interpolation=self.interpolation, antialias=True)  # (T, 3, S, S)
+        if self.augment.flip and rng.uniform() < 0.5:
+            crop = crop.flip(-1)
+        return ((crop.float() / 255.0 - self.mean) / self.std)[None]
+
+    def __repr__(self) -> str:
+        return f"ClipTrainTransform(size={self.image_size}, {self.augment})"
+
+
+def clip_train_transform(model_or_config: torch.nn.Module | CoCaConfig,
+                         augment: ClipAugmentConfig) -> ClipTrainTransform:
+    """The model's preprocessing (size, interpolation, mean/std) with finetuning's per-clip augmentation."""
+    cfg = model_or_config if isinstance(model_or_config, CoCaConfig) else model_or_config.cfg
+    return ClipTrainTransform(cfg.vision.image_size, cfg.preprocess.mean, cfg.preprocess.std,
+                              cfg.preprocess.interpolation, augment=augment)
 
 
 def image_transform(model_or_config: torch.nn.Module | CoCaConfig, train: bool = False) -> ImageTransform:

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import ModelConfig, to_dict
+from ..config import ModelConfig, check, to_dict
 from ..data.image_text import ImageTextDataConfig, build_loader
 from ..distributed import DistInfo, init_distributed, is_distributed
 from ..errors import DataError
@@ -73,6 +73,10 @@ class PretrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="tiny"))
+
+    def __post_init__(self) -> None:
+        check(self.optim.layer_decay == 1.0, "optim.layer_decay", "be 1.0 in pretraining (a finetuning option)",
+              self.optim.layer_decay)
 
 
 def run(cfg: PretrainConfig) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -27,11 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import DecodeConfig, ModelConfig, check_at_least, to_dict
+from ..config import DecodeConfig, ModelConfig, check, check_at_least, to_dict
 from ..data.actions import ActionSet, load_actions, split_video_roots
 from ..data.feature_cache import CacheFormat, FeatureCache, fill_cache
 from ..data.labels import read_class_names
-from ..data.video import ClipSampling, decode_loader
+from ..data.video import ClipSampling, VideoBatch, decode_loader
 from ..distributed import barrier, batch_shards, gather_rows, get_info, init_distributed, print0
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_text, check_output_dir
@@ -42,8 +43,8 @@ from ..model.state_dict import weights_digest
 from ..model.video_classifier import pooled_tokens_per_frame
 from ..report import ProbeResult, write_probe_outputs
 from ..runtime import autocast, load_model
-from ..training import EpochTrainer, OptimConfig
-from ..transforms import image_transform
+from ..training import EpochTrainer, OptimConfig, soft_targets
+from ..transforms import ClipAugmentConfig, clip_train_transform
 
 
 @dataclass
@@ -78,6 +79,7 @@ class ProbeHeadConfig:
     cache: CacheFormat = "fp16"  # feature cache (frozen mode): fp16 | int8 (~1/2 the size) | pooled (~1/token_pool^2)
     token_pool: int = 2  # for cache=pooled: patch tokens averaged over token_pool x token_pool squares
     cache_check: bool = True  # refuse to start a cache the disk cannot hold (+5% + 1 GB)
+    augment: ClipAugmentConfig = field(default_factory=ClipAugmentConfig)  # finetune mode's training clips
 
     def __post_init__(self) -> None:
         check_at_least("token_pool", self.token_pool, 2)
@@ -96,6 +98,7 @@ class ProbeConfig:
     resume: str | None = None  # "auto" or a checkpoint file
     epochs: int = 10  # passes over the training split
     batch_size: int = 128  # clips per training step (global, across ranks)
+    accum_steps: int = 1  # finetune: each rank's share of a batch runs as this many micro-batches (less memory)
     grad_checkpointing: bool = False  # recompute activations in the backward pass (finetune; less memory)
     seed: int = 0  # random seed (probe weights, data order)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -108,6 +111,13 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         check_at_least("epochs", self.epochs, 1)
         check_at_least("batch_size", self.batch_size, 1)
+        check_at_least("accum_steps", self.accum_steps, 1)
+        augment = self.probe.augment
+        if self.mode == "frozen":  # cached tokens of the evaluation frames: nothing to augment or decay
+            check(augment.mixup == 0 and augment.cutmix == 0, "probe.augment.mixup/cutmix", "be 0 in frozen mode",
+                  (augment.mixup, augment.cutmix))
+            check(self.optim.layer_decay == 1.0, "optim.layer_decay", "be 1.0 in frozen mode", self.optim.layer_decay)
+            check(self.accum_steps == 1, "accum_steps", "be 1 in frozen mode", self.accum_steps)
 
 
 def run(cfg: ProbeConfig) -> dict[str, Any]:
@@ -230,7 +240,8 @@ class FinetuneTrainer(EpochTrainer):
         super().__init__(cfg.output_dir, cfg.epochs, cfg.optim, cfg.probe.label_smoothing, cfg.resume)
         self.cfg, self.model, self.train_set = cfg, model, train_set
         model.set_grad_checkpointing(cfg.grad_checkpointing)
-        self.transform = image_transform(model, train=False)
+        self.transform = clip_train_transform(model, cfg.probe.augment)
+        self.num_classes = classifier.cfg.num_classes
         self.sampling = ClipSampling(cfg.decode.num_frames, mode="train")
         self.both = EncoderAndClassifier({"encoder": model.image_encoder, "classifier": classifier})
 
@@ -240,24 +251,89 @@ class FinetuneTrainer(EpochTrainer):
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_set.items) / self.cfg.batch_size)
 
+    def lr_scale(self) -> Callable[[str], float] | None:
+        decay = self.cfg.optim.layer_decay
+        return None if decay == 1.0 else layer_decay_scale(len(self.model.image_encoder.vit.blocks), decay)
+
     def train_epoch(self, epoch: int) -> float:
         self.both.train()
         batches = batch_shards(len(self.train_set.items), self.cfg.batch_size, seed=self.cfg.seed * 1000 + epoch)
         loader = decode_loader(self.train_set.items, self.transform, self.cfg.decode, self.sampling, self.cfg.seed,
                                batches=batches)
         loader.dataset.set_epoch(epoch)
-        device, losses = self.cfg.model.device, []
-        for batch in loader:
-            frames = batch.frames
-            if frames is None:  # nothing decoded in this rank's share: a stand-in clip that contributes zero
-                size = self.model.cfg.vision.image_size
-                frames = torch.zeros(1, 1, self.cfg.decode.num_frames, 3, size, size)
-            with autocast(device, self.cfg.model.precision):
-                logits = self.wrapped(frames[:, 0].to(device))
-            loss = self.step(logits, batch.labels.to(device))
+        losses = []
+        for number, batch in enumerate(loader):
+            rng = np.random.default_rng([self.cfg.seed, epoch, number, self.info.rank])
+            loss = self.train_step(*self.clips_and_targets(batch, rng))
             if not math.isnan(loss):
                 losses.append(loss)
         return float(np.mean(losses)) if losses else float("nan")
+
+    def clips_and_targets(self, batch: VideoBatch, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, 3, S, S) clips of this rank's share and their targets: (B,) labels, or (B, classes) soft targets
+        of clips mixed (mixup/cutmix) within the share. Nothing decoded: (0, T, 3, S, S) and no targets."""
+        if batch.frames is None:
+            size = self.model.cfg.vision.image_size
+            return torch.zeros(0, self.cfg.decode.num_frames, 3, size, size), batch.labels
+        clips, augment = batch.frames[:, 0], self.cfg.probe.augment  # (B, T, 3, S, S): one view in training
+        if augment.mixup == 0 and augment.cutmix == 0:
+            return clips, batch.labels
+        targets = soft_targets(batch.labels, self.num_classes, self.cfg.probe.label_smoothing)
+        return mix_clips(clips, targets, augment.mixup, augment.cutmix, rng)
+
+    def train_step(self, clips: torch.Tensor, targets: torch.Tensor) -> float:
+        """One optimiser step over (B, T, 3, S, S) clips in ``accum_steps`` micro-batches (an empty one runs a
+        stand-in clip that contributes zero, so every rank runs the same passes)."""
+        device, parts = self.cfg.model.device, torch.tensor_split(torch.arange(len(clips)), self.cfg.accum_steps)
+
+        def forward(i: int) -> torch.Tensor:
+            micro = clips[parts[i]] if len(parts[i]) else torch.zeros(1, *clips.shape[1:])
+            with autocast(device, self.cfg.model.precision):
+                return self.wrapped(micro.to(device))
+
+        return self.accumulated_step(forward, [targets[part].to(device) for part in parts])
+
+
+def layer_decay_scale(num_blocks: int, decay: float) -> Callable[[str], float]:
+    """BEiT's layer-wise learning-rate decay over :class:`EncoderAndClassifier` parameter names: block i of L
+    (``encoder.vit.blocks.i``) trains at ``decay^(L - i)``, the layers before the blocks (patch embedding, class
+    token, position embeddings, pre-norm) at ``decay^(L + 1)``, the classifier at 1. (timm's ViT matcher files
+    ``norm_pre`` with the final norm; it sits before the blocks, so here it goes with the embeddings.)"""
+
+    def scale(name: str) -> float:
+        block = re.match(r"encoder\.vit\.blocks\.(\d+)\.", name)
+        if block:
+            return decay ** (num_blocks - int(block[1]))
+        return decay ** (num_blocks + 1) if name.startswith("encoder.") else 1.0
+
+    return scale
+
+
+def mix_clips(clips: torch.Tensor, targets: torch.Tensor, mixup: float, cutmix: float,
+              rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup or cutmix (one of the two at random when both alphas are set) of each clip with its mirror in the
+    batch (clip b with clip B-1-b, as timm pairs them), targets mixed by the same share. (B, T, 3, S, S) clips,
+    (B, classes) soft targets. Cutmix pastes one box into every frame of the clip; its share is the box's area."""
+    use_cutmix = cutmix > 0 and (mixup == 0 or rng.uniform() < 0.5)
+    share = float(rng.beta(cutmix, cutmix) if use_cutmix else rng.beta(mixup, mixup))  # of the clip's own content
+    partner = clips.flip(0)
+    if use_cutmix:
+        top, left, height, width = cutmix_box(clips.shape[-2], clips.shape[-1], share, rng)
+        clips = clips.clone()
+        clips[..., top:top + height, left:left + width] = partner[..., top:top + height, left:left + width]
+        share = 1 - height * width / (clips.shape[-2] * clips.shape[-1])
+    else:
+        clips = share * clips + (1 - share) * partner
+    return clips, share * targets + (1 - share) * targets.flip(0)
+
+
+def cutmix_box(height: int, width: int, share: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of cutmix's box: sides sqrt(1 - share) of the frame's, centred uniformly, clipped."""
+    cut_h, cut_w = int(height * math.sqrt(1 - share)), int(width * math.sqrt(1 - share))
+    cy, cx = int(rng.integers(height)), int(rng.integers(width))
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+    return top, left, bottom - top, right - left
 
 
 class EncoderAndClassifier(nn.ModuleDict):
