@@ -251,9 +251,10 @@ class FinetuneTrainer(EpochTrainer):
             frames = batch.frames
             if frames is None:  # nothing decoded in this rank's share: a stand-in clip that contributes zero
                 size = self.model.cfg.vision.image_size
-                frames = torch.zeros(1, 1, self.cfg.decode.num_frames, 3, size, size)
+                frames = torch.zeros(1, 1, self.cfg.decode.num_frames, 3, size, size, dtype=torch.uint8)
+            pixels = self.transform.normalise(frames[:, 0], device)  # training: fp32 weights
             with autocast(device, self.cfg.model.precision):
-                logits = self.wrapped(frames[:, 0].to(device))
+                logits = self.wrapped(pixels)
             loss = self.step(logits, batch.labels.to(device))
             if not math.isnan(loss):
                 losses.append(loss)
