@@ -317,6 +317,7 @@ class ModelConfig:
     device: str = "cpu"  # cpu, cuda, cuda:N, mps, or auto (cuda, then mps, then cpu)
     precision: Literal["fp32", "bf16", "int8"] = "fp32"  # inference: weights in bf16 or int8 Linear; training: autocast
     image_size: int | None = None  # run at this resolution (position embeddings resampled); None: the model's own
+    compile: bool = False  # torch.compile the image encoder (for accelerators); eager, with a warning, if it fails
 
     def __post_init__(self) -> None:
         check_device(self.device)

@@ -8,13 +8,18 @@ autocast, and ``int8`` is refused."""
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+import logging
+from collections.abc import Callable
+from typing import Any, ContextManager
 
 import torch
+from torch import nn
 
 from .config import ModelConfig
 from .errors import ConfigError
 from .model import CoCa, create_model
+
+logger = logging.getLogger(__name__)
 
 
 def load_model(cfg: ModelConfig, training: bool = False) -> CoCa:
@@ -24,8 +29,46 @@ def load_model(cfg: ModelConfig, training: bool = False) -> CoCa:
         raise ConfigError("model.precision=int8 is for inference only: training needs fp32 weights (bf16 autocast)")
     if not training and cfg.precision == "int8" and torch.device(cfg.device).type != "cpu":
         raise ConfigError(f"model.precision=int8 runs on the CPU only, not model.device={cfg.device}; use bf16")
-    return create_model(cfg.name, pretrained=cfg.pretrained, device=cfg.device,
-                        precision="fp32" if training else cfg.precision, image_size=cfg.image_size)
+    model = create_model(cfg.name, pretrained=cfg.pretrained, device=cfg.device,
+                         precision="fp32" if training else cfg.precision, image_size=cfg.image_size)
+    if cfg.compile:
+        compile_forward(model.image_encoder)
+    return model
+
+
+def compile_forward(module: nn.Module) -> None:
+    """In place: ``module``'s forward runs through ``torch.compile``; if compiling fails, now or at any call (no
+    compiler, an unsupported op), it runs eager from then on, after one warning naming the reason. The module stays
+    itself (same attributes and state dict), so nothing that holds it changes."""
+    eager = module.forward
+    try:
+        compiled = torch.compile(eager)
+    except Exception as err:  # noqa: BLE001 -- any reason to compile is a reason to run eager
+        _warn_eager(err)
+        return
+    module.forward = EagerFallback(compiled, eager)
+
+
+class EagerFallback:
+    """Calls ``compiled``; from its first failure on, ``eager`` (which then raises for inputs that are wrong)."""
+
+    def __init__(self, compiled: Callable[..., Any], eager: Callable[..., Any]) -> None:
+        self.compiled, self.eager = compiled, eager
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 -- see compile_forward
+                _warn_eager(err)
+                self.compiled = None
+        return self.eager(*args, **kwargs)
+
+
+def _warn_eager(err: Exception) -> None:
+    """One log line: why compiling failed (the first line of the error), and that the model runs eager."""
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else "no message"
+    logger.warning("model.compile: torch.compile failed (%s: %s); running eager", type(err).__name__, reason)
 
 
 def autocast(device: str | torch.device, precision: str) -> ContextManager:

@@ -25,6 +25,7 @@ from .data.results import FileKey, PartStore, stored_key
 from .data.video import ClipSampling, VideoBatch, VideoItem, decode_loader
 from .model import CoCa, VideoClassifier
 from .model.coca import VideoPooling
+from .model.precision import compute_dtype
 from .runtime import autocast
 from .transforms import image_transform
 from .zero_shot import class_embeddings, class_probabilities
@@ -72,6 +73,7 @@ class VideoScorer:
         self.model, self.tokenizer, self.model_cfg, self.video_pooling = model, tokenizer, model_cfg, video_pooling
         self.class_names, self.probe, self.top_k = class_names, probe, top_k
         self.caption_options, self.frame_embeddings = captions, frame_embeddings
+        self.transform, self.dtype = image_transform(model), compute_dtype(model)
         self.classes = None
         if probe is not None:
             probe.to(model_cfg.device)
@@ -80,9 +82,9 @@ class VideoScorer:
 
     @torch.no_grad()
     def __call__(self, clips: torch.Tensor) -> list[dict[str, Any]]:
-        """(B, V, T, 3, S, S) preprocessed views of each video -> one partial row per video: a probe's labels from
+        """(B, V, T, 3, S, S) uint8 cropped views of each video -> one partial row per video: a probe's labels from
         all V views, everything else from the first."""
-        frames = clips[:, 0].to(self.model_cfg.device)
+        frames = self.pixels(clips[:, 0])
         with autocast(frames.device, self.model_cfg.precision):
             encoding = self.model.encode_video(frames, pooling=self.video_pooling)
             captions = self.captions(encoding.tokens, frames.shape[1]) if self.caption_options else None
@@ -101,14 +103,18 @@ class VideoScorer:
 
     def probe_probabilities(self, first_view_tokens: torch.Tensor, other_views: torch.Tensor) -> torch.Tensor:
         """The probe's softmax (B, classes) averaged over the first view's encoder tokens (B, T*N, C) and the
-        ``other_views`` (B, V-1, T, 3, S, S), encoded one view at a time."""
+        ``other_views`` (B, V-1, T, 3, S, S) uint8, encoded one view at a time."""
         total = self.probe(self.probe.input_tokens(first_view_tokens.float())).float().softmax(-1)
         for view in range(other_views.shape[1]):
-            frames = other_views[:, view].to(self.model_cfg.device)
+            frames = self.pixels(other_views[:, view])
             with autocast(frames.device, self.model_cfg.precision):
                 tokens = self.model.encode_video(frames).tokens
             total = total + self.probe(self.probe.input_tokens(tokens.float())).float().softmax(-1)
         return total / (1 + other_views.shape[1])
+
+    def pixels(self, clips: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, T, 3, S, S) -> the encoder's input, normalised on the model's device in its dtype."""
+        return self.transform.normalise(clips, self.model_cfg.device, self.dtype)
 
     def add_labels(self, rows: list[dict[str, Any]], probabilities: torch.Tensor) -> None:
         k = min(self.top_k, probabilities.shape[1])
@@ -146,7 +152,7 @@ def score_files(scorer: VideoScorer, todo: list[ScoreItem], store: PartStore, de
     if not todo:
         return counts
     items = [VideoItem(item.key[0], start_sec=item.start, end_sec=item.end) for item in todo]
-    loader = decode_loader(items, image_transform(scorer.model), decode, sampling)
+    loader = decode_loader(items, scorer.transform, decode, sampling)
     with tqdm(total=len(todo), unit="video", disable=not show, dynamic_ncols=True) as bar:
         for batch in loader:
             rows = batch_rows(scorer, batch, todo)

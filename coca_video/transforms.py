@@ -1,7 +1,8 @@
 """Image preprocessing as batched tensor ops, shared by still images and video frames.
 
-Eval: resize the shortest side to the model's image size (antialiased, bicubic by default), centre-crop, scale to
-[0, 1], normalise with the model's mean/std. A PIL image, a uint8 (H, W, 3) array or tensor, or a batch of frames
+Eval: resize the shortest side to the model's image size (antialiased, bicubic by default), centre-crop (uint8,
+:meth:`ImageTransform.crops`), scale to [0, 1] and normalise with the model's mean/std
+(:meth:`ImageTransform.normalise`, for video batches on the model's device). A PIL image, a uint8 (H, W, 3) array or tensor, or a batch of frames
 (T, H, W, 3) all take the same ops, so a frame gives exactly what the same picture gives as an image.
 """
 
@@ -40,29 +41,39 @@ class ImageTransform:
         return self.frames(as_uint8_hwc(image)[None])[0]
 
     def frames(self, frames: np.ndarray | Tensor) -> Tensor:
-        """(T, H, W, 3) uint8 RGB -> (T, 3, S, S) float32, normalised."""
+        """(T, H, W, 3) uint8 RGB -> (T, 3, S, S) float32, normalised: :meth:`crops` then :meth:`normalise`."""
+        return self.normalise(self.crops(frames)[0])
+
+    def frame_crops(self, frames: np.ndarray | Tensor, num_crops: int = 1) -> Tensor:
+        """(T, H, W, 3) uint8 -> (num_crops, T, 3, S, S) float32, normalised: :meth:`crops` then :meth:`normalise`."""
+        return self.normalise(self.crops(frames, num_crops))
+
+    def crops(self, frames: np.ndarray | Tensor, num_crops: int = 1) -> Tensor:
+        """(T, H, W, 3) uint8 RGB -> (num_crops, T, 3, S, S) uint8, resized (shorter side S) and cropped, not yet
+        normalised: 1 centre crop, or 3 crops (start, centre, end) along the longer side (SlowFast/mmaction 3-crop
+        testing). What decoding workers hand over: a quarter of the bytes of float32 frames."""
         frames = torch.as_tensor(frames)
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         chw = frames.permute(0, 3, 1, 2)  # (T, 3, H, W)
         resized = TF.resize(chw, [self.image_size], interpolation=self.interpolation, antialias=True)
-        cropped = TF.center_crop(resized, [self.image_size, self.image_size])
-        return (cropped.float() / 255.0 - self.mean) / self.std
-
-    def frame_crops(self, frames: np.ndarray | Tensor, num_crops: int = 1) -> Tensor:
-        """(T, H, W, 3) uint8 -> (num_crops, T, 3, S, S): 1 centre crop, or 3 crops (start, centre, end) along the
-        longer side after resizing the shorter side to S (SlowFast/mmaction 3-crop testing)."""
-        if num_crops == 1:
-            return self.frames(frames)[None]
-        frames = torch.as_tensor(frames)
-        chw = frames.permute(0, 3, 1, 2)
-        resized = TF.resize(chw, [self.image_size], interpolation=self.interpolation, antialias=True)
-        height, width = resized.shape[-2:]
         size = self.image_size
+        if num_crops == 1:
+            return TF.center_crop(resized, [size, size])[None]
+        height, width = resized.shape[-2:]
         starts = [0, (max(height, width) - size) // 2, max(height, width) - size]
         crops = [resized[..., s:s + size, (width - size) // 2:(width - size) // 2 + size] if height > width
                  else resized[..., (height - size) // 2:(height - size) // 2 + size, s:s + size] for s in starts]
-        return torch.stack([(c.float() / 255.0 - self.mean) / self.std for c in crops])
+        return torch.stack(crops)
+
+    def normalise(self, pixels: Tensor, device: torch.device | str | None = None,
+                  dtype: torch.dtype = torch.float32) -> Tensor:
+        """uint8 pixels (..., 3, S, S) -> the encoder's input: scaled to [0, 1] and normalised with the model's
+        mean/std, computed in float32 on ``device`` (default: where ``pixels`` are), returned as ``dtype`` (the
+        encoder's: bf16 for bf16 weights). The one place preprocessing turns pixels into floats."""
+        pixels = pixels.to(device) if device is not None else pixels
+        mean, std = self.mean.view(3, 1, 1).to(pixels.device), self.std.view(3, 1, 1).to(pixels.device)
+        return ((pixels.float() / 255.0 - mean) / std).to(dtype)
 
     def __repr__(self) -> str:
         return f"ImageTransform(size={self.image_size}, interpolation={self.interpolation.value})"
@@ -93,7 +104,7 @@ class RandomResizedCrop(ImageTransform):
         top, left, height, width = self.crop_box(chw.shape[1], chw.shape[2], generator)
         crop = TF.resized_crop(chw, top, left, height, width, [self.image_size, self.image_size],
                                interpolation=self.interpolation, antialias=True)
-        return ((crop[None].float() / 255.0 - self.mean) / self.std)[0]
+        return self.normalise(crop)
 
     def crop_box(self, height: int, width: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
         area = height * width
@@ -155,9 +166,9 @@ class ClipTrainTransform(ImageTransform):
         super().__init__(*args)
         self.augment = augment
 
-    def frame_crops(self, frames: np.ndarray | Tensor, num_crops: int = 1,
-                    rng: np.random.Generator | None = None) -> Tensor:
-        """(T, H, W, 3) uint8 -> (1, T, 3, S, S): the clip's frames, all cut by one box and flipped alike."""
+    def crops(self, frames: np.ndarray | Tensor, num_crops: int = 1,
+              rng: np.random.Generator | None = None) -> Tensor:
+        """(T, H, W, 3) uint8 -> (1, T, 3, S, S) uint8: the clip's frames, all cut by one box and flipped alike."""
         if num_crops != 1 or rng is None:
             raise ValueError("a training clip takes one random crop drawn from the dataset's rng")
         chw = torch.as_tensor(frames).permute(0, 3, 1, 2)  # (T, 3, H, W)
@@ -166,7 +177,12 @@ class ClipTrainTransform(ImageTransform):
                                interpolation=self.interpolation, antialias=True)  # (T, 3, S, S)
         if self.augment.flip and rng.uniform() < 0.5:
             crop = crop.flip(-1)
-        return ((crop.float() / 255.0 - self.mean) / self.std)[None]
+        return crop[None]
+
+    def frame_crops(self, frames: np.ndarray | Tensor, num_crops: int = 1,
+                    rng: np.random.Generator | None = None) -> Tensor:
+        """(T, H, W, 3) uint8 -> (1, T, 3, S, S) float32, normalised: :meth:`crops` then :meth:`normalise`."""
+        return self.normalise(self.crops(frames, num_crops, rng))
 
     def __repr__(self) -> str:
         return f"ClipTrainTransform(size={self.image_size}, {self.augment})"

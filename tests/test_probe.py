@@ -210,12 +210,12 @@ def test_score_with_a_probe_averages_over_the_views_it_was_evaluated_with(tmp_pa
                eval_views=ProbeViews(temporal_views=2, spatial_crops=3))
 
     def expected(sampling: ClipSampling) -> dict[str, float]:
-        dataset = VideoClipDataset([VideoItem(str(videos / n)) for n in ("a.mp4", "b.mp4")], image_transform(model),
-                                   sampling)
+        transform = image_transform(model)
+        dataset = VideoClipDataset([VideoItem(str(videos / n)) for n in ("a.mp4", "b.mp4")], transform, sampling)
         top = {}
         with torch.no_grad():
             for record in dataset:
-                views = record["frames"]  # (V, T, 3, S, S)
+                views = transform.normalise(record["frames"])  # (V, T, 3, S, S)
                 probs = torch.stack([classifier(model.encode_video(view[None]).tokens).softmax(-1)[0]
                                      for view in views]).mean(0)
                 top[record["path"]] = probs.max().item()

@@ -45,10 +45,40 @@ def dataset(folder: Path, mode: str = "eval", **sampling) -> VideoClipDataset:
     return VideoClipDataset(items, transform, ClipSampling(mode=mode, **sampling), seed=3)
 
 
-def grey_index(clip: torch.Tensor, transform) -> list[int]:
-    """Frame index back from normalised pixels (frames are flat grey STEP * index)."""
-    pixels = (clip * transform.std[0] + transform.mean[0]) * 255  # (T, 3, S, S)
-    return [int(round(p.mean().item() / STEP)) for p in pixels]
+def grey_index(clip: torch.Tensor) -> list[int]:
+    """Frame index back from uint8 pixels (T, 3, S, S) (frames are flat grey STEP * index)."""
+    assert clip.dtype == torch.uint8  # workers hand over pixels, not normalised floats
+    return [int(round(p.float().mean().item() / STEP)) for p in clip]
+
+
+def old_worker_normalisation(frames: np.ndarray, transform, num_crops: int) -> torch.Tensor:
+    """What workers computed before they handed over uint8: resize, crop(s), then (x / 255 - mean) / std in float32,
+    written out here independently of ``ImageTransform``."""
+    import torchvision.transforms.v2.functional as TF
+
+    chw = torch.as_tensor(frames).permute(0, 3, 1, 2)
+    size = transform.image_size
+    resized = TF.resize(chw, [size], interpolation=transform.interpolation, antialias=True)
+    height, width = resized.shape[-2:]
+    if num_crops == 1:
+        crops = [TF.center_crop(resized, [size, size])]
+    else:  # 3 crops along the longer side (here the width): start, centre, end
+        top = (height - size) // 2
+        crops = [resized[..., top:top + size, left:left + size] for left in (0, (width - size) // 2, width - size)]
+    mean, std = torch.tensor(transform.mean.flatten().tolist()), torch.tensor(transform.std.flatten().tolist())
+    return torch.stack([(c.float() / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1) for c in crops])
+
+
+@pytest.mark.parametrize("num_crops", [1, 3])
+def test_uint8_crops_normalised_in_the_main_process_equal_the_old_float_worker_output(num_crops):
+    transform = image_transform(get_model_config("coca_ViT-B-32"))
+    frames = np.random.default_rng(1).integers(0, 255, (4, 240, 320, 3), dtype=np.uint8)
+    crops = transform.crops(frames, num_crops)
+    assert crops.dtype == torch.uint8 and crops.shape == (num_crops, 4, 3, 224, 224)
+    ours = transform.normalise(crops)
+    torch.testing.assert_close(ours, old_worker_normalisation(frames, transform, num_crops), atol=1e-6, rtol=0)
+    bf16 = transform.normalise(crops, dtype=torch.bfloat16)  # bf16 weights: the same floats, rounded once
+    assert bf16.dtype == torch.bfloat16 and torch.equal(bf16, ours.to(torch.bfloat16))
 
 
 def test_a_bad_file_rides_in_the_batch_as_an_error(folder):
@@ -59,7 +89,7 @@ def test_a_bad_file_rides_in_the_batch_as_an_error(folder):
     good = [p for b in batches for p in b.paths]
     assert len(good) == 5 and all(b.frames.shape[1:3] == (1, 4) for b in batches if b.frames is not None)
     first = next(b for b in batches if b.frames is not None)
-    assert grey_index(first.frames[0, 0], data.transform) == [5, 15, 25, 35]  # TSN centres of 40 frames
+    assert grey_index(first.frames[0, 0]) == [5, 15, 25, 35]  # TSN centres of 40 frames
     assert first.meta[first.indices[0]]["num_frames"] == 40
 
 
@@ -69,7 +99,7 @@ def test_training_samples_do_not_depend_on_the_worker_count(folder):
                   for w in (0, 2)]
     torch.testing.assert_close(by_workers[0], by_workers[1], atol=0, rtol=0)
     for clip in by_workers[0][:, 0]:
-        assert all(10 * k <= i < 10 * (k + 1) for k, i in enumerate(grey_index(clip, data.transform)))
+        assert all(10 * k <= i < 10 * (k + 1) for k, i in enumerate(grey_index(clip)))
 
 
 def test_multi_view_layout(folder):
@@ -77,8 +107,8 @@ def test_multi_view_layout(folder):
     record = data[1]  # data[0] is bad.mp4
     assert record["frames"].shape == (6, 2, 3, 64, 64)  # views x crops, frames, C, S, S
     # view v shifts the segment points by (v + 0.5) / views of a segment: segments of 20 frames -> 5,25 and 15,35
-    assert grey_index(record["frames"][0], data.transform) == [5, 25]
-    assert grey_index(record["frames"][3], data.transform) == [15, 35]
+    assert grey_index(record["frames"][0]) == [5, 25]
+    assert grey_index(record["frames"][3]) == [15, 35]
 
 
 def test_find_videos_recursive_case_insensitive_hidden_skipped_links_once(tmp_path):

@@ -37,9 +37,10 @@ from ..distributed import barrier, get_info, print0
 from ..errors import OutputError
 from ..io import atomic_write_text
 from ..model import CoCa
+from ..model.precision import compute_dtype
 from ..model.video_classifier import pool_patch_tokens, pooled_tokens_per_frame
 from ..runtime import autocast
-from ..transforms import image_transform
+from ..transforms import ImageTransform, image_transform
 from .video import ClipSampling, VideoItem, decode_loader
 
 CacheFormat = Literal["fp16", "int8", "pooled"]
@@ -275,9 +276,10 @@ class FeatureCache:
 
 
 @torch.no_grad()
-def encode_clips(model: CoCa, frames: torch.Tensor, precision: str) -> torch.Tensor:
-    """(B, V, T, 3, S, S) -> encoder tokens (B, V, T*N, C)."""
-    with autocast(frames.device, precision):
+def encode_clips(model: CoCa, transform: ImageTransform, clips: torch.Tensor, model_cfg: ModelConfig) -> torch.Tensor:
+    """(B, V, T, 3, S, S) uint8 -> encoder tokens (B, V, T*N, C), normalised on the model's device in its dtype."""
+    frames = transform.normalise(clips, model_cfg.device, compute_dtype(model))
+    with autocast(frames.device, model_cfg.precision):
         tokens = model.encode_video(frames.flatten(0, 1)).tokens
     return tokens.float().unflatten(0, frames.shape[:2])
 
@@ -306,12 +308,13 @@ def fill_cache(folder: Path, items: list[VideoItem], model: CoCa, model_cfg: Mod
     if todo:
         print(f"encoding {len(todo)} {name} videos into the feature cache {cache.tokens_path}")
         model.eval()
-        loader = decode_loader([items[i] for i in todo], image_transform(model), decode, sampling, seed)
+        transform = image_transform(model)
+        loader = decode_loader([items[i] for i in todo], transform, decode, sampling, seed)
         failures = 0
         with tqdm(total=len(todo), unit="video", desc=f"{name} cache", disable=not info.is_main,
                   dynamic_ncols=True) as bar:
             for batch in loader:
-                tokens = encode_clips(model, batch.frames.to(model_cfg.device), model_cfg.precision) \
+                tokens = encode_clips(model, transform, batch.frames, model_cfg) \
                     if batch.frames is not None else torch.empty(0)
                 tokens = pool_patch_tokens(tokens, sampling.num_frames, pool) if len(tokens) else tokens
                 cache.store([todo[i] for i in batch.indices], tokens.cpu(), [(todo[i], r) for i, _, r in batch.errors])

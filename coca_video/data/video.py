@@ -41,10 +41,12 @@ class ClipSampling:
 
 
 class VideoClipDataset(Dataset):
-    """items -> {"frames": (V, T, 3, S, S) float, "index", "path"} or {"error": reason, ...}.
+    """items -> {"frames": (V, T, 3, S, S) uint8, "index", "path"} or {"error": reason, ...}.
 
-    V = temporal_views * spatial_crops. Frames are decoded already resized (short side S) and preprocessed with the
-    model's transform. Train-mode randomness comes from ``(seed, epoch, index)``: worker count never changes it.
+    V = temporal_views * spatial_crops. Frames are decoded already resized (short side S) and cropped with the
+    model's transform but stay uint8 (a quarter of float32's bytes between processes): the consumer normalises them
+    on the model's device with ``transform.normalise``. Train-mode randomness comes from ``(seed, epoch, index)``:
+    worker count never changes it.
     """
 
     def __init__(self, items: Sequence[VideoItem], transform: ImageTransform, sampling: ClipSampling = ClipSampling(),
@@ -76,9 +78,9 @@ class VideoClipDataset(Dataset):
         frames = torch.as_tensor(np.stack(views))  # (views, T, H, W, 3) uint8
         clip = frames.flatten(0, 1)  # (views*T, H, W, 3)
         if isinstance(self.transform, ClipTrainTransform):  # one random box and flip per clip, from this rng
-            crops = self.transform.frame_crops(clip, self.sampling.spatial_crops, rng)  # (1, views*T, 3, S, S)
+            crops = self.transform.crops(clip, self.sampling.spatial_crops, rng)  # (1, views*T, 3, S, S) uint8
         else:
-            crops = self.transform.frame_crops(clip, self.sampling.spatial_crops)  # (C, views*T, 3, S, S)
+            crops = self.transform.crops(clip, self.sampling.spatial_crops)  # (C, views*T, 3, S, S) uint8
         t = self.sampling.num_frames
         meta = {"duration": reader.duration, "num_frames": reader.num_frames, "fps": reader.fps}
         return crops.unflatten(1, (-1, t)).transpose(0, 1).flatten(0, 1), meta  # (views*C, T, 3, S, S)
@@ -110,7 +112,7 @@ def describe_error(path: str, err: Exception) -> str:
 class VideoBatch(NamedTuple):
     """The clips of one batch that decoded, and the ones that did not."""
 
-    frames: torch.Tensor | None  # (B, V, T, 3, S, S) preprocessed, None when nothing decoded
+    frames: torch.Tensor | None  # (B, V, T, 3, S, S) uint8, cropped, not normalised; None when nothing decoded
     indices: list[int]  # dataset index of each decoded clip
     paths: list[str]
     labels: torch.Tensor  # (B,) long, -1 for unlabelled

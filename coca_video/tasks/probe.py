@@ -275,7 +275,8 @@ class FinetuneTrainer(EpochTrainer):
         if batch.frames is None:
             size = self.model.cfg.vision.image_size
             return torch.zeros(0, self.cfg.decode.num_frames, 3, size, size), batch.labels
-        clips, augment = batch.frames[:, 0], self.cfg.probe.augment  # (B, T, 3, S, S): one view in training
+        clips = self.transform.normalise(batch.frames[:, 0], self.cfg.model.device)  # (B, T, 3, S, S) uint8 -> fp32
+        augment = self.cfg.probe.augment
         if augment.mixup == 0 and augment.cutmix == 0:
             return clips, batch.labels
         targets = soft_targets(batch.labels, self.num_classes, self.cfg.probe.label_smoothing)
