@@ -88,14 +88,20 @@ def write_index(embeddings: str | os.PathLike, vectors: np.ndarray, source: Inde
                 metric: Metric = "cos") -> Path:
     """Build the HNSW graph of ``vectors`` (N, D) float32, keys 0..N-1, and write it and its record beside
     ``embeddings`` atomically. Returns the graph's path."""
-    index = usearch_index()(ndim=vectors.shape[1], metric=metric, dtype="f32", connectivity=CONNECTIVITY,
-                            expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
-    index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=0)
+    index = build_graph(vectors, metric)
     graph, record = index_paths(embeddings)
     with atomic_path(graph) as tmp:
         index.save(str(tmp))
     atomic_write_text(record, json.dumps(index_record(source, metric, vectors.shape[1]), indent=2) + "\n")
     return graph
+
+
+def build_graph(vectors: np.ndarray, metric: Metric = "cos") -> Index:
+    """An in-memory HNSW graph of ``vectors`` (N, D) float32, keys 0..N-1, with the tuned settings (all cores)."""
+    index = usearch_index()(ndim=vectors.shape[1], metric=metric, dtype="f32", connectivity=CONNECTIVITY,
+                            expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+    index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=0)
+    return index
 
 
 def index_record(source: IndexSource, metric: Metric, ndim: int) -> dict[str, Any]:

@@ -260,9 +260,10 @@ def rank_hits(hits: list[SearchHit], vectors: np.ndarray, query: np.ndarray, k: 
               rows: np.ndarray | None = None) -> list[SearchHit]:
     """The ``k`` best of ``hits`` for ``query`` by exact cosine, best first: among ``rows`` (an index's
     candidates) when given, else among all."""
+    scores = vectors @ query if rows is None else vectors[rows] @ query
+    best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    best = best[np.argsort(-scores[best], kind="stable")]
     rows = np.arange(len(hits)) if rows is None else rows
-    scores = vectors[rows] @ query
-    best = np.argsort(-scores, kind="stable")[:k]
     return [hits[int(rows[i])]._replace(score=float(scores[i])) for i in best]
 
 
