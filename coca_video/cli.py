@@ -201,6 +201,15 @@ def cmd_search(args: argparse.Namespace) -> None:
             print(f"{rank:3d}  {hit.score:+.4f}  {hit}")
 
 
+def cmd_index(args: argparse.Namespace) -> None:
+    """Build the approximate nearest-neighbour index search uses for large embeddings files (needs usearch)."""
+    from .tasks.score import INDEX_MIN_ROWS, build_index
+
+    summary = build_index(args.embeddings, args.metric)
+    print(f"wrote {summary['index']} ({summary['rows']} rows, metric {summary['metric']}, {summary['seconds']} s); "
+          f"search uses it for files of more than {INDEX_MIN_ROWS:,} rows while the file is unchanged")
+
+
 def cmd_merge(args: argparse.Namespace) -> None:
     """Join the per-rank result parts of a score run into its output table and embeddings file."""
     from .data.results import merge
@@ -250,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "start, end} instead of a table")
     output.add_argument("--out", help="write that JSON list to this file")
     search.set_defaults(func=cmd_search)
+    index = commands.add_parser("index", help=cmd_index.__doc__)
+    index.add_argument("embeddings", help="<out>.embeddings.parquet written by score")
+    index.add_argument("--metric", choices=["cos", "ip"], default="cos",
+                       help="cosine or inner product (the same ranking on normalised embeddings; default cos)")
+    index.set_defaults(func=cmd_index)
     merge = commands.add_parser("merge", help=cmd_merge.__doc__)
     merge.add_argument("out", help="the score run's --out")
     merge.set_defaults(func=cmd_merge)

@@ -29,3 +29,7 @@ class DataError(UserError, ValueError):
 
 class OutputError(UserError, OSError):
     """An output that cannot be written where asked (it would overwrite an input or a file we did not make)."""
+
+
+class MissingExtraError(UserError, ImportError):
+    """An optional dependency a command needs is not installed; the message says which extra to pip install."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, NamedTuple, Sequence, overload
 
+import numpy as np
 import pyarrow as pa
 import torch
 import torch.distributed as dist
@@ -216,24 +217,30 @@ class SearchHit(NamedTuple):
 SEARCH_ROW_KEYS = ("query", "rank", "path", "score", "start", "end")
 
 
+INDEX_MIN_ROWS = 50_000  # search uses a fresh index (coca-video index) only for files with more rows than this
+
+
 @overload
-def search(embeddings: str | os.PathLike, queries: str, k: int = 10, model: str | None = None) -> list[SearchHit]:
+def search(embeddings: str | os.PathLike, queries: str, k: int = 10, model: str | None = None,
+           index_min_rows: int = INDEX_MIN_ROWS) -> list[SearchHit]:
     ...
 
 
 @overload
-def search(embeddings: str | os.PathLike, queries: Sequence[str], k: int = 10,
-           model: str | None = None) -> list[list[SearchHit]]:
+def search(embeddings: str | os.PathLike, queries: Sequence[str], k: int = 10, model: str | None = None,
+           index_min_rows: int = INDEX_MIN_ROWS) -> list[list[SearchHit]]:
     ...
 
 
-def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int = 10,
-           model: str | None = None) -> list[SearchHit] | list[list[SearchHit]]:
+def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int = 10, model: str | None = None,
+           index_min_rows: int = INDEX_MIN_ROWS) -> list[SearchHit] | list[list[SearchHit]]:
     """The ``k`` videos (or segments) whose embeddings are closest to a text query (cosine), best first.
 
     ``queries``: one query (returns its hits) or a list (returns one list of hits per query); the embeddings file is
     read and the text model created once for all of them. ``model``: the text model (default: the one named in the
-    file's provenance, which made the embeddings).
+    file's provenance, which made the embeddings). A file of more than ``index_min_rows`` rows is searched through
+    its approximate index (``coca-video index``) when that exists and was built from the file as it is now; else
+    every row is compared (a stale index is ignored with a warning).
     """
     if k < 1:
         raise ConfigError(f"-k must be >= 1, got {k}")
@@ -242,11 +249,64 @@ def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int =
         raise ConfigError("search: no queries given")
     hits, vectors, provenance = read_embeddings(embeddings)
     text = encode_queries(texts, model or provenance.get("model", "default"), provenance.get("pretrained") or None)
-    similarity = text @ torch.tensor(vectors).T  # (Q, N)
-    top = similarity.topk(min(k, len(hits)), dim=1)
-    ranked = [[hits[i]._replace(score=float(s)) for s, i in zip(values, indices)]
-              for values, indices in zip(top.values.tolist(), top.indices.tolist())]
+    index = fresh_index(embeddings, hits, vectors.shape[1]) if len(hits) > index_min_rows else None
+    found = index_candidates(index, text.numpy(), k) if index is not None else None
+    ranked = [rank_hits(hits, vectors, query, k, rows) for query, rows in
+              zip(text.numpy(), found if found is not None else [None] * len(texts))]
     return ranked[0] if isinstance(queries, str) else ranked
+
+
+def rank_hits(hits: list[SearchHit], vectors: np.ndarray, query: np.ndarray, k: int,
+              rows: np.ndarray | None = None) -> list[SearchHit]:
+    """The ``k`` best of ``hits`` for ``query`` by exact cosine, best first: among ``rows`` (an index's
+    candidates) when given, else among all."""
+    scores = vectors @ query if rows is None else vectors[rows] @ query
+    best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    best = best[np.argsort(-scores[best], kind="stable")]
+    rows = np.arange(len(hits)) if rows is None else rows
+    return [hits[int(rows[i])]._replace(score=float(scores[i])) for i in best]
+
+
+def index_candidates(index: Any, queries: np.ndarray, k: int) -> list[np.ndarray]:
+    """The row numbers an approximate index proposes for each query (up to ``k``)."""
+    matches = index.search(queries, count=k, threads=0)
+    if len(queries) == 1:  # usearch answers one query with its Matches, already cut to how many it found
+        return [matches.keys.astype(np.int64)]
+    return [keys[:count].astype(np.int64) for keys, count in zip(matches.keys, matches.counts)]
+
+
+def search_row_ids(hits: Sequence[SearchHit]) -> list[str]:
+    """One id per searchable row, recorded (as a digest) by an index: path and segment window."""
+    return [f"{hit.path}\t{hit.start}\t{hit.end}" for hit in hits]
+
+
+def fresh_index(embeddings: str | os.PathLike, hits: list[SearchHit], ndim: int) -> Any | None:
+    """The index beside ``embeddings`` when usearch is installed and the index was built from the file as it is now;
+    None otherwise (a stale one with a one-line warning on stderr saying to rebuild it)."""
+    from ..data.ann_index import has_usearch, is_fresh, open_index, read_record, source_of
+
+    record = read_record(embeddings)
+    if record is None or not has_usearch():
+        return None
+    if not is_fresh(record, source_of(embeddings, search_row_ids(hits)), ndim):
+        print(f"warning: {embeddings}: its search index is stale (the file changed since it was built), so every "
+              f"row is compared; rebuild it with: coca-video index {embeddings}", file=sys.stderr)
+        return None
+    return open_index(embeddings)
+
+
+def build_index(embeddings: str | os.PathLike, metric: Literal["cos", "ip"] = "cos") -> dict[str, Any]:
+    """Write the approximate nearest-neighbour index of the rows with an embedding beside ``embeddings`` (see
+    :mod:`coca_video.data.ann_index`); returns a summary: its path, rows, metric and seconds taken."""
+    from ..data.ann_index import index_paths, source_of, usearch_index, write_index
+
+    usearch_index()  # without usearch: fail before reading the file
+    graph, record = index_paths(embeddings)
+    check_output_file(graph, [Path(embeddings)], record.is_file(), "index")
+    started = time.time()
+    hits, vectors, _ = read_embeddings(embeddings)
+    write_index(embeddings, vectors, source_of(embeddings, search_row_ids(hits)), metric)
+    return {"index": str(graph), "rows": len(hits), "metric": metric, "seconds": round(time.time() - started, 2)}
 
 
 def encode_queries(queries: Sequence[str], model: str, pretrained: str | None, batch_size: int = 256) -> torch.Tensor:
@@ -290,10 +350,10 @@ def read_queries(path: str | os.PathLike) -> list[str]:
     return queries
 
 
-def read_embeddings(embeddings: str | os.PathLike) -> tuple[list[SearchHit], list[list[float]], dict[str, str]]:
-    """The rows scored ok in an embeddings file (as hits with no score yet), their video embeddings, and the file's
-    provenance metadata; a missing, unreadable or foreign file, or one without a single embedding, raises a one-line
-    error naming it."""
+def read_embeddings(embeddings: str | os.PathLike) -> tuple[list[SearchHit], np.ndarray, dict[str, str]]:
+    """The rows scored ok in an embeddings file (as hits with no score yet), their video embeddings (N, D) float32,
+    and the file's provenance metadata; a missing, unreadable or foreign file, or one without a single embedding,
+    raises a one-line error naming it."""
     import pyarrow.parquet as pq
 
     path = Path(embeddings)
@@ -309,11 +369,17 @@ def read_embeddings(embeddings: str | os.PathLike) -> tuple[list[SearchHit], lis
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: not a readable Parquet file ({err.__class__.__name__})") from None
     provenance = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+    total = table.num_rows
+    table = table.filter(table.column("video_embedding").is_valid())
+    if not table.num_rows:
+        raise DataError(f"{path}: no video embeddings to search (every one of its {total} rows failed)")
     starts = table.column("segment_start").to_pylist() if segments else [None] * table.num_rows
     ends = table.column("segment_end").to_pylist() if segments else [None] * table.num_rows
-    rows = [(SearchHit(p, 0.0, start, end), v) for p, v, start, end in
-            zip(table.column("path").to_pylist(), table.column("video_embedding").to_pylist(), starts, ends)
-            if v is not None]
-    if not rows:
-        raise DataError(f"{path}: no video embeddings to search (every one of its {table.num_rows} rows failed)")
-    return [hit for hit, _ in rows], [v for _, v in rows], provenance
+    hits = [SearchHit(p, 0.0, start, end) for p, start, end in zip(table.column("path").to_pylist(), starts, ends)]
+    return hits, embedding_matrix(table.column("video_embedding"), table.num_rows), provenance
+
+
+def embedding_matrix(column: pa.ChunkedArray, rows: int) -> np.ndarray:
+    """A list<float> column without nulls as an (N, D) float32 array (no Python lists in between)."""
+    values = pa.concat_arrays([chunk.flatten() for chunk in column.chunks]) if column.num_chunks else pa.array([])
+    return np.ascontiguousarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(rows, -1)

@@ -1,0 +1,77 @@
+"""Approximate search through the usearch index vs exact search: recall@10, queries per second, build time.
+
+    PYTHONPATH=. python benchmarks/bench_search.py [--rows 1000000] [--dim 512] [--queries 1000]
+
+Random unit vectors (the hardest case for a graph index: no clusters) stand in for an embeddings file; queries are
+further random unit vectors. Both searches go the way ``search`` goes: exact compares every row
+(``rank_hits``), approximate asks the index for candidates (``index_candidates``) and rescores them exactly. Recall@10
+is the share of the exact top 10 the index also returns. HNSW settings: ``coca_video.data.ann_index``. The default
+million rows is 2 GB of float32 and a long build on few cores; ``--rows`` makes it smaller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from coca_video.data.ann_index import build_graph
+from coca_video.tasks.score import SearchHit, index_candidates, rank_hits
+
+K = 10
+
+
+def unit_vectors(rows: int, dim: int, seed: int) -> np.ndarray:
+    """``rows`` random unit vectors of width ``dim``, float32, built in blocks to bound the temporary memory."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((rows, dim), dtype=np.float32)
+    for start in range(0, rows, 100_000):
+        block = rng.standard_normal((min(100_000, rows - start), dim), dtype=np.float32)
+        out[start:start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def timed(function, *args):
+    """(result, seconds) of one call."""
+    started = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - started
+
+
+def exact_top(hits: list[SearchHit], vectors: np.ndarray, queries: np.ndarray) -> list[list[SearchHit]]:
+    return [rank_hits(hits, vectors, query, K) for query in queries]
+
+
+def index_top(index, hits: list[SearchHit], vectors: np.ndarray, queries: np.ndarray) -> list[list[SearchHit]]:
+    return [rank_hits(hits, vectors, query, K, rows) for query, rows in
+            zip(queries, index_candidates(index, queries, K))]
+
+
+def recall(approx: list[list[SearchHit]], exact: list[list[SearchHit]]) -> float:
+    """Mean share of each exact top-k found in the approximate top-k."""
+    return float(np.mean([len({h.path for h in a} & {h.path for h in e}) / len(e) for a, e in zip(approx, exact)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--queries", type=int, default=1_000)
+    args = parser.parse_args()
+    vectors = unit_vectors(args.rows, args.dim, seed=0)
+    queries = unit_vectors(args.queries, args.dim, seed=1)
+    hits = [SearchHit(f"v{i}.mp4", 0.0) for i in range(args.rows)]
+    index, build = timed(build_graph, vectors)
+    print(f"{args.rows:,} x {args.dim} vectors, {args.queries:,} queries; index built in {build:.1f} s "
+          f"({args.rows / build:,.0f} rows/s)")
+    exact, exact_s = timed(exact_top, hits, vectors, queries)
+    approx, approx_s = timed(index_top, index, hits, vectors, queries)
+    exact_qps, approx_qps = args.queries / exact_s, args.queries / approx_s
+    print(f"{'':10s}{'recall@10':>10s}{'queries/s':>12s}")
+    print(f"{'exact':10s}{1.0:10.3f}{exact_qps:12,.1f}")
+    print(f"{'index':10s}{recall(approx, exact):10.3f}{approx_qps:12,.1f}   ({approx_qps / exact_qps:.1f}x exact)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Search through an approximate index (coca-video index): the same hits as exact search on clustered data, never
+used when stale, segment windows kept, and a one-line error without usearch."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from coca_video.cli import main
+from coca_video.data.ann_index import index_paths
+from coca_video.tasks import score
+
+CLUSTERS, PER_CLUSTER, DIM = 20, 100, 32
+EXACT = 10**9  # an index_min_rows no file reaches: exact search
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def write_embeddings(path, vectors: np.ndarray) -> None:
+    """An embeddings file of ``vectors``, each row a 2 s segment of one of 100 videos."""
+    rows = len(vectors)
+    table = pa.table({"path": [f"v{i % 100:03d}.mp4" for i in range(rows)],
+                      "segment_start": [2.0 * (i // 100) for i in range(rows)],
+                      "segment_end": [2.0 * (i // 100) + 2.0 for i in range(rows)],
+                      "video_embedding": pa.array(list(vectors), pa.list_(pa.float32()))})
+    pq.write_table(table.replace_schema_metadata({"model": "default", "pretrained": ""}), path)
+
+
+@pytest.fixture
+def centres():
+    return unit(np.random.default_rng(0).standard_normal((CLUSTERS, DIM)))
+
+
+@pytest.fixture
+def clustered(tmp_path, centres):
+    """2,000 unit vectors in 20 tight clusters, as an embeddings file."""
+    noise = np.random.default_rng(1).standard_normal((CLUSTERS * PER_CLUSTER, DIM)) * 0.05
+    path = tmp_path / "s.embeddings.parquet"
+    write_embeddings(path, unit(np.repeat(centres, PER_CLUSTER, axis=0) + noise))
+    return path
+
+
+@pytest.fixture
+def queries(monkeypatch, centres):
+    """Text queries encode as points near the cluster centres (no text model is created)."""
+    near = unit(centres + np.random.default_rng(2).standard_normal(centres.shape) * 0.02)
+    monkeypatch.setattr(score, "encode_queries", lambda texts, model, pretrained: torch.from_numpy(near[:len(texts)]))
+    return [f"query {i}" for i in range(CLUSTERS)]
+
+
+@pytest.fixture
+def index_uses(monkeypatch):
+    """How many times search asked an index for candidates."""
+    calls = []
+    real = score.index_candidates
+    monkeypatch.setattr(score, "index_candidates", lambda *args: calls.append(1) or real(*args))
+    return calls
+
+
+def test_index_results_equal_exact_results_near_cluster_centres(clustered, queries, index_uses, capsys):
+    pytest.importorskip("usearch")
+    assert main(["index", str(clustered)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {index_paths(clustered)[0]} (2000 rows, metric cos")
+    exact = score.search(clustered, queries, k=10, index_min_rows=EXACT)
+    assert not index_uses
+    approx = score.search(clustered, queries, k=10, index_min_rows=100)
+    assert index_uses == [1]
+    assert [[(h.path, h.start, h.end) for h in hits] for hits in approx] == \
+           [[(h.path, h.start, h.end) for h in hits] for hits in exact]
+    assert [h.score for hits in approx for h in hits] == pytest.approx([h.score for hits in exact for h in hits],
+                                                                       abs=1e-5)
+    assert capsys.readouterr().err == ""
+
+
+def test_stale_index_is_not_used_and_warns_once(clustered, queries, index_uses, capsys):
+    pytest.importorskip("usearch")
+    score.build_index(clustered)
+    write_embeddings(clustered, unit(np.random.default_rng(3).standard_normal((CLUSTERS * PER_CLUSTER, DIM))))
+    approx = score.search(clustered, queries, k=5, index_min_rows=100)
+    assert not index_uses
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stale" in err and f"coca-video index {clustered}" in err
+    assert approx == score.search(clustered, queries, k=5, index_min_rows=EXACT)
+
+
+def test_segment_rows_come_back_with_their_times_through_the_index(clustered, monkeypatch, index_uses):
+    pytest.importorskip("usearch")
+    score.build_index(clustered, metric="ip")
+    table = pq.read_table(clustered)
+    row = 1234  # v034.mp4, segment 24-26 s
+    vector = np.asarray(table.column("video_embedding")[row].as_py(), dtype=np.float32)
+    monkeypatch.setattr(score, "encode_queries", lambda texts, model, pretrained: torch.from_numpy(vector[None]))
+    best = score.search(clustered, "that segment", k=3, index_min_rows=100)[0]
+    assert index_uses == [1]
+    assert (best.path, best.start, best.end) == ("v034.mp4", 24.0, 26.0)
+    assert best.score == pytest.approx(1.0, abs=1e-5)
+    assert str(best) == "v034.mp4 00:24-00:26"
+
+
+def test_index_without_usearch_is_a_one_line_error_and_search_scans(clustered, queries, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "usearch", None)  # import usearch.index now raises ImportError
+    monkeypatch.setitem(sys.modules, "usearch.index", None)
+    assert main(["index", str(clustered)]) == 2
+    assert capsys.readouterr().err == "coca-video index: error: usearch is not installed; pip install " \
+                                      "'coca-video[index]'\n"
+    assert not any(p.exists() for p in index_paths(clustered))
+    assert len(score.search(clustered, queries[:2], k=3, index_min_rows=100)) == 2
