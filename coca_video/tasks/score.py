@@ -268,8 +268,11 @@ def rank_hits(hits: list[SearchHit], vectors: np.ndarray, query: np.ndarray, k: 
 
 
 def index_candidates(index: Any, queries: np.ndarray, k: int) -> list[np.ndarray]:
-    """The row numbers an approximate index proposes for each query (up to ``k``)."""
-    matches = index.search(queries, count=k, threads=0)
+    """The row numbers an approximate index proposes for each query: ``max(k, CANDIDATES)`` of them, so that the
+    exact rescoring of :func:`rank_hits` recovers neighbours the graph ranked a little too low."""
+    from ..data.ann_index import CANDIDATES
+
+    matches = index.search(queries, count=max(k, CANDIDATES), threads=0)
     if len(queries) == 1:  # usearch answers one query with its Matches, already cut to how many it found
         return [matches.keys.astype(np.int64)]
     return [keys[:count].astype(np.int64) for keys, count in zip(matches.keys, matches.counts)]
