@@ -71,7 +71,7 @@ class ImageTransform:
         """uint8 pixels (..., 3, S, S) -> the encoder's input: scaled to [0, 1] and normalised with the model's
         mean/std, computed in float32 on ``device`` (default: where ``pixels`` are), returned as ``dtype`` (the
         encoder's: bf16 for bf16 weights). The one place preprocessing turns pixels into floats."""
-        pixels = pixels.to(device) if device is not None else pixels
+        pixels = pixels.to(device, non_blocking=True) if device is not None else pixels  # pinned batches overlap
         mean, std = self.mean.view(3, 1, 1).to(pixels.device), self.std.view(3, 1, 1).to(pixels.device)
         return ((pixels.float() / 255.0 - mean) / std).to(dtype)
 
