@@ -217,7 +217,7 @@ class SearchHit(NamedTuple):
 SEARCH_ROW_KEYS = ("query", "rank", "path", "score", "start", "end")
 
 
-INDEX_MIN_ROWS = 50_000  # search uses a fresh index (coca-video index) only for files with more rows than this
+INDEX_MIN_ROWS = 500_000  # search uses a fresh index only above this: at 50k rows exact search is faster (1.4x)
 
 
 @overload
