@@ -4,6 +4,7 @@ compare the labels with the scenes' truth and run a text search over the embeddi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..data.synthetic import COLOURS, SHAPES, SyntheticVideos
@@ -30,6 +31,7 @@ def write_demo_videos(folder: Path, count: int, size: int = 96, num_frames: int 
 
 def run_demo(output: Path, count: int = 24) -> None:
     """Generate, score, check, search; print what happened and where the results are."""
+    output = Path(os.path.abspath(output))  # score keys its rows by absolute paths
     truth = write_demo_videos(output / "videos", count)
     labels = output / "labels.txt"
     labels.write_text("\n".join(f"{colour} {shape}" for colour in COLOURS for shape in SHAPES) + "\n")
