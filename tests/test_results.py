@@ -65,3 +65,17 @@ def test_a_crash_during_a_write_leaves_no_partial_part(tmp_path, monkeypatch):
         store.append([row("b")])
     monkeypatch.undo()
     assert sorted(store.read().to_pandas().path) == ["a"]
+
+
+def test_a_whole_file_row_beside_window_rows_keeps_its_three_part_key(tmp_path):
+    """A store holding both windows and whole files (a segmented run where one file's headers failed, Kinetics
+    clips mixing trimmed files and windows): the whole file's key has no window start, as ScoreItem spells it."""
+    from coca_video.scoring import ScoreItem
+
+    store = PartStore(tmp_path / "out.parquet")
+    store.append([{"path": "a.mp4", "size": 1, "mtime": 2.0, "segment_start": 0.0, "segment_end": 10.0,
+                   "status": "ok"},
+                  {"path": "b.mp4", "size": 3, "mtime": 4.0, "status": "ok"}])
+    done = store.done_keys()
+    assert ScoreItem(("a.mp4", 1, 2.0), 0.0, 10.0).stored() in done
+    assert ScoreItem(("b.mp4", 3, 4.0)).stored() in done  # was ("b.mp4", 3, 4.0, None): rescored on every rerun

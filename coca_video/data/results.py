@@ -46,6 +46,14 @@ def stored_path(path: str | Path) -> str:
     return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
+def row_key(row: dict[str, Any]) -> tuple:
+    """A stored row's key: (path, size, mtime), plus its window start when it is a window's row (a store can hold
+    both: files whose headers could not be read stay whole in a segmented run, Kinetics clips mix trimmed files and
+    windows of untrimmed ones)."""
+    start = row.get(SEGMENT_COLUMNS[0])
+    return (row["path"], row["size"], row["mtime"], *(() if start is None else (start,)))
+
+
 def stored_key(key: FileKey) -> FileKey:
     """A file key as the store records it (:func:`stored_path`), for comparing with :meth:`PartStore.done_keys`."""
     return stored_path(key[0]), key[1], key[2]
@@ -73,10 +81,7 @@ class PartStore:
         table = self.read(columns=[*KEY_COLUMNS, SEGMENT_COLUMNS[0], "status", "scored_at"])
         if table is None:
             return set()
-        rows = table.to_pydict()
-        keys = zip(rows["path"], rows["size"], rows["mtime"], *([rows[SEGMENT_COLUMNS[0]]] if SEGMENT_COLUMNS[0] in
-                                                               rows else []))
-        return {key for key, status in zip(keys, rows["status"]) if status == "ok"}
+        return {row_key(row) for row in table.to_pylist() if row["status"] == "ok"}
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Flush ``rows`` as a new level-0 part, then compact full levels."""

@@ -22,7 +22,7 @@ import torch
 from ..config import DecodeConfig, ModelConfig, check_suffix
 from ..data.actions import Format, load_actions
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
-from ..data.results import PartStore, file_key
+from ..data.results import PartStore, file_key, row_key
 from ..distributed import init_distributed
 from ..errors import DataError
 from ..io import atomic_write_text
@@ -106,12 +106,6 @@ def accuracy(store: PartStore, wanted: list[ScoreItem], labels: list[int], class
     return {"top1": top["top1"], "top5": top[f"top{TOP_K}"],
             "mean_class_accuracy": mean_class_accuracy(scores.argmax(-1), labels_t), "evaluated": len(truth),
             "failed": failed}
-
-
-def row_key(row: dict[str, Any]) -> tuple:
-    """A stored row's key as :meth:`ScoreItem.stored` spells it (the window start only for windowed rows)."""
-    start = row.get("segment_start")
-    return (row["path"], row["size"], row["mtime"], *(() if start is None else (start,)))
 
 
 def protocol(cfg: ZeroShotConfig, missing: int, templates: int, evaluated: int, failed: list) -> dict[str, Any]:
