@@ -26,6 +26,7 @@ from .data.video import ClipSampling, VideoBatch, VideoItem, decode_loader
 from .model import CoCa, VideoClassifier
 from .model.coca import VideoPooling
 from .model.precision import compute_dtype
+from .model.video_classifier import view_averaged_probabilities
 from .runtime import autocast
 from .transforms import image_transform
 from .zero_shot import class_embeddings, class_probabilities
@@ -104,13 +105,17 @@ class VideoScorer:
     def probe_probabilities(self, first_view_tokens: torch.Tensor, other_views: torch.Tensor) -> torch.Tensor:
         """The probe's softmax (B, classes) averaged over the first view's encoder tokens (B, T*N, C) and the
         ``other_views`` (B, V-1, T, 3, S, S) uint8, encoded one view at a time."""
-        total = self.probe(self.probe.input_tokens(first_view_tokens.float())).float().softmax(-1)
-        for view in range(other_views.shape[1]):
-            frames = self.pixels(other_views[:, view])
-            with autocast(frames.device, self.model_cfg.precision):
-                tokens = self.model.encode_video(frames).tokens
-            total = total + self.probe(self.probe.input_tokens(tokens.float())).float().softmax(-1)
-        return total / (1 + other_views.shape[1])
+
+        def view_tokens(views: slice) -> torch.Tensor:  # (B, 1, T*N', C): the tokens the probe was trained on
+            if views.start == 0:
+                tokens = first_view_tokens
+            else:
+                frames = self.pixels(other_views[:, views.start - 1])
+                with autocast(frames.device, self.model_cfg.precision):
+                    tokens = self.model.encode_video(frames).tokens
+            return self.probe.input_tokens(tokens.float())[:, None]
+
+        return view_averaged_probabilities(self.probe, view_tokens, 1 + other_views.shape[1])
 
     def pixels(self, clips: torch.Tensor) -> torch.Tensor:
         """uint8 (B, T, 3, S, S) -> the encoder's input, normalised on the model's device in its dtype."""

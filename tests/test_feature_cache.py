@@ -109,7 +109,7 @@ def test_a_truncated_tokens_file_is_rebuilt_not_read_as_zeros(tmp_path):
 
 def test_view_by_view_evaluation_equals_one_pass_over_all_views():
     from coca_video.model import VideoClassifier, VideoClassifierConfig
-    from coca_video.tasks.probe import view_averaged_probabilities
+    from coca_video.model.video_classifier import view_averaged_probabilities
 
     torch.manual_seed(0)
     classifier = VideoClassifier(VideoClassifierConfig(width=16, num_classes=5, heads=2, num_frames=2)).eval()

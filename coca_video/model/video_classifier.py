@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -113,3 +113,17 @@ def _patch_grid(num_tokens: int) -> int:
     if grid * grid != num_tokens - 1:
         raise ValueError(f"{num_tokens} tokens per frame are not a class token plus a square patch grid")
     return grid
+
+
+def view_averaged_probabilities(classifier: VideoClassifier, read_views: Callable[[slice], torch.Tensor],
+                                num_views: int, views_per_pass: int = 1) -> torch.Tensor:
+    """Softmax probabilities (B, classes) averaged over ``num_views`` views, classifying ``views_per_pass`` views
+    of the batch at a time (``read_views(slice)`` -> (B, v, T*N, C)): peak memory follows batch x views_per_pass,
+    not batch x views."""
+    total = None
+    for first in range(0, num_views, views_per_pass):
+        tokens = read_views(slice(first, first + views_per_pass))  # (B, v, T*N, C)
+        logits = classifier(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])  # (B, v, classes)
+        summed = logits.float().softmax(-1).sum(1)
+        total = summed if total is None else total + summed
+    return total / num_views

@@ -40,7 +40,7 @@ from ..metrics import mean_class_accuracy, per_class_accuracy, topk_accuracy
 from ..model import CoCa, VideoClassifier, VideoClassifierConfig, save_probe
 from ..model.probe_folder import ProbeViews
 from ..model.state_dict import weights_digest
-from ..model.video_classifier import pooled_tokens_per_frame
+from ..model.video_classifier import pooled_tokens_per_frame, view_averaged_probabilities
 from ..report import ProbeResult, write_probe_outputs
 from ..runtime import autocast, load_model
 from ..training import EpochTrainer, OptimConfig, soft_targets
@@ -372,20 +372,6 @@ def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, val_set
                        per_class_accuracy(predictions, labels, len(val_set.classes)), probs, labels,
                        [val_set.items[i].path for i in rows],
                        [(val_set.items[i].path, reason) for i, reason in sorted(cache.failed.items())])
-
-
-def view_averaged_probabilities(classifier: VideoClassifier, read_views: Callable[[slice], torch.Tensor],
-                                num_views: int, views_per_pass: int = 1) -> torch.Tensor:
-    """Softmax probabilities (B, classes) averaged over ``num_views`` views, classifying ``views_per_pass`` views
-    of the batch at a time (``read_views(slice)`` -> (B, v, T*N, C)): peak memory follows batch x views_per_pass,
-    not batch x views."""
-    total = None
-    for first in range(0, num_views, views_per_pass):
-        tokens = read_views(slice(first, first + views_per_pass))  # (B, v, T*N, C)
-        logits = classifier(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])  # (B, v, classes)
-        summed = logits.float().softmax(-1).sum(1)
-        total = summed if total is None else total + summed
-    return total / num_views
 
 
 def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result: ProbeResult) -> dict[str, Any]:
