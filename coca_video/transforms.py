@@ -48,10 +48,11 @@ class ImageTransform:
         """(T, H, W, 3) uint8 -> (num_crops, T, 3, S, S) float32, normalised: :meth:`crops` then :meth:`normalise`."""
         return self.normalise(self.crops(frames, num_crops))
 
-    def crops(self, frames: np.ndarray | Tensor, num_crops: int = 1) -> Tensor:
+    def crops(self, frames: np.ndarray | Tensor, num_crops: int = 1, rng: np.random.Generator | None = None) -> Tensor:
         """(T, H, W, 3) uint8 RGB -> (num_crops, T, 3, S, S) uint8, resized (shorter side S) and cropped, not yet
         normalised: 1 centre crop, or 3 crops (start, centre, end) along the longer side (SlowFast/mmaction 3-crop
-        testing). What decoding workers hand over: a quarter of the bytes of float32 frames."""
+        testing). What decoding workers hand over: a quarter of the bytes of float32 frames. ``rng``: the clip's
+        generator, which these deterministic crops do not draw from (training transforms do)."""
         frames = torch.as_tensor(frames)
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")

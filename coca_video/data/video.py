@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import DecodeConfig
-from ..transforms import ClipTrainTransform, ImageTransform
+from ..transforms import ImageTransform
 
 
 @dataclass
@@ -76,11 +76,8 @@ class VideoClipDataset(Dataset):
                              timeout=self.timeout)
         views = [reader.get_frames(indices) for indices in self.frame_indices(reader, item, rng)]
         frames = torch.as_tensor(np.stack(views))  # (views, T, H, W, 3) uint8
-        clip = frames.flatten(0, 1)  # (views*T, H, W, 3)
-        if isinstance(self.transform, ClipTrainTransform):  # one random box and flip per clip, from this rng
-            crops = self.transform.crops(clip, self.sampling.spatial_crops, rng)  # (1, views*T, 3, S, S) uint8
-        else:
-            crops = self.transform.crops(clip, self.sampling.spatial_crops)  # (C, views*T, 3, S, S) uint8
+        # (C, views*T, 3, S, S) uint8; a training transform draws its one box and flip per clip from this rng
+        crops = self.transform.crops(frames.flatten(0, 1), self.sampling.spatial_crops, rng)
         t = self.sampling.num_frames
         meta = {"duration": reader.duration, "num_frames": reader.num_frames, "fps": reader.fps}
         return crops.unflatten(1, (-1, t)).transpose(0, 1).flatten(0, 1), meta  # (views*C, T, 3, S, S)
