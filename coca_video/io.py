@@ -119,6 +119,17 @@ def check_output_dir(folder: str | os.PathLike, key: str = "output_dir") -> Path
     return folder
 
 
+def is_our_metrics(path: str | os.PathLike, protocol_key: str) -> bool:
+    """True for an existing metrics JSON a task of ours wrote: its ``protocol`` block holds ``protocol_key``."""
+    import json
+
+    try:
+        protocol = json.loads(Path(path).read_text(encoding="utf-8")).get("protocol")
+        return isinstance(protocol, dict) and protocol_key in protocol
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def check_output_file(path: str | os.PathLike, inputs: Iterable[Path], ours: bool, key: str) -> Path:
     """Refuse to write ``path`` when it is one of ``inputs``, a folder, or an existing file that is not a previous
     output of ours (``ours``: the caller's test for that). ``key`` is the option that named it, for the message."""

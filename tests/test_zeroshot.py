@@ -40,3 +40,13 @@ def test_zeroshot_accuracy_matches_a_classification_by_hand(tmp_path, capsys):
     again = main(["zeroshot", "--annotations", str(val_csv), "--video-root", str(folder), "--labels", str(classes),
                   "--out", str(out), "--frames", "4", "decode.workers=0"])  # resumes: nothing decoded again
     assert again == 0 and json.loads(out.read_text())["top1"] == result["top1"]
+
+
+def test_out_never_overwrites_a_file_we_did_not_write(tmp_path, capsys):
+    folder = tmp_path / "k"
+    _, val_csv = write_kinetics_format(folder, 1, 2, task="colour", size=64, num_frames=4, seed=4)
+    precious = tmp_path / "notes.json"
+    precious.write_text('{"mine": true}')
+    code = main(["zeroshot", "--annotations", str(val_csv), "--video-root", str(folder), "--out", str(precious)])
+    assert code == 2 and "file exists and was not written by coca-video" in capsys.readouterr().err
+    assert precious.read_text() == '{"mine": true}'

@@ -26,7 +26,7 @@ from ..data.results import PartStore, file_key, stored_key, stored_path
 from ..data.retrieval import RetrievalSet, load_caption_csv, load_msrvtt
 from ..distributed import barrier, init_distributed
 from ..errors import InputError
-from ..io import atomic_write_table, atomic_write_text, check_output_file
+from ..io import atomic_write_table, atomic_write_text, check_output_file, is_our_metrics
 from ..metrics import retrieval_convention, retrieval_metrics_from_embeddings
 from ..model import CoCa, get_tokenizer
 from ..runtime import load_model
@@ -112,17 +112,10 @@ def check_outputs(cfg: RetrievalConfig, dataset: RetrievalSet) -> None:
     inputs = [Path(v) for v in dataset.videos] + [Path(p) for p in (cfg.captions, cfg.msrvtt_data, cfg.msrvtt_split)
                                                   if p and Path(p).is_file()]
     paths = output_paths(cfg)
-    check_output_file(paths["out"], inputs, is_our_metrics(paths["out"]), "out")
+    check_output_file(paths["out"], inputs, is_our_metrics(paths["out"], "convention"), "out")
     check_output_file(paths["ranks"], inputs, is_our_ranks(paths["ranks"]), "out (its ranks CSV)")
     if cfg.report_queries:
         check_output_file(paths["report"], inputs, is_our_report(paths["report"]), "out (its report)")
-
-
-def is_our_metrics(path: Path) -> bool:
-    try:
-        return "convention" in json.loads(path.read_text(encoding="utf-8")).get("protocol", {})
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def is_our_ranks(path: Path) -> bool:

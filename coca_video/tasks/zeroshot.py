@@ -25,7 +25,7 @@ from ..data.labels import model_templates, read_class_names, read_templates, vid
 from ..data.results import PartStore, file_key, row_key
 from ..distributed import init_distributed
 from ..errors import DataError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_output_file, is_our_metrics
 from ..metrics import mean_class_accuracy, topk_accuracy
 from ..model import get_tokenizer
 from ..runtime import load_model
@@ -55,6 +55,8 @@ def run(cfg: ZeroShotConfig) -> dict[str, Any]:
     info = init_distributed()
     classes = read_class_names(cfg.classes) if cfg.classes else None
     actions = load_actions(cfg.format, cfg.annotations, cfg.video_root, classes)
+    check_output_file(cfg.out, [Path(cfg.annotations), *(Path(i.path) for i in actions.items)],
+                      is_our_metrics(cfg.out, "annotations"), "out")
     items = [item for item in actions.items if item.label >= 0]
     if not items:
         raise DataError(f"{cfg.annotations}: no labelled video found under {cfg.video_root}")
