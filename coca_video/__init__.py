@@ -6,7 +6,7 @@
     preprocess = coca_video.image_transform(model)
 """
 
-from .api import create_model_and_transforms, encode_video_file
+from .api import create_model_and_transforms, encode_video_file, encode_video_frames
 from .model import CoCa, CoCaConfig, create_model, get_model_config, get_tokenizer, list_models, list_pretrained
 from .model import load_weights, save_pretrained
 from .transforms import image_transform
@@ -16,6 +16,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CoCa", "CoCaConfig", "__version__", "create_model", "create_model_and_transforms", "encode_video_file",
-    "get_model_config", "get_tokenizer", "image_transform", "list_models", "list_pretrained", "load_weights",
-    "save_pretrained", "zero_shot_classify",
+    "encode_video_frames", "get_model_config", "get_tokenizer", "image_transform", "list_models", "list_pretrained",
+    "load_weights", "save_pretrained", "zero_shot_classify",
 ]

@@ -2,6 +2,7 @@
 
     model, preprocess_train, preprocess_val = coca_video.create_model_and_transforms("default")
     video = coca_video.encode_video_file(model, "clip.mp4", num_frames=16)
+    windows, frame_embeddings = coca_video.encode_video_frames(model, "talk.mp4", fps=1.0)   # per-second
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import torch
 from .model import CoCa, create_model
 from .model.coca import VideoEncoding, VideoPooling
 from .transforms import ImageTransform, image_transform
-from .video import VideoReader, sample_indices
-
+from .video import VideoReader, fps_indices, fps_rate, fps_windows, sample_indices
 
 
 def create_model_and_transforms(
@@ -41,3 +41,21 @@ def encode_video_file(model: CoCa, path: str | os.PathLike, num_frames: int = 16
     parameter = next(model.parameters())
     pixels = image_transform(model).frames(frames).to(parameter.device, parameter.dtype)
     return model.encode_video(pixels[None], pooling=pooling)
+
+
+@torch.no_grad()
+def encode_video_frames(model: CoCa, path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None,
+                        chunk: int = 64) -> tuple[list[tuple[float, float]], torch.Tensor]:
+    """Frame embeddings at a fixed rate, as ``score`` with ``decode.sampling=fps`` stores them: one frame per
+    ``1 / fps`` seconds (the frame shown at the middle of each interval; fewer per second where the video would give
+    more than ``max_frames``). Returns each frame's [start, end) interval in seconds and the (F, D) L2-normalised
+    image embeddings. Frames are decoded and encoded ``chunk`` at a time, so memory does not grow with the video."""
+    reader = VideoReader(path)
+    windows = fps_windows(0.0, reader.duration, fps_rate(reader.duration, fps, max_frames))
+    indices = fps_indices(reader.fps, reader.num_frames, windows)
+    transform, parameter = image_transform(model), next(model.parameters())
+    embeddings = []
+    for begin in range(0, len(indices), chunk):
+        frames = reader.get_frames(indices[begin:begin + chunk])
+        embeddings.append(model.encode_image(transform.frames(frames).to(parameter.device, parameter.dtype)).float())
+    return windows, torch.cat(embeddings)

@@ -330,8 +330,10 @@ class ModelConfig:
 class DecodeConfig:
     """How videos become frames: every task that reads videos embeds this as ``decode``."""
 
-    num_frames: int = 16  # frames sampled per video
-    sampling: Literal["eval", "linspace"] = "eval"  # segment centres (TSN, the paper's) or first-to-last linspace
+    num_frames: int = 16  # frames sampled per video (sampling=fps: frames decoded and encoded per batch item)
+    sampling: Literal["eval", "linspace", "fps"] = "eval"  # TSN segment centres, CLIP4Clip's linspace, or score's fps
+    fps: float = 1.0  # with sampling=fps: frames per second of video, each its own row (per-second embeddings)
+    max_frames: int | None = None  # with sampling=fps: at most this many per video, spread over it (null: no cap)
     backend: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"  # auto: decord or PyAV, whichever is right
     timeout: float | None = 120.0  # decode time limit, s: this + 1 s per frame + 0.1 s per video second (null: none)
     workers: int = 2  # decoding processes
@@ -339,10 +341,27 @@ class DecodeConfig:
 
     def __post_init__(self) -> None:
         check_at_least("num_frames", self.num_frames, 1)
+        check(isinstance(self.fps, (int, float)) and self.fps > 0, "fps", "be > 0 frames per second", self.fps)
+        if self.max_frames is not None:
+            check_at_least("max_frames", self.max_frames, 1)
         check(self.timeout is None or (isinstance(self.timeout, (int, float)) and self.timeout > 0), "timeout",
               "be > 0 seconds, or null for no limit", self.timeout)
         check_at_least("workers", self.workers, 0)
         check_at_least("batch_size", self.batch_size, 1)
+
+    def frames_rule(self) -> str:
+        """How frames are sampled, in words for metadata and reports: ``16 per video (eval)``, or ``1 per second,
+        a row each (at most 600 per video)``."""
+        if self.sampling != "fps":
+            return f"{self.num_frames} per video ({self.sampling})"
+        cap = f" (at most {self.max_frames} per video)" if self.max_frames else ""
+        return f"{self.fps:g} per second, a row each{cap}"
+
+    def require_clips(self, task: str) -> None:
+        """Refuse ``sampling=fps`` (from the ``__post_init__`` of a task config that embeds this block as ``decode``)
+        for a task that needs one clip of ``num_frames`` per video."""
+        check(self.sampling != "fps", "decode.sampling", f"be eval or linspace for {task} (fps gives one row per "
+              f"frame: score only)", self.sampling)
 
 
 DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps|auto")

@@ -191,8 +191,10 @@ def score_summary(scores: pd.DataFrame, cfg: Any, segmented: bool) -> str:
     """'N videos scored, M failed. Model: ...; F frames per video.' (segments for a segmented run)."""
     ok = int((scores.status == "ok").sum())
     unit = "segment" if segmented else "video"
+    frames = f"frames {cfg.decode.frames_rule()}" if cfg.decode.sampling == "fps" else \
+        f"{cfg.decode.num_frames} frames per {unit}"
     return (f"<p>{ok} {unit}s scored, {len(scores) - ok} failed. Model: {html.escape(str(cfg.model.name))}; "
-            f"{cfg.decode.num_frames} frames per {unit}.</p>")
+            f"{frames}.</p>")
 
 
 def page_navigation(paths: list[Path], current: int) -> str:

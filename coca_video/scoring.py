@@ -152,31 +152,51 @@ class VideoScorer:
 def score_files(scorer: VideoScorer, todo: list[ScoreItem], store: PartStore, decode: DecodeConfig,
                 show: bool = True, sampling: ClipSampling | None = None) -> Counts:
     """Decode ``todo`` in workers (``sampling``: several views, for a probe; default one clip as ``decode`` says),
-    score in this process, flush each batch's rows (errors too) to ``store``."""
+    score in this process, flush each batch's rows (errors too) to ``store``. With ``decode.sampling=fps`` each item
+    is a chunk of frames and every frame gets its own row (``frame_rows``)."""
     counts = Counts()
     if not todo:
         return counts
     items = [VideoItem(item.key[0], start_sec=item.start, end_sec=item.end) for item in todo]
     loader = decode_loader(items, scorer.transform, decode, sampling)
+    per_frame = (sampling.mode if sampling else decode.sampling) == "fps"
     with tqdm(total=len(todo), unit="video", disable=not show, dynamic_ncols=True) as bar:
         for batch in loader:
-            rows = batch_rows(scorer, batch, todo)
+            rows = batch_rows(scorer, batch, todo, per_frame)
             store.append(rows)
-            counts.ok += len(batch.indices)
+            counts.ok += sum(row["status"] == "ok" for row in rows)
             counts.error += len(batch.errors)
-            bar.update(len(rows))
+            bar.update(len(batch.indices) + len(batch.errors))
             bar.set_postfix(failed=counts.error)
     return counts
 
 
-def batch_rows(scorer: VideoScorer, batch: VideoBatch, todo: list[ScoreItem]) -> list[dict[str, Any]]:
-    """One row per video of ``batch``: key columns, status and error, then the scorer's columns."""
+def batch_rows(scorer: VideoScorer, batch: VideoBatch, todo: list[ScoreItem],
+               per_frame: bool = False) -> list[dict[str, Any]]:
+    """One row per video of ``batch`` (per sampled frame when ``per_frame``): key columns, status and error, then
+    the scorer's columns."""
     rows = []
-    if batch.frames is not None:
+    if batch.frames is not None and per_frame:
+        rows += frame_rows(scorer, batch, todo)
+    elif batch.frames is not None:
         for index, row in zip(batch.indices, scorer(batch.frames)):
             rows.append(base_row(todo[index], "ok", "", batch.meta[index]) | row)
     for index, _, reason in batch.errors:
         rows.append(base_row(todo[index], "error", reason, {}) | scorer.empty_row())
+    return rows
+
+
+def frame_rows(scorer: VideoScorer, batch: VideoBatch, todo: list[ScoreItem]) -> list[dict[str, Any]]:
+    """sampling=fps: every frame of each decoded chunk scored as a one-frame clip; one row per real frame (the
+    padding of a chunk's tail is dropped), keyed by the frame's interval (``meta["frame_windows"]``)."""
+    t = batch.frames.shape[2]
+    scored = scorer(rearrange(batch.frames[:, :1], "b v t c h w -> (b t) v 1 c h w"))
+    rows = []
+    for position, index in enumerate(batch.indices):
+        meta = batch.meta[index]
+        for j, (start, end) in enumerate(meta["frame_windows"]):
+            frame = todo[index]._replace(start=start, end=end)
+            rows.append(base_row(frame, "ok", "", meta) | scored[position * t + j])
     return rows
 
 

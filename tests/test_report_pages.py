@@ -21,12 +21,13 @@ import pytest
 from PIL import Image
 
 from coca_video import report as report_module
+from coca_video.config import DecodeConfig
 from coca_video.errors import OutputError
 from coca_video.report import (REPORT_MARKER, THUMBNAIL_BOX, THUMBNAIL_MAX_BYTES, THUMBNAILS_PER_PAGE,
                                thumbnail_jpeg, thumbnail_tags, write_score_report)
 from coca_video.tasks.score import ScoreConfig, check_outputs
 
-CFG = SimpleNamespace(model=SimpleNamespace(name="default"), decode=SimpleNamespace(num_frames=4))
+CFG = SimpleNamespace(model=SimpleNamespace(name="default"), decode=DecodeConfig(num_frames=4))
 VIDEOS, PAGE_SIZE = 2000, 200
 CHROMIUM = Path("/usr/bin/chromium")
 

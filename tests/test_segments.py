@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from coca_video import create_model, image_transform
-from coca_video.config import load_config
+from coca_video.config import DecodeConfig, load_config
 from coca_video.data.synthetic import COLOURS, SyntheticVideos
 from coca_video.report import write_score_report
 from coca_video.tasks import score
@@ -139,7 +139,7 @@ def test_report_groups_segments_under_their_video_with_their_own_frames(long_vid
              "status": "ok", "error": "", "top1_label": colour, "top1_score": 0.9, "caption": f"a {colour} scene"}
             for s, colour in zip((20, 0, 10), (colours[2], colours[0], colours[1]))]
     report = write_score_report(pd.DataFrame(rows), tmp_path / "r.html", SimpleNamespace(
-        model=SimpleNamespace(name="default"), decode=SimpleNamespace(num_frames=4)))
+        model=SimpleNamespace(name="default"), decode=DecodeConfig(num_frames=4)))
     table = [row for row in parse_report(report) if row[0]]
     assert [kind for kind, _, _ in table] == ["video", "segment", "segment", "segment"]
     assert video in table[0][1][0] and "30.0 s" in table[0][1][0]

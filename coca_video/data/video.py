@@ -32,12 +32,17 @@ class VideoItem:
 @dataclass
 class ClipSampling:
     """How frames are drawn: ``num_frames`` by TSN segments (``eval``: centres; ``train``: random in each
-    segment), repeated for ``temporal_views`` evenly shifted views, each cut into ``spatial_crops`` (1 or 3) crops."""
+    segment), repeated for ``temporal_views`` evenly shifted views, each cut into ``spatial_crops`` (1 or 3) crops.
+    ``fps``: one frame per ``1 / fps`` seconds of the item's window (fewer per second where the video would give more
+    than ``max_frames``), at most ``num_frames``, padded to ``num_frames`` by repeating the last; the record's
+    ``meta["frame_windows"]`` lists the real frames' [start, end) in seconds."""
 
     num_frames: int = 16
-    mode: Literal["eval", "train", "linspace"] = "eval"
+    mode: Literal["eval", "train", "linspace", "fps"] = "eval"
     temporal_views: int = 1
     spatial_crops: Literal[1, 3] = 1
+    fps: float = 1.0
+    max_frames: int | None = None
 
 
 class VideoClipDataset(Dataset):
@@ -80,13 +85,27 @@ class VideoClipDataset(Dataset):
         crops = self.transform.crops(frames.flatten(0, 1), self.sampling.spatial_crops, rng)
         t = self.sampling.num_frames
         meta = {"duration": reader.duration, "num_frames": reader.num_frames, "fps": reader.fps}
+        if self.sampling.mode == "fps":
+            meta["frame_windows"] = self.fps_windows(reader, item)
         return crops.unflatten(1, (-1, t)).transpose(0, 1).flatten(0, 1), meta  # (views*C, T, 3, S, S)
+
+    def fps_windows(self, reader, item: VideoItem) -> list[tuple[float, float]]:
+        """sampling=fps: the [start, end) of each frame's interval in the item's window (the whole video if none)."""
+        from ..video import fps_rate, fps_windows
+
+        rate = fps_rate(reader.duration, self.sampling.fps, self.sampling.max_frames)
+        start = item.start_sec or 0.0
+        end = reader.duration if item.end_sec is None else item.end_sec
+        return fps_windows(start, max(end, start), rate, limit=self.sampling.num_frames)
 
     def frame_indices(self, reader, item: VideoItem, rng: np.random.Generator) -> list[np.ndarray]:
         """One index array per temporal view: views shift the segment centres evenly within a segment."""
-        from ..video import linspace_indices, sample_indices
+        from ..video import fps_indices, linspace_indices, sample_indices
         from ..video.sampling import segment_points, window_frames
 
+        if self.sampling.mode == "fps":
+            indices = fps_indices(reader.fps, reader.num_frames, self.fps_windows(reader, item))
+            return [np.pad(indices, (0, self.sampling.num_frames - len(indices)), mode="edge")]
         first, count = window_frames(reader.fps, reader.num_frames, item.start_sec, item.end_sec)
         views = []
         for view in range(self.sampling.temporal_views):
@@ -151,7 +170,8 @@ def decode_loader(items: Sequence[VideoItem], transform: ImageTransform, decode:
                   batches: list[list[int]] | None = None) -> DataLoader:
     """A :func:`video_loader` over ``items`` as a task's decode block says (frames, sampling, backend, time limit,
     workers, batch size); ``sampling`` replaces the block's frame rule (training clips, multi-view testing)."""
-    sampling = sampling or ClipSampling(decode.num_frames, mode=decode.sampling)
+    sampling = sampling or ClipSampling(decode.num_frames, mode=decode.sampling, fps=decode.fps,
+                                        max_frames=decode.max_frames)
     dataset = VideoClipDataset(items, transform, sampling, seed=seed, backend=decode.backend, timeout=decode.timeout)
     return video_loader(dataset, decode.batch_size, decode.workers, batches=batches)
 

@@ -112,6 +112,7 @@ class ProbeConfig:
         check_at_least("epochs", self.epochs, 1)
         check_at_least("batch_size", self.batch_size, 1)
         check_at_least("accum_steps", self.accum_steps, 1)
+        self.decode.require_clips("probe")
         augment = self.probe.augment
         if self.mode == "frozen":  # cached tokens of the evaluation frames: nothing to augment or decay
             check(augment.mixup == 0 and augment.cutmix == 0, "probe.augment.mixup/cutmix", "be 0 in frozen mode",

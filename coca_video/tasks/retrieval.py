@@ -56,6 +56,7 @@ class RetrievalConfig:
 
     def __post_init__(self) -> None:
         check_suffix("out", self.out, (".json",))
+        self.decode.require_clips("retrieval")
 
 
 def run(cfg: RetrievalConfig) -> dict[str, Any]:

@@ -69,6 +69,11 @@ class ScoreConfig:
         if self.segment_stride is not None:
             check(self.segment_stride > 0, "segment_stride", "be > 0 seconds (or null: segment_seconds)",
                   self.segment_stride)
+        if self.decode.sampling == "fps":  # every frame is its own row already
+            check(self.segment_seconds == 0, "segment_seconds", "be 0 with decode.sampling=fps (a row per frame)",
+                  self.segment_seconds)
+            check(self.probe is None, "probe", "be unset with decode.sampling=fps (a probe reads whole clips)",
+                  self.probe)
 
 
 def run(cfg: ScoreConfig) -> dict[str, Any]:
@@ -171,7 +176,8 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
             dist.barrier()
         if info.is_main:
             provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or "",
-                          "video_pooling": cfg.video_pooling, "precision": cfg.model.precision}
+                          "video_pooling": cfg.video_pooling, "precision": cfg.model.precision,
+                          "frames": cfg.decode.frames_rule()}
             scores = merge(cfg.out, paths=[stored_path(p) for p in files], metadata=provenance)
     seconds = time.time() - started
     summary = {"videos": len(files), "scored_now": counts.total, "errors_now": counts.error,
@@ -185,11 +191,14 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
 
 
 def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]]) -> list[ScoreItem]:
-    """One item per file, or with ``segment_seconds`` one per window of each file (its duration read from the
-    headers; a file whose headers cannot be read stays one item, whose decode then fails with the reason)."""
-    if cfg.segment_seconds <= 0:
+    """One item per file, or with ``segment_seconds`` one per window of each file, or with ``decode.sampling=fps``
+    one per chunk of ``num_frames`` frames (bounded memory, resumable per chunk; its frames get a row each). The
+    duration comes from the headers; a file whose headers cannot be read stays one item, whose decode then fails
+    with the reason."""
+    per_frame = cfg.decode.sampling == "fps"
+    if cfg.segment_seconds <= 0 and not per_frame:
         return [ScoreItem(key) for key in keys]
-    from ..video import VideoReader, segment_windows
+    from ..video import VideoReader, fps_rate, segment_windows
 
     items = []
     for key in keys:
@@ -198,8 +207,12 @@ def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]]) -> list[Sco
         except Exception:  # noqa: BLE001 -- the decode of the whole-file item reports what is wrong
             items.append(ScoreItem(key))
             continue
-        items += [ScoreItem(key, start, end) for start, end in segment_windows(duration, cfg.segment_seconds,
-                                                                                cfg.segment_stride)]
+        if per_frame:
+            rate = fps_rate(duration, cfg.decode.fps, cfg.decode.max_frames)
+            windows = segment_windows(duration, cfg.decode.num_frames / rate)
+        else:
+            windows = segment_windows(duration, cfg.segment_seconds, cfg.segment_stride)
+        items += [ScoreItem(key, start, end) for start, end in windows]
     return items
 
 

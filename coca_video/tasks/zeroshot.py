@@ -48,6 +48,7 @@ class ZeroShotConfig:
 
     def __post_init__(self) -> None:
         check_suffix("out", self.out, (".json",))
+        self.decode.require_clips("zeroshot")
 
 
 def run(cfg: ZeroShotConfig) -> dict[str, Any]:

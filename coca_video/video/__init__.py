@@ -6,11 +6,12 @@
 """
 
 from .reader import IMAGE_EXTENSIONS, VideoDecodeError, VideoInfo, VideoReader
-from .sampling import (clock, dense_indices, linspace_indices, sample_indices, segment_windows, window_frames,
-                       window_indices)
+from .sampling import (clock, dense_indices, fps_indices, fps_rate, fps_windows, linspace_indices, sample_indices,
+                       segment_windows, window_frames, window_indices)
 from .writer import write_video
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "VideoDecodeError", "VideoInfo", "VideoReader", "clock", "dense_indices", "linspace_indices",
-    "sample_indices", "segment_windows", "window_frames", "window_indices", "write_video",
+    "IMAGE_EXTENSIONS", "VideoDecodeError", "VideoInfo", "VideoReader", "clock", "dense_indices", "fps_indices",
+    "fps_rate", "fps_windows", "linspace_indices", "sample_indices", "segment_windows", "window_frames",
+    "window_indices", "write_video",
 ]

@@ -1,5 +1,5 @@
-"""Which frames to decode: TSN segment sampling, dense multi-view clips, start/end windows, and how a time in a
-video is written (``clock``).
+"""Which frames to decode: TSN segment sampling, dense multi-view clips, start/end windows, frames at a fixed rate
+(``fps_*``), and how a time in a video is written (``clock``).
 
 All functions work on frame indices of one video with ``num_frames`` frames; videos shorter than the number of
 frames asked for repeat frames (a single-frame video or a still image yields the same frame N times).
@@ -7,6 +7,7 @@ frames asked for repeat frames (a single-frame video or a still image yields the
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -87,6 +88,28 @@ def window_indices(fps: float, num_frames: int, n: int, start_sec: float | None 
     """``sample_indices`` of the [start_sec, end_sec) window (the whole video when both are None)."""
     first, count = window_frames(fps, num_frames, start_sec, end_sec)
     return first + sample_indices(count, n)
+
+
+def fps_rate(duration: float, fps: float, max_frames: int | None = None) -> float:
+    """Frames per second to sample from a ``duration``-second video: ``fps``, lowered to ``max_frames / duration``
+    when the video is long enough to give more than ``max_frames`` (then the frames spread over all of it)."""
+    if max_frames is not None and duration * fps > max_frames:
+        return max_frames / duration
+    return fps
+
+
+def fps_windows(start: float, end: float, rate: float, limit: int | None = None) -> list[tuple[float, float]]:
+    """The [start, end) window cut into intervals of ``1 / rate`` seconds from ``start`` (the last one ends at
+    ``end`` and may be shorter), at most ``limit``: each interval is one sampled frame's row. Never empty."""
+    count = max(1, math.ceil((end - start) * rate - 1e-6))
+    count = min(count, limit) if limit else count
+    return [(round(start + j / rate, 6), round(min(start + (j + 1) / rate, end), 6)) for j in range(count)]
+
+
+def fps_indices(fps: float, num_frames: int, windows: list[tuple[float, float]]) -> np.ndarray:
+    """The frame shown at the centre of each window (frame i is shown from ``i / fps``), clamped to the video."""
+    centres = np.array([(lo + hi) / 2 for lo, hi in windows])
+    return np.minimum(np.floor(centres * fps + 1e-6).astype(np.int64), num_frames - 1)
 
 
 def clock(seconds: float) -> str:
