@@ -7,7 +7,8 @@ grows with the video's length.
    10 s files holding the same frames, same model and settings; seconds of scoring per minute of video for both
    (model loading excluded: ``summary["seconds"]``), and the ratio.
 2. Memory: peak RSS (main process + its two decoding workers, fresh process each, as bench_score.py measures it)
-   of segment-scoring a 10-minute vs a ``--hours`` long clip, both 64x48 at 2 fps to keep generation short.
+   of segment-scoring a 10-minute vs a ``--hours`` long clip, both 64x48 at 2 fps to keep generation short; then the
+   same two clips with ``decode.sampling=fps decode.fps=1`` (a row per second, 600 vs 7,200 rows).
 """
 
 from __future__ import annotations
@@ -74,15 +75,15 @@ def speed(folder: Path, model: str, frames: int) -> None:
     print(f"  ratio segmented / separate    {segmented / separate:6.2f}")
 
 
-def peak_memory_mb(video: Path, out: Path, model: str, frames: int) -> float:
-    """Peak RSS of a fresh `coca-video score --segment_seconds` process (model loading included) plus its two
-    decoding workers at their peak."""
+def peak_memory_mb(video: Path, out: Path, model: str, frames: int, rows: list[str]) -> float:
+    """Peak RSS of a fresh `coca-video score` process (model loading included; ``rows``: the overrides that make its
+    rows) plus its two decoding workers at their peak."""
     code = ("import resource, sys; from coca_video.cli import main; "
             "main(['score', sys.argv[1], '--out', sys.argv[2], '--model', sys.argv[3], "
-            f"f'decode.num_frames={{sys.argv[4]}}', 'decode.workers=2', 'segment_seconds={SEGMENT_SECONDS}']); "
+            "f'decode.num_frames={sys.argv[4]}', 'decode.workers=2', *sys.argv[5:]]); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
-    result = subprocess.run([sys.executable, "-c", code, str(video), str(out), model, str(frames)],
+    result = subprocess.run([sys.executable, "-c", code, str(video), str(out), model, str(frames), *rows],
                             capture_output=True, text=True, check=True)
     main_mb, worker_mb = map(float, result.stdout.strip().splitlines()[-1].split())
     return main_mb + 2 * worker_mb
@@ -92,10 +93,12 @@ def memory(folder: Path, model: str, frames: int, hours: float) -> None:
     fps, height, width = 2, 48, 64
     short = encode(folder / "ten_minutes.mp4", 0, 600 * fps, fps, height, width)
     long = encode(folder / "long.mp4", 0, int(hours * 3600) * fps, fps, height, width)
-    mem_short = peak_memory_mb(short, folder / "short.parquet", model, frames)
-    mem_long = peak_memory_mb(long, folder / "long.parquet", model, frames)
-    print(f"peak memory (main + 2 workers), segment-scoring {width}x{height} at {fps} fps: 10 min {mem_short:.0f} MB, "
-          f"{hours:g} h {mem_long:.0f} MB, ratio {mem_long / mem_short:.2f}x (goal: within 1.20x)")
+    for name, rows in [(f"segment_seconds={SEGMENT_SECONDS}", [f"segment_seconds={SEGMENT_SECONDS}"]),
+                       ("sampling=fps, 1 per second", ["decode.sampling=fps", "decode.fps=1"])]:
+        mem_short = peak_memory_mb(short, folder / f"short-{len(rows)}.parquet", model, frames, rows)
+        mem_long = peak_memory_mb(long, folder / f"long-{len(rows)}.parquet", model, frames, rows)
+        print(f"peak memory (main + 2 workers), {name}, {width}x{height} at {fps} fps: 10 min {mem_short:.0f} MB, "
+              f"{hours:g} h {mem_long:.0f} MB, ratio {mem_long / mem_short:.2f}x (goal: within 1.20x)")
 
 
 def main() -> None:
