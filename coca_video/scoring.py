@@ -160,7 +160,8 @@ def score_files(scorer: VideoScorer, todo: list[ScoreItem], store: PartStore, de
     items = [VideoItem(item.key[0], start_sec=item.start, end_sec=item.end) for item in todo]
     loader = decode_loader(items, scorer.transform, decode, sampling)
     per_frame = (sampling.mode if sampling else decode.sampling) == "fps"
-    with tqdm(total=len(todo), unit="video", disable=not show, dynamic_ncols=True) as bar:
+    unit = "video" if todo[0].start is None else "window"  # a segment, or a chunk of frames with sampling=fps
+    with tqdm(total=len(todo), unit=unit, disable=not show, dynamic_ncols=True) as bar:
         for batch in loader:
             rows = batch_rows(scorer, batch, todo, per_frame)
             store.append(rows)
