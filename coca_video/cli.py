@@ -220,6 +220,24 @@ def cmd_merge(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({scores.num_rows} videos)")
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    """List the model architectures and the pretrained tags each takes (--model NAME --pretrained TAG)."""
+    from .model import describe_models
+
+    records = describe_models()
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return
+    print(f"{'model':<16}{'parameters':>12}{'image':>7}{'embed':>7}  pretrained")
+    for record in records:
+        weights = ", ".join(record["pretrained"]) or \
+            ("its own (trained on the synthetic world: coloured shapes)" if record["built_in_weights"] else "-")
+        print(f"{record['model']:<16}{record['parameters'] / 1e6:>10.1f} M{record['image_size']:>7}"
+              f"{record['embed_dim']:>7}  {weights}")
+    print("\nAlso accepted: --model FOLDER (a coca-video checkpoint), --model/--pretrained hf-hub:REPO, and "
+          "--pretrained FILE or FOLDER (open_clip weights for the named architecture).")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     """The README's demo: score a folder of generated videos with the built-in default model, offline."""
     from .tasks.demo import run_demo
@@ -267,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("merge", help=cmd_merge.__doc__)
     merge.add_argument("out", help="the score run's --out")
     merge.set_defaults(func=cmd_merge)
+    models = commands.add_parser("models", help=cmd_models.__doc__)
+    models.add_argument("--json", action="store_true", help="print a JSON list of records instead of a table")
+    models.set_defaults(func=cmd_models)
     demo = commands.add_parser("demo", help=cmd_demo.__doc__)
     demo.add_argument("--output", default="demo_output", help="folder for the videos and results")
     demo.add_argument("--videos", type=int, default=24, help="how many videos to generate")

@@ -4,6 +4,7 @@ valid examples, --print-config prints YAML that --config reads back, and a misty
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shlex
 
@@ -104,3 +105,24 @@ def test_a_mistyped_flag_of_a_plain_command_gets_a_suggestion_too(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: coca-video search ") and "did you mean -k?" in err
+
+
+def test_models_lists_every_architecture_with_its_size_and_pretrained_tags(capsys):
+    """`coca-video models --json`: the names of list_models(), each tag of list_pretrained() under its architecture,
+    and parameter counts equal to the built models' (open_clip's own count for coca_ViT-B-32 where installed)."""
+    import torch
+
+    from coca_video.model import create_model, list_models, list_pretrained
+
+    assert main(["models", "--json"]) == 0
+    records = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    assert sorted(records) == list_models()
+    assert sorted((name, tag) for name, r in records.items() for tag in r["pretrained"]) == list_pretrained()
+    for name in ("default", "tiny"):
+        assert records[name]["parameters"] == sum(p.numel() for p in create_model(name).parameters())
+    assert records["default"]["built_in_weights"] and not records["coca_ViT-B-32"]["built_in_weights"]
+    open_clip = pytest.importorskip("open_clip")
+    with torch.device("meta"):
+        reference = open_clip.create_model("coca_ViT-B-32", device="meta")
+    assert records["coca_ViT-B-32"]["parameters"] == sum(p.numel() for p in reference.parameters())
+    assert main(["models"]) == 0 and "laion2b_s13b_b90k" in capsys.readouterr().out

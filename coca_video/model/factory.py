@@ -51,6 +51,24 @@ def list_pretrained() -> list[tuple[str, str]]:
     return sorted(OPEN_CLIP_PRETRAINED)
 
 
+def describe_models() -> list[dict]:
+    """One record per :func:`list_models` name: parameter count (counted on the meta device, nothing allocated),
+    image size, embedding width, and the pretrained tags ``--pretrained`` accepts with the Hub repo behind each
+    (``default`` carries its own weights)."""
+    tags: dict[str, dict[str, str]] = {}
+    for (name, tag), repo in sorted(OPEN_CLIP_PRETRAINED.items()):
+        tags.setdefault(name, {})[tag] = f"{HF_PREFIX}{repo}"
+    records = []
+    for name in list_models():
+        cfg = get_model_config(name)
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in CoCa(cfg).parameters())
+        records.append({"model": name, "parameters": parameters, "image_size": cfg.vision.image_size,
+                        "embed_dim": cfg.embed_dim, "pretrained": tags.get(name, {}),
+                        "built_in_weights": checkpoint_folder(name) is not None})
+    return records
+
+
 def get_model_config(name: str) -> CoCaConfig:
     """The :class:`CoCaConfig` of a named architecture, a checkpoint folder, or ``default``."""
     folder = checkpoint_folder(name)
