@@ -185,7 +185,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     if args.out:
         inputs = [Path(args.embeddings), *([Path(args.queries)] if args.queries else [])]
         check_output_file(args.out, inputs, is_search_output(args.out), "--out")
-    results = search(args.embeddings, queries, args.k, args.model)
+    results = search(args.embeddings, queries, args.k, args.model, pretrained=args.pretrained)
     if args.json or args.out:
         text = json.dumps(search_rows(queries, results), indent=2) + "\n"
         if args.out:
@@ -272,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--queries", help="a text file of further queries, one per line")
     search.add_argument("-k", type=int, default=10, help="how many videos to list per query")
     search.add_argument("--model", default=None, help="text model (default: the one that made the embeddings)")
+    search.add_argument("--pretrained", default=None,
+                        help="its weights (default: those that made the embeddings, when --model is theirs)")
     output = search.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON list of {query, rank, path, score, "
                         "start, end} instead of a table")

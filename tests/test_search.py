@@ -91,3 +91,19 @@ def test_no_query_at_all_is_a_one_line_error(embeddings, capsys):
     assert main(["search", str(embeddings)]) == 2
     assert capsys.readouterr().err.strip() == "coca-video search: error: search: give a query, or --queries FILE " \
                                               "with one per line"
+
+
+def test_the_text_model_gets_the_weights_that_made_the_embeddings_unless_told_otherwise(embeddings, monkeypatch,
+                                                                                        default_model, capsys):
+    """The file's provenance names model and weights: search loads both; --pretrained replaces the weights; another
+    --model does not inherit weights meant for the file's model."""
+    table = pq.read_table(embeddings)
+    pq.write_table(table.replace_schema_metadata({"model": "default", "pretrained": "mine.safetensors"}), embeddings)
+    calls = []
+    monkeypatch.setattr(score, "create_model", lambda name, pretrained=None, device=None:
+                        calls.append((name, pretrained)) or default_model)
+    score.search(embeddings, "a red circle", k=1)
+    assert main(["search", str(embeddings), "a red circle", "--pretrained", "other.bin"]) == 0
+    assert main(["search", str(embeddings), "a red circle", "--model", "synthetic_tiny"]) == 0
+    capsys.readouterr()
+    assert calls == [("default", "mine.safetensors"), ("default", "other.bin"), ("synthetic_tiny", None)]

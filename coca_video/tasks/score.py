@@ -235,23 +235,23 @@ INDEX_MIN_ROWS = 500_000  # search uses a fresh index only above this: at 50k ro
 
 @overload
 def search(embeddings: str | os.PathLike, queries: str, k: int = 10, model: str | None = None,
-           index_min_rows: int = INDEX_MIN_ROWS) -> list[SearchHit]:
+           index_min_rows: int = INDEX_MIN_ROWS, pretrained: str | None = None) -> list[SearchHit]:
     ...
 
 
 @overload
 def search(embeddings: str | os.PathLike, queries: Sequence[str], k: int = 10, model: str | None = None,
-           index_min_rows: int = INDEX_MIN_ROWS) -> list[list[SearchHit]]:
+           index_min_rows: int = INDEX_MIN_ROWS, pretrained: str | None = None) -> list[list[SearchHit]]:
     ...
 
 
 def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int = 10, model: str | None = None,
-           index_min_rows: int = INDEX_MIN_ROWS) -> list[SearchHit] | list[list[SearchHit]]:
+           index_min_rows: int = INDEX_MIN_ROWS, pretrained: str | None = None) -> list[SearchHit] | list[list[SearchHit]]:
     """The ``k`` videos (or segments) whose embeddings are closest to a text query (cosine), best first.
 
     ``queries``: one query (returns its hits) or a list (returns one list of hits per query); the embeddings file is
-    read and the text model created once for all of them. ``model``: the text model (default: the one named in the
-    file's provenance, which made the embeddings). A file of more than ``index_min_rows`` rows is searched through
+    read and the text model created once for all of them. ``model`` and ``pretrained``: the text model and its weights
+    (default: those named in the file's provenance, which made the embeddings). A file of more than ``index_min_rows`` rows is searched through
     its approximate index (``coca-video index``) when that exists and was built from the file as it is now; else
     every row is compared (a stale index is ignored with a warning).
     """
@@ -261,7 +261,10 @@ def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int =
     if not texts:
         raise ConfigError("search: no queries given")
     hits, vectors, provenance = read_embeddings(embeddings)
-    text = encode_queries(texts, model or provenance.get("model", "default"), provenance.get("pretrained") or None)
+    name = model or provenance.get("model", "default")
+    if pretrained is None and name == provenance.get("model", "default"):
+        pretrained = provenance.get("pretrained") or None
+    text = encode_queries(texts, name, pretrained)
     index = fresh_index(embeddings, hits, vectors.shape[1]) if len(hits) > index_min_rows else None
     found = index_candidates(index, text.numpy(), k) if index is not None else None
     ranked = [rank_hits(hits, vectors, query, k, rows) for query, rows in
