@@ -102,6 +102,8 @@ def test_the_text_model_gets_the_weights_that_made_the_embeddings_unless_told_ot
     calls = []
     monkeypatch.setattr(score, "create_model", lambda name, pretrained=None, device=None:
                         calls.append((name, pretrained)) or default_model)
+    default_tokenizer = score.get_tokenizer("default")
+    monkeypatch.setattr(score, "get_tokenizer", lambda name: default_tokenizer)  # every model answered by default's
     score.search(embeddings, "a red circle", k=1)
     assert main(["search", str(embeddings), "a red circle", "--pretrained", "other.bin"]) == 0
     assert main(["search", str(embeddings), "a red circle", "--model", "synthetic_tiny"]) == 0
