@@ -20,11 +20,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from coca_video import report as report_module
 from coca_video.config import DecodeConfig
 from coca_video.errors import OutputError
-from coca_video.report import (REPORT_MARKER, THUMBNAIL_BOX, THUMBNAIL_MAX_BYTES, THUMBNAILS_PER_PAGE,
-                               thumbnail_jpeg, thumbnail_tags, write_score_report)
+from coca_video.report import REPORT_MARKER, write_score_report
+from coca_video.report import page as report_page
+from coca_video.report.page import (THUMBNAIL_BOX, THUMBNAIL_MAX_BYTES, THUMBNAILS_PER_PAGE, thumbnail_jpeg,
+                                    thumbnail_tags)
 from coca_video.tasks.score import ScoreConfig, check_outputs
 
 CFG = SimpleNamespace(model=SimpleNamespace(name="default"), decode=DecodeConfig(num_frames=4))
@@ -136,7 +137,7 @@ def test_a_thumbnail_fits_the_box_and_byte_cap_or_is_left_out(monkeypatch):
         jpeg = thumbnail_jpeg(frame)
         assert jpeg is not None and len(jpeg) <= THUMBNAIL_MAX_BYTES
         assert Image.open(io.BytesIO(jpeg)).size == (128, 72)  # 16:9 shrunk into the 128x72 box
-    monkeypatch.setattr(report_module, "THUMBNAIL_MAX_BYTES", 1_000)
+    monkeypatch.setattr(report_page, "THUMBNAIL_MAX_BYTES", 1_000)
     assert thumbnail_jpeg(noise) is None and thumbnail_tags([noise]) == ""
 
 

@@ -1,0 +1,83 @@
+"""The probe's outputs: metrics, predictions and per-class tables, the confusion matrix and training curves."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from ..io import atomic_write_table, atomic_write_text
+
+
+@dataclass
+class ProbeResult:
+    """A probe's multi-view evaluation: accuracies (percent) and what they were computed from."""
+
+    top1: float
+    top5: float
+    mean_class_accuracy: float
+    per_class: list[float | None]  # percent per class index (None: no validation video)
+    probs: torch.Tensor  # (videos, classes) view-averaged softmax
+    labels: torch.Tensor  # (videos,)
+    paths: list[str]  # evaluated videos, in row order
+    failed: list[tuple[str, str]]  # (path, reason) of videos that could not be decoded
+
+
+def write_probe_outputs(output: Path, result: ProbeResult, classes: list[str], history: list[dict[str, float]],
+                        proto: dict[str, Any]) -> None:
+    """The probe's outputs: metrics.json, predictions.csv, per_class.csv, confusion.png (or top confusions in
+    metrics.json past 50 classes), curves.png."""
+    probs, labels = result.probs, result.labels
+    predictions = probs.argmax(-1) if len(probs) else torch.empty(0, dtype=torch.long)
+    confusion = torch.zeros(len(classes), len(classes), dtype=torch.long)
+    confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+    metrics = {"top1": result.top1, "top5": result.top5, "mean_class_accuracy": result.mean_class_accuracy,
+               "protocol": proto}
+    if len(classes) > 50:
+        off = confusion.clone().fill_diagonal_(0)
+        top = off.flatten().topk(min(20, off.numel())).indices
+        metrics["top_confusions"] = [{"true": classes[i // len(classes)], "predicted": classes[i % len(classes)],
+                                      "count": int(off.flatten()[i])} for i in top.tolist() if off.flatten()[i] > 0]
+    atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    top5 = probs.topk(min(5, len(classes)), dim=-1).indices.tolist() if len(probs) else []
+    predictions_table = {"path": result.paths, "label": [classes[i] for i in labels.tolist()],
+                         "prediction": [classes[i] for i in predictions.tolist()],
+                         "top5": ["|".join(classes[i] for i in row) for row in top5]}
+    atomic_write_table(pa.table(predictions_table), output / "predictions.csv")
+    per_class = {"class": classes, "accuracy": result.per_class,
+                 "videos": [int((labels == c).sum()) for c in range(len(classes))]}
+    atomic_write_table(pa.table(per_class), output / "per_class.csv")
+    plot_probe_curves(output, confusion, classes, history)
+    print(f"top-1 {result.top1:.1f}  top-5 {result.top5:.1f}  mean class {result.mean_class_accuracy:.1f}  "
+          f"({proto['val_videos_evaluated']} videos evaluated) -> {output / 'metrics.json'}")
+
+
+def plot_probe_curves(output: Path, confusion: torch.Tensor, classes: list[str],
+                      history: list[dict[str, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if len(classes) <= 50:
+        fig, ax = plt.subplots(figsize=(2 + 0.3 * len(classes), 2 + 0.3 * len(classes)))
+        ax.imshow(confusion.numpy(), cmap="Blues")
+        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        fig.tight_layout()
+        fig.savefig(output / "confusion.png", dpi=100)
+        plt.close(fig)
+    if history:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training loss")
+        fig.tight_layout()
+        fig.savefig(output / "curves.png", dpi=100)
+        plt.close(fig)
