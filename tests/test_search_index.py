@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from coca_video.cli import main
+from coca_video.data import ann_index
 from coca_video.data.ann_index import index_paths
 from coca_video.tasks import score
 
@@ -112,3 +113,24 @@ def test_index_without_usearch_is_a_one_line_error_and_search_scans(clustered, q
                                       "'coca-video[index]'\n"
     assert not any(p.exists() for p in index_paths(clustered))
     assert len(score.search(clustered, queries[:2], k=3, index_min_rows=100)) == 2
+
+
+def codes_of(vectors: np.ndarray, metric: str) -> np.ndarray:
+    return ann_index.quantise_rows(vectors, metric, np.empty(vectors.shape, np.int8))
+
+
+def test_the_int8_scan_proposes_the_exact_top_10_of_random_vectors():
+    pytest.importorskip("usearch")
+    rng = np.random.default_rng(4)
+    vectors, queries = unit(rng.standard_normal((5000, 64))), unit(rng.standard_normal((20, 64)))
+    found = ann_index.nearest(codes_of(vectors, "cos"), queries, 50)
+    for query, rows in zip(queries, found):
+        assert set(np.argsort(-(vectors @ query))[:10]) <= set(rows.tolist())
+
+
+def test_an_ip_index_ranks_by_dot_product_and_a_cos_index_by_angle():
+    pytest.importorskip("usearch")
+    query = np.array([[1.0, 0.0]], dtype=np.float32)
+    vectors = np.array([[0.5, 0.1], [2.0, 1.5]], dtype=np.float32)  # the first is nearer in angle, the second in dot
+    assert ann_index.nearest(codes_of(vectors, "ip"), query, 2)[0].tolist() == [1, 0]
+    assert ann_index.nearest(codes_of(vectors, "cos"), query, 2)[0].tolist() == [0, 1]

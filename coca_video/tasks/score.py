@@ -269,13 +269,10 @@ def rank_hits(hits: list[SearchHit], vectors: np.ndarray, query: np.ndarray, k: 
 
 def index_candidates(index: Any, queries: np.ndarray, k: int) -> list[np.ndarray]:
     """The row numbers an approximate index proposes for each query: ``max(k, CANDIDATES)`` of them, so that the
-    exact rescoring of :func:`rank_hits` recovers neighbours the graph ranked a little too low."""
-    from ..data.ann_index import CANDIDATES
+    exact rescoring of :func:`rank_hits` recovers neighbours the int8 codes ranked a little too low."""
+    from ..data.ann_index import CANDIDATES, nearest
 
-    matches = index.search(queries, count=max(k, CANDIDATES), threads=0)
-    if len(queries) == 1:  # usearch answers one query with its Matches, already cut to how many it found
-        return [matches.keys.astype(np.int64)]
-    return [keys[:count].astype(np.int64) for keys, count in zip(matches.keys, matches.counts)]
+    return nearest(index, queries, max(k, CANDIDATES))
 
 
 def search_row_ids(hits: Sequence[SearchHit]) -> list[str]:
@@ -295,21 +292,21 @@ def fresh_index(embeddings: str | os.PathLike, hits: list[SearchHit], ndim: int)
         print(f"warning: {embeddings}: its search index is stale (the file changed since it was built), so every "
               f"row is compared; rebuild it with: coca-video index {embeddings}", file=sys.stderr)
         return None
-    return open_index(embeddings)
+    return open_index(embeddings, len(hits), ndim)
 
 
 def build_index(embeddings: str | os.PathLike, metric: Literal["cos", "ip"] = "cos") -> dict[str, Any]:
     """Write the approximate nearest-neighbour index of the rows with an embedding beside ``embeddings`` (see
     :mod:`coca_video.data.ann_index`); returns a summary: its path, rows, metric and seconds taken."""
-    from ..data.ann_index import index_paths, source_of, usearch_index, write_index
+    from ..data.ann_index import index_paths, source_of, usearch_search, write_index
 
-    usearch_index()  # without usearch: fail before reading the file
-    graph, record = index_paths(embeddings)
-    check_output_file(graph, [Path(embeddings)], record.is_file(), "index")
+    usearch_search()  # without usearch: fail before reading the file
+    codes, record = index_paths(embeddings)
+    check_output_file(codes, [Path(embeddings)], record.is_file(), "index")
     started = time.time()
     hits, vectors, _ = read_embeddings(embeddings)
     write_index(embeddings, vectors, source_of(embeddings, search_row_ids(hits)), metric)
-    return {"index": str(graph), "rows": len(hits), "metric": metric, "seconds": round(time.time() - started, 2)}
+    return {"index": str(codes), "rows": len(hits), "metric": metric, "seconds": round(time.time() - started, 2)}
 
 
 def encode_queries(queries: Sequence[str], model: str, pretrained: str | None, batch_size: int = 256) -> torch.Tensor:
