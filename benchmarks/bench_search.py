@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from coca_video.data.ann_index import IndexSource, index_paths, open_index, write_index
-from coca_video.tasks.score import SearchHit, index_candidates, rank_hits
+from coca_video.data.ann_index import IndexSource, open_index, rows_digest, write_index
+from coca_video.tasks.score import SearchHit, index_candidates, rank_hits, search_row_ids
 
 K = 10
+SINGLE = 20  # queries timed one search call at a time
 
 
 def unit_vectors(rows: int, dim: int, seed: int) -> np.ndarray:
@@ -81,6 +82,11 @@ def compare(index: np.ndarray, hits: list[SearchHit], vectors: np.ndarray, queri
     print(f"{'':10s}{'recall@10':>10s}{'queries/s':>12s}")
     print(f"{'exact':10s}{1.0:10.3f}{exact_qps:12,.1f}")
     print(f"{'index':10s}{recall(approx, exact):10.3f}{approx_qps:12,.1f}   ({approx_qps / exact_qps:.1f}x exact)")
+    one_exact = timed(lambda: [exact_top(hits, vectors, queries[i:i + 1]) for i in range(SINGLE)])[1] / SINGLE
+    one_index = timed(lambda: [index_top(index, hits, vectors, queries[i:i + 1]) for i in range(SINGLE)])[1] / SINGLE
+    check = timed(lambda: rows_digest(search_row_ids(hits)))[1]
+    print(f"one query per call: exact {1e3 * one_exact:,.1f} ms, index {1e3 * one_index:,.1f} ms; "
+          f"checking the index is fresh (row digest): {1e3 * check:,.1f} ms per search")
 
 
 if __name__ == "__main__":
