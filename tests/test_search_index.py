@@ -1,5 +1,6 @@
 """Search through an approximate index (coca-video index): the same hits as exact search on clustered data, never
-used when stale, segment windows kept, and a one-line error without usearch."""
+used when stale or for a few queries, segment windows kept, a one-line error without usearch, and the int8 scan's
+candidates hold the exact neighbours."""
 
 from __future__ import annotations
 
@@ -98,6 +99,7 @@ def test_segment_rows_come_back_with_their_times_through_the_index(clustered, mo
     row = 1234  # v034.mp4, segment 24-26 s
     vector = np.asarray(table.column("video_embedding")[row].as_py(), dtype=np.float32)
     monkeypatch.setattr(score, "encode_queries", lambda texts, model, pretrained: torch.from_numpy(vector[None]))
+    monkeypatch.setattr(score, "INDEX_MIN_QUERIES", 1)
     best = score.search(clustered, "that segment", k=3, index_min_rows=100)[0]
     assert index_uses == [1]
     assert (best.path, best.start, best.end) == ("v034.mp4", 24.0, 26.0)
@@ -112,7 +114,19 @@ def test_index_without_usearch_is_a_one_line_error_and_search_scans(clustered, q
     assert capsys.readouterr().err == "coca-video index: error: usearch is not installed; pip install " \
                                       "'coca-video[index]'\n"
     assert not any(p.exists() for p in index_paths(clustered))
-    assert len(score.search(clustered, queries[:2], k=3, index_min_rows=100)) == 2
+    assert len(score.search(clustered, queries, k=3, index_min_rows=100)) == len(queries)
+
+
+def test_a_search_of_few_queries_compares_every_row_without_checking_the_index(clustered, queries, index_uses,
+                                                                               capsys):
+    pytest.importorskip("usearch")
+    score.build_index(clustered)
+    write_embeddings(clustered, unit(np.random.default_rng(3).standard_normal((CLUSTERS * PER_CLUSTER, DIM))))
+    few = queries[:score.INDEX_MIN_QUERIES - 1]
+    assert score.search(clustered, few, k=5, index_min_rows=100) == score.search(clustered, few, k=5,
+                                                                                   index_min_rows=EXACT)
+    assert not index_uses
+    assert capsys.readouterr().err == ""  # the stale index was never looked at
 
 
 def codes_of(vectors: np.ndarray, metric: str) -> np.ndarray:

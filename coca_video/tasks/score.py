@@ -217,7 +217,14 @@ class SearchHit(NamedTuple):
 SEARCH_ROW_KEYS = ("query", "rank", "path", "score", "start", "end")
 
 
-INDEX_MIN_ROWS = 500_000  # search uses a fresh index only above this: at 50k rows exact search is faster (1.4x)
+# When search goes through a fresh index, measured with benchmarks/bench_search.py (random 512-d rows, 2 busy cores).
+# One query per call, exact vs index: 0.7 vs 2.0 ms at 10,000 rows, 1.7-1.9 vs 1.5-2.5 at 20,000, 5.8 vs 3.2 at
+# 50,000, 60 vs 31 at 500,000, 221 vs 102 at 1,000,000; 1,000 queries at once: index 3.8x exact at 50,000, 2.9-3.9x
+# at 1,000,000. But checking that the index is fresh (the row digest) costs ~0.4 us a row per search (20 ms at
+# 50,000 rows, 487 ms at 1,000,000), and one query saves 3.6 ms at 50,000 rows, 105 ms at 1,000,000 (batched), so a
+# search of 6 queries breaks even from 50,000 rows on (at 20,000 it takes 9, at 10,000 26).
+INDEX_MIN_ROWS = 50_000  # search uses a fresh index only for files of more rows than this...
+INDEX_MIN_QUERIES = 6  # ...and only for at least this many queries at once
 
 
 @overload
@@ -238,9 +245,9 @@ def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int =
 
     ``queries``: one query (returns its hits) or a list (returns one list of hits per query); the embeddings file is
     read and the text model created once for all of them. ``model``: the text model (default: the one named in the
-    file's provenance, which made the embeddings). A file of more than ``index_min_rows`` rows is searched through
-    its approximate index (``coca-video index``) when that exists and was built from the file as it is now; else
-    every row is compared (a stale index is ignored with a warning).
+    file's provenance, which made the embeddings). A file of more than ``index_min_rows`` rows is searched for
+    ``INDEX_MIN_QUERIES`` or more queries through its approximate index (``coca-video index``) when that exists and
+    was built from the file as it is now; else every row is compared (a stale index is ignored with a warning).
     """
     if k < 1:
         raise ConfigError(f"-k must be >= 1, got {k}")
@@ -249,7 +256,8 @@ def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int =
         raise ConfigError("search: no queries given")
     hits, vectors, provenance = read_embeddings(embeddings)
     text = encode_queries(texts, model or provenance.get("model", "default"), provenance.get("pretrained") or None)
-    index = fresh_index(embeddings, hits, vectors.shape[1]) if len(hits) > index_min_rows else None
+    use_index = len(hits) > index_min_rows and len(texts) >= INDEX_MIN_QUERIES
+    index = fresh_index(embeddings, hits, vectors.shape[1]) if use_index else None
     found = index_candidates(index, text.numpy(), k) if index is not None else None
     ranked = [rank_hits(hits, vectors, query, k, rows) for query, rows in
               zip(text.numpy(), found if found is not None else [None] * len(texts))]
