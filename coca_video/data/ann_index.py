@@ -8,10 +8,11 @@ usearch's SIMD kernels, kept beside the file and never trusted unverified.
 A scan of int8 codes reads a quarter of the bytes of the float32 rows and runs on integer SIMD; search rescores the
 ``CANDIDATES`` best rows of the scan exactly, so quantisation only decides which rows are rescored. Measured with
 benchmarks/bench_search.py on 1,000,000 random 512-d unit vectors and 1,000 independent random queries (2 busy
-cores): built in 4.7 s (211,251 rows/s), 488 MiB, recall@10 1.000, 19.9 queries/s against exact search's 5.1 (3.9x).
+cores, three runs): built in 4.7-6.3 s (158,713-211,251 rows/s), 488 MiB, recall@10 1.000, 17.8-21.2 queries/s
+against exact search's 5.1-9.4 (2.2-3.9x).
 An HNSW graph (usearch) did worse on such data: at 100,000 rows (i8, connectivity 32, expansion_add 128) it needed
 expansion_search 4,096 for recall@10 0.990 (1,024: 0.787; 2,048: 0.943) and then answered 58 queries/s against the
-int8 scan's ~300 and exact search's 71, built at 904 rows/s (a million rows: 20+ minutes), and the expansion it needs
+int8 scan's ~300 and exact search's 71, built at 904 rows/s (a million rows: 18+ minutes), and the expansion it needs
 grows with the rows (1,024 in f32: recall@10 0.996 at 20,000 rows, 0.932 at 50,000).
 
 Both files are written atomically, the codes first: a reader that sees a new record with old codes cannot happen, and
