@@ -203,11 +203,12 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 def cmd_index(args: argparse.Namespace) -> None:
     """Build the approximate nearest-neighbour index search uses for large embeddings files (needs usearch)."""
-    from .tasks.score import INDEX_MIN_ROWS, build_index
+    from .tasks.score import INDEX_MIN_QUERIES, INDEX_MIN_ROWS, build_index
 
     summary = build_index(args.embeddings, args.metric)
     print(f"wrote {summary['index']} ({summary['rows']} rows, metric {summary['metric']}, {summary['seconds']} s); "
-          f"search uses it for files of more than {INDEX_MIN_ROWS:,} rows while the file is unchanged")
+          f"search uses it for {INDEX_MIN_QUERIES} or more queries in files of more than {INDEX_MIN_ROWS:,} rows while "
+          f"the file is unchanged")
 
 
 def cmd_merge(args: argparse.Namespace) -> None:

@@ -1,5 +1,6 @@
 """Search through an approximate index (coca-video index): the same hits as exact search on clustered data, never
-used when stale, segment windows kept, and a one-line error without usearch."""
+used when stale or for a few queries, segment windows kept, a one-line error without usearch, and the int8 scan's
+candidates hold the exact neighbours."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from coca_video.cli import main
+from coca_video.data import ann_index
 from coca_video.data.ann_index import index_paths
 from coca_video.tasks import score
 
@@ -97,6 +99,7 @@ def test_segment_rows_come_back_with_their_times_through_the_index(clustered, mo
     row = 1234  # v034.mp4, segment 24-26 s
     vector = np.asarray(table.column("video_embedding")[row].as_py(), dtype=np.float32)
     monkeypatch.setattr(score, "encode_queries", lambda texts, model, pretrained: torch.from_numpy(vector[None]))
+    monkeypatch.setattr(score, "INDEX_MIN_QUERIES", 1)
     best = score.search(clustered, "that segment", k=3, index_min_rows=100)[0]
     assert index_uses == [1]
     assert (best.path, best.start, best.end) == ("v034.mp4", 24.0, 26.0)
@@ -111,4 +114,37 @@ def test_index_without_usearch_is_a_one_line_error_and_search_scans(clustered, q
     assert capsys.readouterr().err == "coca-video index: error: usearch is not installed; pip install " \
                                       "'coca-video[index]'\n"
     assert not any(p.exists() for p in index_paths(clustered))
-    assert len(score.search(clustered, queries[:2], k=3, index_min_rows=100)) == 2
+    assert len(score.search(clustered, queries, k=3, index_min_rows=100)) == len(queries)
+
+
+def test_a_search_of_few_queries_compares_every_row_without_checking_the_index(clustered, queries, index_uses,
+                                                                               capsys):
+    pytest.importorskip("usearch")
+    score.build_index(clustered)
+    write_embeddings(clustered, unit(np.random.default_rng(3).standard_normal((CLUSTERS * PER_CLUSTER, DIM))))
+    few = queries[:score.INDEX_MIN_QUERIES - 1]
+    assert score.search(clustered, few, k=5, index_min_rows=100) == score.search(clustered, few, k=5,
+                                                                                   index_min_rows=EXACT)
+    assert not index_uses
+    assert capsys.readouterr().err == ""  # the stale index was never looked at
+
+
+def codes_of(vectors: np.ndarray, metric: str) -> np.ndarray:
+    return ann_index.quantise_rows(vectors, metric, np.empty(vectors.shape, np.int8))
+
+
+def test_the_int8_scan_proposes_the_exact_top_10_of_random_vectors():
+    pytest.importorskip("usearch")
+    rng = np.random.default_rng(4)
+    vectors, queries = unit(rng.standard_normal((5000, 64))), unit(rng.standard_normal((20, 64)))
+    found = ann_index.nearest(codes_of(vectors, "cos"), queries, 50)
+    for query, rows in zip(queries, found):
+        assert set(np.argsort(-(vectors @ query))[:10]) <= set(rows.tolist())
+
+
+def test_an_ip_index_ranks_by_dot_product_and_a_cos_index_by_angle():
+    pytest.importorskip("usearch")
+    query = np.array([[1.0, 0.0]], dtype=np.float32)
+    vectors = np.array([[0.5, 0.1], [2.0, 1.5]], dtype=np.float32)  # the first is nearer in angle, the second in dot
+    assert ann_index.nearest(codes_of(vectors, "ip"), query, 2)[0].tolist() == [1, 0]
+    assert ann_index.nearest(codes_of(vectors, "cos"), query, 2)[0].tolist() == [0, 1]

@@ -230,7 +230,15 @@ class SearchHit(NamedTuple):
 SEARCH_ROW_KEYS = ("query", "rank", "path", "score", "start", "end")
 
 
-INDEX_MIN_ROWS = 500_000  # search uses a fresh index only above this: at 50k rows exact search is faster (1.4x)
+# When search goes through a fresh index, measured with benchmarks/bench_search.py (random 512-d rows, 2 busy cores).
+# One query per call, exact vs index: 0.7 vs 2.0 ms at 10,000 rows, 1.7-1.9 vs 1.5-2.5 at 20,000, 5.8 vs 3.2 at
+# 50,000, 60 vs 31 at 500,000, 108-221 vs 92-102 at 1,000,000; 1,000 queries at once: index 3.8x exact at 50,000,
+# 2.2-3.9x at 1,000,000. But checking that the index is fresh (the row digest) costs ~0.4-0.65 us a row per search
+# (20 ms at 50,000 rows, 487-647 ms at 1,000,000), and one query saves 3.6 ms at 50,000 rows, 59-105 ms at 1,000,000
+# (batched), so a search breaks even from about 6 queries on above 50,000 rows (50,000: 6, 100,000: 6, 200,000: 4,
+# 500,000: 6, 1,000,000: 5 and 11 in two runs; 20,000: 9, 10,000: 26).
+INDEX_MIN_ROWS = 50_000  # search uses a fresh index only for files of more rows than this...
+INDEX_MIN_QUERIES = 6  # ...and only for at least this many queries at once
 
 
 @overload
@@ -250,10 +258,11 @@ def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int =
     """The ``k`` videos (or segments) whose embeddings are closest to a text query (cosine), best first.
 
     ``queries``: one query (returns its hits) or a list (returns one list of hits per query); the embeddings file is
-    read and the text model created once for all of them. ``model`` and ``pretrained``: the text model and its weights
-    (default: those named in the file's provenance, which made the embeddings). A file of more than ``index_min_rows`` rows is searched through
-    its approximate index (``coca-video index``) when that exists and was built from the file as it is now; else
-    every row is compared (a stale index is ignored with a warning).
+    read and the text model created once for all of them. ``model`` and ``pretrained``: the text model and its
+    weights (default: those named in the file's provenance, which made the embeddings). A file of more than
+    ``index_min_rows`` rows is searched for ``INDEX_MIN_QUERIES`` or more queries through its approximate index
+    (``coca-video index``) when that exists and was built from the file as it is now; else every row is compared (a
+    stale index is ignored with a warning).
     """
     if k < 1:
         raise ConfigError(f"-k must be >= 1, got {k}")
@@ -265,7 +274,8 @@ def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int =
     if pretrained is None and name == provenance.get("model", "default"):
         pretrained = provenance.get("pretrained") or None
     text = encode_queries(texts, name, pretrained)
-    index = fresh_index(embeddings, hits, vectors.shape[1]) if len(hits) > index_min_rows else None
+    use_index = len(hits) > index_min_rows and len(texts) >= INDEX_MIN_QUERIES
+    index = fresh_index(embeddings, hits, vectors.shape[1]) if use_index else None
     found = index_candidates(index, text.numpy(), k) if index is not None else None
     ranked = [rank_hits(hits, vectors, query, k, rows) for query, rows in
               zip(text.numpy(), found if found is not None else [None] * len(texts))]
@@ -285,13 +295,10 @@ def rank_hits(hits: list[SearchHit], vectors: np.ndarray, query: np.ndarray, k: 
 
 def index_candidates(index: Any, queries: np.ndarray, k: int) -> list[np.ndarray]:
     """The row numbers an approximate index proposes for each query: ``max(k, CANDIDATES)`` of them, so that the
-    exact rescoring of :func:`rank_hits` recovers neighbours the graph ranked a little too low."""
-    from ..data.ann_index import CANDIDATES
+    exact rescoring of :func:`rank_hits` recovers neighbours the int8 codes ranked a little too low."""
+    from ..data.ann_index import CANDIDATES, nearest
 
-    matches = index.search(queries, count=max(k, CANDIDATES), threads=0)
-    if len(queries) == 1:  # usearch answers one query with its Matches, already cut to how many it found
-        return [matches.keys.astype(np.int64)]
-    return [keys[:count].astype(np.int64) for keys, count in zip(matches.keys, matches.counts)]
+    return nearest(index, queries, max(k, CANDIDATES))
 
 
 def search_row_ids(hits: Sequence[SearchHit]) -> list[str]:
@@ -311,21 +318,21 @@ def fresh_index(embeddings: str | os.PathLike, hits: list[SearchHit], ndim: int)
         print(f"warning: {embeddings}: its search index is stale (the file changed since it was built), so every "
               f"row is compared; rebuild it with: coca-video index {embeddings}", file=sys.stderr)
         return None
-    return open_index(embeddings)
+    return open_index(embeddings, len(hits), ndim)
 
 
 def build_index(embeddings: str | os.PathLike, metric: Literal["cos", "ip"] = "cos") -> dict[str, Any]:
     """Write the approximate nearest-neighbour index of the rows with an embedding beside ``embeddings`` (see
     :mod:`coca_video.data.ann_index`); returns a summary: its path, rows, metric and seconds taken."""
-    from ..data.ann_index import index_paths, source_of, usearch_index, write_index
+    from ..data.ann_index import index_paths, source_of, usearch_search, write_index
 
-    usearch_index()  # without usearch: fail before reading the file
-    graph, record = index_paths(embeddings)
-    check_output_file(graph, [Path(embeddings)], record.is_file(), "index")
+    usearch_search()  # without usearch: fail before reading the file
+    codes, record = index_paths(embeddings)
+    check_output_file(codes, [Path(embeddings)], record.is_file(), "index")
     started = time.time()
     hits, vectors, _ = read_embeddings(embeddings)
     write_index(embeddings, vectors, source_of(embeddings, search_row_ids(hits)), metric)
-    return {"index": str(graph), "rows": len(hits), "metric": metric, "seconds": round(time.time() - started, 2)}
+    return {"index": str(codes), "rows": len(hits), "metric": metric, "seconds": round(time.time() - started, 2)}
 
 
 def encode_queries(queries: Sequence[str], model: str, pretrained: str | None, batch_size: int = 256) -> torch.Tensor:
