@@ -315,13 +315,15 @@ class ModelConfig:
     name: str = "default"  # architecture name (list_models()), checkpoint folder, hf-hub:<repo>, or "default"
     pretrained: str | None = None  # weights for an architecture: open_clip file or folder, hf-hub:<repo>, or a tag
     device: str = "cpu"  # cpu, cuda, cuda:N, mps, or auto (cuda, then mps, then cpu)
-    precision: Literal["fp32", "bf16", "int8"] = "fp32"  # inference: weights in bf16 or int8 Linear; training: autocast
+    precision: Literal["fp32", "bf16", "fp16", "int8"] = "fp32"  # inference weights; fp16: GPU, int8: CPU
     image_size: int | None = None  # run at this resolution (position embeddings resampled); None: the model's own
-    compile: bool = False  # torch.compile the image encoder (for accelerators); eager, with a warning, if it fails
+    compile: bool | None = None  # torch.compile the image encoder; null: only for CUDA inference in bf16/fp16
 
     def __post_init__(self) -> None:
         check_device(self.device)
         self.device = resolve_device(self.device)  # auto is resolved once, so every user of the block sees a device
+        check(self.precision != "fp16" or self.device != "cpu", "precision", "be fp32, bf16 or int8 on the CPU "
+              "(fp16 is for accelerators: cuda, mps)", self.precision)
         if self.image_size is not None:
             check_at_least("image_size", self.image_size, 1)
 

@@ -1,9 +1,9 @@
 """Where and how a model runs: the model block of a task config turned into a model, and mixed precision.
 
 ``model.precision`` means two things, one per use: for inference (scoring, retrieval, the frozen probe's cache) the
-weights themselves compute in it (``bf16``: cast; ``int8``: dynamically quantised Linear layers; see
+weights themselves compute in it (``bf16``/``fp16``: cast; ``int8``: dynamically quantised Linear layers; see
 :mod:`coca_video.model.precision`); for training (pretraining, finetuning) the fp32 weights train under bf16
-autocast, and ``int8`` is refused."""
+autocast, and ``fp16`` and ``int8`` are refused."""
 
 from __future__ import annotations
 
@@ -25,15 +25,24 @@ logger = logging.getLogger(__name__)
 def load_model(cfg: ModelConfig, training: bool = False) -> CoCa:
     """``create_model`` from a task's model block, on its device, in eval mode; for inference in its precision,
     for ``training`` with fp32 weights (bf16 then means autocast; int8 cannot train)."""
-    if training and cfg.precision == "int8":
-        raise ConfigError("model.precision=int8 is for inference only: training needs fp32 weights (bf16 autocast)")
+    if training and cfg.precision in ("int8", "fp16"):
+        raise ConfigError(f"model.precision={cfg.precision} is for inference only: training needs fp32 weights "
+                          f"(precision=bf16 trains under bf16 autocast)")
     if not training and cfg.precision == "int8" and torch.device(cfg.device).type != "cpu":
         raise ConfigError(f"model.precision=int8 runs on the CPU only, not model.device={cfg.device}; use bf16")
     model = create_model(cfg.name, pretrained=cfg.pretrained, device=cfg.device,
                          precision="fp32" if training else cfg.precision, image_size=cfg.image_size)
-    if cfg.compile:
+    if compiles(cfg, training):
         compile_forward(model.image_encoder)
     return model
+
+
+def compiles(cfg: ModelConfig, training: bool = False) -> bool:
+    """Whether the image encoder runs through ``torch.compile``: as ``model.compile`` says, or when that is null,
+    for inference on CUDA with bf16 or fp16 weights (where compiling pays off; on the CPU it did not here)."""
+    if cfg.compile is not None:
+        return cfg.compile
+    return not training and torch.device(cfg.device).type == "cuda" and cfg.precision in ("bf16", "fp16")
 
 
 def compile_forward(module: nn.Module) -> None:

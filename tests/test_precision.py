@@ -16,7 +16,7 @@ from coca_video.data.synthetic import zero_shot_image_set
 from coca_video.model.precision import apply_precision
 from coca_video.zero_shot import class_embeddings
 
-MIN_COSINE = {"bf16": 0.999, "int8": 0.995}
+MIN_COSINE = {"bf16": 0.999, "fp16": 0.999, "int8": 0.995}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def default_model_and_images():
     return model, coca_video.image_transform(model).frames(images), names
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "int8"])  # fp16 checked on the CPU: the same numbers a GPU
 def test_default_model_passes_the_gates(default_model_and_images, precision):
     model, images, names = default_model_and_images
     tokenizer = coca_video.get_tokenizer("default")
@@ -45,7 +45,7 @@ def test_default_model_passes_the_gates(default_model_and_images, precision):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "int8"])
 def test_coca_vit_b32_embeddings_stay_close(precision):
     torch.manual_seed(0)
     model = coca_video.create_model("coca_ViT-B-32")
@@ -96,3 +96,30 @@ def test_int8_cannot_train():
 
     with pytest.raises(ConfigError, match="int8 is for inference only"):
         load_model(ModelConfig(precision="int8"), training=True)
+
+
+def test_fp16_is_for_accelerators_and_inference():
+    from coca_video.config import load_config
+    from coca_video.errors import ConfigError
+    from coca_video.tasks import score
+
+    with pytest.raises(ConfigError, match="precision must be fp32, bf16 or int8 on the CPU"):
+        load_config(score.ScoreConfig, None, ["model.precision=fp16"])  # default device: cpu
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="precision must be fp32, bf16 or int8 on the CPU"):
+            load_config(score.ScoreConfig, None, ["model.precision=fp16", "model.device=auto"])
+
+
+def test_compile_defaults_to_the_accelerator_path_only():
+    """model.compile null: compiled for CUDA inference in bf16/fp16, nowhere else; true/false decide alone."""
+    from types import SimpleNamespace
+
+    from coca_video.runtime import compiles
+
+    def cfg(device, precision, compile=None):
+        return SimpleNamespace(device=device, precision=precision, compile=compile)
+
+    assert compiles(cfg("cuda", "bf16")) and compiles(cfg("cuda:1", "fp16"))
+    assert not compiles(cfg("cuda", "fp32")) and not compiles(cfg("cpu", "bf16")) and not compiles(cfg("mps", "fp16"))
+    assert not compiles(cfg("cuda", "bf16"), training=True)
+    assert compiles(cfg("cpu", "fp32", compile=True)) and not compiles(cfg("cuda", "bf16", compile=False))
