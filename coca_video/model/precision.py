@@ -8,6 +8,11 @@
            convolution whose stride is its kernel) becomes such a Linear too; embeddings, norms, GELU and attention
            stay fp32 (GELU in bf16 was 1.05x slower in the whole encoder despite a faster kernel); CPU only
 
+torch.ao rather than torchao: torchao's ``Int8DynamicActivationInt8WeightConfig`` (0.14-0.18 install beside torch
+2.14.1; 0.14-0.16 without their C++ kernels) ran a ViT-B MLP block at batch 16 1.7-8x slower than torch.ao eager on
+this 2-core AVX-512 VNNI CPU, and under ``torch.compile`` (7 s to compile one block) no faster than torch.ao packed
+for oneDNN.
+
 Training keeps fp32 weights and uses bf16 autocast instead (``runtime.autocast``). Measured fidelity and speed:
 ``tests/test_precision.py`` and ``benchmarks/bench_encode_image.py``.
 """
