@@ -111,7 +111,8 @@ def main() -> None:
                 score_rate = summary["videos"] / summary["seconds"]
                 ceiling = encoder_only(paths, model, args.frames, args.batch_size)
                 print(f"  {precision:<5} naive loop    {naive_rate:7.2f} videos/s")
-                print(f"  {precision:<5} score         {score_rate:7.2f} videos/s   {score_rate / naive_rate:.2f}x naive")
+                print(f"  {precision:<5} score         {score_rate:7.2f} videos/s   "
+                      f"{score_rate / naive_rate:.2f}x naive")
                 print(f"  {precision:<5} encoder only  {ceiling:7.2f} videos/s   score reaches "
                       f"{100 * score_rate / ceiling:.0f}% of it")
     if args.memory_videos:
