@@ -3,6 +3,7 @@ peak memory of scoring 1,000 videos vs 10 (fresh processes), which must not grow
 
     python benchmarks/bench_score.py [--videos 160] [--model default] [--frames 16] [--memory-videos 1000]
     python benchmarks/bench_score.py --threads 1 --workers 1 --memory-videos 0   # a core for the model, one to decode
+    python benchmarks/bench_score.py --model coca_ViT-B-32 --precisions fp32,bf16,int8 --videos 32 --memory-videos 0
 
 Two folders: small clips (128 px, 48 frames: decoding is cheap next to the model) and Kinetics-like ones (320 px,
 5 s at 25 fps with one keyframe: decoding costs about as much as encoding, as with real clips).
@@ -11,6 +12,8 @@ Two folders: small clips (128 px, 48 frames: decoding is cheap next to the model
 - score: the real command path (DataLoader with 2 decoding workers, batches, parquet parts, merge);
 - encoder only: the same frames already decoded and preprocessed in memory, encoded in the same batches; the
   ceiling the pipeline approaches when decoding is fully hidden behind the model.
+
+All three run once per ``--precisions`` entry (``model.precision``: the same architecture in fp32, bf16 or int8).
 """
 
 from __future__ import annotations
@@ -82,30 +85,36 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0, help="torch threads for all three (0: torch's default)")
     parser.add_argument("--workers", type=int, default=2, help="decoding workers of `score`")
+    parser.add_argument("--precisions", default="fp32", help="comma-separated model.precision values to compare")
     parser.add_argument("--memory-videos", type=int, default=1000, help="0 skips the memory comparison")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = create_model(args.model).eval()
+    precisions = args.precisions.split(",")
+    models = {precision: create_model(args.model, precision=precision).eval() for precision in precisions}
     print(f"{args.videos} videos per folder, {args.frames} frames each, model {args.model}, "
           f"{torch.get_num_threads()} threads, score with {args.workers} decoding workers")
     for name, size, length in (("small clips, 128 px x 48 frames", 128, 48), ("Kinetics-like, 320 px x 125 frames",
                                                                             320, 125)):
+        print(f"{name}:")
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "videos"
             folder.mkdir()
             paths = make_folder(folder, args.videos, size, num_frames=length)
-            naive_rate = naive(paths, model, args.frames)
-            cfg = ScoreConfig(videos=str(folder), out=str(Path(tmp) / "scores.parquet"), model=ModelConfig(args.model),
-                              decode=DecodeConfig(args.frames, batch_size=args.batch_size, workers=args.workers))
-            summary = run(cfg)
-            score_rate = summary["videos"] / summary["seconds"]
-            ceiling = encoder_only(paths, model, args.frames, args.batch_size)
-        print(f"{name}:")
-        print(f"  naive loop    {naive_rate:7.2f} videos/s")
-        print(f"  score         {score_rate:7.2f} videos/s   {score_rate / naive_rate:.2f}x naive")
-        print(f"  encoder only  {ceiling:7.2f} videos/s   score reaches {100 * score_rate / ceiling:.0f}% of it")
+            for precision, model in models.items():
+                naive_rate = naive(paths, model, args.frames)
+                cfg = ScoreConfig(videos=str(folder), out=str(Path(tmp) / f"scores_{precision}.parquet"),
+                                  model=ModelConfig(args.model, precision=precision),
+                                  decode=DecodeConfig(args.frames, batch_size=args.batch_size, workers=args.workers))
+                summary = run(cfg)
+                score_rate = summary["videos"] / summary["seconds"]
+                ceiling = encoder_only(paths, model, args.frames, args.batch_size)
+                print(f"  {precision:<5} naive loop    {naive_rate:7.2f} videos/s")
+                print(f"  {precision:<5} score         {score_rate:7.2f} videos/s   "
+                      f"{score_rate / naive_rate:.2f}x naive")
+                print(f"  {precision:<5} encoder only  {ceiling:7.2f} videos/s   score reaches "
+                      f"{100 * score_rate / ceiling:.0f}% of it")
     if args.memory_videos:
         with tempfile.TemporaryDirectory() as tmp:
             small, large = Path(tmp) / "small", Path(tmp) / "large"

@@ -123,3 +123,21 @@ def test_compile_defaults_to_the_accelerator_path_only():
     assert not compiles(cfg("cuda", "fp32")) and not compiles(cfg("cpu", "bf16")) and not compiles(cfg("mps", "fp16"))
     assert not compiles(cfg("cuda", "bf16"), training=True)
     assert compiles(cfg("cpu", "fp32", compile=True)) and not compiles(cfg("cuda", "bf16", compile=False))
+
+
+def test_patch_linear_equals_the_patch_convolution_it_replaces():
+    from coca_video.model.precision import PatchLinear
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 4, stride=4, bias=True)
+    images = torch.randn(2, 3, 12, 16)
+    assert PatchLinear.fits(conv) and not PatchLinear.fits(torch.nn.Conv2d(3, 8, 4, stride=2))
+    with torch.no_grad():
+        torch.testing.assert_close(PatchLinear(conv)(images), conv(images), rtol=1e-5, atol=1e-5)
+
+
+def test_int8_packs_for_onednn_without_changing_the_global_engine(default_model_and_images):
+    before = torch.backends.quantized.engine
+    quantised = apply_precision(default_model_and_images[0], "int8")
+    assert torch.backends.quantized.engine == before
+    assert type(quantised.image_encoder.vit.patch_embed.proj).__name__ == "PatchLinear"

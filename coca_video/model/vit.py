@@ -58,4 +58,4 @@ class ImageEncoder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) preprocessed images (any float dtype: cast to the weights') -> (B, 1 + N, width) tokens."""
-        return self.vit.forward_features(images.to(self.vit.patch_embed.proj.weight.dtype))
+        return self.vit.forward_features(images.to(self.vit.cls_token.dtype))
