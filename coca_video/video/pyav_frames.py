@@ -20,22 +20,25 @@ class PyavSource:
         self.stream.thread_type = "SLICE"
         self.time_base = float(self.stream.time_base)
         self.start = self.stream.start_time or 0
-        keyframes = [entry.timestamp for entry in self.stream.index_entries if entry.is_keyframe]
-        self.keyframe_times = np.sort(np.array(keyframes, np.float64) - self.start) * self.time_base
+        # The container's index (MP4/MOV, MKV cues, ...), searched per seek decision: listing its keyframes up front
+        # cost 7 ms on a 2-hour 5 fps clip (36,000 entries), a sixth of decoding its 16 frames.
+        self.index = self.stream.index_entries
 
     def frames_from_start(self) -> Iterator[tuple[float, Any]]:
         """Every frame, decoded from the first packet."""
         return self._decoded(self.container.demux(self.stream), drop_leading=False)
 
     def worth_seeking(self, decoded_to: float, limit: float) -> bool:
-        """Whether the frame wanted at ``limit`` is far beyond the decoded position ``decoded_to`` and its keyframe
-        (by the container's index, where there is one) lies beyond that position, so a seek skips work."""
-        if limit - decoded_to <= SEEK_AHEAD_SECONDS:
-            return False
-        if not len(self.keyframe_times):  # no index: the seek lands at most one keyframe interval back
-            return True
-        before = self.keyframe_times[self.keyframe_times <= limit]
-        return bool(len(before)) and before[-1] > decoded_to
+        """Whether a seek skips work on the way to the frame wanted at ``limit`` from the decoded position
+        ``decoded_to``: by the container's index, where there is one, whenever the keyframe at or before ``limit``
+        lies beyond that position, however close (the frames before it need not be decoded: on the benchmark's
+        bikes.mp4, 16 frames 0.6 s apart with keyframes about 1.6 s apart, 212 frames are decoded instead of 244);
+        without an index, when the frame is more than ``SEEK_AHEAD_SECONDS`` ahead (the seek lands at most one
+        keyframe interval back)."""
+        if not len(self.index):
+            return limit - decoded_to > SEEK_AHEAD_SECONDS
+        position = self.index.search_timestamp(self.start + int(limit / self.time_base), backward=True)
+        return position >= 0 and (self.index[position].timestamp - self.start) * self.time_base > decoded_to
 
     def frames_from_keyframe_before(self, limit: float) -> Iterator[tuple[float, Any]]:
         """Frames from a keyframe whose first frame is at or before ``limit``: seek there; if the seek lands past
