@@ -206,6 +206,23 @@ def test_sampled_frames_equal_a_full_sequential_decode(corpus, name):
             assert not mismatched, f"{name} {backend} n={n}: wrong frames at indices {mismatched}"
 
 
+@pytest.mark.parametrize("name", ["x264_defaults", "x264_open_gop", "h264_mkv", "vp9_altref", "hevc_10bit"])
+def test_runs_and_spacings_of_frames_equal_a_full_sequential_decode(corpus, name):
+    """PyAV skips decoding non-reference frames it can tell are not wanted (a frame shown later, and still in time,
+    was read before them): every frame of a run, frames a few apart and frames a keyframe interval apart still come
+    out as a full decode shows them."""
+    clip, path = CORPUS[name], corpus.path(name)
+    reader = VideoReader(path, backend="pyav")
+    count = int(clip.seconds * clip.fps)  # encoded frames (a WebM header's estimate may say more)
+    indices = np.unique(np.concatenate([np.arange(0, 40), np.arange(40, 200, 3), np.arange(200, count, 97),
+                                        [count - 1]]))
+    indices = indices[indices < count]
+    reference = sequential_frames(path, reader.fps, indices, by_time=False)
+    frames = reader.get_frames(indices)
+    mismatched = [int(i) for i, frame in zip(indices, frames) if not np.array_equal(frame, reference[int(i)])]
+    assert not mismatched, f"{name}: wrong frames at indices {mismatched}"
+
+
 @pytest.mark.parametrize("name", ["rotate_90", "rotate_180", "rotate_270"])
 def test_rotated_clips_come_out_upright(corpus, name):
     clip, path = CORPUS[name], corpus.path(name)

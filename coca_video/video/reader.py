@@ -340,6 +340,7 @@ def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[i
         first_shown = upcoming[0] if upcoming is not None else 0.0  # times count from the first frame shown
         for i, index in enumerate(unique):
             limit = first_shown + index / info.fps + half_frame
+            source.wanted_until = limit
             if upcoming is not None and source.worth_seeking(upcoming[0], limit):
                 frames = source.frames_from_keyframe_before(limit)
                 previous, upcoming = None, next(frames, None)
