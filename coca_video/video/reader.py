@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import UserError
 from .isolate import DecodeTimeout, call_with_timeout, report_progress
 from .mp4 import is_mp4_without_moov, mp4_rotation
-from .pyav_frames import SEEK_AHEAD_SECONDS, PyavSource
+from .pyav_frames import SEEK_AHEAD_SECONDS, PyavSource, RgbConverter
 
 Backend = Literal["auto", "decord", "pyav", "torchcodec"]
 BACKENDS: tuple[Backend, ...] = ("auto", "decord", "pyav", "torchcodec")
@@ -333,6 +333,7 @@ def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[i
     unique, inverse = np.unique(indices, return_inverse=True)
     half_frame = 0.5 / info.fps
     out = np.empty((len(unique), height, width, 3), np.uint8)
+    to_rgb = RgbConverter()
     with av.open(str(path)) as container:
         source = PyavSource(container)
         frames = source.frames_from_start()
@@ -351,8 +352,8 @@ def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[i
             if shown is None or (upcoming is None and index > last_index + END_SLACK_FRAMES):
                 raise VideoDecodeError(path, f"truncated: frames decodable up to about #{last_index}, the header "
                                              f"claims {info.num_frames}")
-            out[i] = shown[1].to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
-            report_progress(i + 1)  # one swscale pass, bilinear above: decord's scaler, bit for bit
+            out[i] = to_rgb(shown[1], height, width)
+            report_progress(i + 1)
     return out[inverse]
 
 
