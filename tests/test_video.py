@@ -207,6 +207,15 @@ def test_time_limit_kills_a_hung_decode():
     assert call_with_timeout(np.arange, 5, 2).tolist() == [0, 1]  # a new helper after the killed one
 
 
+def test_large_results_come_back_whole_call_after_call():
+    """Arrays from 1 MiB on come back through the helper's in-memory file, not the pipe: same values and shape, a
+    writable array of the caller's own, and the file of one call is not mixed up with the next call's."""
+    for length in (1 << 21, 3 << 20, 100):
+        result = call_with_timeout(np.arange, 30, length)
+        assert result.shape == (length,) and result[-1] == length - 1 and result.flags.writeable
+        result[0] = -1
+
+
 def test_helper_dies_with_its_parent_when_the_parent_is_killed():
     """A process busy waiting on its decode helper is SIGKILLed: the helper must not live on as an orphan."""
     script = ("import importlib.util, sys, time; "  # isolate.py alone: the package's __init__ imports torch (slow)
