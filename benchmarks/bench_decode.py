@@ -93,18 +93,22 @@ if torchcodec_imports():
     METHODS["ours (torchcodec)"] = ours_torchcodec
 
 
-def median_time(fn, *args, repeats: int) -> float:
-    """The median of ``repeats`` timings, each averaged over enough calls to last at least 0.2 s."""
-    start = time.perf_counter()
-    fn(*args)
-    calls = max(1, int(0.2 / max(time.perf_counter() - start, 1e-6)))
-    times = []
-    for _ in range(repeats):
+def median_times(methods: dict, path: Path, indices: np.ndarray, repeats: int) -> dict[str, float]:
+    """Per method, the median of ``repeats`` timings, each averaged over enough calls to last at least 0.2 s. The
+    methods take turns round by round, so a burst of load from others on the shared cores hits them all alike."""
+    calls = {}
+    for name, fn in methods.items():
         start = time.perf_counter()
-        for _ in range(calls):
-            fn(*args)
-        times.append((time.perf_counter() - start) / calls)
-    return float(np.median(times))
+        fn(path, indices)
+        calls[name] = max(1, int(0.2 / max(time.perf_counter() - start, 1e-6)))
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fn(path, indices)
+            times[name].append((time.perf_counter() - start) / calls[name])
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def long_clip(folder: Path) -> Path:
@@ -174,7 +178,7 @@ def main() -> None:
             reference = pyav_decode_all(path, indices)
             for name, fn in METHODS.items():
                 np.testing.assert_array_equal(fn(path, indices), reference, err_msg=f"{name} on {path.name}")
-            times = {name: median_time(fn, path, indices, repeats=args.repeats) for name, fn in METHODS.items()}
+            times = median_times(METHODS, path, indices, args.repeats)
             best = min(times.values())
             print(f"{path.name:<24}" + "".join(f"{1000 * t:>12.1f}ms ({t / best:4.2f}x)" for t in times.values()))
         big = write_video(Path(tmp) / "uhd.mp4", np.zeros((24, 2160, 3840, 3), np.uint8), fps=24)
