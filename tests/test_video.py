@@ -183,7 +183,7 @@ def test_bad_files_raise_one_typed_error_naming_the_file(tmp_path, clips, backen
         assert str(path) in str(caught.value) and problem in str(caught.value), name
 
 
-@pytest.mark.parametrize("backend", ["auto", "pyav"])  # decord alone refuses the whole file; auto falls back
+@pytest.mark.parametrize("backend", ["auto", "pyav"])  # decord refuses the whole file; auto decodes with PyAV
 def test_fewer_frames_than_the_header_claims(tmp_path, clips, backend):
     data = clips["mpeg4"].read_bytes()  # AVI: the header's frame count survives a cut, the index does not
     cut = tmp_path / "cut.avi"

@@ -8,16 +8,18 @@ Metadata comes from the container headers (PyAV) without decoding (the display r
 track header; of other containers from the first decoded frame). Frame ``i`` is the frame shown at time
 ``i / fps``: the last frame whose timestamp (from the first frame's) is at or before ``(i + 0.5) / fps``, the half
 frame absorbing rounded timestamps (for variable frame rate files: the last frame at or before that time).
-``auto`` decodes with decord, falling back to PyAV when decord is missing or fails on the file, and uses PyAV
-(keyframe seeking) when the wanted frames are more than ``SEEK_AHEAD_SECONDS`` apart (a few frames from a long
-video) and for display-rotated files, which decord cannot read. ``torchcodec`` (an optional extra on the system's
-FFmpeg) is used only when asked for: at stored size it returns PyAV's frames bit for bit (exact seek mode, the
-same timestamp rule, frames turned back to stored orientation before the common rotation), but its resize is its
-own antialiased bilinear scaler, so resized frames differ from PyAV's and decord's by a few levels; it refuses files
-whose frames it gets wrong (see ``_torchcodec_refusal``). It is not part of ``auto``: on the benchmark
-(benchmarks/bench_decode.py, 16 frames per file) it is the fastest method on no file (1.15x to 16x the best;
-~180 ms of set-up on small files, the exact mode's scan among it). Still images (jpg, png, ...) read as one-frame
-videos.
+``auto`` decodes with PyAV (see :class:`~.pyav_frames.PyavSource`): it seeks to the keyframe before a wanted frame
+whenever the index puts that keyframe beyond the frames decoded, and does not decode non-reference frames it can tell
+are not wanted (16 frames of an x264-default 60 s clip: 721 of its 1,800 frames decoded). On the benchmark
+(benchmarks/bench_decode.py, 16 frames per file, methods in turns, median) it is the fastest method or within 1.12x
+of it on every file; decord (``backend="decord"``) was 1.13-3.9x the best. decord also cannot read display-rotated
+files and converts 10-bit video differently, and its frame timestamps fail on AVI with B-frames; it stays as a
+backend for those who ask. ``torchcodec`` (an optional extra on the system's FFmpeg) is used only when asked for: at
+stored size it returns PyAV's frames bit for bit (exact seek mode, the same timestamp rule, frames turned back to
+stored orientation before the common rotation), but its resize is its own antialiased bilinear scaler, so resized
+frames differ from PyAV's and decord's by a few levels; it refuses files whose frames it gets wrong (see
+``_torchcodec_refusal``). On the same benchmark it was 1.0-2.4x the best (the best on two small files, by 1-12%), so
+it is not part of ``auto``. Still images (jpg, png, ...) read as one-frame videos.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 from ..errors import UserError
 from .isolate import DecodeTimeout, call_with_timeout, report_progress
 from .mp4 import is_mp4_without_moov, mp4_rotation
-from .pyav_frames import SEEK_AHEAD_SECONDS, PyavSource, RgbConverter
+from .pyav_frames import PyavSource, RgbConverter
 
 Backend = Literal["auto", "decord", "pyav", "torchcodec"]
 BACKENDS: tuple[Backend, ...] = ("auto", "decord", "pyav", "torchcodec")
@@ -247,24 +249,9 @@ def _decode(path: Path, info: VideoInfo, indices: np.ndarray, backend: Backend, 
         return _decode_image(path, len(indices), size)
     if backend == "torchcodec":
         return _decode_torchcodec(path, info, indices, size)
-    refusal = _decord_refusal(info)
-    if backend == "pyav" or (backend == "auto" and (_sparse(indices, info.fps) or _starts_late(indices, info.fps)
-                                                    or refusal)):
-        return _decode_pyav(path, info, indices, size)
-    if refusal:
-        raise VideoDecodeError(path, f"backend decord cannot read this file: {refusal}")
-    try:
-        import decord  # noqa: F401
-    except ImportError:
-        if backend == "decord":
-            raise VideoDecodeError(path, "backend decord requested but decord is not installed") from None
-        return _decode_pyav(path, info, indices, size)
-    try:
+    if backend == "decord":
         return _decode_decord(path, info, indices, size)
-    except Exception:
-        if backend == "decord":
-            raise
-        return _decode_pyav(path, info, indices, size)
+    return _decode_pyav(path, info, indices, size)
 
 
 def _decord_refusal(info: VideoInfo) -> str | None:
@@ -276,19 +263,6 @@ def _decord_refusal(info: VideoInfo) -> str | None:
     if info.pixel_format not in DECORD_PIXEL_FORMATS:
         return f"pixel format {info.pixel_format or 'unknown'}"
     return None
-
-
-def _sparse(indices: np.ndarray, fps: float) -> bool:
-    """Frames so far apart that seeking to each beats decoding through (decord decodes through)."""
-    unique = np.unique(indices)
-    return len(unique) > 1 and float(np.diff(unique).min()) / fps > SEEK_AHEAD_SECONDS
-
-
-def _starts_late(indices: np.ndarray, fps: float) -> bool:
-    """The first wanted frame lies more than ``SEEK_AHEAD_SECONDS`` into the video (a window of a long file, a
-    Kinetics clip inside an untrimmed video): PyAV seeks forward to it; decord decodes from the start (measured
-    on 10 s windows of a 10-minute file: 76 ms per window with decord, 28 ms with PyAV)."""
-    return float(indices.min()) / fps > SEEK_AHEAD_SECONDS
 
 
 def _decode_image(path: Path, count: int, size: tuple[int, int]) -> np.ndarray:
@@ -303,7 +277,13 @@ def _decode_image(path: Path, count: int, size: tuple[int, int]) -> np.ndarray:
 
 
 def _decode_decord(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import decord
+    refusal = _decord_refusal(info)
+    if refusal:
+        raise VideoDecodeError(path, f"backend decord cannot read this file: {refusal}")
+    try:
+        import decord
+    except ImportError:
+        raise VideoDecodeError(path, "backend decord requested but decord is not installed") from None
 
     height, width = size
     resize = {} if (height, width) == (info.height, info.width) else {"width": width, "height": height}
@@ -324,9 +304,9 @@ def _decode_decord(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple
 
 def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Decode forward in presentation order, taking for each wanted time the last frame at or before it (plus half
-    a frame period, so rounded timestamps of constant-rate files map exactly). Across a gap of more than
-    ``SEEK_AHEAD_SECONDS`` it seeks to the keyframe at or before the next wanted time, but only when that keyframe
-    lies beyond the frames already decoded: every seek moves forward, so the loop ends."""
+    a frame period, so rounded timestamps of constant-rate files map exactly). It seeks to the keyframe at or before
+    the next wanted time only when that keyframe lies beyond the frames already decoded (``PyavSource.worth_seeking``):
+    every seek moves forward, so the loop ends."""
     import av
 
     height, width = size
