@@ -273,6 +273,39 @@ def test_torchcodec_resizes_close_to_pyav(corpus, name):
     assert errors.max() < 4.0, errors
 
 
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@needs_torchcodec
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["x264_defaults", "x264_open_gop", "rotate_90"])
+def test_gpu_decoding_gives_the_cpu_frames_up_to_colour_rounding(corpus, name):
+    """device=cuda decodes on the GPU (torchcodec, NVDEC): the same frames as PyAV on the CPU, upright, at stored
+    size and resized, through the time-limited helper too; the GPU's YUV-to-RGB conversion may round differently."""
+    path = corpus.path(name)
+    indices = sample_indices(VideoReader(path).num_frames, 16)
+    for short_side, timeout in ((None, None), (None, 60), (32, None)):
+        gpu = VideoReader(path, device="cuda", short_side=short_side, timeout=timeout).get_frames(indices)
+        cpu = VideoReader(path, backend="pyav", short_side=short_side).get_frames(indices)
+        assert gpu.shape == cpu.shape and gpu.dtype == np.uint8
+        errors = np.abs(gpu.astype(int) - cpu).mean(axis=(1, 2, 3))
+        assert errors.max() < (2.0 if short_side is None else 4.0), (short_side, errors)
+
+
+def test_gpu_decoding_is_asked_for_with_torchcodec_or_auto(corpus):
+    path = corpus.path("x264_intra")
+    with pytest.raises(ValueError, match="backend must be auto or torchcodec"):
+        VideoReader(path, backend="decord", device="cuda")
+    with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N"):
+        VideoReader(path, device="gpu")
+    if not cuda_available():
+        with pytest.raises(ValueError, match="no such CUDA GPU here"):
+            VideoReader(path, device="cuda")
+
+
 @needs_torchcodec
 @pytest.mark.parametrize("name", ["hevc_10bit", "mpeg4_avi"])
 def test_torchcodec_refuses_what_it_gets_wrong_naming_the_file(corpus, name):

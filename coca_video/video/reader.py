@@ -18,13 +18,15 @@ backend for those who ask. ``torchcodec`` (an optional extra on the system's FFm
 stored size it returns PyAV's frames bit for bit (exact seek mode, the same timestamp rule, frames turned back to
 stored orientation before the common rotation), but its resize is its own antialiased bilinear scaler, so resized
 frames differ from PyAV's and decord's by a few levels; it refuses files whose frames it gets wrong (see
-``_torchcodec_refusal``). On the same benchmark it was 1.0-2.4x the best (the best on two small files, by 1-12%), so
-it is not part of ``auto``. Still images (jpg, png, ...) read as one-frame videos.
+``torchcodec_frames.torchcodec_refusal``). On the same benchmark it was 1.0-2.4x the best (the best on two small
+files, by 1-12%), so it is not part of ``auto``. ``device="cuda"`` decodes with torchcodec on the GPU
+(``torchcodec_frames.py``). Still images (jpg, png, ...) read as one-frame videos.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -43,6 +45,7 @@ SECONDS_PER_FRAME = 1.0  # decode time allowed per requested frame (a seek and a
 SECONDS_PER_VIDEO_SECOND = 0.1  # ... and per second of 1080p video up to the last requested frame (decoding through)
 # 8-bit formats decord converts to RGB exactly as PyAV does (tested on the corpus in tests/test_video_corpus.py)
 DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12")
+DECODE_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 END_SLACK_FRAMES = 2  # how many frames short of the header's count a stream may end before it counts as truncated
 
 
@@ -81,13 +84,23 @@ class VideoReader:
     killed when it runs over its budget: reading the headers gets ``timeout`` seconds; ``get_frames`` gets
     ``timeout`` plus ``SECONDS_PER_FRAME`` per requested frame plus ``SECONDS_PER_VIDEO_SECOND`` per second of
     video up to the last requested frame (scaled up for frames larger than 1080p), so a healthy long video is not
-    killed while a stuck decoder still is."""
+    killed while a stuck decoder still is. ``device="cuda"`` (or ``cuda:N``) decodes on that GPU's video decoder
+    through torchcodec (``backend`` ``auto`` or ``torchcodec``); the frames still come back as uint8 arrays, equal to
+    the CPU's up to the GPU's colour-conversion rounding."""
 
     def __init__(self, path: str | os.PathLike, backend: Backend = "auto", short_side: int | None = None,
-                 timeout: float | None = None):
+                 timeout: float | None = None, device: str = "cpu"):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if not DECODE_DEVICE.fullmatch(device):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+        if device != "cpu" and backend not in ("auto", "torchcodec"):
+            raise ValueError(f"device {device} decodes with torchcodec: backend must be auto or torchcodec, got "
+                             f"{backend!r}")
+        if device != "cpu":
+            _check_cuda(device)
         self.path, self.backend, self.short_side, self.timeout = Path(path), backend, short_side, timeout
+        self.device = device
         _check_file(self.path)
         self.info = self._guarded(self.timeout, "reading the headers", 0, _probe, self.path)
         self.num_frames, self.fps, self.duration = self.info.num_frames, self.info.fps, self.info.duration
@@ -121,8 +134,8 @@ class VideoReader:
         count = len(np.unique(indices))
         work = f"{count} frames over {(int(indices.max()) + 1) / self.fps:.0f} s of video"
         frames = self._guarded(self.decode_budget(indices), work, count, _decode, self.path, self.info, indices,
-                               self.backend, self.output_size())
-        return _rotate(frames, self.info.rotation)
+                               self.backend, self.output_size(), self.device)
+        return rotate(frames, self.info.rotation)
 
     def _guarded(self, limit: float | None, work: str, frames_wanted: int, fn, *args):
         """``fn(*args)``, in the helper process under ``limit`` seconds when there is one; every failure becomes a
@@ -140,6 +153,16 @@ class VideoReader:
             raise VideoDecodeError(self.path, "out of memory while decoding") from None
         except Exception as err:  # noqa: BLE001 -- every backend failure becomes one typed error naming the file
             raise VideoDecodeError(self.path, f"cannot decode ({type(err).__name__}: {err})") from None
+
+
+def _check_cuda(device: str) -> None:
+    """Refuse a CUDA device this machine lacks once, here, rather than as a decode error on every file."""
+    import torch
+
+    index = int(device.partition(":")[2] or 0)
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        raise ValueError(f"device {device}: no such CUDA GPU here (torch.cuda.is_available() is "
+                         f"{torch.cuda.is_available()}, {torch.cuda.device_count()} devices)")
 
 
 # -- headers -----------------------------------------------------------------------------------------------------------
@@ -237,18 +260,21 @@ def _resized(height: int, width: int, short_side: int | None) -> tuple[int, int]
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
-def _rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
+def rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
     if rotation in (90, 180, 270):
         frames = np.ascontiguousarray(np.rot90(frames, k=-rotation // 90, axes=(1, 2)))
     return frames
 
 
 # -- decoding ----------------------------------------------------------------------------------------------------------
-def _decode(path: Path, info: VideoInfo, indices: np.ndarray, backend: Backend, size: tuple[int, int]) -> np.ndarray:
+def _decode(path: Path, info: VideoInfo, indices: np.ndarray, backend: Backend, size: tuple[int, int],
+            device: str) -> np.ndarray:
     if info.codec == "image":
         return _decode_image(path, len(indices), size)
-    if backend == "torchcodec":
-        return _decode_torchcodec(path, info, indices, size)
+    if backend == "torchcodec" or device != "cpu":
+        from .torchcodec_frames import decode_torchcodec
+
+        return decode_torchcodec(path, info, indices, size, device)
     if backend == "decord":
         return _decode_decord(path, info, indices, size)
     return _decode_pyav(path, info, indices, size)
@@ -335,45 +361,3 @@ def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[i
             out[i] = to_rgb(shown[1], height, width)
             report_progress(i + 1)
     return out[inverse]
-
-
-def _torchcodec_refusal(info: VideoInfo) -> str | None:
-    """Why torchcodec 0.17 would not return PyAV's frames for this file (None: it does): it converts pixel formats
-    other than 8-bit YUV to RGB differently (10-bit HEVC: off by about half a level on average), and in AVI files
-    with B-frames it returns the frame before the one shown at a time (their timestamps are decode times)."""
-    if info.pixel_format not in DECORD_PIXEL_FORMATS:
-        return f"pixel format {info.pixel_format or 'unknown'}"
-    if "avi" in info.container.split(","):
-        return "AVI container (frame timestamps in decode order)"
-    return None
-
-
-def _decode_torchcodec(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Frame i is the one torchcodec plays at (i + 0.5) / fps after the first frame (exact seek mode: its index of
-    every frame, from a scan of the file; approximate mode trusts the header's rate and misses on variable frame
-    rate). torchcodec turns frames upright and resizes after turning; the frames go back to stored orientation
-    here, as the other backends return them."""
-    refusal = _torchcodec_refusal(info)
-    if refusal:
-        raise VideoDecodeError(path, f"backend torchcodec cannot read this file: {refusal}")
-    try:
-        from torchcodec.decoders import VideoDecoder
-        from torchcodec.transforms import Resize
-    except Exception as err:  # noqa: BLE001 -- not installed, or no system FFmpeg it can load
-        raise VideoDecodeError(path, f"backend torchcodec requested but it does not load ({type(err).__name__}; "
-                                     "pip install 'coca-video[torchcodec]' and a system FFmpeg)") from None
-    turned = info.rotation in (90, 270)
-    upright_size = size[::-1] if turned else size
-    stored = upright_size == ((info.width, info.height) if turned else (info.height, info.width))
-    decoder = VideoDecoder(str(path), seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=1,
-                           transforms=None if stored else [Resize(list(upright_size))])
-    begin, end = decoder.metadata.begin_stream_seconds, decoder.metadata.end_stream_seconds
-    unique, inverse = np.unique(indices, return_inverse=True)
-    last_index = max(0, int(round((end - begin) * info.fps)) - 1)
-    if unique[-1] > last_index + END_SLACK_FRAMES:
-        raise VideoDecodeError(path, f"truncated: frames decodable up to about #{last_index}, the header claims "
-                                     f"{info.num_frames}")
-    times = np.minimum(begin + (unique + 0.5) / info.fps, np.nextafter(end, begin))
-    frames = decoder.get_frames_played_at(times.tolist()).data.numpy()
-    report_progress(len(unique))
-    return _rotate(frames, (-info.rotation) % 360)[inverse]
