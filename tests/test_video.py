@@ -303,3 +303,26 @@ def test_dense_clips_and_windows_hand_worked():
     assert window_frames(25.0, 250, 2.0, 4.0) == (50, 50)
     assert window_frames(25.0, 250, None, None) == (0, 250)
     assert window_frames(25.0, 250, 9.9, 20.0) == (248, 2)  # clipped to the video, never empty
+
+
+def test_a_kept_container_serves_only_its_own_unchanged_file(clips, tmp_path):
+    """The container a full header analysis opened is handed to the next decode of that same file only: not to
+    another file, not after the file changed, and keeping a new one closes the last."""
+    import av
+
+    from coca_video.video import kept_container
+
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    first.write_bytes(clips["h264"].read_bytes())
+    second.write_bytes(clips["h264"].read_bytes())
+    container = av.open(str(first))
+    kept_container.keep(first, container)
+    assert kept_container.take(second) is None
+    assert kept_container.take(first) is container and kept_container.take(first) is None
+    kept_container.keep(first, container)
+    first.write_bytes(first.read_bytes() + b"\0")  # changed: size and modification time
+    assert kept_container.take(first) is None
+    kept_container.keep(second, av.open(str(second)))  # closes the first one
+    with pytest.raises(Exception):
+        next(container.demux(video=0))
+    assert kept_container.take(second) is not None

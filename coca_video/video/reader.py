@@ -34,6 +34,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from ..errors import UserError
+from . import kept_container
 from .isolate import DecodeTimeout, call_with_timeout, report_progress
 from .mp4 import is_mp4_without_moov, mp4_rotation
 from .pyav_frames import PyavSource, RgbConverter
@@ -208,33 +209,46 @@ def _header_info(path: Path, options: dict[str, str], only_mp4: bool) -> VideoIn
         raise VideoDecodeError(path, "not a video file (no known container format)") from None
     except av.error.FFmpegError as err:
         raise VideoDecodeError(path, f"cannot open ({err})") from None
-    with container:
-        if only_mp4 and not _is_mp4(container):
-            raise VideoDecodeError(path, "not an MP4/MOV file")
-        if not container.streams.video:
-            kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
-            raise VideoDecodeError(path, f"no video stream (streams: {kinds})")
-        stream = container.streams.video[0]
-        context = stream.codec_context
-        if context is None or not context.name:
-            raise VideoDecodeError(path, "unsupported codec (no decoder available)")
-        if not context.width or not context.height:
-            raise VideoDecodeError(path, "video stream has no frame size (damaged header)")
-        if only_mp4 and not context.pix_fmt:  # some avcC boxes lack it: the analysis decodes a frame to find it
-            raise VideoDecodeError(path, "MP4 header lacks the pixel format")
-        fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 0)
-        duration = float(stream.duration * stream.time_base) if stream.duration else \
-            (container.duration / 1e6 if container.duration else 0.0)
-        num_frames = stream.frames or int(round(duration * fps))
-        if fps <= 0 and duration > 0 and num_frames:
-            fps = num_frames / duration
-        if num_frames <= 0 or fps <= 0:
-            raise VideoDecodeError(path, "no frames (the header gives neither a frame count nor a duration)")
-        if not duration:
-            duration = num_frames / fps
-        rotation = mp4_rotation(path, stream.id) if _is_mp4(container) else _first_frame_rotation(container)
-        return VideoInfo(num_frames, fps, duration, context.height, context.width, rotation, context.name,
-                         context.pix_fmt or "", container.format.name)
+    try:
+        info = _container_info(path, container, only_mp4)
+    except BaseException:
+        container.close()
+        raise
+    if not options and _is_mp4(container):  # fully analysed and nothing decoded: the decode can start from it
+        kept_container.keep(path, container)
+    else:
+        container.close()
+    return info
+
+
+def _container_info(path: Path, container, only_mp4: bool) -> VideoInfo:
+    """What the open ``container``'s headers say (``only_mp4``: refuse anything but an MP4/MOV with all of it)."""
+    if only_mp4 and not _is_mp4(container):
+        raise VideoDecodeError(path, "not an MP4/MOV file")
+    if not container.streams.video:
+        kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+        raise VideoDecodeError(path, f"no video stream (streams: {kinds})")
+    stream = container.streams.video[0]
+    context = stream.codec_context
+    if context is None or not context.name:
+        raise VideoDecodeError(path, "unsupported codec (no decoder available)")
+    if not context.width or not context.height:
+        raise VideoDecodeError(path, "video stream has no frame size (damaged header)")
+    if only_mp4 and not context.pix_fmt:  # some avcC boxes lack it: the analysis decodes a frame to find it
+        raise VideoDecodeError(path, "MP4 header lacks the pixel format")
+    fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 0)
+    duration = float(stream.duration * stream.time_base) if stream.duration else \
+        (container.duration / 1e6 if container.duration else 0.0)
+    num_frames = stream.frames or int(round(duration * fps))
+    if fps <= 0 and duration > 0 and num_frames:
+        fps = num_frames / duration
+    if num_frames <= 0 or fps <= 0:
+        raise VideoDecodeError(path, "no frames (the header gives neither a frame count nor a duration)")
+    if not duration:
+        duration = num_frames / fps
+    rotation = mp4_rotation(path, stream.id) if _is_mp4(container) else _first_frame_rotation(container)
+    return VideoInfo(num_frames, fps, duration, context.height, context.width, rotation, context.name,
+                     context.pix_fmt or "", container.format.name)
 
 
 def _is_mp4(container) -> bool:
@@ -340,7 +354,7 @@ def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[i
     half_frame = 0.5 / info.fps
     out = np.empty((len(unique), height, width, 3), np.uint8)
     to_rgb = RgbConverter()
-    with av.open(str(path)) as container:
+    with kept_container.take(path) or av.open(str(path)) as container:
         source = PyavSource(container)
         frames = source.frames_from_start()
         previous, upcoming = None, next(frames, None)
