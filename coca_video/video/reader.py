@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 
-from ..errors import UserError
 from . import kept_container
+from .frame_info import DECORD_PIXEL_FORMATS, END_SLACK_FRAMES, VideoDecodeError, VideoInfo, rotate
 from .isolate import DecodeTimeout, call_with_timeout, report_progress
 from .mp4 import is_mp4_without_moov, mp4_rotation
 from .pyav_frames import PyavSource, RgbConverter
@@ -44,39 +43,7 @@ BACKENDS: tuple[Backend, ...] = ("auto", "decord", "pyav", "torchcodec")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SECONDS_PER_FRAME = 1.0  # decode time allowed per requested frame (a seek and a keyframe interval at 1080p)
 SECONDS_PER_VIDEO_SECOND = 0.1  # ... and per second of 1080p video up to the last requested frame (decoding through)
-# 8-bit formats decord converts to RGB exactly as PyAV does (tested on the corpus in tests/test_video_corpus.py)
-DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12")
 DECODE_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
-END_SLACK_FRAMES = 2  # how many frames short of the header's count a stream may end before it counts as truncated
-
-
-class VideoDecodeError(UserError):
-    """A video that cannot be read; ``reason`` names the file and what is wrong with it (a user's file: batch jobs
-    record it as that file's error row, single-file calls get one line)."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path, self.problem = str(path), problem
-        self.reason = f"{path}: {problem}"
-        super().__init__(self.reason)
-
-    def __reduce__(self):  # survives the trip back from a decoding child process
-        return VideoDecodeError, (self.path, self.problem)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the headers say: frame count, frame rate, duration (s), stored size, display rotation (degrees
-    clockwise), codec, pixel format and container format names."""
-
-    num_frames: int
-    fps: float
-    duration: float
-    height: int
-    width: int
-    rotation: int = 0
-    codec: str = ""
-    pixel_format: str = ""
-    container: str = ""
 
 
 class VideoReader:
@@ -272,12 +239,6 @@ def _resized(height: int, width: int, short_side: int | None) -> tuple[int, int]
         return height, width
     scale = short_side / min(height, width)
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
-
-
-def rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
-    if rotation in (90, 180, 270):
-        frames = np.ascontiguousarray(np.rot90(frames, k=-rotation // 90, axes=(1, 2)))
-    return frames
 
 
 # -- decoding ----------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .isolate import report_progress
-from .reader import DECORD_PIXEL_FORMATS, END_SLACK_FRAMES, VideoDecodeError, VideoInfo, rotate
+from .frame_info import DECORD_PIXEL_FORMATS, END_SLACK_FRAMES, VideoDecodeError, VideoInfo, rotate
 
 
 def torchcodec_refusal(info: VideoInfo) -> str | None:
