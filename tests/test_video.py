@@ -183,7 +183,7 @@ def test_bad_files_raise_one_typed_error_naming_the_file(tmp_path, clips, backen
         assert str(path) in str(caught.value) and problem in str(caught.value), name
 
 
-@pytest.mark.parametrize("backend", ["auto", "pyav"])  # decord alone refuses the whole file; auto falls back
+@pytest.mark.parametrize("backend", ["auto", "pyav"])  # decord refuses the whole file; auto decodes with PyAV
 def test_fewer_frames_than_the_header_claims(tmp_path, clips, backend):
     data = clips["mpeg4"].read_bytes()  # AVI: the header's frame count survives a cut, the index does not
     cut = tmp_path / "cut.avi"
@@ -205,6 +205,15 @@ def test_time_limit_kills_a_hung_decode():
     with pytest.raises(ZeroDivisionError):
         call_with_timeout(operator.truediv, 5, 1, 0)
     assert call_with_timeout(np.arange, 5, 2).tolist() == [0, 1]  # a new helper after the killed one
+
+
+def test_large_results_come_back_whole_call_after_call():
+    """Arrays from 1 MiB on come back through the helper's in-memory file, not the pipe: same values and shape, a
+    writable array of the caller's own, and the file of one call is not mixed up with the next call's."""
+    for length in (1 << 21, 3 << 20, 100):
+        result = call_with_timeout(np.arange, 30, length)
+        assert result.shape == (length,) and result[-1] == length - 1 and result.flags.writeable
+        result[0] = -1
 
 
 def test_helper_dies_with_its_parent_when_the_parent_is_killed():
@@ -294,3 +303,26 @@ def test_dense_clips_and_windows_hand_worked():
     assert window_frames(25.0, 250, 2.0, 4.0) == (50, 50)
     assert window_frames(25.0, 250, None, None) == (0, 250)
     assert window_frames(25.0, 250, 9.9, 20.0) == (248, 2)  # clipped to the video, never empty
+
+
+def test_a_kept_container_serves_only_its_own_unchanged_file(clips, tmp_path):
+    """The container a full header analysis opened is handed to the next decode of that same file only: not to
+    another file, not after the file changed, and keeping a new one closes the last."""
+    import av
+
+    from coca_video.video import kept_container
+
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    first.write_bytes(clips["h264"].read_bytes())
+    second.write_bytes(clips["h264"].read_bytes())
+    container = av.open(str(first))
+    kept_container.keep(first, container)
+    assert kept_container.take(second) is None
+    assert kept_container.take(first) is container and kept_container.take(first) is None
+    kept_container.keep(first, container)
+    first.write_bytes(first.read_bytes() + b"\0")  # changed: size and modification time
+    assert kept_container.take(first) is None
+    kept_container.keep(second, av.open(str(second)))  # closes the first one
+    with pytest.raises(Exception):
+        next(container.demux(video=0))
+    assert kept_container.take(second) is not None

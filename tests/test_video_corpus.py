@@ -206,6 +206,23 @@ def test_sampled_frames_equal_a_full_sequential_decode(corpus, name):
             assert not mismatched, f"{name} {backend} n={n}: wrong frames at indices {mismatched}"
 
 
+@pytest.mark.parametrize("name", ["x264_defaults", "x264_open_gop", "h264_mkv", "vp9_altref", "hevc_10bit"])
+def test_runs_and_spacings_of_frames_equal_a_full_sequential_decode(corpus, name):
+    """PyAV skips decoding non-reference frames it can tell are not wanted (a frame shown later, and still in time,
+    was read before them): every frame of a run, frames a few apart and frames a keyframe interval apart still come
+    out as a full decode shows them."""
+    clip, path = CORPUS[name], corpus.path(name)
+    reader = VideoReader(path, backend="pyav")
+    count = int(clip.seconds * clip.fps)  # encoded frames (a WebM header's estimate may say more)
+    indices = np.unique(np.concatenate([np.arange(0, 40), np.arange(40, 200, 3), np.arange(200, count, 97),
+                                        [count - 1]]))
+    indices = indices[indices < count]
+    reference = sequential_frames(path, reader.fps, indices, by_time=False)
+    frames = reader.get_frames(indices)
+    mismatched = [int(i) for i, frame in zip(indices, frames) if not np.array_equal(frame, reference[int(i)])]
+    assert not mismatched, f"{name}: wrong frames at indices {mismatched}"
+
+
 @pytest.mark.parametrize("name", ["rotate_90", "rotate_180", "rotate_270"])
 def test_rotated_clips_come_out_upright(corpus, name):
     clip, path = CORPUS[name], corpus.path(name)
@@ -254,6 +271,39 @@ def test_torchcodec_resizes_close_to_pyav(corpus, name):
     assert ours.shape == theirs.shape
     errors = np.abs(ours.astype(int) - theirs).mean(axis=(1, 2, 3))
     assert errors.max() < 4.0, errors
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@needs_torchcodec
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["x264_defaults", "x264_open_gop", "rotate_90"])
+def test_gpu_decoding_gives_the_cpu_frames_up_to_colour_rounding(corpus, name):
+    """device=cuda decodes on the GPU (torchcodec, NVDEC): the same frames as PyAV on the CPU, upright, at stored
+    size and resized, through the time-limited helper too; the GPU's YUV-to-RGB conversion may round differently."""
+    path = corpus.path(name)
+    indices = sample_indices(VideoReader(path).num_frames, 16)
+    for short_side, timeout in ((None, None), (None, 60), (32, None)):
+        gpu = VideoReader(path, device="cuda", short_side=short_side, timeout=timeout).get_frames(indices)
+        cpu = VideoReader(path, backend="pyav", short_side=short_side).get_frames(indices)
+        assert gpu.shape == cpu.shape and gpu.dtype == np.uint8
+        errors = np.abs(gpu.astype(int) - cpu).mean(axis=(1, 2, 3))
+        assert errors.max() < (2.0 if short_side is None else 4.0), (short_side, errors)
+
+
+def test_gpu_decoding_is_asked_for_with_torchcodec_or_auto(corpus):
+    path = corpus.path("x264_intra")
+    with pytest.raises(ValueError, match="backend must be auto or torchcodec"):
+        VideoReader(path, backend="decord", device="cuda")
+    with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N"):
+        VideoReader(path, device="gpu")
+    if not cuda_available():
+        with pytest.raises(ValueError, match="no such CUDA GPU here"):
+            VideoReader(path, device="cuda")
 
 
 @needs_torchcodec

@@ -14,6 +14,10 @@ if that thread ends, the helper dies with it and the next call starts a new one.
 
 While it works, the called function can report progress (``report_progress``); the messages travel over the reply
 pipe, and a timeout says how far the call got.
+
+A large array result (decoded frames) does not travel through the pipe: on Linux the helper writes it into an
+in-memory file (memfd) that the parent reads through /proc, one copy each way. Pickled through the pipe, 16 frames of
+720p (44 MB) took 230 ms and 16 of 640x272 (8 MB) 40 ms, most of a decode's time, on the 2 shared cores measured.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _BOOT = f"""
@@ -44,6 +50,7 @@ _HEADER = struct.Struct("<Q")
 _PROGRESS, _RESULT = 0, 1  # reply kinds: a progress count, or the final (ok, value)
 _PR_SET_PDEATHSIG = 1
 _WATCHDOG_SECONDS = 0.5
+_FILE_BYTES = 1 << 20  # array results from this size on go through an in-memory file, not the pipe
 
 
 class DecodeTimeout(Exception):
@@ -87,6 +94,8 @@ def call_with_timeout(fn: Callable[..., Any], timeout: float, *args: Any) -> Any
         helper.process.stdin.write(_HEADER.pack(len(request)) + request)
         helper.process.stdin.flush()
         ok, value = _await_result(helper.process.stdout.fileno(), timeout)
+        if ok and isinstance(value, _HelperFile):
+            value = value.load()
     except BaseException:
         helper.kill()
         _helper = None
@@ -94,6 +103,36 @@ def call_with_timeout(fn: Callable[..., Any], timeout: float, *args: Any) -> Any
     if ok:
         return value
     raise value
+
+
+class _HelperFile(NamedTuple):
+    """An array the helper left in its in-memory file ``fd`` (open until its next request)."""
+
+    pid: int
+    fd: int
+    dtype: str
+    shape: tuple[int, ...]
+
+    def load(self) -> np.ndarray:
+        return np.fromfile(f"/proc/{self.pid}/fd/{self.fd}", self.dtype).reshape(self.shape)
+
+
+_result_file: int | None = None  # in the helper: the in-memory file holding the last large result
+
+
+def _shared(result: Any) -> Any:
+    """``result``, or for a large array on Linux a :class:`_HelperFile` holding it (the previous one is closed:
+    the parent has read it before it sent this request)."""
+    global _result_file
+    if _result_file is not None:
+        os.close(_result_file)
+        _result_file = None
+    if not (isinstance(result, np.ndarray) and result.nbytes >= _FILE_BYTES and hasattr(os, "memfd_create")):
+        return result
+    _result_file = os.memfd_create("coca-video-result")
+    with open(os.dup(_result_file), "wb") as file:
+        file.write(np.ascontiguousarray(result).data)
+    return _HelperFile(os.getpid(), _result_file, result.dtype.str, result.shape)
 
 
 def _await_result(fd: int, timeout: float) -> tuple[bool, Any]:
@@ -180,7 +219,7 @@ def serve(parent: int) -> None:
             target: Any = importlib.import_module(module)
             for part in name.split("."):
                 target = getattr(target, part)
-            _send(_RESULT, (True, target(*args)))
+            _send(_RESULT, (True, _shared(target(*args))))
         except Exception as err:  # noqa: BLE001 -- the caller re-raises it
             try:
                 _send(_RESULT, (False, err))

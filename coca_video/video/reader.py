@@ -8,69 +8,42 @@ Metadata comes from the container headers (PyAV) without decoding (the display r
 track header; of other containers from the first decoded frame). Frame ``i`` is the frame shown at time
 ``i / fps``: the last frame whose timestamp (from the first frame's) is at or before ``(i + 0.5) / fps``, the half
 frame absorbing rounded timestamps (for variable frame rate files: the last frame at or before that time).
-``auto`` decodes with decord, falling back to PyAV when decord is missing or fails on the file, and uses PyAV
-(keyframe seeking) when the wanted frames are more than ``SEEK_AHEAD_SECONDS`` apart (a few frames from a long
-video) and for display-rotated files, which decord cannot read. ``torchcodec`` (an optional extra on the system's
-FFmpeg) is used only when asked for: at stored size it returns PyAV's frames bit for bit (exact seek mode, the
-same timestamp rule, frames turned back to stored orientation before the common rotation), but its resize is its
-own antialiased bilinear scaler, so resized frames differ from PyAV's and decord's by a few levels; it refuses files
-whose frames it gets wrong (see ``_torchcodec_refusal``). It is not part of ``auto``: on the benchmark
-(benchmarks/bench_decode.py, 16 frames per file) it is the fastest method on no file (1.15x to 16x the best;
-~180 ms of set-up on small files, the exact mode's scan among it). Still images (jpg, png, ...) read as one-frame
-videos.
+``auto`` decodes with PyAV (see :class:`~.pyav_frames.PyavSource`): it seeks to the keyframe before a wanted frame
+whenever the index puts that keyframe beyond the frames decoded, and does not decode non-reference frames it can tell
+are not wanted (16 frames of an x264-default 60 s clip: 721 of its 1,800 frames decoded). On the benchmark
+(benchmarks/bench_decode.py, 16 frames per file, methods in turns, median) it is the fastest method or within 1.12x
+of it on every file; decord (``backend="decord"``) was 1.13-3.9x the best. decord also cannot read display-rotated
+files and converts 10-bit video differently, and its frame timestamps fail on AVI with B-frames; it stays as a
+backend for those who ask. ``torchcodec`` (an optional extra on the system's FFmpeg) is used only when asked for: at
+stored size it returns PyAV's frames bit for bit (exact seek mode, the same timestamp rule, frames turned back to
+stored orientation before the common rotation), but its resize is its own antialiased bilinear scaler, so resized
+frames differ from PyAV's and decord's by a few levels; it refuses files whose frames it gets wrong (see
+``torchcodec_frames.torchcodec_refusal``). On the same benchmark it was 1.0-2.4x the best (the best on two small
+files, by 1-12%), so it is not part of ``auto``. ``device="cuda"`` decodes with torchcodec on the GPU
+(``torchcodec_frames.py``). Still images (jpg, png, ...) read as one-frame videos.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
 from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from . import kept_container
+from .frame_info import DECORD_PIXEL_FORMATS, END_SLACK_FRAMES, VideoDecodeError, VideoInfo, rotate
 from .isolate import DecodeTimeout, call_with_timeout, report_progress
 from .mp4 import is_mp4_without_moov, mp4_rotation
-from .pyav_frames import SEEK_AHEAD_SECONDS, PyavSource
+from .pyav_frames import PyavSource, RgbConverter
 
 Backend = Literal["auto", "decord", "pyav", "torchcodec"]
 BACKENDS: tuple[Backend, ...] = ("auto", "decord", "pyav", "torchcodec")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SECONDS_PER_FRAME = 1.0  # decode time allowed per requested frame (a seek and a keyframe interval at 1080p)
 SECONDS_PER_VIDEO_SECOND = 0.1  # ... and per second of 1080p video up to the last requested frame (decoding through)
-# 8-bit formats decord converts to RGB exactly as PyAV does (tested on the corpus in tests/test_video_corpus.py)
-DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12")
-END_SLACK_FRAMES = 2  # how many frames short of the header's count a stream may end before it counts as truncated
-
-
-class VideoDecodeError(UserError):
-    """A video that cannot be read; ``reason`` names the file and what is wrong with it (a user's file: batch jobs
-    record it as that file's error row, single-file calls get one line)."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path, self.problem = str(path), problem
-        self.reason = f"{path}: {problem}"
-        super().__init__(self.reason)
-
-    def __reduce__(self):  # survives the trip back from a decoding child process
-        return VideoDecodeError, (self.path, self.problem)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the headers say: frame count, frame rate, duration (s), stored size, display rotation (degrees
-    clockwise), codec, pixel format and container format names."""
-
-    num_frames: int
-    fps: float
-    duration: float
-    height: int
-    width: int
-    rotation: int = 0
-    codec: str = ""
-    pixel_format: str = ""
-    container: str = ""
+DECODE_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 class VideoReader:
@@ -79,13 +52,23 @@ class VideoReader:
     killed when it runs over its budget: reading the headers gets ``timeout`` seconds; ``get_frames`` gets
     ``timeout`` plus ``SECONDS_PER_FRAME`` per requested frame plus ``SECONDS_PER_VIDEO_SECOND`` per second of
     video up to the last requested frame (scaled up for frames larger than 1080p), so a healthy long video is not
-    killed while a stuck decoder still is."""
+    killed while a stuck decoder still is. ``device="cuda"`` (or ``cuda:N``) decodes on that GPU's video decoder
+    through torchcodec (``backend`` ``auto`` or ``torchcodec``); the frames still come back as uint8 arrays, equal to
+    the CPU's up to the GPU's colour-conversion rounding."""
 
     def __init__(self, path: str | os.PathLike, backend: Backend = "auto", short_side: int | None = None,
-                 timeout: float | None = None):
+                 timeout: float | None = None, device: str = "cpu"):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if not DECODE_DEVICE.fullmatch(device):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+        if device != "cpu" and backend not in ("auto", "torchcodec"):
+            raise ValueError(f"device {device} decodes with torchcodec: backend must be auto or torchcodec, got "
+                             f"{backend!r}")
+        if device != "cpu":
+            _check_cuda(device)
         self.path, self.backend, self.short_side, self.timeout = Path(path), backend, short_side, timeout
+        self.device = device
         _check_file(self.path)
         self.info = self._guarded(self.timeout, "reading the headers", 0, _probe, self.path)
         self.num_frames, self.fps, self.duration = self.info.num_frames, self.info.fps, self.info.duration
@@ -119,8 +102,8 @@ class VideoReader:
         count = len(np.unique(indices))
         work = f"{count} frames over {(int(indices.max()) + 1) / self.fps:.0f} s of video"
         frames = self._guarded(self.decode_budget(indices), work, count, _decode, self.path, self.info, indices,
-                               self.backend, self.output_size())
-        return _rotate(frames, self.info.rotation)
+                               self.backend, self.output_size(), self.device)
+        return rotate(frames, self.info.rotation)
 
     def _guarded(self, limit: float | None, work: str, frames_wanted: int, fn, *args):
         """``fn(*args)``, in the helper process under ``limit`` seconds when there is one; every failure becomes a
@@ -138,6 +121,16 @@ class VideoReader:
             raise VideoDecodeError(self.path, "out of memory while decoding") from None
         except Exception as err:  # noqa: BLE001 -- every backend failure becomes one typed error naming the file
             raise VideoDecodeError(self.path, f"cannot decode ({type(err).__name__}: {err})") from None
+
+
+def _check_cuda(device: str) -> None:
+    """Refuse a CUDA device this machine lacks once, here, rather than as a decode error on every file."""
+    import torch
+
+    index = int(device.partition(":")[2] or 0)
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        raise ValueError(f"device {device}: no such CUDA GPU here (torch.cuda.is_available() is "
+                         f"{torch.cuda.is_available()}, {torch.cuda.device_count()} devices)")
 
 
 # -- headers -----------------------------------------------------------------------------------------------------------
@@ -183,33 +176,46 @@ def _header_info(path: Path, options: dict[str, str], only_mp4: bool) -> VideoIn
         raise VideoDecodeError(path, "not a video file (no known container format)") from None
     except av.error.FFmpegError as err:
         raise VideoDecodeError(path, f"cannot open ({err})") from None
-    with container:
-        if only_mp4 and not _is_mp4(container):
-            raise VideoDecodeError(path, "not an MP4/MOV file")
-        if not container.streams.video:
-            kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
-            raise VideoDecodeError(path, f"no video stream (streams: {kinds})")
-        stream = container.streams.video[0]
-        context = stream.codec_context
-        if context is None or not context.name:
-            raise VideoDecodeError(path, "unsupported codec (no decoder available)")
-        if not context.width or not context.height:
-            raise VideoDecodeError(path, "video stream has no frame size (damaged header)")
-        if only_mp4 and not context.pix_fmt:  # some avcC boxes lack it: the analysis decodes a frame to find it
-            raise VideoDecodeError(path, "MP4 header lacks the pixel format")
-        fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 0)
-        duration = float(stream.duration * stream.time_base) if stream.duration else \
-            (container.duration / 1e6 if container.duration else 0.0)
-        num_frames = stream.frames or int(round(duration * fps))
-        if fps <= 0 and duration > 0 and num_frames:
-            fps = num_frames / duration
-        if num_frames <= 0 or fps <= 0:
-            raise VideoDecodeError(path, "no frames (the header gives neither a frame count nor a duration)")
-        if not duration:
-            duration = num_frames / fps
-        rotation = mp4_rotation(path, stream.id) if _is_mp4(container) else _first_frame_rotation(container)
-        return VideoInfo(num_frames, fps, duration, context.height, context.width, rotation, context.name,
-                         context.pix_fmt or "", container.format.name)
+    try:
+        info = _container_info(path, container, only_mp4)
+    except BaseException:
+        container.close()
+        raise
+    if not options and _is_mp4(container):  # fully analysed and nothing decoded: the decode can start from it
+        kept_container.keep(path, container)
+    else:
+        container.close()
+    return info
+
+
+def _container_info(path: Path, container, only_mp4: bool) -> VideoInfo:
+    """What the open ``container``'s headers say (``only_mp4``: refuse anything but an MP4/MOV with all of it)."""
+    if only_mp4 and not _is_mp4(container):
+        raise VideoDecodeError(path, "not an MP4/MOV file")
+    if not container.streams.video:
+        kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+        raise VideoDecodeError(path, f"no video stream (streams: {kinds})")
+    stream = container.streams.video[0]
+    context = stream.codec_context
+    if context is None or not context.name:
+        raise VideoDecodeError(path, "unsupported codec (no decoder available)")
+    if not context.width or not context.height:
+        raise VideoDecodeError(path, "video stream has no frame size (damaged header)")
+    if only_mp4 and not context.pix_fmt:  # some avcC boxes lack it: the analysis decodes a frame to find it
+        raise VideoDecodeError(path, "MP4 header lacks the pixel format")
+    fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 0)
+    duration = float(stream.duration * stream.time_base) if stream.duration else \
+        (container.duration / 1e6 if container.duration else 0.0)
+    num_frames = stream.frames or int(round(duration * fps))
+    if fps <= 0 and duration > 0 and num_frames:
+        fps = num_frames / duration
+    if num_frames <= 0 or fps <= 0:
+        raise VideoDecodeError(path, "no frames (the header gives neither a frame count nor a duration)")
+    if not duration:
+        duration = num_frames / fps
+    rotation = mp4_rotation(path, stream.id) if _is_mp4(container) else _first_frame_rotation(container)
+    return VideoInfo(num_frames, fps, duration, context.height, context.width, rotation, context.name,
+                     context.pix_fmt or "", container.format.name)
 
 
 def _is_mp4(container) -> bool:
@@ -235,36 +241,18 @@ def _resized(height: int, width: int, short_side: int | None) -> tuple[int, int]
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
-def _rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
-    if rotation in (90, 180, 270):
-        frames = np.ascontiguousarray(np.rot90(frames, k=-rotation // 90, axes=(1, 2)))
-    return frames
-
-
 # -- decoding ----------------------------------------------------------------------------------------------------------
-def _decode(path: Path, info: VideoInfo, indices: np.ndarray, backend: Backend, size: tuple[int, int]) -> np.ndarray:
+def _decode(path: Path, info: VideoInfo, indices: np.ndarray, backend: Backend, size: tuple[int, int],
+            device: str) -> np.ndarray:
     if info.codec == "image":
         return _decode_image(path, len(indices), size)
-    if backend == "torchcodec":
-        return _decode_torchcodec(path, info, indices, size)
-    refusal = _decord_refusal(info)
-    if backend == "pyav" or (backend == "auto" and (_sparse(indices, info.fps) or _starts_late(indices, info.fps)
-                                                    or refusal)):
-        return _decode_pyav(path, info, indices, size)
-    if refusal:
-        raise VideoDecodeError(path, f"backend decord cannot read this file: {refusal}")
-    try:
-        import decord  # noqa: F401
-    except ImportError:
-        if backend == "decord":
-            raise VideoDecodeError(path, "backend decord requested but decord is not installed") from None
-        return _decode_pyav(path, info, indices, size)
-    try:
+    if backend == "torchcodec" or device != "cpu":
+        from .torchcodec_frames import decode_torchcodec
+
+        return decode_torchcodec(path, info, indices, size, device)
+    if backend == "decord":
         return _decode_decord(path, info, indices, size)
-    except Exception:
-        if backend == "decord":
-            raise
-        return _decode_pyav(path, info, indices, size)
+    return _decode_pyav(path, info, indices, size)
 
 
 def _decord_refusal(info: VideoInfo) -> str | None:
@@ -276,19 +264,6 @@ def _decord_refusal(info: VideoInfo) -> str | None:
     if info.pixel_format not in DECORD_PIXEL_FORMATS:
         return f"pixel format {info.pixel_format or 'unknown'}"
     return None
-
-
-def _sparse(indices: np.ndarray, fps: float) -> bool:
-    """Frames so far apart that seeking to each beats decoding through (decord decodes through)."""
-    unique = np.unique(indices)
-    return len(unique) > 1 and float(np.diff(unique).min()) / fps > SEEK_AHEAD_SECONDS
-
-
-def _starts_late(indices: np.ndarray, fps: float) -> bool:
-    """The first wanted frame lies more than ``SEEK_AHEAD_SECONDS`` into the video (a window of a long file, a
-    Kinetics clip inside an untrimmed video): PyAV seeks forward to it; decord decodes from the start (measured
-    on 10 s windows of a 10-minute file: 76 ms per window with decord, 28 ms with PyAV)."""
-    return float(indices.min()) / fps > SEEK_AHEAD_SECONDS
 
 
 def _decode_image(path: Path, count: int, size: tuple[int, int]) -> np.ndarray:
@@ -303,7 +278,13 @@ def _decode_image(path: Path, count: int, size: tuple[int, int]) -> np.ndarray:
 
 
 def _decode_decord(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import decord
+    refusal = _decord_refusal(info)
+    if refusal:
+        raise VideoDecodeError(path, f"backend decord cannot read this file: {refusal}")
+    try:
+        import decord
+    except ImportError:
+        raise VideoDecodeError(path, "backend decord requested but decord is not installed") from None
 
     height, width = size
     resize = {} if (height, width) == (info.height, info.width) else {"width": width, "height": height}
@@ -324,22 +305,24 @@ def _decode_decord(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple
 
 def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Decode forward in presentation order, taking for each wanted time the last frame at or before it (plus half
-    a frame period, so rounded timestamps of constant-rate files map exactly). Across a gap of more than
-    ``SEEK_AHEAD_SECONDS`` it seeks to the keyframe at or before the next wanted time, but only when that keyframe
-    lies beyond the frames already decoded: every seek moves forward, so the loop ends."""
+    a frame period, so rounded timestamps of constant-rate files map exactly). It seeks to the keyframe at or before
+    the next wanted time only when that keyframe lies beyond the frames already decoded (``PyavSource.worth_seeking``):
+    every seek moves forward, so the loop ends."""
     import av
 
     height, width = size
     unique, inverse = np.unique(indices, return_inverse=True)
     half_frame = 0.5 / info.fps
     out = np.empty((len(unique), height, width, 3), np.uint8)
-    with av.open(str(path)) as container:
+    to_rgb = RgbConverter()
+    with kept_container.take(path) or av.open(str(path)) as container:
         source = PyavSource(container)
         frames = source.frames_from_start()
         previous, upcoming = None, next(frames, None)
         first_shown = upcoming[0] if upcoming is not None else 0.0  # times count from the first frame shown
         for i, index in enumerate(unique):
             limit = first_shown + index / info.fps + half_frame
+            source.wanted_until = limit
             if upcoming is not None and source.worth_seeking(upcoming[0], limit):
                 frames = source.frames_from_keyframe_before(limit)
                 previous, upcoming = None, next(frames, None)
@@ -350,48 +333,6 @@ def _decode_pyav(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[i
             if shown is None or (upcoming is None and index > last_index + END_SLACK_FRAMES):
                 raise VideoDecodeError(path, f"truncated: frames decodable up to about #{last_index}, the header "
                                              f"claims {info.num_frames}")
-            out[i] = shown[1].to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
-            report_progress(i + 1)  # one swscale pass, bilinear above: decord's scaler, bit for bit
+            out[i] = to_rgb(shown[1], height, width)
+            report_progress(i + 1)
     return out[inverse]
-
-
-def _torchcodec_refusal(info: VideoInfo) -> str | None:
-    """Why torchcodec 0.17 would not return PyAV's frames for this file (None: it does): it converts pixel formats
-    other than 8-bit YUV to RGB differently (10-bit HEVC: off by about half a level on average), and in AVI files
-    with B-frames it returns the frame before the one shown at a time (their timestamps are decode times)."""
-    if info.pixel_format not in DECORD_PIXEL_FORMATS:
-        return f"pixel format {info.pixel_format or 'unknown'}"
-    if "avi" in info.container.split(","):
-        return "AVI container (frame timestamps in decode order)"
-    return None
-
-
-def _decode_torchcodec(path: Path, info: VideoInfo, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Frame i is the one torchcodec plays at (i + 0.5) / fps after the first frame (exact seek mode: its index of
-    every frame, from a scan of the file; approximate mode trusts the header's rate and misses on variable frame
-    rate). torchcodec turns frames upright and resizes after turning; the frames go back to stored orientation
-    here, as the other backends return them."""
-    refusal = _torchcodec_refusal(info)
-    if refusal:
-        raise VideoDecodeError(path, f"backend torchcodec cannot read this file: {refusal}")
-    try:
-        from torchcodec.decoders import VideoDecoder
-        from torchcodec.transforms import Resize
-    except Exception as err:  # noqa: BLE001 -- not installed, or no system FFmpeg it can load
-        raise VideoDecodeError(path, f"backend torchcodec requested but it does not load ({type(err).__name__}; "
-                                     "pip install 'coca-video[torchcodec]' and a system FFmpeg)") from None
-    turned = info.rotation in (90, 270)
-    upright_size = size[::-1] if turned else size
-    stored = upright_size == ((info.width, info.height) if turned else (info.height, info.width))
-    decoder = VideoDecoder(str(path), seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=1,
-                           transforms=None if stored else [Resize(list(upright_size))])
-    begin, end = decoder.metadata.begin_stream_seconds, decoder.metadata.end_stream_seconds
-    unique, inverse = np.unique(indices, return_inverse=True)
-    last_index = max(0, int(round((end - begin) * info.fps)) - 1)
-    if unique[-1] > last_index + END_SLACK_FRAMES:
-        raise VideoDecodeError(path, f"truncated: frames decodable up to about #{last_index}, the header claims "
-                                     f"{info.num_frames}")
-    times = np.minimum(begin + (unique + 0.5) / info.fps, np.nextafter(end, begin))
-    frames = decoder.get_frames_played_at(times.tolist()).data.numpy()
-    report_progress(len(unique))
-    return _rotate(frames, (-info.rotation) % 360)[inverse]
