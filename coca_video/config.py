@@ -336,7 +336,8 @@ class DecodeConfig:
     sampling: Literal["eval", "linspace", "fps"] = "eval"  # TSN segment centres, CLIP4Clip's linspace, or score's fps
     fps: float = 1.0  # with sampling=fps: frames per second of video, each its own row (per-second embeddings)
     max_frames: int | None = None  # with sampling=fps: at most this many per video, spread over it (null: no cap)
-    backend: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"  # auto: decord or PyAV, whichever is right
+    backend: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"  # auto: PyAV (fastest here, see bench_decode)
+    device: str = "cpu"  # where videos decode: cpu, or cuda/cuda:N (torchcodec on that GPU; backend auto|torchcodec)
     timeout: float | None = 120.0  # decode time limit, s: this + 1 s per frame + 0.1 s per video second (null: none)
     workers: int = 2  # decoding processes
     batch_size: int = 8  # videos per decode-and-encode batch
@@ -350,6 +351,14 @@ class DecodeConfig:
               "be > 0 seconds, or null for no limit", self.timeout)
         check_at_least("workers", self.workers, 0)
         check_at_least("batch_size", self.batch_size, 1)
+        check(self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None, "device",
+              "be cpu, cuda or cuda:N", self.device)
+        if self.device != "cpu":
+            check(self.backend in ("auto", "torchcodec"), "backend", f"be auto or torchcodec to decode on "
+                  f"{self.device}", self.backend)
+            check(self.timeout is not None or self.workers == 0, "timeout", "be set to decode on a GPU with workers "
+                  "(it decodes in a fresh helper process; a forked worker cannot start CUDA)", self.timeout)
+            check_device(self.device)
 
     def frames_rule(self) -> str:
         """How frames are sampled, in words for metadata and reports: ``16 per video (eval)``, or ``1 per second,

@@ -97,3 +97,24 @@ def test_device_auto_resolves_to_the_best_device_here_which_is_cpu(monkeypatch):
     assert next(load_model(ModelConfig(device="auto")).parameters()).device.type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
+
+
+def test_decode_device_is_checked_where_the_config_is_read():
+    """decode.device: cpu or cuda[:N], with a backend that can decode on a GPU, a CUDA device that exists, and the
+    time-limited helper when workers decode (a forked worker cannot start CUDA); each mistake is one ConfigError."""
+    import torch
+
+    from coca_video.config import DecodeConfig, load_config
+    from coca_video.errors import ConfigError
+    from coca_video.tasks.score import ScoreConfig
+
+    assert DecodeConfig().device == "cpu"
+    with pytest.raises(ConfigError, match="decode.device must be cpu, cuda or cuda:N, got 'gpu'"):
+        load_config(ScoreConfig, None, ["decode.device=gpu"])
+    with pytest.raises(ConfigError, match="decode.backend must be auto or torchcodec to decode on cuda"):
+        load_config(ScoreConfig, None, ["decode.device=cuda", "decode.backend=decord"])
+    with pytest.raises(ConfigError, match="decode.timeout must be set to decode on a GPU with workers"):
+        load_config(ScoreConfig, None, ["decode.device=cuda", "decode.timeout=null"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device on this machine"):
+            load_config(ScoreConfig, None, ["decode.device=cuda:0"])

@@ -55,9 +55,9 @@ class VideoClipDataset(Dataset):
     """
 
     def __init__(self, items: Sequence[VideoItem], transform: ImageTransform, sampling: ClipSampling = ClipSampling(),
-                 seed: int = 0, backend: str = "auto", timeout: float | None = None) -> None:
+                 seed: int = 0, backend: str = "auto", timeout: float | None = None, device: str = "cpu") -> None:
         self.items, self.transform, self.sampling = list(items), transform, sampling
-        self.seed, self.backend, self.timeout, self.epoch = seed, backend, timeout, 0
+        self.seed, self.backend, self.timeout, self.device, self.epoch = seed, backend, timeout, device, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -78,7 +78,7 @@ class VideoClipDataset(Dataset):
         from ..video import VideoReader
 
         reader = VideoReader(item.path, backend=self.backend, short_side=self.transform.image_size,
-                             timeout=self.timeout)
+                             timeout=self.timeout, device=self.device)
         views = [reader.get_frames(indices) for indices in self.frame_indices(reader, item, rng)]
         frames = torch.as_tensor(np.stack(views))  # (views, T, H, W, 3) uint8
         # (C, views*T, 3, S, S) uint8; a training transform draws its one box and flip per clip from this rng
@@ -172,7 +172,8 @@ def decode_loader(items: Sequence[VideoItem], transform: ImageTransform, decode:
     workers, batch size); ``sampling`` replaces the block's frame rule (training clips, multi-view testing)."""
     sampling = sampling or ClipSampling(decode.num_frames, mode=decode.sampling, fps=decode.fps,
                                         max_frames=decode.max_frames)
-    dataset = VideoClipDataset(items, transform, sampling, seed=seed, backend=decode.backend, timeout=decode.timeout)
+    dataset = VideoClipDataset(items, transform, sampling, seed=seed, backend=decode.backend, timeout=decode.timeout,
+                               device=decode.device)
     return video_loader(dataset, decode.batch_size, decode.workers, batches=batches)
 
 
