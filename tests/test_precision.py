@@ -141,3 +141,4 @@ def test_int8_packs_for_onednn_without_changing_the_global_engine(default_model_
     quantised = apply_precision(default_model_and_images[0], "int8")
     assert torch.backends.quantized.engine == before
     assert type(quantised.image_encoder.vit.patch_embed.proj).__name__ == "PatchLinear"
+    assert quantised.frames_per_forward == 16 and default_model_and_images[0].frames_per_forward == 64

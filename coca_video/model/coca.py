@@ -41,6 +41,8 @@ class VideoEncoding(NamedTuple):
 class CoCa(nn.Module):
     """Contrastive Captioner (Yu et al., 2022, arXiv 2205.01917)."""
 
+    frames_per_forward = 64  # encode_video's image-encoder chunk (int8 sets its own: model/precision.py)
+
     def __init__(self, cfg: CoCaConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -69,18 +71,19 @@ class CoCa(nn.Module):
         return F.normalize(embedding, dim=-1) if normalize else embedding
 
     def encode_video(self, frames: Tensor, pooling: VideoPooling = "mean",
-                     max_frames_per_forward: int = 64) -> VideoEncoding:
+                     max_frames_per_forward: int | None = None) -> VideoEncoding:
         """(B, T, 3, H, W) preprocessed frames -> per-frame and per-video embeddings plus all encoder tokens.
 
         ``pooling``: ``mean`` (the CoCa paper's zero-shot video embedding: the normalised mean of the normalised
         frame embeddings) or ``attentional`` (VideoCoCa: the model's own contrastive pooler, untrained for video,
         over the concatenated tokens of all frames, T*N of them, then the same norm and projection as an image).
-        The image encoder runs on the B*T frames in chunks of at most ``max_frames_per_forward``.
+        The image encoder runs on the B*T frames in chunks of at most ``max_frames_per_forward`` (default: the
+        model's ``frames_per_forward``).
         """
         batch, num_frames = frames.shape[:2]
         flat = frames.flatten(0, 1)  # (B*T, 3, H, W)
         embeddings, tokens = [], []
-        for chunk in flat.split(max_frames_per_forward):
+        for chunk in flat.split(max_frames_per_forward or self.frames_per_forward):
             encoder_tokens = self.image_encoder(chunk)  # (n, N, C)
             embeddings.append(self.image_pooling.embed(encoder_tokens))
             tokens.append(encoder_tokens)
