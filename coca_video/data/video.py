@@ -79,33 +79,35 @@ class VideoClipDataset(Dataset):
 
         reader = VideoReader(item.path, backend=self.backend, short_side=self.transform.image_size,
                              timeout=self.timeout, device=self.device)
-        views = [reader.get_frames(indices) for indices in self.frame_indices(reader, item, rng)]
-        frames = torch.as_tensor(np.stack(views))  # (views, T, H, W, 3) uint8
+        meta = {"duration": reader.duration, "num_frames": reader.num_frames, "fps": reader.fps}
+        if self.sampling.mode == "fps":
+            indices, meta["frame_windows"] = self.fps_frames(reader, item)
+            index_views = [indices]
+        else:
+            index_views = self.frame_indices(reader, item, rng)
+        frames = torch.as_tensor(np.stack([reader.get_frames(indices) for indices in index_views]))  # (V, T, H, W, 3)
         # (C, views*T, 3, S, S) uint8; a training transform draws its one box and flip per clip from this rng
         crops = self.transform.crops(frames.flatten(0, 1), self.sampling.spatial_crops, rng)
         t = self.sampling.num_frames
-        meta = {"duration": reader.duration, "num_frames": reader.num_frames, "fps": reader.fps}
-        if self.sampling.mode == "fps":
-            meta["frame_windows"] = self.fps_windows(reader, item)
         return crops.unflatten(1, (-1, t)).transpose(0, 1).flatten(0, 1), meta  # (views*C, T, 3, S, S)
 
-    def fps_windows(self, reader, item: VideoItem) -> list[tuple[float, float]]:
-        """sampling=fps: the [start, end) of each frame's interval in the item's window (the whole video if none)."""
-        from ..video import fps_rate, fps_windows
+    def fps_frames(self, reader, item: VideoItem) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        """sampling=fps: the [start, end) of each frame's interval in the item's window (the whole video if none),
+        and the frame indices of those intervals padded to ``num_frames`` by repeating the last."""
+        from ..video import fps_indices, fps_rate, fps_windows
 
         rate = fps_rate(reader.duration, self.sampling.fps, self.sampling.max_frames)
         start = item.start_sec or 0.0
         end = reader.duration if item.end_sec is None else item.end_sec
-        return fps_windows(start, max(end, start), rate, limit=self.sampling.num_frames)
+        windows = fps_windows(start, max(end, start), rate, limit=self.sampling.num_frames)
+        indices = fps_indices(reader.fps, reader.num_frames, windows)
+        return np.pad(indices, (0, self.sampling.num_frames - len(indices)), mode="edge"), windows
 
     def frame_indices(self, reader, item: VideoItem, rng: np.random.Generator) -> list[np.ndarray]:
         """One index array per temporal view: views shift the segment centres evenly within a segment."""
-        from ..video import fps_indices, linspace_indices, sample_indices
+        from ..video import linspace_indices, sample_indices
         from ..video.sampling import segment_points, window_frames
 
-        if self.sampling.mode == "fps":
-            indices = fps_indices(reader.fps, reader.num_frames, self.fps_windows(reader, item))
-            return [np.pad(indices, (0, self.sampling.num_frames - len(indices)), mode="edge")]
         first, count = window_frames(reader.fps, reader.num_frames, item.start_sec, item.end_sec)
         views = []
         for view in range(self.sampling.temporal_views):
