@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 from .model import CoCa, create_model
 from .model.coca import VideoEncoding, VideoPooling
+from .model.precision import compute_dtype
 from .transforms import ImageTransform, image_transform
 from .video import VideoReader, fps_indices, fps_rate, fps_windows, sample_indices
 
@@ -38,9 +40,7 @@ def encode_video_file(model: CoCa, path: str | os.PathLike, num_frames: int = 16
     segments (``sample_indices``), read with :class:`VideoReader`, preprocessed for ``model``, encoded."""
     reader = VideoReader(path)
     frames = reader.get_frames(sample_indices(reader.num_frames, num_frames))
-    parameter = next(model.parameters())
-    pixels = image_transform(model).frames(frames).to(parameter.device, parameter.dtype)
-    return model.encode_video(pixels[None], pooling=pooling)
+    return model.encode_video(encoder_input(model, frames)[None], pooling=pooling)
 
 
 @torch.no_grad()
@@ -53,9 +53,11 @@ def encode_video_frames(model: CoCa, path: str | os.PathLike, fps: float = 1.0, 
     reader = VideoReader(path)
     windows = fps_windows(0.0, reader.duration, fps_rate(reader.duration, fps, max_frames))
     indices = fps_indices(reader.fps, reader.num_frames, windows)
-    transform, parameter = image_transform(model), next(model.parameters())
-    embeddings = []
-    for begin in range(0, len(indices), chunk):
-        frames = reader.get_frames(indices[begin:begin + chunk])
-        embeddings.append(model.encode_image(transform.frames(frames).to(parameter.device, parameter.dtype)).float())
+    embeddings = [model.encode_image(encoder_input(model, reader.get_frames(indices[begin:begin + chunk]))).float()
+                  for begin in range(0, len(indices), chunk)]
     return windows, torch.cat(embeddings)
+
+
+def encoder_input(model: CoCa, frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) frames -> (T, 3, S, S) preprocessed for ``model``, on its device in its compute dtype."""
+    return image_transform(model).frames(frames).to(next(model.parameters()).device, compute_dtype(model))
