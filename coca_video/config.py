@@ -351,11 +351,13 @@ class DecodeConfig:
               "be > 0 seconds, or null for no limit", self.timeout)
         check_at_least("workers", self.workers, 0)
         check_at_least("batch_size", self.batch_size, 1)
-        check(self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None, "device",
-              "be cpu, cuda or cuda:N", self.device)
         if self.device != "cpu":
-            check(self.backend in ("auto", "torchcodec"), "backend", f"be auto or torchcodec to decode on "
-                  f"{self.device}", self.backend)
+            from .video.reader import check_decode_device
+
+            try:  # the reader's own rules for where frames can be decoded, as this block's value errors
+                check_decode_device(self.device, self.backend)
+            except ValueError as err:
+                raise InvalidValue(str(err)) from None
             check(self.timeout is not None or self.workers == 0, "timeout", "be set to decode on a GPU with workers "
                   "(it decodes in a fresh helper process; a forked worker cannot start CUDA)", self.timeout)
             check_device(self.device)

@@ -60,11 +60,7 @@ class VideoReader:
                  timeout: float | None = None, device: str = "cpu"):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if not DECODE_DEVICE.fullmatch(device):
-            raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
-        if device != "cpu" and backend not in ("auto", "torchcodec"):
-            raise ValueError(f"device {device} decodes with torchcodec: backend must be auto or torchcodec, got "
-                             f"{backend!r}")
+        check_decode_device(device, backend)
         if device != "cpu":
             _check_cuda(device)
         self.path, self.backend, self.short_side, self.timeout = Path(path), backend, short_side, timeout
@@ -121,6 +117,17 @@ class VideoReader:
             raise VideoDecodeError(self.path, "out of memory while decoding") from None
         except Exception as err:  # noqa: BLE001 -- every backend failure becomes one typed error naming the file
             raise VideoDecodeError(self.path, f"cannot decode ({type(err).__name__}: {err})") from None
+
+
+def check_decode_device(device: str, backend: str) -> None:
+    """``device`` is one frames can be decoded on with ``backend``: the CPU, or a CUDA GPU through torchcodec
+    (``backend`` auto or torchcodec); a ``ValueError`` saying which rule is broken otherwise. Whether that GPU exists
+    is checked apart (it needs torch)."""
+    if not DECODE_DEVICE.fullmatch(device):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    if device != "cpu" and backend not in ("auto", "torchcodec"):
+        raise ValueError(f"backend must be auto or torchcodec to decode on {device} (torchcodec decodes there), "
+                         f"got {backend!r}")
 
 
 def _check_cuda(device: str) -> None:
