@@ -322,8 +322,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check_device(self.device)
         self.device = resolve_device(self.device)  # auto is resolved once, so every user of the block sees a device
+        # which precisions a device runs, in one place: fp16 is for accelerators, int8 (dynamic quantisation) for CPUs
         check(self.precision != "fp16" or self.device != "cpu", "precision", "be fp32, bf16 or int8 on the CPU "
               "(fp16 is for accelerators: cuda, mps)", self.precision)
+        check(self.precision != "int8" or self.device == "cpu", "precision", f"be fp32, bf16 or fp16 on "
+              f"{self.device} (int8 runs on the CPU only)", self.precision)
         if self.image_size is not None:
             check_at_least("image_size", self.image_size, 1)
 

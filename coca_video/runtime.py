@@ -28,8 +28,6 @@ def load_model(cfg: ModelConfig, training: bool = False) -> CoCa:
     if training and cfg.precision in ("int8", "fp16"):
         raise ConfigError(f"model.precision={cfg.precision} is for inference only: training needs fp32 weights "
                           f"(precision=bf16 trains under bf16 autocast)")
-    if not training and cfg.precision == "int8" and torch.device(cfg.device).type != "cpu":
-        raise ConfigError(f"model.precision=int8 runs on the CPU only, not model.device={cfg.device}; use bf16")
     model = create_model(cfg.name, pretrained=cfg.pretrained, device=cfg.device,
                          precision="fp32" if training else cfg.precision, image_size=cfg.image_size)
     if compiles(cfg, training):
