@@ -2,8 +2,9 @@
 
 Eval: resize the shortest side to the model's image size (antialiased, bicubic by default), centre-crop (uint8,
 :meth:`ImageTransform.crops`), scale to [0, 1] and normalise with the model's mean/std
-(:meth:`ImageTransform.normalise`, for video batches on the model's device). A PIL image, a uint8 (H, W, 3) array or tensor, or a batch of frames
-(T, H, W, 3) all take the same ops, so a frame gives exactly what the same picture gives as an image.
+(:meth:`ImageTransform.normalise`, for video batches on the model's device). A PIL image, a uint8 (H, W, 3) array
+or tensor, or a batch of frames (T, H, W, 3) all take the same ops, so a frame gives exactly what the same picture
+gives as an image.
 """
 
 from __future__ import annotations

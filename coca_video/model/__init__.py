@@ -21,7 +21,7 @@ from .video_classifier import VideoClassifier, VideoClassifierConfig
 __all__ = [
     "CoCa", "CoCaConfig", "CoCaLoss", "CoCaOutput", "DecoderConfig", "PoolerConfig", "PreprocessConfig", "ProbeInfo",
     "TextConfig", "VideoClassifier", "VideoClassifierConfig", "VideoEncoding", "VisionConfig", "caption_loss",
-    "checkpoint_folder", "contrastive_loss", "create_model", "describe_models", "get_model_config", "get_tokenizer", "list_models",
-    "list_pretrained", "load_probe", "load_weights", "read_probe_info", "save_pretrained", "save_probe",
+    "checkpoint_folder", "contrastive_loss", "create_model", "describe_models", "get_model_config", "get_tokenizer",
+    "list_models", "list_pretrained", "load_probe", "load_weights", "read_probe_info", "save_pretrained", "save_probe",
     "tokenizer_files",
 ]

@@ -57,7 +57,8 @@ def thumbnail_strip(path: str, count: int = THUMBNAILS_PER_ROW, height: int = 72
 
 
 def thumbnail_tags(frames: Iterable[np.ndarray]) -> str:
-    """Inline <img class="thumb"> tags of ``frames`` as small JPEGs (those that cannot be made small enough left out)."""
+    """Inline <img class="thumb"> tags of ``frames`` as small JPEGs (any that cannot be made small enough left
+    out)."""
     jpegs = (thumbnail_jpeg(frame) for frame in frames)
     return "".join(f'<img class="thumb" src="data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}">'
                    for jpeg in jpegs if jpeg is not None)

@@ -49,7 +49,8 @@ class VideoGroup:
         best = max(ok, key=lambda r: r.get("top1_score") or 0.0, default=None)
         label = str(best.get("top1_label") or "") if best else ""
         score = float(best.get("top1_score") or 0.0) if best else -1.0
-        return {"path": self.path, "label": label, "score": f"{score:.4f}", "duration": f"{duration(self.records[0]):.2f}"}
+        return {"path": self.path, "label": label, "score": f"{score:.4f}",
+                "duration": f"{duration(self.records[0]):.2f}"}
 
 
 def video_groups(scores: pd.DataFrame) -> list[VideoGroup]:
@@ -91,8 +92,8 @@ def write_score_report(scores: pd.DataFrame, path: str | Path, cfg: Any, warning
     for number, page_path in enumerate(paths, start=1):
         page_groups = groups[(number - 1) * page_size:number * page_size]
         first = (number - 1) * page_size + 1
-        sections = [*(header if number == 1 else []), page_navigation(paths, number),
-                    f"<p>Videos {first}&ndash;{first + len(page_groups) - 1} of {len(groups)}.</p>" if page_groups else "",
+        shown = f"<p>Videos {first}&ndash;{first + len(page_groups) - 1} of {len(groups)}.</p>" if page_groups else ""
+        sections = [*(header if number == 1 else []), page_navigation(paths, number), shown,
                     score_table(page_groups, label_columns, segmented, strip), SORT_SCRIPT]
         write_html(page_path, "coca-video score report" + (f" (page {number})" if number > 1 else ""), sections)
     return Path(path)

@@ -254,7 +254,8 @@ def search(embeddings: str | os.PathLike, queries: Sequence[str], k: int = 10, m
 
 
 def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int = 10, model: str | None = None,
-           index_min_rows: int = INDEX_MIN_ROWS, pretrained: str | None = None) -> list[SearchHit] | list[list[SearchHit]]:
+           index_min_rows: int = INDEX_MIN_ROWS,
+           pretrained: str | None = None) -> list[SearchHit] | list[list[SearchHit]]:
     """The ``k`` videos (or segments) whose embeddings are closest to a text query (cosine), best first.
 
     ``queries``: one query (returns its hits) or a list (returns one list of hits per query); the embeddings file is
