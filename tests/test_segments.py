@@ -83,6 +83,30 @@ def test_each_segment_gets_its_row_its_frames_and_its_label(long_video, tmp_path
     assert run(folder, out, labels)["scored_now"] == 0  # resumes per segment
 
 
+def test_a_partly_scored_video_is_not_counted_as_already_scored(long_video, tmp_path, monkeypatch):
+    """Interrupted after its first window, the 30 s video has 1 of 3 rows: the rerun scores the other two and does not
+    report the video as already scored; only a third run, with nothing left, does."""
+    folder, _, labels = long_video
+    out = tmp_path / "s.parquet"
+    calls, score_batch = [], score.VideoScorer.__call__
+
+    def interrupt_second_window(self, frames):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return score_batch(self, frames)
+
+    monkeypatch.setattr(score.VideoScorer, "__call__", interrupt_second_window)
+    with pytest.raises(KeyboardInterrupt):
+        run(folder, out, labels, "decode.batch_size=1")
+    monkeypatch.undo()
+    assert len(pd.read_parquet(out)) == 1
+    resumed = run(folder, out, labels, "decode.batch_size=1")
+    assert (resumed["scored_now"], resumed["already_scored"]) == (2, 0)
+    finished = run(folder, out, labels)
+    assert (finished["scored_now"], finished["already_scored"]) == (0, 1)
+
+
 @pytest.mark.slow
 def test_search_names_the_time_range(long_video, tmp_path):
     folder, colours, labels = long_video

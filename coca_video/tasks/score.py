@@ -181,13 +181,20 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
             scores = merge(cfg.out, paths=[stored_path(p) for p in files], metadata=provenance)
     seconds = time.time() - started
     summary = {"videos": len(files), "scored_now": counts.total, "errors_now": counts.error,
-               "already_scored": len({key[:3] for key in done} & {stored_key(key) for key in keys}),
+               "already_scored": len(already_scored(done, keys, todo)),
                "seconds": round(seconds, 2),
                "videos_per_second": round(counts.total / max(seconds, 1e-9), 2),
                "out": str(cfg.out), "embeddings": str(embeddings_path(cfg.out))}
     if scores is not None:
         summary["ok_total"] = int(sum(s == "ok" for s in scores.column("status").to_pylist()))
     return summary, scores
+
+
+def already_scored(done: set[tuple], keys: list[tuple[str, int, float]], todo: list[ScoreItem]) -> set[tuple]:
+    """The files of ``keys`` a rerun has nothing left to score in: some row of theirs scored ok in ``done`` and none
+    of their items (segments, fps chunks) still in ``todo``; a partly scored file is not counted."""
+    unfinished = {stored_key(item.key) for item in todo}
+    return ({key[:3] for key in done} & {stored_key(key) for key in keys}) - unfinished
 
 
 def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]]) -> list[ScoreItem]:
