@@ -109,3 +109,23 @@ def test_the_text_model_gets_the_weights_that_made_the_embeddings_unless_told_ot
     assert main(["search", str(embeddings), "a red circle", "--model", "synthetic_tiny"]) == 0
     capsys.readouterr()
     assert calls == [("default", "mine.safetensors"), ("default", "other.bin"), ("synthetic_tiny", None)]
+
+
+def test_failed_rows_are_skipped_and_each_hit_keeps_its_own_path_and_window(tmp_path):
+    """Rows 1 and 4 failed (no embedding): the rows read are the other four, each with its own vector and window, and
+    a query equal to row 3's vector ranks row 3 first, then the others by their cosine computed here."""
+    vectors = F.normalize(torch.randn(6, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
+    column = [None if i in (1, 4) else v for i, v in enumerate(vectors.tolist())]
+    table = pa.table({"path": [f"v{i}.mp4" for i in range(6)],
+                      "video_embedding": pa.array(column, pa.list_(pa.float32())),
+                      "segment_start": [float(i) for i in range(6)], "segment_end": [i + 1.0 for i in range(6)]})
+    path = tmp_path / "s.embeddings.parquet"
+    pq.write_table(table, path)
+    rows, read, _ = score.read_embeddings(path)
+    kept = [0, 2, 3, 5]
+    assert [(hit.path, hit.start, hit.end) for hit in rows] == [(f"v{i}.mp4", float(i), i + 1.0) for i in kept]
+    torch.testing.assert_close(torch.from_numpy(read), vectors[kept])
+    ranked = score.rank_hits(rows, read, vectors[3].numpy(), k=4)
+    expected = sorted(kept, key=lambda i: -float(vectors[i] @ vectors[3]))
+    assert [hit.path for hit in ranked] == [f"v{i}.mp4" for i in expected] and ranked[0].start == 3.0
+    assert ranked[0].score == pytest.approx(1.0, abs=1e-6)

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, NamedTuple, Sequence, overload
+from typing import Any, Callable, Iterator, Literal, NamedTuple, Sequence, overload
 
 import numpy as np
 import pyarrow as pa
@@ -290,7 +290,7 @@ def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int =
     return ranked[0] if isinstance(queries, str) else ranked
 
 
-def rank_hits(hits: list[SearchHit], vectors: np.ndarray, query: np.ndarray, k: int,
+def rank_hits(hits: Sequence[SearchHit], vectors: np.ndarray, query: np.ndarray, k: int,
               rows: np.ndarray | None = None) -> list[SearchHit]:
     """The ``k`` best of ``hits`` for ``query`` by exact cosine, best first: among ``rows`` (an index's
     candidates) when given, else among all."""
@@ -314,7 +314,7 @@ def search_row_ids(hits: Sequence[SearchHit]) -> list[str]:
     return [f"{hit.path}\t{hit.start}\t{hit.end}" for hit in hits]
 
 
-def fresh_index(embeddings: str | os.PathLike, hits: list[SearchHit], ndim: int) -> Any | None:
+def fresh_index(embeddings: str | os.PathLike, hits: Sequence[SearchHit], ndim: int) -> Any | None:
     """The index beside ``embeddings`` when usearch is installed and the index was built from the file as it is now;
     None otherwise (a stale one with a one-line warning on stderr saying to rebuild it)."""
     from ..data.ann_index import has_usearch, is_fresh, open_index, read_record, source_of
@@ -384,10 +384,31 @@ def read_queries(path: str | os.PathLike) -> list[str]:
     return queries
 
 
-def read_embeddings(embeddings: str | os.PathLike) -> tuple[list[SearchHit], np.ndarray, dict[str, str]]:
-    """The rows scored ok in an embeddings file (as hits with no score yet), their video embeddings (N, D) float32,
-    and the file's provenance metadata; a missing, unreadable or foreign file, or one without a single embedding,
-    raises a one-line error naming it."""
+class EmbeddingRows(Sequence[SearchHit]):
+    """The searchable rows of an embeddings file as hits made on demand (score not set): the columns stay in Arrow,
+    and only the rows a search returns become Python objects (a million hits built up front took longer than
+    ranking them)."""
+
+    def __init__(self, paths: pa.Array, starts: pa.Array | None = None, ends: pa.Array | None = None) -> None:
+        self.paths, self.starts, self.ends = paths, starts, ends
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, row: int) -> SearchHit:  # type: ignore[override]
+        if not -len(self) <= row < len(self):
+            raise IndexError(row)
+        window = (self.starts[row].as_py(), self.ends[row].as_py()) if self.starts is not None else (None, None)
+        return SearchHit(self.paths[row].as_py(), 0.0, *window)
+
+    def __iter__(self) -> Iterator[SearchHit]:
+        return (self[row] for row in range(len(self)))
+
+
+def read_embeddings(embeddings: str | os.PathLike) -> tuple[EmbeddingRows, np.ndarray, dict[str, str]]:
+    """The rows scored ok in an embeddings file (as :class:`EmbeddingRows`: hits with no score yet), their video
+    embeddings (N, D) float32, and the file's provenance metadata; a missing, unreadable or foreign file, or one
+    without a single embedding, raises a one-line error naming it."""
     import pyarrow.parquet as pq
 
     path = Path(embeddings)
@@ -404,13 +425,12 @@ def read_embeddings(embeddings: str | os.PathLike) -> tuple[list[SearchHit], np.
         raise DataError(f"{path}: not a readable Parquet file ({err.__class__.__name__})") from None
     provenance = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
     total = table.num_rows
-    table = table.filter(table.column("video_embedding").is_valid())
+    if table.column("video_embedding").null_count:  # failed rows; the filter copies every column
+        table = table.filter(table.column("video_embedding").is_valid())
     if not table.num_rows:
         raise DataError(f"{path}: no video embeddings to search (every one of its {total} rows failed)")
-    starts = table.column("segment_start").to_pylist() if segments else [None] * table.num_rows
-    ends = table.column("segment_end").to_pylist() if segments else [None] * table.num_rows
-    hits = [SearchHit(p, 0.0, start, end) for p, start, end in zip(table.column("path").to_pylist(), starts, ends)]
-    return hits, embedding_matrix(table.column("video_embedding"), table.num_rows), provenance
+    columns = [table.column(name).combine_chunks() for name in ("path", *segments)]
+    return EmbeddingRows(*columns), embedding_matrix(table.column("video_embedding"), table.num_rows), provenance
 
 
 def embedding_matrix(column: pa.ChunkedArray, rows: int) -> np.ndarray:
