@@ -65,7 +65,6 @@ def quantise_int8(model: nn.Module) -> nn.Module:
         return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
-
 class PatchLinear(nn.Module):
     """A convolution whose stride equals its kernel (no padding, dilation or groups) as a Linear over flattened
     patches, so int8 quantisation reaches it: coca_ViT-B-32's patch embedding, batch 16, took 23-43 ms as an fp32
