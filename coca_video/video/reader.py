@@ -188,7 +188,7 @@ def _header_info(path: Path, options: dict[str, str], only_mp4: bool) -> VideoIn
     except BaseException:
         container.close()
         raise
-    if not options and _is_mp4(container):  # fully analysed and nothing decoded: the decode can start from it
+    if _is_mp4(container):  # nothing demuxed or decoded from it by us: the decode can start from it
         kept_container.keep(path, container)
     else:
         container.close()
