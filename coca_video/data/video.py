@@ -13,7 +13,7 @@ from typing import Any, Literal, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..config import DecodeConfig
 from ..transforms import ImageTransform
@@ -142,7 +142,8 @@ def collate_videos(records: list[dict[str, Any]]) -> VideoBatch:
     """Stack the clips that decoded; list the ones that did not as ``errors``."""
     good = [r for r in records if "frames" in r]
     return VideoBatch(
-        frames=torch.stack([r["frames"] for r in good]) if good else None,
+        # in a worker, default_collate stacks straight into shared memory: no second copy to send the batch
+        frames=default_collate([r["frames"] for r in good]) if good else None,
         indices=[r["index"] for r in good],
         paths=[r["path"] for r in good],
         labels=torch.tensor([r["label"] for r in good], dtype=torch.long),
