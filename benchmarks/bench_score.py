@@ -73,8 +73,8 @@ def peak_memory_mb(folder: Path, out: Path, model: str, frames: int) -> float:
     import sys
 
     code = ("import resource, sys; from coca_video.cli import main; "
-            "main(['score', sys.argv[1], '--out', sys.argv[2], '--model', sys.argv[3], f'decode.num_frames={sys.argv[4]}', "
-            "'decode.workers=2']); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+            "main(['score', sys.argv[1], '--out', sys.argv[2], '--model', sys.argv[3], "
+            "f'decode.num_frames={sys.argv[4]}', 'decode.workers=2']); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
     result = subprocess.run([sys.executable, "-c", code, str(folder), str(out), model, str(frames)],
                             capture_output=True, text=True, check=True)
@@ -99,6 +99,11 @@ def main() -> None:
     parser.add_argument("--folders", default="small,kinetics", help="which folders: small, kinetics or both")
     parser.add_argument("--memory-videos", type=int, default=1000, help="0 skips the memory comparison")
     args = parser.parse_args()
+    folders = {"small": ("small clips, 128 px x 48 frames", 128, 48),
+               "kinetics": ("Kinetics-like, 320 px x 125 frames", 320, 125)}
+    unknown = sorted(set(args.folders.split(",")) - set(folders))
+    if unknown:
+        parser.error(f"--folders: unknown {', '.join(unknown)} (choose from {', '.join(folders)})")
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,8 +111,6 @@ def main() -> None:
     models = {precision: create_model(args.model, precision=precision).eval() for precision in precisions}
     print(f"{args.videos} videos per folder, {args.frames} frames each, model {args.model}, "
           f"{torch.get_num_threads()} threads, score with {args.workers} decoding workers")
-    folders = {"small": ("small clips, 128 px x 48 frames", 128, 48),
-               "kinetics": ("Kinetics-like, 320 px x 125 frames", 320, 125)}
     for name, size, length in (folders[key] for key in args.folders.split(",")):
         print(f"{name}:")
         with tempfile.TemporaryDirectory() as tmp:
