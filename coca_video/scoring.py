@@ -158,7 +158,7 @@ def score_files(scorer: VideoScorer, todo: list[ScoreItem], store: PartStore, de
     if not todo:
         return counts
     items = [VideoItem(item.key[0], start_sec=item.start, end_sec=item.end) for item in todo]
-    loader = decode_loader(items, scorer.transform, decode, sampling)
+    loader = decode_loader(items, scorer.transform, decode, sampling, model_device=scorer.model_cfg.device)
     per_frame = (sampling.mode if sampling else decode.sampling) == "fps"
     unit = "video" if todo[0].start is None else "window"  # a segment, or a chunk of frames with sampling=fps
     with tqdm(total=len(todo), unit=unit, disable=not show, dynamic_ncols=True) as bar:

@@ -309,7 +309,8 @@ def fill_cache(folder: Path, items: list[VideoItem], model: CoCa, model_cfg: Mod
         print(f"encoding {len(todo)} {name} videos into the feature cache {cache.tokens_path}")
         model.eval()
         transform = image_transform(model)
-        loader = decode_loader([items[i] for i in todo], transform, decode, sampling, seed)
+        loader = decode_loader([items[i] for i in todo], transform, decode, sampling, seed,
+                               model_device=model_cfg.device)
         failures = 0
         with tqdm(total=len(todo), unit="video", desc=f"{name} cache", disable=not info.is_main,
                   dynamic_ncols=True) as bar:

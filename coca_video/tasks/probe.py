@@ -260,8 +260,7 @@ class FinetuneTrainer(EpochTrainer):
         self.both.train()
         batches = batch_shards(len(self.train_set.items), self.cfg.batch_size, seed=self.cfg.seed * 1000 + epoch)
         loader = decode_loader(self.train_set.items, self.transform, self.cfg.decode, self.sampling, self.cfg.seed,
-                               batches=batches)
-        loader.dataset.set_epoch(epoch)
+                               batches=batches, epoch=epoch, model_device=self.cfg.model.device)
         losses = []
         for number, batch in enumerate(loader):
             rng = np.random.default_rng([self.cfg.seed, epoch, number, self.info.rank])
