@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from coca_video.data.ann_index import IndexSource, open_index, rows_digest, write_index
-from coca_video.tasks.score import SearchHit, index_candidates, rank_hits, search_row_ids
+from coca_video.tasks.score import EmbeddingRows, SearchHit, index_candidates, rank_hits, search_row_ids
 
 K = 10
 SINGLE = 20  # queries timed one search call at a time
@@ -43,11 +44,12 @@ def timed(function, *args):
     return result, time.perf_counter() - started
 
 
-def exact_top(hits: list[SearchHit], vectors: np.ndarray, queries: np.ndarray) -> list[list[SearchHit]]:
+def exact_top(hits: EmbeddingRows, vectors: np.ndarray, queries: np.ndarray) -> list[list[SearchHit]]:
     return [rank_hits(hits, vectors, query, K) for query in queries]
 
 
-def index_top(index: np.ndarray, hits: list[SearchHit], vectors: np.ndarray, queries: np.ndarray) -> list[list[SearchHit]]:
+def index_top(index: np.ndarray, hits: EmbeddingRows, vectors: np.ndarray,
+              queries: np.ndarray) -> list[list[SearchHit]]:
     return [rank_hits(hits, vectors, query, K, rows) for query, rows in
             zip(queries, index_candidates(index, queries, K))]
 
@@ -65,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     vectors = unit_vectors(args.rows, args.dim, seed=0)
     queries = unit_vectors(args.queries, args.dim, seed=1)
-    hits = [SearchHit(f"v{i}.mp4", 0.0) for i in range(args.rows)]
+    hits = EmbeddingRows(pa.array([f"v{i}.mp4" for i in range(args.rows)]))  # as search reads them
     with tempfile.TemporaryDirectory() as tmp:
         embeddings = Path(tmp) / "bench.embeddings.parquet"  # never written: the index is only placed beside it
         codes, build = timed(write_index, embeddings, vectors, IndexSource(0, 0, args.rows, ""))
@@ -74,7 +76,7 @@ def main() -> None:
         compare(open_index(embeddings, args.rows, args.dim), hits, vectors, queries)
 
 
-def compare(index: np.ndarray, hits: list[SearchHit], vectors: np.ndarray, queries: np.ndarray) -> None:
+def compare(index: np.ndarray, hits: EmbeddingRows, vectors: np.ndarray, queries: np.ndarray) -> None:
     """Print recall@10 and queries/s of exact search and of search through ``index``."""
     exact, exact_s = timed(exact_top, hits, vectors, queries)
     approx, approx_s = timed(index_top, index, hits, vectors, queries)

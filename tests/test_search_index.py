@@ -148,3 +148,28 @@ def test_an_ip_index_ranks_by_dot_product_and_a_cos_index_by_angle():
     vectors = np.array([[0.5, 0.1], [2.0, 1.5]], dtype=np.float32)  # the first is nearer in angle, the second in dot
     assert ann_index.nearest(codes_of(vectors, "ip"), query, 2)[0].tolist() == [1, 0]
     assert ann_index.nearest(codes_of(vectors, "cos"), query, 2)[0].tolist() == [0, 1]
+
+
+def test_the_row_digest_is_the_one_indexes_already_built_recorded():
+    """Row ids are now read a column at a time and hashed at once; an index built before (ids hashed a row at a
+    time from each hit's path and window) must still be fresh."""
+    import hashlib
+
+    import pyarrow as pa
+
+    from coca_video.data.ann_index import rows_digest
+    from coca_video.tasks.score import EmbeddingRows, search_row_ids
+
+    def row_by_row(rows) -> str:  # the digest as indexes recorded it
+        digest = hashlib.sha256()
+        for hit in rows:
+            digest.update(f"{hit.path}\t{hit.start}\t{hit.end}".encode("utf-8", "surrogatepass") + b"\n")
+        return digest.hexdigest()
+
+    paths = pa.array(["/videos/a.mp4", "/videos/été/b c.mp4", "/videos/a.mp4"])
+    whole = EmbeddingRows(paths)
+    segments = EmbeddingRows(paths, pa.array([0.0, 0.0, 10.5]), pa.array([10.5, 3.0, 21.0]))
+    for rows in (whole, segments):
+        assert rows_digest(search_row_ids(rows)) == row_by_row(rows)
+    assert rows_digest(search_row_ids(whole)) != rows_digest(search_row_ids(segments))
+    assert rows_digest([]) == hashlib.sha256(b"").hexdigest()

@@ -59,10 +59,7 @@ def index_paths(embeddings: str | os.PathLike) -> tuple[Path, Path]:
 
 def rows_digest(row_ids: Iterable[str]) -> str:
     """sha256 of the row ids (one per indexed row, in row order)."""
-    digest = hashlib.sha256()
-    for row_id in row_ids:
-        digest.update(row_id.encode("utf-8", "surrogatepass") + b"\n")
-    return digest.hexdigest()
+    return hashlib.sha256("".join(f"{row_id}\n" for row_id in row_ids).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def source_of(embeddings: str | os.PathLike, row_ids: list[str]) -> IndexSource:

@@ -309,12 +309,17 @@ def index_candidates(index: Any, queries: np.ndarray, k: int) -> list[np.ndarray
     return nearest(index, queries, max(k, CANDIDATES))
 
 
-def search_row_ids(hits: Sequence[SearchHit]) -> list[str]:
-    """One id per searchable row, recorded (as a digest) by an index: path and segment window."""
-    return [f"{hit.path}\t{hit.start}\t{hit.end}" for hit in hits]
+def search_row_ids(rows: EmbeddingRows) -> list[str]:
+    """One id per searchable row, recorded (as a digest) by an index: path and segment window (``None`` for a
+    whole video), tab-separated; read a column at a time (a row at a time took ~3 us a row)."""
+    paths = rows.paths.to_pylist()
+    if rows.starts is None:
+        return [f"{path}\tNone\tNone" for path in paths]
+    windows = zip(rows.starts.to_pylist(), rows.ends.to_pylist())
+    return [f"{path}\t{start}\t{end}" for path, (start, end) in zip(paths, windows)]
 
 
-def fresh_index(embeddings: str | os.PathLike, hits: Sequence[SearchHit], ndim: int) -> Any | None:
+def fresh_index(embeddings: str | os.PathLike, hits: EmbeddingRows, ndim: int) -> Any | None:
     """The index beside ``embeddings`` when usearch is installed and the index was built from the file as it is now;
     None otherwise (a stale one with a one-line warning on stderr saying to rebuild it)."""
     from ..data.ann_index import has_usearch, is_fresh, open_index, read_record, source_of
