@@ -240,10 +240,11 @@ SEARCH_ROW_KEYS = ("query", "rank", "path", "score", "start", "end")
 # When search goes through a fresh index, measured with benchmarks/bench_search.py (random 512-d rows, 2 busy cores).
 # One query per call, exact vs index: 0.7 vs 2.0 ms at 10,000 rows, 1.7-1.9 vs 1.5-2.5 at 20,000, 5.8 vs 3.2 at
 # 50,000, 60 vs 31 at 500,000, 108-221 vs 92-102 at 1,000,000; 1,000 queries at once: index 3.8x exact at 50,000,
-# 2.2-3.9x at 1,000,000. But checking that the index is fresh (the row digest) costs ~0.4-0.65 us a row per search
-# (20 ms at 50,000 rows, 487-647 ms at 1,000,000), and one query saves 3.6 ms at 50,000 rows, 59-105 ms at 1,000,000
-# (batched), so a search breaks even from about 6 queries on above 50,000 rows (50,000: 6, 100,000: 6, 200,000: 4,
-# 500,000: 6, 1,000,000: 5 and 11 in two runs; 20,000: 9, 10,000: 26).
+# 2.2-3.9x at 1,000,000. But checking that the index is fresh (the row digest) costs ~0.3-0.65 us a row per search
+# (20 ms at 50,000 rows, 303-647 ms at 1,000,000; ~0.75 us a row for segment rows, whose windows are hashed too), and
+# one query saves 3.6 ms at 50,000 rows, 54-105 ms at 1,000,000 (batched), so a search breaks even from about 6
+# queries on above 50,000 rows (50,000: 6, 100,000: 6, 200,000: 4, 500,000: 6, 1,000,000: 5 and 11 in two runs, 6 in
+# a third; 20,000: 9, 10,000: 26).
 INDEX_MIN_ROWS = 50_000  # search uses a fresh index only for files of more rows than this...
 INDEX_MIN_QUERIES = 6  # ...and only for at least this many queries at once
 
