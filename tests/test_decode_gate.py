@@ -139,7 +139,7 @@ def test_workers_waiting_at_a_closed_gate_do_not_outlive_a_killed_consumer(tmp_p
 
 
 def test_a_model_fills_the_cores_on_the_cpu_with_a_thread_per_core(monkeypatch):
-    # torch's thread count is read, not set: setting it changes later tests' floats (the motion probe's accuracy)
+    # torch's thread count is read, not set: setting it is process-wide, and later tests would inherit it
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     monkeypatch.setattr(torch, "get_num_threads", lambda: cores)
     assert model_fills_cores("cpu") and model_fills_cores(torch.device("cpu"))
