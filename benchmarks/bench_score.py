@@ -74,7 +74,8 @@ def peak_memory_mb(folder: Path, out: Path, model: str, frames: int) -> float:
 
     code = ("import resource, sys; from coca_video.cli import main; "
             "main(['score', sys.argv[1], '--out', sys.argv[2], '--model', sys.argv[3], "
-            "f'decode.num_frames={sys.argv[4]}', 'decode.workers=2']); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+            "f'decode.num_frames={sys.argv[4]}', 'decode.workers=2']); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
     result = subprocess.run([sys.executable, "-c", code, str(folder), str(out), model, str(frames)],
                             capture_output=True, text=True, check=True)
