@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	# torchcodec (a 12 MB wheel, no dependencies) loads only with a system FFmpeg; without one its tests skip
+	# torchcodec (a 12 MB wheel, no dependencies) loads only with a system FFmpeg (make system-packages); else its tests skip
 	# usearch (2 MB, plus numkong 11 MB) makes the search-index tests run instead of skip
 	$(PY) -m pip install --quiet -e ".[test,torchcodec,index]"
 	touch $(STAMP)
@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/coca-video demo
 
-test: $(STAMP)
+# Debian packages the optional tests need (ffmpeg for torchcodec, chromium): installed when root with apt-get, else one
+# line says which tests will skip. SYSTEM_PACKAGES=0 leaves the machine as it is.
+system-packages:
+	@bash scripts/system_packages.sh
+
+test: $(STAMP) system-packages
 	$(PY) -m pytest -q
 
 clean:

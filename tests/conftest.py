@@ -13,3 +13,14 @@ import coca_video
 def tiny_model() -> coca_video.CoCa:
     torch.manual_seed(0)
     return coca_video.CoCa(tiny_config()).eval()
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "needs(*names): skip unless each named thing works here (tests/probes.py)")
+
+
+def pytest_runtest_setup(item) -> None:
+    from probes import skip_unless_works
+
+    for mark in item.iter_markers(name="needs"):
+        skip_unless_works(*mark.args)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from probes import CHROMIUM, CHROMIUM_FLAGS
 
 from coca_video.config import DecodeConfig
 from coca_video.errors import OutputError
@@ -30,7 +31,6 @@ from coca_video.tasks.score import ScoreConfig, check_outputs
 
 CFG = SimpleNamespace(model=SimpleNamespace(name="default"), decode=DecodeConfig(num_frames=4))
 VIDEOS, PAGE_SIZE = 2000, 200
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def scores_table(videos: int, folder: Path) -> pd.DataFrame:
@@ -164,14 +164,12 @@ def test_the_guard_replaces_our_pages_and_refuses_a_foreign_one(tmp_path):
 
 
 def chromium_dom(page: Path, profile: Path) -> str:
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--dump-dom", page.as_uri()]
+    cmd = [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+@pytest.mark.needs("chromium")
 def test_every_page_renders_and_a_header_click_sorts_in_headless_chromium(report, tmp_path):
     index, scores = report
     for page in pages_of(index):

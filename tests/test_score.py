@@ -20,6 +20,7 @@ from coca_video.tasks import score
 from coca_video.video import write_video
 
 from helpers import free_port
+from probes import CHROMIUM, CHROMIUM_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,15 +163,13 @@ def test_cli_flags_caption_and_report(folder, tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed")
+@pytest.mark.needs("chromium")
 def test_report_renders_in_headless_chromium(folder, tmp_path):
     root, _, labels = folder
     report = tmp_path / "report.html"
     run_score(root, tmp_path / "scores.csv", labels, f"report={report}")
     screenshot = tmp_path / "shot.png"
-    cmd = ["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1200,900",
+    cmd = [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1200,900",
            report.as_uri()]
     subprocess.run(cmd, capture_output=True, timeout=120)
     dom = subprocess.run([*cmd[:-2], "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)

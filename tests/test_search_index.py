@@ -66,8 +66,8 @@ def index_uses(monkeypatch):
     return calls
 
 
+@pytest.mark.needs("usearch")
 def test_index_results_equal_exact_results_near_cluster_centres(clustered, queries, index_uses, capsys):
-    pytest.importorskip("usearch")
     assert main(["index", str(clustered)]) == 0
     assert capsys.readouterr().out.startswith(f"wrote {index_paths(clustered)[0]} (2000 rows, metric cos")
     exact = score.search(clustered, queries, k=10, index_min_rows=EXACT)
@@ -81,8 +81,8 @@ def test_index_results_equal_exact_results_near_cluster_centres(clustered, queri
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.needs("usearch")
 def test_stale_index_is_not_used_and_warns_once(clustered, queries, index_uses, capsys):
-    pytest.importorskip("usearch")
     score.build_index(clustered)
     write_embeddings(clustered, unit(np.random.default_rng(3).standard_normal((CLUSTERS * PER_CLUSTER, DIM))))
     approx = score.search(clustered, queries, k=5, index_min_rows=100)
@@ -92,8 +92,8 @@ def test_stale_index_is_not_used_and_warns_once(clustered, queries, index_uses, 
     assert approx == score.search(clustered, queries, k=5, index_min_rows=EXACT)
 
 
+@pytest.mark.needs("usearch")
 def test_segment_rows_come_back_with_their_times_through_the_index(clustered, monkeypatch, index_uses):
-    pytest.importorskip("usearch")
     score.build_index(clustered, metric="ip")
     table = pq.read_table(clustered)
     row = 1234  # v034.mp4, segment 24-26 s
@@ -117,9 +117,9 @@ def test_index_without_usearch_is_a_one_line_error_and_search_scans(clustered, q
     assert len(score.search(clustered, queries, k=3, index_min_rows=100)) == len(queries)
 
 
+@pytest.mark.needs("usearch")
 def test_a_search_of_few_queries_compares_every_row_without_checking_the_index(clustered, queries, index_uses,
                                                                                capsys):
-    pytest.importorskip("usearch")
     score.build_index(clustered)
     write_embeddings(clustered, unit(np.random.default_rng(3).standard_normal((CLUSTERS * PER_CLUSTER, DIM))))
     few = queries[:score.INDEX_MIN_QUERIES - 1]
@@ -133,8 +133,8 @@ def codes_of(vectors: np.ndarray, metric: str) -> np.ndarray:
     return ann_index.quantise_rows(vectors, metric, np.empty(vectors.shape, np.int8))
 
 
+@pytest.mark.needs("usearch")
 def test_the_int8_scan_proposes_the_exact_top_10_of_random_vectors():
-    pytest.importorskip("usearch")
     rng = np.random.default_rng(4)
     vectors, queries = unit(rng.standard_normal((5000, 64))), unit(rng.standard_normal((20, 64)))
     found = ann_index.nearest(codes_of(vectors, "cos"), queries, 50)
@@ -142,8 +142,8 @@ def test_the_int8_scan_proposes_the_exact_top_10_of_random_vectors():
         assert set(np.argsort(-(vectors @ query))[:10]) <= set(rows.tolist())
 
 
+@pytest.mark.needs("usearch")
 def test_an_ip_index_ranks_by_dot_product_and_a_cos_index_by_angle():
-    pytest.importorskip("usearch")
     query = np.array([[1.0, 0.0]], dtype=np.float32)
     vectors = np.array([[0.5, 0.1], [2.0, 1.5]], dtype=np.float32)  # the first is nearer in angle, the second in dot
     assert ann_index.nearest(codes_of(vectors, "ip"), query, 2)[0].tolist() == [1, 0]

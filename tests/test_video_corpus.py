@@ -1,10 +1,9 @@
 """Real-encoder corpus: every backend returns, bit for bit at stored size, the frames a full sequential PyAV decode
 of the same file shows at the sampled indices (or, for decord and torchcodec, refuses with VideoDecodeError);
-rotated clips come out upright. torchcodec joins when it imports. The clips are encoded here with PyAV, once per module, and never committed."""
+rotated clips come out upright. torchcodec joins when its FFmpeg core loads. The clips are encoded here with PyAV, once per module, and never committed."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -14,18 +13,11 @@ import av
 import numpy as np
 import pytest
 
+from probes import torchcodec_problem
+
 from coca_video.video import VideoDecodeError, VideoReader, sample_indices
 
-def torchcodec_imports() -> bool:
-    """Whether torchcodec is installed and loads (it needs a system FFmpeg)."""
-    try:
-        import torchcodec.decoders  # noqa: F401
-    except Exception:  # noqa: BLE001 -- not installed, or no FFmpeg it can load
-        return False
-    return True
-
-
-HAS_TORCHCODEC = torchcodec_imports()
+HAS_TORCHCODEC = torchcodec_problem() is None  # its core library loads FFmpeg (an import proves nothing)
 BACKENDS = ("pyav", "decord", "auto") + (("torchcodec",) if HAS_TORCHCODEC else ())
 REFUSING = ("decord", "torchcodec")  # may refuse a file (auto never uses them alone), never return wrong frames
 SAMPLE_SIZES = (16, 4)
@@ -236,7 +228,7 @@ def test_rotated_clips_come_out_upright(corpus, name):
         assert corners[0].mean() > 200 and all(corner.mean() < 150 for corner in corners[1:]), backend
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line tool")
+@pytest.mark.needs("ffmpeg")
 @pytest.mark.parametrize("name", ["rotate_90", "rotate_270"])
 def test_rotation_matches_ffmpeg_autorotate(corpus, name):
     """The ffmpeg CLI rotates by the display matrix on its own: our upright frame is its output."""
@@ -256,8 +248,7 @@ def test_cut_mp4_without_moov_says_so(corpus, tmp_path):
         VideoReader(cut)
 
 
-needs_torchcodec = pytest.mark.skipif(not HAS_TORCHCODEC, reason="torchcodec does not import (extra not installed, "
-                                                                 "or no system FFmpeg)")
+needs_torchcodec = pytest.mark.needs("torchcodec")
 
 
 @needs_torchcodec
@@ -280,7 +271,7 @@ def cuda_available() -> bool:
 
 
 @needs_torchcodec
-@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
+@pytest.mark.needs("cuda")
 @pytest.mark.parametrize("name", ["x264_defaults", "x264_open_gop", "rotate_90"])
 def test_gpu_decoding_gives_the_cpu_frames_up_to_colour_rounding(corpus, name):
     """device=cuda decodes on the GPU (torchcodec, NVDEC): the same frames as PyAV on the CPU, upright, at stored

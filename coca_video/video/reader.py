@@ -63,6 +63,7 @@ class VideoReader:
         check_decode_device(device, backend)
         if device != "cpu":
             _check_cuda(device)
+        check_torchcodec(device, backend)
         self.path, self.backend, self.short_side, self.timeout = Path(path), backend, short_side, timeout
         self.device = device
         _check_file(self.path)
@@ -128,6 +129,17 @@ def check_decode_device(device: str, backend: str) -> None:
     if device != "cpu" and backend not in ("auto", "torchcodec"):
         raise ValueError(f"backend must be auto or torchcodec to decode on {device} (torchcodec decodes there), "
                          f"got {backend!r}")
+
+
+def check_torchcodec(device: str, backend: str) -> None:
+    """torchcodec can decode here when it will be used (``backend="torchcodec"`` or a GPU ``device``); a one-line
+    ``ValueError`` naming the fix otherwise, given once instead of a loader traceback per file."""
+    if backend == "torchcodec" or device != "cpu":
+        from .torchcodec_frames import torchcodec_problem
+
+        problem = torchcodec_problem()
+        if problem:
+            raise ValueError(f"{'backend torchcodec' if device == 'cpu' else f'decoding on {device}'}: {problem}")
 
 
 def _check_cuda(device: str) -> None:

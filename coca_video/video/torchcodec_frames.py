@@ -10,12 +10,31 @@ speed on a GPU were checked where this was written (no GPU: the test is skipped)
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 
 from .isolate import report_progress
 from .frame_info import DECORD_PIXEL_FORMATS, END_SLACK_FRAMES, VideoDecodeError, VideoInfo, rotate
+
+
+@functools.cache
+def torchcodec_problem() -> str | None:
+    """Why torchcodec cannot decode videos on this machine (None: it can), in one line with the fix. torchcodec
+    imports without FFmpeg and fails only when it decodes, so this loads its FFmpeg core library, as its decoders do
+    first thing (torchcodec's ``load_core_libraries``: libtorchcodec_core9 down to 4, each linked to that FFmpeg)."""
+    try:
+        from torchcodec._internally_replaced_utils import load_core_libraries
+    except ImportError:
+        return "torchcodec is not installed: pip install 'coca-video[torchcodec]'"
+    except Exception as err:  # noqa: BLE001 -- installed but broken (e.g. built for another torch)
+        return f"torchcodec does not import ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+    try:
+        load_core_libraries()
+    except Exception:  # noqa: BLE001 -- its message is a 60-line loader traceback; the cause is nearly always FFmpeg
+        return "torchcodec cannot load FFmpeg's shared libraries (it needs FFmpeg 4-9: apt-get install ffmpeg)"
+    return None
 
 
 def torchcodec_refusal(info: VideoInfo) -> str | None:
@@ -39,12 +58,12 @@ def decode_torchcodec(path: Path, info: VideoInfo, indices: np.ndarray, size: tu
     refusal = torchcodec_refusal(info)
     if refusal:
         raise VideoDecodeError(path, f"backend torchcodec cannot read this file: {refusal}")
-    try:
-        from torchcodec.decoders import VideoDecoder
-        from torchcodec.transforms import Resize
-    except Exception as err:  # noqa: BLE001 -- not installed, or no system FFmpeg it can load
-        raise VideoDecodeError(path, f"backend torchcodec requested but it does not load ({type(err).__name__}; "
-                                     "pip install 'coca-video[torchcodec]' and a system FFmpeg)") from None
+    problem = torchcodec_problem()
+    if problem:
+        raise VideoDecodeError(path, problem)
+    from torchcodec.decoders import VideoDecoder
+    from torchcodec.transforms import Resize
+
     turned = info.rotation in (90, 270)
     upright_size = size[::-1] if turned else size
     stored = upright_size == ((info.width, info.height) if turned else (info.height, info.width))

@@ -1,0 +1,115 @@
+"""What this machine can really do, found by doing it: load torchcodec's FFmpeg core, start the browser, run Java,
+the ffmpeg command, usearch, CUDA. An import that works proves nothing (torchcodec imports without FFmpeg and fails
+only when it decodes), so every optional-dependency skip in the suite goes through one of these. Each probe runs at
+most once per test session and returns None when the thing works, else the reason it does not (the skip's reason)."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium (make test installs it where it can)
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync")
+
+
+def _ran(cmd: list[str], timeout: float = 60) -> str | None:
+    """None when ``cmd`` runs and exits 0, else why not (its last line of output)."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"{cmd[0]} does not run ({type(err).__name__}: {err})"
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+        return f"{cmd[0]} exits {done.returncode} ({last[0][:120]})"
+    return None
+
+
+@functools.cache
+def torchcodec_problem() -> str | None:
+    """torchcodec is installed and its FFmpeg core library loads (the package's own check users get)."""
+    from coca_video.video.torchcodec_frames import torchcodec_problem as problem
+
+    return problem()
+
+
+@functools.cache
+def chromium_problem() -> str | None:
+    """Debian's chromium starts headless and renders a page."""
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is not installed (apt-get install chromium)"
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "probe.html"
+        page.write_text("<html><body><p id='x'>probe</p></body></html>")
+        cmd = [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={tmp}/profile", "--dump-dom", page.as_uri()]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return f"chromium does not start ({type(err).__name__})"
+        if "probe</p>" not in done.stdout:
+            return f"chromium did not render a page (exit {done.returncode})"
+    return None
+
+
+@functools.cache
+def java_problem() -> str | None:
+    """``java -version`` runs (pycocoevalcap's PTB tokenizer and METEOR need it)."""
+    if shutil.which("java") is None:
+        return "java is not installed (apt-get install default-jre-headless)"
+    return _ran(["java", "-version"])
+
+
+@functools.cache
+def ffmpeg_cli_problem() -> str | None:
+    """The ffmpeg command line tool runs."""
+    if shutil.which("ffmpeg") is None:
+        return "the ffmpeg command line tool is not installed (apt-get install ffmpeg)"
+    return _ran(["ffmpeg", "-hide_banner", "-version"])
+
+
+@functools.cache
+def usearch_problem() -> str | None:
+    """usearch builds an index and finds a vector in it."""
+    try:
+        import numpy as np
+        from usearch.index import Index
+
+        index = Index(ndim=8, metric="cos", dtype="i8")
+        vectors = np.eye(8, dtype=np.float32)
+        index.add(np.arange(8), vectors)
+        found = index.search(vectors[3], 1).keys
+    except Exception as err:  # noqa: BLE001 -- not installed, or its native library does not load
+        return f"usearch does not work ({type(err).__name__}: {err})"
+    return None if int(found[0]) == 3 else "usearch returned a wrong neighbour"
+
+
+@functools.cache
+def cuda_problem() -> str | None:
+    """A CUDA GPU takes a tensor and computes on it."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU"
+    try:
+        value = (torch.ones(4, device="cuda") * 2).sum().item()
+    except Exception as err:  # noqa: BLE001
+        return f"CUDA does not work ({type(err).__name__}: {err})"
+    return None if value == 8 else "CUDA computed a wrong sum"
+
+
+PROBES = {"torchcodec": torchcodec_problem, "chromium": chromium_problem, "java": java_problem,
+          "ffmpeg": ffmpeg_cli_problem, "usearch": usearch_problem, "cuda": cuda_problem}
+
+
+def skip_unless_works(*names: str) -> None:
+    """Skip the running test unless every named thing works here (``@pytest.mark.needs("chromium", ...)`` does this
+    before the test starts, through conftest; the probes run only for tests that are about to run)."""
+    for name in names:
+        reason = PROBES[name]()
+        if reason:
+            pytest.skip(reason)
