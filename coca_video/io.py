@@ -142,7 +142,22 @@ def check_output_file(path: str | os.PathLike, inputs: Iterable[Path], ours: boo
     if path.exists() and not ours:
         raise OutputError(f"{key}={path}: file exists and was not written by coca-video; choose a new path or "
                           "remove it (nothing was changed)")
+    check_writable_folder(path.parent, f"{key}={path}")
     return path
+
+
+def check_writable_folder(folder: Path, what: str) -> None:
+    """``folder`` exists (made here if missing, as the output would make it) and takes a new file: tried by creating
+    and removing a temporary one, since permission bits say nothing for root or a read-only file system."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OutputError(f"{what}: cannot write in {folder} ({err.strerror or type(err).__name__}); choose a "
+                          "writable folder") from None
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .config import check
+from .config import check, check_at_least
 from .distributed import barrier, get_info, is_distributed
 from .errors import CheckpointError, InputError
 from .io import atomic_path
@@ -45,6 +45,15 @@ class OptimConfig:
     layer_decay: float = 1.0  # probe finetuning: block i of L trains at lr * layer_decay^(L - i) (1.0 = off)
 
     def __post_init__(self) -> None:
+        check(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "be > 0", self.lr)
+        check_at_least("weight_decay", self.weight_decay, 0)
+        check(all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas), "betas", "be two numbers in [0, 1)",
+              self.betas)
+        check(isinstance(self.eps, (int, float)) and self.eps > 0, "eps", "be > 0", self.eps)
+        check_at_least("warmup_steps", self.warmup_steps, 0)
+        check(isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio",
+              "be in [0, 1]", self.min_lr_ratio)
+        check(isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0, "grad_clip", "be > 0", self.grad_clip)
         check(0 < self.layer_decay <= 1, "layer_decay", "be in (0, 1] (1.0 = off)", self.layer_decay)
 
 

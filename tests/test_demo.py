@@ -14,3 +14,10 @@ def test_demo_runs_from_a_relative_folder_and_scores_above_chance(tmp_path, monk
     out = capsys.readouterr().out
     assert "corrupt.mp4      error:" in out and "zero-shot colour+shape top-1:" in out
     assert (tmp_path / "demo_output" / "report.html").is_file()
+
+
+def test_the_demo_search_line_uses_the_right_article():
+    from coca_video.tasks.demo import with_article
+
+    assert with_article("orange triangle") == "an orange triangle"
+    assert with_article("red square") == "a red square"

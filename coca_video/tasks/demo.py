@@ -53,8 +53,14 @@ def run_demo(output: Path, count: int = 24) -> None:
         print(f"{Path(row.path).name:<16} error: {row.error}")
     print(f"\nzero-shot colour+shape top-1: {hits}/{len(ok)} = {100 * hits / max(len(ok), 1):.0f}% "
           f"(chance {100 / (len(COLOURS) * len(SHAPES)):.1f}%); {summary['seconds']} s")
-    query = next(iter(truth.values()))
-    print(f"\nsearch for 'a {query}':")
-    for hit in search(summary["embeddings"], f"a {query}", k=3):
+    query = with_article(next(iter(truth.values())))
+    print(f"\nsearch for '{query}':")
+    for hit in search(summary["embeddings"], query, k=3):
         print(f"  {hit.score:+.3f}  {Path(hit.path).name}  ({truth[hit.path]})")
     print(f"\nresults: {cfg.out}, {summary['embeddings']}, {cfg.report}")
+
+
+def with_article(noun_phrase: str) -> str:
+    """``an orange triangle``, ``a red square``: the indefinite article by the first letter (the synthetic world's
+    colour and shape words have no silent h or sounded-out vowels)."""
+    return f"{'an' if noun_phrase[:1].lower() in 'aeiou' else 'a'} {noun_phrase}"

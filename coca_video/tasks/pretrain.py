@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import ModelConfig, check, to_dict
+from ..config import ModelConfig, check, check_at_least, to_dict
 from ..data.image_text import ImageTextDataConfig, build_loader
 from ..distributed import DistInfo, init_distributed, is_distributed
 from ..errors import DataError
@@ -44,6 +44,12 @@ class TrainConfig:
     contrastive_weight: float = 1.0  # weight of the contrastive loss
     caption_weight: float = 2.0  # weight of the captioning loss (the paper's 2)
 
+    def __post_init__(self) -> None:
+        for key in ("max_steps", "batch_size", "checkpoint_every", "keep_last", "log_every"):
+            check_at_least(key, getattr(self, key), 1)
+        check_at_least("contrastive_weight", self.contrastive_weight, 0)
+        check_at_least("caption_weight", self.caption_weight, 0)
+
 
 @dataclass
 class EvalConfig:
@@ -53,6 +59,10 @@ class EvalConfig:
     num_images: int = 256  # held-out synthetic images per evaluation
     attributes: tuple[str, ...] = ("colour", "shape")  # synthetic attributes classified zero-shot
 
+    def __post_init__(self) -> None:
+        check_at_least("every", self.every, 0)
+        check_at_least("num_images", self.num_images, 1)
+
 
 @dataclass
 class TokenizerConfig:
@@ -61,6 +71,10 @@ class TokenizerConfig:
 
     vocab_size: int = 512  # BPE vocabulary size of a newly trained tokenizer
     corpus_size: int = 20000  # training captions the tokenizer is trained on
+
+    def __post_init__(self) -> None:
+        check_at_least("vocab_size", self.vocab_size, 1)
+        check_at_least("corpus_size", self.corpus_size, 1)
 
 
 @dataclass
