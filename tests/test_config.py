@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import pytest
 
 from coca_video.config import ConfigError, load_config
@@ -118,3 +119,36 @@ def test_decode_device_is_checked_where_the_config_is_read():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device on this machine"):
             load_config(ScoreConfig, None, ["decode.device=cuda:0"])
+
+
+def test_torchcodec_without_ffmpeg_is_refused_in_one_line_when_the_config_is_read(monkeypatch):
+    """torchcodec imports without FFmpeg and fails only when it decodes: the decode block asks its core library
+    (faked absent here) and refuses in one line naming the fix, before any row could carry a loader traceback."""
+    from coca_video.config import load_config
+    from coca_video.errors import ConfigError
+    from coca_video.tasks import score
+    from coca_video.video import torchcodec_frames
+
+    missing = "torchcodec cannot load FFmpeg's shared libraries (it needs FFmpeg 4-9: apt-get install ffmpeg)"
+    monkeypatch.setattr(torchcodec_frames, "torchcodec_problem", lambda: missing)
+    with pytest.raises(ConfigError, match="decode.backend=torchcodec: torchcodec cannot load FFmpeg") as err:
+        load_config(score.ScoreConfig, None, ["decode.backend=torchcodec"])
+    assert "\n" not in str(err.value) and "apt-get install ffmpeg" in str(err.value)
+    load_config(score.ScoreConfig, None, ["decode.backend=pyav"])  # other backends never ask
+
+
+def test_the_torchcodec_probe_agrees_with_a_real_decode(tmp_path):
+    """The package's check is the truth: when it says torchcodec works, a clip decodes through it; when it names a
+    problem, decoding fails (both checked on whatever this machine has)."""
+    from coca_video.video import VideoDecodeError, VideoReader, write_video
+    from coca_video.video.torchcodec_frames import torchcodec_problem
+
+    pytest.importorskip("torchcodec")  # installed by make test; the question is whether FFmpeg loads
+    clip = tmp_path / "c.mp4"
+    write_video(clip, np.zeros((4, 32, 32, 3), np.uint8), fps=4)
+    if torchcodec_problem() is None:
+        assert VideoReader(clip, backend="pyav").get_frames([0]).shape == (1, 32, 32, 3)
+        assert VideoReader(clip, backend="torchcodec").get_frames([0]).shape == (1, 32, 32, 3)
+    else:
+        with pytest.raises((ValueError, VideoDecodeError), match="FFmpeg"):
+            VideoReader(clip, backend="torchcodec").get_frames([0])
