@@ -364,13 +364,12 @@ class DecodeConfig:
             check(self.timeout is not None or self.workers == 0, "timeout", "be set to decode on a GPU with workers "
                   "(it decodes in a fresh helper process; a forked worker cannot start CUDA)", self.timeout)
             check_device(self.device)
-        if self.backend == "torchcodec" or self.device != "cpu":
-            from .video.torchcodec_frames import torchcodec_problem
+        from .video.reader import check_torchcodec
 
-            problem = torchcodec_problem()  # once, when the config is read, not as a loader traceback in every row
-            if problem:
-                key = f"device={self.device}" if self.device != "cpu" else "backend=torchcodec"
-                raise InvalidValue(f"{key}: {problem}")
+        try:  # once, when the config is read, not as a loader traceback in every row
+            check_torchcodec(self.device, self.backend)
+        except ValueError as err:
+            raise InvalidValue(str(err)) from None
 
     def frames_rule(self) -> str:
         """How frames are sampled, in words for metadata and reports: ``16 per video (eval)``, or ``1 per second,

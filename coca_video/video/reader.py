@@ -139,7 +139,7 @@ def check_torchcodec(device: str, backend: str) -> None:
 
         problem = torchcodec_problem()
         if problem:
-            raise ValueError(f"{'backend torchcodec' if device == 'cpu' else f'decoding on {device}'}: {problem}")
+            raise ValueError(f"{'backend=torchcodec' if device == 'cpu' else f'device={device}'}: {problem}")
 
 
 def _check_cuda(device: str) -> None:
