@@ -6,6 +6,12 @@ ratio to open_clip fp32 (> 1: faster), the min cosine to open_clip fp32's embedd
 dtype's measured matmul peak (the encoder's FLOPs per image / time / peak).
 
     python benchmarks/bench_encode_image.py [--batch 16] [--repeats 5] [--threads 2]
+
+It prints the CPU kind first (ATen's capability, native bf16, VNNI): the figures hold for that kind only. An AVX-512
+machine approximates an AVX2-only one with the instruction sets limited (check the printed matmul peaks drop):
+
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        python benchmarks/bench_encode_image.py
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 import torch
 
 import coca_video
-from coca_video.model.precision import apply_precision
+from coca_video.model.precision import apply_precision, cpu_kind, fastest_precision, int8_engine, quantise_int8
 
 
 def seconds(fn) -> float:
@@ -74,7 +80,8 @@ def main() -> None:
         "ours fp32": (ours, contextlib.nullcontext, torch.float32),
         "ours bf16 autocast": (ours, bf16_autocast, torch.bfloat16),
         "ours bf16 weights": (apply_precision(copy.deepcopy(ours), "bf16"), contextlib.nullcontext, torch.bfloat16),
-        "ours int8 (Linear)": (apply_precision(ours, "int8"), contextlib.nullcontext, torch.int8),
+        "ours int8 oneDNN": (quantise_int8(ours, "onednn"), contextlib.nullcontext, torch.int8),
+        "ours int8 x86": (quantise_int8(ours, "x86"), contextlib.nullcontext, torch.int8),
     }
     peaks = dict.fromkeys((torch.float32, torch.bfloat16, torch.int8), 0.0)  # the best seen over all repetitions
     flops = encoder_flops(ours)
@@ -91,6 +98,8 @@ def main() -> None:
             for name, (model, autocast, _) in variants.items():
                 with autocast():
                     times[name].append(seconds(lambda: model.encode_image(images)))
+    print(f"CPU: {cpu_kind()} (int8 engine chosen: {int8_engine(cpu_kind())}; precision=auto chooses "
+          f"{fastest_precision(ours)[1]})")
     print(f"coca_ViT-B-32 encode_image, batch {args.batch}, {args.threads} threads, best of {args.repeats}; "
           f"matmul peaks: " + ", ".join(f"{str(d).split('.')[-1]} {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items()))
     base = args.batch / min(times["open_clip fp32"])

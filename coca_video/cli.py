@@ -38,8 +38,8 @@ MODEL_FLAGS = [  # the shared model block, on every task command
     Flag("--model", "model.name", "model name or checkpoint folder (default: the built-in default model)"),
     Flag("--pretrained", "model.pretrained", "weights: open_clip file or folder, hf-hub:REPO, or a pretrained tag"),
     Flag("--device", "model.device", "cpu, cuda, cuda:N, mps, or auto: cuda, then mps, then cpu (default cpu)"),
-    Flag("--precision", "model.precision", "fp32, bf16, fp16 (GPU) or int8 (CPU) for inference; training: fp32 or "
-         "bf16 autocast (default fp32)"),
+    Flag("--precision", "model.precision", "fp32, bf16, fp16 (GPU), int8 (CPU), or auto: the fastest that passes "
+         "the fidelity gates here; training: fp32, bf16 autocast or auto (default fp32, exact to open_clip)"),
 ]
 FRAMES_FLAG = Flag("--frames", "decode.num_frames", "frames per video (default 16)")
 

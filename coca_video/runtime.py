@@ -3,7 +3,8 @@
 ``model.precision`` means two things, one per use: for inference (scoring, retrieval, the frozen probe's cache) the
 weights themselves compute in it (``bf16``/``fp16``: cast; ``int8``: dynamically quantised Linear layers; see
 :mod:`coca_video.model.precision`); for training (pretraining, finetuning) the fp32 weights train under bf16
-autocast, and ``fp16`` and ``int8`` are refused."""
+autocast, and ``fp16`` and ``int8`` are refused. ``auto`` becomes one of them when the model loads (the choice is
+written back to the model block, so every output records the precision that ran)."""
 
 from __future__ import annotations
 
@@ -18,18 +19,26 @@ from torch import nn
 from .config import ModelConfig
 from .errors import ConfigError
 from .model import CoCa, create_model
+from .model.precision import auto_precision, precision_of, warn_if_emulated_bf16
 
 logger = logging.getLogger(__name__)
 
 
 def load_model(cfg: ModelConfig, training: bool = False) -> CoCa:
     """``create_model`` from a task's model block, on its device, in eval mode; for inference in its precision,
-    for ``training`` with fp32 weights (bf16 then means autocast; int8 cannot train)."""
+    for ``training`` with fp32 weights (bf16 then means autocast; int8 cannot train). ``cfg.precision=auto`` is
+    replaced by the precision chosen."""
     if training and cfg.precision in ("int8", "fp16"):
         raise ConfigError(f"model.precision={cfg.precision} is for inference only: training needs fp32 weights "
                           f"(precision=bf16 trains under bf16 autocast)")
+    if training and cfg.precision == "auto":
+        cfg.precision = auto_precision(cfg.device, training=True)
+    if training and cfg.precision == "bf16":
+        warn_if_emulated_bf16(cfg.device)
     model = create_model(cfg.name, pretrained=cfg.pretrained, device=cfg.device,
                          precision="fp32" if training else cfg.precision, image_size=cfg.image_size)
+    if not training:
+        cfg.precision = precision_of(model)
     if compiles(cfg, training):
         compile_forward(model.image_encoder)
     return model

@@ -13,10 +13,13 @@ import torch
 
 import coca_video
 from coca_video.data.synthetic import zero_shot_image_set
-from coca_video.model.precision import apply_precision
+from coca_video.model import precision as precision_module
+from coca_video.model.precision import (MIN_COSINE, CpuKind, apply_precision, auto_precision, cpu_kind,
+                                        fastest_precision, int8_engine, precision_of)
 from coca_video.zero_shot import class_embeddings
 
-MIN_COSINE = {"bf16": 0.999, "fp16": 0.999, "int8": 0.995}
+AVX2 = CpuKind("AVX2", native_bf16=False, vnni=False)  # a 2-core EPYC without AVX-512, as issue #24 measured it
+AVX512_BF16 = CpuKind("AVX512", native_bf16=True, vnni=True)
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +145,64 @@ def test_int8_packs_for_onednn_without_changing_the_global_engine(default_model_
     assert torch.backends.quantized.engine == before
     assert type(quantised.image_encoder.vit.patch_embed.proj).__name__ == "PatchLinear"
     assert quantised.frames_per_forward == 16 and default_model_and_images[0].frames_per_forward == 64
+
+
+def test_auto_on_a_cpu_without_native_bf16_never_takes_bf16_and_trains_in_fp32(default_model_and_images):
+    model = default_model_and_images[0]
+    chosen_model, chosen = fastest_precision(model, kind=AVX2)
+    assert chosen in ("fp32", "int8") and precision_of(chosen_model) == chosen
+    assert auto_precision("cpu", training=True, kind=AVX2) == "fp32"
+    assert auto_precision("cpu", training=True, kind=AVX512_BF16) == "bf16"
+    assert int8_engine(AVX2) == "x86" and int8_engine(AVX512_BF16) == "onednn"
+
+
+def test_auto_skips_a_precision_that_fails_its_gate(default_model_and_images, monkeypatch):
+    model = default_model_and_images[0]
+    monkeypatch.setitem(MIN_COSINE, "int8", 1.01)  # no int8 embedding can be this close: int8 must not be chosen
+    monkeypatch.setitem(MIN_COSINE, "bf16", 1.01)
+    chosen_model, chosen = fastest_precision(model, kind=AVX512_BF16)
+    assert chosen == "fp32" and chosen_model is model
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_once_in_one_line_with_the_slowdown(monkeypatch, caplog):
+    monkeypatch.setattr(precision_module, "cpu_kind", lambda: AVX2)
+    monkeypatch.setattr(precision_module, "bf16_slowdown", lambda: 37.0)
+    with caplog.at_level("WARNING", logger=precision_module.__name__):
+        coca_video.create_model("default", precision="bf16")
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "no native bf16" in line and "37x slower than fp32" in line and "\n" not in line
+    caplog.clear()
+    monkeypatch.setattr(precision_module, "cpu_kind", lambda: AVX512_BF16)
+    with caplog.at_level("WARNING", logger=precision_module.__name__):
+        coca_video.create_model("default", precision="bf16")
+    assert not caplog.records
+
+
+def test_auto_is_written_back_so_outputs_record_the_precision_that_ran():
+    from coca_video.config import ModelConfig
+    from coca_video.runtime import load_model
+
+    cfg = ModelConfig(precision="auto")
+    model = load_model(cfg)
+    assert cfg.precision in ("fp32", "int8", "bf16") and cfg.precision == precision_of(model)
+    if not cpu_kind().native_bf16:
+        assert cfg.precision != "bf16"
+    training = ModelConfig(precision="auto")
+    load_model(training, training=True)
+    assert training.precision == ("bf16" if cpu_kind().native_bf16 else "fp32")
+
+
+def test_limiting_the_instruction_sets_turns_native_bf16_off_and_auto_away_from_bf16():
+    """The environment that approximates an AVX2-only CPU on an AVX-512 one (bench_encode_image.py's docstring)
+    really is seen as such: the CPU kind says so, and auto (measured) does not choose bf16."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    code = ("import coca_video; from coca_video.model.precision import cpu_kind, precision_of; "
+            "m = coca_video.create_model('default', precision='auto'); print(cpu_kind(), '|', precision_of(m))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    kind, chosen = out.stdout.strip().rsplit("|", 1)
+    assert kind.startswith("AVX2 (no native bf16") and chosen.strip() in ("fp32", "int8")

@@ -25,7 +25,7 @@ from ..config import from_dict, read_yaml
 from ..errors import CheckpointError, ConfigError
 from .coca import CoCa
 from .config import CoCaConfig
-from .precision import InferencePrecision, apply_precision
+from .precision import Precision, apply_precision
 from .state_dict import CONFIG_FILE, OPEN_CLIP_FILES, WEIGHTS_FILE, load_weights
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -122,12 +122,12 @@ def download_hf_snapshot(repo_id: str) -> Path:
 
 def create_model(
     name: str = "default", pretrained: str | os.PathLike | None = None, device: str | torch.device | None = None,
-    precision: InferencePrecision = "fp32",
+    precision: Precision = "fp32",
     image_size: int | None = None,
 ) -> CoCa:
     """Build a CoCa model by architecture name or checkpoint folder, optionally loading ``pretrained`` weights,
-    computing in ``precision`` (``fp32``, ``bf16`` weights, or ``int8`` Linear layers on the CPU; see
-    :mod:`coca_video.model.precision`).
+    computing in ``precision`` (``fp32``, ``bf16`` weights, ``int8`` Linear layers on the CPU, or ``auto``: the
+    fastest here that passes the fidelity gates; see :mod:`coca_video.model.precision`).
 
     ``image_size``: run at another resolution than the model's own (its position embeddings resampled, see
     :func:`set_image_size`). Returns the model in eval mode. See the module docstring for the accepted sources.

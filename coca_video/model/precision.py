@@ -15,6 +15,13 @@ torch 2.14.1; 0.14-0.16 without their C++ kernels) took 421 ms per coca_ViT-B-32
 under ``torch.compile`` (30 s to compile) against 256 ms for this path, on this 2-core AVX-512 VNNI CPU; its
 per-token activation scales were closer to fp32 (min cosine 0.99978 vs 0.99912), a margin the gates do not need.
 
+    auto   the fastest of these that passes the fidelity gates, for this model on this machine: on the CPU measured
+           when the model loads (:func:`fastest_precision`: fp32, int8, and bf16 where the CPU computes bf16
+           natively); on CUDA bf16 (fp16 where bf16 is not supported), on MPS fp16; for training bf16 autocast where
+           bf16 is native, else fp32. Which is fastest depends on the CPU and the model: on a 2-core AVX-512
+           BF16/VNNI EPYC the default model ran bf16 2.6x and int8 1.5x fp32, coca_ViT-B-32 bf16 3.8x and int8
+           5.9x; with AVX2 only, bf16 matmuls run ~70x slower than fp32 and int8 is the only gain.
+
 Training keeps fp32 weights and uses bf16 autocast instead (``runtime.autocast``). Measured fidelity and speed:
 ``tests/test_precision.py`` and ``benchmarks/bench_encode_image.py``.
 """
@@ -23,28 +30,170 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import logging
+import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 InferencePrecision = Literal["fp32", "bf16", "fp16", "int8"]
+Precision = Literal["fp32", "bf16", "fp16", "int8", "auto"]
+
+# the fidelity gates a precision passes to be offered, against fp32 on the same weights (tests/test_precision.py also
+# asks zero-shot agreement >= 99% and identical greedy captions on >= 95% of images): min cosine of image embeddings
+MIN_COSINE = {"bf16": 0.999, "fp16": 0.999, "int8": 0.995}
+
+logger = logging.getLogger(__name__)
 
 
-def apply_precision(model: nn.Module, precision: InferencePrecision) -> nn.Module:
+@dataclass(frozen=True)
+class CpuKind:
+    """What this CPU computes fast, as PyTorch will use it (the environment can lower each: ``ATEN_CPU_CAPABILITY``,
+    ``ONEDNN_MAX_CPU_ISA``)."""
+
+    capability: str  # ATen's kernel level: AVX512, AVX2, DEFAULT, ...
+    native_bf16: bool  # oneDNN multiplies bf16 natively (AVX-512 BF16, AMX); without it bf16 matmuls are emulated
+    vnni: bool  # AVX-512 VNNI int8 dot products, with ATen at AVX512
+
+    def __str__(self) -> str:
+        extras = [name for name, has in (("native bf16", self.native_bf16), ("VNNI", self.vnni)) if has]
+        return f"{self.capability}" + (f" ({', '.join(extras)})" if extras else " (no native bf16, no VNNI)")
+
+
+@functools.cache
+def cpu_kind() -> CpuKind:
+    """This machine's :class:`CpuKind` (read once)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    try:
+        native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # noqa: SLF001 -- oneDNN's own ISA check
+    except (AttributeError, RuntimeError):
+        native_bf16 = False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        flags = []
+    return CpuKind(capability, native_bf16, capability.startswith("AVX512") and "avx512_vnni" in flags)
+
+
+def int8_engine(kind: CpuKind) -> str:
+    """The quantised engine whose int8 Linear runs fastest on ``kind``: oneDNN with VNNI (coca_ViT-B-32, batch 16:
+    5.9x fp32 vs 5.3x for fbgemm), else PyTorch's x86 engine, which picks fbgemm or oneDNN per op (AVX2: 1.6x vs
+    oneDNN's 1.4-1.75x; see ``benchmarks/bench_encode_image.py``)."""
+    return "onednn" if kind.vnni else "x86"
+
+
+def auto_precision(device: str | torch.device, training: bool, kind: CpuKind | None = None) -> InferencePrecision:
+    """What ``precision=auto`` is where no measurement is needed: training (bf16 autocast where bf16 is native,
+    else fp32) and accelerators (CUDA: bf16, or fp16 without bf16 support; MPS: fp16). CPU inference is measured
+    per model instead: :func:`fastest_precision`."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        return "bf16" if bf16 else ("fp32" if training else "fp16")
+    if device.type == "mps":
+        return "fp32" if training else "fp16"
+    if training:
+        return "bf16" if (kind or cpu_kind()).native_bf16 else "fp32"
+    raise ValueError("precision=auto for CPU inference is measured on the model: use fastest_precision")
+
+
+def cpu_candidates(kind: CpuKind) -> list[InferencePrecision]:
+    """The precisions worth timing on ``kind``: bf16 only where it is native (emulated, it is 10-70x slower)."""
+    return ["fp32", "int8"] + (["bf16"] if kind.native_bf16 else [])
+
+
+def fastest_precision(model: nn.Module, kind: CpuKind | None = None, repeats: int = 3) -> tuple[nn.Module, str]:
+    """``model`` (fp32, eval, on the CPU) in the precision whose ``encode_image`` is fastest here among those that
+    pass :data:`MIN_COSINE` on a fixed batch, and that precision. The candidates run in turn, best of ``repeats``, on
+    one forward's worth of frames."""
+    kind = kind or cpu_kind()
+    size = model.cfg.vision.image_size
+    frames = torch.randn(INT8_FRAMES_PER_FORWARD, 3, size, size, generator=torch.Generator().manual_seed(0))
+    seconds: dict[str, float] = {}
+    variants: dict[str, nn.Module] = {}
+    with torch.inference_mode():
+        reference = model.encode_image(frames)
+        for precision in cpu_candidates(kind):
+            variant = model if precision == "fp32" else apply_precision(
+                copy.deepcopy(model) if precision == "bf16" else model, precision)
+            inputs = frames.to(compute_dtype(variant))
+            embedding = variant.encode_image(inputs).float()  # also the warm-up
+            cosine = torch.nn.functional.cosine_similarity(embedding, reference).min().item()
+            if precision != "fp32" and cosine < MIN_COSINE[precision]:
+                continue
+            variants[precision] = variant
+            seconds[precision] = float("inf")
+        for _ in range(repeats):
+            for precision, variant in variants.items():
+                inputs = frames.to(compute_dtype(variant))
+                start = time.perf_counter()
+                variant.encode_image(inputs)
+                seconds[precision] = min(seconds[precision], time.perf_counter() - start)
+    best = min(seconds, key=seconds.__getitem__)
+    rates = ", ".join(f"{name} {len(frames) / s:.0f}" for name, s in seconds.items())
+    logger.warning("model.precision=auto: %s (images/s on this CPU, %s: %s)", best, kind, rates)
+    return variants[best], best
+
+
+@functools.cache
+def bf16_slowdown(size: int = 256) -> float:
+    """How many times slower a bf16 matmul than an fp32 one is here (best of 3 each)."""
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b
+        rates[dtype] = min(_seconds(lambda: a @ b) for _ in range(3))  # noqa: B023 -- called at once
+    return rates[torch.bfloat16] / rates[torch.float32]
+
+
+def warn_if_emulated_bf16(device: str | torch.device, kind: CpuKind | None = None) -> None:
+    """One warning line when bf16 is asked of a CPU that multiplies bf16 without native instructions."""
+    kind = kind or cpu_kind()
+    if torch.device(device).type == "cpu" and not kind.native_bf16:
+        logger.warning("model.precision=bf16: this CPU (%s) has no native bf16, so bf16 matmuls run %.0fx slower "
+                       "than fp32 here; use precision=auto, int8 (inference) or fp32", kind, bf16_slowdown())
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def precision_of(model: nn.Module) -> InferencePrecision:
+    """The precision ``model`` computes in: int8 when it holds dynamically quantised Linear layers, else its
+    parameters' dtype."""
+    if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()):
+        return "int8"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype(model), "fp32")
+
+
+def apply_precision(model: nn.Module, precision: Precision) -> nn.Module:
     """``model`` (eval mode) computing in ``precision``; fp32 returns it unchanged. bf16 and fp16 cast in place; int8
-    returns a quantised copy (the fp32 model is left as it was)."""
+    returns a quantised copy (the fp32 model is left as it was); auto picks one (see the module docstring;
+    :func:`precision_of` tells which)."""
     if precision == "fp32":
         return model
+    if precision == "auto":
+        device = next(model.parameters()).device
+        if device.type == "cpu":
+            return fastest_precision(model)[0]
+        return apply_precision(model, auto_precision(device, training=False))
+    if precision == "bf16":
+        warn_if_emulated_bf16(next(model.parameters()).device)
     if precision in ("bf16", "fp16"):
         return model.to(torch.bfloat16 if precision == "bf16" else torch.float16)
     if precision == "int8":
         if next(model.parameters()).device.type != "cpu":
             raise ValueError("int8 inference runs on the CPU only (PyTorch's dynamic quantisation)")
         return quantise_int8(model)
-    raise ValueError(f"precision must be fp32, bf16, fp16 or int8, got {precision!r}")
+    raise ValueError(f"precision must be fp32, bf16, fp16, int8 or auto, got {precision!r}")
 
 
 # int8 encodes video frames in chunks of 16: coca_ViT-B-32, 2 threads, 128 frames in chunks of 8/16/32/64/128 ran at
@@ -53,14 +202,15 @@ def apply_precision(model: nn.Module, precision: InferencePrecision) -> nn.Modul
 INT8_FRAMES_PER_FORWARD = 16
 
 
-def quantise_int8(model: nn.Module) -> nn.Module:
+def quantise_int8(model: nn.Module, engine: str | None = None) -> nn.Module:
     """A copy of ``model`` whose Linear layers (patch embedding included) are dynamically quantised to int8 and
-    nothing else changed."""
+    nothing else changed, packed for ``engine`` (default: :func:`int8_engine` of this CPU)."""
     model = copy.deepcopy(model)
     _replace(model, lambda m: isinstance(m, nn.Conv2d) and PatchLinear.fits(m), PatchLinear)
     if hasattr(model, "frames_per_forward"):
         model.frames_per_forward = INT8_FRAMES_PER_FORWARD
-    with _packing_engine("onednn"), warnings.catch_warnings():  # torch.ao's deprecation notices name torchao
+    # torch.ao's deprecation notices name torchao
+    with _packing_engine(engine or int8_engine(cpu_kind())), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
