@@ -122,7 +122,7 @@ def test_two_ranks_score_each_file_once_and_merge(folder, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_parquet(out)
     assert sorted(table.path) == sorted([*truth, str(root / "broken.mp4")])
-    parts = list((tmp_path / "scores.parquet.parts").iterdir())
+    parts = list((tmp_path / "scores.parquet.parts").glob("*.parquet"))
     assert {p.name.split("-")[0] for p in parts} == {"rank0", "rank1"}
     single = tmp_path / "single.parquet"
     run_score(root, single, labels)
@@ -181,3 +181,31 @@ def test_an_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("no videos here")
     assert main(["score", str(tmp_path), "--out", str(tmp_path / "s.csv")]) == 2
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_two_folders_into_one_out_keep_both_and_other_settings_are_refused(tmp_path, capsys):
+    """Issue #24: `score A --out s` then `score B --out s` left only B's rows. The table is the store's rows (the
+    files still there); a run with other settings into the same out is one line, not a silent mix."""
+    clips = SyntheticVideos(4, size=32, num_frames=4, seed=5, split="test", p_reference=0.0)
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for i in range(4):
+        folders[i // 2].mkdir(exist_ok=True)
+        write_video(folders[i // 2] / f"clip{i}.mp4", clips[i][0], fps=4)
+    labels = tmp_path / "colours.txt"
+    labels.write_text("\n".join(COLOURS) + "\n")
+    out = tmp_path / "s.parquet"
+    run_score(folders[0], out, labels)
+    second = run_score(folders[1], out, labels)
+    table = pd.read_parquet(out)
+    assert sorted(Path(p).name for p in table.path) == ["clip0.mp4", "clip1.mp4", "clip2.mp4", "clip3.mp4"]
+    assert second["kept_from_earlier_runs"] == 2 and second["scored_now"] == 2
+    assert pq.read_table(score.embeddings_path(out)).num_rows == 4
+    capsys.readouterr()
+    assert main(["score", str(folders[0]), "--out", str(out), "--labels", str(labels), "decode.num_frames=4",
+                 "decode.workers=0", "top_k=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "other settings" in err and "top_k: 3 then, 2 now" in err, err
+    assert len(pd.read_parquet(out)) == 4  # the refused run changed nothing
+    (folders[0] / "clip0.mp4").unlink()  # a file gone since: its row stays in the parts, not in the table
+    run_score(folders[1], out, labels)
+    assert sorted(Path(p).name for p in pd.read_parquet(out).path) == ["clip1.mp4", "clip2.mp4", "clip3.mp4"]

@@ -15,6 +15,7 @@ million videos keeps a few hundred files and rewrites each row only log(N) times
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import time
@@ -26,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import OutputError
-from ..io import atomic_write_table, exclusive_lock, is_disk_full
+from ..io import atomic_write_table, atomic_write_text, exclusive_lock, is_disk_full
 
 KEY_COLUMNS = ("path", "size", "mtime")
 SEGMENT_COLUMNS = ("segment_start", "segment_end")  # present when videos are scored as windows (seconds)
@@ -104,6 +105,41 @@ class PartStore:
         return exclusive_lock(self.folder / f"rank{self.rank}.lock", str(self.output),
                               "wait for it or choose another --out")
 
+    @property
+    def settings_path(self) -> Path:
+        """Where the settings that made this store's rows are kept (``settings.json`` beside the parts)."""
+        return self.folder / "settings.json"
+
+    def settings(self) -> dict[str, Any] | None:
+        """The settings this store's rows were made with (None: none recorded, e.g. a store from before they were)."""
+        try:
+            return json.loads(self.settings_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise OutputError(f"{self.settings_path}: unreadable ({err}); score into another --out") from None
+
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        """Refuse, in one line, a run whose ``settings`` differ from those the stored rows were made with (its rows
+        would mix with theirs, and rows already scored would be taken as done); record them on a store's first run."""
+        stored = self.settings()
+        if stored is None:
+            if self.rank == 0:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(self.settings_path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+            return
+        changed = [key for key in sorted(settings.keys() | stored.keys()) if settings.get(key) != stored.get(key)]
+        if changed:
+            shown = "; ".join(f"{key}: {stored.get(key)!r} then, {settings.get(key)!r} now" for key in changed[:3])
+            raise OutputError(f"{self.output}: its rows were scored with other settings ({shown}): score into "
+                              f"another --out, or remove {self.output} and {self.folder} to start over")
+
+    def stored_paths(self) -> list[str]:
+        """The path of every stored row (each once)."""
+        parts = self.parts()
+        return sorted({path for part in parts for path in pq.read_table(part, columns=["path"]).column("path")
+                       .to_pylist()})
+
     def stored_rows(self) -> int:
         """Rows in the complete parts (all ranks), read from the Parquet footers only."""
         return sum(pq.ParquetFile(p).metadata.num_rows for p in self.parts())
@@ -152,7 +188,7 @@ def merge(output: str | Path, embedding_columns: Iterable[str] = ("video_embeddi
           paths: list[str] | None = None, metadata: dict[str, str] | None = None) -> pa.Table | None:
     """Join all parts into ``output`` (rows sorted by path) and the embeddings sidecar, both atomically.
 
-    ``paths``: the current file list; rows of files not in it are dropped. ``metadata`` goes into the sidecar's
+    ``paths``: the files to show; rows of other files stay in the parts only. ``metadata`` goes into the sidecar's
     schema (e.g. which model made the embeddings). Returns the scores table.
     """
     output = Path(output)

@@ -10,6 +10,7 @@ What a row holds and how it is computed: :mod:`coca_video.scoring`. Results are 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import sys
 import time
@@ -93,8 +94,13 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
     warning = toy_model_warning(cfg)
     if warning and init_distributed().is_main:
         print(f"coca-video score: warning: {warning}", file=sys.stderr, flush=True)
-    with PartStore(cfg.out, rank=init_distributed().rank).locked():  # before the model: a second run stops at once
+    store = PartStore(cfg.out, rank=init_distributed().rank)
+    with store.locked():  # before the model: a second run stops at once
+        stored = store.settings()
+        if cfg.model.precision == "auto" and stored and stored.get("precision") in ("fp32", "bf16", "fp16", "int8"):
+            cfg.model.precision = stored["precision"]  # a resumed run computes as the rows already stored were
         model = load_model(cfg.model)
+        store.check_settings(row_settings(cfg))
         summary, scores = score_paths(cfg, files, model, get_tokenizer(cfg.model.name))
         if scores is not None and cfg.report:
             from ..report import write_score_report
@@ -103,6 +109,23 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
             summary["report"] = str(write_score_report(scores.to_pandas(), cfg.report, cfg, notes,
                                                                  cfg.report_page_size))
     return summary
+
+
+def row_settings(cfg: ScoreConfig) -> dict[str, Any]:
+    """Everything that decides what a row holds (``model.precision`` as it runs, so after ``load_model``): rows
+    stored under other settings are neither mixed with this run's nor taken as done."""
+    def digest(lines: list[str] | None) -> str | None:
+        return None if lines is None else hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+    probe = Path(cfg.probe).resolve() if cfg.probe else None
+    return {"model": cfg.model.name, "pretrained": cfg.model.pretrained, "precision": cfg.model.precision,
+            "image_size": cfg.model.image_size, "frames": cfg.decode.frames_rule(),
+            "labels": digest(read_class_names(cfg.labels)) if cfg.labels else None,
+            "templates": digest(read_templates(cfg.templates)) if cfg.templates else None,
+            "probe": str(probe) if probe else None, "probe_views": cfg.probe_views if probe else None,
+            "top_k": cfg.top_k, "caption": [cfg.caption_method, cfg.caption_max_len, cfg.caption_source]
+            if cfg.caption else None, "video_pooling": cfg.video_pooling, "frame_embeddings": cfg.frame_embeddings,
+            "segments": [cfg.segment_seconds, cfg.segment_stride] if cfg.segment_seconds else None}
 
 
 def toy_model_warning(cfg: ScoreConfig) -> str | None:
@@ -178,16 +201,26 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
             provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or "",
                           "video_pooling": cfg.video_pooling, "precision": cfg.model.precision,
                           "frames": cfg.decode.frames_rule()}
-            scores = merge(cfg.out, paths=[stored_path(p) for p in files], metadata=provenance)
+            scores = merge(cfg.out, paths=shown_paths(store, files), metadata=provenance)
     seconds = time.time() - started
     summary = {"videos": len(files), "scored_now": counts.total, "errors_now": counts.error,
                "already_scored": len(already_scored(done, keys, todo)),
+               "kept_from_earlier_runs": 0 if scores is None else len(set(scores.column("path").to_pylist()) -
+                                                                      {stored_path(p) for p in files}),
                "seconds": round(seconds, 2),
                "videos_per_second": round(counts.total / max(seconds, 1e-9), 2),
                "out": str(cfg.out), "embeddings": str(embeddings_path(cfg.out))}
     if scores is not None:
         summary["ok_total"] = int(sum(s == "ok" for s in scores.column("status").to_pylist()))
     return summary, scores
+
+
+def shown_paths(store: PartStore, files: list[Path]) -> list[str]:
+    """The files whose rows the output table holds: this run's, and those of earlier runs into the same ``out``
+    (another folder scored into it) whose files still exist; rows of files gone since stay in the parts only."""
+    current = [stored_path(p) for p in files]
+    earlier = set(store.stored_paths()) - set(current)
+    return current + sorted(p for p in earlier if os.path.exists(p))
 
 
 def already_scored(done: set[tuple], keys: list[tuple[str, int, float]], todo: list[ScoreItem]) -> set[tuple]:
