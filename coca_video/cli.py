@@ -10,12 +10,14 @@ import argparse
 import difflib
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from .config import config_yaml, describe_fields, load_config
 from .distributed import get_info
+from .video.isolate import ROOT_ENV
 from .errors import InputError, UserError
 
 
@@ -309,6 +311,7 @@ def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``coca-video`` console script."""
+    os.environ[ROOT_ENV] = str(os.getpid())  # its decoding workers and helpers end when this process does
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come after options too (argparse alone only takes them before the first option)

@@ -4,6 +4,8 @@ one typed error naming the file; sampling follows the hand-worked TSN / dense ru
 from __future__ import annotations
 
 import operator
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -232,6 +234,59 @@ def test_helper_dies_with_its_parent_when_the_parent_is_killed():
     parent.wait()
     time.sleep(1.0)
     assert not process_alive(helper)
+
+
+KILLED_LOADER = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from torch.utils.data import Dataset
+from coca_video.data.video import video_loader
+from coca_video.video import isolate
+
+class Hanging(Dataset):  # every item decodes 'forever' in the worker's helper
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        isolate.call_with_timeout(time.sleep, 120, 60)
+
+def children(pid):
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+loader = iter(video_loader(Hanging(), batch_size=1, workers=2))
+workers = children(os.getpid())
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline and len([h for w in workers for h in children(w)]) < 2:
+    time.sleep(0.1)
+print(" ".join(str(p) for w in workers for p in [w, *children(w)]), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_and_their_helpers_end_promptly_after_a_sigkilled_run():
+    """Issue #24: after `score` was SIGKILLed, decode helpers lived on for the DataLoader worker's 5 s poll. Its
+    workers and their helpers follow the run's root process instead."""
+    env = {k: v for k, v in os.environ.items() if k != "COCA_VIDEO_ROOT_PID"}  # its own root, as the command is
+    run = subprocess.Popen([sys.executable, "-c", KILLED_LOADER, str(Path(__file__).parents[1])], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = run.stdout.readline()  # not read to the end: the workers hold the pipe as long as they live
+    assert run.wait(timeout=120) == -signal.SIGKILL
+    pids = [int(pid) for pid in line.split()]
+    assert len(pids) == 4, line  # two workers, a helper each
+    deadline = time.monotonic() + 3.0  # ~0.2 s measured; without following the root they live 60 s, to their item's end
+    while [pid for pid in pids if process_alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if process_alive(pid)], "decoding processes outlived the killed run by 3 s"
 
 
 def process_alive(pid: int) -> bool:

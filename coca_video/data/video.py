@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..config import DecodeConfig
 from ..transforms import ImageTransform
+from ..video.isolate import follow_root
 
 
 @dataclass
@@ -189,9 +190,11 @@ def decode_loader(items: Sequence[VideoItem], transform: ImageTransform, decode:
 
 
 def _background_priority(worker_id: int) -> None:
-    """Lowest priority for a decoding worker and, inherited, the helper process it decodes in."""
+    """Lowest priority for a decoding worker and, inherited, the helper process it decodes in; the worker ends as
+    soon as the run's root process does (``isolate.follow_root``), not at the DataLoader's next 5 s check."""
     if hasattr(os, "nice"):
         os.nice(19)
+    follow_root()
 
 
 # -- decoding only while the model waits ------------------------------------------------------------------------------
