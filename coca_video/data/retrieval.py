@@ -60,11 +60,26 @@ def load_msrvtt(data_json: str | Path, split: str, video_root: str | Path) -> Re
 
     check_sentences(Path(data_json), data["sentences"])
     sentences = [s for s in data["sentences"] if in_test(s["video_id"])]
+    if not sentences:
+        raise no_test_videos(Path(data_json), data["sentences"], root, has_splits)
     kept = non_empty(Path(data_json), sentences, lambda s: s["caption"])
     ids = sorted({s["video_id"] for s in kept}, key=lambda v: int(v[5:]))
     index = {video_id: i for i, video_id in enumerate(ids)}
     return RetrievalSet([video_path(root, v) for v in ids], [s["caption"].strip() for s in kept],
                         [index[s["video_id"]] for s in kept], "msrvtt-full", len(sentences) - len(kept))
+
+
+def no_test_videos(path: Path, sentences: list[dict], root: Path, has_splits: bool) -> DataError:
+    """The one-line error for an MSR-VTT file none of whose captions is of a test video: how many captions and
+    videos it has, how many of those videos are under ``root``, a few of their ids, and the rule that left them out."""
+    ids = sorted({s["video_id"] for s in sentences})
+    on_disk = sum(Path(video_path(root, video_id)).exists() for video_id in ids)
+    rule = "split 'test' in its 'videos' list" if has_splits else "video7010-video9999, as it has no splits"
+    shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+    captions, videos = (f"{n} {word}{'s' * (n != 1)}" for n, word in ((len(sentences), "caption"), (len(ids), "video")))
+    return DataError(f"{path}: {captions} of {videos} ({on_disk} of them in {root}), none "
+                     f"of a test video of MSR-VTT's full split ({rule}): {shown or 'no video ids'}; for other "
+                     f"videos give a captions CSV (--captions)")
 
 
 def check_sentences(path: Path, sentences: object) -> None:

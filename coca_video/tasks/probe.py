@@ -58,6 +58,11 @@ class SyntheticActionsConfig:
     size: int = 64  # frame side in pixels
     seed: int = 0  # random seed of the generated clips
 
+    def __post_init__(self) -> None:
+        check_at_least("train_videos", self.train_videos, 1)
+        check_at_least("val_videos", self.val_videos, 1)
+        check_at_least("size", self.size, 16)  # the smallest frame the synthetic world draws its objects in
+
 
 @dataclass
 class ProbeDataConfig:
@@ -82,6 +87,9 @@ class ProbeHeadConfig:
     augment: ClipAugmentConfig = field(default_factory=ClipAugmentConfig)  # finetune mode's training clips
 
     def __post_init__(self) -> None:
+        check_at_least("heads", self.heads, 1)
+        check(isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1, "label_smoothing",
+              "be in [0, 1)", self.label_smoothing)
         check_at_least("token_pool", self.token_pool, 2)
 
 
@@ -89,6 +97,9 @@ class ProbeHeadConfig:
 class ProbeEvalConfig:
     temporal_views: int = 1  # clips per video at evaluation, averaged
     spatial_crops: Literal[1, 3] = 1  # crops per frame at evaluation: centre, or 3 along the long side
+
+    def __post_init__(self) -> None:
+        check_at_least("temporal_views", self.temporal_views, 1)
 
 
 @dataclass

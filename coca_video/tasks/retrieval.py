@@ -43,7 +43,7 @@ class RetrievalConfig:
     videos: str = ""  # folder of the videos (MSR-VTT: video{N}.mp4)
     captions: str | None = None  # generic CSV (video, caption)
     msrvtt_data: str | None = None  # MSRVTT_data.json
-    msrvtt_split: str | None = None  # MSRVTT_JSFUSION_test.csv (1k-A) or "full"
+    msrvtt_split: str | None = None  # MSRVTT_JSFUSION_test.csv (1k-A) or "full" (the default with msrvtt_data)
     out: str = "runs/retrieval/metrics.json"  # metrics JSON; ranks CSV and report go beside it
     prompt_prefix: str = ""  # prepended to every caption, e.g. "a video of "
     cache_dir: str | None = None  # default: <out folder>/embedding_cache
@@ -92,8 +92,9 @@ def run(cfg: RetrievalConfig) -> dict[str, Any]:
 def load_set(cfg: RetrievalConfig) -> RetrievalSet:
     if cfg.captions:
         return load_caption_csv(cfg.captions, cfg.videos or None)
-    if cfg.msrvtt_split and (cfg.msrvtt_data or cfg.msrvtt_split != "full"):
-        return load_msrvtt(cfg.msrvtt_data or "", cfg.msrvtt_split, cfg.videos)
+    split = cfg.msrvtt_split or ("full" if cfg.msrvtt_data else None)  # the data file alone: its full test split
+    if split and (cfg.msrvtt_data or split != "full"):
+        return load_msrvtt(cfg.msrvtt_data or "", split, cfg.videos)
     raise InputError("retrieval needs captions=<csv>, or msrvtt_split=<JSFUSION csv>|full (full also needs "
                             "msrvtt_data=<MSRVTT_data.json>)")
 
