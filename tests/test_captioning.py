@@ -97,3 +97,26 @@ def test_caption_csv_with_an_unreadable_video_excludes_and_lists_it(tmp_path, mo
     assert [row["video"] for row in read_predictions(tmp_path / "metrics_predictions.csv")] == \
         [str(folder / "video7010.mp4"), str(folder / "video7011.mp4")]
     assert not (tmp_path / "metrics_report.html").exists()
+
+
+@torch.no_grad()
+def test_score_caption_options_reach_the_decoder():
+    """caption_beam_size, caption_min_len and caption_repetition_penalty of score's config decode as the model's
+    generate_from_tokens does with those options on the middle frame's tokens, and change the captions."""
+    from coca_video.tasks.score import ScoreConfig, build_scorer
+
+    model, tokenizer = create_model("default").eval(), get_tokenizer("default")
+    clips = torch.randint(0, 256, (3, FRAMES, 3, 64, 64), generator=torch.Generator().manual_seed(0),
+                          dtype=torch.uint8)
+    options = ["caption_beam_size=2", "caption_min_len=12", "caption_repetition_penalty=3.0"]
+    cfg = load_config(ScoreConfig, None, ["caption=true", *options])
+    scorer = build_scorer(cfg, model, tokenizer)
+    tokens = model.encode_video(scorer.pixels(clips)).tokens
+    got = scorer.captions(tokens, FRAMES)
+    middle = tokens.view(3, FRAMES, -1, tokens.shape[-1])[:, FRAMES // 2]
+    ids = model.generate_from_tokens(middle, method="beam", max_len=30, num_beams=2, min_len=12,
+                                     repetition_penalty=3.0)
+    assert got == tokenizer.batch_decode(ids)
+    assert (ids != 0).sum(1).min() >= 12 + 1  # SOT, at least 11 more tokens before EOT, then EOT
+    default = build_scorer(load_config(ScoreConfig, None, ["caption=true"]), model, tokenizer)
+    assert default.captions(tokens, FRAMES) != got

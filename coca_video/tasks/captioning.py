@@ -16,7 +16,6 @@ worst CIDEr-D first). Videos that cannot be read are excluded and listed, never 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -32,11 +31,11 @@ from ..data.retrieval import RetrievalSet
 from ..distributed import barrier, init_distributed
 from ..errors import InputError
 from ..io import atomic_write_table, atomic_write_text, check_output_file, is_our_metrics
-from ..model import generate as generation
 from ..model import get_tokenizer
 from ..runtime import load_model
-from ..scoring import CaptionOptions, ScoreItem, VideoScorer, score_files
+from ..scoring import ScoreItem, VideoScorer, score_files
 from .retrieval import SAMPLING_RULES, load_set
+from .score import caption_options, check_caption_options
 
 CAPTION_SOURCES = {"middle_frame": "the middle frame's image tokens (the decoder was trained on single images)",
                    "all_frames": "all frames' image tokens through the generative pooler (VideoCoCa's input)"}
@@ -52,6 +51,9 @@ class CaptioningConfig:
     caption_method: Literal["greedy", "beam", "top_p"] = "beam"  # decoding: beam search, greedy, or nucleus sampling
     caption_max_len: int = 30  # most tokens per caption, start token included
     caption_source: Literal["middle_frame", "all_frames"] = "middle_frame"  # middle frame, or all frames via the pooler
+    caption_beam_size: int = 6  # beams of caption_method=beam
+    caption_min_len: int = 5  # fewest tokens per caption, start token included (EOT blocked before)
+    caption_repetition_penalty: float = 1.0  # > 1 discourages repeating a token already in the caption (1.0: off)
     cache_dir: str | None = None  # where generated captions are kept for reruns; default: <out folder>/caption_cache
     report_videos: int = 200  # videos on the HTML report, worst CIDEr-D first (0: no report)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -59,7 +61,7 @@ class CaptioningConfig:
 
     def __post_init__(self) -> None:
         check_suffix("out", self.out, (".json",))
-        check_at_least("caption_max_len", self.caption_max_len, 2)
+        check_caption_options(self)
         check_at_least("report_videos", self.report_videos, 0)
         self.decode.require_clips("captioning")
 
@@ -124,15 +126,12 @@ def first_line(path: Path) -> str | None:
         return None
 
 
-def caption_options(cfg: CaptioningConfig) -> CaptionOptions:
-    return CaptionOptions(cfg.caption_method, cfg.caption_max_len, cfg.caption_source)
-
-
 def cache_path(cfg: CaptioningConfig) -> Path:
     """One caption store per (model, weights, frames, precision, sampling, decoding): another split reuses it."""
     key = json.dumps([cfg.model.name, cfg.model.pretrained, cfg.model.image_size, cfg.decode.num_frames,
                       cfg.model.precision, cfg.decode.sampling, cfg.caption_method, cfg.caption_max_len,
-                      cfg.caption_source])
+                      cfg.caption_source, cfg.caption_beam_size, cfg.caption_min_len,
+                      float(cfg.caption_repetition_penalty)])
     folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out).parent / "caption_cache"
     return folder / f"captions-{hashlib.sha1(key.encode()).hexdigest()[:12]}.parquet"
 
@@ -177,13 +176,6 @@ def references_by_video(dataset: RetrievalSet) -> dict[str, list[str]]:
     return references
 
 
-def beam_size(cfg: CaptioningConfig) -> int | None:
-    """The number of beams the decoding used (None unless beam search)."""
-    if cfg.caption_method != "beam":
-        return None
-    return inspect.signature(generation.generate_captions).parameters["num_beams"].default
-
-
 def protocol(cfg: CaptioningConfig, dataset: RetrievalSet, evaluated: dict[str, str],
              references: dict[str, list[str]], scores: CaptionScores, failed: list) -> dict[str, Any]:
     """What was measured, so a number is never read without its conditions."""
@@ -194,7 +186,9 @@ def protocol(cfg: CaptioningConfig, dataset: RetrievalSet, evaluated: dict[str, 
             "model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
             "precision": cfg.model.precision, "frames_per_video": cfg.decode.num_frames,
             "sampling": SAMPLING_RULES[cfg.decode.sampling], "caption_source": CAPTION_SOURCES[cfg.caption_source],
-            "decoding": cfg.caption_method, "beam_size": beam_size(cfg), "max_len": cfg.caption_max_len,
+            "decoding": cfg.caption_method, "beam_size": cfg.caption_beam_size if cfg.caption_method == "beam" else None,
+            "max_len": cfg.caption_max_len, "min_len": cfg.caption_min_len,
+            "repetition_penalty": float(cfg.caption_repetition_penalty),
             "caption_tokenizer": scores.tokenizer, "meteor": scores.meteor,
             "metrics": "coco-caption: BLEU-1..4 (closest reference length), METEOR 1.5, ROUGE-L (beta 1.2), "
                        "CIDEr-D (n=4, sigma=6, clipped, x10, IDF from the evaluated references); percent",
