@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .caption_metrics import CAPTION_METRIC_KEYS, CaptionScores, caption_metrics, caption_scores  # noqa: F401 (re-exported)
+from .caption_metrics import CAPTION_METRIC_KEYS, CaptionScores, caption_metrics, caption_scores  # noqa: F401
 
 V2TConvention = Literal["videos", "captions", "both"]
 MedianRule = Literal["mean", "lower"]

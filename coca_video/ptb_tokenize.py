@@ -26,6 +26,9 @@ PUNCTUATIONS = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB
                           "--", "...", ";"])
 """coco-caption's tokens removed after tokenization (upper-case bracket names: never matched after -lowerCase)."""
 
+JAVA_TOKENIZER = ("ptb-java (Stanford CoreNLP 3.4.1 PTBTokenizer -preserveLines -lowerCase, coco-caption "
+                  "punctuation removed)")
+PYTHON_TOKENIZER = "ptb-python (coca_video's Python equal of the PTB tokenizer, coco-caption punctuation removed)"
 JAVA_TIMEOUT = 600.0  # seconds for one tokenizer run (MSR-VTT's test split: about 60,000 lines in a few seconds)
 
 
@@ -204,7 +207,3 @@ def ptb_tokenize(captions: list[str], use_java: bool | None = None) -> tuple[lis
     if use_java is not False and not problem:
         return java_ptb_tokenize(captions, jar), JAVA_TOKENIZER
     return [python_ptb_tokenize(c) for c in captions], PYTHON_TOKENIZER
-
-
-JAVA_TOKENIZER = "ptb-java (Stanford CoreNLP 3.4.1 PTBTokenizer -preserveLines -lowerCase, coco-caption punctuation removed)"
-PYTHON_TOKENIZER = "ptb-python (coca_video's Python equal of the PTB tokenizer, coco-caption punctuation removed)"
