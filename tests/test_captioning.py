@@ -1,6 +1,7 @@
 """The captioning command end to end on an MSR-VTT-layout folder made from the synthetic world, with the built-in
 default model: its captions against ones generated here frame by frame, its references against the JSON, its
-metrics against the metric function on those, the report worst CIDEr-D first, and unreadable videos excluded."""
+metrics against the metric function on those, the report worst CIDEr-D first, unreadable videos excluded,
+and a rerun reusing the stored captions."""
 
 from __future__ import annotations
 
@@ -97,6 +98,18 @@ def test_caption_csv_with_an_unreadable_video_excludes_and_lists_it(tmp_path, mo
     assert [row["video"] for row in read_predictions(tmp_path / "metrics_predictions.csv")] == \
         [str(folder / "video7010.mp4"), str(folder / "video7011.mp4")]
     assert not (tmp_path / "metrics_report.html").exists()
+
+    opened = []
+
+    class RecordingReader(VideoReader):
+        def __init__(self, path, *args, **kwargs):
+            opened.append(Path(path).name)
+            super().__init__(path, *args, **kwargs)
+
+    monkeypatch.setattr("coca_video.video.VideoReader", RecordingReader)
+    again = captioning.run(cfg)
+    assert opened == ["broken.mp4"]  # a rerun reuses every stored caption and retries only the failure
+    assert {k: again[k] for k in result if k != "protocol"} == {k: result[k] for k in result if k != "protocol"}
 
 
 @torch.no_grad()
