@@ -69,7 +69,7 @@ def test_msrvtt_layout_captions_metrics_predictions_and_report(tmp_path, monkeyp
     assert "meteor" not in saved and saved["cider"] > 0  # the default model's zero-shot captions get a CIDEr
     p = saved["protocol"]
     assert (p["videos"], p["references"], p["frames_per_video"], p["decoding"], p["beam_size"]) == (5, 10, 4, "beam", 6)
-    assert p["caption_tokenizer"] == PYTHON_TOKENIZER and "java not found" in p["meteor"]
+    assert p["caption_tokenizer"] == PYTHON_TOKENIZER and p["meteor"].startswith("left out: ")
     assert p["model"] == "default" and "middle frame" in p["caption_source"]
     assert {row["video"]: float(row["cider"]) for row in rows} == pytest.approx(scores.per_video_cider)
 
