@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	# torchcodec (a 12 MB wheel, no dependencies) loads only with a system FFmpeg (make system-packages); else its tests skip
 	# usearch (2 MB, plus numkong 11 MB) makes the search-index tests run instead of skip
-	$(PY) -m pip install --quiet -e ".[test,torchcodec,index]"
+	$(PY) -m pip install --quiet -e ".[test,torchcodec,index,captioning]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -66,6 +66,16 @@ RETRIEVAL_FLAGS = [
     FRAMES_FLAG,
 ]
 
+CAPTIONING_FLAGS = [
+    Flag("--videos", "videos", "folder of the videos"),
+    Flag("--captions", "captions", "CSV of (video, caption) rows; several rows a video are several references"),
+    Flag("--msrvtt-data", "msrvtt_data", "MSRVTT_data.json"),
+    Flag("--msrvtt-split", "msrvtt_split", "full (the 2,990 test videos, all references) or MSRVTT_JSFUSION_test.csv"),
+    Flag("--out", "out", "metrics JSON (predictions CSV and report go beside it)"),
+    Flag("--caption-method", "caption_method", "beam (default), greedy or top_p"),
+    FRAMES_FLAG,
+]
+
 ZEROSHOT_FLAGS = [
     Flag("--annotations", "annotations", "annotation file: Kinetics CSV, MiT CSV, path-label list, or path,label CSV"),
     Flag("--video-root", "video_root", "folder of the videos"),
@@ -100,6 +110,10 @@ TASKS = {
                       RETRIEVAL_FLAGS, ["--videos clips/ --captions captions.csv --out runs/r/metrics.json",
                                         ("--videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full "
                                          "video_pooling=attentional")]),
+    "captioning": Task("captioning", "CaptioningConfig", "video captioning scored with BLEU/METEOR/ROUGE-L/CIDEr "
+                       "(MSR-VTT or a CSV)", CAPTIONING_FLAGS,
+                       ["--videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full",
+                        "--videos clips/ --captions captions.csv --out runs/c/metrics.json caption_source=all_frames"]),
     "zeroshot": Task("zeroshot", "ZeroShotConfig", "zero-shot action recognition: top-1/top-5 on an annotated set",
                      ZEROSHOT_FLAGS, ["--annotations k400/validate.csv --video-root k400/val --labels kinetics400",
                                       "--annotations val.csv --video-root videos/ video_pooling=attentional"]),

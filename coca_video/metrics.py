@@ -24,6 +24,9 @@ Similarities are consumed in row (caption) chunks: from embeddings the full matr
 (V, V) table of best-caption similarities (36 MB for MSR-VTT Full's 2,990 videos), and for DSL a (V,) column
 log-sum-exp.
 
+Captioning: :func:`caption_metrics` (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D as coco-caption computes them), from
+:mod:`coca_video.caption_metrics`.
+
 Classification: top-k accuracy and mean class accuracy (mean per-class recall over the classes present, as sklearn's
 ``balanced_accuracy_score``), in percent.
 """
@@ -35,6 +38,8 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 from torch import Tensor
+
+from .caption_metrics import CAPTION_METRIC_KEYS, CaptionScores, caption_metrics, caption_scores  # noqa: F401
 
 V2TConvention = Literal["videos", "captions", "both"]
 MedianRule = Literal["mean", "lower"]

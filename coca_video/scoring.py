@@ -58,9 +58,14 @@ class ScoreItem(NamedTuple):
 
 @dataclass
 class CaptionOptions:
+    """How captions are decoded (see :func:`coca_video.model.generate.generate_captions`)."""
+
     method: Literal["greedy", "beam", "top_p"] = "beam"
     max_len: int = 30
     source: Literal["middle_frame", "all_frames"] = "middle_frame"  # all_frames: the pooler over every frame's tokens
+    num_beams: int = 6  # beam search's width
+    min_len: int = 5  # EOT blocked while a caption (SOT included) is shorter
+    repetition_penalty: float = 1.0  # CTRL's penalty on tokens already in the caption (1.0: off)
 
 
 class VideoScorer:
@@ -133,7 +138,9 @@ class VideoScorer:
         options = self.caption_options
         if options.source == "middle_frame":
             tokens = rearrange(tokens, "b (t n) c -> b t n c", t=num_frames)[:, num_frames // 2]
-        ids = self.model.generate_from_tokens(tokens, method=options.method, max_len=options.max_len)
+        ids = self.model.generate_from_tokens(tokens, method=options.method, max_len=options.max_len,
+                                              num_beams=options.num_beams, min_len=options.min_len,
+                                              repetition_penalty=options.repetition_penalty)
         return self.tokenizer.batch_decode(ids.cpu())
 
     def empty_row(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ PACKAGE = REPO / "coca_video"
 LAYERS = [  # a module may import its own layer and the ones above it in this list, never the ones below
     {"errors", "io", "config", "distributed", "tokenizer", "video"},
     {"model", "transforms"},
-    {"runtime", "data", "metrics", "zero_shot", "api"},
+    {"runtime", "data", "metrics", "caption_metrics", "ptb_tokenize", "zero_shot", "api"},
     {"scoring", "training", "report"},
     {"tasks"},
     {"cli"},

@@ -81,7 +81,7 @@ def test_print_config_is_yaml_that_config_reads_back_to_an_equal_config(tmp_path
     assert yaml.safe_load(printed.read_text()) == to_dict(expected)
 
 
-@pytest.mark.parametrize("command", ["pretrain", "probe", "retrieval"])
+@pytest.mark.parametrize("command", ["pretrain", "probe", "retrieval", "captioning"])
 def test_print_config_round_trips_the_other_commands(command, tmp_path, capsys):
     assert main([command, "--print-config"]) == 0
     printed = tmp_path / "resolved.yaml"

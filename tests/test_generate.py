@@ -14,14 +14,17 @@ import coca_video
 SMALL_VOCAB = {"vocab_size": 6, "sot_id": 4, "eot_id": 5, "pad_id": 0}
 
 
-def naive_greedy(model, images, max_len, min_len):
-    """Greedy decoding by re-running the full teacher-forced forward on the whole prefix every step (no cache)."""
+def naive_greedy(model, images, max_len, min_len, process=None):
+    """Greedy decoding by re-running the full teacher-forced forward on the whole prefix every step (no cache);
+    ``process(ids, logits)`` edits each step's logits first (an HF logits processor)."""
     sot, eot, pad = model.cfg.text.sot_id, model.cfg.text.eot_id, model.cfg.text.pad_id
     out = torch.full((images.shape[0], 1), sot)
     tokens = model.image_features(images).tokens
     done = torch.zeros(images.shape[0], dtype=torch.bool)
     while out.shape[1] < max_len:
         logits = model.caption_logits(tokens, model.text(out).token_states)[:, -1]
+        if process is not None:
+            logits = process(out, logits)
         if out.shape[1] < min_len:
             logits[:, eot] = -float("inf")
         nxt = logits.argmax(-1) if out.shape[1] + 1 < max_len else torch.full((out.shape[0],), eot)
@@ -38,6 +41,26 @@ def test_cached_greedy_equals_uncached_greedy(tiny_model):
     images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     expected = naive_greedy(tiny_model, images, max_len=14, min_len=5)
     torch.testing.assert_close(tiny_model.generate(images, method="greedy", max_len=14), expected)
+
+
+def repeats(ids: torch.Tensor) -> int:
+    """Tokens that repeat an earlier token of their row (SOT, EOT and padding aside)."""
+    return sum(len(row) - len(set(row)) for row in ([t for t in r.tolist() if t > 0][1:-1] for r in ids))
+
+
+@torch.no_grad()
+def test_repetition_penalty_is_hf_repetition_penalty_and_repeats_less(tiny_model):
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    plain = tiny_model.generate(images, method="greedy", max_len=14)
+    expected = naive_greedy(tiny_model, images, max_len=14, min_len=5, process=RepetitionPenaltyLogitsProcessor(1.3))
+    penalised = tiny_model.generate(images, method="greedy", max_len=14, repetition_penalty=1.3)
+    torch.testing.assert_close(penalised, expected)
+    assert repeats(plain) > 0 and repeats(penalised) < repeats(plain)
+    two = images[:2]
+    beams = tiny_model.generate(two, method="beam", max_len=14, repetition_penalty=1e4, num_beams=3)
+    assert repeats(beams) < repeats(tiny_model.generate(two, method="beam", max_len=14, num_beams=3))
 
 
 def sequence_logprob(model, image_tokens, ids):

@@ -5,6 +5,11 @@ EOT at ``max_len`` (SOT included) and returns ids (B, <= max_len) padded with th
 A row also ends if it emits the pad id (open_clip treats pad like EOT). Greedy equals open_clip's greedy decoding
 (``generation_type="top_k", top_k=1``) token for token.
 
+``repetition_penalty`` (CTRL, Keskar et al. 2019; HF's ``RepetitionPenaltyLogitsProcessor``; 1.0: off) divides the
+logit of every token already in a row (SOT included) by the penalty when positive and multiplies it when negative,
+before the softmax, in every method (HF applies it to the log-probabilities in beam search; here beams rank by
+log-probabilities of the penalised distribution).
+
 Beam search differs from open_clip on purpose: open_clip ranks beams by the sum of raw (unnormalised) logits, which
 is not a probability and depends on the logits' arbitrary offset per step; ours ranks by the sum of log-probabilities
 (log-softmax), divided by ``length ** length_penalty`` for finished hypotheses, as HF and the CoCa paper do.
@@ -86,18 +91,23 @@ def generate_captions(
     top_p: float = 0.9,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    repetition_penalty: float = 1.0,
 ) -> Tensor:
     """Caption ids (B, <= max_len) for decoder image tokens (B, Q, D); see the module docstring."""
     limit = model.special_tokens.context_length
     if not min_len < max_len <= limit:
         raise ValueError(f"need min_len < max_len <= {limit} (context length), got min_len={min_len} max_len={max_len}")
+    if not repetition_penalty > 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1.0: off), got {repetition_penalty}")
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if method == "greedy":
-        return _sample(model, image_tokens, max_len, min_len, lambda logits: logits.argmax(-1))
+        return _sample(model, image_tokens, max_len, min_len, lambda logits: logits.argmax(-1), repetition_penalty)
     if method == "top_p":
         pick = lambda logits: _nucleus_pick(logits, top_p, temperature, generator)  # noqa: E731
-        return _sample(model, image_tokens, max_len, min_len, pick)
+        return _sample(model, image_tokens, max_len, min_len, pick, repetition_penalty)
     if method == "beam":
-        return _beam_search(model, image_tokens, max_len, min_len, num_beams, length_penalty)
+        return _beam_search(model, image_tokens, max_len, min_len, num_beams, length_penalty, repetition_penalty)
     raise ValueError(f"unknown generation method {method!r}: use 'beam', 'greedy' or 'top_p'")
 
 
@@ -107,7 +117,17 @@ def _block_eot(logits: Tensor, cur_len: int, min_len: int, eot: int) -> Tensor:
     return logits
 
 
-def _sample(model: CaptionDecoder, image_tokens: Tensor, max_len: int, min_len: int, pick) -> Tensor:
+def penalise_repeats(logits: Tensor, ids: Tensor, penalty: float) -> Tensor:
+    """``logits`` (B, V) with every token of ``ids`` (B, L) penalised: divided by ``penalty`` where positive,
+    multiplied where negative (CTRL's repetition penalty); unchanged for ``penalty == 1``."""
+    if penalty == 1.0:
+        return logits
+    seen = logits.gather(1, ids)
+    return logits.scatter(1, ids, torch.where(seen < 0, seen * penalty, seen / penalty))
+
+
+def _sample(model: CaptionDecoder, image_tokens: Tensor, max_len: int, min_len: int, pick,
+            repetition_penalty: float = 1.0) -> Tensor:
     """Greedy or sampled decoding, one token per row per step."""
     sot, eot, pad, _ = model.special_tokens
     batch = image_tokens.shape[0]
@@ -116,7 +136,8 @@ def _sample(model: CaptionDecoder, image_tokens: Tensor, max_len: int, min_len: 
     state, new_ids = model.start_decoding(image_tokens), out
     while out.shape[1] < max_len:
         cur_len = out.shape[1]
-        logits = _block_eot(state.next_logits(new_ids), cur_len, min_len, eot)
+        logits = penalise_repeats(state.next_logits(new_ids), out, repetition_penalty)
+        logits = _block_eot(logits, cur_len, min_len, eot)
         token = pick(logits)
         if cur_len + 1 == max_len:
             token = torch.full_like(token, eot)
@@ -140,7 +161,8 @@ def _nucleus_pick(logits: Tensor, top_p: float, temperature: float, generator: t
 
 
 def _beam_search(
-    model: CaptionDecoder, image_tokens: Tensor, max_len: int, min_len: int, num_beams: int, length_penalty: float
+    model: CaptionDecoder, image_tokens: Tensor, max_len: int, min_len: int, num_beams: int, length_penalty: float,
+    repetition_penalty: float = 1.0,
 ) -> Tensor:
     """Beam search over log-probabilities; returns the best finished hypothesis per image."""
     sot, eot, pad, _ = model.special_tokens
@@ -152,7 +174,8 @@ def _beam_search(
     finished = [BeamHypotheses(num_beams, length_penalty) for _ in range(batch)]
     while beams.shape[1] < max_len and not _all_done(finished, scores, max_len):
         cur_len = beams.shape[1]
-        logprobs = _block_eot(F.log_softmax(state.next_logits(beams[:, -1:]), dim=-1), cur_len, min_len, eot)
+        logits = penalise_repeats(state.next_logits(beams[:, -1:]), beams, repetition_penalty)
+        logprobs = _block_eot(F.log_softmax(logits, dim=-1), cur_len, min_len, eot)
         if cur_len + 1 == max_len:  # force EOT
             logprobs[:, torch.arange(logprobs.shape[1], device=device) != eot] = float("-inf")
         candidates = (scores.reshape(-1, 1) + logprobs).view(batch, -1)  # (B, K*V)

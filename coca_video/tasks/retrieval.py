@@ -89,14 +89,16 @@ def run(cfg: RetrievalConfig) -> dict[str, Any]:
     return result
 
 
-def load_set(cfg: RetrievalConfig) -> RetrievalSet:
+def load_set(cfg: RetrievalConfig, task: str = "retrieval") -> RetrievalSet:
+    """The videos and captions ``cfg`` names (``captions``, ``msrvtt_*`` and ``videos``; captioning's config has
+    the same keys); ``task`` names the command in the error when they name nothing."""
     if cfg.captions:
         return load_caption_csv(cfg.captions, cfg.videos or None)
     split = cfg.msrvtt_split or ("full" if cfg.msrvtt_data else None)  # the data file alone: its full test split
     if split and (cfg.msrvtt_data or split != "full"):
         return load_msrvtt(cfg.msrvtt_data or "", split, cfg.videos)
-    raise InputError("retrieval needs captions=<csv>, or msrvtt_split=<JSFUSION csv>|full (full also needs "
-                            "msrvtt_data=<MSRVTT_data.json>)")
+    raise InputError(f"{task} needs captions=<csv>, or msrvtt_split=<JSFUSION csv>|full (full also needs "
+                     "msrvtt_data=<MSRVTT_data.json>)")
 
 
 def output_paths(cfg: RetrievalConfig) -> dict[str, Path]:

@@ -51,6 +51,9 @@ class ScoreConfig:
     caption_method: Literal["greedy", "beam", "top_p"] = "beam"  # decoding: beam search, greedy, or nucleus sampling
     caption_max_len: int = 30  # most tokens per caption, start token included
     caption_source: Literal["middle_frame", "all_frames"] = "middle_frame"  # middle frame, or all frames via the pooler
+    caption_beam_size: int = 6  # beams of caption_method=beam
+    caption_min_len: int = 5  # fewest tokens per caption, start token included (EOT blocked before)
+    caption_repetition_penalty: float = 1.0  # > 1 discourages repeating a token already in the caption (1.0: off)
     video_pooling: Literal["mean", "attentional"] = "mean"  # mean of frame embeddings, or the pooler over all tokens
     frame_embeddings: bool = False  # also store each frame's embedding in the embeddings file
     report: str | None = None  # HTML report path (page 1, with the totals); more pages go beside it: <stem>-002.html
@@ -62,7 +65,7 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         check_at_least("top_k", self.top_k, 1)
-        check_at_least("caption_max_len", self.caption_max_len, 2)
+        check_caption_options(self)
         check_at_least("report_page_size", self.report_page_size, 1)
         check_suffix("out", self.out, (".parquet", ".csv"))
         check_suffix("report", self.report, (".html",), optional=True)
@@ -75,6 +78,23 @@ class ScoreConfig:
                   self.segment_seconds)
             check(self.probe is None, "probe", "be unset with decode.sampling=fps (a probe reads whole clips)",
                   self.probe)
+
+
+def check_caption_options(cfg: Any) -> None:
+    """The ``caption_*`` decoding keys of a config (score's, captioning's): lengths, beams and penalty in range."""
+    check_at_least("caption_max_len", cfg.caption_max_len, 2)
+    check_at_least("caption_beam_size", cfg.caption_beam_size, 1)
+    check_at_least("caption_min_len", cfg.caption_min_len, 1)
+    check(cfg.caption_min_len < cfg.caption_max_len, "caption_min_len",
+          f"be < caption_max_len ({cfg.caption_max_len})", cfg.caption_min_len)
+    check(isinstance(cfg.caption_repetition_penalty, (int, float)) and cfg.caption_repetition_penalty > 0,
+          "caption_repetition_penalty", "be > 0 (1.0: off; > 1 discourages repeats)", cfg.caption_repetition_penalty)
+
+
+def caption_options(cfg: Any) -> CaptionOptions:
+    """The decoding options a config's ``caption_*`` keys name."""
+    return CaptionOptions(cfg.caption_method, cfg.caption_max_len, cfg.caption_source, cfg.caption_beam_size,
+                          cfg.caption_min_len, float(cfg.caption_repetition_penalty))
 
 
 def run(cfg: ScoreConfig) -> dict[str, Any]:
@@ -176,7 +196,7 @@ def build_scorer(cfg: ScoreConfig, model: CoCa, tokenizer: Callable) -> VideoSco
         class_names = read_class_names(cfg.labels)
         templates = read_templates(cfg.templates) if cfg.templates else \
             model_templates(cfg.model.name) or video_templates()
-    captions = CaptionOptions(cfg.caption_method, cfg.caption_max_len, cfg.caption_source) if cfg.caption else None
+    captions = caption_options(cfg) if cfg.caption else None
     return VideoScorer(model, tokenizer, cfg.model, class_names, templates, probe, cfg.top_k, captions,
                        cfg.frame_embeddings, cfg.video_pooling)
 

@@ -1,0 +1,215 @@
+"""Video captioning measured the field's way: a caption for every video of a split, scored against its reference
+captions with BLEU-1..4, METEOR, ROUGE-L and CIDEr-D as coco-caption computes them (:mod:`coca_video.caption_metrics`).
+
+    coca-video captioning --videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full
+    coca-video captioning --videos clips/ --captions captions.csv --out runs/captioning/metrics.json
+
+Inputs are retrieval's (:mod:`coca_video.data.retrieval`): MSR-VTT's full test split (2,990 videos, 20 references
+each), its 1k-A CSV (one reference each), or any (video, caption) CSV, several rows a video being several references.
+Captions are the ones ``score --caption`` writes (:class:`coca_video.scoring.VideoScorer`), kept in a result store
+beside the output (keyed by file, size and mtime, named after the model and the decoding), so a rerun decodes only
+what is new or failed. Outputs: the metrics JSON with its protocol block, ``<stem>_predictions.csv`` (video, caption,
+references as a JSON list, the video's CIDEr-D) and ``<stem>_report.html`` (thumbnails, prediction beside references,
+worst CIDEr-D first). Videos that cannot be read are excluded and listed, never scored as empty captions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from ..caption_metrics import CaptionScores, caption_scores
+from ..config import DecodeConfig, ModelConfig, check_at_least, check_suffix
+from ..data.results import PartStore, file_key, stored_key, stored_path
+from ..data.retrieval import RetrievalSet
+from ..distributed import barrier, init_distributed
+from ..errors import InputError
+from ..io import atomic_write_table, atomic_write_text, check_output_file, is_our_metrics
+from ..model import get_tokenizer
+from ..runtime import load_model
+from ..scoring import ScoreItem, VideoScorer, score_files
+from .retrieval import SAMPLING_RULES, load_set
+from .score import caption_options, check_caption_options
+
+CAPTION_SOURCES = {"middle_frame": "the middle frame's image tokens (the decoder was trained on single images)",
+                   "all_frames": "all frames' image tokens through the generative pooler (VideoCoCa's input)"}
+
+
+@dataclass
+class CaptioningConfig:
+    videos: str = ""  # folder of the videos (MSR-VTT: video{N}.mp4)
+    captions: str | None = None  # generic CSV (video, caption); several rows a video: several references
+    msrvtt_data: str | None = None  # MSRVTT_data.json
+    msrvtt_split: str | None = None  # "full" (the 2,990 test videos, all references) or MSRVTT_JSFUSION_test.csv
+    out: str = "runs/captioning/metrics.json"  # metrics JSON; predictions CSV and report go beside it
+    caption_method: Literal["greedy", "beam", "top_p"] = "beam"  # decoding: beam search, greedy, or nucleus sampling
+    caption_max_len: int = 30  # most tokens per caption, start token included
+    caption_source: Literal["middle_frame", "all_frames"] = "middle_frame"  # middle frame, or all frames via the pooler
+    caption_beam_size: int = 6  # beams of caption_method=beam
+    caption_min_len: int = 5  # fewest tokens per caption, start token included (EOT blocked before)
+    caption_repetition_penalty: float = 1.0  # > 1 discourages repeating a token already in the caption (1.0: off)
+    cache_dir: str | None = None  # where generated captions are kept for reruns; default: <out folder>/caption_cache
+    report_videos: int = 200  # videos on the HTML report, worst CIDEr-D first (0: no report)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        check_suffix("out", self.out, (".json",))
+        check_caption_options(self)
+        check_at_least("report_videos", self.report_videos, 0)
+        self.decode.require_clips("captioning")
+
+
+def run(cfg: CaptioningConfig) -> dict[str, Any]:
+    """Caption every video of the split (kept for reruns), score against the references, write the metrics JSON,
+    the predictions CSV and the report."""
+    info = init_distributed()
+    dataset = load_set(cfg, "captioning")
+    check_outputs(cfg, dataset)
+    model = load_model(cfg.model)
+    predictions, failed = caption_videos(cfg, dataset, model, get_tokenizer(cfg.model.name))
+    if not info.is_main:
+        return {}
+    references = references_by_video(dataset)
+    evaluated = {video: predictions[video] for video in dataset.videos if video in predictions}
+    if not evaluated:
+        raise InputError(f"{dataset.split}: no video could be captioned ({failed[0][0]}: {failed[0][1]})")
+    scores = caption_scores(evaluated, {video: references[video] for video in evaluated})
+    result = {**scores.metrics, "protocol": protocol(cfg, dataset, evaluated, references, scores, failed)}
+    paths = output_paths(cfg)
+    atomic_write_text(paths["out"], json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_predictions(paths["predictions"], evaluated, references, scores)
+    if cfg.report_videos:
+        from ..report import write_captioning_report
+
+        result["report"] = str(write_captioning_report(paths["report"], evaluated, references, scores,
+                                                       result["protocol"], cfg.report_videos))
+    print(format_metrics(result))
+    return result
+
+
+def output_paths(cfg: CaptioningConfig) -> dict[str, Path]:
+    """What a run writes: the metrics JSON, and beside it the predictions CSV and the HTML report."""
+    out = Path(cfg.out)
+    return {"out": out, "predictions": out.with_name(out.stem + "_predictions.csv"),
+            "report": out.with_name(out.stem + "_report.html")}
+
+
+PREDICTIONS_HEADER = "video,caption,references,cider"
+
+
+def check_outputs(cfg: CaptioningConfig, dataset: RetrievalSet) -> None:
+    """Refuse (before any work) outputs that are inputs or existing files we did not write."""
+    from ..report import is_our_report
+
+    inputs = [Path(v) for v in dataset.videos] + [Path(p) for p in (cfg.captions, cfg.msrvtt_data, cfg.msrvtt_split)
+                                                  if p and Path(p).is_file()]
+    paths = output_paths(cfg)
+    check_output_file(paths["out"], inputs, is_our_metrics(paths["out"], "caption_tokenizer"), "out")
+    check_output_file(paths["predictions"], inputs, first_line(paths["predictions"]) == PREDICTIONS_HEADER,
+                      "out (its predictions CSV)")
+    if cfg.report_videos:
+        check_output_file(paths["report"], inputs, is_our_report(paths["report"]), "out (its report)")
+
+
+def first_line(path: Path) -> str | None:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return handle.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def cache_path(cfg: CaptioningConfig) -> Path:
+    """One caption store per (model, weights, frames, precision, sampling, decoding): another split reuses it."""
+    key = json.dumps([cfg.model.name, cfg.model.pretrained, cfg.model.image_size, cfg.decode.num_frames,
+                      cfg.model.precision, cfg.decode.sampling, cfg.caption_method, cfg.caption_max_len,
+                      cfg.caption_source, cfg.caption_beam_size, cfg.caption_min_len,
+                      float(cfg.caption_repetition_penalty)])
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out).parent / "caption_cache"
+    return folder / f"captions-{hashlib.sha1(key.encode()).hexdigest()[:12]}.parquet"
+
+
+def caption_videos(cfg: CaptioningConfig, dataset: RetrievalSet, model, tokenizer) -> tuple[dict[str, str], list]:
+    """Each readable video's caption (video path -> caption) and ``failed``: (path, reason) of the others. Captions
+    are generated by ``score``'s scorer into a result store keyed by (path, size, mtime): a rerun captions only what
+    is new or failed."""
+    info = init_distributed()
+    missing = [v for v in dataset.videos if not os.path.isfile(v)]
+    if len(missing) == len(dataset.videos):
+        raise InputError(f"{cfg.videos or dataset.split}: none of the {len(missing)} videos named by the captions "
+                         f"exist (e.g. {missing[0]})")
+    store = PartStore(cache_path(cfg), rank=info.rank)
+    keys = [file_key(v) for v in dataset.videos if os.path.isfile(v)]
+    with store.locked():  # two runs filling one store would write the same part names
+        done = store.done_keys()
+        todo = [ScoreItem(key) for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
+        scorer = VideoScorer(model, tokenizer, cfg.model, captions=caption_options(cfg))
+        score_files(scorer, todo, store, cfg.decode, show=info.is_main)
+    barrier()
+    rows = store.read(columns=["path", "size", "mtime", "error", "caption", "scored_at"])
+    current = {stored_path(key[0]): stored_key(key) for key in keys}
+    stored = {} if rows is None else {path: (caption, error) for path, size, mtime, caption, error in zip(
+        *(rows.column(c).to_pylist() for c in ("path", "size", "mtime", "caption", "error")))
+        if current.get(path) == (path, size, mtime)}
+    predictions, failed = {}, [(v, "file not found") for v in missing]
+    for video in dataset.videos:
+        caption, error = stored.get(stored_path(video), (None, "not captioned"))
+        if caption is not None:
+            predictions[video] = caption
+        elif video not in missing:
+            failed.append((video, error or "not captioned"))
+    return predictions, failed
+
+
+def references_by_video(dataset: RetrievalSet) -> dict[str, list[str]]:
+    """Each video's reference captions, in file order."""
+    references: dict[str, list[str]] = {video: [] for video in dataset.videos}
+    for caption, index in zip(dataset.captions, dataset.caption_video):
+        references[dataset.videos[index]].append(caption)
+    return references
+
+
+def protocol(cfg: CaptioningConfig, dataset: RetrievalSet, evaluated: dict[str, str],
+             references: dict[str, list[str]], scores: CaptionScores, failed: list) -> dict[str, Any]:
+    """What was measured, so a number is never read without its conditions."""
+    counts = [len(references[v]) for v in evaluated]
+    return {"split": dataset.split, "videos": len(evaluated), "videos_in_split": len(dataset.videos),
+            "references": sum(counts), "references_per_video": {"min": min(counts), "max": max(counts)},
+            "empty_references_dropped": dataset.empty_captions_dropped,
+            "model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
+            "precision": cfg.model.precision, "frames_per_video": cfg.decode.num_frames,
+            "sampling": SAMPLING_RULES[cfg.decode.sampling], "caption_source": CAPTION_SOURCES[cfg.caption_source],
+            "decoding": cfg.caption_method,
+            "beam_size": cfg.caption_beam_size if cfg.caption_method == "beam" else None,
+            "max_len": cfg.caption_max_len, "min_len": cfg.caption_min_len,
+            "repetition_penalty": float(cfg.caption_repetition_penalty),
+            "caption_tokenizer": scores.tokenizer, "meteor": scores.meteor,
+            "metrics": "coco-caption: BLEU-1..4 (closest reference length), METEOR 1.5, ROUGE-L (beta 1.2), "
+                       "CIDEr-D (n=4, sigma=6, clipped, x10, IDF from the evaluated references); percent",
+            "warnings": scores.warnings, "failed_videos": failed}
+
+
+def write_predictions(path: Path, predictions: dict[str, str], references: dict[str, list[str]],
+                      scores: CaptionScores) -> None:
+    """One row per evaluated video: its path, the generated caption, its references (a JSON list), its CIDEr-D."""
+    videos = list(predictions)
+    table = pa.table({"video": videos, "caption": [predictions[v] for v in videos],
+                      "references": [json.dumps(references[v], ensure_ascii=False) for v in videos],
+                      "cider": [scores.per_video_cider[v] for v in videos]})
+    atomic_write_table(table, path)
+
+
+def format_metrics(result: dict[str, Any]) -> str:
+    p = result["protocol"]
+    failed = f" ({len(p['failed_videos'])} videos failed: see protocol.failed_videos)" if p["failed_videos"] else ""
+    names = [("bleu_4", "B@4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr")]
+    values = "  ".join(f"{label} {result[key]:.1f}" for key, label in names if key in result)
+    return (f"{p['split']}: {p['videos']} of {p['videos_in_split']} videos captioned, {p['references']} references"
+            f"{failed}\n  {values}")
