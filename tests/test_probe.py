@@ -103,7 +103,10 @@ def test_frozen_probe_tells_motion_directions_apart_with_position_embeddings(tmp
 
     per_class = pd.read_csv(tmp_path / "run" / "per_class.csv").set_index("class").accuracy
     directions = per_class[[name for name in per_class.index if name.startswith("moving")]]
-    assert len(directions) == 4 and directions.min() > 40.0  # each direction (chance 20%), not just "staying still"
+    # each direction above chance (20%), not just "staying still": ~20 validation clips a class, so a direction the
+    # probe gets 60% right falls to 8/20 = 40% in 6% of runs (the old bar, > 40%, failed about one run in five over
+    # the 4 directions) and to 5/20 = 25% in 0.2%; a direction left at chance passes 25% in only ~20% of runs
+    assert len(directions) == 4 and directions.min() > 25.0, directions.to_dict()
 
 
 @pytest.mark.slow
