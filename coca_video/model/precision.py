@@ -143,13 +143,18 @@ def fastest_precision(model: nn.Module, kind: CpuKind | None = None, repeats: in
 
 @functools.cache
 def bf16_slowdown(size: int = 256) -> float:
-    """How many times slower a bf16 matmul than an fp32 one is here (best of 3 each)."""
-    rates = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        a @ b
-        rates[dtype] = min(_seconds(lambda: a @ b) for _ in range(3))  # noqa: B023 -- called at once
-    return rates[torch.bfloat16] / rates[torch.float32]
+    """How many times slower a bf16 matmul than an fp32 one is here (best of 3 each, on one thread: with two, a
+    busy machine's preemptions stalled a 256 x 256 fp32 matmul from 0.5 to 20-30 ms and the ratio read 1x)."""
+    seconds, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for dtype in (torch.float32, torch.bfloat16):
+            a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+            a @ b
+            seconds[dtype] = min(_seconds(lambda: a @ b) for _ in range(3))  # noqa: B023 -- called at once
+    finally:
+        torch.set_num_threads(threads)
+    return seconds[torch.bfloat16] / seconds[torch.float32]
 
 
 def warn_if_emulated_bf16(device: str | torch.device, kind: CpuKind | None = None) -> None:
