@@ -189,7 +189,7 @@ def _acquire(path: Path, what: str, advice: str) -> None:
             pid, holder = _lock_holder(path)
         finally:
             tmp.unlink(missing_ok=True)
-        if holder != host or pid is None or _is_alive(pid):
+        if holder != host or pid is None or pid_exists(pid):
             raise OutputError(f"{what} is being written by pid {pid} on host {holder}; {advice} (lock file {path})")
         warnings.warn(f"{path}: taking over a stale lock of pid {pid} on {holder} (that process is gone)",
                       stacklevel=3)
@@ -206,7 +206,7 @@ def _lock_holder(path: Path) -> tuple[int | None, str]:
         return None, "?"
 
 
-def _is_alive(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
     """Whether process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)

@@ -244,6 +244,7 @@ def _exit_with(pid: int) -> None:
 
 
 def _exists(pid: int) -> bool:
+    """``io.pid_exists``, repeated: this module imports nothing of the package, so it loads alone in the helper."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
