@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .distributed import is_distributed
 from .errors import ConfigError
 from .model import CoCa, create_model
 from .model.precision import auto_precision, precision_of, warn_if_emulated_bf16
@@ -35,10 +36,18 @@ def load_model(cfg: ModelConfig, training: bool = False) -> CoCa:
         cfg.precision = auto_precision(cfg.device, training=True)
     if training and cfg.precision == "bf16":
         warn_if_emulated_bf16(cfg.device)
+    requested = cfg.precision
     model = create_model(cfg.name, pretrained=cfg.pretrained, device=cfg.device,
                          precision="fp32" if training else cfg.precision, image_size=cfg.image_size)
     if not training:
         cfg.precision = precision_of(model)
+        if requested == "auto" and is_distributed():  # every rank measured; all compute as rank 0 chose
+            agreed = [cfg.precision]
+            torch.distributed.broadcast_object_list(agreed, src=0)
+            if agreed[0] != cfg.precision:
+                model = create_model(cfg.name, pretrained=cfg.pretrained, device=cfg.device, precision=agreed[0],
+                                     image_size=cfg.image_size)
+                cfg.precision = agreed[0]
     if compiles(cfg, training):
         compile_forward(model.image_encoder)
     return model

@@ -206,3 +206,38 @@ def test_limiting_the_instruction_sets_turns_native_bf16_off_and_auto_away_from_
     assert out.returncode == 0, out.stderr
     kind, chosen = out.stdout.strip().rsplit("|", 1)
     assert kind.startswith("AVX2 (no native bf16") and chosen.strip() in ("fp32", "int8")
+
+
+RANKS_CHOOSE = """
+import os, torch.distributed as dist
+from coca_video.config import ModelConfig
+from coca_video.distributed import init_distributed
+from coca_video.model import precision
+from coca_video.runtime import load_model
+
+init_distributed()
+rank = dist.get_rank()
+measured = precision.fastest_precision
+# the measurement differs between ranks (as it can on a busy machine): rank 0 says int8, rank 1 fp32
+precision.fastest_precision = lambda model, kind=None: (
+    (precision.apply_precision(model, "int8"), "int8") if rank == 0 else (model, "fp32"))
+cfg = ModelConfig(precision="auto")
+model = load_model(cfg)
+print(rank, cfg.precision, precision.precision_of(model), flush=True)
+"""
+
+
+def test_under_torchrun_every_rank_computes_in_the_precision_rank_0_measured(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from helpers import free_port
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), str(tmp_path / "ranks.py")]
+    (tmp_path / "ranks.py").write_text(RANKS_CHOOSE)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = sorted(line.split() for line in out.stdout.splitlines() if line[:1] in "01")
+    assert lines == [["0", "int8", "int8"], ["1", "int8", "int8"]], out.stdout
