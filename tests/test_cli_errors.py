@@ -211,6 +211,13 @@ def test_engine_ray_without_ray_installed_is_one_line_naming_the_extra(world, ca
     assert not (world.tmp / "s.parquet.parts").exists()  # refused before any work
 
 
+def test_engine_ray_under_torchrun_is_one_line(world, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(world.score("--engine", "ray")) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "without torchrun" in lines[0], lines
+
+
 def test_inputs_that_were_refused_as_outputs_are_untouched(world, capsys):
     video = world.videos / "clip0.mp4"
     before = video.read_bytes()

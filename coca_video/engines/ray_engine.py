@@ -132,6 +132,7 @@ def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoSco
 
     context = DataContext.get_current()
     context.enable_progress_bars, context.print_on_execution_start = False, False  # the driver shows its own bar
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # its line saying they are off
     # Ray Data restarts actors and retries their tasks forever unless told; these two have no named parameter in
     # 2.60 (the extra is pinned below 2.61), only the deprecated **ray_remote_args, whose warning is noise here
     retries = {"max_restarts": cluster.max_retries, "max_task_retries": cluster.max_retries}

@@ -139,13 +139,13 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
 
 
 def check_ray_engine() -> None:
-    """engine=ray, before any work: Ray Data installed (else the one-line error naming the extra), and not under
-    torchrun (Ray spreads the work itself)."""
+    """engine=ray, before any work: not under torchrun (Ray spreads the work itself), and Ray Data installed (else
+    the one-line error naming the extra)."""
     from ..engines.ray_engine import require_ray
 
-    require_ray()
-    if is_distributed():
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun's, before any process group is joined
         raise ConfigError("engine=ray runs from one process (Ray spreads the work); start it without torchrun")
+    require_ray()
 
 
 def row_settings(cfg: ScoreConfig) -> dict[str, Any]:
