@@ -55,6 +55,8 @@ SCORE_FLAGS = [
     Flag("--frame-embeddings", "frame_embeddings", "also store per-frame embeddings", switch=True),
     Flag("--report", "report", "write an HTML report to this path"),
     Flag("--top-k", "top_k", "labels per video (default 5)"),
+    Flag("--engine", "engine", "local (default) or ray: decode and encode actor pools on Ray Data (ray.* keys; "
+         "pip install 'coca-video[ray]')"),
 ]
 
 RETRIEVAL_FLAGS = [

@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import inspect
 import io
+import math
 import re
 import textwrap
 import tokenize
@@ -417,3 +418,35 @@ def resolve_device(device: str) -> str:
     if torch.cuda.is_available():
         return "cuda"
     return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+RAY_ADDRESS = re.compile(r"auto|ray://\S+|[\w.-]+:\d+")
+
+
+@dataclass
+class RayConfig:
+    """Where and how ``engine: ray`` runs (score): the cluster, and its decode and encode actor pools."""
+
+    address: str | None = None  # null: start a local cluster of this machine (ended with the run); auto or ray://...
+    num_cpus: int | None = None  # logical CPUs of a local cluster (null: this machine's; at least the pools' + 1)
+    decode_actors: int = 2  # CPU actors decoding videos, each through its own time-limited helper process
+    cpus_per_decoder: float = 1.0  # CPUs a decode actor reserves
+    encode_actors: int = 1  # actors holding the model (loaded once each), turning decoded clips into rows
+    cpus_per_encoder: float = 1.0  # CPUs an encode actor reserves; its torch threads (at least 1)
+    gpus_per_encoder: float = 0.0  # GPUs an encode actor reserves (0 on CPU; a fraction shares a GPU)
+    max_retries: int = 2  # times a crashed actor is restarted and its batch retried, then the run fails
+
+    def __post_init__(self) -> None:
+        check(self.address is None or (isinstance(self.address, str) and RAY_ADDRESS.fullmatch(self.address)),
+              "address", "be null (a local cluster), auto, ray://HOST:PORT or HOST:PORT", self.address)
+        check_at_least("decode_actors", self.decode_actors, 1)
+        check_at_least("encode_actors", self.encode_actors, 1)
+        check(isinstance(self.cpus_per_decoder, (int, float)) and self.cpus_per_decoder > 0, "cpus_per_decoder",
+              "be > 0", self.cpus_per_decoder)
+        check(isinstance(self.cpus_per_encoder, (int, float)) and self.cpus_per_encoder > 0, "cpus_per_encoder",
+              "be > 0", self.cpus_per_encoder)
+        check_at_least("gpus_per_encoder", self.gpus_per_encoder, 0)
+        check_at_least("max_retries", self.max_retries, 0)
+        if self.num_cpus is not None:  # fewer and a pool waits forever for its actors' CPUs
+            need = math.ceil(self.decode_actors * self.cpus_per_decoder + self.encode_actors * self.cpus_per_encoder)
+            check_at_least("num_cpus", self.num_cpus, need)

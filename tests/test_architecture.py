@@ -16,6 +16,7 @@ LAYERS = [  # a module may import its own layer and the ones above it in this li
     {"model", "transforms"},
     {"runtime", "data", "metrics", "caption_metrics", "ptb_tokenize", "zero_shot", "api"},
     {"scoring", "training", "report"},
+    {"engines"},
     {"tasks"},
     {"cli"},
 ]

@@ -179,6 +179,13 @@ CASES: dict[str, Case] = {
     "pretrain-output-dir-is-a-file": lambda w: (["pretrain", f"output_dir={w.file('run', 'x')}"], "output_dir="),
     "convert-onto-a-file": lambda w: (["convert", "missing.pt", str(w.file("dst", "x")), "--model", "tiny"], "dst"),
     "merge-no-parts": lambda w: (["merge", str(w.tmp / "s.parquet")], "s.parquet.parts"),
+    "engine-banana": lambda w: (w.score("--engine", "banana"), "engine"),
+    "ray-encode-actors-0": lambda w: ([*w.score("--engine", "ray"), "ray.encode_actors=0"],
+                                      "ray.encode_actors must be >= 1, got 0"),
+    "ray-cpus-per-decoder-0": lambda w: ([*w.score(), "ray.cpus_per_decoder=0"], "ray.cpus_per_decoder must be > 0"),
+    "ray-gpus-negative": lambda w: ([*w.score(), "ray.gpus_per_encoder=-1"], "ray.gpus_per_encoder must be >= 0"),
+    "ray-address-banana": lambda w: ([*w.score(), "ray.address=banana"], "ray.address must be null"),
+    "ray-num-cpus-below-the-pools": lambda w: ([*w.score(), "ray.num_cpus=2"], "ray.num_cpus must be >= 3, got 2"),
 }
 
 
@@ -192,6 +199,23 @@ def test_a_bad_invocation_is_one_line_naming_the_culprit(name, world, capsys):
     assert len(lines) == 1, err
     assert lines[0].startswith(f"coca-video {argv[0]}: error: ") and culprit in lines[0], err
     assert "Traceback" not in err
+
+
+def test_engine_ray_without_ray_installed_is_one_line_naming_the_extra(world, capsys, monkeypatch):
+    for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError, as when not installed
+    assert main(world.score("--engine", "ray")) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'coca-video[ray]'" in lines[0], lines
+    assert not (world.tmp / "s.parquet.parts").exists()  # refused before any work
+
+
+def test_engine_ray_under_torchrun_is_one_line(world, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(world.score("--engine", "ray")) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "without torchrun" in lines[0], lines
 
 
 def test_inputs_that_were_refused_as_outputs_are_untouched(world, capsys):

@@ -167,7 +167,7 @@ def video_loader(dataset: Dataset, batch_size: int, workers: int = 2, batches: l
     """
     batching = {"batch_sampler": batches} if batches is not None else {"batch_size": batch_size}
     options = dict(num_workers=workers, collate_fn=collate_videos, persistent_workers=False,
-                   prefetch_factor=2 if workers else None, worker_init_fn=_background_priority,
+                   prefetch_factor=2 if workers else None, worker_init_fn=background_priority,
                    pin_memory=torch.cuda.is_available(), **batching)
     if gate and workers:
         return GatedLoader(GatedDataset(dataset, DecodeGate()), **options)
@@ -180,16 +180,27 @@ def decode_loader(items: Sequence[VideoItem], transform: ImageTransform, decode:
     """A :func:`video_loader` over ``items`` as a task's decode block says (frames, sampling, backend, time limit,
     workers, batch size); ``sampling`` replaces the block's frame rule (training clips, multi-view testing);
     ``epoch`` seeds training draws; workers are gated when the model on ``model_device`` fills every core."""
-    sampling = sampling or ClipSampling(decode.num_frames, mode=decode.sampling, fps=decode.fps,
-                                        max_frames=decode.max_frames)
-    dataset = VideoClipDataset(items, transform, sampling, seed=seed, backend=decode.backend, timeout=decode.timeout,
-                               device=decode.device)
+    dataset = decode_dataset(items, transform, decode, sampling, seed)
     dataset.set_epoch(epoch)
     return video_loader(dataset, decode.batch_size, decode.workers, batches=batches,
                         gate=model_fills_cores(model_device))
 
 
-def _background_priority(worker_id: int) -> None:
+def clip_sampling(decode: DecodeConfig, sampling: ClipSampling | None = None) -> ClipSampling:
+    """``sampling``, or the one clip a task's decode block asks for (its frames, sampling rule, fps and cap)."""
+    return sampling or ClipSampling(decode.num_frames, mode=decode.sampling, fps=decode.fps,
+                                    max_frames=decode.max_frames)
+
+
+def decode_dataset(items: Sequence[VideoItem], transform: ImageTransform, decode: DecodeConfig,
+                   sampling: ClipSampling | None = None, seed: int = 0) -> VideoClipDataset:
+    """The :class:`VideoClipDataset` of ``items`` as a task's decode block says (backend, time limit, device);
+    ``sampling`` replaces the block's frame rule (see :func:`clip_sampling`)."""
+    return VideoClipDataset(items, transform, clip_sampling(decode, sampling), seed=seed, backend=decode.backend,
+                            timeout=decode.timeout, device=decode.device)
+
+
+def background_priority(worker_id: int = 0) -> None:
     """Lowest priority for a decoding worker and, inherited, the helper process it decodes in; the worker ends as
     soon as the run's root process does (``isolate.follow_root``), not at the DataLoader's next 5 s check."""
     if hasattr(os, "nice"):

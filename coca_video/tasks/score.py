@@ -2,6 +2,7 @@
 
     coca-video score VIDEO_DIR --labels kinetics400 --caption --out scores.parquet
     torchrun --nproc_per_node 2 -m coca_video.cli score VIDEO_DIR ...     # each rank scores its shard
+    coca-video score VIDEO_DIR --engine ray ray.decode_actors=4            # on Ray (coca_video.engines.ray_engine)
 
 What a row holds and how it is computed: :mod:`coca_video.scoring`. Results are flushed per batch (see
 :mod:`coca_video.data.results`); a rerun skips files already scored ok.
@@ -10,6 +11,7 @@ What a row holds and how it is computed: :mod:`coca_video.scoring`. Results are 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import sys
@@ -23,7 +25,7 @@ import pyarrow as pa
 import torch
 import torch.distributed as dist
 
-from ..config import DecodeConfig, ModelConfig, check, check_at_least, check_suffix
+from ..config import DecodeConfig, ModelConfig, RayConfig, check, check_at_least, check_suffix
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
 from ..data.results import PartStore, embeddings_path, file_key, merge, stored_key, stored_path
 from ..data.synthetic import is_synthetic_class
@@ -33,7 +35,8 @@ from ..errors import ConfigError, DataError, InputError
 from ..io import check_output_file
 from ..model import CoCa, create_model, get_tokenizer, load_probe, read_probe_info
 from ..runtime import load_model
-from ..scoring import CaptionOptions, ScoreItem, VideoScorer, score_files
+from ..scoring import CaptionOptions, Counts, ScoreItem, VideoScorer, score_files
+from ..transforms import image_transform
 from ..video.sampling import clock
 
 
@@ -60,8 +63,10 @@ class ScoreConfig:
     report_page_size: int = 200  # videos per report page (a segmented video's rows stay together on one page)
     segment_seconds: float = 0.0  # > 0: score consecutive windows of this length, one row each (0: whole videos)
     segment_stride: float | None = None  # seconds between window starts (default segment_seconds; less: overlap)
+    engine: Literal["local", "ray"] = "local"  # local: this process and its decoding workers; ray: Ray Data (ray.*)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    ray: RayConfig = field(default_factory=RayConfig)  # the cluster and its actor pools, with engine=ray
 
     def __post_init__(self) -> None:
         check_at_least("top_k", self.top_k, 1)
@@ -107,6 +112,8 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
             cfg, model=dataclasses.replace(cfg.model, name=info.backbone, pretrained=info.pretrained,
                                            image_size=info.image_size),
             decode=dataclasses.replace(cfg.decode, num_frames=info.classifier.num_frames))
+    if cfg.engine == "ray":
+        check_ray_engine()
     files = list_inputs(cfg.videos, cfg.follow_symlinks)
     if not files:
         raise InputError(f"{cfg.videos}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
@@ -129,6 +136,16 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
             summary["report"] = str(write_score_report(scores.to_pandas(), cfg.report, cfg, notes,
                                                                  cfg.report_page_size))
     return summary
+
+
+def check_ray_engine() -> None:
+    """engine=ray, before any work: not under torchrun (Ray spreads the work itself), and Ray Data installed (else
+    the one-line error naming the extra)."""
+    from ..engines.ray_engine import require_ray
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun's, before any process group is joined
+        raise ConfigError("engine=ray runs from one process (Ray spreads the work); start it without torchrun")
+    require_ray()
 
 
 def row_settings(cfg: ScoreConfig) -> dict[str, Any]:
@@ -205,7 +222,6 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
     """Score ``files`` (this rank's share, skipping those already scored ok into ``cfg.out``), then merge every
     rank's parts into ``cfg.out`` on rank 0. Returns a summary and the merged table (None off rank 0)."""
     info = init_distributed()
-    scorer = build_scorer(cfg, model, tokenizer)
     store = PartStore(cfg.out, rank=info.rank)
     done = store.done_keys()
     keys = [file_key(path) if path.is_file() else (str(path), -1, 0.0) for path in files]
@@ -213,7 +229,7 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
     started, scores = time.time(), None
     counts = None
     try:
-        counts = score_files(scorer, todo, store, cfg.decode, show=info.is_main, sampling=probe_sampling(cfg))
+        counts = score_items(cfg, todo, store, model, tokenizer, show=info.is_main)
     finally:  # Ctrl-C or a crash still leaves every flushed batch merged into the output
         if is_distributed():
             dist.barrier()
@@ -233,6 +249,24 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
     if scores is not None:
         summary["ok_total"] = int(sum(s == "ok" for s in scores.column("status").to_pylist()))
     return summary, scores
+
+
+def score_items(cfg: ScoreConfig, todo: list[ScoreItem], store: PartStore, model: CoCa, tokenizer: Callable,
+                show: bool = True) -> Counts:
+    """Score ``todo`` into ``store`` (unmerged) with ``cfg.engine``: here with ``model``, or on Ray, whose encode
+    actors each load the same model (``cfg.model``, its precision already resolved) through :func:`actor_scorer`."""
+    if cfg.engine == "ray":
+        from ..engines.ray_engine import score_items as score_on_ray
+
+        return score_on_ray(todo, functools.partial(actor_scorer, cfg), image_transform(model), cfg.decode,
+                            probe_sampling(cfg), cfg.out, cfg.ray, show=show)
+    return score_files(build_scorer(cfg, model, tokenizer), todo, store, cfg.decode, show=show,
+                       sampling=probe_sampling(cfg))
+
+
+def actor_scorer(cfg: ScoreConfig) -> VideoScorer:
+    """The scorer ``cfg`` asks for, with its own model and tokenizer: what each Ray encode actor holds."""
+    return build_scorer(cfg, load_model(cfg.model), get_tokenizer(cfg.model.name))
 
 
 def shown_paths(store: PartStore, files: list[Path]) -> list[str]:

@@ -1,0 +1,1 @@
+"""Engines that run the one scoring core (:mod:`coca_video.scoring`) somewhere other than this process: Ray."""

@@ -1,0 +1,178 @@
+"""``score --engine ray``: the local engine's items, decoder and rows, run as Ray Data stages across a cluster.
+
+The driver (``tasks.score``) lists inputs and subtracts the keys already done exactly as the local engine does;
+this module takes the remaining :class:`~coca_video.scoring.ScoreItem`\\ s and runs::
+
+    from_items(items) -> decode actors (CPU) -> encode actors (the model) -> counts back to the driver
+
+* A decode actor decodes one item at a time through the local engine's dataset (:func:`decode_dataset`, so the
+  decode happens in the time-limited helper process of :mod:`coca_video.video.isolate`, where a segfault or a hang
+  in FFmpeg stays); it never raises: a bad file travels on as its error record.
+* An encode actor loads the model once (``make_scorer``), sets its torch threads from the CPUs it reserved, turns a
+  batch of records into rows with :func:`~coca_video.scoring.batch_rows` (the local engine's code: nothing about a
+  row is written twice) and appends them to the output's :class:`~coca_video.data.results.PartStore` under a part
+  rank of its own (random, so names are unique per actor and run; parts are written atomically). Only counts go
+  back to the driver, which merges the parts at the end as the local engine does.
+* A crashed actor is restarted and its batch retried at most ``ray.max_retries`` times (Ray Data's default is
+  forever), then the run fails; a batch retried after its part was written leaves a duplicate row that the merge
+  drops (the newest row per key wins). Ray's ``max_errored_blocks`` stays off: it would drop rows silently.
+
+Ray is an optional extra (``pip install 'coca-video[ray]'``); this module imports it only when a run starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..config import DecodeConfig, RayConfig
+from ..data.results import PartStore
+from ..data.video import ClipSampling, VideoItem, background_priority, clip_sampling, collate_videos, \
+    decode_dataset, describe_error
+from ..errors import MissingExtraError
+from ..scoring import Counts, ScoreItem, VideoScorer, batch_rows
+from ..transforms import ImageTransform
+
+PART_RANK_BASE = 1_000_000  # encode actors' part ranks start here, clear of torchrun's ranks 0..N-1
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding this coca_video, for local workers
+
+
+def require_ray() -> Any:
+    """The ``ray`` module with Ray Data; without it a one-line error naming the extra to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 -- ray without its data extra imports, but cannot run the stages
+    except ImportError:
+        raise MissingExtraError("engine=ray needs Ray Data, which is not installed; pip install "
+                                "'coca-video[ray]'") from None
+    return ray
+
+
+def local_cpus(cluster: RayConfig) -> int:
+    """Logical CPUs for a local cluster: ``num_cpus``, else this machine's, but at least what the pools reserve
+    plus one (logical CPUs above the physical count keep a pool from waiting forever for a CPU)."""
+    if cluster.num_cpus is not None:
+        return cluster.num_cpus
+    need = cluster.decode_actors * cluster.cpus_per_decoder + cluster.encode_actors * cluster.cpus_per_encoder
+    return max(os.cpu_count() or 1, math.ceil(need) + 1)
+
+
+@contextlib.contextmanager
+def connected(cluster: RayConfig) -> Iterator[Any]:
+    """Ray, connected for the run: a process already connected (``ray.init`` done by the caller) stays as it is;
+    else ``address`` null starts a local cluster of this machine, whose workers import this same package, and ends
+    it on every way out; ``auto`` or ``ray://...`` joins a running cluster (every node needs coca-video installed)."""
+    ray = require_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    if cluster.address is None:
+        path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+        ray.init(address="local", num_cpus=local_cpus(cluster), include_dashboard=False,
+                 logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    else:
+        ray.init(address=cluster.address, logging_level=logging.WARNING)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+class Decoder:
+    """A decode actor: a pickled :class:`ScoreItem` -> the local engine's record for it (frames and metadata, or
+    the error), pickled. It runs at the lowest CPU priority, as the local engine's decoding workers do."""
+
+    def __init__(self, transform: ImageTransform, decode: DecodeConfig, sampling: ClipSampling) -> None:
+        self.transform, self.decode, self.sampling = transform, decode, sampling
+        background_priority()
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        item = pickle.loads(row["item"])
+        video = VideoItem(item.key[0], start_sec=item.start, end_sec=item.end)
+        try:
+            record = decode_dataset([video], self.transform, self.decode, self.sampling)[0]
+        except Exception as err:  # noqa: BLE001 -- the dataset catches decode errors; this is anything else
+            record = {"index": 0, "path": video.path, "label": -1, "error": describe_error(video.path, err)}
+        return {"item": row["item"], "record": pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)}
+
+
+class Encoder:
+    """An encode actor: holds the scorer (``make_scorer``, called once), turns a batch of decoded records into rows
+    as the local engine does and appends them to ``out``'s part store under a part rank of its own."""
+
+    def __init__(self, make_scorer: Callable[[], VideoScorer], out: str, per_frame: bool, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.scorer, self.per_frame = make_scorer(), per_frame
+        self.store = PartStore(out, rank=PART_RANK_BASE + int.from_bytes(os.urandom(6), "big"))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        items: list[ScoreItem] = [pickle.loads(b) for b in batch["item"]]
+        records = [pickle.loads(b) | {"index": i} for i, b in enumerate(batch["record"])]
+        rows = batch_rows(self.scorer, collate_videos(records), items, self.per_frame)
+        self.store.append(rows)
+        ok = sum(row["status"] == "ok" for row in rows)
+        return {"items": np.array([len(items)]), "ok": np.array([ok]), "error": np.array([len(rows) - ok])}
+
+
+def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], transform: ImageTransform,
+             decode: DecodeConfig, sampling: ClipSampling, out: str, cluster: RayConfig) -> Any:
+    """The lazy dataset of ``todo``: decode actors, then encode actors writing parts; one count row per batch. No
+    pool has more actors than there are batches (an actor that gets no work would still load the model)."""
+    from ray.data import ActorPoolStrategy, DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars, context.print_on_execution_start = False, False  # the driver shows its own bar
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # its line saying they are off
+    # Ray Data restarts actors and retries their tasks forever unless told; these two have no named parameter in
+    # 2.60 (the extra is pinned below 2.61), only the deprecated **ray_remote_args, whose warning is noise here
+    retries = {"max_restarts": cluster.max_retries, "max_task_retries": cluster.max_retries}
+    rows = [{"item": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)} for item in todo]
+    # a block per batch: decoders work on blocks in parallel, and each block reaches the encoders as one batch
+    blocks = math.ceil(len(rows) / decode.batch_size)
+    items = ray.data.from_items(rows, override_num_blocks=blocks)
+    decoder = {"transform": transform, "decode": decode, "sampling": sampling}
+    encoder = {"make_scorer": make_scorer, "out": out, "per_frame": sampling.mode == "fps",
+               "threads": max(1, int(cluster.cpus_per_encoder))}
+    gpus = {"num_gpus": cluster.gpus_per_encoder} if cluster.gpus_per_encoder else {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        decoded = items.map(Decoder, fn_constructor_kwargs=decoder, num_cpus=cluster.cpus_per_decoder,
+                            compute=ActorPoolStrategy(size=min(cluster.decode_actors, blocks)), **retries)
+        return decoded.map_batches(Encoder, fn_constructor_kwargs=encoder, batch_size=decode.batch_size,
+                                   batch_format="numpy",
+                                   compute=ActorPoolStrategy(size=min(cluster.encode_actors, blocks)),
+                                   num_cpus=cluster.cpus_per_encoder, **gpus, **retries)
+
+
+def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], transform: ImageTransform,
+                decode: DecodeConfig, sampling: ClipSampling | None, out: str | os.PathLike, cluster: RayConfig,
+                show: bool = True) -> Counts:
+    """Score ``todo`` on Ray into ``out``'s part store (not merged: the caller merges, as after the local engine);
+    ``make_scorer`` (picklable, e.g. a ``functools.partial`` of a module-level function) builds the scorer in each
+    encode actor. Returns the rows written, ok and error, as :func:`~coca_video.scoring.score_files` does."""
+    from tqdm import tqdm
+
+    counts = Counts()
+    if not todo:
+        return counts
+    sampling = clip_sampling(decode, sampling)
+    with connected(cluster) as ray:
+        scored = pipeline(ray, todo, make_scorer, transform, decode, sampling, str(out), cluster)
+        unit = "video" if todo[0].start is None else "window"
+        with tqdm(total=len(todo), unit=unit, disable=not show, dynamic_ncols=True) as bar:
+            for row in scored.iter_rows():
+                counts.ok += int(row["ok"])
+                counts.error += int(row["error"])
+                bar.update(int(row["items"]))
+                bar.set_postfix(failed=counts.error)
+    return counts
