@@ -43,6 +43,8 @@ class OptimConfig:
     min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0  # gradients are scaled down to at most this total norm
     layer_decay: float = 1.0  # probe finetuning: block i of L trains at lr * layer_decay^(L - i) (1.0 = off)
+    head_lr: float | None = None  # probe: peak lr of the new modules (pooler, position embeddings, classifier); null: lr
+    ema: float | None = None  # probe: decay of an EMA of the trained weights, which evaluate and are saved (null/0: off)
 
     def __post_init__(self) -> None:
         check(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "be > 0", self.lr)
@@ -55,6 +57,10 @@ class OptimConfig:
               "be in [0, 1]", self.min_lr_ratio)
         check(isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0, "grad_clip", "be > 0", self.grad_clip)
         check(0 < self.layer_decay <= 1, "layer_decay", "be in (0, 1] (1.0 = off)", self.layer_decay)
+        check(self.head_lr is None or (isinstance(self.head_lr, (int, float)) and self.head_lr > 0), "head_lr",
+              "be > 0 or null (= lr)", self.head_lr)
+        check(self.ema is None or (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1), "ema",
+              "be in [0, 1) or null (0 and null: off)", self.ema)
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig,
@@ -265,6 +271,8 @@ class EpochTrainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.wrapped: nn.Module | None = None
+        self.ema: WeightEma | None = None
+        self.grad_norms: list[float] = []  # this epoch's total gradient norms before clipping
 
     def trainable(self) -> nn.Module:
         raise NotImplementedError
@@ -276,30 +284,52 @@ class EpochTrainer:
         raise NotImplementedError
 
     def fit(self) -> list[dict[str, float]]:
-        """Train epochs not yet done (resuming from ``resume``); returns the loss history of every epoch."""
+        """Train epochs not yet done (resuming from ``resume``); returns the loss history of every epoch. With
+        ``optim.ema`` the trained module ends holding the EMA weights (what evaluation and the saved probe use)."""
         module = self.trainable()
         self.optimizer = build_optimizer(module, self.optim_cfg, self.lr_scale())
         self.scheduler = build_scheduler(self.optimizer, self.optim_cfg, self.epochs * self.steps_per_epoch())
+        self.ema = WeightEma(module, self.optim_cfg.ema) if self.optim_cfg.ema else None
         state = self.checkpoints.restore(self.resume, lambda s: self._load_states(module, s))
         start, history = (int(state["step"]), json.loads(state["history"])) if state else (0, [])
         self.wrapped = wrap_ddp(module)
         for epoch in range(start, self.epochs):
+            self.grad_norms = []
             loss = self.train_epoch(epoch)
             history.append({"epoch": epoch + 1, "train_loss": loss})
-            self.logger.log(epoch + 1, {"train_loss": loss, "lr": self.scheduler.get_last_lr()[0]})
+            self.logger.log(epoch + 1, {"train_loss": loss, **self.epoch_figures()})
             if self.info.is_main:
+                extra = {"ema": self.ema.state_dict()} if self.ema else {}
                 self.checkpoints.save(epoch + 1, {"trainable": module.state_dict(),
                                                   "optimizer": self.optimizer.state_dict(),
                                                   "scheduler": self.scheduler.state_dict(),
-                                                  "history": json.dumps(history)})
+                                                  "history": json.dumps(history), **extra})
             barrier()
         self.logger.close()
+        if self.ema:
+            self.ema.copy_to(module)
         return history
+
+    def epoch_figures(self) -> dict[str, float]:
+        """What the epoch log shows beside the loss: the learning rate now (and the head's, when it has its own),
+        the mean total gradient norm before clipping and the share of steps that clipping scaled down."""
+        factor = self.scheduler.get_last_lr()[0] / self.optimizer.param_groups[0]["initial_lr"]
+        figures = {"lr": self.optim_cfg.lr * factor}
+        if self.optim_cfg.head_lr is not None:
+            figures["head_lr"] = self.optim_cfg.head_lr * factor
+        if self.grad_norms:
+            figures["grad_norm"] = float(np.mean(self.grad_norms))
+            figures["clipped"] = float(np.mean([n > self.optim_cfg.grad_clip for n in self.grad_norms]))
+        return figures
 
     def _load_states(self, module: nn.Module, state: dict[str, Any]) -> None:
         module.load_state_dict(state["trainable"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema:
+            if "ema" not in state:
+                raise KeyError("the checkpoint has no EMA weights (written with optim.ema off)")
+            self.ema.load_state_dict(state["ema"])
 
     def lr_scale(self) -> Callable[[str], float] | None:
         """Per-parameter learning-rate factor by name (layer-wise decay), or None: every parameter at ``lr``."""
@@ -335,10 +365,51 @@ class EpochTrainer:
             dist.all_reduce(totals)
         if count.item() == 0:
             return float("nan")
-        torch.nn.utils.clip_grad_norm_(self.trainable().parameters(), self.optim_cfg.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable().parameters(), self.optim_cfg.grad_clip)
+        self.grad_norms.append(float(norm))
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema:
+            self.ema.update(self.trainable())
         return totals[0].item() / max(count.item(), 1.0)
+
+
+class WeightEma:
+    """An exponential moving average of a module's weights (every floating-point entry of its state dict; other
+    entries are copied). Update t averages with ``min(decay, (1 + t) / (10 + t))``, TensorFlow's
+    ``ExponentialMovingAverage(num_updates=)`` rule: early on the average follows the weights closely, so a short run
+    averages its last steps instead of keeping its initial weights; after ~10 / (1 - decay) updates it is ``decay``."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay, self.updates = float(decay), 0
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        decay = self.current_decay()
+        for key, value in module.state_dict().items():
+            if value.is_floating_point():
+                self.shadow[key].lerp_(value.detach().to(self.shadow[key].dtype), 1 - decay)
+            else:
+                self.shadow[key].copy_(value)
+        self.updates += 1
+
+    def copy_to(self, module: nn.Module) -> None:
+        module.load_state_dict(self.shadow)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "weights": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = set(self.shadow) ^ set(state["weights"])
+        if missing:
+            raise KeyError(f"EMA weights do not fit the module ({sorted(missing)[0]})")
+        self.updates = int(state["updates"])
+        for key, value in state["weights"].items():
+            self.shadow[key].copy_(value)
 
 
 def classification_loss_sum(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

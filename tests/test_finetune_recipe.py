@@ -17,8 +17,8 @@ from coca_video import get_model_config
 from coca_video.data.video import ClipSampling, VideoClipDataset, VideoItem, video_loader
 from coca_video.model import VideoClassifier, VideoClassifierConfig
 from coca_video.model.vit import ImageEncoder
-from coca_video.tasks.probe import EncoderAndClassifier, layer_decay_scale, mix_clips
-from coca_video.training import EpochTrainer, OptimConfig, build_optimizer, build_scheduler, \
+from coca_video.tasks.probe import EncoderAndClassifier, finetune_lr_scale, layer_decay_scale, mix_clips
+from coca_video.training import EpochTrainer, OptimConfig, WeightEma, build_optimizer, build_scheduler, \
     classification_loss_sum, soft_targets
 from coca_video.transforms import ClipAugmentConfig, clip_train_transform, sample_crop_box
 from coca_video.video import write_video
@@ -152,6 +152,50 @@ def test_layer_decay_learning_rates_closed_form():
     scheduler.step()
     assert lr_of[id(params["encoder.vit.pos_embed"])] * 1.0 == pytest.approx(
         [g["lr"] for g in optimizer.param_groups if any(p is params["encoder.vit.pos_embed"] for p in g["params"])][0])
+
+
+@pytest.mark.parametrize("layer_decay", [1.0, 0.5])
+def test_head_lr_trains_every_new_module_at_its_own_rate(layer_decay):
+    """optim.head_lr: the pooler (query, norms, attention), the position embeddings and the classifier at head_lr;
+    the encoder at lr (times its layer decay); every trainable parameter in exactly one group."""
+    model = encoder_and_classifier(layers=3)
+    model["classifier"] = VideoClassifier(VideoClassifierConfig(16, 4, 2, 2, model["encoder"].num_tokens,
+                                                                temporal_pos_embed=True, spatial_pos_embed=True))
+    cfg = OptimConfig(lr=1e-4, head_lr=3e-3, layer_decay=layer_decay)
+    optimizer = build_optimizer(model, cfg, finetune_lr_scale(3, cfg))
+    grouped = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each once
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    for name, param in model.named_parameters():
+        block = re.match(r"encoder\.vit\.blocks\.(\d)\.", name)
+        expected = 3e-3 if name.startswith("classifier.") else \
+            1e-4 * layer_decay ** (3 - int(block[1]) if block else 4)
+        assert lr_of[id(param)] == pytest.approx(expected), name
+    names = {n for n, _ in model.named_parameters() if n.startswith("classifier.")}
+    assert {"classifier.temporal_pos", "classifier.spatial_pos", "classifier.pool.query",
+            "classifier.head.weight"} <= names
+    assert finetune_lr_scale(3, OptimConfig(lr=1e-4)) is None  # neither option: one group pair, as before
+
+
+def test_weight_ema_closed_form():
+    """The EMA after updates t = 0, 1, 2 with decay_t = min(decay, (1 + t) / (10 + t)): e <- d e + (1 - d) w."""
+    layer = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+    ema = WeightEma(layer, decay=0.5)
+    expected = 0.0
+    for t, value in enumerate([1.0, 2.0, 4.0]):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        ema.update(layer)
+        decay = min(0.5, (1 + t) / (10 + t))  # 0.1, 0.18..., 0.25
+        expected = decay * expected + (1 - decay) * value
+    assert ema.shadow["weight"][0, 0].item() == pytest.approx(expected)
+    restored = WeightEma(layer, decay=0.5)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.updates == 3 and torch.equal(restored.shadow["weight"], ema.shadow["weight"])
+    ema.copy_to(layer)
+    assert layer.weight[0, 0].item() == pytest.approx(expected)
 
 
 class _Trainer(EpochTrainer):

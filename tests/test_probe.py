@@ -233,3 +233,104 @@ def test_score_with_a_probe_averages_over_the_views_it_was_evaluated_with(tmp_pa
         assert scored == pytest.approx(expected(sampling), abs=1e-5)
     assert pd.read_csv(tmp_path / "scores_True.csv").top1_score.tolist() != \
         pd.read_csv(tmp_path / "scores_False.csv").top1_score.tolist()
+
+
+@pytest.mark.slow
+def test_finetune_from_the_frozen_head_starts_at_its_accuracy(tmp_path):
+    """Linear probing, then finetuning (probe.init): a finetuned run started from a frozen run's head, with temporal
+    and spatial position embeddings the frozen head did not have (started at zero), feeds that head the tokens the
+    frozen path fed it. Its first epoch's loss is the frozen head's loss on the cached tokens of the same clips (a
+    frozen run from the same head), and while its weights barely move (a few steps at lr 1e-9) it scores the
+    validation clips as the frozen probe did."""
+    import pandas as pd
+
+    common = {"model.name": "tiny", "data.synthetic.train_videos": 32, "data.synthetic.val_videos": 12,
+              "batch_size": 8, "optim.warmup_steps": 1}
+    frozen = probe.run(probe_config(tmp_path / "frozen", "colour", epochs=10, **common))
+    start = {**common, "probe.init": str(tmp_path / "frozen" / "run" / "probe"), "probe.temporal_pos_embed": True,
+             "probe.spatial_pos_embed": True, "optim.lr": 1e-9, "epochs": 2}
+    again = probe.run(probe_config(tmp_path / "again", "colour", **start))
+    tuned = probe.run(probe_config(tmp_path / "tuned", "colour", mode="finetune", **{
+        **start, "optim.head_lr": 1e-9, "probe.augment.scale": "[1.0,1.0]", "probe.augment.ratio": "[1.0,1.0]",
+        "probe.augment.flip": False}))
+    first_loss = {run: json.loads((tmp_path / run / "run" / "metrics.jsonl").open().readline())["train_loss"]
+                  for run in ("again", "tuned")}
+    assert first_loss["tuned"] == pytest.approx(first_loss["again"], abs=2e-3)  # fp16 cache vs fp32 tokens
+    assert again == pytest.approx(frozen) and tuned == pytest.approx(frozen)
+    predictions = {run: pd.read_csv(tmp_path / run / "run" / "predictions.csv") for run in ("frozen", "tuned")}
+    assert predictions["tuned"].prediction.tolist() == predictions["frozen"].prediction.tolist()
+
+
+def test_ema_weights_are_the_saved_probe_and_resume_exactly(tmp_path, monkeypatch):
+    """optim.ema: the saved probe (and so the evaluation) holds the EMA of the weights, not the last step's; a run
+    interrupted after an epoch resumes its average from the checkpoint and ends where a straight run ends."""
+    import torch
+    from safetensors.torch import load_file
+
+    common = {"model.name": "tiny", "data.synthetic.train_videos": 16, "data.synthetic.val_videos": 8,
+              "batch_size": 8, "epochs": 3, "optim.ema": 0.9}
+    straight = probe.run(probe_config(tmp_path / "a", "colour", **common))
+    run = tmp_path / "a" / "run"
+    checkpoint = torch.load(sorted((run / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    saved = load_file(str(run / "probe" / "classifier.safetensors"))
+    assert checkpoint["ema"]["updates"] == 6
+    for key, value in saved.items():
+        torch.testing.assert_close(value, checkpoint["ema"]["weights"][key], rtol=0, atol=0)
+    assert any(not torch.equal(value, checkpoint["trainable"][key]) for key, value in saved.items())
+    real_epoch = probe.FrozenTrainer.train_epoch
+
+    def interrupted_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(probe.FrozenTrainer, "train_epoch", interrupted_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        probe.run(probe_config(tmp_path / "b", "colour", **common))
+    monkeypatch.undo()
+    epochs_run = []
+    monkeypatch.setattr(probe.FrozenTrainer, "train_epoch", lambda self, epoch: epochs_run.append(epoch) or
+                        real_epoch(self, epoch))
+    assert probe.run(probe_config(tmp_path / "b", "colour", resume="auto", **common)) == straight
+    assert epochs_run == [1, 2]  # resumed after epoch 1, the average with it
+    resumed = load_file(str(tmp_path / "b" / "run" / "probe" / "classifier.safetensors"))
+    for key, value in saved.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0)
+
+
+def test_probe_init_loads_a_head_and_refuses_one_that_does_not_fit(tmp_path):
+    """probe.init copies a saved head into this run's; position embeddings it lacks start at zero; another class
+    list, backbone or shape, or a position embedding this run does not have, is one ConfigError naming it."""
+    import torch
+
+    from coca_video.errors import ConfigError
+    from coca_video.model import VideoClassifier, VideoClassifierConfig, save_probe
+
+    torch.manual_seed(0)
+    shape = VideoClassifierConfig(16, 3, heads=2, num_frames=2, tokens_per_frame=5)
+    saved = VideoClassifier(shape)
+    save_probe(tmp_path / "plain", saved, ["a", "b", "c"], "default", None)
+    save_probe(tmp_path / "timed", VideoClassifier(VideoClassifierConfig(16, 3, 2, 2, 5, temporal_pos_embed=True)),
+               ["a", "b", "c"], "default", None)
+
+    def start(folder: str, classes=("a", "b", "c"), **shape_changes) -> VideoClassifier:
+        cfg = load_config(probe.ProbeConfig, None, [f"probe.init={tmp_path / folder}"])
+        classifier = VideoClassifier(VideoClassifierConfig(**{**shape.to_dict(), **shape_changes}))
+        probe.init_classifier(cfg, classifier, list(classes))
+        return classifier
+
+    started = start("plain", spatial_pos_embed=True)
+    assert torch.equal(started.spatial_pos, torch.zeros(5, 16))
+    for key, value in saved.state_dict().items():
+        assert torch.equal(started.state_dict()[key], value), key
+    tokens = torch.randn(4, 10, 16)
+    torch.testing.assert_close(started.eval()(tokens), saved.eval()(tokens))  # the same function at the start
+    with pytest.raises(ConfigError, match="classes"):
+        start("plain", classes=("a", "c", "b"))
+    with pytest.raises(ConfigError, match="num_frames=2, this run's 4"):
+        start("plain", num_frames=4)
+    with pytest.raises(ConfigError, match="set probe.temporal_pos_embed=true"):
+        start("timed")
+    cfg = load_config(probe.ProbeConfig, None, [f"probe.init={tmp_path / 'plain'}", "model.name=tiny"])
+    with pytest.raises(ConfigError, match="trained on model default"):
+        probe.init_classifier(cfg, VideoClassifier(shape), ["a", "b", "c"])

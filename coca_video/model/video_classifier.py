@@ -51,7 +51,9 @@ class VideoClassifier(nn.Module):
     in the frame (``spatial_pos_embed``, one vector per token position, shared by all frames). Telling motion
     directions apart needs both: "where was the object early, where late". They start at the scale of the
     LayerNorm'd encoder tokens (std 1): started at zero they grow too slowly to matter before the pooler has fitted
-    other cues (see configs/probe/synthetic.yaml for the measurements).
+    other cues (see configs/probe/synthetic.yaml for the measurements). The probe can start them at zero instead
+    (``probe.pos_embed_init: zero``, as AIM and UniFormerV2 start their new modules), and does for a head started from
+    a trained probe (``probe.init``) that had none: the head then computes exactly what that probe computed.
     """
 
     def __init__(self, cfg: VideoClassifierConfig) -> None:

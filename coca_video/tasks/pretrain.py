@@ -91,6 +91,8 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         check(self.optim.layer_decay == 1.0, "optim.layer_decay", "be 1.0 in pretraining (a finetuning option)",
               self.optim.layer_decay)
+        check(self.optim.head_lr is None, "optim.head_lr", "be null in pretraining (a probe option)", self.optim.head_lr)
+        check(not self.optim.ema, "optim.ema", "be null or 0 in pretraining (a probe option)", self.optim.ema)
 
 
 def run(cfg: PretrainConfig) -> dict[str, Any]:

@@ -7,7 +7,11 @@ query attending over all spatio-temporal tokens, softmax cross-entropy.
 feature_cache`): the first epoch decodes and encodes, later epochs read the cache. Frozen training therefore uses
 the evaluation sampling (``decode.sampling``: segment centres by default), the usual practice for frozen features;
 ``probe.cache`` stores them as fp16, int8 or 2x2-pooled tokens, and a new cache is sized against the disk first.
-``mode: finetune`` trains the encoder too, on fresh TSN-sampled clips every epoch.
+``mode: finetune`` trains the encoder too, on fresh TSN-sampled clips every epoch, at ``optim.lr``, and the new
+modules (pooler, position embeddings, classifier) at ``optim.head_lr``: one rate cannot serve both (the encoder's is
+too slow for a fresh head, the head's rewrites the encoder; configs/probe/synthetic_finetune.yaml has the numbers).
+``probe.init`` starts the head from a trained probe (linear probing, then finetuning); ``optim.ema`` evaluates and
+saves an exponential moving average of the weights.
 Under torchrun (either mode) every rank takes its share of the same global batches and the loss is the global
 batch's mean, so N processes take the same steps as one; each validation video is scored by exactly one rank.
 Outputs in ``output_dir``: metrics.json (top1, top5, mean_class_accuracy in percent, plus the protocol),
@@ -80,6 +84,8 @@ class ProbeHeadConfig:
     heads: int = 8  # attention heads of the pooler's query
     temporal_pos_embed: bool = False  # learned per-frame embedding on the tokens (not in the paper)
     spatial_pos_embed: bool = False  # learned per-position embedding, shared by frames (not in the paper)
+    pos_embed_init: Literal["normal", "zero"] = "normal"  # position embeddings start N(0, 1) or at 0 (AIM's rule)
+    init: str | None = None  # start the pooler + classifier from this probe folder (a frozen run's output_dir/probe)
     label_smoothing: float = 0.0  # of the cross-entropy loss
     cache: CacheFormat = "fp16"  # feature cache (frozen mode): fp16 | int8 (~1/2 the size) | pooled (~1/token_pool^2)
     token_pool: int = 2  # for cache=pooled: patch tokens averaged over token_pool x token_pool squares
@@ -149,7 +155,9 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
         train_set, val_set = load_sets(cfg)
     print0(train_set.summary("train"), val_set.summary("val"), sep="\n")
     model = load_model(cfg.model, training=cfg.mode == "finetune")
-    classifier = VideoClassifier(classifier_config(cfg, model, len(train_set.classes))).to(cfg.model.device)
+    classifier = VideoClassifier(classifier_config(cfg, model, len(train_set.classes)))
+    init_classifier(cfg, classifier, train_set.classes)
+    classifier = classifier.to(cfg.model.device)
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
     trainer = FrozenTrainer(cfg, model, classifier, train_set) if cfg.mode == "frozen" else \
@@ -172,6 +180,41 @@ def classifier_config(cfg: ProbeConfig, model: CoCa, num_classes: int) -> VideoC
         model.image_encoder.num_tokens
     return VideoClassifierConfig(model.cfg.vision.width, num_classes, cfg.probe.heads, cfg.decode.num_frames,
                                  tokens_per_frame, pool, cfg.probe.temporal_pos_embed, cfg.probe.spatial_pos_embed)
+
+
+def init_classifier(cfg: ProbeConfig, classifier: VideoClassifier, classes: list[str]) -> None:
+    """In place: zero position embeddings (``probe.pos_embed_init: zero``), then the weights of the probe folder
+    ``probe.init`` when given (linear probing then finetuning: a finetuned run that starts from a frozen run's head
+    starts at its accuracy). Position embeddings that probe lacks stay at zero, so they change nothing at first;
+    one it has that this run has not, or another shape, class list or backbone, is refused."""
+    with torch.no_grad():
+        for embedding in (classifier.temporal_pos, classifier.spatial_pos):
+            if embedding is not None and (cfg.probe.pos_embed_init == "zero" or cfg.probe.init):
+                embedding.zero_()
+    if not cfg.probe.init:
+        return
+    from ..model.probe_folder import load_probe
+
+    source, info = load_probe(cfg.probe.init)
+    mine, theirs = classifier.cfg, info.classifier
+    where = f"probe.init={cfg.probe.init}"
+    if (info.backbone, info.pretrained) != (cfg.model.name, cfg.model.pretrained):
+        raise ConfigError(f"{where}: trained on model {info.backbone} (pretrained {info.pretrained}), this run "
+                          f"encodes with {cfg.model.name} (pretrained {cfg.model.pretrained})")
+    if info.classes != list(classes):
+        raise ConfigError(f"{where}: its {len(info.classes)} classes are not this run's {len(classes)} classes in "
+                          f"the same order")
+    for key in ("width", "heads", "num_frames", "tokens_per_frame", "token_pool"):
+        if getattr(mine, key) != getattr(theirs, key):
+            hint = " (a head trained on probe.cache=pooled tokens cannot start one on full tokens)" \
+                if key == "token_pool" else ""
+            raise ConfigError(f"{where}: its classifier has {key}={getattr(theirs, key)}, this run's "
+                              f"{getattr(mine, key)}{hint}")
+    for key in ("temporal_pos_embed", "spatial_pos_embed"):
+        if getattr(theirs, key) and not getattr(mine, key):
+            raise ConfigError(f"{where}: it has a {key.split('_')[0]} position embedding; set probe.{key}=true")
+    missing = classifier.load_state_dict(source.state_dict(), strict=False).missing_keys
+    assert set(missing) <= {"temporal_pos", "spatial_pos"}, missing
 
 
 def load_sets(cfg: ProbeConfig) -> tuple[ActionSet, ActionSet]:
@@ -230,6 +273,10 @@ class FrozenTrainer(EpochTrainer):
     def trainable(self) -> nn.Module:
         return self.classifier
 
+    def lr_scale(self) -> Callable[[str], float] | None:
+        scale = head_lr_scale(self.cfg.optim)
+        return None if scale == 1.0 else lambda name: scale
+
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.rows) / self.cfg.batch_size)
 
@@ -264,8 +311,7 @@ class FinetuneTrainer(EpochTrainer):
         return math.ceil(len(self.train_set.items) / self.cfg.batch_size)
 
     def lr_scale(self) -> Callable[[str], float] | None:
-        decay = self.cfg.optim.layer_decay
-        return None if decay == 1.0 else layer_decay_scale(len(self.model.image_encoder.vit.blocks), decay)
+        return finetune_lr_scale(len(self.model.image_encoder.vit.blocks), self.cfg.optim)
 
     def train_epoch(self, epoch: int) -> float:
         self.both.train()
@@ -304,6 +350,21 @@ class FinetuneTrainer(EpochTrainer):
                 return self.wrapped(micro.to(device))
 
         return self.accumulated_step(forward, [targets[part].to(device) for part in parts])
+
+
+def head_lr_scale(optim: OptimConfig) -> float:
+    """The new modules' (pooler, position embeddings, classifier) learning rate as a multiple of ``optim.lr``."""
+    return 1.0 if optim.head_lr is None else optim.head_lr / optim.lr
+
+
+def finetune_lr_scale(num_blocks: int, optim: OptimConfig) -> Callable[[str], float] | None:
+    """Learning-rate factors over :class:`EncoderAndClassifier` names: the classifier (pooler, position embeddings,
+    head) at ``head_lr / lr``, the encoder by layer-wise decay (:func:`layer_decay_scale`); None when all are 1."""
+    decay, head = optim.layer_decay, head_lr_scale(optim)
+    if decay == 1.0 and head == 1.0:
+        return None
+    encoder = layer_decay_scale(num_blocks, decay)
+    return lambda name: head if name.startswith("classifier.") else encoder(name)
 
 
 def layer_decay_scale(num_blocks: int, decay: float) -> Callable[[str], float]:
