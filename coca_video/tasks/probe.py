@@ -452,7 +452,8 @@ def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result:
             "precision": cfg.model.precision, "image_size": cfg.model.image_size,
             "frames": cfg.decode.num_frames, "views": f"{cfg.eval.temporal_views}x{cfg.eval.spatial_crops}",
             "feature_cache": cache_name(cfg), "temporal_pos_embed": cfg.probe.temporal_pos_embed,
-            "spatial_pos_embed": cfg.probe.spatial_pos_embed,
+            "spatial_pos_embed": cfg.probe.spatial_pos_embed, "lr": cfg.optim.lr, "head_lr": cfg.optim.head_lr,
+            "weights": f"ema {cfg.optim.ema}" if cfg.optim.ema else "last step", "init": cfg.probe.init,
             "train_videos": len(train_set.items),
             "val_videos_evaluated": len(result.paths), "val_videos_missing": len(val_set.missing),
             "val_videos_failed": result.failed}
