@@ -59,20 +59,22 @@ SCORE_FLAGS = [
          "pip install 'coca-video[ray]')"),
 ]
 
-RETRIEVAL_FLAGS = [
+VIDEO_TEXT_FLAGS = [  # retrieval's and captioning's inputs: the same loaders (data/retrieval.py)
     Flag("--videos", "videos", "folder of the videos"),
-    Flag("--captions", "captions", "CSV of (video, caption) rows"),
-    Flag("--msrvtt-data", "msrvtt_data", "MSRVTT_data.json"),
-    Flag("--msrvtt-split", "msrvtt_split", "MSRVTT_JSFUSION_test.csv (1k-A) or full"),
+    Flag("--captions", "captions", "CSV of (video, caption) rows; several rows a video are several references"),
+    Flag("--msrvtt-data", "msrvtt_data", "MSRVTT_data.json (alone: its full test split)"),
+    Flag("--msrvtt-split", "msrvtt_split", "full (the 2,990 test videos, all references) or MSRVTT_JSFUSION_test.csv "
+         "(1k-A)"),
+]
+
+RETRIEVAL_FLAGS = [
+    *VIDEO_TEXT_FLAGS,
     Flag("--out", "out", "metrics JSON (ranks CSV and report go beside it)"),
     FRAMES_FLAG,
 ]
 
 CAPTIONING_FLAGS = [
-    Flag("--videos", "videos", "folder of the videos"),
-    Flag("--captions", "captions", "CSV of (video, caption) rows; several rows a video are several references"),
-    Flag("--msrvtt-data", "msrvtt_data", "MSRVTT_data.json"),
-    Flag("--msrvtt-split", "msrvtt_split", "full (the 2,990 test videos, all references) or MSRVTT_JSFUSION_test.csv"),
+    *VIDEO_TEXT_FLAGS,
     Flag("--out", "out", "metrics JSON (predictions CSV and report go beside it)"),
     Flag("--caption-method", "caption_method", "beam (default), greedy or top_p"),
     FRAMES_FLAG,
