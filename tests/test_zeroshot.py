@@ -50,3 +50,20 @@ def test_out_never_overwrites_a_file_we_did_not_write(tmp_path, capsys):
     code = main(["zeroshot", "--annotations", str(val_csv), "--video-root", str(folder), "--out", str(precious)])
     assert code == 2 and "file exists and was not written by coca-video" in capsys.readouterr().err
     assert precious.read_text() == '{"mine": true}'
+
+
+def test_a_rerun_with_other_templates_is_refused_instead_of_reusing_the_old_labels(tmp_path, capsys):
+    """The per-video store keeps top-5 labels; a rerun with other prompts used to take them as done and report the
+    first run's accuracy as the second's."""
+    folder = tmp_path / "k"
+    _, val_csv = write_kinetics_format(folder, 1, 3, task="colour", size=32, num_frames=4, seed=4)
+    out = tmp_path / "metrics.json"
+    run = ["zeroshot", "--annotations", str(val_csv), "--video-root", str(folder), "--out", str(out), "--frames", "2",
+           "decode.workers=0"]
+    assert main(run) == 0
+    templates = tmp_path / "t.txt"
+    templates.write_text("a photo of a {}.\n")
+    capsys.readouterr()
+    assert main([*run, f"templates={templates}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "other settings (templates:" in err, err

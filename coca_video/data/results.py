@@ -15,6 +15,7 @@ million videos keeps a few hundred files and rewrites each row only log(N) times
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -45,6 +46,11 @@ def stored_path(path: str | Path) -> str:
     """``path`` as result tables store it: valid UTF-8 as is; the bytes of a name that is not valid UTF-8 (Linux
     allows any) as ``\\xNN`` escapes, so such a file gets its row instead of failing the whole batch's write."""
     return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def lines_digest(lines: list[str]) -> str:
+    """A short digest of a list of strings (a class list, prompt templates) for a store's settings."""
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def row_key(row: dict[str, Any]) -> tuple:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ import torch.distributed as dist
 
 from ..config import DecodeConfig, ModelConfig, RayConfig, check, check_at_least, check_suffix
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
-from ..data.results import PartStore, embeddings_path, file_key, merge, stored_key, stored_path
+from ..data.results import PartStore, embeddings_path, file_key, lines_digest, merge, stored_key, stored_path
 from ..data.synthetic import is_synthetic_class
 from ..data.video import VIDEO_EXTENSIONS, ClipSampling, list_inputs
 from ..distributed import init_distributed, is_distributed
@@ -151,14 +150,11 @@ def check_ray_engine() -> None:
 def row_settings(cfg: ScoreConfig) -> dict[str, Any]:
     """Everything that decides what a row holds (``model.precision`` as it runs, so after ``load_model``): rows
     stored under other settings are neither mixed with this run's nor taken as done."""
-    def digest(lines: list[str] | None) -> str | None:
-        return None if lines is None else hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
-
     probe = Path(cfg.probe).resolve() if cfg.probe else None
     return {"model": cfg.model.name, "pretrained": cfg.model.pretrained, "precision": cfg.model.precision,
             "image_size": cfg.model.image_size, "frames": cfg.decode.frames_rule(),
-            "labels": digest(read_class_names(cfg.labels)) if cfg.labels else None,
-            "templates": digest(read_templates(cfg.templates)) if cfg.templates else None,
+            "labels": lines_digest(read_class_names(cfg.labels)) if cfg.labels else None,
+            "templates": lines_digest(read_templates(cfg.templates)) if cfg.templates else None,
             "probe": str(probe) if probe else None, "probe_views": cfg.probe_views if probe else None,
             "top_k": cfg.top_k, "caption": [cfg.caption_method, cfg.caption_max_len, cfg.caption_source]
             if cfg.caption else None, "video_pooling": cfg.video_pooling, "frame_embeddings": cfg.frame_embeddings,

@@ -22,7 +22,7 @@ import torch
 from ..config import DecodeConfig, ModelConfig, check_suffix
 from ..data.actions import Format, load_actions
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
-from ..data.results import PartStore, file_key, row_key
+from ..data.results import PartStore, file_key, lines_digest, row_key
 from ..distributed import init_distributed
 from ..errors import DataError
 from ..io import atomic_write_text, check_output_file, is_our_metrics
@@ -70,8 +70,9 @@ def run(cfg: ZeroShotConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     store = PartStore(out.with_name(out.stem + "_videos.parquet"), rank=info.rank)
     wanted = [ScoreItem(file_key(item.path), item.start_sec, item.end_sec) for item in items]
-    done = store.done_keys()
     with store.locked():
+        store.check_settings(row_settings(cfg, actions.classes, templates))  # stored rows of others are not done
+        done = store.done_keys()
         score_files(scorer, [w for w in wanted[info.rank::info.world_size] if w.stored() not in done], store,
                     cfg.decode, show=info.is_main)
     if not info.is_main:
@@ -83,6 +84,13 @@ def run(cfg: ZeroShotConfig) -> dict[str, Any]:
     print(f"zero-shot top-1 {result['top1']:.1f}  top-5 {result['top5']:.1f}  mean class "
           f"{result['mean_class_accuracy']:.1f}  ({result['protocol']['videos_evaluated']} videos) -> {out}")
     return result
+
+
+def row_settings(cfg: ZeroShotConfig, classes: list[str], templates: list[str]) -> dict[str, Any]:
+    """What decides a stored row's labels (``model.precision`` as it runs, so after ``load_model``)."""
+    return {"model": cfg.model.name, "pretrained": cfg.model.pretrained, "precision": cfg.model.precision,
+            "image_size": cfg.model.image_size, "frames": cfg.decode.frames_rule(), "classes": lines_digest(classes),
+            "templates": lines_digest(templates), "video_pooling": cfg.video_pooling}
 
 
 def accuracy(store: PartStore, wanted: list[ScoreItem], labels: list[int], classes: list[str]) -> dict[str, Any]:
