@@ -103,7 +103,9 @@ def test_ray_rows_equal_local_rows_and_a_rerun_scores_nothing_new(cluster, world
     assert (summary["scored_now"], summary["errors_now"], summary["ok_total"]) == (CLIPS + 1, 1, CLIPS)
     assert_same_rows(out, local)
     ranks = part_ranks(out)
-    assert len(ranks) == 2 and min(ranks) >= PART_RANK_BASE  # written by the two encode actors, not this process
+    # written by the encode actors, not this process; which of the two gets batches is Ray's choice (with both
+    # fresh-clone suites running at once, one actor still loading its model took none)
+    assert 1 <= len(ranks) <= 2 and min(ranks) >= PART_RANK_BASE
     broken = pq.read_table(out).to_pandas().set_index("path").loc[str(root / "broken.mp4")]
     assert broken.status == "error" and "broken.mp4" in broken.error
 
