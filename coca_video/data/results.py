@@ -140,12 +140,6 @@ class PartStore:
             raise OutputError(f"{self.output}: its rows were scored with other settings ({shown}): score into "
                               f"another --out, or remove {self.output} and {self.folder} to start over")
 
-    def stored_paths(self) -> list[str]:
-        """The path of every stored row (each once)."""
-        parts = self.parts()
-        return sorted({path for part in parts for path in pq.read_table(part, columns=["path"]).column("path")
-                       .to_pylist()})
-
     def stored_rows(self) -> int:
         """Rows in the complete parts (all ranks), read from the Parquet footers only."""
         return sum(pq.ParquetFile(p).metadata.num_rows for p in self.parts())
@@ -194,7 +188,8 @@ def merge(output: str | Path, embedding_columns: Iterable[str] = ("video_embeddi
           paths: list[str] | None = None, metadata: dict[str, str] | None = None) -> pa.Table | None:
     """Join all parts into ``output`` (rows sorted by path) and the embeddings sidecar, both atomically.
 
-    ``paths``: the files to show; rows of other files stay in the parts only. ``metadata`` goes into the sidecar's
+    ``paths``: this run's files; rows of other files (earlier runs into the same output) are shown while their
+    file exists, rows of files gone since stay in the parts only. ``metadata`` goes into the sidecar's
     schema (e.g. which model made the embeddings). Returns the scores table.
     """
     output = Path(output)
@@ -202,7 +197,9 @@ def merge(output: str | Path, embedding_columns: Iterable[str] = ("video_embeddi
     if table is None:
         return None
     if paths is not None:
-        wanted = pa.array(sorted(set(paths)))
+        current = set(paths)
+        earlier = {p for p in table.column("path").to_pylist() if p not in current and os.path.exists(p)}
+        wanted = pa.array(sorted(current | earlier), type=pa.string())
         table = table.filter(pc.is_in(table.column("path"), value_set=wanted))
     embedding_columns = [c for c in embedding_columns if c in table.column_names]
     try:

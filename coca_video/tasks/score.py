@@ -233,7 +233,7 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
             provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or "",
                           "video_pooling": cfg.video_pooling, "precision": cfg.model.precision,
                           "frames": cfg.decode.frames_rule()}
-            scores = merge(cfg.out, paths=shown_paths(store, files), metadata=provenance)
+            scores = merge(cfg.out, paths=[stored_path(p) for p in files], metadata=provenance)
     seconds = time.time() - started
     summary = {"videos": len(files), "scored_now": counts.total, "errors_now": counts.error,
                "already_scored": len(already_scored(done, keys, todo)),
@@ -263,14 +263,6 @@ def score_items(cfg: ScoreConfig, todo: list[ScoreItem], store: PartStore, model
 def actor_scorer(cfg: ScoreConfig) -> VideoScorer:
     """The scorer ``cfg`` asks for, with its own model and tokenizer: what each Ray encode actor holds."""
     return build_scorer(cfg, load_model(cfg.model), get_tokenizer(cfg.model.name))
-
-
-def shown_paths(store: PartStore, files: list[Path]) -> list[str]:
-    """The files whose rows the output table holds: this run's, and those of earlier runs into the same ``out``
-    (another folder scored into it) whose files still exist; rows of files gone since stay in the parts only."""
-    current = [stored_path(p) for p in files]
-    earlier = set(store.stored_paths()) - set(current)
-    return current + sorted(p for p in earlier if os.path.exists(p))
 
 
 def already_scored(done: set[tuple], keys: list[tuple[str, int, float]], todo: list[ScoreItem]) -> set[tuple]:
