@@ -213,8 +213,11 @@ def init_classifier(cfg: ProbeConfig, classifier: VideoClassifier, classes: list
     for key in ("temporal_pos_embed", "spatial_pos_embed"):
         if getattr(theirs, key) and not getattr(mine, key):
             raise ConfigError(f"{where}: it has a {key.split('_')[0]} position embedding; set probe.{key}=true")
-    missing = classifier.load_state_dict(source.state_dict(), strict=False).missing_keys
-    assert set(missing) <= {"temporal_pos", "spatial_pos"}, missing
+    state = source.state_dict()
+    for key in ("temporal_pos", "spatial_pos"):  # embeddings the source lacks keep this run's zeros
+        if getattr(classifier, key) is not None and key not in state:
+            state[key] = getattr(classifier, key).detach().clone()
+    classifier.load_state_dict(state)  # strict: every other key must be the source's
 
 
 def load_sets(cfg: ProbeConfig) -> tuple[ActionSet, ActionSet]:
