@@ -1,0 +1,203 @@
+"""`score --engine ray` against the local engine: same clips, same model, one run, measured back to back.
+
+    python benchmarks/bench_ray.py [--videos 160] [--model default] [--frames 16] [--rounds 2] 2>/dev/null
+    python benchmarks/bench_ray.py --gpus-per-encoder 1 --cpus-per-encoder 1 --precision bf16   # with a CUDA GPU
+
+It prints:
+
+- videos/s of the Ray engine and of the local one on the same folder (Kinetics-like clips: 320 px, 5 s at 25 fps,
+  where decoding costs about as much as the default model's encoding), taking turns for ``--rounds`` rounds; each
+  round's ratio compares the two measured back to back (a shared machine drifts by 5-10% from minute to minute).
+  Both rates leave out start-up alike: the Ray cluster is started once before the rounds, and each engine's rate is
+  (N - 1) / (T_N - T_1), from the wall time T_N of a run over the N videos and T_1 of a run over one of them just
+  before it (model loading, actor or worker start-up and the first video's latency are in both, so they cancel); the
+  totals T_N are printed too;
+- start-up: the local cluster up (``ray.init``) and the first actor ready (a one-video run on the fresh cluster);
+- the peak memory of all processes (proportional set size, so pages shared between the driver, Ray's daemons and its
+  workers count once), sampled every 0.2 s, for each engine (the local engine's without the idle Ray cluster);
+- the decoders-per-encoder sweep: Ray's videos/s with 1, 2, 3 ... decode actors for one encode actor;
+- per-stage rates (videos/s of one decode actor, of one encode actor) from the runs' stage times, from which the
+  README projects N nodes x G GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_score import make_folder  # noqa: E402 -- the same Kinetics-like clips as the local engine's benchmark
+
+from coca_video.config import DecodeConfig, ModelConfig, RayConfig  # noqa: E402
+from coca_video.tasks.score import ScoreConfig, run  # noqa: E402
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it, read from /proc (Ray's daemons and workers are the driver's)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def pss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def is_ray_process(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = cmdline.read()
+        return b"/ray/" in command or command.startswith(b"ray::")
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """The peak, over a ``with`` block, of the summed PSS of this process and all its descendants (without the
+    processes of a Ray cluster this process started, unless ``with_ray``)."""
+
+    def __init__(self, with_ray: bool) -> None:
+        self.with_ray = with_ray
+
+    def __enter__(self) -> "PeakMemory":
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            pids = descendants(os.getpid())
+            if not self.with_ray:
+                ray_trees = [descendants(pid) for pid in pids if is_ray_process(pid)]
+                pids = set(pids).difference(*ray_trees)
+            self.peak = max(self.peak, sum(pss_mb(pid) for pid in pids))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def score(folder: Path, out: Path, args: argparse.Namespace, engine: str, decode_actors: int | None = None) -> dict:
+    cluster = RayConfig(decode_actors=decode_actors or args.decode_actors, cpus_per_decoder=args.cpus_per_decoder,
+                        encode_actors=args.encode_actors, cpus_per_encoder=args.cpus_per_encoder,
+                        gpus_per_encoder=args.gpus_per_encoder)
+    model = ModelConfig(args.model, device=args.device, precision=args.precision)
+    cfg = ScoreConfig(videos=str(folder), out=str(out), engine=engine, model=model,
+                      decode=DecodeConfig(args.frames, batch_size=args.batch_size, workers=args.workers), ray=cluster)
+    start = time.perf_counter()
+    with PeakMemory(with_ray=engine == "ray") as memory:
+        summary = run(cfg)
+    summary["wall_seconds"] = time.perf_counter() - start
+    assert summary["scored_now"] == summary["videos"] == summary["ok_total"], f"{engine}: not every video scored ok"
+    summary["peak_mb"] = memory.peak
+    return summary
+
+
+def steady_rate(videos: int, seconds: float, one_video_seconds: float) -> float:
+    """Videos/s without start-up: the videos after the first over the time they added to a one-video run."""
+    return (videos - 1) / (seconds - one_video_seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=160)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="the local engine's decoding workers")
+    parser.add_argument("--decode-actors", type=int, default=2)
+    parser.add_argument("--cpus-per-decoder", type=float, default=0.5)
+    parser.add_argument("--encode-actors", type=int, default=1)
+    parser.add_argument("--cpus-per-encoder", type=float, default=float(os.cpu_count() or 1),
+                        help="the encode actor's torch threads (default: the machine's cores, as the local engine)")
+    parser.add_argument("--gpus-per-encoder", type=float, default=0.0)
+    parser.add_argument("--device", default=None, help="model.device (default: cuda with --gpus-per-encoder, else cpu)")
+    parser.add_argument("--precision", default="fp32", help="model.precision, the same for both engines")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sweep", default="1,2,3", help="decode actors per encode actor to try (empty: none)")
+    args = parser.parse_args()
+    args.device = args.device or ("cuda" if args.gpus_per_encoder else "cpu")
+
+    import ray
+
+    from coca_video.engines.ray_engine import PACKAGE_ROOT
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "videos"
+        folder.mkdir()
+        make_folder(folder, args.videos, 320, num_frames=125)
+        probe = Path(tmp) / "one"
+        probe.mkdir()
+        make_folder(probe, 1, 320, num_frames=125)
+        need = max(int(args.sweep.split(",")[-1]) if args.sweep else 0, args.decode_actors) * args.cpus_per_decoder
+        cpus = int(max(os.cpu_count() or 1, need + args.encode_actors * args.cpus_per_encoder) + 1)
+        start = time.perf_counter()
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="WARNING",
+                 runtime_env={"env_vars": {"PYTHONPATH": PACKAGE_ROOT}})
+        cluster_up = time.perf_counter() - start
+        runs = iter(range(1_000_000))
+
+        def timed(videos: Path, engine: str, decode_actors: int | None = None) -> dict:
+            return score(videos, Path(tmp) / f"{engine}{next(runs)}.parquet", args, engine, decode_actors)
+
+        one = {engine: timed(probe, engine)["wall_seconds"] for engine in ("ray", "local")}  # ray's first: start-up
+        print(f"{args.videos} Kinetics-like videos (320 px, 125 frames), {args.frames} frames each, model "
+              f"{args.model}, {os.cpu_count()} cores; local: {args.workers} decoding workers; ray: "
+              f"{args.decode_actors} decode actors x {args.cpus_per_decoder} CPU, {args.encode_actors} encode "
+              f"actor(s) x {args.cpus_per_encoder} CPU, {args.gpus_per_encoder} GPU, {cpus} logical CPUs")
+        print(f"start-up: cluster up {cluster_up:.1f} s; a one-video run on it (actors start, model loads, one "
+              f"video): ray {one['ray']:.1f} s, local engine {one['local']:.1f} s")
+        rates: dict[str, list[float]] = {"local": [], "ray": []}
+        totals: dict[str, list[float]] = {"local": [], "ray": []}
+        memory: dict[str, float] = {"local": 0.0, "ray": 0.0}
+        for _ in range(args.rounds):
+            for engine in ("local", "ray"):
+                one[engine] = timed(probe, engine)["wall_seconds"]
+                summary = timed(folder, engine)
+                totals[engine].append(summary["wall_seconds"])
+                rates[engine].append(steady_rate(args.videos, summary["wall_seconds"], one[engine]))
+                memory[engine] = max(memory[engine], summary["peak_mb"])
+        ratios = [r / l for r, l in zip(rates["ray"], rates["local"])]
+        for engine in ("local", "ray"):
+            print(f"{engine:<5} engine {statistics.median(rates[engine]):6.2f} videos/s start-up excluded (rounds: "
+                  f"{' '.join(f'{r:.2f}' for r in rates[engine])}; totals {' '.join(f'{t:.1f}' for t in totals[engine])} s)")
+        print(f"ray / local, per round: {' '.join(f'{r:.2f}' for r in ratios)}; median "
+              f"{statistics.median(ratios):.2f}x (goal >= 0.8x)")
+        print(f"peak memory, all processes (PSS): local engine {memory['local']:.0f} MB (driver + decoding workers), "
+              f"ray {memory['ray']:.0f} MB (driver, GCS, raylet, workers, actors)")
+        for decoders in [int(d) for d in args.sweep.split(",") if d]:
+            one_video = timed(probe, "ray", decode_actors=decoders)["wall_seconds"]
+            summary = timed(folder, "ray", decode_actors=decoders)
+            print(f"sweep: {decoders} decode actor(s) per encode actor: "
+                  f"{steady_rate(args.videos, summary['wall_seconds'], one_video):6.2f} videos/s")
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
