@@ -250,12 +250,18 @@ def cmd_models(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(records, indent=2))
         return
-    print(f"{'model':<16}{'parameters':>12}{'image':>7}{'embed':>7}  pretrained")
+    print(f"{'model':<16}{'parameters':>12}{'encoder + decoder + poolers':>30}{'Table 1 (enc + dec)':>24}"
+          f"{'image':>7}{'embed':>7}  pretrained")
     for record in records:
         weights = ", ".join(record["pretrained"]) or \
             ("its own (trained on the synthetic world: coloured shapes)" if record["built_in_weights"] else "-")
-        print(f"{record['model']:<16}{record['parameters'] / 1e6:>10.1f} M{record['image_size']:>7}"
-              f"{record['embed_dim']:>7}  {weights}")
+        c, paper = record["counts"], record["paper"]
+        split = f"{c['encoder'] / 1e6:.1f} + {c['decoder'] / 1e6:.1f} + {c['poolers'] / 1e6:.1f}"
+        table1 = f"{paper['total'] / 1e6:.0f} M ({paper['encoder'] / 1e6:.0f} + {paper['decoder'] / 1e6:.0f})" \
+            if paper else "-"
+        print(f"{record['model']:<16}{record['parameters'] / 1e6:>10.1f} M{split:>30}{table1:>24}"
+              f"{record['image_size']:>7}{record['embed_dim']:>7}  {weights}")
+    print("\nTable 1: Yu et al. 2022 (CoCa), whose counts leave out the attentional poolers (README, \"Model sizes\").")
     print("\nAlso accepted: --model FOLDER (a coca-video checkpoint), --model/--pretrained hf-hub:REPO, and "
           "--pretrained FILE or FOLDER (open_clip weights for the named architecture).")
 

@@ -66,12 +66,15 @@ class DecoderConfig:
     """Multimodal text decoder: causal self-attention + cross-attention to image tokens, then the vocabulary head.
 
     Its width is the text width. ``tied_head`` reuses the text token embedding as the output projection.
+    ``feed_forwards``: MLPs per layer, 2 (open_clip: one after the self-attention, one after the cross-attention)
+    or 1 (after the cross-attention only, a Transformer decoder layer: the layout of the paper's Table 1 counts).
     """
 
     layers: int = 12
     heads: int = 8
     mlp_ratio: float = 4.0
     tied_head: bool = False
+    feed_forwards: Literal[1, 2] = 2
 
 
 @dataclass

@@ -13,6 +13,7 @@ Sources ``create_model`` understands:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -41,6 +42,12 @@ OPEN_CLIP_PRETRAINED = {  # open_clip 3.3.0 pretrained tags -> Hugging Face repo
 }
 
 
+PAPER_SIZES = {  # Yu et al. 2022, Table 1: image encoder / text decoder / total parameters (the poolers in neither)
+    "coca_base": {"encoder": 86_000_000, "decoder": 297_000_000, "total": 383_000_000},
+    "coca_large": {"encoder": 303_000_000, "decoder": 484_000_000, "total": 787_000_000},
+}
+
+
 def list_models() -> list[str]:
     """Named architectures (``create_model(name)``), plus ``default``, the shipped pretrained tiny model."""
     return sorted([p.stem for p in CONFIG_DIR.glob("*.yaml")] + ["default"])
@@ -51,19 +58,38 @@ def list_pretrained() -> list[tuple[str, str]]:
     return sorted(OPEN_CLIP_PRETRAINED)
 
 
+def parameter_counts(cfg: CoCaConfig) -> dict[str, int]:
+    """Parameters of the model ``cfg`` builds, counted on the meta device (nothing allocated), split as the paper's
+    Table 1 splits them: ``encoder`` (the ViT), ``decoder`` (unimodal + multimodal text layers, token and position
+    embeddings, output head), ``poolers`` (the attentional poolers, in neither of Table 1's columns) and ``total``.
+    A pure function of the config, so remembered per config (initialising a large model on meta takes seconds)."""
+    return dict(_parameter_counts(json.dumps(dataclasses.asdict(cfg), sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=32)
+def _parameter_counts(cfg_json: str) -> tuple[tuple[str, int], ...]:
+    cfg = from_dict(CoCaConfig, json.loads(cfg_json), "parameter_counts")
+    with torch.device("meta"):
+        model = CoCa(cfg)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    decoder = count(model.text) + count(model.decoder) + (count(model.caption_head) if model.caption_head else 0)
+    return (("encoder", count(model.image_encoder)), ("decoder", decoder), ("poolers", count(model.image_pooling)),
+            ("total", count(model)))
+
+
 def describe_models() -> list[dict]:
-    """One record per :func:`list_models` name: parameter count (counted on the meta device, nothing allocated),
-    image size, embedding width, and the pretrained tags ``--pretrained`` accepts with the Hub repo behind each
-    (``default`` carries its own weights)."""
+    """One record per :func:`list_models` name: parameter counts (:func:`parameter_counts`) and, for the paper's
+    models, Table 1's (``paper``), image size, embedding width, and the pretrained tags ``--pretrained`` accepts with
+    the Hub repo behind each (``default`` carries its own weights)."""
     tags: dict[str, dict[str, str]] = {}
     for (name, tag), repo in sorted(OPEN_CLIP_PRETRAINED.items()):
         tags.setdefault(name, {})[tag] = f"{HF_PREFIX}{repo}"
     records = []
     for name in list_models():
         cfg = get_model_config(name)
-        with torch.device("meta"):
-            parameters = sum(p.numel() for p in CoCa(cfg).parameters())
-        records.append({"model": name, "parameters": parameters, "image_size": cfg.vision.image_size,
+        counts = parameter_counts(cfg)
+        records.append({"model": name, "parameters": counts["total"], "counts": counts,
+                        "paper": PAPER_SIZES.get(name), "image_size": cfg.vision.image_size,
                         "embed_dim": cfg.embed_dim, "pretrained": tags.get(name, {}),
                         "built_in_weights": checkpoint_folder(name) is not None})
     return records

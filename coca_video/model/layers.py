@@ -99,18 +99,19 @@ class CrossAttention(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Pre-LN transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+    """Pre-LN transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))`` (``with_mlp=False``: attention
+    only, as the self-attention of a decoder layer whose one feed-forward follows its cross-attention)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, with_mlp: bool = True) -> None:
         super().__init__()
         self.norm1 = layer_norm(dim)
         self.attn = SelfAttention(dim, heads)
-        self.norm2 = layer_norm(dim)
-        self.mlp = mlp(dim, mlp_ratio)
+        self.norm2 = layer_norm(dim) if with_mlp else None
+        self.mlp = mlp(dim, mlp_ratio) if with_mlp else None
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         x = x + self.attn(self.norm1(x), attn_mask, cache)
-        return x + self.mlp(self.norm2(x))
+        return x if self.mlp is None else x + self.mlp(self.norm2(x))
 
 
 class CrossAttentionBlock(nn.Module):

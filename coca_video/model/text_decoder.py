@@ -87,11 +87,12 @@ class UnimodalTextDecoder(nn.Module):
 
 
 class MultimodalLayer(nn.Module):
-    """Causal self-attention over the text, then cross-attention to the image tokens."""
+    """Causal self-attention over the text, then cross-attention to the image tokens; ``feed_forwards=2`` puts an
+    MLP after each (open_clip), 1 only after the cross-attention (a Transformer decoder layer, the paper's sizes)."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float, feed_forwards: int = 2) -> None:
         super().__init__()
-        self.self_block = ResidualBlock(width, heads, mlp_ratio)
+        self.self_block = ResidualBlock(width, heads, mlp_ratio, with_mlp=feed_forwards == 2)
         self.cross_block = CrossAttentionBlock(width, width, heads, mlp_ratio)
 
     def forward(self, x: Tensor, image_kv: tuple[Tensor, Tensor], cache: KVCache | None = None) -> Tensor:
@@ -104,7 +105,8 @@ class MultimodalTextDecoder(nn.Module):
     def __init__(self, cfg: DecoderConfig, width: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.layers = nn.ModuleList(MultimodalLayer(width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(MultimodalLayer(width, cfg.heads, cfg.mlp_ratio, cfg.feed_forwards)
+                                    for _ in range(cfg.layers))
         self.norm = layer_norm(width)
         self.grad_checkpointing = False
         for layer in self.layers:
