@@ -292,11 +292,10 @@ def streamed_views(cfg: ProbeConfig, model: CoCa, probe: VideoClassifier | Linea
     read_views, views)`` over the probe's inputs, failures as (index, reason)); ``read_views(slice)`` -> (B, v, ...)
     what the probe reads (:meth:`VideoClassifier.features`) for those views."""
     transform = image_transform(model)
-    if batches is None:
-        info = get_info()
-        batches = [chunk[info.rank::info.world_size] for chunk in
-                   np.array_split(np.arange(len(items)), max(1, math.ceil(len(items) / cfg.decode.batch_size)))]
-        batches = [[int(i) for i in chunk] for chunk in batches]
+    if batches is None:  # decode.batch_size clips at a time, each rank its share
+        info, size = get_info(), cfg.decode.batch_size
+        batches = [list(range(start, min(start + size, len(items))))[info.rank::info.world_size]
+                   for start in range(0, len(items), size)]
     loader = decode_loader(items, transform, cfg.decode, sampling, cfg.seed, batches=batches, epoch=epoch,
                            model_device=cfg.model.device)
     for batch in loader:
