@@ -41,7 +41,7 @@ from ..config import DecodeConfig, ModelConfig, check, check_at_least, to_dict
 from ..data.actions import ActionSet, load_actions, split_video_roots
 from ..data.feature_cache import FeatureCache, StoredFormat, encode_clips, fill_cache
 from ..data.labels import read_class_names
-from ..data.video import ClipSampling, VideoBatch, decode_loader
+from ..data.video import ClipSampling, VideoBatch, VideoItem, decode_loader
 from ..distributed import barrier, batch_shards, gather_objects, gather_rows, get_info, init_distributed, print0
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_text, check_output_dir
@@ -94,7 +94,7 @@ class ProbeHeadConfig:
     pos_embed_init: Literal["normal", "zero"] = "normal"  # position embeddings start N(0, 1) or at 0 (AIM's rule)
     init: str | None = None  # start the pooler + classifier from this probe folder (a frozen run's output_dir/probe)
     label_smoothing: float = 0.0  # of the cross-entropy loss
-    cache: Literal["fp16", "int8", "pooled", "none"] = "fp16"  # feature cache: int8 ~1/2 size, none: decode per epoch
+    cache: Literal["fp16", "int8", "pooled", "none"] = "fp16"  # fp16|int8 (1/2 size)|pooled (1/pool^2)|none: no cache
     token_pool: int = 2  # for cache=pooled: patch tokens averaged over token_pool x token_pool squares
     cache_check: bool = True  # refuse to start a cache the disk cannot hold (+5% + 1 GB)
     augment: ClipAugmentConfig = field(default_factory=ClipAugmentConfig)  # finetune mode's training clips
@@ -283,14 +283,15 @@ def cache_name(cfg: ProbeConfig) -> str:
     return f"pooled{cfg.probe.token_pool}" if cfg.probe.cache == "pooled" else cfg.probe.cache
 
 
-def streamed_views(cfg: ProbeConfig, model: CoCa, probe: VideoClassifier | LinearProbe, items: list,
+def streamed_views(cfg: ProbeConfig, model: CoCa, probe: VideoClassifier | LinearProbe, items: list[VideoItem],
                    sampling: ClipSampling, reduce: Callable[[Callable[[slice], torch.Tensor], int], torch.Tensor],
                    batches: list[list[int]] | None = None,
                    epoch: int = 0) -> Iterator[tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]]:
-    """No cache (``probe.cache: none``): decode ``items`` in the decoding workers (this rank's share, or the given
-    ``batches`` of indices), encode each view as the cache would, and yield per batch (dataset indices, ``reduce(
-    read_views, views)`` over the probe's inputs, failures as (index, reason)); ``read_views(slice)`` -> (B, v, ...)
-    what the probe reads (:meth:`VideoClassifier.features`) for those views."""
+    """No cache (``probe.cache: none``): decode ``items`` in ``decode.workers`` worker processes (this rank's share,
+    or the given ``batches`` of indices), encode each view as the cache fill would (:func:`encode_clips`), and yield
+    per batch (dataset indices, ``reduce(read_views, number of views)``, failures as (index, reason)), where
+    ``read_views(slice)`` gives those views' probe inputs: tokens (B, v, T*N, C) for an attentional probe, mean
+    embeddings (B, v, D) for a linear one."""
     transform = image_transform(model)
     if batches is None:  # decode.batch_size clips at a time, each rank its share
         info, size = get_info(), cfg.decode.batch_size
