@@ -109,6 +109,7 @@ def linear_run(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_linear_mode_writes_the_probe_outputs_with_its_protocol(linear_run):
     metrics = json.loads((linear_run / "run" / "metrics.json").read_text())
     assert metrics["top1"] >= 80.0, metrics  # colour is linear in the mean embedding (chance 1/6)
@@ -126,6 +127,7 @@ def test_linear_mode_writes_the_probe_outputs_with_its_protocol(linear_run):
     assert not list((linear_run / "run" / "probe").glob("*.pkl"))
 
 
+@pytest.mark.slow
 def test_score_with_a_linear_probe_gives_the_probes_own_predictions(linear_run, tmp_path):
     import pandas as pd
 
@@ -157,3 +159,35 @@ def test_a_saved_linear_probe_with_other_shapes_is_refused(tmp_path):
     save_file({"weight": torch.zeros(2, 5), "bias": torch.zeros(2)}, str(folder / "classifier.safetensors"))
     with pytest.raises(CheckpointError, match="classifier.safetensors: does not fit .*weight"):
         load_probe(folder)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_without_a_cache_fit_the_same_linear_probe(linear_run, tmp_path):
+    """torchrun, 2 ranks, probe.cache=none: each rank decodes and encodes its share of the clips, the shares are
+    united in clip order, and the fit, its C and its predictions are the single cached run's (fp16 storage apart)."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO, free_port
+
+    saved = json.loads((linear_run / "run" / "config.json").read_text())
+    overrides = {"mode": "linear", "data.format": "synthetic", "data.video_root": saved["data"]["video_root"],
+                 "data.synthetic.task": "colour", "data.synthetic.train_videos": 36, "data.synthetic.val_videos": 18,
+                 "decode.num_frames": 4, "decode.workers": 0, "output_dir": str(tmp_path / "two"),
+                 "eval.spatial_crops": 3, "linear.c_grid": "[0.1,10.0,1000.0]", "probe.cache": "none"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), str(REPO / "pipelines" / "kinetics_probe.py"),
+           *[f"{k}={v}" for k, v in overrides.items()]]
+    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = (json.loads((folder / "metrics.json").read_text()) for folder in (linear_run / "run", tmp_path / "two"))
+    assert two["protocol"]["feature_cache"] == "none" and two["protocol"]["val_videos_evaluated"] == 18
+    assert two["protocol"]["linear"]["chosen_c"] == one["protocol"]["linear"]["chosen_c"]
+    import pandas as pd
+
+    columns = ["path", "label", "prediction"]
+    assert pd.read_csv(tmp_path / "two" / "predictions.csv")[columns].equals(
+        pd.read_csv(linear_run / "run" / "predictions.csv")[columns])
