@@ -191,3 +191,28 @@ def test_two_processes_without_a_cache_fit_the_same_linear_probe(linear_run, tmp
     columns = ["path", "label", "prediction"]
     assert pd.read_csv(tmp_path / "two" / "predictions.csv")[columns].equals(
         pd.read_csv(linear_run / "run" / "predictions.csv")[columns])
+
+
+def test_without_sklearn_linear_mode_stops_at_once_naming_the_extra(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
+    assert main(["probe", "mode=linear", f"output_dir={tmp_path / 'run'}", "data.format=synthetic",
+                 f"data.video_root={tmp_path / 'videos'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'coca-video[linear]'" in err[0]
+    assert not (tmp_path / "videos").exists()  # nothing decoded or written first
+
+
+def test_a_linear_probe_cannot_start_an_attentional_head(tmp_path):
+    x, y = clusters(20, 3, 160, noise=0.5, seed=0)
+    fitted = LogisticRegression().fit(x, y)
+    folder = save_probe(tmp_path / "p", linear_probe_from_sklearn(fitted.coef_, fitted.intercept_, fitted.classes_,
+                                                                  LinearProbeConfig(160, 3, num_frames=4)),
+                        ["a", "b", "c"], "default", None)
+    cfg = load_config(probe.ProbeConfig, None, [f"probe.init={folder}", "decode.num_frames=4"])
+    from coca_video.model import VideoClassifier, VideoClassifierConfig
+
+    head = VideoClassifier(VideoClassifierConfig(160, 3, num_frames=4))
+    with pytest.raises(ConfigError, match="a linear probe .* cannot start an attentional head"):
+        probe.init_classifier(cfg, head, ["a", "b", "c"])

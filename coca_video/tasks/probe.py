@@ -55,7 +55,7 @@ from ..report import ProbeResult, write_probe_outputs
 from ..runtime import autocast, load_model
 from ..training import EpochTrainer, OptimConfig, soft_targets
 from ..transforms import ClipAugmentConfig, clip_train_transform, image_transform
-from .probe_linear import LinearFitConfig, LinearSweep, fit_linear_probe
+from .probe_linear import LinearFitConfig, LinearSweep, fit_linear_probe, require_sklearn
 
 
 @dataclass
@@ -157,6 +157,8 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
     if cfg.decode.sampling == "linspace" and cfg.eval.temporal_views > 1:
         raise ConfigError("decode.sampling=linspace takes the same frames for every view: use eval.temporal_views=1 "
                           "or decode.sampling=eval")
+    if cfg.mode == "linear":
+        require_sklearn()  # before any video is decoded
     check_output_dir(cfg.output_dir)
     info = init_distributed()
     torch.manual_seed(cfg.seed)

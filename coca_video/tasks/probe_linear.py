@@ -63,6 +63,14 @@ class LinearSweep:
                 "sweep": self.points}
 
 
+def require_sklearn() -> None:
+    """Raise :class:`ConfigError` (one line, naming the extra) when scikit-learn is not installed."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise ConfigError("mode=linear needs scikit-learn: pip install 'coca-video[linear]'") from None
+
+
 def fit_logistic(embeddings: np.ndarray, labels: np.ndarray, c: float, cfg: LinearFitConfig,
                  probe_cfg: LinearProbeConfig) -> tuple[LinearProbe, int]:
     """One L-BFGS fit of (N, D) embeddings to (N,) labels at ``c`` -> the probe and the iterations it took."""
@@ -96,10 +104,7 @@ def fit_linear_probe(embeddings: np.ndarray, labels: np.ndarray, probe_cfg: Line
                      source: str = "the training split") -> tuple[LinearProbe, LinearSweep]:
     """CLIP's linear probe on (N, D) embeddings and (N,) class indices: sweep C on a held-out share, refit on all
     rows with the best C. Raises :class:`DataError` when there are too few clips or classes to hold any out."""
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        raise ConfigError("mode=linear needs scikit-learn: pip install 'coca-video[linear]'") from None
+    require_sklearn()
     if len(np.unique(labels)) < 2 or len(labels) < 4:
         raise DataError(f"{source}: mode=linear needs at least 4 clips of 2 classes or more, got {len(labels)} clips "
                         f"of {len(np.unique(labels))} classes")
