@@ -87,3 +87,12 @@ def all_gather_with_grad(tensor: Tensor) -> Tensor:
     if not is_distributed():
         return tensor
     return torch.cat(dist_nn.all_gather(tensor), dim=0)
+
+
+def gather_objects(local: Any) -> list[Any]:
+    """``local`` of every rank, in rank order (``[local]`` on one process)."""
+    if not is_distributed():
+        return [local]
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, local)
+    return parts

@@ -24,7 +24,8 @@ from .config import DecodeConfig, ModelConfig
 from .data.results import FileKey, PartStore, stored_key
 from .data.video import ClipSampling, VideoBatch, VideoItem, decode_loader
 from .model import CoCa, VideoClassifier
-from .model.coca import VideoPooling
+from .model.coca import VideoEncoding, VideoPooling
+from .model.linear_probe import LinearProbe
 from .model.precision import compute_dtype
 from .model.video_classifier import view_averaged_probabilities
 from .runtime import autocast
@@ -73,8 +74,8 @@ class VideoScorer:
     class names (zero-shot, with prompt ``templates``) or a trained ``probe``; captions when given options."""
 
     def __init__(self, model: CoCa, tokenizer: Callable, model_cfg: ModelConfig, class_names: list[str] | None = None,
-                 templates: list[str] | None = None, probe: VideoClassifier | None = None, top_k: int = 5,
-                 captions: CaptionOptions | None = None, frame_embeddings: bool = False,
+                 templates: list[str] | None = None, probe: VideoClassifier | LinearProbe | None = None,
+                 top_k: int = 5, captions: CaptionOptions | None = None, frame_embeddings: bool = False,
                  video_pooling: VideoPooling = "mean") -> None:
         self.model, self.tokenizer, self.model_cfg, self.video_pooling = model, tokenizer, model_cfg, video_pooling
         self.class_names, self.probe, self.top_k = class_names, probe, top_k
@@ -100,27 +101,28 @@ class VideoScorer:
             for row, per_frame in zip(rows, encoding.frame_embeddings.float().cpu()):
                 row["frame_embeddings"] = per_frame.tolist()
         if self.probe is not None:
-            self.add_labels(rows, self.probe_probabilities(encoding.tokens, clips[:, 1:]))
+            self.add_labels(rows, self.probe_probabilities(encoding, clips[:, 1:]))
         elif self.classes is not None:
             self.add_labels(rows, class_probabilities(self.model, videos, self.classes.to(videos.device)))
         for row, text in zip(rows, captions or []):
             row["caption"] = text
         return rows
 
-    def probe_probabilities(self, first_view_tokens: torch.Tensor, other_views: torch.Tensor) -> torch.Tensor:
-        """The probe's softmax (B, classes) averaged over the first view's encoder tokens (B, T*N, C) and the
-        ``other_views`` (B, V-1, T, 3, S, S) uint8, encoded one view at a time."""
+    def probe_probabilities(self, first_view: VideoEncoding, other_views: torch.Tensor) -> torch.Tensor:
+        """The probe's softmax (B, classes) averaged over the first view's encoding and the ``other_views``
+        (B, V-1, T, 3, S, S) uint8, encoded one view at a time. The probe picks what it reads from each encoding
+        (an attentional probe the tokens, a linear one the mean frame embedding)."""
 
-        def view_tokens(views: slice) -> torch.Tensor:  # (B, 1, T*N', C): the tokens the probe was trained on
+        def view_features(views: slice) -> torch.Tensor:  # (B, 1, ...): what the probe was trained on
             if views.start == 0:
-                tokens = first_view_tokens
+                encoding = first_view
             else:
                 frames = self.pixels(other_views[:, views.start - 1])
                 with autocast(frames.device, self.model_cfg.precision):
-                    tokens = self.model.encode_video(frames).tokens
-            return self.probe.input_tokens(tokens.float())[:, None]
+                    encoding = self.model.encode_video(frames)
+            return self.probe.features(encoding)[:, None]
 
-        return view_averaged_probabilities(self.probe, view_tokens, 1 + other_views.shape[1])
+        return view_averaged_probabilities(self.probe, view_features, 1 + other_views.shape[1])
 
     def pixels(self, clips: torch.Tensor) -> torch.Tensor:
         """uint8 (B, T, 3, S, S) -> the encoder's input, normalised on the model's device in its dtype."""

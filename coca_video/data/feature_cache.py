@@ -4,7 +4,9 @@ Tokens of every (video, view) are stored in one memory-mapped ``.npy`` (videos, 
 what they depend on (model, weights, video list and windows, sampling, precision, cache format). Formats
 (``probe.cache``): ``fp16``; ``int8``, one byte a value plus an fp16 scale per token in ``*.scales.npy`` (values
 dequantised on read, error <= scale/2); ``pooled``, fp16 with each frame's patch tokens averaged over
-``token_pool`` x ``token_pool`` squares (class token kept), about token_pool^2 times fewer tokens. A ``*.meta.json``
+``token_pool`` x ``token_pool`` squares (class token kept), about token_pool^2 times fewer tokens; ``embedding``
+(the linear probe's), fp16 with one (1, D) row per view, the normalised mean of the frames' contrastive embeddings,
+T*N*C/D times smaller than the tokens. A ``*.meta.json``
 beside the arrays records shape, dtype, format and digest; an array file whose size is not what its header promises
 (a fill killed while the file was being made, a full disk) is rebuilt with a warning, never read as zeros.
 Each rank records the rows it finished (and the failures with their reasons) in its own state file, so an interrupted
@@ -43,7 +45,8 @@ from ..runtime import autocast
 from ..transforms import ImageTransform, image_transform
 from .video import ClipSampling, VideoItem, decode_loader
 
-CacheFormat = Literal["fp16", "int8", "pooled"]
+CacheFormat = Literal["fp16", "int8", "pooled"]  # an attentional probe's tokens
+StoredFormat = Literal["fp16", "int8", "pooled", "embedding"]  # embedding: a linear probe's mean video embeddings
 MARGIN_FRACTION, MARGIN_BYTES = 0.05, 2**30  # free space needed beyond the plan: 5% + 1 GiB
 
 
@@ -54,9 +57,9 @@ class CachePlan:
 
     videos: int
     views: int
-    tokens: int  # T * tokens per frame, after pooling
+    tokens: int  # T * tokens per frame, after pooling (1 for embeddings)
     width: int
-    fmt: CacheFormat
+    fmt: StoredFormat
 
     @property
     def value_bytes(self) -> int:
@@ -276,17 +279,20 @@ class FeatureCache:
 
 
 @torch.no_grad()
-def encode_clips(model: CoCa, transform: ImageTransform, clips: torch.Tensor, model_cfg: ModelConfig) -> torch.Tensor:
-    """(B, V, T, 3, S, S) uint8 -> encoder tokens (B, V, T*N, C), normalised on the model's device in its dtype."""
+def encode_clips(model: CoCa, transform: ImageTransform, clips: torch.Tensor, model_cfg: ModelConfig,
+                 fmt: StoredFormat = "fp16") -> torch.Tensor:
+    """(B, V, T, 3, S, S) uint8 -> encoder tokens (B, V, T*N, C), normalised on the model's device in its dtype; for
+    ``fmt="embedding"`` the (B, V, 1, D) normalised mean of each view's frame embeddings instead."""
     frames = transform.normalise(clips, model_cfg.device, compute_dtype(model))
     with autocast(frames.device, model_cfg.precision):
-        tokens = model.encode_video(frames.flatten(0, 1)).tokens
-    return tokens.float().unflatten(0, frames.shape[:2])
+        encoding = model.encode_video(frames.flatten(0, 1))
+    values = encoding.video_embedding[:, None] if fmt == "embedding" else encoding.tokens  # mean pooling: default
+    return values.float().unflatten(0, frames.shape[:2])
 
 
 def fill_cache(folder: Path, items: list[VideoItem], model: CoCa, model_cfg: ModelConfig, sampling: ClipSampling,
                decode: DecodeConfig, seed: int, name: str, weights_digest: str | None = None,
-               fmt: CacheFormat = "fp16", token_pool: int = 2, check_space: bool = True) -> FeatureCache:
+               fmt: StoredFormat = "fp16", token_pool: int = 2, check_space: bool = True) -> FeatureCache:
     """The cache of ``items`` under ``sampling`` in format ``fmt``, encoding only what is not in it yet (under
     torchrun each rank encodes its share). ``weights_digest``: set for a finetuned encoder, whose tokens are valid
     for its weights only. A new cache is first planned and checked against the free space (``check_space``)."""
@@ -296,8 +302,9 @@ def fill_cache(folder: Path, items: list[VideoItem], model: CoCa, model_cfg: Mod
            "windows": [(i.start_sec, i.end_sec) for i in items], "sampling": to_dict(sampling),
            "precision": model_cfg.precision, "finetuned": weights_digest, "format": fmt, "token_pool": pool,
            "image_size": model.cfg.vision.image_size}
-    plan = plan_cache(len(items), views, sampling.num_frames, model.image_encoder.num_tokens, model.cfg.vision.width,
-                      fmt, token_pool)
+    plan = CachePlan(len(items), views, 1, model.cfg.embed_dim, fmt) if fmt == "embedding" else \
+        plan_cache(len(items), views, sampling.num_frames, model.image_encoder.num_tokens, model.cfg.vision.width,
+                   fmt, token_pool)
     info = get_info()
     if not (folder / f"{cache_digest(key)}.meta.json").exists():  # a new cache: plan it first
         check_free_space(folder, plan, enforce=check_space)
@@ -315,7 +322,7 @@ def fill_cache(folder: Path, items: list[VideoItem], model: CoCa, model_cfg: Mod
         with tqdm(total=len(todo), unit="video", desc=f"{name} cache", disable=not info.is_main,
                   dynamic_ncols=True) as bar:
             for batch in loader:
-                tokens = encode_clips(model, transform, batch.frames, model_cfg) \
+                tokens = encode_clips(model, transform, batch.frames, model_cfg, fmt) \
                     if batch.frames is not None else torch.empty(0)
                 tokens = pool_patch_tokens(tokens, sampling.num_frames, pool) if len(tokens) else tokens
                 cache.store([todo[i] for i in batch.indices], tokens.cpu(), [(todo[i], r) for i, _, r in batch.errors])

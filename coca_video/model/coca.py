@@ -38,6 +38,12 @@ class VideoEncoding(NamedTuple):
     tokens: Tensor  # (B, T*N, C), encoder output tokens of every frame, frame-major
 
 
+def mean_video_embedding(frame_embeddings: Tensor) -> Tensor:
+    """(B, T, D) L2-normalised frame embeddings -> (B, D) the normalised mean over frames: the paper's zero-shot
+    video embedding, what retrieval and the linear probe (``mode: linear``) read."""
+    return F.normalize(frame_embeddings.mean(dim=1), dim=-1)
+
+
 class CoCa(nn.Module):
     """Contrastive Captioner (Yu et al., 2022, arXiv 2205.01917)."""
 
@@ -90,7 +96,7 @@ class CoCa(nn.Module):
         frame_embeddings = F.normalize(torch.cat(embeddings), dim=-1).unflatten(0, (batch, num_frames))
         all_tokens = torch.cat(tokens).unflatten(0, (batch, num_frames)).flatten(1, 2)  # (B, T*N, C)
         if pooling == "mean":
-            video_embedding = F.normalize(frame_embeddings.mean(dim=1), dim=-1)
+            video_embedding = mean_video_embedding(frame_embeddings)
         elif pooling == "attentional":
             video_embedding = F.normalize(self.image_pooling.embed(all_tokens), dim=-1)
         else:

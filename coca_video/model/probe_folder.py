@@ -2,8 +2,9 @@
 
     probe/probe.json               {"classes": [...], "backbone": NAME, "pretrained": FILE|null,
                                     "image_size": PX|null, "eval": {"temporal_views", "spatial_crops", "sampling"},
-                                    "classifier": VideoClassifierConfig}
-    probe/classifier.safetensors   the classifier's weights
+                                    "kind": "attentional" | "linear",
+                                    "classifier": VideoClassifierConfig | LinearProbeConfig}
+    probe/classifier.safetensors   the classifier's weights (a linear probe's: its weight and bias arrays)
     probe/model/                   for a finetuned encoder: the whole CoCa as a checkpoint folder (backbone "model")
 """
 
@@ -20,9 +21,12 @@ from ..io import atomic_path, atomic_write_text
 from .coca import CoCa
 from .factory import tokenizer_files
 from .state_dict import load_strict, save_pretrained, save_safetensors
+from .linear_probe import LinearProbe, LinearProbeConfig
 from .video_classifier import VideoClassifier, VideoClassifierConfig
 
 PROBE_FILE, PROBE_WEIGHTS, FINETUNED_MODEL = "probe.json", "classifier.safetensors", "model"
+PROBE_KINDS: dict[str, tuple[type, type]] = {"attentional": (VideoClassifier, VideoClassifierConfig),
+                                             "linear": (LinearProbe, LinearProbeConfig)}
 
 
 @dataclass
@@ -41,12 +45,13 @@ class ProbeInfo:
     classes: list[str]
     backbone: str  # a model name or checkpoint folder for create_model (a finetuned probe: its own model/)
     pretrained: str | None
-    classifier: VideoClassifierConfig
+    classifier: VideoClassifierConfig | LinearProbeConfig
     image_size: int | None = None  # the resolution the backbone ran at (None: its own)
     eval_views: ProbeViews = field(default_factory=ProbeViews)  # how the probe was evaluated
+    kind: str = "attentional"  # attentional (VideoClassifier over tokens) or linear (LinearProbe over embeddings)
 
 
-def save_probe(folder: str | os.PathLike, classifier: VideoClassifier, classes: list[str], backbone: str,
+def save_probe(folder: str | os.PathLike, classifier: VideoClassifier | LinearProbe, classes: list[str], backbone: str,
                pretrained: str | None, finetuned: CoCa | None = None, image_size: int | None = None,
                eval_views: ProbeViews | None = None) -> Path:
     """Write a trained probe (see the module docstring); ``finetuned``: the encoder trained with it, saved whole."""
@@ -58,7 +63,8 @@ def save_probe(folder: str | os.PathLike, classifier: VideoClassifier, classes: 
     with atomic_path(folder / PROBE_WEIGHTS) as tmp:
         save_safetensors(classifier, tmp)
     meta = {"classes": classes, "backbone": backbone, "pretrained": pretrained, "image_size": image_size,
-            "eval": asdict(eval_views or ProbeViews()), "classifier": classifier.cfg.to_dict()}
+            "eval": asdict(eval_views or ProbeViews()), "kind": probe_kind(classifier),
+            "classifier": classifier.cfg.to_dict()}
     atomic_write_text(folder / PROBE_FILE, json.dumps(meta, indent=2) + "\n")
     return folder
 
@@ -73,9 +79,12 @@ def read_probe_info(folder: str | os.PathLike) -> ProbeInfo:
         meta = json.loads(path.read_text())
         if not isinstance(meta, dict):
             raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
-        info = ProbeInfo([str(c) for c in meta["classes"]], str(meta["backbone"]), meta.get("pretrained"),
-                         VideoClassifierConfig.from_dict(meta.get("classifier") or _legacy_classifier(meta), str(path)),
-                         meta.get("image_size"), ProbeViews(**meta.get("eval", {})))
+        kind = str(meta.get("kind", "attentional"))  # probes written before linear ones existed are attentional
+        if kind not in PROBE_KINDS:
+            raise ValueError(f"kind {kind!r} is not one of {', '.join(PROBE_KINDS)}")
+        config = PROBE_KINDS[kind][1].from_dict(meta.get("classifier") or _legacy_classifier(meta), str(path))
+        info = ProbeInfo([str(c) for c in meta["classes"]], str(meta["backbone"]), meta.get("pretrained"), config,
+                         meta.get("image_size"), ProbeViews(**meta.get("eval", {})), kind)
     except (ValueError, KeyError, TypeError, ConfigError) as err:
         raise CheckpointError(f"{path}: not a valid probe description ({type(err).__name__}: {err})") from None
     if info.classifier.num_classes != len(info.classes):
@@ -85,12 +94,18 @@ def read_probe_info(folder: str | os.PathLike) -> ProbeInfo:
     return info
 
 
-def load_probe(folder: str | os.PathLike) -> tuple[VideoClassifier, ProbeInfo]:
-    """The classifier of a probe folder (strictly loaded, eval mode) and its :class:`ProbeInfo`."""
+def probe_kind(classifier: VideoClassifier | LinearProbe) -> str:
+    """``attentional`` or ``linear``: which module a probe folder holds."""
+    return next(kind for kind, (module, _) in PROBE_KINDS.items() if isinstance(classifier, module))
+
+
+def load_probe(folder: str | os.PathLike) -> tuple[VideoClassifier | LinearProbe, ProbeInfo]:
+    """The classifier of a probe folder (strictly loaded, eval mode; a :class:`LinearProbe` for a linear one) and
+    its :class:`ProbeInfo`."""
     from safetensors.torch import load_file
 
     info = read_probe_info(folder)
-    classifier = VideoClassifier(info.classifier)
+    classifier = PROBE_KINDS[info.kind][0](info.classifier)
     weights = Path(folder) / PROBE_WEIGHTS
     try:
         state = load_file(str(weights))

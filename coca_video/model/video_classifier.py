@@ -17,6 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..config import from_dict, to_dict
+from .coca import VideoEncoding
 from .layers import layer_norm
 from .pooler import AttentionalPooler
 
@@ -75,6 +76,10 @@ class VideoClassifier(nn.Module):
         ``token_pool`` > 1), so ``score --probe`` feeds what the feature cache fed."""
         return pool_patch_tokens(encoder_tokens, self.cfg.num_frames, self.cfg.token_pool)
 
+    def features(self, encoding: VideoEncoding) -> Tensor:
+        """A clip's encoding -> what this classifier reads: its (B, T*N', C) :meth:`input_tokens`."""
+        return self.input_tokens(encoding.tokens.float())
+
     def forward(self, tokens: Tensor) -> Tensor:
         """(B, T*N, C) encoder tokens, frame-major -> (B, num_classes) logits."""
         if self.temporal_pos is not None or self.spatial_pos is not None:
@@ -117,15 +122,16 @@ def _patch_grid(num_tokens: int) -> int:
     return grid
 
 
-def view_averaged_probabilities(classifier: VideoClassifier, read_views: Callable[[slice], torch.Tensor],
+def view_averaged_probabilities(classifier: Callable[[Tensor], Tensor], read_views: Callable[[slice], torch.Tensor],
                                 num_views: int, views_per_pass: int = 1) -> torch.Tensor:
     """Softmax probabilities (B, classes) averaged over ``num_views`` views, classifying ``views_per_pass`` views
-    of the batch at a time (``read_views(slice)`` -> (B, v, T*N, C)): peak memory follows batch x views_per_pass,
-    not batch x views."""
+    of the batch at a time (``read_views(slice)`` -> (B, v, ...) the classifier's inputs: (B, v, T*N, C) tokens for
+    a :class:`VideoClassifier`, (B, v, D) embeddings for a linear probe): peak memory follows batch x
+    views_per_pass, not batch x views."""
     total = None
     for first in range(0, num_views, views_per_pass):
-        tokens = read_views(slice(first, first + views_per_pass))  # (B, v, T*N, C)
-        logits = classifier(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])  # (B, v, classes)
+        inputs = read_views(slice(first, first + views_per_pass))  # (B, v, ...)
+        logits = classifier(inputs.flatten(0, 1)).unflatten(0, inputs.shape[:2])  # (B, v, classes)
         summed = logits.float().softmax(-1).sum(1)
         total = summed if total is None else total + summed
     return total / num_views

@@ -6,7 +6,12 @@ query attending over all spatio-temporal tokens, softmax cross-entropy.
 ``mode: frozen`` trains only the pooler and classifier on tokens from a feature cache (:mod:`coca_video.data.
 feature_cache`): the first epoch decodes and encodes, later epochs read the cache. Frozen training therefore uses
 the evaluation sampling (``decode.sampling``: segment centres by default), the usual practice for frozen features;
-``probe.cache`` stores them as fp16, int8 or 2x2-pooled tokens, and a new cache is sized against the disk first.
+``probe.cache`` stores them as fp16, int8 or 2x2-pooled tokens, and a new cache is sized against the disk first;
+``probe.cache: none`` keeps no cache: every epoch decodes (in the decoding workers) and encodes the same clips again,
+for machines with an accelerator and little disk (evaluation then decodes and encodes too, in any mode).
+``mode: linear`` is the linear-probe baseline (CLIP's protocol, :mod:`coca_video.tasks.probe_linear`): scikit-learn
+logistic regression on each clip's mean frame embedding, C chosen on a held-out share of the training split; it
+caches one (1, D) embedding per view (``probe.cache: fp16``) or none.
 ``mode: finetune`` trains the encoder too, on fresh TSN-sampled clips every epoch, at ``optim.lr``, and the new
 modules (pooler, position embeddings, classifier) at ``optim.head_lr``: one rate cannot serve both (the encoder's is
 too slow for a fresh head, the head's rewrites the encoder; configs/probe/synthetic_finetune.yaml has the numbers).
@@ -26,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -34,21 +39,23 @@ from torch import nn
 
 from ..config import DecodeConfig, ModelConfig, check, check_at_least, to_dict
 from ..data.actions import ActionSet, load_actions, split_video_roots
-from ..data.feature_cache import CacheFormat, FeatureCache, fill_cache
+from ..data.feature_cache import FeatureCache, StoredFormat, encode_clips, fill_cache
 from ..data.labels import read_class_names
-from ..data.video import ClipSampling, VideoBatch, decode_loader
-from ..distributed import barrier, batch_shards, gather_rows, get_info, init_distributed, print0
+from ..data.video import ClipSampling, VideoBatch, VideoItem, decode_loader
+from ..distributed import barrier, batch_shards, gather_objects, gather_rows, get_info, init_distributed, print0
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_text, check_output_dir
 from ..metrics import mean_class_accuracy, per_class_accuracy, topk_accuracy
 from ..model import CoCa, VideoClassifier, VideoClassifierConfig, save_probe
+from ..model.linear_probe import LinearProbe, LinearProbeConfig
 from ..model.probe_folder import ProbeViews
 from ..model.state_dict import weights_digest
 from ..model.video_classifier import pooled_tokens_per_frame, view_averaged_probabilities
 from ..report import ProbeResult, write_probe_outputs
 from ..runtime import autocast, load_model
 from ..training import EpochTrainer, OptimConfig, soft_targets
-from ..transforms import ClipAugmentConfig, clip_train_transform
+from ..transforms import ClipAugmentConfig, clip_train_transform, image_transform
+from .probe_linear import LinearFitConfig, LinearSweep, fit_linear_probe, require_sklearn
 
 
 @dataclass
@@ -87,7 +94,7 @@ class ProbeHeadConfig:
     pos_embed_init: Literal["normal", "zero"] = "normal"  # position embeddings start N(0, 1) or at 0 (AIM's rule)
     init: str | None = None  # start the pooler + classifier from this probe folder (a frozen run's output_dir/probe)
     label_smoothing: float = 0.0  # of the cross-entropy loss
-    cache: CacheFormat = "fp16"  # feature cache (frozen mode): fp16 | int8 (~1/2 the size) | pooled (~1/token_pool^2)
+    cache: Literal["fp16", "int8", "pooled", "none"] = "fp16"  # fp16|int8 (1/2 size)|pooled (1/pool^2)|none: no cache
     token_pool: int = 2  # for cache=pooled: patch tokens averaged over token_pool x token_pool squares
     cache_check: bool = True  # refuse to start a cache the disk cannot hold (+5% + 1 GB)
     augment: ClipAugmentConfig = field(default_factory=ClipAugmentConfig)  # finetune mode's training clips
@@ -110,7 +117,7 @@ class ProbeEvalConfig:
 
 @dataclass
 class ProbeConfig:
-    mode: Literal["frozen", "finetune"] = "frozen"  # frozen backbone (feature cache) or finetune it too
+    mode: Literal["frozen", "finetune", "linear"] = "frozen"  # frozen backbone, finetune it too, or sklearn linear
     output_dir: str = "runs/probe"  # checkpoints, metrics, report and the probe folder
     resume: str | None = None  # "auto" or a checkpoint file
     epochs: int = 10  # passes over the training split
@@ -124,6 +131,7 @@ class ProbeConfig:
     probe: ProbeHeadConfig = field(default_factory=ProbeHeadConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.0, warmup_steps=100))
     eval: ProbeEvalConfig = field(default_factory=ProbeEvalConfig)
+    linear: LinearFitConfig = field(default_factory=LinearFitConfig)  # mode linear: the C sweep
 
     def __post_init__(self) -> None:
         check_at_least("epochs", self.epochs, 1)
@@ -136,6 +144,12 @@ class ProbeConfig:
                   (augment.mixup, augment.cutmix))
             check(self.optim.layer_decay == 1.0, "optim.layer_decay", "be 1.0 in frozen mode", self.optim.layer_decay)
             check(self.accum_steps == 1, "accum_steps", "be 1 in frozen mode", self.accum_steps)
+        if self.mode == "linear":  # one embedding per clip, no attentional head
+            check(self.probe.cache in ("fp16", "none"), "probe.cache", "be fp16 or none in linear mode (it caches "
+                  "one fp16 embedding per clip)", self.probe.cache)
+            check(not (self.probe.temporal_pos_embed or self.probe.spatial_pos_embed or self.probe.init),
+                  "probe.temporal_pos_embed/spatial_pos_embed/init", "be off in linear mode (no attentional head)",
+                  (self.probe.temporal_pos_embed, self.probe.spatial_pos_embed, self.probe.init))
 
 
 def run(cfg: ProbeConfig) -> dict[str, Any]:
@@ -143,6 +157,8 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
     if cfg.decode.sampling == "linspace" and cfg.eval.temporal_views > 1:
         raise ConfigError("decode.sampling=linspace takes the same frames for every view: use eval.temporal_views=1 "
                           "or decode.sampling=eval")
+    if cfg.mode == "linear":
+        require_sklearn()  # before any video is decoded
     check_output_dir(cfg.output_dir)
     info = init_distributed()
     torch.manual_seed(cfg.seed)
@@ -155,17 +171,22 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
         train_set, val_set = load_sets(cfg)
     print0(train_set.summary("train"), val_set.summary("val"), sep="\n")
     model = load_model(cfg.model, training=cfg.mode == "finetune")
-    classifier = VideoClassifier(classifier_config(cfg, model, len(train_set.classes)))
-    init_classifier(cfg, classifier, train_set.classes)
-    classifier = classifier.to(cfg.model.device)
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
-    trainer = FrozenTrainer(cfg, model, classifier, train_set) if cfg.mode == "frozen" else \
-        FinetuneTrainer(cfg, model, classifier, train_set)
-    history = trainer.fit()
+    sweep, history = None, []
+    if cfg.mode == "linear":
+        classifier, sweep = train_linear(cfg, model, train_set)
+    else:
+        classifier = VideoClassifier(classifier_config(cfg, model, len(train_set.classes)))
+        init_classifier(cfg, classifier, train_set.classes)
+        classifier = classifier.to(cfg.model.device)
+        trainer = FrozenTrainer(cfg, model, classifier, train_set) if cfg.mode == "frozen" else \
+            FinetuneTrainer(cfg, model, classifier, train_set)
+        history = trainer.fit()
     result = evaluate(cfg, model, classifier, val_set)
     if info.is_main:
-        write_probe_outputs(output, result, train_set.classes, history, protocol(cfg, train_set, val_set, result))
+        write_probe_outputs(output, result, train_set.classes, history,
+                            protocol(cfg, train_set, val_set, result, sweep))
         save_probe(output / "probe", classifier, train_set.classes, cfg.model.name, cfg.model.pretrained,
                    finetuned=model if cfg.mode == "finetune" else None, image_size=model.cfg.vision.image_size,
                    eval_views=ProbeViews(cfg.eval.temporal_views, cfg.eval.spatial_crops, cfg.decode.sampling))
@@ -198,6 +219,8 @@ def init_classifier(cfg: ProbeConfig, classifier: VideoClassifier, classes: list
     source, info = load_probe(cfg.probe.init)
     mine, theirs = classifier.cfg, info.classifier
     where = f"probe.init={cfg.probe.init}"
+    if info.kind != "attentional":
+        raise ConfigError(f"{where}: a {info.kind} probe (mean embeddings) cannot start an attentional head")
     if (info.backbone, info.pretrained) != (cfg.model.name, cfg.model.pretrained):
         raise ConfigError(f"{where}: trained on model {info.backbone} (pretrained {info.pretrained}), this run "
                           f"encodes with {cfg.model.name} (pretrained {cfg.model.pretrained})")
@@ -244,31 +267,68 @@ def load_sets(cfg: ProbeConfig) -> tuple[ActionSet, ActionSet]:
 
 def cached_tokens(cfg: ProbeConfig, model: CoCa, action_set: ActionSet, sampling: ClipSampling,
                   name: str) -> FeatureCache:
-    """``action_set``'s encoder tokens under ``sampling``, from the run's feature cache (filled where missing)."""
+    """``action_set``'s encoder tokens (mode linear: mean embeddings) under ``sampling``, from the run's feature
+    cache (filled where missing)."""
     digest = weights_digest(model.image_encoder) if cfg.mode == "finetune" else None
-    fmt = cfg.probe.cache if cfg.mode == "frozen" else "fp16"  # a finetuned head was trained on full tokens
+    fmt: StoredFormat = {"frozen": cfg.probe.cache, "finetune": "fp16", "linear": "embedding"}[cfg.mode]
     return fill_cache(Path(cfg.output_dir) / "feature_cache", action_set.items, model, cfg.model, sampling,
                       cfg.decode, cfg.seed, name, digest, fmt, cfg.probe.token_pool, cfg.probe.cache_check)
 
 
 def cache_name(cfg: ProbeConfig) -> str:
-    """How the frozen tokens were stored, for the protocol: fp16, int8 or pooled2 (finetune: none)."""
-    if cfg.mode == "finetune":
+    """How the frozen tokens were stored, for the protocol: fp16, int8, pooled2, embedding (linear) or none
+    (finetune, or probe.cache=none)."""
+    if cfg.mode == "finetune" or cfg.probe.cache == "none":
         return "none"
+    if cfg.mode == "linear":
+        return "embedding"
     return f"pooled{cfg.probe.token_pool}" if cfg.probe.cache == "pooled" else cfg.probe.cache
+
+
+def streamed_views(cfg: ProbeConfig, model: CoCa, probe: VideoClassifier | LinearProbe, items: list[VideoItem],
+                   sampling: ClipSampling, reduce: Callable[[Callable[[slice], torch.Tensor], int], torch.Tensor],
+                   batches: list[list[int]] | None = None,
+                   epoch: int = 0) -> Iterator[tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]]:
+    """No cache (``probe.cache: none``): decode ``items`` in ``decode.workers`` worker processes (this rank's share,
+    or the given ``batches`` of indices), encode each view as the cache fill would (:func:`encode_clips`), and yield
+    per batch (dataset indices, ``reduce(read_views, number of views)``, failures as (index, reason)), where
+    ``read_views(slice)`` gives those views' probe inputs: tokens (B, v, T*N, C) for an attentional probe, mean
+    embeddings (B, v, D) for a linear one."""
+    transform = image_transform(model)
+    if batches is None:  # decode.batch_size clips at a time, each rank its share
+        info, size = get_info(), cfg.decode.batch_size
+        batches = [list(range(start, min(start + size, len(items))))[info.rank::info.world_size]
+                   for start in range(0, len(items), size)]
+    loader = decode_loader(items, transform, cfg.decode, sampling, cfg.seed, batches=batches, epoch=epoch,
+                           model_device=cfg.model.device)
+    for batch in loader:
+        errors = [(index, reason) for index, _, reason in batch.errors]
+        if batch.frames is None:
+            yield [], None, errors
+            continue
+
+        def read(views: slice, frames: torch.Tensor = batch.frames) -> torch.Tensor:
+            clips = frames[:, views]  # (B, v, T, 3, S, S) uint8
+            fmt = "embedding" if isinstance(probe, LinearProbe) else "fp16"
+            encoded = encode_clips(model, transform, clips, cfg.model, fmt)  # (B, v, T*N, C) or (B, v, 1, D)
+            return encoded[..., 0, :] if fmt == "embedding" else encoded
+
+        yield batch.indices, reduce(read, batch.frames.shape[1]), errors
 
 
 # -- training ------------------------------------------------------------------------------------------------------
 class FrozenTrainer(EpochTrainer):
-    """Pooler + classifier on cached tokens (view 0 of the evaluation sampling)."""
+    """Pooler + classifier on the frozen encoder's tokens of view 0 of the evaluation sampling: read from the
+    feature cache, or (``probe.cache: none``) decoded and encoded again every epoch, the same clips in the same
+    batches."""
 
     def __init__(self, cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, train_set: ActionSet) -> None:
         super().__init__(cfg.output_dir, cfg.epochs, cfg.optim, cfg.probe.label_smoothing, cfg.resume)
-        self.cfg, self.classifier = cfg, classifier
+        self.cfg, self.classifier, self.model, self.train_set = cfg, classifier, model, train_set
         model.requires_grad_(False)
-        sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling)
-        self.cache = cached_tokens(cfg, model, train_set, sampling, "train")
-        self.rows = np.array(sorted(self.cache.done))
+        self.sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling)
+        self.cache = None if cfg.probe.cache == "none" else cached_tokens(cfg, model, train_set, self.sampling, "train")
+        self.rows = np.arange(len(train_set.items)) if self.cache is None else np.array(sorted(self.cache.done))
         if len(self.rows) == 0:
             raise DataError(f"{cfg.data.train}: no training video could be decoded")
         self.labels = torch.tensor([train_set.items[i].label for i in self.rows])
@@ -287,11 +347,27 @@ class FrozenTrainer(EpochTrainer):
         self.classifier.train()
         losses = []
         device = self.cfg.model.device
-        for batch in batch_shards(len(self.rows), self.cfg.batch_size, seed=self.cfg.seed * 1000 + epoch):
-            tokens = self.cache.read(self.rows[batch], 0)  # (B, T*N, C), memmap rows in batch order
+        batches = batch_shards(len(self.rows), self.cfg.batch_size, seed=self.cfg.seed * 1000 + epoch)
+        for rows, tokens in self.token_batches(batches, epoch):  # (B, T*N, C) in batch order
             logits = self.wrapped(tokens.to(device))
-            losses.append(self.step(logits, self.labels[batch].to(device)))
-        return float(np.mean(losses))
+            losses.append(self.step(logits, self.labels[rows].to(device)))
+        losses = [loss for loss in losses if not math.isnan(loss)]  # a global batch that decoded nothing
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def token_batches(self, batches: list[list[int]], epoch: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """(positions in ``rows``, their view-0 tokens (B, T*N, C)) for each batch: cached memmap rows, or freshly
+        decoded and encoded clips (those that fail to decode drop out of their batch)."""
+        if self.cache is not None:
+            for batch in batches:
+                yield np.asarray(batch, dtype=np.int64), self.cache.read(self.rows[batch], 0)
+            return
+        first_view = lambda read, views: read(slice(0, 1))[:, 0]  # noqa: E731
+        for indices, tokens, _ in streamed_views(self.cfg, self.model, self.classifier, self.train_set.items,
+                                                 self.sampling, first_view, batches, epoch):
+            if tokens is None:  # nothing decoded: an empty share, so every rank still takes the step
+                encoder = self.model.image_encoder
+                tokens = torch.zeros(0, self.cfg.decode.num_frames * encoder.num_tokens, self.model.cfg.vision.width)
+            yield np.asarray(indices, dtype=np.int64), tokens
 
 
 class FinetuneTrainer(EpochTrainer):
@@ -423,40 +499,107 @@ class EncoderAndClassifier(nn.ModuleDict):
 
 # -- evaluation ----------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, val_set: ActionSet) -> ProbeResult:
+def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier | LinearProbe,
+             val_set: ActionSet) -> ProbeResult:
     """Multi-view testing: softmax probabilities averaged over temporal views x spatial crops, classified one view
     of a batch at a time. Videos that fail to decode are excluded and listed, never replaced."""
     sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling, temporal_views=cfg.eval.temporal_views,
                             spatial_crops=cfg.eval.spatial_crops)
     model.eval()
     classifier.eval()
-    cache = cached_tokens(cfg, model, val_set, sampling, "val")
-    info = get_info()
-    rows = sorted(cache.done)
-    mine = rows[info.rank::info.world_size]  # each video scored by exactly one rank, gathered in row order
-    probabilities = [torch.empty(0, len(val_set.classes))]
-    for start in range(0, len(mine), cfg.batch_size):
-        batch = mine[start:start + cfg.batch_size]
-        read = lambda views, rows=batch: cache.read(rows, views).to(cfg.model.device)  # noqa: E731
-        probabilities.append(view_averaged_probabilities(classifier, read, cache.tokens.shape[1]).cpu())
-    probs = gather_rows(torch.cat(probabilities), len(rows))
+    rows, probs, failed = (streamed_probabilities if cfg.probe.cache == "none" else cached_probabilities)(
+        cfg, model, classifier, val_set, sampling)
     labels = torch.tensor([val_set.items[i].label for i in rows], dtype=torch.long)
     predictions = probs.argmax(-1)
     top = topk_accuracy(probs, labels, (1, 5))
     return ProbeResult(top["top1"], top["top5"], mean_class_accuracy(predictions, labels),
                        per_class_accuracy(predictions, labels, len(val_set.classes)), probs, labels,
                        [val_set.items[i].path for i in rows],
-                       [(val_set.items[i].path, reason) for i, reason in sorted(cache.failed.items())])
+                       [(val_set.items[i].path, reason) for i, reason in sorted(failed.items())])
 
 
-def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result: ProbeResult) -> dict[str, Any]:
-    """What was measured, so a number is never read without its conditions."""
+def cached_probabilities(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier | LinearProbe,
+                         val_set: ActionSet, sampling: ClipSampling) -> tuple[list[int], torch.Tensor, dict[int, str]]:
+    """(rows evaluated, their (rows, classes) probabilities, failures row -> reason) from the feature cache."""
+    cache = cached_tokens(cfg, model, val_set, sampling, "val")
+    info = get_info()
+    rows = sorted(cache.done)
+    mine = rows[info.rank::info.world_size]  # each video scored by exactly one rank, gathered in row order
+    linear = isinstance(classifier, LinearProbe)
+    probabilities = [torch.empty(0, len(val_set.classes))]
+    for start in range(0, len(mine), cfg.batch_size):
+        batch = mine[start:start + cfg.batch_size]
+
+        def read(views: slice, rows: list[int] = batch) -> torch.Tensor:  # (B, v, T*N, C) or (B, v, D)
+            values = cache.read(rows, views).to(cfg.model.device)
+            return values[..., 0, :] if linear else values
+
+        probabilities.append(view_averaged_probabilities(classifier, read, cache.tokens.shape[1]).cpu())
+    return rows, gather_rows(torch.cat(probabilities), len(rows)), cache.failed
+
+
+def streamed_probabilities(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier | LinearProbe,
+                           val_set: ActionSet, sampling: ClipSampling) -> tuple[list[int], torch.Tensor,
+                                                                                dict[int, str]]:
+    """The same as :func:`cached_probabilities` with no cache: every view decoded and encoded now."""
+    average = lambda read, views: view_averaged_probabilities(classifier, read, views).cpu()  # noqa: E731
+    return gathered(streamed_views(cfg, model, classifier, val_set.items, sampling, average),
+                    torch.empty(0, len(val_set.classes)))
+
+
+def gathered(parts: Iterator[tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]],
+             empty: torch.Tensor) -> tuple[list[int], torch.Tensor, dict[int, str]]:
+    """:func:`streamed_views` results of every rank united: (indices in order, their rows, failures)."""
+    indices, values, failed = [], [empty], {}
+    for batch_indices, batch_values, errors in parts:
+        indices += batch_indices
+        values += [] if batch_values is None else [batch_values.cpu()]
+        failed.update(dict(errors))
+    everyone = gather_objects((indices, torch.cat(values), failed))
+    indices = [i for part in everyone for i in part[0]]
+    order = np.argsort(indices, kind="stable")
+    rows = torch.cat([part[1] for part in everyone])[torch.from_numpy(order)] if indices else empty
+    return sorted(indices), rows, {k: v for part in everyone for k, v in part[2].items()}
+
+
+# -- the linear baseline -------------------------------------------------------------------------------------------
+def train_linear(cfg: ProbeConfig, model: CoCa, train_set: ActionSet) -> tuple[LinearProbe, LinearSweep]:
+    """CLIP's linear probe on the mean embeddings of view 0 of the evaluation sampling (the frozen probe's clips),
+    cached (``probe.cache: fp16``) or not (``none``); see :mod:`coca_video.tasks.probe_linear`."""
+    model.requires_grad_(False)
+    model.eval()
+    probe_cfg = LinearProbeConfig(model.cfg.embed_dim, len(train_set.classes), cfg.decode.num_frames)
+    sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling)
+    if cfg.probe.cache == "none":
+        first_view = lambda read, views: read(slice(0, 1))[:, 0].cpu()  # noqa: E731
+        rows, embeddings, _ = gathered(streamed_views(cfg, model, LinearProbe(probe_cfg), train_set.items,
+                                                      sampling, first_view), torch.empty(0, probe_cfg.embed_dim))
+    else:
+        cache = cached_tokens(cfg, model, train_set, sampling, "train")
+        rows = sorted(cache.done)
+        embeddings = cache.read(rows, 0)[:, 0]  # (N, D)
+    if not rows:
+        raise DataError(f"{cfg.data.train}: no training video could be decoded")
+    labels = np.array([train_set.items[i].label for i in rows])
+    probe, sweep = fit_linear_probe(embeddings.double().numpy(), labels, probe_cfg, cfg.linear, cfg.seed,
+                                    cfg.data.train or "the training split")
+    print0(f"linear probe: C={sweep.chosen_c:g} (held-out top-1 "
+           f"{max(p['holdout_top1'] for p in sweep.points):.1f}% on {sweep.holdout_videos} clips), refitted on "
+           f"{len(rows)} clips")
+    return probe.to(cfg.model.device), sweep
+
+
+def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result: ProbeResult,
+             sweep: LinearSweep | None = None) -> dict[str, Any]:
+    """What was measured, so a number is never read without its conditions (mode linear: its C sweep instead of
+    the head's training)."""
+    head = {"linear": sweep.protocol(cfg.linear)} if sweep else {
+        "temporal_pos_embed": cfg.probe.temporal_pos_embed, "spatial_pos_embed": cfg.probe.spatial_pos_embed,
+        "lr": cfg.optim.lr, "head_lr": cfg.optim.head_lr,
+        "weights": f"ema {cfg.optim.ema}" if cfg.optim.ema else "last step", "init": cfg.probe.init}
     return {"mode": cfg.mode, "model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
             "precision": cfg.model.precision, "image_size": cfg.model.image_size,
             "frames": cfg.decode.num_frames, "views": f"{cfg.eval.temporal_views}x{cfg.eval.spatial_crops}",
-            "feature_cache": cache_name(cfg), "temporal_pos_embed": cfg.probe.temporal_pos_embed,
-            "spatial_pos_embed": cfg.probe.spatial_pos_embed, "lr": cfg.optim.lr, "head_lr": cfg.optim.head_lr,
-            "weights": f"ema {cfg.optim.ema}" if cfg.optim.ema else "last step", "init": cfg.probe.init,
-            "train_videos": len(train_set.items),
+            "feature_cache": cache_name(cfg), **head, "train_videos": len(train_set.items),
             "val_videos_evaluated": len(result.paths), "val_videos_missing": len(val_set.missing),
             "val_videos_failed": result.failed}
