@@ -5,7 +5,9 @@ captions with BLEU-1..4, METEOR, ROUGE-L and CIDEr-D as coco-caption computes th
     coca-video captioning --videos clips/ --captions captions.csv --out runs/captioning/metrics.json
 
 Inputs are retrieval's (:mod:`coca_video.data.retrieval`): MSR-VTT's full test split (2,990 videos, 20 references
-each), its 1k-A CSV (one reference each), or any (video, caption) CSV, several rows a video being several references.
+each), a video-id list of it (``test_list_full.txt``; a list named as an official split with another size is warned
+about and the warning kept in the protocol), its 1k-A CSV (one reference each), or any (video, caption) CSV, several
+rows a video being several references.
 Captions are the ones ``score --caption`` writes (:class:`coca_video.scoring.VideoScorer`), kept in a result store
 beside the output (keyed by file, size and mtime, named after the model and the decoding), so a rerun decodes only
 what is new or failed. Outputs: the metrics JSON with its protocol block, ``<stem>_predictions.csv`` (video, caption,
@@ -46,7 +48,7 @@ class CaptioningConfig:
     videos: str = ""  # folder of the videos (MSR-VTT: video{N}.mp4)
     captions: str | None = None  # generic CSV (video, caption); several rows a video: several references
     msrvtt_data: str | None = None  # MSRVTT_data.json
-    msrvtt_split: str | None = None  # "full" (the 2,990 test videos, all references) or MSRVTT_JSFUSION_test.csv
+    msrvtt_split: str | None = None  # "full" (2,990 test videos), a video-id list (test_list_full.txt) or a 1k-A CSV
     out: str = "runs/captioning/metrics.json"  # metrics JSON; predictions CSV and report go beside it
     caption_method: Literal["greedy", "beam", "top_p"] = "beam"  # decoding: beam search, greedy, or nucleus sampling
     caption_max_len: int = 30  # most tokens per caption, start token included
@@ -193,7 +195,7 @@ def protocol(cfg: CaptioningConfig, dataset: RetrievalSet, evaluated: dict[str, 
             "caption_tokenizer": scores.tokenizer, "meteor": scores.meteor,
             "metrics": "coco-caption: BLEU-1..4 (closest reference length), METEOR 1.5, ROUGE-L (beta 1.2), "
                        "CIDEr-D (n=4, sigma=6, clipped, x10, IDF from the evaluated references); percent",
-            "warnings": scores.warnings, "failed_videos": failed}
+            "warnings": [*dataset.warnings, *scores.warnings], "failed_videos": failed}
 
 
 def write_predictions(path: Path, predictions: dict[str, str], references: dict[str, list[str]],
