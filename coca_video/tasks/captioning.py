@@ -133,9 +133,22 @@ def cache_path(cfg: CaptioningConfig) -> Path:
     key = json.dumps([cfg.model.name, cfg.model.pretrained, cfg.model.image_size, cfg.decode.num_frames,
                       cfg.model.precision, cfg.decode.sampling, cfg.caption_method, cfg.caption_max_len,
                       cfg.caption_source, cfg.caption_beam_size, cfg.caption_min_len,
-                      float(cfg.caption_repetition_penalty)])
+                      float(cfg.caption_repetition_penalty), weights_stamp(cfg.model.name)])
     folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out).parent / "caption_cache"
     return folder / f"captions-{hashlib.sha1(key.encode()).hexdigest()[:12]}.parquet"
+
+
+def weights_stamp(name: str) -> list[int]:
+    """(size, mtime) of a checkpoint folder's weights file, [] for other models: a folder that a new finetuning run
+    rewrote under the same name gets a new caption store instead of the old weights' captions."""
+    from ..model import checkpoint_folder
+
+    folder = None if name.startswith("hf-hub:") else checkpoint_folder(name)  # a hub snapshot is named by its repo
+    weights = folder / "model.safetensors" if folder is not None else None
+    if weights is None or not weights.is_file():
+        return []
+    stat = weights.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def caption_videos(cfg: CaptioningConfig, dataset: RetrievalSet, model, tokenizer) -> tuple[dict[str, str], list]:
