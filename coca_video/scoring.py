@@ -138,9 +138,8 @@ class VideoScorer:
     def captions(self, tokens: torch.Tensor, num_frames: int) -> list[str]:
         """Captions from the clip's encoder tokens (B, T*N, C): the middle frame's, or all of them."""
         options = self.caption_options
-        if options.source == "middle_frame":
-            tokens = rearrange(tokens, "b (t n) c -> b t n c", t=num_frames)[:, num_frames // 2]
-        ids = self.model.generate_from_tokens(tokens, method=options.method, max_len=options.max_len,
+        ids = self.model.generate_from_tokens(caption_source_tokens(tokens, num_frames, options.source),
+                                              method=options.method, max_len=options.max_len,
                                               num_beams=options.num_beams, min_len=options.min_len,
                                               repetition_penalty=options.repetition_penalty)
         return self.tokenizer.batch_decode(ids.cpu())
@@ -156,6 +155,16 @@ class VideoScorer:
         if self.caption_options:
             row["caption"] = None
         return row
+
+
+def caption_source_tokens(tokens: torch.Tensor, num_frames: int, source: str) -> torch.Tensor:
+    """What the generative pooler reads for a caption, from a clip's encoder tokens (B, T*N, C): all of them
+    (``all_frames``), or the middle frame's (B, N, C) (``middle_frame``). Caption finetuning trains on the same."""
+    if source == "all_frames":
+        return tokens
+    if source != "middle_frame":
+        raise ValueError(f"caption source must be middle_frame or all_frames, got {source!r}")
+    return rearrange(tokens, "b (t n) c -> b t n c", t=num_frames)[:, num_frames // 2]
 
 
 def score_files(scorer: VideoScorer, todo: list[ScoreItem], store: PartStore, decode: DecodeConfig,

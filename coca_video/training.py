@@ -335,6 +335,15 @@ class EpochTrainer:
         """Per-parameter learning-rate factor by name (layer-wise decay), or None: every parameter at ``lr``."""
         return None
 
+    def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The summed loss of one micro-batch (its mean is this over :meth:`target_count`): classification's
+        cross-entropy of (b, classes) logits; a subclass with another objective overrides both."""
+        return classification_loss_sum(outputs, targets, self.label_smoothing)
+
+    def target_count(self, targets: torch.Tensor) -> int:
+        """How many terms ``targets`` adds to the global batch's mean loss: one per clip here."""
+        return len(targets)
+
     def step(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
         """One optimiser step on this rank's share of a global batch: :meth:`accumulated_step` of one micro-batch
         whose logits are already computed."""
@@ -347,7 +356,7 @@ class EpochTrainer:
         union. The loss is the mean over the whole global batch whatever the shares' sizes (an empty micro-batch,
         targets of length 0, contributes zero), so any number of processes takes the same step; a global batch
         with no video at all takes none. Returns that mean."""
-        count = torch.tensor([float(sum(len(t) for t in targets))])
+        count = torch.tensor([float(sum(self.target_count(t) for t in targets))])
         if is_distributed():
             dist.all_reduce(count)
         scale = self.info.world_size / max(count.item(), 1.0)  # DDP then averages the gradients over ranks
@@ -357,7 +366,7 @@ class EpochTrainer:
             last = i == len(targets) - 1
             no_sync = getattr(self.wrapped, "no_sync", None)  # DDP: reduce gradients once, after the last
             with nullcontext() if last or no_sync is None else no_sync():
-                loss_sum = classification_loss_sum(forward(i), micro_targets, self.label_smoothing)
+                loss_sum = self.loss_sum(forward(i), micro_targets)
                 (loss_sum * scale).backward()
             loss_total += loss_sum.item()
         totals = torch.tensor([loss_total])

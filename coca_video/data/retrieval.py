@@ -4,7 +4,11 @@ MSR-VTT files (see the protocols note):
   - ``MSRVTT_data.json``: ``{"videos": [{"video_id", "split", ...}], "sentences": [{"video_id", "caption"}]}``;
   - 1k-A: ``MSRVTT_JSFUSION_test.csv`` (``key,vid_key,video_id,sentence``): 1,000 videos, one caption each;
   - full: the 2,990 test videos (``split == "test"`` in the JSON, ``video7010`` .. ``video9999``) with all their
-    captions (20 each, two videos have 19).
+    captions (20 each, two videos have 19);
+  - a video-id list, one id a line (``train_list_full.txt``, ``val_list_full.txt``, ``test_list_full.txt`` as
+    captioning codebases ship the standard 6,513 / 497 / 2,990 split): those videos with all their JSON captions. A
+    list named as one of those splits that holds another number of videos gets a warning (kept in the set's
+    ``warnings``, which captioning's protocol records): a subset is a fine smoke test, never the split's figure.
 Videos are ``{video_id}.mp4`` (or ``.webm``) in one folder.
 """
 
@@ -13,12 +17,14 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
 
 FULL_TEST_IDS = range(7010, 10000)
+OFFICIAL_SPLIT_SIZES = {"train": 6513, "val": 497, "test": 2990}  # MSR-VTT's standard split (Xu et al., 2016)
 
 
 @dataclass
@@ -30,6 +36,7 @@ class RetrievalSet:
     caption_video: list[int]
     split: str
     empty_captions_dropped: int = 0  # rows whose caption was empty: warned about, left out, counted in the protocol
+    warnings: list[str] = field(default_factory=list)  # said on stderr when loaded; outputs' protocols keep them
 
     def __post_init__(self) -> None:
         if not self.videos or not self.captions:
@@ -47,6 +54,8 @@ def load_msrvtt(data_json: str | Path, split: str, video_root: str | Path) -> Re
     """MSR-VTT ``split``: the path of ``MSRVTT_JSFUSION_test.csv`` (1k-A) or ``full`` (all captions of the 2,990
     test videos from ``MSRVTT_data.json``)."""
     root = Path(video_root)
+    if split != "full" and Path(split).suffix.lower() == ".txt":
+        return load_video_list(Path(split), Path(data_json), root)
     if split != "full":
         return load_jsfusion(Path(split), root)
     data = read_json(Path(data_json))
@@ -67,6 +76,47 @@ def load_msrvtt(data_json: str | Path, split: str, video_root: str | Path) -> Re
     index = {video_id: i for i, video_id in enumerate(ids)}
     return RetrievalSet([video_path(root, v) for v in ids], [s["caption"].strip() for s in kept],
                         [index[s["video_id"]] for s in kept], "msrvtt-full", len(sentences) - len(kept))
+
+
+def load_video_list(list_path: Path, data_json: Path, root: Path) -> RetrievalSet:
+    """The videos a list file names (one MSR-VTT id a line), each with all its captions in ``data_json``, in list
+    order; the size of a list named as an official split is checked (:func:`split_size_warning`)."""
+    if not list_path.is_file():
+        raise DataError(f"{list_path}: MSR-VTT video list not found")
+    try:
+        ids = [line.strip() for line in list_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"{list_path}: not UTF-8 text (expected one MSR-VTT video id a line)") from None
+    if len(set(ids)) < len(ids):
+        raise DataError(f"{list_path}: {len(ids) - len(set(ids))} video ids appear more than once")
+    data = read_json(data_json)
+    check_sentences(data_json, data["sentences"])
+    listed = {video_id: i for i, video_id in enumerate(ids)}
+    kept = non_empty(data_json, [s for s in data["sentences"] if s["video_id"] in listed], lambda s: s["caption"])
+    captioned = {s["video_id"] for s in kept}
+    uncaptioned = [v for v in ids if v not in captioned]
+    if uncaptioned:
+        raise DataError(f"{list_path}: {len(uncaptioned)} of its {len(ids)} videos have no caption in {data_json} "
+                        f"(e.g. {uncaptioned[0]!r})")
+    warning = split_size_warning(list_path, len(ids))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return RetrievalSet([video_path(root, v) for v in ids], [s["caption"].strip() for s in kept],
+                        [listed[s["video_id"]] for s in kept], f"msrvtt-{list_path.stem}",
+                        sum(s["video_id"] in listed for s in data["sentences"]) - len(kept),
+                        [warning] if warning else [])
+
+
+def split_size_warning(list_path: Path, size: int) -> str | None:
+    """For a list whose name starts with an official split's (``train``, ``val``/``validate``, ``test``): a line
+    saying so when it does not hold that split's 6,513 / 497 / 2,990 videos; None otherwise."""
+    first = re.split(r"[_\-. ]", list_path.name.lower(), maxsplit=1)[0]
+    split = {"validate": "val", "validation": "val"}.get(first, first)
+    expected = OFFICIAL_SPLIT_SIZES.get(split)
+    if expected is None or size == expected:
+        return None
+    return (f"{list_path}: named as MSR-VTT's {split} split, which has {expected:,} videos, but lists {size:,}; "
+            f"figures on it are not the official split's")
 
 
 def no_test_videos(path: Path, sentences: list[dict], root: Path, has_splits: bool) -> DataError:

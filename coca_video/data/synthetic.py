@@ -13,7 +13,7 @@ function of ``(seed, split, index)``, so position ``i`` of a dataset is the same
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +55,7 @@ class Scene:
     motion: str = "still"
     reference: Thing | None = None
     relation: str | None = None
+    turns: str | None = None  # in a video: the colour the main object takes from the middle frame on
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -96,8 +97,11 @@ def sample_scene(rng: np.random.Generator, p_reference: float, motion: str | Non
 
 
 def caption(scene: Scene, video: bool = False) -> str:
-    """The scene in words: "a small red circle [moving left] [above a big blue square]"."""
+    """The scene in words: "a small red circle [moving left] [above a big blue square]"; a clip whose object
+    changes colour: "a small red square that turns blue"."""
     words = scene.main.describe()
+    if video and scene.turns is not None:
+        return f"{words} that turns {scene.turns}"
     if video:
         words += " staying still" if scene.motion == "still" else f" moving {scene.motion}"
     if scene.reference is not None:
@@ -153,7 +157,9 @@ def render_video(scene: Scene, size: int, num_frames: int) -> np.ndarray:
     for t in range(num_frames):
         progress = TRAVEL * t / max(num_frames - 1, 1)
         canvas = base.copy()
-        _draw(canvas, scene.main, step[0] * progress, step[1] * progress)
+        changed = scene.turns is not None and t >= num_frames // 2  # the middle frame already has the new colour
+        _draw(canvas, replace(scene.main, colour=scene.turns) if changed else scene.main, step[0] * progress,
+              step[1] * progress)
         frames[t] = np.clip(canvas, 0, 255)
     return frames
 
@@ -212,6 +218,59 @@ class SyntheticVideos:
     def __getitem__(self, index: int) -> tuple[np.ndarray, str, int]:
         scene = self.scene(index)
         return render_video(scene, self.size, self.num_frames), caption(scene, video=True), self.label(index)
+
+
+def colour_change_scene(rng: np.random.Generator) -> Scene:
+    """A still object that changes colour half way through the clip, to another colour; no second object."""
+    scene = sample_scene(rng, p_reference=0.0, motion="still")
+    return replace(scene, turns=str(rng.choice([c for c in COLOURS if c != scene.main.colour])))
+
+
+class ColourChangeClips:
+    """``n`` clips (frames, caption) of one still object that changes colour from the middle frame on: "a small
+    red square that turns blue". Item ``i`` is a pure function of ``(seed, split, i)``."""
+
+    def __init__(self, n: int, size: int = 64, num_frames: int = 16, seed: int = 0, split: str = "train") -> None:
+        self.n, self.size, self.num_frames, self.seed, self.split = n, size, num_frames, seed, split
+
+    def __len__(self) -> int:
+        return self.n
+
+    def scene(self, index: int) -> Scene:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return colour_change_scene(_rng(self.seed + 15485863, self.split, index))
+
+    def caption(self, index: int) -> str:
+        return caption(self.scene(index), video=True)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, str]:
+        scene = self.scene(index)
+        return render_video(scene, self.size, self.num_frames), caption(scene, video=True)
+
+
+def write_colour_change_set(folder: str | os.PathLike, num_videos: int, split: str = "train", size: int = 64,
+                            num_frames: int = 16, seed: int = 0) -> Path:
+    """Write :class:`ColourChangeClips` as mp4s ``{split}{i:05d}.mp4`` and ``captions.csv`` (video,caption: the
+    input ``captioning --captions`` and ``finetune-captions --captions`` read). Clips already written are kept.
+    Returns the CSV."""
+    import csv
+
+    from ..video import write_video
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clips = ColourChangeClips(num_videos, size, num_frames, seed, split)
+    rows = []
+    for i in range(num_videos):
+        name = f"{split}{i:05d}.mp4"
+        if not (folder / name).exists():
+            write_video(folder / name, clips[i][0], fps=max(num_frames / 2, 1))
+        rows.append((name, clips.caption(i)))
+    path = folder / "captions.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("video", "caption"), *rows])
+    return path
 
 
 def _attribute(scene: Scene, attribute: str) -> str:

@@ -118,6 +118,13 @@ class CoCa(nn.Module):
         """Multimodal decoder logits for every text position: (B, L, V)."""
         return self.vocab_logits(self.decoder(token_states, image_tokens))
 
+    def teacher_forced_caption_logits(self, encoder_tokens: Tensor, text_ids: Tensor) -> Tensor:
+        """The captioning loss's logits from image-encoder tokens: one image's (B, N, C) or all frames' of a clip
+        (B, T*N, C), read by the generative pooler as one set, and caption ids (B, L) -> (B, L-1, V), position i
+        predicting ``text_ids[:, i+1]`` (what :meth:`forward` computes from images, without the contrastive side)."""
+        image_tokens = self.image_pooling(encoder_tokens).tokens  # (B, Q, D)
+        return self.caption_logits(image_tokens, self.text(text_ids).token_states[:, :-1])
+
     # -- both -----------------------------------------------------------------------------------------------------
     def scaled_logit_scale(self) -> Tensor:
         """exp(logit_scale), clamped at ``max_logit_scale`` (100: temperature never below 0.01)."""

@@ -5,7 +5,9 @@ captions with BLEU-1..4, METEOR, ROUGE-L and CIDEr-D as coco-caption computes th
     coca-video captioning --videos clips/ --captions captions.csv --out runs/captioning/metrics.json
 
 Inputs are retrieval's (:mod:`coca_video.data.retrieval`): MSR-VTT's full test split (2,990 videos, 20 references
-each), its 1k-A CSV (one reference each), or any (video, caption) CSV, several rows a video being several references.
+each), a video-id list of it (``test_list_full.txt``; a list named as an official split with another size is warned
+about and the warning kept in the protocol), its 1k-A CSV (one reference each), or any (video, caption) CSV, several
+rows a video being several references.
 Captions are the ones ``score --caption`` writes (:class:`coca_video.scoring.VideoScorer`), kept in a result store
 beside the output (keyed by file, size and mtime, named after the model and the decoding), so a rerun decodes only
 what is new or failed. Outputs: the metrics JSON with its protocol block, ``<stem>_predictions.csv`` (video, caption,
@@ -46,7 +48,7 @@ class CaptioningConfig:
     videos: str = ""  # folder of the videos (MSR-VTT: video{N}.mp4)
     captions: str | None = None  # generic CSV (video, caption); several rows a video: several references
     msrvtt_data: str | None = None  # MSRVTT_data.json
-    msrvtt_split: str | None = None  # "full" (the 2,990 test videos, all references) or MSRVTT_JSFUSION_test.csv
+    msrvtt_split: str | None = None  # "full" (2,990 test videos), a video-id list (test_list_full.txt) or a 1k-A CSV
     out: str = "runs/captioning/metrics.json"  # metrics JSON; predictions CSV and report go beside it
     caption_method: Literal["greedy", "beam", "top_p"] = "beam"  # decoding: beam search, greedy, or nucleus sampling
     caption_max_len: int = 30  # most tokens per caption, start token included
@@ -131,9 +133,22 @@ def cache_path(cfg: CaptioningConfig) -> Path:
     key = json.dumps([cfg.model.name, cfg.model.pretrained, cfg.model.image_size, cfg.decode.num_frames,
                       cfg.model.precision, cfg.decode.sampling, cfg.caption_method, cfg.caption_max_len,
                       cfg.caption_source, cfg.caption_beam_size, cfg.caption_min_len,
-                      float(cfg.caption_repetition_penalty)])
+                      float(cfg.caption_repetition_penalty), weights_stamp(cfg.model.name)])
     folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out).parent / "caption_cache"
     return folder / f"captions-{hashlib.sha1(key.encode()).hexdigest()[:12]}.parquet"
+
+
+def weights_stamp(name: str) -> list[int]:
+    """(size, mtime) of a checkpoint folder's weights file, [] for other models: a folder that a new finetuning run
+    rewrote under the same name gets a new caption store instead of the old weights' captions."""
+    from ..model import checkpoint_folder
+
+    folder = None if name.startswith("hf-hub:") else checkpoint_folder(name)  # a hub snapshot is named by its repo
+    weights = folder / "model.safetensors" if folder is not None else None
+    if weights is None or not weights.is_file():
+        return []
+    stat = weights.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def caption_videos(cfg: CaptioningConfig, dataset: RetrievalSet, model, tokenizer) -> tuple[dict[str, str], list]:
@@ -193,7 +208,7 @@ def protocol(cfg: CaptioningConfig, dataset: RetrievalSet, evaluated: dict[str, 
             "caption_tokenizer": scores.tokenizer, "meteor": scores.meteor,
             "metrics": "coco-caption: BLEU-1..4 (closest reference length), METEOR 1.5, ROUGE-L (beta 1.2), "
                        "CIDEr-D (n=4, sigma=6, clipped, x10, IDF from the evaluated references); percent",
-            "warnings": scores.warnings, "failed_videos": failed}
+            "warnings": [*dataset.warnings, *scores.warnings], "failed_videos": failed}
 
 
 def write_predictions(path: Path, predictions: dict[str, str], references: dict[str, list[str]],

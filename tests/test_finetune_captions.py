@@ -1,0 +1,154 @@
+"""Caption finetuning on the synthetic colour-change clips ("a small red square that turns blue"): after a short
+finetune of the default model (encoder frozen, tokens cached) the held-out clips' captions name both colours, are
+not one caption for every clip, and score a higher CIDEr-D than the zero-shot captions; the saved folder is what
+``captioning --model`` and ``score --model`` load (their captions against ones generated here from the folder); a
+resumed run ends with the straight run's weights; ``train.freeze`` decides what changes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from coca_video import create_model, get_tokenizer, image_transform
+from coca_video.cli import main
+from coca_video.config import load_config
+from coca_video.data.synthetic import ColourChangeClips, write_colour_change_set
+from coca_video.errors import ConfigError
+from coca_video.tasks import captioning, finetune_captions, score
+from coca_video.video import VideoReader, sample_indices
+
+FRAMES = 4
+TRAIN, TEST = 32, 10
+FINETUNE = ["train.epochs=15", "train.batch_size=4", "optim.lr=1e-3", "optim.warmup_steps=4", "decode.workers=0",
+            f"decode.num_frames={FRAMES}", "caption_source=all_frames"]
+
+
+def finetune(tmp: Path, captions: Path, *overrides: str) -> dict:
+    cfg = load_config(finetune_captions.FinetuneCaptionsConfig, None,
+                      [f"captions={captions}", f"output_dir={tmp}", *FINETUNE, *overrides])
+    return finetune_captions.run(cfg)
+
+
+def caption_test_set(out: Path, test_csv: Path, model: str) -> dict:
+    cfg = load_config(captioning.CaptioningConfig, None, [
+        f"captions={test_csv}", f"out={out}", f"model.name={model}", "caption_source=all_frames",
+        "caption_method=greedy", f"decode.num_frames={FRAMES}", "decode.workers=0", "report_videos=0"])
+    return captioning.run(cfg)
+
+
+def predictions(out: Path) -> dict[str, str]:
+    with out.with_name(out.stem + "_predictions.csv").open(encoding="utf-8") as handle:
+        return {row["video"]: row["caption"] for row in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("caption_finetune")
+    train_csv = write_colour_change_set(root / "train", TRAIN, "train", num_frames=FRAMES)
+    test_csv = write_colour_change_set(root / "test", TEST, "test", num_frames=FRAMES)
+    before = caption_test_set(root / "before" / "metrics.json", test_csv, "default")
+    trained = finetune(root / "ft", train_csv)
+    after = caption_test_set(root / "after" / "metrics.json", test_csv, trained["model"])
+    return {"root": root, "train_csv": train_csv, "test_csv": test_csv, "before": before, "after": after,
+            "trained": trained}
+
+
+def test_finetuned_captions_name_both_colours_differ_and_beat_zero_shot(runs):
+    clips = ColourChangeClips(TEST, num_frames=FRAMES, split="test")
+    captions = predictions(runs["root"] / "after" / "metrics.json")
+    named = 0
+    for i in range(TEST):
+        scene, words = clips.scene(i), captions[str(runs["root"] / "test" / f"test{i:05d}.mp4")].split()
+        named += scene.main.colour in words and scene.turns in words
+    assert named >= 0.7 * TEST, captions
+    assert len(set(captions.values())) >= TEST // 2, captions  # not one caption for every clip
+    assert runs["after"]["cider"] > runs["before"]["cider"], (runs["before"]["cider"], runs["after"]["cider"])
+    before = predictions(runs["root"] / "before" / "metrics.json")
+    assert not any("turns" in text for text in before.values())  # zero-shot knows no colour change
+
+
+def independent_caption(model_dir: str, video: Path) -> str:
+    """The greedy caption of a clip from all its frames' tokens, decoded and encoded here, from the folder."""
+    model, tokenizer = create_model(model_dir).eval(), get_tokenizer(model_dir)
+    transform = image_transform(model)
+    reader = VideoReader(str(video), short_side=transform.image_size)
+    frames = transform.frames(reader.get_frames(sample_indices(reader.num_frames, FRAMES)))  # (T, 3, S, S)
+    with torch.no_grad():
+        tokens = model.image_encoder(frames).flatten(0, 1)[None]  # (1, T*N, C)
+        return tokenizer.batch_decode(model.generate_from_tokens(tokens, method="greedy", max_len=30))[0]
+
+
+def test_captioning_and_score_load_the_saved_folder(runs, tmp_path):
+    model_dir = runs["trained"]["model"]
+    videos = [runs["root"] / "test" / f"test{i:05d}.mp4" for i in (0, 1)]
+    captioned = predictions(runs["root"] / "after" / "metrics.json")
+    cfg = load_config(score.ScoreConfig, None, [
+        f"videos={runs['root'] / 'test'}", f"out={tmp_path / 'scores.parquet'}", f"model.name={model_dir}",
+        "caption=true", "caption_method=greedy", "caption_source=all_frames", f"decode.num_frames={FRAMES}",
+        "decode.workers=0"])
+    score.run(cfg)
+    table = pq.read_table(tmp_path / "scores.parquet", columns=["path", "caption"]).to_pylist()
+    scored = {Path(row["path"]).name: row["caption"] for row in table}
+    for video in videos:
+        expected = independent_caption(model_dir, video)
+        assert captioned[str(video)] == expected
+        assert scored[video.name] == expected
+    protocol = json.loads((Path(model_dir).parent / "metrics.json").read_text())["protocol"]
+    assert protocol["frozen"] == ["image_encoder"] and protocol["encoder_tokens"] == "feature cache"
+
+
+def test_resumed_run_ends_with_the_straight_runs_weights(runs, tmp_path):
+    subset = tmp_path / "pairs.csv"
+    with runs["train_csv"].open(encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))[:7]  # header + 6 clips
+    subset.write_text("\n".join(",".join([str(runs["root"] / "train" / r[0]) if i else r[0], r[1]])
+                                for i, r in enumerate(rows)) + "\n")
+    quick = ["train.batch_size=4", "optim.ema=0.9", "train.accum_steps=2"]  # 6 clips: a batch of 4, one of 2
+    finetune(tmp_path / "straight", subset, "train.epochs=2", *quick)
+    finetune(tmp_path / "resumed", subset, "train.epochs=1", *quick)
+    finetune(tmp_path / "resumed", subset, "train.epochs=2", "resume=auto", *quick)
+    straight = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def changed_groups(model_dir: str) -> set[str]:
+    """Which of the model's top-level parts differ from the default model's weights."""
+    trained = create_model(model_dir).state_dict()
+    return {key.split(".")[0] for key, value in create_model("default").state_dict().items()
+            if not torch.equal(value, trained[key])}
+
+
+def test_freeze_groups_decide_what_trains(runs, tmp_path):
+    subset = tmp_path / "pairs.csv"
+    with runs["train_csv"].open(encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))[:5]
+    subset.write_text("\n".join(",".join([str(runs["root"] / "train" / r[0]) if i else r[0], r[1]])
+                                for i, r in enumerate(rows)) + "\n")
+    assert changed_groups(runs["trained"]["model"]) == {"image_pooling", "text", "decoder"}
+    frozen_text = finetune(tmp_path / "no_text", subset, "train.epochs=1", "train.freeze=[image_encoder,text]")
+    assert changed_groups(frozen_text["model"]) == {"image_pooling", "decoder"}
+    everything = finetune(tmp_path / "all", subset, "train.epochs=1", "train.freeze=[]")
+    assert changed_groups(everything["model"]) == {"image_encoder", "image_pooling", "text", "decoder"}
+    default = create_model("default").state_dict()
+    trained = create_model(everything["model"]).state_dict()
+    # the captioning loss alone: the contrastive pooler and the text CLS head are left as they were
+    for key in [k for k in default if k.startswith(("image_pooling.contrastive_pool", "image_pooling.proj",
+                                                   "text.cls_token", "text.proj", "logit_scale"))]:
+        assert torch.equal(default[key], trained[key]), key
+
+
+def test_bad_freeze_group_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="freeze must name groups among"):
+        load_config(finetune_captions.FinetuneCaptionsConfig, None, ["train.freeze=[encoder]"])
+    code = main(["finetune-captions", "--captions", str(tmp_path / "none.csv"), "train.freeze=[poolers,text,decoder]"])
+    assert code == 2
+    assert "leave one of poolers, text, decoder to train" in capsys.readouterr().err
