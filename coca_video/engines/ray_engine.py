@@ -74,16 +74,36 @@ def connected(cluster: RayConfig) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
-    if cluster.address is None:
-        path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    if cluster.address is not None:
+        ray.init(address=cluster.address, logging_level=logging.WARNING)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+        return
+    with local_cluster(ray, cluster):
+        yield ray
+
+
+@contextlib.contextmanager
+def local_cluster(ray: Any, cluster: RayConfig) -> Iterator[None]:
+    """A local cluster of this machine for the block, whose every process (gcs_server, raylet, agents, workers,
+    their decode helpers) ends with this process even when it is SIGKILLed (:mod:`.reaper`)."""
+    from . import reaper
+
+    path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    token, watcher = reaper.start()
+    os.environ[reaper.TOKEN_ENV] = token  # inherited by every process Ray starts from here on
+    try:
         ray.init(address="local", num_cpus=local_cpus(cluster), include_dashboard=False,
                  logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": path}})
-    else:
-        ray.init(address=cluster.address, logging_level=logging.WARNING)
-    try:
-        yield ray
+        try:
+            yield
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
+        del os.environ[reaper.TOKEN_ENV]
+        reaper.finish(watcher)
 
 
 class Decoder:
@@ -169,10 +189,30 @@ def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], t
     with connected(cluster) as ray:
         scored = pipeline(ray, todo, make_scorer, transform, decode, sampling, str(out), cluster)
         unit = "video" if todo[0].start is None else "window"
-        with tqdm(total=len(todo), unit=unit, disable=not show, dynamic_ncols=True) as bar:
+        with tqdm(total=len(todo), unit=unit, disable=not show, dynamic_ncols=True) as bar:  # done, videos/s
             for row in scored.iter_rows():
                 counts.ok += int(row["ok"])
                 counts.error += int(row["error"])
                 bar.update(int(row["items"]))
-                bar.set_postfix(failed=counts.error)
+                bar.set_postfix(ok=counts.ok, error=counts.error)
+        counts.stage_seconds = stage_seconds(scored)
     return counts
+
+
+STAGES = {"Decoder": "decode", "Encoder": "encode"}  # our actors' classes -> the summary's names for their stages
+
+
+def stage_seconds(dataset: Any) -> dict[str, float]:
+    """Busy seconds per stage of an executed dataset, from Ray Data's stats: the sum over its tasks of their wall
+    time (a stage of N actors busy for T seconds reports about N*T), keyed ``decode``/``encode`` for our two (Ray's
+    operator name for any other, e.g. the read of the items)."""
+    times: dict[str, float] = {}
+    summaries = [dataset._get_stats_summary()]  # 2.60's structured stats (stats() is text); earlier stages: parents
+    while summaries:
+        summary = summaries.pop()
+        for op in summary.operators_stats:
+            name = next((ours for cls, ours in STAGES.items() if f"({cls})" in op.operator_name), op.operator_name)
+            busy = op.wall_time.sum if op.wall_time is not None else op.time_total_s
+            times[name] = round(times.get(name, 0.0) + float(busy), 3)
+        summaries += summary.parents
+    return times
