@@ -13,8 +13,10 @@ this module takes the remaining :class:`~coca_video.scoring.ScoreItem`\\ s and r
   row is written twice) and appends them to the output's :class:`~coca_video.data.results.PartStore` under a part
   rank of its own (random, so names are unique per actor and run; parts are written atomically). Only counts go
   back to the driver, which merges the parts at the end as the local engine does.
-* A crashed actor is restarted and its batch retried at most ``ray.max_retries`` times (Ray Data's default is
-  forever), then the run fails; a batch retried after its part was written leaves a duplicate row that the merge
+* A crashed actor (or one lost with its node) is restarted at most ``ray.max_retries`` times (Ray Data's default
+  is forever), then the run fails; its batch is retried on the restarted actor for as long as it lives (a retry
+  count would run out while Ray is still finding out that a node is gone: it counts every "actor unavailable"
+  reply). A deterministic crash kills each restart, so the run stops after ``max_retries + 1`` crashes; a batch retried after its part was written leaves a duplicate row that the merge
   drops (the newest row per key wins). Ray's ``max_errored_blocks`` stays off: it would drop rows silently.
 
 Ray is an optional extra (``pip install 'coca-video[ray]'``); this module imports it only when a run starts.
@@ -153,9 +155,10 @@ def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoSco
     context = DataContext.get_current()
     context.enable_progress_bars, context.print_on_execution_start = False, False  # the driver shows its own bar
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # its line saying they are off
-    # Ray Data restarts actors and retries their tasks forever unless told; these two have no named parameter in
-    # 2.60 (the extra is pinned below 2.61), only the deprecated **ray_remote_args, whose warning is noise here
-    retries = {"max_restarts": cluster.max_retries, "max_task_retries": cluster.max_retries}
+    # Ray Data restarts actors forever unless told: restarts are bounded, the retries of a task on its (restarted)
+    # actor are not (-1), since they happen only while the actor lives. Neither has a named parameter in 2.60 (the
+    # extra is pinned below 2.61), only the deprecated **ray_remote_args, whose warning is noise here
+    retries = {"max_restarts": cluster.max_retries, "max_task_retries": -1}
     rows = [{"item": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)} for item in todo]
     # a block per batch: decoders work on blocks in parallel, and each block reaches the encoders as one batch
     blocks = math.ceil(len(rows) / decode.batch_size)
