@@ -61,7 +61,7 @@ def world(tmp_path_factory) -> tuple[Path, Path, Path]:
     (root / "broken.mp4").write_bytes(b"not a video at all")
     labels = root.parent / "colours.txt"
     labels.write_text("\n".join(COLOURS) + "\n")
-    local = root.parent / "local" / "scores.parquet"
+    local = root.with_name(root.name + "-local") / "scores.parquet"  # of its own: test_ray_nodes makes a world too
     run_score(root, local, labels)
     return root, labels, local
 
@@ -169,18 +169,22 @@ def test_a_killed_encode_actor_still_leaves_every_row_exactly_once(cluster, worl
 
 
 class AlwaysDies(DiesOnce):
-    """A scorer that kills its process on every call: a deterministic crash."""
+    """A scorer that kills its process on every call, a deterministic crash, leaving a ``<out>.died.<pid>`` file
+    for each death."""
 
     def __call__(self, clips):
+        Path(f"{self.marker}.{os.getpid()}").touch()
         os._exit(1)
 
 
-def test_a_deterministic_crash_stops_the_run_instead_of_retrying_forever(cluster, world, tmp_path, monkeypatch):
+def test_a_deterministic_crash_stops_the_run_after_max_retries_restarts(cluster, world, tmp_path, monkeypatch):
     root, labels, _ = world
+    out = tmp_path / "scores.parquet"
     monkeypatch.setattr(score, "actor_scorer", AlwaysDies)
     with pytest.raises(Exception) as failure:  # Ray's default would restart the actor and retry it forever
-        run_score(root, tmp_path / "scores.parquet", labels, *RAY, "ray.encode_actors=1", "ray.max_retries=0")
+        run_score(root, out, labels, *RAY, "ray.encode_actors=1", "ray.max_retries=1")
     assert "actor" in str(failure.value).lower(), failure.value
+    assert len(list(tmp_path.glob("scores.parquet.died.*"))) == 2  # the first actor and its one restart
 
 
 def decoder_dying_once(marker: Path) -> type:
@@ -311,7 +315,7 @@ def msrvtt(world) -> tuple[Path, Path]:
     """An MSR-VTT layout (videoN.mp4 and MSRVTT_data.json, all test split) of the module's clips, two captions
     each, and the corrupt file as one more video."""
     root, _, _ = world
-    folder = root.parent / "msrvtt"
+    folder = root.with_name(root.name + "-msrvtt")
     folder.mkdir()
     clips = SyntheticVideos(CLIPS, size=48, num_frames=4, seed=5, split="test", p_reference=0.0)
     names = sorted(root.glob("clip*.mp4")) + [root / "broken.mp4"]
