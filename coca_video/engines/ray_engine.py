@@ -16,8 +16,9 @@ this module takes the remaining :class:`~coca_video.scoring.ScoreItem`\\ s and r
 * A crashed actor (or one lost with its node) is restarted at most ``ray.max_retries`` times (Ray Data's default
   is forever), then the run fails; its batch is retried on the restarted actor for as long as it lives (a retry
   count would run out while Ray is still finding out that a node is gone: it counts every "actor unavailable"
-  reply). A deterministic crash kills each restart, so the run stops after ``max_retries + 1`` crashes; a batch retried after its part was written leaves a duplicate row that the merge
-  drops (the newest row per key wins). Ray's ``max_errored_blocks`` stays off: it would drop rows silently.
+  reply). A deterministic crash kills each restart, so the run stops after ``max_retries + 1`` crashes. A batch
+  retried after its part was written leaves a duplicate row that the merge drops (the newest row per key wins).
+  Ray's ``max_errored_blocks`` stays off: it would drop rows silently.
 
 Ray is an optional extra (``pip install 'coca-video[ray]'``); this module imports it only when a run starts.
 """
