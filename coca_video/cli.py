@@ -71,6 +71,7 @@ RETRIEVAL_FLAGS = [
     *VIDEO_TEXT_FLAGS,
     Flag("--out", "out", "metrics JSON (ranks CSV and report go beside it)"),
     FRAMES_FLAG,
+    Flag("--engine", "engine", "local (default) or ray: the embedding pass on Ray Data, as score's (ray.* keys)"),
 ]
 
 CAPTIONING_FLAGS = [

@@ -434,7 +434,7 @@ class RayConfig:
     encode_actors: int = 1  # actors holding the model (loaded once each), turning decoded clips into rows
     cpus_per_encoder: float = 1.0  # CPUs an encode actor reserves; its torch threads (at least 1)
     gpus_per_encoder: float = 0.0  # GPUs an encode actor reserves (0 on CPU; a fraction shares a GPU)
-    max_retries: int = 2  # times a crashed actor is restarted and its batch retried, then the run fails
+    max_retries: int = 2  # times a crashed (or lost) actor is restarted and its batch retried, then the run fails
 
     def __post_init__(self) -> None:
         check(self.address is None or (isinstance(self.address, str) and RAY_ADDRESS.fullmatch(self.address)),

@@ -1,12 +1,18 @@
 """`score --engine ray` against the local engine on the same inputs, on one local Ray cluster for the module: the
-same rows (keys, error rows, labels, embeddings), resume from the same parts, and an encode actor that dies mid-run
-still leaves every row exactly once."""
+same rows (keys, error rows, labels, embeddings; segments and fps rows too), resume from the same parts, an encode or
+decode actor that dies mid-run still leaves every row exactly once (and the decode helper dies with its actor), a
+SIGKILLed driver leaves no process of its cluster and its rerun scores only what is missing, a second driver into
+the same output is refused, and retrieval's metrics are the same through either engine. (Node loss:
+tests/test_ray_nodes.py, which needs a cluster of its own.)"""
 
 from __future__ import annotations
 
+import json
 import os
-import re
-import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from coca_video.config import load_config
-from coca_video.data.results import PART_NAME, embeddings_path
+from coca_video.data.results import PART_NAME, PartStore, embeddings_path
 from coca_video.data.synthetic import COLOURS, SyntheticVideos
+from coca_video.engines import ray_engine
 from coca_video.engines.ray_engine import PART_RANK_BASE
-from coca_video.tasks import score
+from coca_video.errors import OutputError
+from coca_video.tasks import retrieval, score
 from coca_video.video import write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +61,7 @@ def world(tmp_path_factory) -> tuple[Path, Path, Path]:
     (root / "broken.mp4").write_bytes(b"not a video at all")
     labels = root.parent / "colours.txt"
     labels.write_text("\n".join(COLOURS) + "\n")
-    local = root.parent / "local" / "scores.parquet"
+    local = root.with_name(root.name + "-local") / "scores.parquet"  # of its own: test_ray_nodes makes a world too
     run_score(root, local, labels)
     return root, labels, local
 
@@ -66,10 +74,11 @@ def run_score(root: Path, out: Path, labels: Path, *overrides: str) -> dict:
 
 def assert_same_rows(out: Path, expected: Path) -> None:
     """``out`` holds exactly ``expected``'s rows: the same keys, statuses and errors, labels, scores and
-    embeddings (within 1e-6), each path once."""
+    embeddings (within 1e-6), each key (path, and window for segment and fps rows) once."""
     got, want = pq.read_table(out).to_pandas(), pq.read_table(expected).to_pandas()
-    assert got.path.is_unique and list(got.columns) == list(want.columns)
-    assert got.path.tolist() == want.path.tolist()
+    keys = [c for c in ("path", "segment_start") if c in want.columns]
+    assert not got.duplicated(keys).any() and list(got.columns) == list(want.columns)
+    assert got[keys].equals(want[keys])
     for column in want.columns:
         if column.endswith("_score"):
             np.testing.assert_allclose(got[column], want[column], atol=1e-6)
@@ -82,6 +91,11 @@ def assert_same_rows(out: Path, expected: Path) -> None:
         assert (a is None) == (b is None)
         if a is not None:
             np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def part_rows(out: Path) -> int:
+    """Rows in every part of ``out`` (a row written twice counts twice)."""
+    return PartStore(out).stored_rows()
 
 
 def part_ranks(out: Path) -> set[int]:
@@ -151,18 +165,184 @@ def test_a_killed_encode_actor_still_leaves_every_row_exactly_once(cluster, worl
     assert died_marker(out).exists()  # an encode actor did die on its first batch
     assert summary["ok_total"] == CLIPS
     assert_same_rows(out, local)
+    assert part_rows(out) == CLIPS + 1  # it died before writing: nothing was scored twice
 
 
 class AlwaysDies(DiesOnce):
-    """A scorer that kills its process on every call: a deterministic crash."""
+    """A scorer that kills its process on every call, a deterministic crash, leaving a ``<out>.died.<pid>`` file
+    for each death."""
 
     def __call__(self, clips):
+        Path(f"{self.marker}.{os.getpid()}").touch()
         os._exit(1)
 
 
-def test_a_deterministic_crash_stops_the_run_instead_of_retrying_forever(cluster, world, tmp_path, monkeypatch):
+def test_a_deterministic_crash_stops_the_run_after_max_retries_restarts(cluster, world, tmp_path, monkeypatch):
     root, labels, _ = world
+    out = tmp_path / "scores.parquet"
     monkeypatch.setattr(score, "actor_scorer", AlwaysDies)
     with pytest.raises(Exception) as failure:  # Ray's default would restart the actor and retry it forever
-        run_score(root, tmp_path / "scores.parquet", labels, *RAY, "ray.encode_actors=1", "ray.max_retries=0")
+        run_score(root, out, labels, *RAY, "ray.encode_actors=1", "ray.max_retries=1")
     assert "actor" in str(failure.value).lower(), failure.value
+    assert len(list(tmp_path.glob("scores.parquet.died.*"))) == 2  # the first actor and its one restart
+
+
+def decoder_dying_once(marker: Path) -> type:
+    """A decode actor class whose first decode in the whole run (a file ``marker`` made exclusively) ends with its
+    process SIGKILLed, after writing its pid and its decode helper's to ``marker``. Defined here, so Ray ships it by
+    value with the marker's path."""
+
+    class DecoderDyingOnce(ray_engine.Decoder):
+        def __call__(self, row):
+            from coca_video.video import isolate
+
+            record = super().__call__(row)
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return record
+            os.write(fd, json.dumps({"actor": os.getpid(), "helper": isolate._helper.process.pid}).encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return DecoderDyingOnce
+
+
+def gone(pids: list[int], seconds: float = 30) -> list[int]:
+    """The ``pids`` still running (zombies count as gone) after waiting up to ``seconds`` for them to end."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = [pid for pid in pids if running(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_killed_decode_actor_still_leaves_every_row_exactly_once_and_its_helper_dies(cluster, world, tmp_path,
+                                                                                        monkeypatch):
+    root, labels, local = world
+    out, marker = tmp_path / "scores.parquet", tmp_path / "decoder.died"
+    monkeypatch.setattr(ray_engine, "Decoder", decoder_dying_once(marker))
+    summary = run_score(root, out, labels, *RAY, "ray.encode_actors=1")
+    died = json.loads(marker.read_text())  # the decode actor was SIGKILLed with its helper running
+    assert summary["ok_total"] == CLIPS
+    assert_same_rows(out, local)
+    assert part_rows(out) == CLIPS + 1  # its item was decoded again, and no row written twice
+    assert gone([died["actor"], died["helper"]]) == []  # the helper did not outlive its actor
+
+
+def test_a_second_driver_into_the_same_out_is_refused(world, tmp_path):
+    root, labels, _ = world
+    out = tmp_path / "scores.parquet"
+    with PartStore(out).locked():  # the first driver's lock, held for its whole run
+        with pytest.raises(OutputError, match="scores.parquet"):
+            run_score(root, out, labels, *RAY)
+    assert not PartStore(out).parts()
+
+
+def test_segments_and_fps_rows_through_ray_equal_the_local_engines(cluster, world, tmp_path):
+    root, labels, _ = world
+    listed = tmp_path / "some.txt"  # three clips and the corrupt file
+    listed.write_text("".join(f"{root / name}\n" for name in ("clip00.mp4", "clip01.mp4", "clip02.mp4", "broken.mp4")))
+    for name, options in {"segments": ["segment_seconds=0.5"],
+                          "fps": ["decode.sampling=fps", "decode.fps=4", "decode.num_frames=2"]}.items():
+        want, got = tmp_path / name / "local.parquet", tmp_path / name / "ray.parquet"
+        run_score(listed, want, labels, *options)
+        summary = run_score(listed, got, labels, *options, *RAY, "ray.encode_actors=1")
+        assert summary["scored_now"] > 4  # windows (or frame chunks), not whole files
+        assert_same_rows(got, want)
+        assert {"decode", "encode"} <= summary["stage_seconds"].keys()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` now (children, theirs, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return sorted(found)
+
+
+def test_a_sigkilled_driver_leaves_no_ray_process_and_its_rerun_scores_only_what_is_missing(cluster, world,
+                                                                                           tmp_path):
+    root, labels, local = world
+    out = tmp_path / "scores.parquet"
+    command = [sys.executable, "-m", "coca_video.cli", "score", str(root), "--out", str(out), "--labels",
+               str(labels), "--engine", "ray", "decode.num_frames=4", "decode.batch_size=1", "decode.workers=0",
+               "top_k=3", "ray.decode_actors=1", "ray.encode_actors=1", "ray.num_cpus=3"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("COCA_VIDEO_ROOT_PID", None)  # the driver is its own run's root, as from a shell
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not PartStore(out).parts() and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert driver.poll() is None, "the driver ended before writing a part"
+        started = descendants(driver.pid)  # its cluster: gcs_server, raylet, workers, decode helpers
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert len(started) >= 3
+    assert gone(started) == []  # nothing of the cluster it started outlives it
+    done = len(PartStore(out).done_keys())  # the ok rows it wrote before it died
+    summary = run_score(root, out, labels, *RAY)
+    assert summary["scored_now"] == CLIPS + 1 - done  # the rest, and the broken file's error row again
+    assert summary["already_scored"] == done
+    assert_same_rows(out, local)
+
+
+@pytest.fixture(scope="module")
+def msrvtt(world) -> tuple[Path, Path]:
+    """An MSR-VTT layout (videoN.mp4 and MSRVTT_data.json, all test split) of the module's clips, two captions
+    each, and the corrupt file as one more video."""
+    root, _, _ = world
+    folder = root.with_name(root.name + "-msrvtt")
+    folder.mkdir()
+    clips = SyntheticVideos(CLIPS, size=48, num_frames=4, seed=5, split="test", p_reference=0.0)
+    names = sorted(root.glob("clip*.mp4")) + [root / "broken.mp4"]
+    sentences = []
+    for i, source in enumerate(names):
+        os.symlink(source, folder / f"video{i}.mp4")
+        if i < CLIPS:
+            scene = clips.scene(i)
+            sentences += [{"video_id": f"video{i}", "caption": clips.caption(i)},
+                          {"video_id": f"video{i}", "caption": f"a {scene.main.colour} {scene.main.shape}"}]
+    sentences.append({"video_id": f"video{CLIPS}", "caption": "a red circle"})
+    data = {"videos": [{"video_id": f"video{i}", "split": "test"} for i in range(len(names))], "sentences": sentences}
+    (folder / "MSRVTT_data.json").write_text(json.dumps(data))
+    return folder, folder / "MSRVTT_data.json"
+
+
+def test_retrieval_metrics_are_equal_through_either_engine(cluster, msrvtt, tmp_path):
+    videos, data = msrvtt
+    results = {}
+    for engine in ("local", "ray"):
+        results[engine] = retrieval.run(load_config(retrieval.RetrievalConfig, None, [
+            f"videos={videos}", f"msrvtt_data={data}", f"out={tmp_path / engine / 'metrics.json'}",
+            "decode.num_frames=4", "decode.workers=0", "decode.batch_size=3", "report_queries=0",
+            f"engine={engine}", "ray.decode_actors=1", "ray.encode_actors=1"]))
+    local, ray = results["local"], results["ray"]
+    assert [Path(p).name for p, _ in ray["protocol"]["failed_videos"]] == [f"video{CLIPS}.mp4"]
+    assert ray["protocol"] == local["protocol"]
+    for direction in [key for key in local if key.startswith(("t2v", "v2t"))]:
+        assert ray[direction] == pytest.approx(local[direction], abs=1e-9), direction
+    assert local["t2v"]["R1"] > 100 / CLIPS  # the default model tells the clips apart: a comparison that can fail

@@ -13,9 +13,12 @@ this module takes the remaining :class:`~coca_video.scoring.ScoreItem`\\ s and r
   row is written twice) and appends them to the output's :class:`~coca_video.data.results.PartStore` under a part
   rank of its own (random, so names are unique per actor and run; parts are written atomically). Only counts go
   back to the driver, which merges the parts at the end as the local engine does.
-* A crashed actor is restarted and its batch retried at most ``ray.max_retries`` times (Ray Data's default is
-  forever), then the run fails; a batch retried after its part was written leaves a duplicate row that the merge
-  drops (the newest row per key wins). Ray's ``max_errored_blocks`` stays off: it would drop rows silently.
+* A crashed actor (or one lost with its node) is restarted at most ``ray.max_retries`` times (Ray Data's default
+  is forever), then the run fails; its batch is retried on the restarted actor for as long as it lives (a retry
+  count would run out while Ray is still finding out that a node is gone: it counts every "actor unavailable"
+  reply). A deterministic crash kills each restart, so the run stops after ``max_retries + 1`` crashes. A batch
+  retried after its part was written leaves a duplicate row that the merge drops (the newest row per key wins).
+  Ray's ``max_errored_blocks`` stays off: it would drop rows silently.
 
 Ray is an optional extra (``pip install 'coca-video[ray]'``); this module imports it only when a run starts.
 """
@@ -74,16 +77,36 @@ def connected(cluster: RayConfig) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
-    if cluster.address is None:
-        path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    if cluster.address is not None:
+        ray.init(address=cluster.address, logging_level=logging.WARNING)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+        return
+    with local_cluster(ray, cluster):
+        yield ray
+
+
+@contextlib.contextmanager
+def local_cluster(ray: Any, cluster: RayConfig) -> Iterator[None]:
+    """A local cluster of this machine for the block, whose every process (gcs_server, raylet, agents, workers,
+    their decode helpers) ends with this process even when it is SIGKILLed (:mod:`.reaper`)."""
+    from . import reaper
+
+    path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    token, watcher = reaper.start()
+    os.environ[reaper.TOKEN_ENV] = token  # inherited by every process Ray starts from here on
+    try:
         ray.init(address="local", num_cpus=local_cpus(cluster), include_dashboard=False,
                  logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": path}})
-    else:
-        ray.init(address=cluster.address, logging_level=logging.WARNING)
-    try:
-        yield ray
+        try:
+            yield
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
+        del os.environ[reaper.TOKEN_ENV]
+        reaper.finish(watcher)
 
 
 class Decoder:
@@ -133,9 +156,10 @@ def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoSco
     context = DataContext.get_current()
     context.enable_progress_bars, context.print_on_execution_start = False, False  # the driver shows its own bar
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # its line saying they are off
-    # Ray Data restarts actors and retries their tasks forever unless told; these two have no named parameter in
-    # 2.60 (the extra is pinned below 2.61), only the deprecated **ray_remote_args, whose warning is noise here
-    retries = {"max_restarts": cluster.max_retries, "max_task_retries": cluster.max_retries}
+    # Ray Data restarts actors forever unless told: restarts are bounded, the retries of a task on its (restarted)
+    # actor are not (-1), since they happen only while the actor lives. Neither has a named parameter in 2.60 (the
+    # extra is pinned below 2.61), only the deprecated **ray_remote_args, whose warning is noise here
+    retries = {"max_restarts": cluster.max_retries, "max_task_retries": -1}
     rows = [{"item": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)} for item in todo]
     # a block per batch: decoders work on blocks in parallel, and each block reaches the encoders as one batch
     blocks = math.ceil(len(rows) / decode.batch_size)
@@ -169,10 +193,30 @@ def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], t
     with connected(cluster) as ray:
         scored = pipeline(ray, todo, make_scorer, transform, decode, sampling, str(out), cluster)
         unit = "video" if todo[0].start is None else "window"
-        with tqdm(total=len(todo), unit=unit, disable=not show, dynamic_ncols=True) as bar:
+        with tqdm(total=len(todo), unit=unit, disable=not show, dynamic_ncols=True) as bar:  # done, videos/s
             for row in scored.iter_rows():
                 counts.ok += int(row["ok"])
                 counts.error += int(row["error"])
                 bar.update(int(row["items"]))
-                bar.set_postfix(failed=counts.error)
+                bar.set_postfix(ok=counts.ok, error=counts.error)
+        counts.stage_seconds = stage_seconds(scored)
     return counts
+
+
+STAGES = {"Decoder": "decode", "Encoder": "encode"}  # our actors' classes -> the summary's names for their stages
+
+
+def stage_seconds(dataset: Any) -> dict[str, float]:
+    """Busy seconds per stage of an executed dataset, from Ray Data's stats: the sum over its tasks of their wall
+    time (a stage of N actors busy for T seconds reports about N*T), keyed ``decode``/``encode`` for our two (Ray's
+    operator name for any other, e.g. the read of the items)."""
+    times: dict[str, float] = {}
+    summaries = [dataset._get_stats_summary()]  # 2.60's structured stats (stats() is text); earlier stages: parents
+    while summaries:
+        summary = summaries.pop()
+        for op in summary.operators_stats:
+            name = next((ours for cls, ours in STAGES.items() if f"({cls})" in op.operator_name), op.operator_name)
+            busy = op.wall_time.sum if op.wall_time is not None else op.time_total_s
+            times[name] = round(times.get(name, 0.0) + float(busy), 3)
+        summaries += summary.parents
+    return times

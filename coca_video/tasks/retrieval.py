@@ -3,6 +3,7 @@
 
     coca-video retrieval --videos DIR --msrvtt-data MSRVTT_data.json --msrvtt-split MSRVTT_JSFUSION_test.csv
     coca-video retrieval --videos DIR --captions pairs.csv --out runs/retrieval/metrics.json
+    coca-video retrieval --videos DIR --captions pairs.csv --engine ray     # embed on Ray (as score --engine ray)
 
 Video embeddings are cached on disk (keyed by file, size and mtime, in a cache named after the model and the
 sampling), so a second run with other captions decodes nothing.
@@ -10,6 +11,7 @@ sampling), so a second run with other captions decodes nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -21,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..config import DecodeConfig, ModelConfig, check_suffix
+from ..config import DecodeConfig, ModelConfig, RayConfig, check_suffix
 from ..data.results import PartStore, file_key, stored_key, stored_path
 from ..data.retrieval import RetrievalSet, load_caption_csv, load_msrvtt
 from ..distributed import barrier, init_distributed
@@ -31,6 +33,7 @@ from ..metrics import retrieval_convention, retrieval_metrics_from_embeddings
 from ..model import CoCa, get_tokenizer
 from ..runtime import load_model
 from ..scoring import ScoreItem, VideoScorer, score_files
+from ..transforms import image_transform
 
 
 VIDEO_EMBEDDINGS = {"mean": "normalised mean of normalised frame embeddings (the CoCa paper's)",
@@ -51,8 +54,10 @@ class RetrievalConfig:
     median: Literal["mean", "lower"] = "mean"  # MdR of an even count: np.median's mean of the middle two, or the lower
     rerank: Literal["dsl"] | None = None  # dual-softmax re-ranking, reported under its own *_dsl keys
     video_pooling: Literal["mean", "attentional"] = "mean"  # the paper's mean of frames, or VideoCoCa's pooler
+    engine: Literal["local", "ray"] = "local"  # the embedding pass: this process and its workers, or Ray (ray.*)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # sampling: eval, the paper's; linspace, CLIP4Clip's
+    ray: RayConfig = field(default_factory=RayConfig)  # the cluster and its actor pools, with engine=ray
 
     def __post_init__(self) -> None:
         check_suffix("out", self.out, (".json",))
@@ -61,6 +66,10 @@ class RetrievalConfig:
 
 def run(cfg: RetrievalConfig) -> dict[str, Any]:
     """Embed videos (cached) and captions, compute both directions' recall, write metrics, ranks and report."""
+    if cfg.engine == "ray":
+        from .score import check_ray_engine
+
+        check_ray_engine()
     info = init_distributed()
     dataset = load_set(cfg)
     check_outputs(cfg, dataset)
@@ -152,8 +161,13 @@ def embed_videos(cfg: RetrievalConfig, dataset: RetrievalSet, model: CoCa, token
     with store.locked():  # two runs filling one cache would write the same part names
         done = store.done_keys()
         todo = [ScoreItem(key) for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
-        scorer = VideoScorer(model, tokenizer, cfg.model, video_pooling=cfg.video_pooling)
-        score_files(scorer, todo, store, cfg.decode, show=info.is_main)
+        if cfg.engine == "ray":  # the same store: the encode actors write its parts, read back below
+            from ..engines.ray_engine import score_items as score_on_ray
+
+            score_on_ray(todo, functools.partial(embedding_scorer, cfg), image_transform(model), cfg.decode, None,
+                         store.output, cfg.ray, show=info.is_main)
+        else:
+            score_files(embedding_scorer(cfg, model, tokenizer), todo, store, cfg.decode, show=info.is_main)
     barrier()
     rows = store.read(columns=["path", "size", "mtime", "status", "error", "video_embedding", "scored_at"])
     current = {stored_path(key[0]): stored_key(key) for key in keys}
@@ -169,6 +183,14 @@ def embed_videos(cfg: RetrievalConfig, dataset: RetrievalSet, model: CoCa, token
         elif video not in missing:
             failed.append((video, error or "not embedded"))
     return torch.from_numpy(matrix), failed
+
+
+def embedding_scorer(cfg: RetrievalConfig, model: CoCa | None = None, tokenizer: Any = None) -> VideoScorer:
+    """The scorer of the embedding pass (embeddings only); without ``model``, one loading its own (``cfg.model``,
+    precision already resolved): what each Ray encode actor holds."""
+    if model is None:
+        model, tokenizer = load_model(cfg.model), get_tokenizer(cfg.model.name)
+    return VideoScorer(model, tokenizer, cfg.model, video_pooling=cfg.video_pooling)
 
 
 def without_failed(dataset: RetrievalSet, embeddings: torch.Tensor, failed: list) -> tuple[RetrievalSet, torch.Tensor]:

@@ -244,6 +244,8 @@ def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Cal
                "out": str(cfg.out), "embeddings": str(embeddings_path(cfg.out))}
     if scores is not None:
         summary["ok_total"] = int(sum(s == "ok" for s in scores.column("status").to_pylist()))
+    if counts.stage_seconds is not None:  # engine=ray: busy seconds per stage, from Ray Data's stats
+        summary["stage_seconds"] = counts.stage_seconds
     return summary, scores
 
 
