@@ -219,4 +219,4 @@ def stage_seconds(dataset: Any) -> dict[str, float]:
             busy = op.wall_time.sum if op.wall_time is not None else op.time_total_s
             times[name] = round(times.get(name, 0.0) + float(busy), 3)
         summaries += summary.parents
-    return times
+    return dict(reversed(times.items()))  # in pipeline order: the read, decode, encode
