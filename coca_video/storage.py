@@ -44,7 +44,7 @@ def filesystem(url: str) -> tuple[Any, str]:
     try:
         from fsspec.core import url_to_fs
 
-        return url_to_fs(url)
+        return url_to_fs(url, use_listings_cache=False)  # other processes (Ray actors) write parts meanwhile
     except ImportError as err:
         raise MissingExtraError(f"{url}: object storage needs fsspec and s3fs, which are not installed ({err}); "
                                 "pip install 'coca-video[s3]'") from None
