@@ -169,8 +169,10 @@ def test_a_list_of_urls_gives_a_missing_object_its_error_row(world, local_rows, 
     listed = tmp_path / "videos.txt"  # a local list of URLs
     listed.write_text(f"{videos}clip00.mp4\n{videos}clip01.mp4\n{videos}gone.mp4\n")
     out = f"s3://{BUCKET}/runs/b/scores.parquet"
-    summary = run_score(listed, out, labels)
+    summary = run_score(listed, out, labels, f"report={tmp_path / 'report.html'}")
     assert (summary["scored_now"], summary["errors_now"]) == (3, 1)
+    page = (tmp_path / "report.html").read_text()  # a local report of the objects: their thumbnails, their URLs
+    assert page.count("<img") >= 2 and f"href='{videos}clip00.mp4'" in page
     rows = s3_rows(out).set_index("path")
     gone = rows.loc[f"{videos}gone.mp4"]
     assert gone.status == "error" and gone.error == f"{videos}gone.mp4: object not found", gone.error
