@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -169,7 +170,7 @@ def test_a_list_of_urls_gives_a_missing_object_its_error_row(world, local_rows, 
     listed = tmp_path / "videos.txt"  # a local list of URLs
     listed.write_text(f"{videos}clip00.mp4\n{videos}clip01.mp4\n{videos}gone.mp4\n")
     out = f"s3://{BUCKET}/runs/b/scores.parquet"
-    summary = run_score(listed, out, labels, f"report={tmp_path / 'report.html'}")
+    summary = run_score(listed, out, labels, f"report={tmp_path / 'report.html'}", "decode.workers=1")  # forked
     assert (summary["scored_now"], summary["errors_now"]) == (3, 1)
     page = (tmp_path / "report.html").read_text()  # a local report of the objects: their thumbnails, their URLs
     assert page.count("<img") >= 2 and f"href='{videos}clip00.mp4'" in page
@@ -234,6 +235,14 @@ def test_a_second_driver_into_the_same_s3_out_is_refused(world, tmp_path, capsys
         line = one_line_error(capsys, ["score", videos, "--out", out, *FAST])
     assert "being written by pid" in line and out in line, line
     assert not s3fs_().exists(f"{BUCKET}/runs/c/scores.parquet")
+
+    lock = f"{BUCKET}/runs/c/scores.parquet.parts/rank0.lock"  # a driver on this host that was SIGKILLed
+    s3fs_().pipe_file(lock, f"{2 ** 31 - 1} {socket.gethostname()}\n".encode())  # no such pid
+    listed = tmp_path / "one.txt"
+    listed.write_text(f"{videos}clip00.mp4\n")
+    with pytest.warns(UserWarning, match="stale lock"):
+        assert main(["score", str(listed), "--out", out, *FAST]) == 0
+    assert s3fs_().exists(f"{BUCKET}/runs/c/scores.parquet") and not s3fs_().exists(lock)
 
 
 def test_a_failed_write_leaves_no_object_at_the_key(s3, monkeypatch):
