@@ -231,7 +231,9 @@ def _held_object(url: str, what: str, advice: str) -> Iterator[str]:
         try:
             pid, _, holder = read_bytes(url).decode().strip().partition(" ")
             pid = int(pid)
-        except (FileNotFoundError, ValueError):  # released meanwhile, or unreadable: try once more, then refuse
+        except FileNotFoundError:  # released meanwhile: try once more
+            continue
+        except ValueError:  # unreadable: refused, naming the lock
             pid, holder = None, "?"
         if holder != host or pid is None or pid_exists(pid):
             raise OutputError(f"{what} is being written by pid {pid} on host {holder}; {advice} (lock {url})")
