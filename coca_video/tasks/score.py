@@ -42,8 +42,9 @@ from ..video.sampling import clock
 @dataclass
 class ScoreConfig:
     videos: str = ""  # a folder (searched recursively), a video file, a .txt list of paths, or a table with 'path'
+    # (each may be an s3://bucket/prefix/ URL, and lists may hold s3:// URLs: coca_video.storage)
     follow_symlinks: Literal["inside", "outside"] = "inside"  # folder links pointing outside the folder: skip/follow
-    out: str = "scores.parquet"  # .parquet or .csv; embeddings go to <stem>.embeddings.parquet
+    out: str = "scores.parquet"  # .parquet or .csv (local or s3://); embeddings go to <stem>.embeddings.parquet
     labels: str | None = None  # class list file (formats: data/labels.py) or kinetics400|600|700|moments_in_time
     probe: str | None = None  # a trained probe folder (output_dir/probe of the probe task): its classes and scores
     probe_views: bool = True  # with probe: its softmax averaged over the views it was evaluated with (e.g. 4x3)
