@@ -41,8 +41,7 @@ from ..video.sampling import clock
 
 @dataclass
 class ScoreConfig:
-    videos: str = ""  # a folder (searched recursively), a video file, a .txt list of paths, or a table with 'path'
-    # (each may be an s3://bucket/prefix/ URL, and lists may hold s3:// URLs: coca_video.storage)
+    videos: str = ""  # a folder (recursively), a video, a .txt list of paths or a table with 'path'; or s3:// URLs
     follow_symlinks: Literal["inside", "outside"] = "inside"  # folder links pointing outside the folder: skip/follow
     out: str = "scores.parquet"  # .parquet or .csv (local or s3://); embeddings go to <stem>.embeddings.parquet
     labels: str | None = None  # class list file (formats: data/labels.py) or kinetics400|600|700|moments_in_time
