@@ -118,8 +118,8 @@ def main() -> None:
             gets[name] += requests.count - before
     print(f"{args.clips} clips of {args.seconds:g} s 320x240 at 25 fps ({size:.2f} MB each), {args.frames} frames each")
     for name, values in times.items():
-        print(f"{name:24s} median {statistics.median(values) * 1000:7.1f} ms  "
-              f"(min {min(values) * 1000:.1f}, max {max(values) * 1000:.1f}), {gets[name] / args.clips:.1f} GETs a clip")
+        print(f"{name:24s} median {statistics.median(values) * 1000:7.1f} ms  (min {min(values) * 1000:.1f}, "
+              f"max {max(values) * 1000:.1f}), {gets[name] / args.clips:.1f} GETs a clip")
     server.stop()
 
 

@@ -214,7 +214,8 @@ def build_scorer(cfg: ScoreConfig, model: CoCa, tokenizer: Callable) -> VideoSco
                        cfg.frame_embeddings, cfg.video_pooling)
 
 
-def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa, tokenizer: Callable) -> tuple[dict, pa.Table | None]:
+def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,
+                tokenizer: Callable) -> tuple[dict, pa.Table | None]:
     """Score ``files`` (this rank's share, skipping those already scored ok into ``cfg.out``), then merge every
     rank's parts into ``cfg.out`` on rank 0. Returns a summary and the merged table (None off rank 0)."""
     info = init_distributed()
