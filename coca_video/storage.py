@@ -238,10 +238,35 @@ def parquet_source(path: PathLike) -> tuple[str, Any]:
     return inner, fs
 
 
-def _download(url: str, local: str) -> None:
-    """Copy the object ``url`` to the local file ``local`` (run in the decode helper, under its time limit)."""
+def storage_environment() -> dict[str, str]:
+    """The variables that say where object storage is and who we are there (``AWS_*``, ``FSSPEC_*``)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "FSSPEC_"))}
+
+
+def _download(url: str, local: str, environment: dict[str, str]) -> None:
+    """Copy the object ``url`` to the local file ``local`` (run in the decode helper, under its time limit), with
+    the caller's ``environment``: the helper lives on across calls and kept the variables of its start."""
+    _adopt(environment, url.split("://", 1)[0])
     fs, inner = filesystem(url)
     fs.get_file(inner, local)
+
+
+def _adopt(environment: dict[str, str], protocol: str) -> None:
+    """Make this process's storage variables ``environment``; when they change, filesystems made under the old ones
+    (cached by fsspec, holding their endpoint and credentials) are dropped."""
+    current = storage_environment()
+    if current == environment:
+        return
+    for name in current.keys() - environment.keys():
+        del os.environ[name]
+    os.environ.update(environment)
+    import fsspec
+    import fsspec.config
+
+    fsspec.config.conf.clear()
+    fsspec.config.set_conf_files(fsspec.config.conf_dir, fsspec.config.conf)
+    fsspec.config.set_conf_env(fsspec.config.conf)
+    fsspec.get_filesystem_class(protocol).clear_instance_cache()
 
 
 @contextlib.contextmanager
@@ -262,9 +287,10 @@ def local_copy(url: str, timeout: float | None) -> Iterator[Path]:
         local = folder / (name_of(url) or "object")
         try:
             if timeout is None:
-                _download(url, str(local))
+                _download(url, str(local), storage_environment())
             else:
-                call_with_timeout(_download, timeout + DOWNLOAD_SECONDS_PER_MB * size / 1e6, url, str(local))
+                call_with_timeout(_download, timeout + DOWNLOAD_SECONDS_PER_MB * size / 1e6, url, str(local),
+                                  storage_environment())
         except DecodeTimeout as err:
             raise StorageError(f"{url}: download timed out after {err.waited:.0f} s ({size / 1e6:.1f} MB)") from None
         except Exception as err:  # noqa: BLE001

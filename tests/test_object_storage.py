@@ -187,6 +187,18 @@ def test_a_list_of_urls_gives_a_missing_object_its_error_row(world, local_rows, 
     assert pq.read_table(local_out).column("path").to_pylist() == [f"s3://{BUCKET}/lists/../videos/clip00.mp4"]
 
 
+def test_a_decode_helper_started_under_other_variables_downloads_with_the_current_ones(world):
+    from coca_video.data.video import open_video
+    from coca_video.video import isolate
+
+    _, _, videos = world
+    with pytest.MonkeyPatch.context() as patch:  # the helper lives on: here it starts with a wrong endpoint
+        patch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        assert isolate.call_with_timeout(os.getpid, 30) != os.getpid()
+    with open_video(f"{videos}clip00.mp4", timeout=60) as reader:
+        assert reader.num_frames == 4 and reader.get_frames([0, 3]).shape[0] == 2
+
+
 def one_line_error(capsys, argv: list[str]) -> str:
     """Run the CLI; it must exit 2 with a single line on stderr (no traceback), which is returned."""
     assert main(argv) == 2
