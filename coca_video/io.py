@@ -7,6 +7,9 @@
     with exclusive_lock(path, what): ...   # one writer at a time (a lock file holding "pid host")
     check_output_file(path, inputs, ours)  # never overwrite an input or a file we did not make
 
+``path`` may be an object-storage URL (``s3://...``, see :mod:`.storage`) for the atomic writes, the lock and the
+output check: the file is written locally, then uploaded as one whole object.
+
 A folder published here carries ``MARKER``; publishing over an existing folder is allowed only when it is empty or
 carries the marker (a previous output of ours), so a user's folder is never deleted.
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .errors import OutputError
+from .storage import is_url
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -32,7 +36,11 @@ MARKER = ".coca-video"  # present in every folder publish_folder wrote
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temp path beside ``path`` to write to; renamed over ``path`` when the block succeeds, removed if it fails."""
+    """A temp path beside ``path`` to write to; renamed over ``path`` when the block succeeds, removed if it fails.
+    For a URL: a local temp file, uploaded as the whole object ``path`` when the block succeeds."""
+    if is_url(path):
+        yield from _uploaded(str(path))
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -44,19 +52,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def _uploaded(url: str) -> Iterator[Path]:
+    """atomic_path's body for a URL: a temp file in a fresh local folder, then one upload (see storage.put_file)."""
+    import tempfile
+
+    from .storage import name_of, put_file
+
+    folder = Path(tempfile.mkdtemp(prefix="coca-video-upload-"))
+    try:
+        tmp = folder / name_of(url)
+        yield tmp
+        put_file(tmp, url)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> str | Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    return Path(path)
+    return path if is_url(path) else Path(path)
 
 
-def atomic_write_table(table: pa.Table, path: str | os.PathLike) -> Path:
+def atomic_write_table(table: pa.Table, path: str | os.PathLike) -> str | Path:
     """Write ``table`` as Parquet, or CSV/TSV by suffix, to ``path`` atomically."""
-    path = Path(path)
+    path = path if is_url(path) else Path(path)
+    suffix = os.path.splitext(str(path))[1].lower()
     with atomic_path(path) as tmp:
-        if path.suffix.lower() in (".csv", ".tsv"):
-            table.to_pandas().to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+        if suffix in (".csv", ".tsv"):
+            table.to_pandas().to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
         else:
             write_parquet(table, tmp)
     return path
@@ -133,9 +157,11 @@ def is_our_metrics(path: str | os.PathLike, protocol_key: str) -> bool:
 def check_output_file(path: str | os.PathLike, inputs: Iterable[Path], ours: bool, key: str) -> Path:
     """Refuse to write ``path`` when it is one of ``inputs``, a folder, or an existing file that is not a previous
     output of ours (``ours``: the caller's test for that). ``key`` is the option that named it, for the message."""
+    if is_url(path):
+        return _check_output_url(str(path), inputs, ours, key)
     path = Path(path)
     resolved = path.resolve()
-    if any(resolved == Path(p).resolve() for p in inputs):
+    if any(not is_url(p) and resolved == Path(p).resolve() for p in inputs):
         raise OutputError(f"{key}={path}: is one of the input files; choose another path (nothing was changed)")
     if path.is_dir():
         raise OutputError(f"{key}={path}: is an existing folder; give a file path")
@@ -144,6 +170,20 @@ def check_output_file(path: str | os.PathLike, inputs: Iterable[Path], ours: boo
                           "remove it (nothing was changed)")
     check_writable_folder(path.parent, f"{key}={path}")
     return path
+
+
+def _check_output_url(url: str, inputs: Iterable[str | Path], ours: bool, key: str) -> str:
+    """check_output_file for an object-storage URL: not an input, not an existing object of someone else's, and its
+    bucket takes a new object (missing bucket, bad credentials: one line, before any work)."""
+    from .storage import check_writable, exists
+
+    if url in {str(p) for p in inputs}:
+        raise OutputError(f"{key}={url}: is one of the input files; choose another path (nothing was changed)")
+    if not ours and exists(url):
+        raise OutputError(f"{key}={url}: object exists and was not written by coca-video; choose a new path or "
+                          "remove it (nothing was changed)")
+    check_writable(url, key)
+    return url
 
 
 def check_writable_folder(folder: Path, what: str) -> None:
@@ -168,12 +208,43 @@ def exclusive_lock(path: str | os.PathLike, what: str, advice: str = "wait for i
     A lock held by a live process (or by any process on another host) raises :class:`OutputError` naming ``what``
     and the holder; a stale lock (this host, process gone) is taken over with a warning.
     """
+    if is_url(path):
+        yield from _held_object(str(path), what, advice)
+        return
     path = Path(path)
     _acquire(path, what, advice)
     try:
         yield path
     finally:
         path.unlink(missing_ok=True)
+
+
+def _held_object(url: str, what: str, advice: str) -> Iterator[str]:
+    """exclusive_lock's body for a URL: the lock is an object created only if absent (S3's conditional write), so
+    of two drivers racing for one output exactly one gets it; a stale one (this host, process gone) is taken over."""
+    from .storage import put_new, read_bytes, remove
+
+    host = socket.gethostname()
+    for _ in range(2):
+        if put_new(url, f"{os.getpid()} {host}\n".encode()):
+            break
+        try:
+            pid, _, holder = read_bytes(url).decode().strip().partition(" ")
+            pid = int(pid)
+        except FileNotFoundError:  # released meanwhile: try once more
+            continue
+        except ValueError:  # unreadable: refused, naming the lock
+            pid, holder = None, "?"
+        if holder != host or pid is None or pid_exists(pid):
+            raise OutputError(f"{what} is being written by pid {pid} on host {holder}; {advice} (lock {url})")
+        warnings.warn(f"{url}: taking over a stale lock of pid {pid} on {holder} (that process is gone)", stacklevel=4)
+        remove(url)
+    else:
+        raise OutputError(f"{what}: could not take lock {url}; {advice}")
+    try:
+        yield url
+    finally:
+        remove(url)
 
 
 def _acquire(path: Path, what: str, advice: str) -> None:

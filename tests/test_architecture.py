@@ -12,7 +12,7 @@ from helpers import REPO
 
 PACKAGE = REPO / "coca_video"
 LAYERS = [  # a module may import its own layer and the ones above it in this list, never the ones below
-    {"errors", "io", "config", "distributed", "tokenizer", "video"},
+    {"errors", "storage", "io", "config", "distributed", "tokenizer", "video"},
     {"model", "transforms"},
     {"runtime", "data", "metrics", "caption_metrics", "ptb_tokenize", "zero_shot", "api"},
     {"scoring", "training", "report"},

@@ -6,6 +6,9 @@ Layout for an output ``scores.parquet`` (or ``.csv``)::
     scores.parquet                                 # the merged table (no embedding columns)
     scores.embeddings.parquet                      # path + embedding columns, same rows
 
+The output may be an ``s3://`` URL (see :mod:`coca_video.storage`): the parts, settings and lock are then objects
+under ``<out>.parts/``, each written whole, and input paths may be URLs (keyed by size and last-modified time).
+
 A crash or Ctrl-C loses at most the batch in flight: every flushed part is a complete file (temp file + rename).
 Parts are compacted level by level (``fanout`` parts of one level become one part of the next), so a run over a
 million videos keeps a few hundred files and rewrites each row only log(N) times. A file is identified by
@@ -29,6 +32,8 @@ import pyarrow.parquet as pq
 
 from ..errors import OutputError
 from ..io import atomic_write_table, atomic_write_text, exclusive_lock, is_disk_full
+from ..storage import PathLike, child, files_in, is_dir, is_url, name_of, parquet_source, read_bytes, remove, \
+    sibling, stat
 
 KEY_COLUMNS = ("path", "size", "mtime")
 SEGMENT_COLUMNS = ("segment_start", "segment_end")  # present when videos are scored as windows (seconds)
@@ -36,10 +41,20 @@ FileKey = tuple[str, int, float]  # (path, size, mtime)
 PART_NAME = re.compile(r"rank(\d+)-L(\d+)-(\d+)\.parquet$")
 
 
-def file_key(path: str | Path) -> FileKey:
-    """(path, size, mtime) of a file (the path as the file system has it; see :func:`stored_key`)."""
-    stat = os.stat(path)
-    return str(path), stat.st_size, stat.st_mtime
+def file_key(path: PathLike) -> FileKey:
+    """(path, size, mtime) of a file or object (the path as the file system has it; see :func:`stored_key`)."""
+    size, mtime = stat(path)
+    return str(path), size, mtime
+
+
+def input_key(path: PathLike) -> FileKey:
+    """:func:`file_key` of an input, or ``(path, -1, 0.0)`` for one that is missing or not a file (it gets an
+    error row)."""
+    try:
+        key = file_key(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return str(path), -1, 0.0
+    return key if is_url(path) or os.path.isfile(path) else (str(path), -1, 0.0)
 
 
 def stored_path(path: str | Path) -> str:
@@ -69,16 +84,18 @@ def stored_key(key: FileKey) -> FileKey:
 class PartStore:
     """Append-only result parts of one output, written by ``rank``."""
 
-    def __init__(self, output: str | Path, rank: int = 0, fanout: int = 32) -> None:
-        self.output = Path(output)
-        self.folder = self.output.with_name(self.output.name + ".parts")
+    def __init__(self, output: PathLike, rank: int = 0, fanout: int = 32) -> None:
+        self.output = output if is_url(output) else Path(output)
+        self.folder = sibling(self.output, name_of(self.output) + ".parts")
         self.rank, self.fanout = rank, fanout
 
-    def parts(self, rank: int | None = None) -> list[Path]:
+    def exists(self) -> bool:
+        """Whether this output's parts folder exists (then ``out`` and its sidecar are ours to replace)."""
+        return is_dir(self.folder)
+
+    def parts(self, rank: int | None = None) -> list[PathLike]:
         """Every complete part (all ranks unless ``rank``), oldest first."""
-        if not self.folder.is_dir():
-            return []
-        found = [(p, PART_NAME.search(p.name)) for p in self.folder.iterdir()]
+        found = [(p, PART_NAME.search(name_of(p))) for p in files_in(self.folder)]
         found = [(p, m) for p, m in found if m and (rank is None or int(m.group(1)) == rank)]
         return [p for p, _ in sorted(found, key=lambda pm: (int(pm[1].group(3)), int(pm[1].group(1))))]
 
@@ -108,18 +125,18 @@ class PartStore:
 
     def locked(self) -> contextlib.AbstractContextManager[Path]:
         """Hold this (output, rank)'s lock for a run: a second writer is refused at once (see ``exclusive_lock``)."""
-        return exclusive_lock(self.folder / f"rank{self.rank}.lock", str(self.output),
+        return exclusive_lock(child(self.folder, f"rank{self.rank}.lock"), str(self.output),
                               "wait for it or choose another --out")
 
     @property
-    def settings_path(self) -> Path:
+    def settings_path(self) -> PathLike:
         """Where the settings that made this store's rows are kept (``settings.json`` beside the parts)."""
-        return self.folder / "settings.json"
+        return child(self.folder, "settings.json")
 
     def settings(self) -> dict[str, Any] | None:
         """The settings this store's rows were made with (None: none recorded, e.g. a store from before they were)."""
         try:
-            return json.loads(self.settings_path.read_text())
+            return json.loads(read_bytes(self.settings_path, OutputError).decode())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as err:
@@ -131,7 +148,6 @@ class PartStore:
         stored = self.settings()
         if stored is None:
             if self.rank == 0:
-                self.folder.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(self.settings_path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
             return
         changed = [key for key in sorted(settings.keys() | stored.keys()) if settings.get(key) != stored.get(key)]
@@ -142,25 +158,25 @@ class PartStore:
 
     def stored_rows(self) -> int:
         """Rows in the complete parts (all ranks), read from the Parquet footers only."""
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.parts())
+        return sum(pq.read_metadata(where, filesystem=fs).num_rows
+                   for where, fs in map(parquet_source, self.parts()))
 
-    def _write(self, table: pa.Table, level: int) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        sequence = max((int(PART_NAME.search(p.name).group(3)) for p in self.parts()), default=0) + 1
-        path = self.folder / f"rank{self.rank}-L{level}-{sequence:06d}.parquet"
+    def _write(self, table: pa.Table, level: int) -> PathLike:
+        sequence = max((int(PART_NAME.search(name_of(p)).group(3)) for p in self.parts()), default=0) + 1
+        path = child(self.folder, f"rank{self.rank}-L{level}-{sequence:06d}.parquet")
         atomic_write_table(table, path)
         return path
 
     def _compact(self) -> None:
         level = 0
         while True:
-            same_level = [p for p in self.parts(self.rank) if int(PART_NAME.search(p.name).group(2)) == level]
+            same_level = [p for p in self.parts(self.rank) if int(PART_NAME.search(name_of(p)).group(2)) == level]
             if len(same_level) < self.fanout:
                 return
-            merged = pa.concat_tables([pq.read_table(p) for p in same_level], promote_options="default")
+            merged = pa.concat_tables([read_part(p) for p in same_level], promote_options="default")
             self._write(merged, level + 1)  # written before the small parts go: a crash here only duplicates rows
             for part in same_level:
-                part.unlink()
+                remove(part)
             level += 1
 
     def read(self, columns: list[str] | None = None) -> pa.Table | None:
@@ -168,10 +184,18 @@ class PartStore:
         parts = self.parts()
         if not parts:
             return None
-        tables = [pq.read_table(p, columns=None if columns is None else
-                                [c for c in columns if c in pq.read_schema(p).names]) for p in parts]
+        tables = [read_part(p, columns) for p in parts]
         table = pa.concat_tables(tables, promote_options="default")
         return latest_per_path(table)
+
+
+def read_part(part: PathLike, columns: list[str] | None = None) -> pa.Table:
+    """One part's rows: all columns, or those of ``columns`` it has (a local file or an object)."""
+    where, fs = parquet_source(part)
+    if columns is not None:
+        names = pq.read_schema(where, filesystem=fs).names
+        columns = [c for c in columns if c in names]
+    return pq.read_table(where, columns=columns, filesystem=fs)
 
 
 def latest_per_path(table: pa.Table) -> pa.Table:
@@ -184,7 +208,7 @@ def latest_per_path(table: pa.Table) -> pa.Table:
     return order.take(pa.array(keep, type=pa.int64()))
 
 
-def merge(output: str | Path, embedding_columns: Iterable[str] = ("video_embedding", "frame_embeddings"),
+def merge(output: PathLike, embedding_columns: Iterable[str] = ("video_embedding", "frame_embeddings"),
           paths: list[str] | None = None, metadata: dict[str, str] | None = None) -> pa.Table | None:
     """Join all parts into ``output`` (rows sorted by path) and the embeddings sidecar, both atomically.
 
@@ -192,13 +216,13 @@ def merge(output: str | Path, embedding_columns: Iterable[str] = ("video_embeddi
     file exists, rows of files gone since stay in the parts only. ``metadata`` goes into the sidecar's
     schema (e.g. which model made the embeddings). Returns the scores table.
     """
-    output = Path(output)
+    output = output if is_url(output) else Path(output)
     table = PartStore(output).read()
     if table is None:
         return None
     if paths is not None:
         current = set(paths)
-        earlier = {p for p in table.column("path").to_pylist() if p not in current and os.path.exists(p)}
+        earlier = {p for p in table.column("path").to_pylist() if p not in current and still_there(p)}
         wanted = pa.array(sorted(current | earlier), type=pa.string())
         table = table.filter(pc.is_in(table.column("path"), value_set=wanted))
     embedding_columns = [c for c in embedding_columns if c in table.column_names]
@@ -216,12 +240,23 @@ def merge(output: str | Path, embedding_columns: Iterable[str] = ("video_embeddi
     return scores
 
 
-def disk_full(output: Path, safe_rows: int) -> OutputError:
+def still_there(path: str) -> bool:
+    """Whether the input a stored row names still exists (a local file, or an object)."""
+    if not is_url(path):
+        return os.path.exists(path)
+    try:
+        stat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def disk_full(output: PathLike, safe_rows: int) -> OutputError:
     """The one-line error for a full disk: what was being written, and that the flushed rows survive a rerun."""
     return OutputError(f"no space left on device writing {output}; {safe_rows} rows are safe; rerun to resume")
 
 
-def embeddings_path(output: str | Path) -> Path:
+def embeddings_path(output: PathLike) -> PathLike:
     """The embeddings sidecar next to a scores table: ``scores.parquet`` -> ``scores.embeddings.parquet``."""
-    output = Path(output)
-    return output.with_name(output.stem + ".embeddings.parquet")
+    stem = os.path.splitext(name_of(output))[0]
+    return sibling(output, stem + ".embeddings.parquet")

@@ -6,6 +6,7 @@ One bad file never stops a batch: ``__getitem__`` turns any decode failure into 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..config import DecodeConfig
+from ..storage import child, find_files, is_url, local_copy, name_of, read_bytes, sibling
 from ..transforms import ImageTransform
 from ..video.isolate import follow_root
 
@@ -76,10 +78,12 @@ class VideoClipDataset(Dataset):
         return record
 
     def load(self, item: VideoItem, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
-        from ..video import VideoReader
+        with open_video(item.path, backend=self.backend, short_side=self.transform.image_size, timeout=self.timeout,
+                        device=self.device) as reader:
+            return self.read(reader, item, rng)
 
-        reader = VideoReader(item.path, backend=self.backend, short_side=self.transform.image_size,
-                             timeout=self.timeout, device=self.device)
+    def read(self, reader, item: VideoItem, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The clip(s) of ``item`` from its open reader: (views*C, T, 3, S, S) uint8 and the video's metadata."""
         meta = {"duration": reader.duration, "num_frames": reader.num_frames, "fps": reader.fps}
         if self.sampling.mode == "fps":
             indices, meta["frame_windows"] = self.fps_frames(reader, item)
@@ -121,6 +125,25 @@ class VideoClipDataset(Dataset):
                 local = segment_points(count, self.sampling.num_frames, offset)
             views.append(first + local)
         return views
+
+
+@contextlib.contextmanager
+def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int | None = None,
+               timeout: float | None = None, device: str = "cpu") -> Iterator[Any]:
+    """A :class:`~coca_video.video.VideoReader` of a local file, or of a temporary local copy of an object-storage
+    URL (``s3://...``: downloaded under the decode's time limit, removed after the block; see
+    :func:`~coca_video.storage.local_copy`). Errors inside the block name ``path``, not the copy."""
+    from ..video import VideoDecodeError, VideoReader
+
+    options = {"backend": backend, "short_side": short_side, "timeout": timeout, "device": device}
+    if not is_url(path):
+        yield VideoReader(path, **options)
+        return
+    with local_copy(str(path), timeout) as local:
+        try:
+            yield VideoReader(local, **options)
+        except VideoDecodeError as err:
+            raise VideoDecodeError(path, err.problem.replace(str(local), str(path))) from None
 
 
 def describe_error(path: str, err: Exception) -> str:
@@ -324,13 +347,16 @@ def find_videos(root: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS,
 LIST_SUFFIXES, TABLE_SUFFIXES = (".txt", ".lst"), (".csv", ".tsv", ".parquet")
 
 
-def list_inputs(source: str | Path, follow_symlinks: Literal["inside", "outside"] = "inside") -> list[Path]:
+def list_inputs(source: str | Path, follow_symlinks: Literal["inside", "outside"] = "inside") -> list[Path | str]:
     """The videos ``source`` names, as absolute normalised paths (so results keyed by them resume from any working
     directory): a folder (searched recursively, see :func:`find_videos`), one video file, a text file with one path
     per line (``#`` comments), or a CSV/TSV/Parquet table with a ``path`` column. Relative paths in a list resolve
-    against the list file's folder. Listed files are kept even when missing: they get an error row each."""
+    against the list file's folder. Listed files are kept even when missing: they get an error row each. ``source``
+    and the listed entries may be object-storage URLs (``s3://bucket/prefix/``), which stay URLs."""
     from ..errors import InputError
 
+    if is_url(source):
+        return _url_inputs(str(source))
     source = Path(os.path.abspath(source))
     if source.is_dir():
         return [Path(os.path.abspath(p)) for p in find_videos(source, follow_symlinks=follow_symlinks)]
@@ -346,9 +372,32 @@ def list_inputs(source: str | Path, follow_symlinks: Literal["inside", "outside"
     else:
         raise InputError(f"{source}: not a folder, a video ({', '.join(VIDEO_EXTENSIONS)}), a path list "
                          f"({', '.join(LIST_SUFFIXES)}) or a table with a 'path' column ({', '.join(TABLE_SUFFIXES)})")
-    paths = list(dict.fromkeys(Path(os.path.normpath(source.parent / entry)) for entry in entries))
+    paths = list(dict.fromkeys(entry if is_url(entry) else Path(os.path.normpath(source.parent / entry))
+                               for entry in entries))
     if not paths:
         raise InputError(f"{source}: lists no videos")
+    return paths
+
+
+def _url_inputs(url: str) -> list[Path | str]:
+    """list_inputs for a URL: a video object, a list or table object (relative entries resolve against its
+    "folder"), or else a prefix searched recursively."""
+    from ..errors import InputError
+
+    suffix = os.path.splitext(name_of(url))[1].lower()
+    if suffix in VIDEO_EXTENSIONS or suffix in _image_extensions():
+        return [url]
+    if suffix not in LIST_SUFFIXES + TABLE_SUFFIXES:
+        return list(find_files(url, VIDEO_EXTENSIONS))
+    try:
+        content = read_bytes(url, InputError)
+    except FileNotFoundError:
+        raise InputError(f"{url}: no such object") from None
+    entries = _list_file_entries(url, content) if suffix in LIST_SUFFIXES else _table_entries(url, content)
+    base = sibling(url, "")
+    paths = list(dict.fromkeys(e if is_url(e) or e.startswith("/") else child(base, e) for e in entries))
+    if not paths:
+        raise InputError(f"{url}: lists no videos")
     return paths
 
 
@@ -358,24 +407,28 @@ def _image_extensions() -> tuple[str, ...]:
     return IMAGE_EXTENSIONS
 
 
-def _list_file_entries(path: Path) -> list[str]:
+def _list_file_entries(path: Path | str, content: bytes | None = None) -> list[str]:
     from ..errors import InputError
 
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = (Path(path).read_bytes() if content is None else content).decode("utf-8").splitlines()
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 text file of paths") from None
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _table_entries(path: Path) -> list[str]:
+def _table_entries(path: Path | str, content: bytes | None = None) -> list[str]:
+    import io
+
     import pandas as pd
 
     from ..errors import InputError
 
+    suffix = os.path.splitext(str(path))[1].lower()
+    source = path if content is None else io.BytesIO(content)
     try:
-        table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else \
-            pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
+        table = pd.read_parquet(source) if suffix == ".parquet" else \
+            pd.read_csv(source, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
     except Exception as err:  # noqa: BLE001 -- any unreadable table is the user's file, named in one line
         raise InputError(f"{path}: unreadable table ({type(err).__name__}: {err})") from None
     if "path" not in table.columns:

@@ -43,14 +43,15 @@ def thumbnail_strip(path: str, count: int = THUMBNAILS_PER_ROW, height: int = 72
     ('' when the video cannot be read or count is 0). Decoded in the guarded helper process with a time limit (a
     30 s base budget, growing with the video as the reader's ``timeout`` does), so one hanging file cannot stall
     the report."""
-    from ..video import VideoReader, window_indices
+    from ..data.video import open_video
+    from ..video import window_indices
 
     if count < 1:
         return ""
     try:
-        reader = VideoReader(path, short_side=height, timeout=30.0)
-        indices = window_indices(reader.fps, reader.num_frames, count, start, end)
-        frames = reader.get_frames(np.unique(indices))  # a window shorter than count frames: each frame once
+        with open_video(path, short_side=height, timeout=30.0) as reader:  # an s3:// URL: a temporary copy
+            indices = window_indices(reader.fps, reader.num_frames, count, start, end)
+            frames = reader.get_frames(np.unique(indices))  # a window shorter than count frames: each frame once
     except Exception:  # noqa: BLE001 -- a report shows what it can; the failure is listed elsewhere
         return ""
     return thumbnail_tags(frames)
@@ -98,8 +99,11 @@ def write_html(path: str | Path, title: str, sections: Iterable[str]) -> Path:
 
 
 def file_uri(path: str, window: tuple[float, float] | None = None) -> str:
-    """A file:// URL of ``path`` (percent-encoded), with a ``#t=start,end`` media fragment for a segment's window."""
-    uri = Path(path).absolute().as_uri()
+    """A file:// URL of ``path`` (percent-encoded; an ``s3://`` URL stays itself), with a ``#t=start,end`` media
+    fragment for a segment's window."""
+    from ..storage import is_url
+
+    uri = path if is_url(path) else Path(path).absolute().as_uri()
     return f"{uri}#t={window[0]:g},{window[1]:g}" if window else uri
 
 

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from ..config import DecodeConfig, ModelConfig, RayConfig, check, check_at_least, check_suffix
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
-from ..data.results import PartStore, embeddings_path, file_key, lines_digest, merge, stored_key, stored_path
+from ..data.results import PartStore, embeddings_path, input_key, lines_digest, merge, stored_key, stored_path
 from ..data.synthetic import is_synthetic_class
 from ..data.video import VIDEO_EXTENSIONS, ClipSampling, list_inputs
 from ..distributed import init_distributed, is_distributed
@@ -41,9 +41,9 @@ from ..video.sampling import clock
 
 @dataclass
 class ScoreConfig:
-    videos: str = ""  # a folder (searched recursively), a video file, a .txt list of paths, or a table with 'path'
+    videos: str = ""  # a folder (recursively), a video, a .txt list of paths or a table with 'path'; or s3:// URLs
     follow_symlinks: Literal["inside", "outside"] = "inside"  # folder links pointing outside the folder: skip/follow
-    out: str = "scores.parquet"  # .parquet or .csv; embeddings go to <stem>.embeddings.parquet
+    out: str = "scores.parquet"  # .parquet or .csv (local or s3://); embeddings go to <stem>.embeddings.parquet
     labels: str | None = None  # class list file (formats: data/labels.py) or kinetics400|600|700|moments_in_time
     probe: str | None = None  # a trained probe folder (output_dir/probe of the probe task): its classes and scores
     probe_views: bool = True  # with probe: its softmax averaged over the views it was evaluated with (e.g. 4x3)
@@ -174,19 +174,19 @@ def toy_model_warning(cfg: ScoreConfig) -> str | None:
             f"checkpoint for {cfg.labels} ({examples})")
 
 
-def check_outputs(cfg: ScoreConfig, videos: list[Path]) -> None:
+def check_outputs(cfg: ScoreConfig, videos: list[Path | str]) -> None:
     """Refuse (before any work) an ``out``, embeddings sidecar or ``report`` that is an input file, or an existing
     file we did not write: ``out`` and its sidecar are ours when ``<out>.parts`` is beside them, a report page (each
     of the pages ``videos`` will fill) when it carries the report marker."""
     from ..report import is_our_report, page_count, report_page_paths
 
     inputs = [*videos, *(Path(p) for p in (cfg.videos, cfg.labels, cfg.templates) if p and Path(p).is_file())]
-    ours = PartStore(cfg.out).folder.is_dir()
+    ours = PartStore(cfg.out).exists()
     check_output_file(cfg.out, inputs, ours, "out")
     check_output_file(embeddings_path(cfg.out), inputs, ours, "out (its embeddings file)")
     if cfg.report:
         for page in report_page_paths(cfg.report, page_count(len(videos), cfg.report_page_size)):
-            check_output_file(page, [*inputs, Path(cfg.out), embeddings_path(cfg.out)], is_our_report(page),
+            check_output_file(page, [*inputs, cfg.out, embeddings_path(cfg.out)], is_our_report(page),
                               "report" if page == Path(cfg.report) else "report (its page)")
 
 
@@ -214,13 +214,14 @@ def build_scorer(cfg: ScoreConfig, model: CoCa, tokenizer: Callable) -> VideoSco
                        cfg.frame_embeddings, cfg.video_pooling)
 
 
-def score_paths(cfg: ScoreConfig, files: list[Path], model: CoCa, tokenizer: Callable) -> tuple[dict, pa.Table | None]:
+def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,
+                tokenizer: Callable) -> tuple[dict, pa.Table | None]:
     """Score ``files`` (this rank's share, skipping those already scored ok into ``cfg.out``), then merge every
     rank's parts into ``cfg.out`` on rank 0. Returns a summary and the merged table (None off rank 0)."""
     info = init_distributed()
     store = PartStore(cfg.out, rank=info.rank)
     done = store.done_keys()
-    keys = [file_key(path) if path.is_file() else (str(path), -1, 0.0) for path in files]
+    keys = [input_key(path) for path in files]
     todo = [item for item in plan_items(cfg, keys[info.rank::info.world_size]) if item.stored() not in done]
     started, scores = time.time(), None
     counts = None
@@ -282,12 +283,14 @@ def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]]) -> list[Sco
     per_frame = cfg.decode.sampling == "fps"
     if cfg.segment_seconds <= 0 and not per_frame:
         return [ScoreItem(key) for key in keys]
-    from ..video import VideoReader, fps_rate, segment_windows
+    from ..data.video import open_video
+    from ..video import fps_rate, segment_windows
 
     items = []
     for key in keys:
         try:
-            duration = VideoReader(key[0], backend=cfg.decode.backend, timeout=cfg.decode.timeout).duration
+            with open_video(key[0], backend=cfg.decode.backend, timeout=cfg.decode.timeout) as reader:
+                duration = reader.duration
         except Exception:  # noqa: BLE001 -- the decode of the whole-file item reports what is wrong
             items.append(ScoreItem(key))
             continue
