@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from coca_video import create_model, get_tokenizer, image_transform
 from coca_video.cli import main
 from coca_video.config import load_config
-from coca_video.data.synthetic import ColourChangeClips, write_colour_change_set
+from coca_video.data.synthetic import COLOURS, ColourChangeClips, write_colour_change_set
 from coca_video.errors import ConfigError
 from coca_video.tasks import captioning, finetune_captions, score
 from coca_video.video import VideoReader, sample_indices
@@ -196,3 +196,15 @@ def test_bad_freeze_group_is_a_one_line_error(tmp_path, capsys):
     code = main(["finetune-captions", "--captions", str(tmp_path / "none.csv"), "train.freeze=[poolers,text,decoder]"])
     assert code == 2
     assert "leave one of poolers, text, decoder to train" in capsys.readouterr().err
+
+
+def test_colour_change_clip_takes_its_second_colour_from_the_middle_frame():
+    clips = ColourChangeClips(4, size=64, num_frames=8, seed=1, split="test")
+    for i in range(len(clips)):
+        frames, text = clips[i]
+        scene = clips.scene(i)
+        assert scene.turns != scene.main.colour and scene.motion == "still" and scene.reference is None
+        assert text == f"a {scene.main.size} {scene.main.colour} {scene.main.shape} that turns {scene.turns}"
+        centre = frames[:, int(scene.main.y * 64), int(scene.main.x * 64)]  # (T, 3): the object's centre pixel
+        expected = [COLOURS[scene.main.colour]] * 4 + [COLOURS[scene.turns]] * 4
+        assert [tuple(int(v) for v in pixel) for pixel in centre] == expected
