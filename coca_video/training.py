@@ -1,5 +1,6 @@
-"""Pieces shared by the two training tasks (pretraining and the probe): optimiser, schedule, checkpoints that resume
-exactly (one restore path), DDP wrapping, metric logging, and the probe's epoch loop."""
+"""Pieces shared by the training tasks (pretraining, the probe, caption finetuning): optimiser, schedule, checkpoints
+that resume exactly (one restore path), DDP wrapping, metric logging, and the epoch loop of the probe and of caption
+finetuning (which overrides its loss: :meth:`EpochTrainer.loss_sum`)."""
 
 from __future__ import annotations
 
