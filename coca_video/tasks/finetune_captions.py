@@ -231,7 +231,8 @@ class CaptionTrainer(EpochTrainer):
         loader = decode_loader(self.items, self.transform, self.cfg.decode, sampling, self.cfg.train.seed,
                                batches=batches, epoch=epoch, model_device=self.cfg.model.device)
         for batch in loader:
-            clips = self.stand_in_input(0) if batch.frames is None else self.transform.normalise(batch.frames[:, 0], self.cfg.model.device)  # (b, T, 3, S, S)
+            clips = self.stand_in_input(0) if batch.frames is None else \
+                self.transform.normalise(batch.frames[:, 0], self.cfg.model.device)  # (b, T, 3, S, S)
             yield clips, self.caption_ids(batch.indices, epoch)
 
     def train_step(self, inputs: torch.Tensor, text_ids: torch.Tensor) -> float:
