@@ -1,5 +1,6 @@
-"""Pieces shared by the two training tasks (pretraining and the probe): optimiser, schedule, checkpoints that resume
-exactly (one restore path), DDP wrapping, metric logging, and the probe's epoch loop."""
+"""Pieces shared by the training tasks (pretraining, the probe, caption finetuning): optimiser, schedule, checkpoints
+that resume exactly (one restore path), DDP wrapping, metric logging, and the epoch loop of the probe and of caption
+finetuning (which overrides its loss: :meth:`EpochTrainer.loss_sum`)."""
 
 from __future__ import annotations
 
@@ -259,8 +260,9 @@ class MetricLogger:
 
 # -- epoch loop ----------------------------------------------------------------------------------------------------
 class EpochTrainer:
-    """Classification by epochs: optimiser, schedule, atomic per-epoch checkpoints, exact resume, DDP. Subclasses
-    say what trains (:meth:`trainable`), how many steps an epoch takes and how an epoch runs (calling :meth:`step`)."""
+    """Training by epochs (classification, unless a subclass overrides :meth:`loss_sum`): optimiser, schedule,
+    atomic per-epoch checkpoints, exact resume, DDP. Subclasses say what trains (:meth:`trainable`), how many steps
+    an epoch takes and how an epoch runs (calling :meth:`step`)."""
 
     def __init__(self, output_dir: str | Path, epochs: int, optim: OptimConfig, label_smoothing: float = 0.0,
                  resume: str | None = None) -> None:

@@ -8,7 +8,7 @@ Writes both splits (train and test seeds of the synthetic world never overlap), 
 model (middle frame, the source it was trained for, and all frames), ``finetune-captions`` with the config (plus
 the key=value overrides), and ``captioning`` with the finetuned model, the same frames and source. Prints a markdown
 table: BLEU-4, METEOR (when Java is there), ROUGE-L, CIDEr-D, the share of captions that name both colours of their
-clip, and how many distinct captions there are.
+clip (and in the right order: the first before "turns", the second after), and how many distinct captions there are.
 """
 
 from __future__ import annotations
@@ -23,16 +23,20 @@ from coca_video.data.synthetic import ColourChangeClips, write_colour_change_set
 from coca_video.tasks import captioning, finetune_captions
 
 
-def both_colours_share(predictions_csv: Path, clips: ColourChangeClips) -> float:
-    """Percent of the predictions naming the clip's first colour and the colour it turns (clip i: test{i:05d})."""
+def colour_shares(predictions_csv: Path, clips: ColourChangeClips) -> tuple[float, float]:
+    """Percent of the predictions naming the clip's first colour and the colour it turns (clip i: test{i:05d}),
+    and percent naming them in that order (the first before "turns", the second after it)."""
     with predictions_csv.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    hits = 0
+    named = ordered = 0
     for row in rows:
         scene = clips.scene(int(Path(row["video"]).stem[len(clips.split):]))
         words = row["caption"].lower().split()
-        hits += scene.main.colour in words and scene.turns in words
-    return 100 * hits / len(rows)
+        named += scene.main.colour in words and scene.turns in words
+        if "turns" in words:
+            turn = words.index("turns")
+            ordered += scene.main.colour in words[:turn] and scene.turns in words[turn + 1:]
+    return 100 * named / len(rows), 100 * ordered / len(rows)
 
 
 def caption_row(name: str, out: Path, clips: ColourChangeClips) -> str:
@@ -41,8 +45,9 @@ def caption_row(name: str, out: Path, clips: ColourChangeClips) -> str:
     with predictions.open(encoding="utf-8") as handle:
         distinct = len({row["caption"] for row in csv.DictReader(handle)})
     meteor = f"{metrics['meteor']:.1f}" if "meteor" in metrics else "n/a (no Java)"
+    named, ordered = colour_shares(predictions, clips)
     return (f"| {name} | {metrics['bleu_4']:.1f} | {meteor} | {metrics['rouge_l']:.1f} | {metrics['cider']:.1f} | "
-            f"{both_colours_share(predictions, clips):.0f}% | {distinct} of {metrics['protocol']['videos']} |")
+            f"{named:.0f}% | {ordered:.0f}% | {distinct} of {metrics['protocol']['videos']} |")
 
 
 def main() -> None:
@@ -74,8 +79,8 @@ def main() -> None:
     rows.append((f"caption-finetuned ({args.train_videos} clips), {source.replace('_', ' ')}",
                  caption_run("finetuned", str(args.output / "finetune" / "model"), source)))
     print(f"\n{args.test_videos} held-out colour-change clips, {frames} frames, beam search (6 beams):\n")
-    print("| model | BLEU-4 | METEOR | ROUGE-L | CIDEr | both colours named | distinct captions |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | BLEU-4 | METEOR | ROUGE-L | CIDEr | both colours named | in order | distinct captions |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, out in rows:
         print(caption_row(name, out, clips))
 

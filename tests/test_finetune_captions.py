@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,10 +21,11 @@ from safetensors.torch import load_file
 from coca_video import create_model, get_tokenizer, image_transform
 from coca_video.cli import main
 from coca_video.config import load_config
-from coca_video.data.synthetic import ColourChangeClips, write_colour_change_set
+from coca_video.data.synthetic import COLOURS, ColourChangeClips, write_colour_change_set
 from coca_video.errors import ConfigError
 from coca_video.tasks import captioning, finetune_captions, score
 from coca_video.video import VideoReader, sample_indices
+from helpers import free_port
 
 FRAMES = 4
 TRAIN, TEST = 32, 10
@@ -59,6 +63,7 @@ def runs(tmp_path_factory) -> dict:
             "trained": trained}
 
 
+@pytest.mark.slow
 def test_finetuned_captions_name_both_colours_differ_and_beat_zero_shot(runs):
     clips = ColourChangeClips(TEST, num_frames=FRAMES, split="test")
     captions = predictions(runs["root"] / "after" / "metrics.json")
@@ -84,6 +89,7 @@ def independent_caption(model_dir: str, video: Path) -> str:
         return tokenizer.batch_decode(model.generate_from_tokens(tokens, method="greedy", max_len=30))[0]
 
 
+@pytest.mark.slow
 def test_captioning_and_score_load_the_saved_folder(runs, tmp_path):
     model_dir = runs["trained"]["model"]
     videos = [runs["root"] / "test" / f"test{i:05d}.mp4" for i in (0, 1)]
@@ -103,12 +109,18 @@ def test_captioning_and_score_load_the_saved_folder(runs, tmp_path):
     assert protocol["frozen"] == ["image_encoder"] and protocol["encoder_tokens"] == "feature cache"
 
 
-def test_resumed_run_ends_with_the_straight_runs_weights(runs, tmp_path):
-    subset = tmp_path / "pairs.csv"
+def first_pairs(runs: dict, path: Path, count: int) -> Path:
+    """A captions CSV of the first ``count`` training clips (absolute paths)."""
     with runs["train_csv"].open(encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))[:7]  # header + 6 clips
-    subset.write_text("\n".join(",".join([str(runs["root"] / "train" / r[0]) if i else r[0], r[1]])
-                                for i, r in enumerate(rows)) + "\n")
+        rows = list(csv.reader(handle))[:count + 1]
+    path.write_text("\n".join(",".join([str(runs["root"] / "train" / r[0]) if i else r[0], r[1]])
+                               for i, r in enumerate(rows)) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_resumed_run_ends_with_the_straight_runs_weights(runs, tmp_path):
+    subset = first_pairs(runs, tmp_path / "pairs.csv", 6)
     quick = ["train.batch_size=4", "optim.ema=0.9", "train.accum_steps=2"]  # 6 clips: a batch of 4, one of 2
     finetune(tmp_path / "straight", subset, "train.epochs=2", *quick)
     finetune(tmp_path / "resumed", subset, "train.epochs=1", *quick)
@@ -127,12 +139,9 @@ def changed_groups(model_dir: str) -> set[str]:
             if not torch.equal(value, trained[key])}
 
 
+@pytest.mark.slow
 def test_freeze_groups_decide_what_trains(runs, tmp_path):
-    subset = tmp_path / "pairs.csv"
-    with runs["train_csv"].open(encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))[:5]
-    subset.write_text("\n".join(",".join([str(runs["root"] / "train" / r[0]) if i else r[0], r[1]])
-                                for i, r in enumerate(rows)) + "\n")
+    subset = first_pairs(runs, tmp_path / "pairs.csv", 4)
     assert changed_groups(runs["trained"]["model"]) == {"image_pooling", "text", "decoder"}
     frozen_text = finetune(tmp_path / "no_text", subset, "train.epochs=1", "train.freeze=[image_encoder,text]")
     assert changed_groups(frozen_text["model"]) == {"image_pooling", "decoder"}
@@ -146,9 +155,56 @@ def test_freeze_groups_decide_what_trains(runs, tmp_path):
         assert torch.equal(default[key], trained[key]), key
 
 
+def without_key_bias(key: str, value: torch.Tensor) -> torch.Tensor:
+    """``value`` without the attention key bias: its gradient is zero in exact arithmetic (a softmax does not move
+    when every logit of a query gains the same q.b_k), so AdamW turns float noise into full steps there, which no
+    two summation orders share. (B)qkv: [q | k | v]; kv: [k | v]."""
+    if key.endswith("qkv.bias"):
+        third = len(value) // 3
+        return torch.cat([value[:third], value[2 * third:]])
+    if key.endswith(".kv.bias"):
+        return value[len(value) // 2:]
+    return value
+
+
+@pytest.mark.slow
+def test_two_processes_take_the_steps_of_one(runs, tmp_path):
+    """Global batches of 5 split 3/2 between two ranks; the loss is the mean over the global batch's tokens, so the
+    two-process run ends with the one-process run's weights."""
+    subset = first_pairs(runs, tmp_path / "pairs.csv", 6)
+    overrides = [f"captions={subset}", *FINETUNE, "train.epochs=2", "train.batch_size=5"]
+    finetune(tmp_path / "one", subset, "train.epochs=2", "train.batch_size=5")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "-m", "coca_video.cli", "finetune-captions",
+           f"output_dir={tmp_path / 'two'}", *overrides]
+    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    two = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    for key in one:
+        torch.testing.assert_close(without_key_bias(key, two[key]), without_key_bias(key, one[key]), rtol=1e-4,
+                                   atol=1e-5, msg=key)
+    losses = [[json.loads(line)["train_loss"] for line in (tmp_path / run / "metrics.jsonl").open()]
+              for run in ("one", "two")]
+    assert len(losses[0]) == 2 and losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
 def test_bad_freeze_group_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(ConfigError, match="freeze must name groups among"):
         load_config(finetune_captions.FinetuneCaptionsConfig, None, ["train.freeze=[encoder]"])
     code = main(["finetune-captions", "--captions", str(tmp_path / "none.csv"), "train.freeze=[poolers,text,decoder]"])
     assert code == 2
     assert "leave one of poolers, text, decoder to train" in capsys.readouterr().err
+
+
+def test_colour_change_clip_takes_its_second_colour_from_the_middle_frame():
+    clips = ColourChangeClips(4, size=64, num_frames=8, seed=1, split="test")
+    for i in range(len(clips)):
+        frames, text = clips[i]
+        scene = clips.scene(i)
+        assert scene.turns != scene.main.colour and scene.motion == "still" and scene.reference is None
+        assert text == f"a {scene.main.size} {scene.main.colour} {scene.main.shape} that turns {scene.turns}"
+        centre = frames[:, int(scene.main.y * 64), int(scene.main.x * 64)]  # (T, 3): the object's centre pixel
+        expected = [COLOURS[scene.main.colour]] * 4 + [COLOURS[scene.turns]] * 4
+        assert [tuple(int(v) for v in pixel) for pixel in centre] == expected

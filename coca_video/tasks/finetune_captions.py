@@ -28,7 +28,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -120,9 +120,8 @@ def run(cfg: FinetuneCaptionsConfig) -> dict[str, Any]:
 
 
 def freeze_groups(model: CoCa, groups: tuple[str, ...]) -> None:
-    """In place: the parameters of ``groups`` (see :data:`FREEZE_GROUPS`) stop taking gradients, the others take
-    them. The contrastive side (its pooler's embedding path, the logit scale) does not train: the loss is
-    captioning's alone, and only the modules it reads are handed to the optimiser."""
+    """In place: the parameters of ``groups`` (see :data:`FREEZE_GROUPS`) stop taking gradients, the other groups'
+    take them; the logit scale never does (the loss is captioning's alone: see also :func:`stop_unreached`)."""
     model.requires_grad_(False)
     for group, attributes in FREEZE_GROUPS.items():
         for attribute in attributes:
@@ -220,7 +219,7 @@ class CaptionTrainer(EpochTrainer):
         losses = [loss for loss in losses if not math.isnan(loss)]
         return float(np.mean(losses)) if losses else float("nan")
 
-    def epoch_inputs(self, batches: list[list[int]], epoch: int):
+    def epoch_inputs(self, batches: list[list[int]], epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(inputs, caption ids) of this rank's share of every global batch: cached tokens (b, T*N, C), or
         decoded clips (b, T, 3, S, S) with the encoder training."""
         if self.cache is not None:
@@ -232,7 +231,8 @@ class CaptionTrainer(EpochTrainer):
         loader = decode_loader(self.items, self.transform, self.cfg.decode, sampling, self.cfg.train.seed,
                                batches=batches, epoch=epoch, model_device=self.cfg.model.device)
         for batch in loader:
-            clips = self.stand_in_input(0) if batch.frames is None else self.transform.normalise(batch.frames[:, 0], self.cfg.model.device)  # (b, T, 3, S, S)
+            clips = self.stand_in_input(0) if batch.frames is None else \
+                self.transform.normalise(batch.frames[:, 0], self.cfg.model.device)  # (b, T, 3, S, S)
             yield clips, self.caption_ids(batch.indices, epoch)
 
     def train_step(self, inputs: torch.Tensor, text_ids: torch.Tensor) -> float:

@@ -106,8 +106,8 @@ def load_set(cfg: RetrievalConfig, task: str = "retrieval") -> RetrievalSet:
     split = cfg.msrvtt_split or ("full" if cfg.msrvtt_data else None)  # the data file alone: its full test split
     if split and (cfg.msrvtt_data or split != "full"):
         return load_msrvtt(cfg.msrvtt_data or "", split, cfg.videos)
-    raise InputError(f"{task} needs captions=<csv>, or msrvtt_split=<JSFUSION csv>|<video-id list .txt>|full (the last two need "
-                     "msrvtt_data=<MSRVTT_data.json>)")
+    raise InputError(f"{task} needs captions=<csv>, or msrvtt_split=<JSFUSION csv>|<video-id list .txt>|full (the "
+                     "last two need msrvtt_data=<MSRVTT_data.json>)")
 
 
 def output_paths(cfg: RetrievalConfig) -> dict[str, Path]:
