@@ -119,7 +119,7 @@ def test_linear_mode_writes_the_probe_outputs_with_its_protocol(linear_run):
     assert linear["c_grid"] == [0.1, 10.0, 1000.0] and linear["chosen_c"] in linear["c_grid"]
     assert linear["holdout_share"] == 0.2 and linear["fit_videos"] + linear["holdout_videos"] == 36
     assert [p["C"] for p in linear["sweep"]] == linear["c_grid"]
-    for name in ("predictions.csv", "per_class.csv", "confusion.png", "probe/probe.json",
+    for name in ("predictions.csv", "per_class.csv", "confusion.png", "c_sweep.png", "probe/probe.json",
                  "probe/classifier.safetensors"):
         assert (linear_run / "run" / name).is_file(), name
     loaded, info = load_probe(linear_run / "run" / "probe")  # strict load of the plain arrays

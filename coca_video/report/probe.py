@@ -30,7 +30,7 @@ class ProbeResult:
 def write_probe_outputs(output: Path, result: ProbeResult, classes: list[str], history: list[dict[str, float]],
                         proto: dict[str, Any]) -> None:
     """The probe's outputs: metrics.json, predictions.csv, per_class.csv, confusion.png (or top confusions in
-    metrics.json past 50 classes), curves.png."""
+    metrics.json past 50 classes), curves.png (a linear probe: c_sweep.png, held-out top-1 and loss against C)."""
     probs, labels = result.probs, result.labels
     predictions = probs.argmax(-1) if len(probs) else torch.empty(0, dtype=torch.long)
     confusion = torch.zeros(len(classes), len(classes), dtype=torch.long)
@@ -52,6 +52,8 @@ def write_probe_outputs(output: Path, result: ProbeResult, classes: list[str], h
                  "videos": [int((labels == c).sum()) for c in range(len(classes))]}
     atomic_write_table(pa.table(per_class), output / "per_class.csv")
     plot_probe_curves(output, confusion, classes, history)
+    if "linear" in proto:
+        plot_c_sweep(output, proto["linear"]["sweep"], proto["linear"]["chosen_c"])
     print(f"top-1 {result.top1:.1f}  top-5 {result.top5:.1f}  mean class {result.mean_class_accuracy:.1f}  "
           f"({proto['val_videos_evaluated']} videos evaluated) -> {output / 'metrics.json'}")
 
@@ -81,3 +83,26 @@ def plot_probe_curves(output: Path, confusion: torch.Tensor, classes: list[str],
         fig.tight_layout()
         fig.savefig(output / "curves.png", dpi=100)
         plt.close(fig)
+
+
+def plot_c_sweep(output: Path, points: list[dict[str, float]], chosen: float) -> None:
+    """c_sweep.png: a linear probe's held-out top-1 (percent) and cross-entropy for each C tried, the chosen C
+    marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    cs = [p["C"] for p in points]
+    ax.semilogx(cs, [p["holdout_top1"] for p in points], marker="o", label="held-out top-1 (%)")
+    ax.axvline(chosen, color="grey", linestyle="--", label=f"chosen C = {chosen:g}")
+    ax.set_xlabel("C (inverse L2 strength)")
+    ax.set_ylabel("held-out top-1 (%)")
+    loss_axis = ax.twinx()
+    loss_axis.semilogx(cs, [p["holdout_loss"] for p in points], color="tab:orange", marker=".")
+    loss_axis.set_ylabel("held-out cross-entropy", color="tab:orange")
+    ax.legend(fontsize=7, loc="center right")
+    fig.tight_layout()
+    fig.savefig(output / "c_sweep.png", dpi=100)
+    plt.close(fig)
