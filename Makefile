@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	# torchcodec (a 12 MB wheel, no dependencies) loads only with a system FFmpeg (make system-packages); else its tests skip
 	# usearch (2 MB, plus numkong 11 MB) makes the search-index tests run instead of skip; captioning: pycocoevalcap
 	# (the coco-caption metrics the parity tests compare with); ray (~240 MB): score --engine ray and its tests
-	$(PY) -m pip install --quiet -e ".[test,torchcodec,index,captioning,ray]"
+	# serve: FastAPI + uvicorn for coca-video serve (its tests drive chromium through selenium, in the test extra)
+	$(PY) -m pip install --quiet -e ".[test,torchcodec,index,captioning,ray,serve]"
 	touch $(STAMP)
 
 demo: $(STAMP)
