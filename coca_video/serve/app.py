@@ -85,7 +85,7 @@ def result(snapshot: Snapshot, row: int, score: float) -> dict[str, Any]:
     path = snapshot.rows.paths[row].as_py()
     start, end = snapshot.window(row)
     found = {"id": row, "path": path, "name": os.path.basename(path), "start": start, "end": end,
-             "score": round(float(score), 6), "available": os.path.isfile(path),
+             "score": round(float(score), 6), "available": servable(path),
              "video_url": f"/video/{row}?g={snapshot.generation}",
              "thumbnail_url": f"/thumbnail/{row}?g={snapshot.generation}"}
     if snapshot.labels is not None:
@@ -135,6 +135,15 @@ def snapshot_row(snapshot: Snapshot, row: str, generation: int | None) -> int:
     if generation is not None and generation != snapshot.generation:
         raise fail(410, "the library was reloaded since these results were made (new rows); search again")
     return int(row)
+
+
+def servable(path: str) -> bool:
+    """Whether :func:`video_file` would serve ``path`` now."""
+    try:
+        video_file(path)
+    except HTTPException:
+        return False
+    return True
 
 
 def video_file(path: str) -> Path:

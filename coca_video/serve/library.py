@@ -174,6 +174,11 @@ def align_scores(rows: EmbeddingRows, table: pa.Table, path: Path) -> tuple[np.n
     return column.get("top1_label"), column.get("caption")
 
 
+def digests(snapshot: Snapshot) -> dict[str, str]:
+    """The sha256 of each file ``snapshot`` was read from."""
+    return {name: state.digest for name, state in snapshot.states.items()}
+
+
 class Library:
     """The current :class:`Snapshot` of an embeddings file (and scores table), reloaded by a watcher thread when
     either file changes (size or mtime, then digest). ``current`` is always a whole snapshot."""
@@ -208,7 +213,7 @@ class Library:
                   f"({self.reload_error})", file=sys.stderr, flush=True)
             return False
         self.reload_error = None
-        if fresh.states == self.current.states:  # touched, same bytes: the same rows
+        if digests(fresh) == digests(self.current):  # touched, or rewritten with the same bytes: the same rows
             return False
         self.current = fresh  # one reference assignment: requests see the old snapshot or the new one
         print(f"coca-video serve: reloaded {self.embeddings} ({len(fresh)} rows, generation {fresh.generation})",

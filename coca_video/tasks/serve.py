@@ -40,7 +40,8 @@ class ServeConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # default: the model named in the embeddings file
 
     def __post_init__(self) -> None:
-        check_suffix("embeddings", self.embeddings, (".parquet",))
+        if self.embeddings:  # unset only in the defaults (help text); run() names a missing file
+            check_suffix("embeddings", self.embeddings, (".parquet",))
         check_suffix("scores", self.scores, (".parquet", ".csv"), optional=True)
         check(isinstance(self.port, int) and 0 <= self.port <= 65535, "port", "be 0-65535", self.port)
         for key in ("max_query_chars", "max_k", "max_upload_bytes"):
@@ -117,6 +118,8 @@ def run(cfg: ServeConfig) -> dict[str, Any]:
 
     from ..serve.app import create_app
 
+    if not cfg.embeddings:
+        raise ConfigError("serve: give the embeddings file (<out>.embeddings.parquet written by score)")
     if not os.path.isfile(cfg.embeddings):
         raise InputError(f"{cfg.embeddings}: embeddings file not found (score writes <out>.embeddings.parquet)")
     server = build_server(cfg)
