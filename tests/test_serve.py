@@ -462,3 +462,27 @@ def test_the_page_searches_plays_finds_similar_and_images_and_loads_nothing_from
 
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert loaded and all(url.startswith(origin + "/") for url in loaded), loaded
+
+
+def test_batched_text_searches_equal_one_at_a_time_and_concurrent_callers_get_their_own(server):
+    from coca_video.serve.batching import Batcher, TextSearch
+
+    snapshot = server.library.current
+    texts = ["a red circle", "a blue triangle", "a purple circle", "an orange triangle"]
+    searches = [TextSearch(snapshot, texts[0], 3), TextSearch(snapshot, texts[1], 12),
+                TextSearch(snapshot, texts[2], 5, snapshot.matching(path="red")), TextSearch(snapshot, texts[3], 1)]
+    batched = server.searches.run_batch(searches)
+    for search, (best, scores) in zip(searches, batched):
+        alone = snapshot.rank(server.encoder.text(search.text), search.count, search.rows)
+        assert best.tolist() == alone[0].tolist() and np.allclose(scores, alone[1], atol=1e-5)
+
+    sizes = []
+    batcher = Batcher(lambda items: sizes.append(len(items)) or [item * 2 for item in items])
+    got: dict[int, int] = {}
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, batcher(i))) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+    assert got == {i: 2 * i for i in range(40)} and sum(sizes) == 40

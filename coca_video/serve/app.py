@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..data.video import VIDEO_EXTENSIONS
 from ..errors import DataError
 from ..report.page import thumbnail_frames, thumbnail_jpeg
+from .batching import TextSearch, TextSearches
 from .encoder import QueryEncoder
 from .library import Library, Snapshot
 
@@ -64,6 +65,7 @@ class ServerState:
 
     library: Library
     encoder: QueryEncoder
+    searches: TextSearches  # text searches, batched across concurrent requests
     limits: Limits
     token: str | None = None
     loopback: bool = True  # bound to a loopback address: requests must name a loopback Host (DNS rebinding)
@@ -95,16 +97,23 @@ def result(snapshot: Snapshot, row: int, score: float) -> dict[str, Any]:
     return found
 
 
-def ranked(snapshot: Snapshot, query: np.ndarray, k: int, offset: int, label: str, path: str,
+Ranker = Callable[[int, "np.ndarray | None"], "tuple[np.ndarray, np.ndarray]"]  # (count, rows) -> (best, scores)
+
+
+def ranked(snapshot: Snapshot, rank: Ranker | np.ndarray, k: int, offset: int, label: str, path: str,
            exclude: np.ndarray | None = None) -> dict[str, Any]:
-    """Page ``offset // k`` of the rows best for ``query`` among those the filters keep, minus ``exclude``."""
+    """Page ``offset // k`` of the best rows among those the filters keep, minus ``exclude``: best for the query
+    vector ``rank``, or as the function ``rank(count, rows)`` ranks them."""
+    if isinstance(rank, np.ndarray):
+        query = rank
+        rank = lambda count, rows: snapshot.rank(query, count, rows)  # noqa: E731
     rows = snapshot.matching(label, path)
     excluded = set() if exclude is None else set(exclude.tolist())
     if rows is not None and excluded:
         rows = rows[~np.isin(rows, exclude)]
         excluded = set()
     total = (len(snapshot) if rows is None else len(rows)) - len(excluded)
-    best, scores = snapshot.rank(query, offset + k + len(excluded), rows)
+    best, scores = rank(offset + k + len(excluded), rows)
     kept = [(int(r), s) for r, s in zip(best, scores) if int(r) not in excluded][offset:offset + k]
     return {"generation": snapshot.generation, "total": max(total, 0), "offset": offset, "k": k,
             "results": [result(snapshot, row, score) for row, score in kept]}
@@ -190,7 +199,8 @@ def api_router() -> APIRouter:
         params = checked(server, params)
         query = check_text(server.limits, "q", q, required=True)
         snapshot = server.library.current
-        return {"query": query, **ranked(snapshot, server.encoder.text(query), **params)}
+        search = lambda count, rows: server.searches(TextSearch(snapshot, query, count, rows))  # noqa: E731
+        return {"query": query, **ranked(snapshot, search, **params)}
 
     @api.get("/similar")
     def similar(id: str = Query(""), g: int | None = Query(None), params: PageQuery = Depends(page_params),

@@ -30,13 +30,17 @@ class QueryEncoder:
         self.transform, self.dtype = image_transform(model), compute_dtype(model)
         self.lock = threading.Lock()
 
-    @torch.no_grad()
     def text(self, query: str) -> np.ndarray:
         """A text query's embedding (D,)."""
-        ids = self.tokenizer([query]).to(self.model_cfg.device)  # (1, L)
+        return self.texts([query])[0]
+
+    @torch.no_grad()
+    def texts(self, queries: list[str]) -> list[np.ndarray]:
+        """Text queries' embeddings, one (D,) each, in one model call."""
+        ids = self.tokenizer(queries).to(self.model_cfg.device)  # (B, L)
         with self.lock, autocast(self.model_cfg.device, self.model_cfg.precision):
-            embedding = self.model.encode_text(ids)  # (1, D), normalised
-        return embedding[0].float().cpu().numpy()
+            embeddings = self.model.encode_text(ids)  # (B, D), normalised
+        return list(embeddings.float().cpu().numpy())
 
     @torch.no_grad()
     def image(self, content: bytes) -> np.ndarray:
@@ -63,3 +67,4 @@ def decode_image(content: bytes) -> torch.Tensor:
         raise
     except Exception as err:  # noqa: BLE001 -- PIL raises many kinds for bad bytes; all mean "not an image"
         raise DataError(f"not a decodable image ({err.__class__.__name__})") from None
+

@@ -105,6 +105,22 @@ class Snapshot:
             rows = index_candidates(self.index, query[None], count)[0]
         return rank_rows(self.vectors, query, count, rows)
 
+    def rank_many(self, queries: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`rank` of each of ``queries`` (B, D) among all rows, in one matrix product (or one index scan)."""
+        count = min(count, len(self))
+        if self.index is not None:
+            found = index_candidates(self.index, queries, count)
+            return [rank_rows(self.vectors, query, count, rows) for query, rows in zip(queries, found)]
+        scores = self.vectors @ queries.T  # (N, B)
+        best = np.argpartition(-scores, count - 1, axis=0)[:count] if count < len(self) else \
+            np.broadcast_to(np.arange(len(self))[:, None], scores.shape)
+        ranked = []
+        for column in range(queries.shape[0]):
+            rows = best[:, column]
+            order = np.lexsort((rows, -scores[rows, column]))  # by score, ties in row order (as rank_rows)
+            ranked.append((rows[order], scores[rows[order], column]))
+        return ranked
+
     def same_video(self, row: int) -> np.ndarray:
         """Row numbers of the rows (segments) of the video of ``row``, ``row`` included."""
         return np.flatnonzero(pc.equal(self.rows.paths, self.rows.paths[row]).to_numpy(zero_copy_only=False))

@@ -96,6 +96,7 @@ def model_block(cfg: ServeConfig, provenance: dict[str, str]) -> ModelConfig:
 def build_server(cfg: ServeConfig) -> Any:
     """The :class:`~coca_video.serve.app.ServerState` of ``cfg``: the library read and the model loaded once."""
     from ..serve.app import Limits, ServerState
+    from ..serve.batching import TextSearches
     from ..serve.encoder import QueryEncoder
     from ..serve.library import Library
 
@@ -108,7 +109,7 @@ def build_server(cfg: ServeConfig) -> Any:
                           f"(pass the model that scored them: --model/--pretrained)")
     limits = Limits(cfg.max_query_chars, cfg.max_k, cfg.max_offset, cfg.max_upload_bytes)
     token = cfg.token or os.environ.get(TOKEN_ENV) or None
-    return ServerState(library, encoder, limits, token, loopback=is_loopback(cfg.host))
+    return ServerState(library, encoder, TextSearches(encoder), limits, token, loopback=is_loopback(cfg.host))
 
 
 def run(cfg: ServeConfig) -> dict[str, Any]:
@@ -140,5 +141,6 @@ def run(cfg: ServeConfig) -> dict[str, Any]:
         pass
     finally:
         server.library.stop()
+        server.searches.close()
         sock.close()
     return {"served": cfg.embeddings, "rows": len(server.library.current), "url": url, "stopped": True}
