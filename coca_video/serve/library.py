@@ -111,14 +111,12 @@ class Snapshot:
         if self.index is not None:
             found = index_candidates(self.index, queries, count)
             return [rank_rows(self.vectors, query, count, rows) for query, rows in zip(queries, found)]
-        scores = self.vectors @ queries.T  # (N, B)
-        best = np.argpartition(-scores, count - 1, axis=0)[:count] if count < len(self) else \
-            np.broadcast_to(np.arange(len(self))[:, None], scores.shape)
+        scores = queries @ self.vectors.T  # (B, N): each query's scores contiguous for the partition
         ranked = []
-        for column in range(queries.shape[0]):
-            rows = best[:, column]
-            order = np.lexsort((rows, -scores[rows, column]))  # by score, ties in row order (as rank_rows)
-            ranked.append((rows[order], scores[rows[order], column]))
+        for query_scores in scores:
+            rows = np.argpartition(-query_scores, count - 1)[:count] if count < len(self) else np.arange(len(self))
+            order = np.lexsort((rows, -query_scores[rows]))  # by score, ties in row order
+            ranked.append((rows[order], query_scores[rows[order]]))
         return ranked
 
     def same_video(self, row: int) -> np.ndarray:
@@ -204,9 +202,9 @@ class Library:
         self.embeddings = Path(embeddings)
         self.scores = Path(scores) if scores else None
         self.poll_seconds = poll_seconds
+        self._seen = self._stat()  # before the read: a rewrite during it is seen at the first check
         self.current = load_snapshot(self.embeddings, self.scores, generation=1)
         self.reload_error: str | None = None
-        self._seen = self._stat()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
