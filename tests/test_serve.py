@@ -279,7 +279,7 @@ def test_every_answer_carries_the_content_security_policy(client):
     assert client.get("/api/meta").headers["x-content-type-options"] == "nosniff"
 
 
-# -- reloading ----------------------------------------------------------------------------------------------------------
+# -- reloading ---------------------------------------------------------------------------------------------------------
 def test_a_rewritten_file_is_reloaded_whole_and_a_half_written_one_never_served(scored, server, tmp_path):
     embeddings, scores = tmp_path / "lib.embeddings.parquet", tmp_path / "lib.parquet"
     embeddings.write_bytes(scored["embeddings"].read_bytes())
@@ -308,7 +308,7 @@ def test_a_rewritten_file_is_reloaded_whole_and_a_half_written_one_never_served(
     assert not library.check() and library.reload_error is None and library.current.generation == 2
 
 
-# -- the command: warning, token from the environment, Ctrl-C -----------------------------------------------------------
+# -- the command: warning, token from the environment, Ctrl-C ----------------------------------------------------------
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -373,7 +373,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert "bad.embeddings.parquet" in capsys.readouterr().err
 
 
-# -- the page in a real browser -------------------------------------------------------------------------------------------
+# -- the page in a real browser ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser(live):
     from probes import chrome_driver, skip_unless_works
