@@ -371,6 +371,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     bad.write_text("not parquet")
     assert main(["serve", str(bad)]) == 2
     assert "bad.embeddings.parquet" in capsys.readouterr().err
+    with serve.bind("127.0.0.1", 0) as busy:
+        port = busy.getsockname()[1]
+        assert main(["serve", str(bad), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert main(["serve", str(bad), "--host", "no-such-host.invalid", "--port", "0"]) == 2
+    assert "cannot listen on no-such-host.invalid:0" in capsys.readouterr().err
 
 
 # -- the page in a real browser ----------------------------------------------------------------------------------------

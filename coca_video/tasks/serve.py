@@ -79,7 +79,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host.strip("[]"), port))
     except OSError as err:
         sock.close()
-        raise ConfigError(f"host/port: cannot listen on {host}:{port} ({err.strerror})") from None
+        raise ConfigError(f"host/port: cannot listen on {host}:{port} ({err.strerror or err})") from None
     sock.listen(128)
     return sock
 
@@ -123,8 +123,12 @@ def run(cfg: ServeConfig) -> dict[str, Any]:
         raise ConfigError("serve: give the embeddings file (<out>.embeddings.parquet written by score)")
     if not os.path.isfile(cfg.embeddings):
         raise InputError(f"{cfg.embeddings}: embeddings file not found (score writes <out>.embeddings.parquet)")
-    server = build_server(cfg)
-    sock = bind(cfg.host, cfg.port)
+    sock = bind(cfg.host, cfg.port)  # before the model loads: a port in use is said at once
+    try:
+        server = build_server(cfg)
+    except BaseException:
+        sock.close()
+        raise
     port = sock.getsockname()[1]
     url = f"http://{cfg.host if ':' not in cfg.host else '[' + cfg.host.strip('[]') + ']'}:{port}/"
     if not server.loopback:
