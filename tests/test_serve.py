@@ -85,6 +85,10 @@ def client(server) -> TestClient:
 @pytest.fixture(scope="module")
 def live(server):
     """The app on a real uvicorn at 127.0.0.1:<free port> in a thread: (host, port)."""
+    yield from run_live(server)
+
+
+def run_live(server: serve.ServerState):
     import uvicorn
 
     sock = serve.bind("127.0.0.1", 0)
@@ -492,3 +496,21 @@ def test_batched_text_searches_equal_one_at_a_time_and_concurrent_callers_get_th
         thread.join()
     batcher.close()
     assert got == {i: 2 * i for i in range(40)} and sum(sizes) == 40
+
+
+def test_the_page_asks_for_the_token_once_and_then_searches_and_plays(browser, server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    for host, port in run_live(dataclasses.replace(server, token="t0k/en;x")):
+        browser.get(f"http://{host}:{port}/?q=a+blue+triangle")
+        wait_for(browser, "return !document.getElementById('tokenbox').classList.contains('hidden')")
+        assert "needs its token" in browser.find_element(By.ID, "status").text
+        browser.find_element(By.ID, "token").send_keys("t0k/en;x", Keys.ENTER)  # a cookie, sent with every request
+        wait_for(browser, "return document.querySelectorAll('.card').length === 12")
+        assert browser.execute_script(CARD_NAMES)[0] == "blue.mp4"
+        browser.find_element(By.CSS_SELECTOR, ".card .name").click()
+        wait_for(browser, "const v = document.getElementById('video'); return !v.paused && v.currentTime > 0.05")
+        wait_for(browser, "const shown = [...document.querySelectorAll('.card img.thumb')]; return shown.length === 8 "
+                 "&& shown.every(i => i.complete && i.naturalWidth > 0)")  # the cookie reaches images too (4: no file)
+        shoot(browser, "7-after-token")
