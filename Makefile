@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	# usearch (2 MB, plus numkong 11 MB) makes the search-index tests run instead of skip; captioning: pycocoevalcap
 	# (the coco-caption metrics the parity tests compare with); ray (~240 MB): score --engine ray and its tests;
 	# linear (scikit-learn, ~13 MB): the probe's mode=linear baseline; s3-test: s3fs for s3:// inputs and outputs,
-	# and moto's S3 server the object-storage tests run against
-	$(PY) -m pip install --quiet -e ".[test,torchcodec,index,captioning,ray,linear,s3-test]"
+	# and moto's S3 server the object-storage tests run against; serve: FastAPI + uvicorn for coca-video serve (its tests
+	# drive chromium through selenium, in the test extra)
+	$(PY) -m pip install --quiet -e ".[test,torchcodec,index,captioning,ray,linear,s3-test,serve]"
 	touch $(STAMP)
 
 demo: $(STAMP)

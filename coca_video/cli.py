@@ -95,6 +95,14 @@ ZEROSHOT_FLAGS = [
     FRAMES_FLAG,
 ]
 
+SERVE_FLAGS = [
+    Flag("EMBEDDINGS", "embeddings", "<out>.embeddings.parquet written by score", positional=True),
+    Flag("--scores", "scores", "score's --out table (.parquet or .csv): top-1 labels and captions in the results"),
+    Flag("--host", "host", "address to bind (default 127.0.0.1; another prints a warning: set a token)"),
+    Flag("--port", "port", "TCP port (default 8000; 0: any free one)"),
+    Flag("--token", "token", "require Authorization: Bearer TOKEN on every request (default: $COCA_VIDEO_TOKEN)"),
+]
+
 
 class Task(NamedTuple):
     """A task command: its module under ``coca_video.tasks``, the config dataclass there, help and flags, and
@@ -133,6 +141,10 @@ TASKS = {
     "zeroshot": Task("zeroshot", "ZeroShotConfig", "zero-shot action recognition: top-1/top-5 on an annotated set",
                      ZEROSHOT_FLAGS, ["--annotations k400/validate.csv --video-root k400/val --labels kinetics400",
                                       "--annotations val.csv --video-root videos/ video_pooling=attentional"]),
+    "serve": Task("serve", "ServeConfig", "search and watch a scored video library in the browser (pip install "
+                  "'coca-video[serve]')", SERVE_FLAGS,
+                  ["scores.embeddings.parquet --scores scores.parquet",
+                   "scores.embeddings.parquet --host 0.0.0.0 --port 8080 --token SECRET max_k=50"]),
     "probe": Task("probe", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned", [],
                   ["--config configs/probe/synthetic.yaml epochs=2 optim.lr=1e-3",
                    ("--model coca_ViT-B-32 --pretrained laion2b_s13b_b90k mode=finetune data.train=k400/train.csv "

@@ -1,8 +1,8 @@
-"""What this machine can really do, found by doing it: load torchcodec's FFmpeg core, start the browser, run Java,
-the ffmpeg command, usearch, CUDA, a local Ray cluster. An import that works proves nothing (torchcodec imports
-without FFmpeg and fails only when it decodes), so every optional-dependency skip in the suite goes through one of
-these. Each probe runs at most once per test session and returns None when the thing works, else the reason it does
-not (the skip's reason)."""
+"""What this machine can really do, found by doing it: load torchcodec's FFmpeg core, start the browser (alone and
+through chromedriver), run Java, the ffmpeg command, usearch, CUDA, a local Ray cluster. An import that works proves
+nothing (torchcodec imports without FFmpeg and fails only when it decodes), so every optional-dependency skip in the
+suite goes through one of these. Each probe runs at most once per test session and returns None when the thing
+works, else the reason it does not (the skip's reason)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,40 @@ def chromium_problem() -> str | None:
         if "probe</p>" not in done.stdout:
             return f"chromium did not render a page (exit {done.returncode})"
     return None
+
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")  # Debian's chromium-driver, the same version as the browser
+
+
+@functools.cache
+def chromedriver_problem() -> str | None:
+    """selenium is installed and Debian's chromedriver starts a headless chromium session that runs a script."""
+    if not CHROMEDRIVER.exists():
+        return f"{CHROMEDRIVER} is not installed (apt-get install chromium-driver)"
+    try:
+        from selenium.common.exceptions import WebDriverException
+    except ImportError:
+        return "selenium is not installed (pip install selenium: the test extra)"
+    try:
+        driver = chrome_driver()
+    except WebDriverException as err:
+        return f"chromedriver does not start chromium ({err.msg or type(err).__name__})"
+    try:
+        return None if driver.execute_script("return 6 * 7") == 42 else "chromium ran a script wrongly"
+    finally:
+        driver.quit()
+
+
+def chrome_driver(width: int = 1300, height: int = 900):
+    """A selenium session of Debian's headless chromium through its chromedriver (quit it when done)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--window-size={width},{height}", "--autoplay-policy=no-user-gesture-required"):
+        options.add_argument("--headless=new" if flag == "--headless" else flag)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
 @functools.cache
@@ -124,7 +158,8 @@ def ray_problem() -> str | None:
     return _ran([sys.executable, "-c", RAY_PROBE], timeout=180)
 
 
-PROBES = {"torchcodec": torchcodec_problem, "chromium": chromium_problem, "java": java_problem,
+PROBES = {"torchcodec": torchcodec_problem, "chromium": chromium_problem, "chromedriver": chromedriver_problem,
+          "java": java_problem,
           "ffmpeg": ffmpeg_cli_problem, "usearch": usearch_problem, "cuda": cuda_problem,
           "ray": ray_problem}
 

@@ -17,7 +17,7 @@ LAYERS = [  # a module may import its own layer and the ones above it in this li
     {"runtime", "data", "metrics", "caption_metrics", "ptb_tokenize", "zero_shot", "api"},
     {"scoring", "training", "report"},
     {"engines"},
-    {"tasks"},
+    {"tasks", "serve"},  # serve: the server of the search task (tasks.score's search), run by tasks.serve
     {"cli"},
 ]
 

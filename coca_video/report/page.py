@@ -43,18 +43,27 @@ def thumbnail_strip(path: str, count: int = THUMBNAILS_PER_ROW, height: int = 72
     ('' when the video cannot be read or count is 0). Decoded in the guarded helper process with a time limit (a
     30 s base budget, growing with the video as the reader's ``timeout`` does), so one hanging file cannot stall
     the report."""
-    from ..data.video import open_video
-    from ..video import window_indices
-
     if count < 1:
         return ""
     try:
-        with open_video(path, short_side=height, timeout=30.0) as reader:  # an s3:// URL: a temporary copy
-            indices = window_indices(reader.fps, reader.num_frames, count, start, end)
-            frames = reader.get_frames(np.unique(indices))  # a window shorter than count frames: each frame once
+        frames = thumbnail_frames(path, count, height, start, end)
     except Exception:  # noqa: BLE001 -- a report shows what it can; the failure is listed elsewhere
         return ""
     return thumbnail_tags(frames)
+
+
+def thumbnail_frames(path: str, count: int, height: int = 72, start: float | None = None,
+                     end: float | None = None) -> np.ndarray:
+    """``count`` evenly spaced frames (count, H, W, 3) uint8 of a video, or of its [start, end) window in seconds,
+    ``height`` pixels on the short side (fewer when the window holds fewer frames: each frame once), decoded in the
+    guarded helper process within the time limit ``thumbnail_strip`` describes; raises when the video cannot be
+    read."""
+    from ..data.video import open_video
+    from ..video import window_indices
+
+    with open_video(path, short_side=height, timeout=30.0) as reader:  # an s3:// URL: a temporary copy
+        indices = window_indices(reader.fps, reader.num_frames, count, start, end)
+        return reader.get_frames(np.unique(indices))
 
 
 def thumbnail_tags(frames: Iterable[np.ndarray]) -> str:

@@ -375,11 +375,18 @@ def rank_hits(hits: Sequence[SearchHit], vectors: np.ndarray, query: np.ndarray,
               rows: np.ndarray | None = None) -> list[SearchHit]:
     """The ``k`` best of ``hits`` for ``query`` by exact cosine, best first: among ``rows`` (an index's
     candidates) when given, else among all."""
+    best, scores = rank_rows(vectors, query, k, rows)
+    return [hits[int(row)]._replace(score=float(score)) for row, score in zip(best, scores)]
+
+
+def rank_rows(vectors: np.ndarray, query: np.ndarray, k: int,
+              rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The row numbers of the ``k`` best rows of ``vectors`` (N, D) for ``query`` (D,) by exact dot product, best
+    first (ties in row order), and their scores: among ``rows`` when given, else among all."""
     scores = vectors @ query if rows is None else vectors[rows] @ query
     best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     best = best[np.argsort(-scores[best], kind="stable")]
-    rows = np.arange(len(hits)) if rows is None else rows
-    return [hits[int(rows[i])]._replace(score=float(scores[i])) for i in best]
+    return (best if rows is None else np.asarray(rows)[best]), scores[best]
 
 
 def index_candidates(index: Any, queries: np.ndarray, k: int) -> list[np.ndarray]:
@@ -491,22 +498,25 @@ class EmbeddingRows(Sequence[SearchHit]):
         return (self[row] for row in range(len(self)))
 
 
-def read_embeddings(embeddings: str | os.PathLike) -> tuple[EmbeddingRows, np.ndarray, dict[str, str]]:
+def read_embeddings(embeddings: str | os.PathLike,
+                    content: bytes | None = None) -> tuple[EmbeddingRows, np.ndarray, dict[str, str]]:
     """The rows scored ok in an embeddings file (as :class:`EmbeddingRows`: hits with no score yet), their video
     embeddings (N, D) float32, and the file's provenance metadata; a missing, unreadable or foreign file, or one
-    without a single embedding, raises a one-line error naming it."""
+    without a single embedding, raises a one-line error naming it. ``content``: the file's bytes, already read
+    (parsed instead of opening ``embeddings``, which then only names it)."""
     import pyarrow.parquet as pq
 
     path = Path(embeddings)
-    if not path.is_file():
+    if content is None and not path.is_file():
         raise InputError(f"{path}: embeddings file not found (score writes <out>.embeddings.parquet)")
+    source = path if content is None else pa.BufferReader(content)
     try:
-        schema = pq.read_schema(path)
+        schema = pq.read_schema(source)
         if not {"path", "video_embedding"} <= set(schema.names):
             raise DataError(f"{path}: not an embeddings file (needs columns path and video_embedding; found "
                             f"{schema.names})")
         segments = ["segment_start", "segment_end"] if "segment_start" in schema.names else []
-        table = pq.read_table(path, columns=["path", "video_embedding", *segments])
+        table = pq.read_table(source, columns=["path", "video_embedding", *segments])
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: not a readable Parquet file ({err.__class__.__name__})") from None
     provenance = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}

@@ -1,0 +1,7 @@
+"""``coca-video serve``: search and watch a scored video library in the browser (an optional extra:
+``pip install 'coca-video[serve]'``).
+
+    library   the rows searched: one consistent read of the embeddings file (and scores table), reloaded on change
+    encoder   text and image queries through the model loaded once
+    app       the FastAPI routes, limits, token and security headers; page.html is the page
+"""
