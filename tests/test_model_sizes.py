@@ -82,3 +82,19 @@ def test_one_feed_forward_decoder_caches_as_it_runs_whole():
     decoding = model.start_decoding(image_tokens)
     steps = [decoding.next_logits(ids[:, :3])] + [decoding.next_logits(ids[:, i:i + 1]) for i in range(3, 6)]
     torch.testing.assert_close(torch.stack(steps, 1), full[:, 2:].float(), atol=1e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_one_feed_forward_checkpoint_reloads_with_its_layout(tmp_path):
+    """A saved feed_forwards=1 model comes back with that layout (config.json) and the same captions' logits."""
+    import coca_video
+
+    torch.manual_seed(0)
+    model = CoCa(tiny_config(decoder={"feed_forwards": 1})).eval()
+    folder = coca_video.save_pretrained(model, tmp_path / "ckpt")
+    loaded = coca_video.create_model(str(folder))
+    assert loaded.cfg.decoder.feed_forwards == 1 and loaded.decoder.layers[0].self_block.mlp is None
+    images, ids = torch.randn(1, 3, 64, 64), torch.randint(1, 400, (1, 5))
+    expected = model.caption_logits(model.image_features(images).tokens, model.text(ids).token_states)
+    got = loaded.caption_logits(loaded.image_features(images).tokens, loaded.text(ids).token_states)
+    torch.testing.assert_close(got, expected)

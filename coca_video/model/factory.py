@@ -71,7 +71,10 @@ def _parameter_counts(cfg_json: str) -> tuple[tuple[str, int], ...]:
     cfg = from_dict(CoCaConfig, json.loads(cfg_json), "parameter_counts")
     with torch.device("meta"):
         model = CoCa(cfg)
-    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+
+    def count(module: torch.nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
     decoder = count(model.text) + count(model.decoder) + (count(model.caption_head) if model.caption_head else 0)
     return (("encoder", count(model.image_encoder)), ("decoder", decoder), ("poolers", count(model.image_pooling)),
             ("total", count(model)))
