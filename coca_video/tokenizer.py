@@ -150,8 +150,9 @@ class ClipBpeTokenizer:
         """Text of one id sequence. By default SOT and padding are dropped and decoding stops at EOT; with
         ``skip_special_tokens=False`` it is open_clip's ``decode`` (every id, specials spelled out)."""
         ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
-        if skip_special_tokens:
-            ids = _strip_specials(ids, self.sot_token_id, self.eot_token_id, self.pad_token_id)
+        if skip_special_tokens:  # ids past this vocabulary (a model with a larger one, e.g. the paper's 64k) have no text
+            ids = [i for i in _strip_specials(ids, self.sot_token_id, self.eot_token_id, self.pad_token_id)
+                   if i in self.decoder]
         text = "".join(self.decoder[i] for i in ids)
         text = bytearray(self.byte_decoder[c] for c in text).decode("utf-8", errors="replace").replace("</w>", " ")
         return text.strip() if skip_special_tokens else text
