@@ -186,6 +186,33 @@ def test_finetune_evaluates_with_its_own_weights_not_a_stale_cache(tmp_path):
     assert second == predictions(tmp_path / "fresh", seed=1)
 
 
+def test_a_model_folder_rewritten_in_place_is_encoded_again_not_read_from_the_cache(tmp_path):
+    """A frozen probe of a checkpoint folder, then of other weights saved to the same folder, into one output_dir:
+    the second run's predictions are those of the same run in a fresh folder, not of the first weights' tokens."""
+    import torch
+
+    from coca_video.model import create_model
+    from coca_video.model.state_dict import save_pretrained
+
+    folder = tmp_path / "model"
+
+    def predictions(output: Path, seed: int) -> str:
+        torch.manual_seed(seed)
+        model = create_model("default")
+        with torch.no_grad():
+            for parameter in model.image_encoder.parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter) * seed)
+        save_pretrained(model, folder)
+        probe.run(probe_config(output, "colour", epochs=1, **{"model.name": str(folder),
+            "data.synthetic.train_videos": 12, "data.synthetic.val_videos": 6}))
+        return (output / "run" / "predictions.csv").read_text()
+
+    first = predictions(tmp_path / "shared", seed=0)
+    second = predictions(tmp_path / "shared", seed=1)
+    assert second != first  # the two encoders differ, so a stale cache would show
+    assert second == predictions(tmp_path / "fresh", seed=1)
+
+
 @pytest.mark.slow
 def test_score_with_a_probe_averages_over_the_views_it_was_evaluated_with(tmp_path):
     """A probe evaluated with 2 temporal views x 3 crops: score's top-1 score is the softmax averaged over those 6

@@ -40,6 +40,7 @@ from ..errors import OutputError
 from ..io import atomic_write_text
 from ..model import CoCa
 from ..model.precision import compute_dtype
+from ..model.state_dict import weights_digest as digest_of
 from ..model.video_classifier import pool_patch_tokens, pooled_tokens_per_frame
 from ..runtime import autocast
 from ..transforms import ImageTransform, image_transform
@@ -295,9 +296,12 @@ def fill_cache(folder: Path, items: list[VideoItem], model: CoCa, model_cfg: Mod
                fmt: StoredFormat = "fp16", token_pool: int = 2, check_space: bool = True) -> FeatureCache:
     """The cache of ``items`` under ``sampling`` in format ``fmt``, encoding only what is not in it yet (under
     torchrun each rank encodes its share). ``weights_digest``: set for a finetuned encoder, whose tokens are valid
-    for its weights only. A new cache is first planned and checked against the free space (``check_space``)."""
+    for its weights only; a model loaded from a checkpoint folder gets its encoder's digest here (a folder rewritten
+    by a new finetune or pretraining run keeps its name, not its weights). A new cache is first planned and checked against the free space (``check_space``)."""
     views = sampling.temporal_views * sampling.spatial_crops
     pool = token_pool if fmt == "pooled" else 1
+    if weights_digest is None and Path(model_cfg.name).is_dir():  # a checkpoint folder can be rewritten in place
+        weights_digest = digest_of(model.image_encoder)
     key = {"model": model_cfg.name, "pretrained": model_cfg.pretrained, "videos": [i.path for i in items],
            "windows": [(i.start_sec, i.end_sec) for i in items], "sampling": to_dict(sampling),
            "precision": model_cfg.precision, "finetuned": weights_digest, "format": fmt, "token_pool": pool,
