@@ -156,6 +156,7 @@ def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoSco
     context = DataContext.get_current()
     context.enable_progress_bars, context.print_on_execution_start = False, False  # the driver shows its own bar
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # its line saying they are off
+    logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.WARNING)  # "finished in"
     # Ray Data restarts actors forever unless told: restarts are bounded, the retries of a task on its (restarted)
     # actor are not (-1), since they happen only while the actor lives. Neither has a named parameter in 2.60 (the
     # extra is pinned below 2.61), only the deprecated **ray_remote_args, whose warning is noise here
