@@ -16,8 +16,8 @@ It prints:
 - the peak memory of all processes (proportional set size, so pages shared between the driver, Ray's daemons and its
   workers count once), sampled every 0.2 s, for each engine (the local engine's without the idle Ray cluster);
 - the decoders-per-encoder sweep: Ray's videos/s with 1, 2, 3 ... decode actors for one encode actor;
-- per-stage rates (videos/s of one decode actor, of one encode actor) from the runs' stage times, from which the
-  README projects N nodes x G GPUs.
+- per-stage rates from the last Ray round's ``stage_seconds`` (busy seconds per stage summed over its actors):
+  videos/s per decoding CPU and per encode actor, from which the README projects N nodes x G GPUs.
 """
 
 from __future__ import annotations
@@ -176,6 +176,7 @@ def main() -> None:
         rates: dict[str, list[float]] = {"local": [], "ray": []}
         totals: dict[str, list[float]] = {"local": [], "ray": []}
         memory: dict[str, float] = {"local": 0.0, "ray": 0.0}
+        stages: dict[str, float] = {}
         for _ in range(args.rounds):
             for engine in ("local", "ray"):
                 one[engine] = timed(probe, engine)["wall_seconds"]
@@ -183,14 +184,24 @@ def main() -> None:
                 totals[engine].append(summary["wall_seconds"])
                 rates[engine].append(steady_rate(args.videos, summary["wall_seconds"], one[engine]))
                 memory[engine] = max(memory[engine], summary["peak_mb"])
+                if engine == "ray":
+                    stages = summary.get("stage_seconds", {})
         ratios = [r / l for r, l in zip(rates["ray"], rates["local"])]
         for engine in ("local", "ray"):
+            shown_rates, shown_totals = (" ".join(f"{v:.{d}f}" for v in values)
+                                         for values, d in ((rates[engine], 2), (totals[engine], 1)))
             print(f"{engine:<5} engine {statistics.median(rates[engine]):6.2f} videos/s start-up excluded (rounds: "
-                  f"{' '.join(f'{r:.2f}' for r in rates[engine])}; totals {' '.join(f'{t:.1f}' for t in totals[engine])} s)")
+                  f"{shown_rates}; totals {shown_totals} s)")
         print(f"ray / local, per round: {' '.join(f'{r:.2f}' for r in ratios)}; median "
               f"{statistics.median(ratios):.2f}x (goal >= 0.8x)")
         print(f"peak memory, all processes (PSS): local engine {memory['local']:.0f} MB (driver + decoding workers), "
               f"ray {memory['ray']:.0f} MB (driver, GCS, raylet, workers, actors)")
+        if stages:  # the last Ray round's busy seconds per stage, summed over its actors
+            decode_rate = args.videos / stages["decode"]  # videos/s of one decode actor while busy
+            encode_rate = args.videos / stages["encode"]  # videos/s of one encode actor while busy
+            print(f"stages (busy seconds over all actors): decode {stages['decode']:.1f} s, encode "
+                  f"{stages['encode']:.1f} s: {decode_rate:.2f} videos/s per decode actor, {encode_rate:.2f} videos/s "
+                  f"per encode actor ({args.cpus_per_encoder:g} CPU, {args.gpus_per_encoder:g} GPU)")
         for decoders in [int(d) for d in args.sweep.split(",") if d]:
             one_video = timed(probe, "ray", decode_actors=decoders)["wall_seconds"]
             summary = timed(folder, "ray", decode_actors=decoders)
