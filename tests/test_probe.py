@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import REPO, free_port
+from helpers import REPO, free_port, score_with_probe
 
 from coca_video.config import load_config
 from coca_video.data.actions import load_actions, split_video_roots
@@ -75,19 +75,8 @@ def test_frozen_probe_learns_appearance_classes(tmp_path):
     for name in ("predictions.csv", "per_class.csv", "confusion.png", "curves.png"):
         assert (tmp_path / "run" / name).is_file()
     # the saved probe, applied by `score` to the validation clips, predicts what the evaluation predicted
-    import pandas as pd
-
-    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
-    val_folder = tmp_path / "val_clips"
-    val_folder.mkdir()
-    for path in predictions.path:
-        (val_folder / Path(path).name).symlink_to(path)
-    scores = tmp_path / "scores.csv"
-    score.run(load_config(score.ScoreConfig, None, [f"videos={val_folder}", f"out={scores}", "decode.workers=0",
-                                                    f"probe={tmp_path / 'run' / 'probe'}", "top_k=2",
-                                                    "follow_symlinks=outside"]))
-    scored = pd.read_csv(scores).set_index("path")
-    expected = dict(zip(predictions.path.map(lambda p: str(val_folder / Path(p).name)), predictions.prediction))
+    predictions, scored, linked = score_with_probe(tmp_path / "run", tmp_path, top_k=2)
+    expected = dict(zip(predictions.path.map(linked.get), predictions.prediction))
     assert {path: scored.top1_label[path] for path in expected} == expected
 
 
