@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/coca-video demo
 
-# Debian packages the optional tests need (ffmpeg for torchcodec, chromium): installed when root with apt-get, else one
-# line says which tests will skip. SYSTEM_PACKAGES=0 leaves the machine as it is.
+# Debian packages the optional tests need (scripts/system_packages.sh: ffmpeg for torchcodec, chromium and chromium-driver
+# for the report and serve page tests, default-jre-headless where Java is missing): installed when root with apt-get,
+# else one line says which tests will skip. SYSTEM_PACKAGES=0 leaves the machine as it is.
 system-packages:
 	@bash scripts/system_packages.sh
 
