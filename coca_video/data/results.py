@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from ..errors import OutputError
 from ..io import atomic_write_table, atomic_write_text, exclusive_lock, is_disk_full
-from ..storage import PathLike, child, files_in, is_dir, is_url, name_of, parquet_source, read_bytes, remove, \
+from ..storage import PathLike, child, exists, files_in, is_dir, is_url, name_of, parquet_source, read_bytes, remove, \
     sibling, stat
 
 KEY_COLUMNS = ("path", "size", "mtime")
@@ -222,7 +222,7 @@ def merge(output: PathLike, embedding_columns: Iterable[str] = ("video_embedding
         return None
     if paths is not None:
         current = set(paths)
-        earlier = {p for p in table.column("path").to_pylist() if p not in current and still_there(p)}
+        earlier = {p for p in table.column("path").to_pylist() if p not in current and exists(p)}
         wanted = pa.array(sorted(current | earlier), type=pa.string())
         table = table.filter(pc.is_in(table.column("path"), value_set=wanted))
     embedding_columns = [c for c in embedding_columns if c in table.column_names]
@@ -238,17 +238,6 @@ def merge(output: PathLike, embedding_columns: Iterable[str] = ("video_embedding
             raise disk_full(output, PartStore(output).stored_rows()) from None
         raise
     return scores
-
-
-def still_there(path: str) -> bool:
-    """Whether the input a stored row names still exists (a local file, or an object)."""
-    if not is_url(path):
-        return os.path.exists(path)
-    try:
-        stat(path)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def disk_full(output: PathLike, safe_rows: int) -> OutputError:
