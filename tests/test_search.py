@@ -130,3 +130,22 @@ def test_failed_rows_are_skipped_and_each_hit_keeps_its_own_path_and_window(tmp_
     expected = sorted(kept, key=lambda i: -float(vectors[i] @ vectors[3]))
     assert [hit.path for hit in ranked] == [f"v{i}.mp4" for i in expected] and ranked[0].start == 3.0
     assert ranked[0].score == pytest.approx(1.0, abs=1e-6)
+
+
+def test_search_and_serve_choose_the_query_model_by_one_rule():
+    """The text model of a query is the one named in the embeddings' provenance, with its weights, unless the user
+    names another (then no weights are taken from the provenance); serve's model block follows the same rule."""
+    from coca_video.config import ModelConfig
+    from coca_video.tasks.score import query_model
+    from coca_video.tasks.serve import ServeConfig, model_block
+
+    made_by = {"model": "coca_ViT-B-32", "pretrained": "/weights/coca_b32.bin"}
+    assert query_model(None, None, made_by) == ("coca_ViT-B-32", "/weights/coca_b32.bin")
+    assert query_model("coca_ViT-B-32", None, made_by) == ("coca_ViT-B-32", "/weights/coca_b32.bin")
+    assert query_model("default", None, made_by) == ("default", None)
+    assert query_model(None, None, {}) == ("default", None)
+    for given, expected in ((ModelConfig(), ("coca_ViT-B-32", "/weights/coca_b32.bin")),
+                            (ModelConfig("coca_ViT-B-32"), ("coca_ViT-B-32", "/weights/coca_b32.bin")),
+                            (ModelConfig("coca_ViT-L-14"), ("coca_ViT-L-14", None))):
+        block = model_block(ServeConfig(model=given), made_by)
+        assert (block.name, block.pretrained) == expected

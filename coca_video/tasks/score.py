@@ -359,10 +359,7 @@ def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int =
     if not texts:
         raise ConfigError("search: no queries given")
     hits, vectors, provenance = read_embeddings(embeddings)
-    name = model or provenance.get("model", "default")
-    if pretrained is None and name == provenance.get("model", "default"):
-        pretrained = provenance.get("pretrained") or None
-    text = encode_queries(texts, name, pretrained)
+    text = encode_queries(texts, *query_model(model, pretrained, provenance))
     use_index = len(hits) > index_min_rows and len(texts) >= INDEX_MIN_QUERIES
     index = fresh_index(embeddings, hits, vectors.shape[1]) if use_index else None
     found = index_candidates(index, text.numpy(), k) if index is not None else None
@@ -434,6 +431,15 @@ def build_index(embeddings: str | os.PathLike, metric: Literal["cos", "ip"] = "c
     hits, vectors, _ = read_embeddings(embeddings)
     write_index(embeddings, vectors, source_of(embeddings, search_row_ids(hits)), metric)
     return {"index": str(codes), "rows": len(hits), "metric": metric, "seconds": round(time.time() - started, 2)}
+
+
+def query_model(model: str | None, pretrained: str | None, provenance: dict[str, str]) -> tuple[str, str | None]:
+    """The text model and weights for queries of an embeddings file: ``model`` (default: the one its provenance
+    names, which made the embeddings) and ``pretrained`` (default: the provenance's weights when that is the model)."""
+    name = model or provenance.get("model", "default")
+    if pretrained is None and name == provenance.get("model", "default"):
+        pretrained = provenance.get("pretrained") or None
+    return name, pretrained
 
 
 def encode_queries(queries: Sequence[str], model: str, pretrained: str | None, batch_size: int = 256) -> torch.Tensor:

@@ -21,6 +21,7 @@ from ..config import ModelConfig, check, check_at_least, check_suffix
 from ..errors import ConfigError, InputError, MissingExtraError
 from ..model import get_tokenizer
 from ..runtime import load_model
+from .score import query_model
 
 TOKEN_ENV = "COCA_VIDEO_TOKEN"
 
@@ -85,12 +86,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def model_block(cfg: ServeConfig, provenance: dict[str, str]) -> ModelConfig:
-    """The model block to load: ``cfg.model``, or when it names the built-in default without weights, the model and
-    weights that made the embeddings (their provenance), as ``search`` does."""
-    if cfg.model.name != "default" or cfg.model.pretrained is not None:
-        return cfg.model
-    return dataclasses.replace(cfg.model, name=provenance.get("model") or "default",
-                               pretrained=provenance.get("pretrained") or None)
+    """The model block to load, chosen as ``search`` chooses (:func:`~coca_video.tasks.score.query_model`): the
+    block's model, or when it names the built-in default without weights the one that made the embeddings; and the
+    weights of that provenance when the model is the one it names."""
+    unset = cfg.model.name == "default" and cfg.model.pretrained is None
+    name, pretrained = query_model(None if unset else cfg.model.name, cfg.model.pretrained, provenance)
+    return dataclasses.replace(cfg.model, name=name, pretrained=pretrained)
 
 
 def build_server(cfg: ServeConfig) -> Any:
