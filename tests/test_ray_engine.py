@@ -168,6 +168,51 @@ def test_a_killed_encode_actor_still_leaves_every_row_exactly_once(cluster, worl
     assert part_rows(out) == CLIPS + 1  # it died before writing: nothing was scored twice
 
 
+class EncoderDyingAfterItsFirstPart(ray_engine.Encoder):
+    """An encode actor whose first batch in the whole run kills its process after the batch's part is written and
+    before it replies (as losing its node at that moment would), leaving ``<out>.died``: Ray retries that batch."""
+
+    def __call__(self, batch):
+        counts = super().__call__(batch)
+        try:
+            os.close(os.open(died_marker(self.store.output), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return counts
+        os._exit(1)
+
+
+def test_a_batch_retried_after_its_part_was_written_is_not_scored_again(cluster, world, tmp_path, monkeypatch):
+    root, labels, local = world
+    out = tmp_path / "scores.parquet"
+    monkeypatch.setattr(ray_engine, "Encoder", EncoderDyingAfterItsFirstPart)
+    summary = run_score(root, out, labels, *RAY, "ray.encode_actors=1")
+    assert died_marker(out).exists()  # the encode actor did die after writing its first part
+    assert (summary["ok_total"], summary["scored_now"]) == (CLIPS, CLIPS + 1)
+    assert_same_rows(out, local)
+    assert part_rows(out) == CLIPS + 1  # the retried batch found its rows: none was written twice
+
+
+def test_written_finds_a_whole_files_a_windows_and_an_fps_chunks_rows_of_this_run_only(tmp_path):
+    from coca_video.scoring import ScoreItem
+
+    out = tmp_path / "scores.parquet"
+    row = {"size": 1, "mtime": 2.0, "status": "ok"}
+    PartStore(out, rank=7).append([{"path": "old.mp4"} | row])  # an earlier run's
+    PartStore(out, rank=PART_RANK_BASE + 1).append(
+        [{"path": "whole.mp4", "segment_start": None} | row,
+         {"path": "windows.mp4", "segment_start": 0.0} | row, {"path": "windows.mp4", "segment_start": 1.0} | row,
+         {"path": "frames.mp4", "segment_start": 0.25} | row, {"path": "frames.mp4", "segment_start": 0.5} | row,
+         {"path": "frames.mp4", "segment_start": 1.0} | row | {"status": "error"}])
+    windows, frames = (ray_engine.Written(PartStore(out), frozenset({7}), per_frame=fps) for fps in (False, True))
+    key = {name: (name, 1, 2.0) for name in ("old.mp4", "whole.mp4", "windows.mp4", "frames.mp4")}
+    assert windows.statuses(ScoreItem(key["old.mp4"])) == []  # rows of earlier runs are not this run's
+    assert windows.statuses(ScoreItem(key["whole.mp4"])) == ["ok"]
+    assert windows.statuses(ScoreItem(key["windows.mp4"], 0.0, 2.0)) == ["ok"]  # overlapping windows: by start only
+    assert windows.statuses(ScoreItem(key["windows.mp4"], 0.5, 2.5)) == []
+    assert frames.statuses(ScoreItem(key["frames.mp4"], 0.0, 1.0)) == ["ok", "ok"]  # the frames inside the chunk
+    assert frames.statuses(ScoreItem(key["frames.mp4"], 1.0, 2.0)) == ["error"]
+
+
 class AlwaysDies(DiesOnce):
     """A scorer that kills its process on every call, a deterministic crash, leaving a ``<out>.died.<pid>`` file
     for each death."""
@@ -216,6 +261,16 @@ def gone(pids: list[int], seconds: float = 30) -> list[int]:
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.2)
+
+
+def described(pid: int) -> str:
+    """A process's command line, and whether its environment holds a cluster token (the reaper's mark)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        marked = b"COCA_VIDEO_RAY_CLUSTER=" in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError as err:
+        return f"{pid}: {err}"
+    return f"{pid}: {command} (marked: {marked})"
 
 
 def running(pid: int) -> bool:
@@ -302,7 +357,8 @@ def test_a_sigkilled_driver_leaves_no_ray_process_and_its_rerun_scores_only_what
         if driver.poll() is None:
             driver.kill()
     assert len(started) >= 3
-    assert gone(started) == []  # nothing of the cluster it started outlives it
+    left = gone(started)
+    assert left == [], [described(pid) for pid in left]  # nothing of the cluster it started outlives it
     done = len(PartStore(out).done_keys())  # the ok rows it wrote before it died
     summary = run_score(root, out, labels, *RAY)
     assert summary["scored_now"] == CLIPS + 1 - done  # the rest, and the broken file's error row again

@@ -99,6 +99,10 @@ class PartStore:
         found = [(p, m) for p, m in found if m and (rank is None or int(m.group(1)) == rank)]
         return [p for p, _ in sorted(found, key=lambda pm: (int(pm[1].group(3)), int(pm[1].group(1))))]
 
+    def ranks(self) -> set[int]:
+        """The ranks that have complete parts here."""
+        return {part_rank(p) for p in self.parts()}
+
     def done_keys(self) -> set[tuple]:
         """Keys of rows whose newest version has status ``ok``: (path, size, mtime), plus segment_start for rows of
         a segmented run."""
@@ -187,6 +191,11 @@ class PartStore:
         tables = [read_part(p, columns) for p in parts]
         table = pa.concat_tables(tables, promote_options="default")
         return latest_per_path(table)
+
+
+def part_rank(part: PathLike) -> int:
+    """The rank that wrote ``part``, from its name."""
+    return int(PART_NAME.search(name_of(part)).group(1))
 
 
 def read_part(part: PathLike, columns: list[str] | None = None) -> pa.Table:

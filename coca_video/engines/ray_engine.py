@@ -12,12 +12,13 @@ this module takes the remaining :class:`~coca_video.scoring.ScoreItem`\\ s and r
   batch of records into rows with :func:`~coca_video.scoring.batch_rows` (the local engine's code: nothing about a
   row is written twice) and appends them to the output's :class:`~coca_video.data.results.PartStore` under a part
   rank of its own (random, so names are unique per actor and run; parts are written atomically). Only counts go
-  back to the driver, which merges the parts at the end as the local engine does.
+  back to the driver, which merges the parts at the end as the local engine does. A batch whose rows this run
+  already wrote (see :class:`Written`) is not scored again.
 * A crashed actor (or one lost with its node) is restarted at most ``ray.max_retries`` times (Ray Data's default
   is forever), then the run fails; its batch is retried on the restarted actor for as long as it lives (a retry
   count would run out while Ray is still finding out that a node is gone: it counts every "actor unavailable"
   reply). A deterministic crash kills each restart, so the run stops after ``max_retries + 1`` crashes. A batch
-  retried after its part was written leaves a duplicate row that the merge drops (the newest row per key wins).
+  retried after its part was written (the actor lost between the write and its reply) finds its rows written.
   Ray's ``max_errored_blocks`` stays off: it would drop rows silently.
 
 Ray is an optional extra (``pip install 'coca-video[ray]'``); this module imports it only when a run starts.
@@ -37,7 +38,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..config import DecodeConfig, RayConfig
-from ..data.results import PartStore
+from ..data.results import KEY_COLUMNS, SEGMENT_COLUMNS, PartStore, part_rank, read_part, stored_key
 from ..data.video import ClipSampling, VideoItem, background_priority, clip_sampling, collate_videos, \
     decode_dataset, describe_error
 from ..errors import MissingExtraError
@@ -127,24 +128,64 @@ class Decoder:
         return {"item": row["item"], "record": pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)}
 
 
+class Written:
+    """The rows this run has written so far, by file: read from the parts of ranks that were not there when the run
+    began (``earlier_ranks``), then kept up to date with the actor's own. Ray retries a batch when its actor is lost
+    between writing the batch's part and replying (a node gone, a kill), and the retry must find its rows done."""
+
+    def __init__(self, store: PartStore, earlier_ranks: frozenset[int], per_frame: bool) -> None:
+        self.per_frame = per_frame
+        self.rows: dict[tuple, list[tuple[float | None, str]]] = {}  # file key -> (window start, status) per row
+        for _ in range(3):  # a part that another actor compacts away meanwhile: its merged part is listed next time
+            try:
+                for part in [part for part in store.parts() if part_rank(part) not in earlier_ranks]:
+                    self.add(read_part(part, [*KEY_COLUMNS, SEGMENT_COLUMNS[0], "status"]).to_pylist())
+                return
+            except FileNotFoundError:
+                self.rows.clear()
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            key = (row["path"], row["size"], row["mtime"])
+            self.rows.setdefault(key, []).append((row.get(SEGMENT_COLUMNS[0]), row["status"]))
+
+    def statuses(self, item: ScoreItem) -> list[str]:
+        """The statuses of the rows written for ``item`` (none: not written yet). A whole file's rows are all its
+        file's; a window's, the one starting where it does; an fps chunk's, its frames, which start inside it."""
+        rows = self.rows.get(stored_key(item.key), [])
+        if item.start is None:
+            return [status for _, status in rows]
+        if self.per_frame:
+            return [status for start, status in rows if start is not None and item.start <= start < item.end]
+        return [status for start, status in rows if start == item.start]
+
+
 class Encoder:
     """An encode actor: holds the scorer (``make_scorer``, called once), turns a batch of decoded records into rows
-    as the local engine does and appends them to ``out``'s part store under a part rank of its own."""
+    as the local engine does and appends them to ``out``'s part store under a part rank of its own; items whose
+    rows this run already wrote (a retried batch, see :class:`Written`) are counted, not scored again."""
 
-    def __init__(self, make_scorer: Callable[[], VideoScorer], out: str, per_frame: bool, threads: int) -> None:
+    def __init__(self, make_scorer: Callable[[], VideoScorer], out: str, per_frame: bool, threads: int,
+                 earlier_ranks: frozenset[int]) -> None:
         import torch
 
         torch.set_num_threads(threads)
         self.scorer, self.per_frame = make_scorer(), per_frame
         self.store = PartStore(out, rank=PART_RANK_BASE + int.from_bytes(os.urandom(6), "big"))
+        self.written = Written(self.store, earlier_ranks, per_frame)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items: list[ScoreItem] = [pickle.loads(b) for b in batch["item"]]
-        records = [pickle.loads(b) | {"index": i} for i, b in enumerate(batch["record"])]
-        rows = batch_rows(self.scorer, collate_videos(records), items, self.per_frame)
+        done = [self.written.statuses(item) for item in items]
+        fresh = [i for i, statuses in enumerate(done) if not statuses]
+        records = [pickle.loads(batch["record"][i]) | {"index": j} for j, i in enumerate(fresh)]
+        rows = batch_rows(self.scorer, collate_videos(records), [items[i] for i in fresh],
+                          self.per_frame) if fresh else []
         self.store.append(rows)
-        ok = sum(row["status"] == "ok" for row in rows)
-        return {"items": np.array([len(items)]), "ok": np.array([ok]), "error": np.array([len(rows) - ok])}
+        self.written.add(rows)
+        statuses = [row["status"] for row in rows] + [status for found in done for status in found]
+        ok = statuses.count("ok")
+        return {"items": np.array([len(items)]), "ok": np.array([ok]), "error": np.array([len(statuses) - ok])}
 
 
 def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], transform: ImageTransform,
@@ -167,7 +208,7 @@ def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoSco
     items = ray.data.from_items(rows, override_num_blocks=blocks)
     decoder = {"transform": transform, "decode": decode, "sampling": sampling}
     encoder = {"make_scorer": make_scorer, "out": out, "per_frame": sampling.mode == "fps",
-               "threads": max(1, int(cluster.cpus_per_encoder))}
+               "threads": max(1, int(cluster.cpus_per_encoder)), "earlier_ranks": frozenset(PartStore(out).ranks())}
     gpus = {"num_gpus": cluster.gpus_per_encoder} if cluster.gpus_per_encoder else {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
