@@ -127,14 +127,16 @@ class RandomResizedCrop(ImageTransform):
 
 @dataclass
 class ClipAugmentConfig:
-    """Finetuning's spatial augmentation (one crop box and one flip per clip, every frame alike) and optional
-    mixup/cutmix of the clips of a batch. Evaluation always resizes and centre-crops."""
+    """Finetuning's augmentation: which frames (TSN's random one per segment, or the evaluation's), one crop box and
+    one flip per clip (every frame alike), and optional mixup/cutmix of the clips of a batch. Evaluation always takes
+    its own frames, resizes and centre-crops."""
 
     scale: tuple[float, float] = (0.25, 1.0)  # random resized crop: share of the frame's area kept, (min, max)
     ratio: tuple[float, float] = (0.75, 1.3333)  # random resized crop: width/height of the box, (min, max)
     flip: bool = True  # horizontal flip, p=0.5 per clip (false for direction-sensitive classes: left/right)
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) over clips of a batch (0 = off)
     cutmix: float = 0.0  # alpha of cutmix's Beta(alpha, alpha), one box for all frames (0 = off)
+    temporal_jitter: bool = True  # TSN: a random frame in each segment (false: the evaluation's frames, its centres)
 
     def __post_init__(self) -> None:
         self.scale, self.ratio = tuple(self.scale), tuple(self.ratio)

@@ -100,6 +100,27 @@ def test_augmented_training_clips_do_not_depend_on_the_worker_count(textured_vid
     assert not torch.equal(torch.cat([b.frames for b in video_loader(dataset, 2, workers=0)]), by_workers[0])
 
 
+def test_temporal_jitter_off_trains_on_the_evaluations_frames(textured_videos):
+    """The textured clips brighten by 10 a frame, so a clip's brightness tells which frames were taken: with
+    ``temporal_jitter: false`` every epoch takes the evaluation's (segment centres); with it on, TSN draws others."""
+    from coca_video.config import load_config
+    from coca_video.tasks.probe import ProbeConfig, finetune_sampling
+
+    transform = clip_train_transform(TINY, ClipAugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False))
+
+    def frames(sampling: ClipSampling, epoch: int) -> torch.Tensor:
+        dataset = VideoClipDataset(textured_videos, transform, sampling, seed=5)
+        dataset.set_epoch(epoch)
+        return torch.cat([b.frames for b in video_loader(dataset, 4, workers=0)])
+
+    evaluation = frames(ClipSampling(4, mode="eval"), 0)
+    configs = {jitter: load_config(ProbeConfig, None, ["decode.num_frames=4", f"probe.augment.temporal_jitter={jitter}"])
+               for jitter in (True, False)}
+    for epoch in (1, 2):
+        torch.testing.assert_close(frames(finetune_sampling(configs[False]), epoch), evaluation, atol=0, rtol=0)
+    assert not torch.equal(frames(finetune_sampling(configs[True]), 1), evaluation)
+
+
 def test_soft_target_cross_entropy_by_hand():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]])
     targets = soft_targets(torch.tensor([0, 2]), 3, label_smoothing=0.3)  # rows: (0.8, 0.1, 0.1), (0.1, 0.1, 0.8)

@@ -370,6 +370,13 @@ class FrozenTrainer(EpochTrainer):
             yield np.asarray(indices, dtype=np.int64), tokens
 
 
+def finetune_sampling(cfg: ProbeConfig) -> ClipSampling:
+    """The frames finetuning trains on: TSN's random frame in each segment (``probe.augment.temporal_jitter``), or
+    else the evaluation's (``decode.sampling``), the frames the frozen probe trains on."""
+    jitter = cfg.probe.augment.temporal_jitter
+    return ClipSampling(cfg.decode.num_frames, mode="train" if jitter else cfg.decode.sampling)
+
+
 class FinetuneTrainer(EpochTrainer):
     """Encoder + pooler + classifier on fresh TSN-sampled clips each epoch; under torchrun each rank decodes its
     share of every global batch."""
@@ -380,7 +387,7 @@ class FinetuneTrainer(EpochTrainer):
         model.set_grad_checkpointing(cfg.grad_checkpointing)
         self.transform = clip_train_transform(model, cfg.probe.augment)
         self.num_classes = classifier.cfg.num_classes
-        self.sampling = ClipSampling(cfg.decode.num_frames, mode="train")
+        self.sampling = finetune_sampling(cfg)
         self.both = EncoderAndClassifier({"encoder": model.image_encoder, "classifier": classifier})
 
     def trainable(self) -> nn.Module:
