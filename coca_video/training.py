@@ -43,6 +43,7 @@ class OptimConfig:
     schedule: Literal["cosine", "linear"] = "cosine"  # decay after warmup, down to min_lr_ratio * lr
     min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0  # gradients are scaled down to at most this total norm
+    clip_per_module: bool = False  # probe finetuning: the encoder's and the new modules' gradients each to grad_clip
     layer_decay: float = 1.0  # probe finetuning: block i of L trains at lr * layer_decay^(L - i) (1.0 = off)
     head_lr: float | None = None  # probe: peak lr of the new modules (pooler, position embeddings, classifier); null: lr
     ema: float | None = None  # probe: decay of an EMA of the trained weights, which evaluate and are saved (null/0: off)
@@ -337,6 +338,10 @@ class EpochTrainer:
         """Per-parameter learning-rate factor by name (layer-wise decay), or None: every parameter at ``lr``."""
         return None
 
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """The parameters whose gradients are clipped together to ``optim.grad_clip``: all of them, by default."""
+        return [list(self.trainable().parameters())]
+
     def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The summed loss of one micro-batch (its mean is this over :meth:`target_count`): classification's
         cross-entropy of (b, classes) logits; a subclass with another objective overrides both."""
@@ -376,8 +381,8 @@ class EpochTrainer:
             dist.all_reduce(totals)
         if count.item() == 0:
             return float("nan")
-        norm = torch.nn.utils.clip_grad_norm_(self.trainable().parameters(), self.optim_cfg.grad_clip)
-        self.grad_norms.append(float(norm))
+        norms = [torch.nn.utils.clip_grad_norm_(group, self.optim_cfg.grad_clip) for group in self.clip_groups()]
+        self.grad_norms.append(float(torch.stack(norms).square().sum().sqrt()))  # the total norm, before clipping
         self.optimizer.step()
         self.scheduler.step()
         if self.ema:

@@ -277,6 +277,25 @@ def test_finetune_from_the_frozen_head_starts_at_its_accuracy(tmp_path):
     assert predictions["tuned"].prediction.tolist() == predictions["frozen"].prediction.tolist()
 
 
+def test_finetuning_with_the_encoder_still_takes_the_frozen_probes_steps_when_clipped_per_module(tmp_path):
+    """Finetuning = the frozen probe + encoder updates: with the encoder at lr ~0 and ``optim.clip_per_module`` the
+    head's gradients are clipped on their own, as the frozen probe clips them, so every epoch's loss is the frozen
+    run's (fp16 cache vs fp32 tokens apart). Clipped together with the encoder's (the global norm) the head's steps
+    shrink and the losses part: the cause of finetuning trailing the frozen probe at equal epochs on motion."""
+    common = {"model.name": "tiny", "data.synthetic.train_videos": 32, "data.synthetic.val_videos": 12,
+              "batch_size": 8, "epochs": 6, "optim.warmup_steps": 1, "optim.grad_clip": 0.05}
+    tuned = {"mode": "finetune", "optim.lr": 1e-9, "optim.head_lr": 3e-3, "probe.augment.scale": "[1.0,1.0]",
+             "probe.augment.ratio": "[1.0,1.0]", "probe.augment.flip": False}
+    runs = {"frozen": common, "apart": {**common, **tuned, "optim.clip_per_module": True},
+            "together": {**common, **tuned}}
+    losses = {}
+    for name, overrides in runs.items():
+        probe.run(probe_config(tmp_path / name, "colour", **overrides))
+        losses[name] = [json.loads(line)["train_loss"] for line in (tmp_path / name / "run" / "metrics.jsonl").open()]
+    off = {name: max(abs(a - b) for a, b in zip(losses[name], losses["frozen"])) for name in ("apart", "together")}
+    assert off["apart"] < 5e-4 and off["together"] > 10 * off["apart"], off
+
+
 def test_ema_weights_are_the_saved_probe_and_resume_exactly(tmp_path, monkeypatch):
     """optim.ema: the saved probe (and so the evaluation) holds the EMA of the weights, not the last step's; a run
     interrupted after an epoch resumes its average from the checkpoint and ends where a straight run ends."""

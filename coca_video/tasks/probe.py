@@ -399,6 +399,14 @@ class FinetuneTrainer(EpochTrainer):
     def lr_scale(self) -> Callable[[str], float] | None:
         return finetune_lr_scale(len(self.model.image_encoder.vit.blocks), self.cfg.optim)
 
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """``optim.clip_per_module``: the encoder's gradients and the new modules' each clipped on their own, so the
+        encoder's (several times the head's in norm) never shrink the head's steps; with the encoder at lr 0 the
+        run then takes the frozen probe's steps. Otherwise all together (timm's and the paper's global norm)."""
+        if not self.cfg.optim.clip_per_module:
+            return super().clip_groups()
+        return [list(self.both["encoder"].parameters()), list(self.both["classifier"].parameters())]
+
     def train_epoch(self, epoch: int) -> float:
         self.both.train()
         batches = batch_shards(len(self.train_set.items), self.cfg.batch_size, seed=self.cfg.seed * 1000 + epoch)
