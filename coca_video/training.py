@@ -263,11 +263,13 @@ class MetricLogger:
 class EpochTrainer:
     """Training by epochs (classification, unless a subclass overrides :meth:`loss_sum`): optimiser, schedule,
     atomic per-epoch checkpoints, exact resume, DDP. Subclasses say what trains (:meth:`trainable`), how many steps
-    an epoch takes and how an epoch runs (calling :meth:`step`)."""
+    an epoch takes and how an epoch runs (calling :meth:`step` on :meth:`epoch_batches`, which ends the last epoch
+    early when ``max_steps`` says so)."""
 
     def __init__(self, output_dir: str | Path, epochs: int, optim: OptimConfig, label_smoothing: float = 0.0,
-                 resume: str | None = None) -> None:
+                 resume: str | None = None, max_steps: int | None = None) -> None:
         self.epochs, self.optim_cfg, self.label_smoothing, self.resume = epochs, optim, label_smoothing, resume
+        self.max_steps = max_steps  # when set, the run's length in optimiser steps (epochs then follow from it)
         self.info = get_info()
         self.checkpoints = CheckpointManager(output_dir, keep_last=2)
         self.logger = MetricLogger(output_dir, enabled=self.info.is_main, total_steps=epochs, unit="epoch")
@@ -290,8 +292,10 @@ class EpochTrainer:
         """Train epochs not yet done (resuming from ``resume``); returns the loss history of every epoch. With
         ``optim.ema`` the trained module ends holding the EMA weights (what evaluation and the saved probe use)."""
         module = self.trainable()
+        if self.max_steps:
+            self.epochs = self.logger.total_steps = math.ceil(self.max_steps / self.steps_per_epoch())
         self.optimizer = build_optimizer(module, self.optim_cfg, self.lr_scale())
-        self.scheduler = build_scheduler(self.optimizer, self.optim_cfg, self.epochs * self.steps_per_epoch())
+        self.scheduler = build_scheduler(self.optimizer, self.optim_cfg, self.total_steps())
         self.ema = WeightEma(module, self.optim_cfg.ema) if self.optim_cfg.ema else None
         state = self.checkpoints.restore(self.resume, lambda s: self._load_states(module, s))
         start, history = (int(state["step"]), json.loads(state["history"])) if state else (0, [])
@@ -312,6 +316,14 @@ class EpochTrainer:
         if self.ema:
             self.ema.copy_to(module)
         return history
+
+    def total_steps(self) -> int:
+        """The run's optimiser steps: ``max_steps``, or every batch of every epoch."""
+        return self.max_steps or self.epochs * self.steps_per_epoch()
+
+    def epoch_batches(self, batches: list, epoch: int) -> list:
+        """``epoch``'s global batches (one optimiser step each), cut where ``max_steps`` ends the run."""
+        return batches[:max(0, self.total_steps() - epoch * self.steps_per_epoch())]
 
     def epoch_figures(self) -> dict[str, float]:
         """What the epoch log shows beside the loss: the learning rate now (and the head's, when it has its own),

@@ -296,6 +296,23 @@ def test_finetuning_with_the_encoder_still_takes_the_frozen_probes_steps_when_cl
     assert off["apart"] < 5e-4 and off["together"] > 10 * off["apart"], off
 
 
+def test_max_steps_counts_optimiser_steps_and_whole_epochs_of_them_equal_the_epochs_run(tmp_path):
+    """The paper counts steps: ``max_steps`` of 4 steps an epoch (32 clips, batch 8) runs ceil(steps / 4) epochs,
+    the last one cut short, with the schedule over exactly those steps; 8 steps are the 2-epoch run, exactly."""
+    import torch
+
+    common = {"model.name": "tiny", "data.synthetic.train_videos": 32, "data.synthetic.val_videos": 12,
+              "batch_size": 8, "optim.warmup_steps": 1}
+    by_epochs = probe.run(probe_config(tmp_path / "epochs", "colour", epochs=2, **common))
+    assert probe.run(probe_config(tmp_path / "steps", "colour", max_steps=8, **common)) == by_epochs
+    probe.run(probe_config(tmp_path / "cut", "colour", max_steps=6, **common))
+    run = tmp_path / "cut" / "run"
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2  # 4 steps, then 2
+    scheduler = torch.load(sorted((run / "checkpoints").glob("*.pt"))[-1], weights_only=True)["scheduler"]
+    assert scheduler["last_epoch"] == 6 and scheduler["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)
+    assert json.loads((run / "metrics.json").read_text())["protocol"]["max_steps"] == 6
+
+
 def test_ema_weights_are_the_saved_probe_and_resume_exactly(tmp_path, monkeypatch):
     """optim.ema: the saved probe (and so the evaluation) holds the EMA of the weights, not the last step's; a run
     interrupted after an epoch resumes its average from the checkpoint and ends where a straight run ends."""

@@ -149,3 +149,16 @@ def test_resume_into_another_architecture_names_both(tmp_path):
     assert same.restore("auto", lambda s: None)["step"] == 2  # same config under another name: fine
     with pytest.raises(CheckpointError, match="does not fit this run"):  # tensors that do not fit: one line
         same.restore("auto", lambda s: torch.nn.Linear(3, 3).load_state_dict(s["model"]))
+
+
+def test_the_shipped_finetune_config_is_table_9s_recipe():
+    """The CoCa paper's Table 9 (finetuning column) and section 4.2.1, value by value."""
+    cfg = load_config(ProbeConfig, REPO / "configs/probe/kinetics400_finetune.yaml")
+    optim = cfg.optim
+    assert (cfg.mode, cfg.max_steps, cfg.batch_size, cfg.probe.label_smoothing) == ("finetune", 120_000, 128, 0.1)
+    assert (optim.name, optim.weight_decay, optim.grad_clip, optim.ema) == ("adafactor", 0.0, 1.0, 0.9999)
+    assert (optim.schedule, optim.min_lr_ratio, optim.warmup_steps) == ("cosine", 0.0, 1000)
+    assert (optim.head_lr, optim.lr) == (5e-4, 1e-4)
+    assert (cfg.probe.augment.mixup, cfg.probe.augment.cutmix) == (0.0, 0.0)
+    mit = load_config(ProbeConfig, REPO / "configs/probe/moments_in_time.yaml")
+    assert mit.probe.label_smoothing == 0.0

@@ -121,6 +121,7 @@ class ProbeConfig:
     output_dir: str = "runs/probe"  # checkpoints, metrics, report and the probe folder
     resume: str | None = None  # "auto" or a checkpoint file
     epochs: int = 10  # passes over the training split
+    max_steps: int | None = None  # the run's optimiser steps, as the paper counts them (null: epochs decide)
     batch_size: int = 128  # clips per training step (global, across ranks)
     accum_steps: int = 1  # finetune: each rank's share of a batch runs as this many micro-batches (less memory)
     grad_checkpointing: bool = False  # recompute activations in the backward pass (finetune; less memory)
@@ -135,6 +136,10 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         check_at_least("epochs", self.epochs, 1)
+        check(self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1), "max_steps",
+              "be >= 1 or null (epochs decide)", self.max_steps)
+        check(not (self.max_steps and self.mode == "linear"), "max_steps", "be null in linear mode (L-BFGS runs to "
+              "linear.max_iter)", self.max_steps)
         check_at_least("batch_size", self.batch_size, 1)
         check_at_least("accum_steps", self.accum_steps, 1)
         self.decode.require_clips("probe")
@@ -323,7 +328,8 @@ class FrozenTrainer(EpochTrainer):
     batches."""
 
     def __init__(self, cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, train_set: ActionSet) -> None:
-        super().__init__(cfg.output_dir, cfg.epochs, cfg.optim, cfg.probe.label_smoothing, cfg.resume)
+        super().__init__(cfg.output_dir, cfg.epochs, cfg.optim, cfg.probe.label_smoothing, cfg.resume,
+                         cfg.max_steps)
         self.cfg, self.classifier, self.model, self.train_set = cfg, classifier, model, train_set
         model.requires_grad_(False)
         self.sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling)
@@ -347,7 +353,8 @@ class FrozenTrainer(EpochTrainer):
         self.classifier.train()
         losses = []
         device = self.cfg.model.device
-        batches = batch_shards(len(self.rows), self.cfg.batch_size, seed=self.cfg.seed * 1000 + epoch)
+        shuffled = batch_shards(len(self.rows), self.cfg.batch_size, seed=self.cfg.seed * 1000 + epoch)
+        batches = self.epoch_batches(shuffled, epoch)
         for rows, tokens in self.token_batches(batches, epoch):  # (B, T*N, C) in batch order
             logits = self.wrapped(tokens.to(device))
             losses.append(self.step(logits, self.labels[rows].to(device)))
@@ -382,7 +389,8 @@ class FinetuneTrainer(EpochTrainer):
     share of every global batch."""
 
     def __init__(self, cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier, train_set: ActionSet) -> None:
-        super().__init__(cfg.output_dir, cfg.epochs, cfg.optim, cfg.probe.label_smoothing, cfg.resume)
+        super().__init__(cfg.output_dir, cfg.epochs, cfg.optim, cfg.probe.label_smoothing, cfg.resume,
+                         cfg.max_steps)
         self.cfg, self.model, self.train_set = cfg, model, train_set
         model.set_grad_checkpointing(cfg.grad_checkpointing)
         self.transform = clip_train_transform(model, cfg.probe.augment)
@@ -409,7 +417,8 @@ class FinetuneTrainer(EpochTrainer):
 
     def train_epoch(self, epoch: int) -> float:
         self.both.train()
-        batches = batch_shards(len(self.train_set.items), self.cfg.batch_size, seed=self.cfg.seed * 1000 + epoch)
+        batches = self.epoch_batches(batch_shards(len(self.train_set.items), self.cfg.batch_size,
+                                                  seed=self.cfg.seed * 1000 + epoch), epoch)
         loader = decode_loader(self.train_set.items, self.transform, self.cfg.decode, self.sampling, self.cfg.seed,
                                batches=batches, epoch=epoch, model_device=self.cfg.model.device)
         losses = []
@@ -610,7 +619,7 @@ def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result:
     the head's training)."""
     head = {"linear": sweep.protocol(cfg.linear)} if sweep else {
         "temporal_pos_embed": cfg.probe.temporal_pos_embed, "spatial_pos_embed": cfg.probe.spatial_pos_embed,
-        "lr": cfg.optim.lr, "head_lr": cfg.optim.head_lr,
+        "lr": cfg.optim.lr, "head_lr": cfg.optim.head_lr, "max_steps": cfg.max_steps,
         "weights": f"ema {cfg.optim.ema}" if cfg.optim.ema else "last step", "init": cfg.probe.init}
     return {"mode": cfg.mode, "model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
             "precision": cfg.model.precision, "image_size": cfg.model.image_size,
