@@ -14,7 +14,8 @@ logistic regression on each clip's mean frame embedding, C chosen on a held-out 
 caches one (1, D) embedding per view (``probe.cache: fp16``) or none.
 ``mode: finetune`` trains the encoder too, on fresh TSN-sampled clips every epoch, at ``optim.lr``, and the new
 modules (pooler, position embeddings, classifier) at ``optim.head_lr``: one rate cannot serve both (the encoder's is
-too slow for a fresh head, the head's rewrites the encoder; configs/probe/synthetic_finetune.yaml has the numbers).
+too slow for a fresh head, the head's rewrites the encoder; configs/probe/synthetic_finetune.yaml has the numbers);
+``optim.clip_per_module`` clips the two's gradients apart, so the encoder's never shrink the head's steps.
 ``probe.init`` starts the head from a trained probe (linear probing, then finetuning); ``optim.ema`` evaluates and
 saves an exponential moving average of the weights.
 Under torchrun (either mode) every rank takes its share of the same global batches and the loss is the global
