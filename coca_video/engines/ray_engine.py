@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..config import DecodeConfig, RayConfig
-from ..data.results import KEY_COLUMNS, SEGMENT_COLUMNS, PartStore, part_rank, read_part, stored_key
+from ..data.results import KEY_COLUMNS, SEGMENT_COLUMNS, PartStore, part_rank, read_part, row_key, stored_key
 from ..data.video import ClipSampling, VideoItem, background_priority, clip_sampling, collate_videos, \
     decode_dataset, describe_error
 from ..errors import MissingExtraError
@@ -146,8 +146,7 @@ class Written:
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            key = (row["path"], row["size"], row["mtime"])
-            self.rows.setdefault(key, []).append((row.get(SEGMENT_COLUMNS[0]), row["status"]))
+            self.rows.setdefault(row_key(row)[:3], []).append((row.get(SEGMENT_COLUMNS[0]), row["status"]))
 
     def statuses(self, item: ScoreItem) -> list[str]:
         """The statuses of the rows written for ``item`` (none: not written yet). A whole file's rows are all its
