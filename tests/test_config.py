@@ -76,6 +76,10 @@ def test_value_checks_of_the_shared_blocks_name_the_dotted_path_and_file(tmp_pat
         load_config(ProbeConfig, path)
     with pytest.raises(ConfigError, match=r"probe\.yaml \+ command line: epochs must be >= 1, got 0"):
         load_config(ProbeConfig, path, ["decode.num_frames=4", "epochs=0"])
+    with pytest.raises(ConfigError, match=r"drop_path must be 0 unless mode=finetune .*, got 0\.1$"):
+        load_config(ProbeConfig, None, ["drop_path=0.1"])
+    with pytest.raises(ConfigError, match=r"drop_path must be in \[0, 1\), got 1\.0$"):
+        load_config(ProbeConfig, None, ["mode=finetune", "drop_path=1"])
     with pytest.raises(ConfigError, match=r"^defaults \+ command line: report must be a path ending in \.html"):
         load_config(ScoreConfig, None, ["report=r.htm"])
     # the Python API checks the same values (the key relative to the block), and defaults stay valid

@@ -246,3 +246,34 @@ def test_micro_batches_step_like_their_union(tmp_path, soft):
     assert loss_split == pytest.approx(loss_whole, rel=1e-6)
     for (name, a), b in zip(whole.module.named_parameters(), split.module.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+
+
+def test_drop_path_skips_whole_residual_branches_per_frame_in_training_only():
+    """probe.drop_path: block i's branches dropped with probability rate * i / (depth - 1); each frame's output is
+    one of the four by hand (attention and MLP branch of the last block each kept at 1 / keep, or skipped), not all
+    frames alike; in eval mode the encoder is the one without drop path."""
+    encoder = encoder_and_classifier(layers=2)["encoder"]
+    images = torch.randn(64, 3, 16, 16)
+    with torch.no_grad():
+        plain = encoder(images)
+        encoder.set_drop_path(0.5)  # block 0: 0, block 1: 0.5
+        assert isinstance(encoder.vit.blocks[0].drop_path1, torch.nn.Identity)
+        encoder.eval()
+        torch.testing.assert_close(encoder(images), plain, rtol=0, atol=0)
+        encoder.train()
+        torch.manual_seed(1)
+        dropped = encoder(images)
+        vit, last = encoder.vit, encoder.vit.blocks[1]
+        x = vit.blocks[0](vit.norm_pre(vit._pos_embed(vit.patch_embed(images))))
+        outcomes = []
+        for attn_kept in (0, 1):
+            y = x + attn_kept * 2.0 * last.attn(last.norm1(x))
+            for mlp_kept in (0, 1):
+                outcomes.append(y + mlp_kept * 2.0 * last.mlp(last.norm2(y)))
+        distance = torch.stack([(dropped - o).abs().amax(dim=(1, 2)) for o in outcomes])  # (4 outcomes, 64 frames)
+    assert distance.min(0).values.max() < 1e-5  # every frame is one of the four
+    taken = distance.argmin(0)
+    assert len(set(taken.tolist())) == 4  # per frame, not per batch
+    assert 0.3 < (taken >= 2).float().mean() < 0.7  # MLP kept for about half the frames
+    encoder.set_drop_path(0.0)
+    assert all(isinstance(b.drop_path2, torch.nn.Identity) for b in encoder.vit.blocks)

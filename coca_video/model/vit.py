@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import torch
+from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
@@ -52,6 +54,17 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"image_size {image_size} is not a multiple of the patch size {self.cfg.patch_size}")
         self.vit.set_input_size(img_size=(image_size, image_size))
         self.cfg = dataclasses.replace(self.cfg, image_size=image_size)
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth for finetuning: in training mode, block i's two residual branches are each skipped per
+        image (frame) with probability ``rate * i / (depth - 1)`` (timm's linear rule: none at the first block,
+        ``rate`` at the last) and scaled by 1 / keep otherwise; evaluation is unchanged. ``rate`` 0 turns it off."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop path rate {rate} is not in [0, 1)")
+        blocks = self.vit.blocks
+        for block, block_rate in zip(blocks, torch.linspace(0.0, rate, len(blocks)).tolist()):
+            block.drop_path1 = DropPath(block_rate) if block_rate > 0 else nn.Identity()
+            block.drop_path2 = DropPath(block_rate) if block_rate > 0 else nn.Identity()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.vit.set_grad_checkpointing(enable)

@@ -126,6 +126,7 @@ class ProbeConfig:
     batch_size: int = 128  # clips per training step (global, across ranks)
     accum_steps: int = 1  # finetune: each rank's share of a batch runs as this many micro-batches (less memory)
     grad_checkpointing: bool = False  # recompute activations in the backward pass (finetune; less memory)
+    drop_path: float = 0.0  # finetune: stochastic depth of the encoder's blocks, rising linearly to this at the last
     seed: int = 0  # random seed (probe weights, data order)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -143,6 +144,10 @@ class ProbeConfig:
               "linear.max_iter)", self.max_steps)
         check_at_least("batch_size", self.batch_size, 1)
         check_at_least("accum_steps", self.accum_steps, 1)
+        check(isinstance(self.drop_path, (int, float)) and 0 <= self.drop_path < 1, "drop_path", "be in [0, 1)",
+              self.drop_path)
+        check(self.mode == "finetune" or self.drop_path == 0, "drop_path", "be 0 unless mode=finetune (the encoder "
+              "does not train)", self.drop_path)
         self.decode.require_clips("probe")
         augment = self.probe.augment
         if self.mode == "frozen":  # cached tokens of the evaluation frames: nothing to augment or decay
@@ -394,6 +399,7 @@ class FinetuneTrainer(EpochTrainer):
                          cfg.max_steps)
         self.cfg, self.model, self.train_set = cfg, model, train_set
         model.set_grad_checkpointing(cfg.grad_checkpointing)
+        model.image_encoder.set_drop_path(cfg.drop_path)
         self.transform = clip_train_transform(model, cfg.probe.augment)
         self.num_classes = classifier.cfg.num_classes
         self.sampling = finetune_sampling(cfg)
@@ -621,7 +627,8 @@ def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result:
     head = {"linear": sweep.protocol(cfg.linear)} if sweep else {
         "temporal_pos_embed": cfg.probe.temporal_pos_embed, "spatial_pos_embed": cfg.probe.spatial_pos_embed,
         "lr": cfg.optim.lr, "head_lr": cfg.optim.head_lr, "max_steps": cfg.max_steps,
-        "weights": f"ema {cfg.optim.ema}" if cfg.optim.ema else "last step", "init": cfg.probe.init}
+        "drop_path": cfg.drop_path, "weights": f"ema {cfg.optim.ema}" if cfg.optim.ema else "last step",
+        "init": cfg.probe.init}
     return {"mode": cfg.mode, "model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
             "precision": cfg.model.precision, "image_size": cfg.model.image_size,
             "frames": cfg.decode.num_frames, "views": f"{cfg.eval.temporal_views}x{cfg.eval.spatial_crops}",
