@@ -1,5 +1,7 @@
 """The synthetic world is deterministic, its captions describe what is drawn, and its labels are balanced."""
 
+from pathlib import Path
+
 import numpy as np
 
 from coca_video.data.synthetic import (COLOURS, MOTIONS, SHAPES, SyntheticImageText, SyntheticVideos, label_names,
@@ -58,3 +60,31 @@ def test_zero_shot_set_is_single_object_and_covers_every_class():
     assert colour_names == list(COLOURS)
     for image, label in zip(colours[:20], colour_labels[:20]):
         assert len(pixels_of(image, colour_names[label])) > 5
+
+
+def test_a_run_stopped_while_writing_a_clip_leaves_no_truncated_clip_for_the_next_run(tmp_path, monkeypatch):
+    """The datasets keep clips already written, so a clip cut short (Ctrl-C, a full disk) must never be there:
+    each is written under a temp name and renamed. The rerun writes it whole and it decodes."""
+    import av
+    import pytest
+
+    import coca_video.video as video
+    from coca_video.data.synthetic import write_kinetics_format
+
+    real = video.write_video
+
+    def cut_short(path, *args, **kwargs):
+        Path(path).write_bytes(b"\x00\x00\x00\x18ftypisom")  # the first bytes of an mp4, then the process stops
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video, "write_video", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        write_kinetics_format(tmp_path, 2, 1, num_frames=4)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    monkeypatch.setattr(video, "write_video", real)
+    train_csv, _ = write_kinetics_format(tmp_path, 2, 1, num_frames=4)
+    clips = sorted(tmp_path.rglob("*.mp4"))
+    assert len(clips) == 3 and train_csv.read_text().count("\n") == 3
+    for clip in clips:
+        with av.open(str(clip)) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 4

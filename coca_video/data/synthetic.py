@@ -19,6 +19,8 @@ from typing import Literal
 
 import numpy as np
 
+from ..io import atomic_path, atomic_write_text
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 175, 60), "blue": (45, 85, 225),
     "yellow": (240, 220, 40), "purple": (150, 60, 195), "orange": (250, 140, 25),
@@ -256,19 +258,16 @@ def write_colour_change_set(folder: str | os.PathLike, num_videos: int, split: s
     Returns the CSV."""
     import csv
 
-    from ..video import write_video
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     clips = ColourChangeClips(num_videos, size, num_frames, seed, split)
     rows = []
     for i in range(num_videos):
         name = f"{split}{i:05d}.mp4"
-        if not (folder / name).exists():
-            write_video(folder / name, clips[i][0], fps=max(num_frames / 2, 1))
+        write_clip_once(folder / name, clips, i, num_frames)
         rows.append((name, clips.caption(i)))
     path = folder / "captions.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("video", "caption"), *rows])
     return path
 
@@ -317,14 +316,23 @@ def zero_shot_image_set(num: int, size: int, seed: int = 0, attribute: str = "co
     return images, labels, names
 
 
+def write_clip_once(path: Path, clips: SyntheticVideos | ColourChangeClips, index: int, num_frames: int) -> None:
+    """Clip ``index`` as an mp4 at ``path`` unless it is there: written to a temp name and renamed, so a run
+    stopped mid-write leaves no truncated clip for the next run to keep."""
+    from ..video import write_video
+
+    if path.exists():
+        return
+    with atomic_path(path) as tmp:
+        write_video(tmp, clips[index][0], fps=max(num_frames / 2, 1), container_format="mp4")
+
+
 def write_kinetics_format(folder: str | os.PathLike, train_videos: int, val_videos: int, task: VideoTask = "motion",
                           size: int = 64, num_frames: int = 16, seed: int = 0) -> tuple[Path, Path]:
     """Write a Kinetics-layout action dataset from the synthetic world: real mp4 clips named
     ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4`` in per-class folders, and the official CSV columns
     (``label,youtube_id,time_start,time_end,split``). Returns (train.csv, validate.csv); files already written
     are kept, so a second call costs nothing."""
-    from ..video import write_video
-
     folder = Path(folder)
     paths = []
     for split, count, world_split in (("train", train_videos, "train"), ("validate", val_videos, "test")):
@@ -335,12 +343,10 @@ def write_kinetics_format(folder: str | os.PathLike, train_videos: int, val_vide
         for i in range(count):
             label, youtube_id = names[clips.label(i)], f"{split[:2]}{seed:03d}{i:06d}"
             clip = folder / label.replace(" ", "_") / f"{youtube_id}_{0:06d}_{10:06d}.mp4"
-            if not clip.exists():
-                clip.parent.mkdir(parents=True, exist_ok=True)
-                write_video(clip, clips[i][0], fps=max(num_frames / 2, 1))
+            write_clip_once(clip, clips, i, num_frames)
             rows.append(f"{label},{youtube_id},0,10,{split}")
         csv_path = folder / f"{split}.csv"
-        csv_path.write_text("\n".join(rows) + "\n")
+        atomic_write_text(csv_path, "\n".join(rows) + "\n")
         paths.append(csv_path)
     return paths[0], paths[1]
 
@@ -352,22 +358,19 @@ def write_msrvtt_format(folder: str | os.PathLike, num_videos: int, size: int = 
     1k-A-style ``MSRVTT_JSFUSION_test.csv`` with one caption per video. Returns (json, csv)."""
     import json
 
-    from ..video import write_video
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     clips = SyntheticVideos(num_videos, size=size, num_frames=num_frames, seed=seed, split="test")
     videos, sentences, rows = [], [], ["key,vid_key,video_id,sentence"]
     for i in range(num_videos):
         video_id = f"video{7010 + i}"
-        if not (folder / f"{video_id}.mp4").exists():
-            write_video(folder / f"{video_id}.mp4", clips[i][0], fps=max(num_frames / 2, 1))
+        write_clip_once(folder / f"{video_id}.mp4", clips, i, num_frames)
         main = clips.scene(i).main
         videos.append({"video_id": video_id, "split": "test"})
         sentences += [{"video_id": video_id, "caption": clips.caption(i)},
                       {"video_id": video_id, "caption": f"a {main.colour} {main.shape}"}]
         rows.append(f"ret{i},msr{7010 + i},{video_id},{clips.caption(i)}")
     data_json, split_csv = folder / "MSRVTT_data.json", folder / "MSRVTT_JSFUSION_test.csv"
-    data_json.write_text(json.dumps({"videos": videos, "sentences": sentences}))
-    split_csv.write_text("\n".join(rows) + "\n")
+    atomic_write_text(data_json, json.dumps({"videos": videos, "sentences": sentences}))
+    atomic_write_text(split_csv, "\n".join(rows) + "\n")
     return data_json, split_csv

@@ -9,9 +9,11 @@ import numpy as np
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 25, codec: str = "libx264",
-                options: dict[str, str] | None = None, pixel_format: str = "yuv420p") -> Path:
-    """Encode uint8 RGB frames (T, H, W, 3) to ``path`` (container from the suffix). H and W should be even for
-    4:2:0 codecs. ``options`` go to the encoder (e.g. ``{"crf": "0"}``)."""
+                options: dict[str, str] | None = None, pixel_format: str = "yuv420p",
+                container_format: str | None = None) -> Path:
+    """Encode uint8 RGB frames (T, H, W, 3) to ``path`` (container from the suffix, or ``container_format``, e.g.
+    "mp4" for a temp name). H and W should be even for 4:2:0 codecs. ``options`` go to the encoder (e.g.
+    ``{"crf": "0"}``)."""
     import av
     from fractions import Fraction
 
@@ -19,7 +21,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 25, co
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pixel_format
         if options:
