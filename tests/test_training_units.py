@@ -162,3 +162,18 @@ def test_the_shipped_finetune_config_is_table_9s_recipe():
     assert (cfg.probe.augment.mixup, cfg.probe.augment.cutmix) == (0.0, 0.0)
     mit = load_config(ProbeConfig, REPO / "configs/probe/moments_in_time.yaml")
     assert mit.probe.label_smoothing == 0.0
+
+
+def test_every_shipped_probe_config_loads_and_synthetic_finetune_is_synthetic_plus_the_recipe():
+    """The README's as-shipped table compares synthetic.yaml with synthetic_finetune.yaml on the same clips: the
+    two differ only in the recipe's keys."""
+    for path in sorted((REPO / "configs/probe").glob("*.yaml")):
+        load_config(ProbeConfig, path)  # strict: an unknown or badly valued key fails here
+    frozen = load_config(ProbeConfig, REPO / "configs/probe/synthetic.yaml")
+    tuned = load_config(ProbeConfig, REPO / "configs/probe/synthetic_finetune.yaml")
+    assert (tuned.data, tuned.model, tuned.decode, tuned.epochs, tuned.batch_size, tuned.seed, tuned.eval) == \
+        (frozen.data, frozen.model, frozen.decode, frozen.epochs, frozen.batch_size, frozen.seed, frozen.eval)
+    assert (tuned.mode, tuned.drop_path, tuned.optim.lr, tuned.optim.head_lr, tuned.optim.clip_per_module) == \
+        ("finetune", 0.1, 1e-4, 3e-3, True)
+    assert (tuned.probe.temporal_pos_embed, tuned.probe.spatial_pos_embed) == (True, True)
+    assert (tuned.probe.augment.scale, tuned.probe.augment.flip) == ((1.0, 1.0), False)
