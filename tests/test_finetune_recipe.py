@@ -249,9 +249,9 @@ def test_micro_batches_step_like_their_union(tmp_path, soft):
 
 
 def test_drop_path_skips_whole_residual_branches_per_frame_in_training_only():
-    """probe.drop_path: block i's branches dropped with probability rate * i / (depth - 1); each frame's output is
-    one of the four by hand (attention and MLP branch of the last block each kept at 1 / keep, or skipped), not all
-    frames alike; in eval mode the encoder is the one without drop path."""
+    """The probe's drop_path: block i's branches dropped with probability rate * i / (depth - 1); each frame's output
+    is one of the four by hand (attention and MLP branch of the last block each kept at 1 / keep, or skipped), not
+    all frames alike; in eval mode the encoder is the one without drop path."""
     encoder = encoder_and_classifier(layers=2)["encoder"]
     images = torch.randn(64, 3, 16, 16)
     with torch.no_grad():

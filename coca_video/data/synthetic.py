@@ -324,7 +324,7 @@ def write_clip_once(path: Path, clips: SyntheticVideos | ColourChangeClips, inde
     if path.exists():
         return
     with atomic_path(path) as tmp:
-        write_video(tmp, clips[index][0], fps=max(num_frames / 2, 1), container_format="mp4")
+        write_video(tmp, clips[index][0], fps=max(num_frames / 2, 1), container_format=path.suffix[1:])
 
 
 def write_kinetics_format(folder: str | os.PathLike, train_videos: int, val_videos: int, task: VideoTask = "motion",
