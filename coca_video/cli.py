@@ -60,10 +60,10 @@ SCORE_FLAGS = [
 ]
 
 VIDEO_TEXT_FLAGS = [  # retrieval's and captioning's inputs: the same loaders (data/retrieval.py)
-    Flag("--videos", "videos", "folder of the videos"),
-    Flag("--captions", "captions", "CSV of (video, caption) rows; several rows a video are several references"),
-    Flag("--msrvtt-data", "msrvtt_data", "MSRVTT_data.json (alone: its full test split)"),
-    Flag("--msrvtt-split", "msrvtt_split", "full (the 2,990 test videos, all references), a video-id list "
+    Flag("--videos", "source.videos", "folder of the videos"),
+    Flag("--captions", "source.captions", "CSV of (video, caption) rows; several rows a video are several references"),
+    Flag("--msrvtt-data", "source.msrvtt_data", "MSRVTT_data.json (alone: its full test split)"),
+    Flag("--msrvtt-split", "source.msrvtt_split", "full (the 2,990 test videos, all references), a video-id list "
          "(train_list_full.txt, test_list_full.txt: those videos, all references) or MSRVTT_JSFUSION_test.csv (1k-A)"),
 ]
 
@@ -77,7 +77,7 @@ RETRIEVAL_FLAGS = [
 CAPTIONING_FLAGS = [
     *VIDEO_TEXT_FLAGS,
     Flag("--out", "out", "metrics JSON (predictions CSV and report go beside it)"),
-    Flag("--caption-method", "caption_method", "beam (default), greedy or top_p"),
+    Flag("--caption-method", "caption.method", "beam (default), greedy or top_p"),
     FRAMES_FLAG,
 ]
 
@@ -132,12 +132,12 @@ TASKS = {
     "captioning": Task("captioning", "CaptioningConfig", "video captioning scored with BLEU/METEOR/ROUGE-L/CIDEr "
                        "(MSR-VTT or a CSV)", CAPTIONING_FLAGS,
                        ["--videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full",
-                        "--videos clips/ --captions captions.csv --out runs/c/metrics.json caption_source=all_frames"]),
+                        "--videos clips/ --captions captions.csv --out runs/c/metrics.json caption.source=all_frames"]),
     "finetune-captions": Task("finetune_captions", "FinetuneCaptionsConfig", "caption finetuning on video-text pairs "
                               "(captioning loss; image encoder frozen by default)", FINETUNE_CAPTIONS_FLAGS,
                               ["--videos clips/ --captions captions.csv --output-dir runs/ft train.epochs=20",
-                               ("--config configs/captioning/synthetic_finetune.yaml captions=clips/captions.csv "
-                                "train.freeze=[] caption_source=middle_frame")]),
+                               ("--config configs/captioning/synthetic_finetune.yaml source.captions=clips/captions.csv "
+                                "train.freeze=[] caption.source=middle_frame")]),
     "zeroshot": Task("zeroshot", "ZeroShotConfig", "zero-shot action recognition: top-1/top-5 on an annotated set",
                      ZEROSHOT_FLAGS, ["--annotations k400/validate.csv --video-root k400/val --labels kinetics400",
                                       "--annotations val.csv --video-root videos/ video_pooling=attentional"]),

@@ -139,14 +139,43 @@ def from_dict(schema: type[T], data: dict[str, Any], source: str = "config", pre
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=3)
-            hint = f" Did you mean: {', '.join(close)}?" if close else f" Valid keys: {', '.join(fields)}."
+            close = moved_keys(schema, str(key)) or difflib.get_close_matches(str(key), list(fields), n=3)
+            hint = f" Did you mean: {', '.join(prefix + c for c in close)}?" if close else \
+                f" Valid keys: {', '.join(fields)}."
             raise ConfigError(f"{source}: unknown key '{prefix}{key}' for {schema.__name__}.{hint}")
     kwargs = {name: _convert(hints[name], data[name], source, f"{prefix}{name}") for name in fields if name in data}
     try:
         return schema(**kwargs)
     except InvalidValue as err:  # a schema's own value check: it names its key; we add the source and the path
         raise ConfigError(f"{source}: {prefix}{err}") from None
+
+
+def optional_block(hint: Any) -> type | None:
+    """The dataclass of a ``Block | None`` hint (a block that may be switched off), else None."""
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        blocks = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+        if len(blocks) == 1 and type(None) in typing.get_args(hint):
+            return blocks[0]
+    return None
+
+
+def leaf_keys(schema: type, prefix: str = "") -> list[str]:
+    """Every leaf key of the ``schema`` dataclass as a dotted path, nested blocks (optional ones too) walked."""
+    hints, keys = typing.get_type_hints(schema), []
+    for f in dataclasses.fields(schema):
+        if not f.init:
+            continue
+        block = hints[f.name] if dataclasses.is_dataclass(hints[f.name]) else optional_block(hints[f.name])
+        keys += leaf_keys(block, f"{prefix}{f.name}.") if block else [f"{prefix}{f.name}"]
+    return keys
+
+
+def moved_keys(schema: type, key: str) -> list[str]:
+    """Where a flat key that is not a field of ``schema`` lives now, as a block's key: ``caption_method`` ->
+    ``caption.method``, ``msrvtt_data`` -> ``source.msrvtt_data``, ``seed`` -> ``train.seed`` (at most three)."""
+    nested = [k for k in leaf_keys(schema) if "." in k]
+    found = [k for k in nested if k.replace(".", "_") == key] or [k for k in nested if k.rsplit(".", 1)[1] == key]
+    return found[:3]
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -182,8 +211,13 @@ def _describe(schema: type, defaults: Any, prefix: str) -> list[FieldDoc]:
         if not f.init:
             continue
         value = getattr(defaults, f.name)
+        block = optional_block(hints[f.name])
         if dataclasses.is_dataclass(hints[f.name]):
             docs += _describe(hints[f.name], value, f"{prefix}{f.name}.")
+        elif block is not None:  # a block that is off by default: its switch, then its keys' defaults when on
+            docs.append(FieldDoc(f"{prefix}{f.name}", "true | false | mapping", yaml_value(value is not None),
+                                 comments.get(f.name, "")))
+            docs += _describe(block, value if value is not None else block(), f"{prefix}{f.name}.")
         else:
             docs.append(FieldDoc(f"{prefix}{f.name}", type_name(hints[f.name]), yaml_value(value),
                                  comments.get(f.name, "")))
@@ -250,6 +284,9 @@ def _convert(hint: Any, value: Any, source: str, key: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, source, f"{key}.")
+    block = optional_block(hint)
+    if block is not None and isinstance(value, bool):  # a block that may be off: true is on with its defaults
+        return from_dict(block, {}, source, f"{key}.") if value else None
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -418,6 +455,39 @@ def resolve_device(device: str) -> str:
     if torch.cuda.is_available():
         return "cuda"
     return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+@dataclass
+class CaptionConfig:
+    """How captions are decoded (:func:`coca_video.model.generate.generate_captions`) and what the generative
+    pooler reads: every command that captions or trains captioning embeds this as ``caption``."""
+
+    method: Literal["greedy", "beam", "top_p"] = "beam"  # decoding: beam search, greedy, or nucleus sampling
+    max_len: int = 30  # most tokens per caption, start token included
+    source: Literal["middle_frame", "all_frames"] = "middle_frame"  # the middle frame, or all frames via the pooler
+    beam_size: int = 6  # beams of method=beam
+    min_len: int = 5  # fewest tokens per caption, start token included (EOT blocked before)
+    repetition_penalty: float = 1.0  # > 1 discourages repeating a token already in the caption (1.0: off)
+
+    def __post_init__(self) -> None:
+        check_at_least("max_len", self.max_len, 2)
+        check_at_least("beam_size", self.beam_size, 1)
+        check_at_least("min_len", self.min_len, 1)
+        check(self.min_len < self.max_len, "min_len", f"be < max_len ({self.max_len})", self.min_len)
+        check(isinstance(self.repetition_penalty, (int, float)) and self.repetition_penalty > 0,
+              "repetition_penalty", "be > 0 (1.0: off; > 1 discourages repeats)", self.repetition_penalty)
+        self.repetition_penalty = float(self.repetition_penalty)
+
+
+@dataclass
+class VideoTextSource:
+    """Videos with reference captions (MSR-VTT or a CSV): retrieval, captioning and caption finetuning embed this as
+    ``source``; :func:`coca_video.data.retrieval.load_set` reads it."""
+
+    videos: str = ""  # folder of the videos (MSR-VTT: video{N}.mp4)
+    captions: str | None = None  # CSV of (video, caption) rows; several rows a video: several references
+    msrvtt_data: str | None = None  # MSRVTT_data.json (alone: its full test split)
+    msrvtt_split: str | None = None  # full, a video-id list (test_list_full.txt) or MSRVTT_JSFUSION_test.csv (1k-A)
 
 
 RAY_ADDRESS = re.compile(r"auto|ray://\S+|[\w.-]+:\d+")

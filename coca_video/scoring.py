@@ -14,13 +14,13 @@ tokens at once (``all_frames``, VideoCoCa's captioning input).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from einops import rearrange
 from tqdm import tqdm
 
-from .config import DecodeConfig, ModelConfig
+from .config import CaptionConfig, DecodeConfig, ModelConfig
 from .data.results import FileKey, PartStore, stored_key
 from .data.video import ClipSampling, VideoBatch, VideoItem, decode_loader
 from .model import CoCa, VideoClassifier
@@ -59,25 +59,13 @@ class ScoreItem(NamedTuple):
         return stored_key(self.key) if self.start is None else (*stored_key(self.key), self.start)
 
 
-@dataclass
-class CaptionOptions:
-    """How captions are decoded (see :func:`coca_video.model.generate.generate_captions`)."""
-
-    method: Literal["greedy", "beam", "top_p"] = "beam"
-    max_len: int = 30
-    source: Literal["middle_frame", "all_frames"] = "middle_frame"  # all_frames: the pooler over every frame's tokens
-    num_beams: int = 6  # beam search's width
-    min_len: int = 5  # EOT blocked while a caption (SOT included) is shorter
-    repetition_penalty: float = 1.0  # CTRL's penalty on tokens already in the caption (1.0: off)
-
-
 class VideoScorer:
     """Turns batches of preprocessed clips into result rows: the video embedding always; top-k labels when given
     class names (zero-shot, with prompt ``templates``) or a trained ``probe``; captions when given options."""
 
     def __init__(self, model: CoCa, tokenizer: Callable, model_cfg: ModelConfig, class_names: list[str] | None = None,
                  templates: list[str] | None = None, probe: VideoClassifier | LinearProbe | None = None,
-                 top_k: int = 5, captions: CaptionOptions | None = None, frame_embeddings: bool = False,
+                 top_k: int = 5, captions: CaptionConfig | None = None, frame_embeddings: bool = False,
                  video_pooling: VideoPooling = "mean") -> None:
         self.model, self.tokenizer, self.model_cfg, self.video_pooling = model, tokenizer, model_cfg, video_pooling
         self.class_names, self.probe, self.top_k = class_names, probe, top_k
@@ -142,7 +130,7 @@ class VideoScorer:
         options = self.caption_options
         ids = self.model.generate_from_tokens(caption_source_tokens(tokens, num_frames, options.source),
                                               method=options.method, max_len=options.max_len,
-                                              num_beams=options.num_beams, min_len=options.min_len,
+                                              num_beams=options.beam_size, min_len=options.min_len,
                                               repetition_penalty=options.repetition_penalty)
         return self.tokenizer.batch_decode(ids.cpu())
 

@@ -59,9 +59,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the finetuning config")
     args = parser.parse_args()
     finetune_cfg = load_config(finetune_captions.FinetuneCaptionsConfig, args.config, [
-        f"captions={args.output / 'train' / 'captions.csv'}", f"output_dir={args.output / 'finetune'}",
+        f"source.captions={args.output / 'train' / 'captions.csv'}", f"output_dir={args.output / 'finetune'}",
         *args.overrides])
-    frames, source = finetune_cfg.decode.num_frames, finetune_cfg.caption_source
+    frames, source = finetune_cfg.decode.num_frames, finetune_cfg.caption.source
     write_colour_change_set(args.output / "train", args.train_videos, "train", num_frames=frames)
     test_csv = write_colour_change_set(args.output / "test", args.test_videos, "test", num_frames=frames)
     clips = ColourChangeClips(args.test_videos, num_frames=frames, split="test")
@@ -69,7 +69,7 @@ def main() -> None:
     def caption_run(name: str, model: str, caption_source: str) -> Path:
         out = args.output / name / "metrics.json"
         captioning.run(load_config(captioning.CaptioningConfig, None, [
-            f"captions={test_csv}", f"out={out}", f"model.name={model}", f"caption_source={caption_source}",
+            f"source.captions={test_csv}", f"out={out}", f"model.name={model}", f"caption.source={caption_source}",
             f"decode.num_frames={frames}"]))
         return out
 

@@ -50,7 +50,7 @@ def test_msrvtt_layout_captions_metrics_predictions_and_report(tmp_path, monkeyp
     data_json, _ = write_msrvtt_format(folder, num_videos=5, num_frames=8, seed=3)
     monkeypatch.setenv("PATH", str(tmp_path))  # no java: the tokenizer's Python equal, METEOR left out (one line)
     cfg = load_config(captioning.CaptioningConfig, None, [
-        f"videos={folder}", f"msrvtt_data={data_json}", "msrvtt_split=full", f"out={tmp_path / 'out' / 'm.json'}",
+        f"source.videos={folder}", f"source.msrvtt_data={data_json}", "source.msrvtt_split=full", f"out={tmp_path / 'out' / 'm.json'}",
         f"decode.num_frames={FRAMES}", "decode.workers=0"])
     result = captioning.run(cfg)
 
@@ -89,7 +89,7 @@ def test_caption_csv_with_an_unreadable_video_excludes_and_lists_it(tmp_path, mo
                         "video7011.mp4,a blue circle\nbroken.mp4,a green cross\n", encoding="utf-8")
     monkeypatch.setenv("PATH", str(tmp_path))
     cfg = load_config(captioning.CaptioningConfig, None, [
-        f"captions={captions}", f"out={tmp_path / 'metrics.json'}", f"decode.num_frames={FRAMES}",
+        f"source.captions={captions}", f"out={tmp_path / 'metrics.json'}", f"decode.num_frames={FRAMES}",
         "decode.workers=0", "report_videos=0"])
     result = captioning.run(cfg)
     p = result["protocol"]
@@ -114,14 +114,14 @@ def test_caption_csv_with_an_unreadable_video_excludes_and_lists_it(tmp_path, mo
 
 @torch.no_grad()
 def test_score_caption_options_reach_the_decoder():
-    """caption_beam_size, caption_min_len and caption_repetition_penalty of score's config decode as the model's
+    """caption.beam_size, caption.min_len and caption.repetition_penalty of score's config decode as the model's
     generate_from_tokens does with those options on the middle frame's tokens, and change the captions."""
     from coca_video.tasks.score import ScoreConfig, build_scorer
 
     model, tokenizer = create_model("default").eval(), get_tokenizer("default")
     clips = torch.randint(0, 256, (3, FRAMES, 3, 64, 64), generator=torch.Generator().manual_seed(0),
                           dtype=torch.uint8)
-    options = ["caption_beam_size=2", "caption_min_len=12", "caption_repetition_penalty=3.0"]
+    options = ["caption.beam_size=2", "caption.min_len=12", "caption.repetition_penalty=3.0"]
     cfg = load_config(ScoreConfig, None, ["caption=true", *options])
     scorer = build_scorer(cfg, model, tokenizer)
     tokens = model.encode_video(scorer.pixels(clips)).tokens

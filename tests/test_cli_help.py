@@ -13,7 +13,7 @@ import yaml
 from helpers import REPO
 
 from coca_video.cli import TASKS, main
-from coca_video.config import load_config, to_dict
+from coca_video.config import CaptionConfig, load_config, to_dict
 from coca_video.tasks.score import ScoreConfig
 
 
@@ -40,7 +40,8 @@ def test_help_lists_every_score_config_key_with_its_type_default_and_description
     text = help_text("score", capsys)
     listed = {m["key"]: (m["type"], m["default"], m["help"]) for m in re.finditer(
         r"^  (?P<key>[\w.]+): (?P<type>.+?) = (?P<default>.*)\n      (?P<help>.+)$", text, re.MULTILINE)}
-    expected = leaf_defaults(ScoreConfig())
+    expected = leaf_defaults(ScoreConfig()) | leaf_defaults(CaptionConfig(), "caption.")
+    expected["caption"] = False  # a block that is off by default: its switch, then its keys as they are when on
     assert sorted(listed) == sorted(expected)
     for key, value in expected.items():
         _, default, description = listed[key]

@@ -40,7 +40,7 @@ def test_yaml_then_overrides(tmp_path):
 
 def test_unknown_key_in_file_names_file_and_suggests(tmp_path):
     path = write(tmp_path, "optim:\n  stps: 3\n")
-    with pytest.raises(ConfigError, match=r"job\.yaml: unknown key 'optim\.stps' for Optim\. Did you mean: steps"):
+    with pytest.raises(ConfigError, match=r"job\.yaml: unknown key 'optim\.stps' for Optim\. Did you mean: optim\.steps"):
         load_config(Job, path)
 
 

@@ -30,19 +30,19 @@ from helpers import free_port
 FRAMES = 4
 TRAIN, TEST = 32, 10
 FINETUNE = ["train.epochs=15", "train.batch_size=4", "optim.lr=1e-3", "optim.warmup_steps=4", "decode.workers=0",
-            f"decode.num_frames={FRAMES}", "caption_source=all_frames"]
+            f"decode.num_frames={FRAMES}", "caption.source=all_frames"]
 
 
 def finetune(tmp: Path, captions: Path, *overrides: str) -> dict:
     cfg = load_config(finetune_captions.FinetuneCaptionsConfig, None,
-                      [f"captions={captions}", f"output_dir={tmp}", *FINETUNE, *overrides])
+                      [f"source.captions={captions}", f"output_dir={tmp}", *FINETUNE, *overrides])
     return finetune_captions.run(cfg)
 
 
 def caption_test_set(out: Path, test_csv: Path, model: str) -> dict:
     cfg = load_config(captioning.CaptioningConfig, None, [
-        f"captions={test_csv}", f"out={out}", f"model.name={model}", "caption_source=all_frames",
-        "caption_method=greedy", f"decode.num_frames={FRAMES}", "decode.workers=0", "report_videos=0"])
+        f"source.captions={test_csv}", f"out={out}", f"model.name={model}", "caption.source=all_frames",
+        "caption.method=greedy", f"decode.num_frames={FRAMES}", "decode.workers=0", "report_videos=0"])
     return captioning.run(cfg)
 
 
@@ -96,7 +96,7 @@ def test_captioning_and_score_load_the_saved_folder(runs, tmp_path):
     captioned = predictions(runs["root"] / "after" / "metrics.json")
     cfg = load_config(score.ScoreConfig, None, [
         f"videos={runs['root'] / 'test'}", f"out={tmp_path / 'scores.parquet'}", f"model.name={model_dir}",
-        "caption=true", "caption_method=greedy", "caption_source=all_frames", f"decode.num_frames={FRAMES}",
+        "caption=true", "caption.method=greedy", "caption.source=all_frames", f"decode.num_frames={FRAMES}",
         "decode.workers=0"])
     score.run(cfg)
     table = pq.read_table(tmp_path / "scores.parquet", columns=["path", "caption"]).to_pylist()
@@ -172,7 +172,7 @@ def test_two_processes_take_the_steps_of_one(runs, tmp_path):
     """Global batches of 5 split 3/2 between two ranks; the loss is the mean over the global batch's tokens, so the
     two-process run ends with the one-process run's weights."""
     subset = first_pairs(runs, tmp_path / "pairs.csv", 6)
-    overrides = [f"captions={subset}", *FINETUNE, "train.epochs=2", "train.batch_size=5"]
+    overrides = [f"source.captions={subset}", *FINETUNE, "train.epochs=2", "train.batch_size=5"]
     finetune(tmp_path / "one", subset, "train.epochs=2", "train.batch_size=5")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(free_port()), "-m", "coca_video.cli", "finetune-captions",

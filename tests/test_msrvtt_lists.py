@@ -75,8 +75,8 @@ def test_captioning_through_a_short_official_list_records_the_warning(tmp_path, 
     listed = write_list(folder / "test_list_full.txt", range(7010, 7013))
     monkeypatch.setenv("PATH", str(tmp_path))  # no java: the Python tokenizer, METEOR left out
     cfg = load_config(captioning.CaptioningConfig, None, [
-        f"videos={folder}", f"msrvtt_data={data}", f"msrvtt_split={listed}", f"out={tmp_path / 'out' / 'm.json'}",
-        "decode.num_frames=4", "decode.workers=0", "caption_method=greedy", "report_videos=0"])
+        f"source.videos={folder}", f"source.msrvtt_data={data}", f"source.msrvtt_split={listed}", f"out={tmp_path / 'out' / 'm.json'}",
+        "decode.num_frames=4", "decode.workers=0", "caption.method=greedy", "report_videos=0"])
     result = captioning.run(cfg)
     protocol = result["protocol"]
     assert protocol["split"] == "msrvtt-test_list_full" and protocol["videos"] == 3

@@ -393,7 +393,7 @@ def test_retrieval_metrics_are_equal_through_either_engine(cluster, msrvtt, tmp_
     results = {}
     for engine in ("local", "ray"):
         results[engine] = retrieval.run(load_config(retrieval.RetrievalConfig, None, [
-            f"videos={videos}", f"msrvtt_data={data}", f"out={tmp_path / engine / 'metrics.json'}",
+            f"source.videos={videos}", f"source.msrvtt_data={data}", f"out={tmp_path / engine / 'metrics.json'}",
             "decode.num_frames=4", "decode.workers=0", "decode.batch_size=3", "report_queries=0",
             f"engine={engine}", "ray.decode_actors=1", "ray.encode_actors=1"]))
     local, ray = results["local"], results["ray"]

@@ -87,7 +87,7 @@ def independent_recall(captions_csv: Path, frames: int) -> tuple[float, float]:
 def test_recall_matches_an_independent_computation_and_failures_are_excluded(clip_set, tmp_path):
     _, captions = clip_set
     out = tmp_path / "metrics.json"
-    cfg = load_config(retrieval.RetrievalConfig, None, [f"captions={captions}", f"out={out}", "decode.num_frames=4",
+    cfg = load_config(retrieval.RetrievalConfig, None, [f"source.captions={captions}", f"out={out}", "decode.num_frames=4",
                                                          "decode.workers=0", "decode.batch_size=4"])
     result = retrieval.run(cfg)
     t2v, v2t = independent_recall(captions, frames=4)
@@ -105,7 +105,7 @@ def test_recall_matches_an_independent_computation_and_failures_are_excluded(cli
 @pytest.mark.slow
 def test_second_run_reuses_the_embedding_cache(clip_set, tmp_path, monkeypatch):
     root, captions = clip_set
-    overrides = [f"captions={captions}", f"out={tmp_path / 'm.json'}", "decode.num_frames=4", "decode.workers=0",
+    overrides = [f"source.captions={captions}", f"out={tmp_path / 'm.json'}", "decode.num_frames=4", "decode.workers=0",
                  "report_queries=0"]
     first = retrieval.run(load_config(retrieval.RetrievalConfig, None, overrides))
 
@@ -130,7 +130,7 @@ def test_synthetic_msrvtt_layout_recall_far_above_chance(tmp_path_factory, tmp_p
     folder = tmp_path_factory.getbasetemp() / "msrvtt_synthetic"
     data_json, jsfusion = write_msrvtt_format(folder, num_videos=20, num_frames=8, seed=5)
     cfg = load_config(retrieval.RetrievalConfig, None, [
-        f"videos={folder}", f"msrvtt_data={data_json}", f"msrvtt_split={jsfusion if split == '1k-A' else 'full'}",
+        f"source.videos={folder}", f"source.msrvtt_data={data_json}", f"source.msrvtt_split={jsfusion if split == '1k-A' else 'full'}",
         f"out={tmp_path / 'metrics.json'}", "decode.num_frames=8", "decode.workers=0", "report_queries=2",
         f"cache_dir={folder / 'cache'}"])
     result = retrieval.run(cfg)
@@ -144,7 +144,7 @@ def test_linspace_sampling_is_its_own_cache_and_protocol(clip_set, tmp_path):
     root, captions = clip_set
     runs = {}
     for sampling in ("eval", "linspace"):
-        cfg = load_config(retrieval.RetrievalConfig, None, [f"captions={captions}", f"out={tmp_path / 'm.json'}",
+        cfg = load_config(retrieval.RetrievalConfig, None, [f"source.captions={captions}", f"out={tmp_path / 'm.json'}",
                                                              "decode.num_frames=4", "decode.workers=0", "report_queries=0",
                                                              f"decode.sampling={sampling}"])
         runs[sampling] = (retrieval.cache_path(cfg), retrieval.run(cfg))
@@ -175,9 +175,9 @@ def test_outputs_never_overwrite_an_input_or_a_foreign_file(tmp_path):
     precious.write_text('{"mine": true}')
     for out, culprit in ((precious, "file exists and was not written by coca-video"),
                          (tmp_path / "pairs_t2v_ranks.json", None)):
-        overrides = [f"captions={tmp_path / 'pairs.csv'}", f"out={out}"]
+        overrides = [f"source.captions={tmp_path / 'pairs.csv'}", f"out={out}"]
         if culprit is None:  # the ranks CSV beside out=X.json is X_t2v_ranks.csv: make it the caption file
-            overrides = [f"captions={tmp_path / 'pairs_t2v_ranks.csv'}", f"out={tmp_path / 'pairs.json'}"]
+            overrides = [f"source.captions={tmp_path / 'pairs_t2v_ranks.csv'}", f"out={tmp_path / 'pairs.json'}"]
             (tmp_path / "pairs_t2v_ranks.csv").write_text("video,caption\na.mp4,a red circle\n")
             culprit = "is one of the input files"
         with pytest.raises(OutputError, match=culprit):

@@ -150,7 +150,7 @@ def test_cli_flags_caption_and_report(folder, tmp_path, capsys):
     root, truth, labels = folder
     out, report = tmp_path / "scores.csv", tmp_path / "report.html"
     code = main(["score", str(root), "--labels", str(labels), "--caption", "--out", str(out), "--report", str(report),
-                 "decode.num_frames=4", "decode.workers=0", "caption_method=greedy"])
+                 "decode.num_frames=4", "decode.workers=0", "caption.method=greedy"])
     assert code == 0
     table = pd.read_csv(out)
     ok = table[table.status == "ok"]

@@ -57,7 +57,7 @@ def scored(tmp_path_factory) -> dict:
     out = root / "scores.parquet"
     score.run(load_config(score.ScoreConfig, None, [
         f"videos={videos}", f"out={out}", f"labels={labels}", "decode.num_frames=4", "decode.workers=0",
-        "segment_seconds=2", "caption=true", "caption_method=greedy", "top_k=1"]))
+        "segment_seconds=2", "caption=true", "caption.method=greedy", "top_k=1"]))
     (videos / "gone.mp4").unlink()
     (root / "secret.txt").write_text(SECRET)
     (videos / "swapped.mp4").unlink()

@@ -21,7 +21,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError
+from ..config import VideoTextSource
+from ..errors import DataError, InputError
 
 FULL_TEST_IDS = range(7010, 10000)
 OFFICIAL_SPLIT_SIZES = {"train": 6513, "val": 497, "test": 2990}  # MSR-VTT's standard split (Xu et al., 2016)
@@ -214,3 +215,20 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]
     if missing:
         raise DataError(f"{path}: missing columns {missing} (found {list(rows[0])})")
     return rows
+
+
+def load_set(source: VideoTextSource, task: str) -> RetrievalSet:
+    """The videos and captions a config's ``source`` block names (retrieval, captioning and caption finetuning read
+    the same block); ``task`` names the command in the error when it names nothing."""
+    if source.captions:
+        return load_caption_csv(source.captions, source.videos or None)
+    split = source.msrvtt_split or ("full" if source.msrvtt_data else None)  # the data file alone: its full test split
+    if split and (source.msrvtt_data or split != "full"):
+        return load_msrvtt(source.msrvtt_data or "", split, source.videos)
+    raise InputError(f"{task} needs source.captions=<csv>, or source.msrvtt_split=<JSFUSION csv>|<video-id list "
+                     ".txt>|full (the last two need source.msrvtt_data=<MSRVTT_data.json>)")
+
+
+def source_files(source: VideoTextSource) -> list[Path]:
+    """The annotation files ``source`` names that exist: inputs that no output of a run may overwrite."""
+    return [Path(p) for p in (source.captions, source.msrvtt_data, source.msrvtt_split) if p and Path(p).is_file()]

@@ -17,27 +17,27 @@ worst CIDEr-D first). Videos that cannot be read are excluded and listed, never 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 
 from ..caption_metrics import CaptionScores, caption_scores
-from ..config import DecodeConfig, ModelConfig, check_at_least, check_suffix
+from ..config import CaptionConfig, DecodeConfig, ModelConfig, VideoTextSource, check_at_least, check_suffix
 from ..data.results import PartStore, file_key, stored_key, stored_path
-from ..data.retrieval import RetrievalSet
+from ..data.retrieval import RetrievalSet, load_set, source_files
 from ..distributed import barrier, init_distributed
 from ..errors import InputError
 from ..io import atomic_write_table, atomic_write_text, check_output_file, is_our_metrics
 from ..model import get_tokenizer
 from ..runtime import load_model
 from ..scoring import ScoreItem, VideoScorer, score_files
-from .retrieval import SAMPLING_RULES, load_set
-from .score import caption_options, check_caption_options
+from .retrieval import SAMPLING_RULES
 
 CAPTION_SOURCES = {"middle_frame": "the middle frame's image tokens (the decoder was trained on single images)",
                    "all_frames": "all frames' image tokens through the generative pooler (VideoCoCa's input)"}
@@ -45,17 +45,9 @@ CAPTION_SOURCES = {"middle_frame": "the middle frame's image tokens (the decoder
 
 @dataclass
 class CaptioningConfig:
-    videos: str = ""  # folder of the videos (MSR-VTT: video{N}.mp4)
-    captions: str | None = None  # generic CSV (video, caption); several rows a video: several references
-    msrvtt_data: str | None = None  # MSRVTT_data.json
-    msrvtt_split: str | None = None  # "full" (2,990 test videos), a video-id list (test_list_full.txt) or a 1k-A CSV
+    source: VideoTextSource = field(default_factory=VideoTextSource)  # the videos and their reference captions
     out: str = "runs/captioning/metrics.json"  # metrics JSON; predictions CSV and report go beside it
-    caption_method: Literal["greedy", "beam", "top_p"] = "beam"  # decoding: beam search, greedy, or nucleus sampling
-    caption_max_len: int = 30  # most tokens per caption, start token included
-    caption_source: Literal["middle_frame", "all_frames"] = "middle_frame"  # middle frame, or all frames via the pooler
-    caption_beam_size: int = 6  # beams of caption_method=beam
-    caption_min_len: int = 5  # fewest tokens per caption, start token included (EOT blocked before)
-    caption_repetition_penalty: float = 1.0  # > 1 discourages repeating a token already in the caption (1.0: off)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)  # decoding, and what the generative pooler reads
     cache_dir: str | None = None  # where generated captions are kept for reruns; default: <out folder>/caption_cache
     report_videos: int = 200  # videos on the HTML report, worst CIDEr-D first (0: no report)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -63,7 +55,6 @@ class CaptioningConfig:
 
     def __post_init__(self) -> None:
         check_suffix("out", self.out, (".json",))
-        check_caption_options(self)
         check_at_least("report_videos", self.report_videos, 0)
         self.decode.require_clips("captioning")
 
@@ -72,7 +63,7 @@ def run(cfg: CaptioningConfig) -> dict[str, Any]:
     """Caption every video of the split (kept for reruns), score against the references, write the metrics JSON,
     the predictions CSV and the report."""
     info = init_distributed()
-    dataset = load_set(cfg, "captioning")
+    dataset = load_set(cfg.source, "captioning")
     check_outputs(cfg, dataset)
     model = load_model(cfg.model)
     predictions, failed = caption_videos(cfg, dataset, model, get_tokenizer(cfg.model.name))
@@ -110,8 +101,7 @@ def check_outputs(cfg: CaptioningConfig, dataset: RetrievalSet) -> None:
     """Refuse (before any work) outputs that are inputs or existing files we did not write."""
     from ..report import is_our_report
 
-    inputs = [Path(v) for v in dataset.videos] + [Path(p) for p in (cfg.captions, cfg.msrvtt_data, cfg.msrvtt_split)
-                                                  if p and Path(p).is_file()]
+    inputs = [Path(v) for v in dataset.videos] + source_files(cfg.source)
     paths = output_paths(cfg)
     check_output_file(paths["out"], inputs, is_our_metrics(paths["out"], "caption_tokenizer"), "out")
     check_output_file(paths["predictions"], inputs, first_line(paths["predictions"]) == PREDICTIONS_HEADER,
@@ -131,9 +121,8 @@ def first_line(path: Path) -> str | None:
 def cache_path(cfg: CaptioningConfig) -> Path:
     """One caption store per (model, weights, frames, precision, sampling, decoding): another split reuses it."""
     key = json.dumps([cfg.model.name, cfg.model.pretrained, cfg.model.image_size, cfg.decode.num_frames,
-                      cfg.model.precision, cfg.decode.sampling, cfg.caption_method, cfg.caption_max_len,
-                      cfg.caption_source, cfg.caption_beam_size, cfg.caption_min_len,
-                      float(cfg.caption_repetition_penalty), weights_stamp(cfg.model.name)])
+                      cfg.model.precision, cfg.decode.sampling, *dataclasses.astuple(cfg.caption),
+                      weights_stamp(cfg.model.name)])
     folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out).parent / "caption_cache"
     return folder / f"captions-{hashlib.sha1(key.encode()).hexdigest()[:12]}.parquet"
 
@@ -158,14 +147,14 @@ def caption_videos(cfg: CaptioningConfig, dataset: RetrievalSet, model, tokenize
     info = init_distributed()
     missing = [v for v in dataset.videos if not os.path.isfile(v)]
     if len(missing) == len(dataset.videos):
-        raise InputError(f"{cfg.videos or dataset.split}: none of the {len(missing)} videos named by the captions "
+        raise InputError(f"{cfg.source.videos or dataset.split}: none of the {len(missing)} videos named by the captions "
                          f"exist (e.g. {missing[0]})")
     store = PartStore(cache_path(cfg), rank=info.rank)
     keys = [file_key(v) for v in dataset.videos if os.path.isfile(v)]
     with store.locked():  # two runs filling one store would write the same part names
         done = store.done_keys()
         todo = [ScoreItem(key) for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
-        scorer = VideoScorer(model, tokenizer, cfg.model, captions=caption_options(cfg))
+        scorer = VideoScorer(model, tokenizer, cfg.model, captions=cfg.caption)
         score_files(scorer, todo, store, cfg.decode, show=info.is_main)
     barrier()
     rows = store.read(columns=["path", "size", "mtime", "error", "caption", "scored_at"])
@@ -200,11 +189,11 @@ def protocol(cfg: CaptioningConfig, dataset: RetrievalSet, evaluated: dict[str, 
             "empty_references_dropped": dataset.empty_captions_dropped,
             "model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
             "precision": cfg.model.precision, "frames_per_video": cfg.decode.num_frames,
-            "sampling": SAMPLING_RULES[cfg.decode.sampling], "caption_source": CAPTION_SOURCES[cfg.caption_source],
-            "decoding": cfg.caption_method,
-            "beam_size": cfg.caption_beam_size if cfg.caption_method == "beam" else None,
-            "max_len": cfg.caption_max_len, "min_len": cfg.caption_min_len,
-            "repetition_penalty": float(cfg.caption_repetition_penalty),
+            "sampling": SAMPLING_RULES[cfg.decode.sampling], "caption_source": CAPTION_SOURCES[cfg.caption.source],
+            "decoding": cfg.caption.method,
+            "beam_size": cfg.caption.beam_size if cfg.caption.method == "beam" else None,
+            "max_len": cfg.caption.max_len, "min_len": cfg.caption.min_len,
+            "repetition_penalty": cfg.caption.repetition_penalty,
             "caption_tokenizer": scores.tokenizer, "meteor": scores.meteor,
             "metrics": "coco-caption: BLEU-1..4 (closest reference length), METEOR 1.5, ROUGE-L (beta 1.2), "
                        "CIDEr-D (n=4, sigma=6, clipped, x10, IDF from the evaluated references); percent",

@@ -1,14 +1,14 @@
 """Caption finetuning: the captioning loss alone on video-text pairs (the CoCa paper finetunes captioning so),
 in VideoCoCa's "LiT" setting by default: the image encoder frozen, the poolers and the text decoder trained.
 
-    coca-video finetune-captions --config configs/captioning/synthetic_finetune.yaml captions=clips/captions.csv
+    coca-video finetune-captions --config configs/captioning/synthetic_finetune.yaml source.captions=clips/captions.csv
     coca-video finetune-captions --videos MSRVTT/videos --msrvtt-data MSRVTT_data.json \\
         --msrvtt-split train_list_full.txt output_dir=runs/ft
     coca-video captioning --model runs/ft/model --videos MSRVTT/videos --msrvtt-data MSRVTT_data.json
 
-Inputs are captioning's (:func:`coca_video.tasks.retrieval.load_set`): a (video, caption) CSV, several rows a video
+Inputs are captioning's (``source.*``, :func:`coca_video.data.retrieval.load_set`): a (video, caption) CSV, several rows a video
 being several captions, or MSR-VTT (a video-id list such as ``train_list_full.txt`` picks the training split).
-Every frame goes through the image encoder; the generative pooler reads all frames' tokens (``caption_source:
+Every frame goes through the image encoder; the generative pooler reads all frames' tokens (``caption.source:
 all_frames``, VideoCoCa's input) or the middle frame's, and the multimodal decoder learns the caption by teacher
 forcing (mean next-token cross-entropy over the global batch's non-pad tokens). An epoch takes every video once with
 one of its captions, drawn per (seed, epoch, video), so any number of processes draws the same.
@@ -28,16 +28,16 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import DecodeConfig, ModelConfig, check, check_at_least, to_dict
+from ..config import CaptionConfig, DecodeConfig, ModelConfig, VideoTextSource, check, check_at_least, to_dict
 from ..data.feature_cache import FeatureCache, fill_cache
-from ..data.retrieval import RetrievalSet
+from ..data.retrieval import RetrievalSet, load_set
 from ..data.video import ClipSampling, VideoItem, decode_loader
 from ..distributed import barrier, batch_shards, init_distributed, print0
 from ..errors import DataError
@@ -48,7 +48,6 @@ from ..scoring import caption_source_tokens
 from ..training import EpochTrainer, OptimConfig
 from ..transforms import ClipAugmentConfig, clip_train_transform
 from .captioning import CAPTION_SOURCES, references_by_video
-from .retrieval import load_set
 
 FREEZE_GROUPS = {"image_encoder": ("image_encoder",), "poolers": ("image_pooling",), "text": ("text",),
                  "decoder": ("decoder", "caption_head")}  # group -> CoCa attributes it holds
@@ -74,13 +73,10 @@ class CaptionTrainConfig:
 
 @dataclass
 class FinetuneCaptionsConfig:
-    videos: str = ""  # folder of the videos (MSR-VTT: video{N}.mp4)
-    captions: str | None = None  # CSV (video, caption); several rows a video: several captions
-    msrvtt_data: str | None = None  # MSRVTT_data.json
-    msrvtt_split: str | None = None  # a video-id list (train_list_full.txt), "full" or a 1k-A CSV
+    source: VideoTextSource = field(default_factory=VideoTextSource)  # training videos and their captions
     output_dir: str = "runs/finetune_captions"  # model/, checkpoints, logs, metrics.json
     resume: str | None = None  # "auto" or a checkpoint file
-    caption_source: Literal["middle_frame", "all_frames"] = "all_frames"  # what the generative pooler reads
+    caption: CaptionConfig = field(default_factory=lambda: CaptionConfig(source="all_frames"))  # source: trained on
     train: CaptionTrainConfig = field(default_factory=CaptionTrainConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, weight_decay=0.01, warmup_steps=50))
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -101,7 +97,7 @@ def run(cfg: FinetuneCaptionsConfig) -> dict[str, Any]:
     output = check_output_dir(cfg.output_dir)
     info = init_distributed()
     torch.manual_seed(cfg.train.seed)
-    dataset = load_set(cfg, "finetune-captions")
+    dataset = load_set(cfg.source, "finetune-captions")
     print0(f"{dataset.split}: {len(dataset.videos)} videos, {len(dataset.captions)} captions")
     model = load_model(cfg.model, training=True)
     output.mkdir(parents=True, exist_ok=True)
@@ -163,7 +159,7 @@ class CaptionTrainer(EpochTrainer):
         self.frozen_encoder = "image_encoder" in cfg.train.freeze
         freeze_groups(model, cfg.train.freeze)
         model.set_grad_checkpointing(cfg.train.grad_checkpointing)
-        self.trainee = CaptionTrainee(model, not self.frozen_encoder, cfg.decode.num_frames, cfg.caption_source)
+        self.trainee = CaptionTrainee(model, not self.frozen_encoder, cfg.decode.num_frames, cfg.caption.source)
         stop_unreached(self.trainee, self.stand_in_input(1), torch.tensor([[model.cfg.text.sot_id,
                                                                            model.cfg.text.eot_id]]))
         self.items = [VideoItem(video) for video in dataset.videos]
@@ -269,7 +265,7 @@ def protocol(cfg: FinetuneCaptionsConfig, dataset: RetrievalSet, trainer: Captio
     trained = sorted(g for g in FREEZE_GROUPS if g not in cfg.train.freeze)
     return {"model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
             "split": dataset.split, "train_videos": len(trainer.rows), "captions": len(dataset.captions),
-            "failed_videos": trainer.failed, "caption_source": CAPTION_SOURCES[cfg.caption_source],
+            "failed_videos": trainer.failed, "caption_source": CAPTION_SOURCES[cfg.caption.source],
             "frames_per_video": cfg.decode.num_frames, "trained": trained, "frozen": sorted(cfg.train.freeze),
             "encoder_tokens": "feature cache" if trainer.frozen_encoder else "decoded every epoch (TSN train)",
             "loss": "captioning only: mean next-token cross-entropy over the global batch's non-pad tokens",

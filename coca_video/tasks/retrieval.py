@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..config import DecodeConfig, ModelConfig, RayConfig, check_suffix
+from ..config import DecodeConfig, ModelConfig, RayConfig, VideoTextSource, check_suffix
 from ..data.results import PartStore, file_key, stored_key, stored_path
-from ..data.retrieval import RetrievalSet, load_caption_csv, load_msrvtt
+from ..data.retrieval import RetrievalSet, load_set, source_files
 from ..distributed import barrier, init_distributed
 from ..errors import InputError
 from ..io import atomic_write_table, atomic_write_text, check_output_file, is_our_metrics
@@ -43,10 +43,7 @@ SAMPLING_RULES = {"eval": "uniform segment centres", "linspace": "linspace from 
 
 @dataclass
 class RetrievalConfig:
-    videos: str = ""  # folder of the videos (MSR-VTT: video{N}.mp4)
-    captions: str | None = None  # generic CSV (video, caption)
-    msrvtt_data: str | None = None  # MSRVTT_data.json
-    msrvtt_split: str | None = None  # MSRVTT_JSFUSION_test.csv (1k-A) or "full" (the default with msrvtt_data)
+    source: VideoTextSource = field(default_factory=VideoTextSource)  # the videos and their captions
     out: str = "runs/retrieval/metrics.json"  # metrics JSON; ranks CSV and report go beside it
     prompt_prefix: str = ""  # prepended to every caption, e.g. "a video of "
     cache_dir: str | None = None  # default: <out folder>/embedding_cache
@@ -71,7 +68,7 @@ def run(cfg: RetrievalConfig) -> dict[str, Any]:
 
         check_ray_engine()
     info = init_distributed()
-    dataset = load_set(cfg)
+    dataset = load_set(cfg.source, "retrieval")
     check_outputs(cfg, dataset)
     model = load_model(cfg.model)
     tokenizer = get_tokenizer(cfg.model.name)
@@ -98,18 +95,6 @@ def run(cfg: RetrievalConfig) -> dict[str, Any]:
     return result
 
 
-def load_set(cfg: RetrievalConfig, task: str = "retrieval") -> RetrievalSet:
-    """The videos and captions ``cfg`` names (``captions``, ``msrvtt_*`` and ``videos``; captioning's config has
-    the same keys); ``task`` names the command in the error when they name nothing."""
-    if cfg.captions:
-        return load_caption_csv(cfg.captions, cfg.videos or None)
-    split = cfg.msrvtt_split or ("full" if cfg.msrvtt_data else None)  # the data file alone: its full test split
-    if split and (cfg.msrvtt_data or split != "full"):
-        return load_msrvtt(cfg.msrvtt_data or "", split, cfg.videos)
-    raise InputError(f"{task} needs captions=<csv>, or msrvtt_split=<JSFUSION csv>|<video-id list .txt>|full (the "
-                     "last two need msrvtt_data=<MSRVTT_data.json>)")
-
-
 def output_paths(cfg: RetrievalConfig) -> dict[str, Path]:
     """What a run writes: the metrics JSON, and beside it the per-query ranks CSV and the HTML report."""
     out = Path(cfg.out)
@@ -122,8 +107,7 @@ def check_outputs(cfg: RetrievalConfig, dataset: RetrievalSet) -> None:
     did not write: metrics JSON with our protocol block, our ranks CSV header, our report marker."""
     from ..report import is_our_report
 
-    inputs = [Path(v) for v in dataset.videos] + [Path(p) for p in (cfg.captions, cfg.msrvtt_data, cfg.msrvtt_split)
-                                                  if p and Path(p).is_file()]
+    inputs = [Path(v) for v in dataset.videos] + source_files(cfg.source)
     paths = output_paths(cfg)
     check_output_file(paths["out"], inputs, is_our_metrics(paths["out"], "convention"), "out")
     check_output_file(paths["ranks"], inputs, is_our_ranks(paths["ranks"]), "out (its ranks CSV)")
@@ -155,7 +139,7 @@ def embed_videos(cfg: RetrievalConfig, dataset: RetrievalSet, model: CoCa, token
     info = init_distributed()
     missing = [v for v in dataset.videos if not os.path.isfile(v)]
     if len(missing) == len(dataset.videos):
-        raise InputError(f"{cfg.videos}: none of the {len(missing)} videos exist (e.g. {missing[0]})")
+        raise InputError(f"{cfg.source.videos}: none of the {len(missing)} videos exist (e.g. {missing[0]})")
     store = PartStore(cache_path(cfg), rank=info.rank)
     keys = [file_key(v) for v in dataset.videos if os.path.isfile(v)]
     with store.locked():  # two runs filling one cache would write the same part names

@@ -24,7 +24,7 @@ import pyarrow as pa
 import torch
 import torch.distributed as dist
 
-from ..config import DecodeConfig, ModelConfig, RayConfig, check, check_at_least, check_suffix
+from ..config import CaptionConfig, DecodeConfig, ModelConfig, RayConfig, check, check_at_least, check_suffix
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
 from ..data.results import PartStore, embeddings_path, input_key, lines_digest, merge, stored_key, stored_path
 from ..data.synthetic import is_synthetic_class
@@ -34,7 +34,7 @@ from ..errors import ConfigError, DataError, InputError
 from ..io import check_output_file
 from ..model import CoCa, create_model, get_tokenizer, load_probe, read_probe_info
 from ..runtime import load_model
-from ..scoring import CaptionOptions, Counts, ScoreItem, VideoScorer, score_files
+from ..scoring import Counts, ScoreItem, VideoScorer, score_files
 from ..transforms import image_transform
 from ..video.sampling import clock
 
@@ -49,13 +49,7 @@ class ScoreConfig:
     probe_views: bool = True  # with probe: its softmax averaged over the views it was evaluated with (e.g. 4x3)
     templates: str | None = None  # prompt file; default: the model's own prompts, else the video templates
     top_k: int = 5  # labels kept per video, best first
-    caption: bool = False  # add a caption per video
-    caption_method: Literal["greedy", "beam", "top_p"] = "beam"  # decoding: beam search, greedy, or nucleus sampling
-    caption_max_len: int = 30  # most tokens per caption, start token included
-    caption_source: Literal["middle_frame", "all_frames"] = "middle_frame"  # middle frame, or all frames via the pooler
-    caption_beam_size: int = 6  # beams of caption_method=beam
-    caption_min_len: int = 5  # fewest tokens per caption, start token included (EOT blocked before)
-    caption_repetition_penalty: float = 1.0  # > 1 discourages repeating a token already in the caption (1.0: off)
+    caption: CaptionConfig | None = None  # a caption per video (null: none; true or any caption.* key: captions)
     video_pooling: Literal["mean", "attentional"] = "mean"  # mean of frame embeddings, or the pooler over all tokens
     frame_embeddings: bool = False  # also store each frame's embedding in the embeddings file
     report: str | None = None  # HTML report path (page 1, with the totals); more pages go beside it: <stem>-002.html
@@ -69,7 +63,6 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         check_at_least("top_k", self.top_k, 1)
-        check_caption_options(self)
         check_at_least("report_page_size", self.report_page_size, 1)
         check_suffix("out", self.out, (".parquet", ".csv"))
         check_suffix("report", self.report, (".html",), optional=True)
@@ -82,23 +75,6 @@ class ScoreConfig:
                   self.segment_seconds)
             check(self.probe is None, "probe", "be unset with decode.sampling=fps (a probe reads whole clips)",
                   self.probe)
-
-
-def check_caption_options(cfg: Any) -> None:
-    """The ``caption_*`` decoding keys of a config (score's, captioning's): lengths, beams and penalty in range."""
-    check_at_least("caption_max_len", cfg.caption_max_len, 2)
-    check_at_least("caption_beam_size", cfg.caption_beam_size, 1)
-    check_at_least("caption_min_len", cfg.caption_min_len, 1)
-    check(cfg.caption_min_len < cfg.caption_max_len, "caption_min_len",
-          f"be < caption_max_len ({cfg.caption_max_len})", cfg.caption_min_len)
-    check(isinstance(cfg.caption_repetition_penalty, (int, float)) and cfg.caption_repetition_penalty > 0,
-          "caption_repetition_penalty", "be > 0 (1.0: off; > 1 discourages repeats)", cfg.caption_repetition_penalty)
-
-
-def caption_options(cfg: Any) -> CaptionOptions:
-    """The decoding options a config's ``caption_*`` keys name."""
-    return CaptionOptions(cfg.caption_method, cfg.caption_max_len, cfg.caption_source, cfg.caption_beam_size,
-                          cfg.caption_min_len, float(cfg.caption_repetition_penalty))
 
 
 def run(cfg: ScoreConfig) -> dict[str, Any]:
@@ -156,7 +132,7 @@ def row_settings(cfg: ScoreConfig) -> dict[str, Any]:
             "labels": lines_digest(read_class_names(cfg.labels)) if cfg.labels else None,
             "templates": lines_digest(read_templates(cfg.templates)) if cfg.templates else None,
             "probe": str(probe) if probe else None, "probe_views": cfg.probe_views if probe else None,
-            "top_k": cfg.top_k, "caption": [cfg.caption_method, cfg.caption_max_len, cfg.caption_source]
+            "top_k": cfg.top_k, "caption": list(dataclasses.astuple(cfg.caption))
             if cfg.caption else None, "video_pooling": cfg.video_pooling, "frame_embeddings": cfg.frame_embeddings,
             "segments": [cfg.segment_seconds, cfg.segment_stride] if cfg.segment_seconds else None}
 
@@ -209,8 +185,7 @@ def build_scorer(cfg: ScoreConfig, model: CoCa, tokenizer: Callable) -> VideoSco
         class_names = read_class_names(cfg.labels)
         templates = read_templates(cfg.templates) if cfg.templates else \
             model_templates(cfg.model.name) or video_templates()
-    captions = caption_options(cfg) if cfg.caption else None
-    return VideoScorer(model, tokenizer, cfg.model, class_names, templates, probe, cfg.top_k, captions,
+    return VideoScorer(model, tokenizer, cfg.model, class_names, templates, probe, cfg.top_k, cfg.caption,
                        cfg.frame_embeddings, cfg.video_pooling)
 
 
