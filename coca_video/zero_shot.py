@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .model import CoCa
+from .prompts import encode_texts, prompt_templates
 
 DEFAULT_TEMPLATES = ("a photo of {}.",)
 
@@ -20,11 +21,9 @@ def class_embeddings(model: CoCa, tokenizer: Callable[[Sequence[str]], Tensor], 
     """(C, D) L2-normalised class embeddings: for each class, the normalised mean over ``templates`` (``{}`` is
     replaced by the class name) of the normalised text embeddings."""
     prompts = [template.format(name) for name in class_names for template in templates]
-    device = next(model.parameters()).device
-    embeddings = torch.cat([model.encode_text(tokenizer(prompts[i:i + batch_size]).to(device))
-                            for i in range(0, len(prompts), batch_size)])
+    embeddings = encode_texts(model, tokenizer, prompts, batch_size)  # (C*T, D)
     per_class = embeddings.view(len(class_names), len(templates), -1).mean(dim=1)
-    return F.normalize(per_class.float(), dim=-1)
+    return F.normalize(per_class, dim=-1)
 
 
 def class_probabilities(model: CoCa, embeddings: Tensor, classes: Tensor) -> Tensor:
@@ -48,10 +47,9 @@ def zero_shot_classify(model: CoCa, tokenizer: Callable[[Sequence[str]], Tensor]
                        class_names: Sequence[str], templates: Sequence[str] | None = None) -> Tensor:
     """(N, D) normalised video (or image) embeddings -> (N, C) probabilities over ``class_names``.
 
-    Classes are prompt ensembles over ``templates`` (``{}`` takes the class name; default: the shipped video
-    templates, "a video of {}." and the like); probabilities are the softmax of the model's logit-scaled cosines.
+    Classes are prompt ensembles over ``templates`` (``{}`` takes the class name; default: the model's own, as every
+    command chooses them: :func:`coca_video.prompts.prompt_templates`); probabilities are the softmax of the model's
+    logit-scaled cosines.
     """
-    from .data.labels import video_templates
-
-    classes = class_embeddings(model, tokenizer, class_names, templates or video_templates())
+    classes = class_embeddings(model, tokenizer, class_names, templates or prompt_templates(model))
     return class_probabilities(model, video_embeddings.to(classes.device, classes.dtype), classes)

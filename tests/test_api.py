@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import coca_video
-from coca_video.data.labels import video_templates
+from coca_video.data.labels import read_templates, video_templates
 from coca_video.data.synthetic import SyntheticVideos
 from coca_video.transforms import RandomResizedCrop
 from coca_video.video import VideoReader, sample_indices, write_video
@@ -90,6 +90,7 @@ def test_zero_shot_classify_is_a_softmax_over_prompt_ensembles(default_model):
         expected = torch.softmax(default_model.logit_scale.exp().clamp(max=100) * videos @ classes.T, dim=-1)
     probabilities = coca_video.zero_shot_classify(default_model, tokenizer, videos, names, templates)
     assert probabilities.shape == (3, 3) and torch.allclose(probabilities, expected, atol=1e-5)
-    default = coca_video.zero_shot_classify(default_model, tokenizer, videos, names)
-    assert torch.allclose(default, coca_video.zero_shot_classify(default_model, tokenizer, videos, names,
-                                                                 video_templates()))
+    default = coca_video.zero_shot_classify(default_model, tokenizer, videos, names)  # the model's own prompts,
+    own = read_templates(default_model.checkpoint / "prompt_templates.txt")  # as every command takes them
+    assert own != video_templates() and torch.allclose(
+        default, coca_video.zero_shot_classify(default_model, tokenizer, videos, names, own))

@@ -14,7 +14,7 @@ PACKAGE = REPO / "coca_video"
 LAYERS = [  # a module may import its own layer and the ones above it in this list, never the ones below
     {"errors", "storage", "io", "config", "distributed", "tokenizer", "video"},
     {"model", "transforms"},
-    {"runtime", "data", "metrics", "caption_metrics", "ptb_tokenize", "zero_shot", "api"},
+    {"runtime", "data", "metrics", "caption_metrics", "ptb_tokenize", "prompts", "zero_shot", "api"},
     {"scoring", "training", "report"},
     {"engines"},
     {"tasks", "serve"},  # serve: the server of the search task (tasks.score's search), run by tasks.serve

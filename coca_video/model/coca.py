@@ -7,6 +7,7 @@ captioning logits of the multimodal decoder (teacher forcing).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
@@ -65,6 +66,7 @@ class CoCa(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(cfg.init_logit_scale))
         text = cfg.text
         self.special_tokens = SpecialTokens(text.sot_id, text.eot_id, text.pad_id, text.context_length)
+        self.checkpoint: Path | None = None  # the checkpoint folder create_model loaded it from (its prompts)
 
     # -- image side ---------------------------------------------------------------------------------------------
     def image_features(self, images: Tensor) -> PooledImage:

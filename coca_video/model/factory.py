@@ -165,6 +165,7 @@ def create_model(
     model = CoCa(get_model_config(name))
     if folder is not None and pretrained is None:
         load_weights(model, folder)
+        model.checkpoint = folder
     elif pretrained is not None:
         load_weights(model, resolve_pretrained(name, str(pretrained)))
     if image_size is not None and image_size != model.cfg.vision.image_size:
