@@ -96,3 +96,26 @@ def gather_objects(local: Any) -> list[Any]:
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, local)
     return parts
+
+
+def sum_over_ranks(tensor: Tensor) -> Tensor:
+    """The elementwise sum of ``tensor`` over every rank (a new tensor; ``tensor`` itself on one process)."""
+    if not is_distributed():
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total)
+    return total
+
+
+def mean_over_ranks(tensor: Tensor) -> Tensor:
+    """The elementwise mean of ``tensor`` over every rank (``tensor`` itself on one process)."""
+    return sum_over_ranks(tensor) / get_info().world_size if is_distributed() else tensor
+
+
+def from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (``value`` on one process)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .distributed import is_distributed
+from .distributed import from_rank0, is_distributed
 from .errors import ConfigError
 from .model import CoCa, create_model
 from .model.precision import auto_precision, precision_of, warn_if_emulated_bf16
@@ -42,12 +42,11 @@ def load_model(cfg: ModelConfig, training: bool = False) -> CoCa:
     if not training:
         cfg.precision = precision_of(model)
         if requested == "auto" and is_distributed():  # every rank measured; all compute as rank 0 chose
-            agreed = [cfg.precision]
-            torch.distributed.broadcast_object_list(agreed, src=0)
-            if agreed[0] != cfg.precision:
-                model = create_model(cfg.name, pretrained=cfg.pretrained, device=cfg.device, precision=agreed[0],
+            agreed = from_rank0(cfg.precision)
+            if agreed != cfg.precision:
+                model = create_model(cfg.name, pretrained=cfg.pretrained, device=cfg.device, precision=agreed,
                                      image_size=cfg.image_size)
-                cfg.precision = agreed[0]
+                cfg.precision = agreed
     if compiles(cfg, training):
         compile_forward(model.image_encoder)
     return model

@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import torch.distributed as dist
 
-from ..distributed import all_gather_with_grad, is_distributed
+from ..distributed import all_gather_with_grad, get_info, sum_over_ranks
 from .coca import CoCaOutput
 
 
@@ -32,13 +31,8 @@ def caption_loss(caption_logits: Tensor, caption_labels: Tensor, pad_id: int) ->
     """
     summed = F.cross_entropy(caption_logits.transpose(1, 2).float(), caption_labels, ignore_index=pad_id,
                              reduction="sum")
-    count = (caption_labels != pad_id).sum()
-    world = 1
-    if is_distributed():
-        world = dist.get_world_size()
-        count = count.clone()
-        dist.all_reduce(count)
-    return summed * world / count.clamp(min=1)
+    count = sum_over_ranks((caption_labels != pad_id).sum())
+    return summed * get_info().world_size / count.clamp(min=1)
 
 
 class CoCaLoss(nn.Module):
