@@ -39,7 +39,7 @@ class Flag:
 MODEL_FLAGS = [  # the shared model block, on every task command
     Flag("--model", "model.name", "model name or checkpoint folder (default: the built-in default model)"),
     Flag("--pretrained", "model.pretrained", "weights: open_clip file or folder, hf-hub:REPO, or a pretrained tag"),
-    Flag("--device", "model.device", "cpu, cuda, cuda:N, mps, or auto: cuda, then mps, then cpu (default cpu)"),
+    Flag("--device", "model.device", "auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"),
     Flag("--precision", "model.precision", "fp32, bf16, fp16 (GPU), int8 (CPU), or auto: the fastest that passes "
          "the fidelity gates here; training: fp32, bf16 autocast or auto (default fp32, exact to open_clip)"),
 ]

@@ -352,7 +352,7 @@ class ModelConfig:
 
     name: str = "default"  # architecture name (list_models()), checkpoint folder, hf-hub:<repo>, or "default"
     pretrained: str | None = None  # weights for an architecture: open_clip file or folder, hf-hub:<repo>, or a tag
-    device: str = "cpu"  # cpu, cuda, cuda:N, mps, or auto (cuda, then mps, then cpu)
+    device: str = "auto"  # auto (a GPU when there is one: cuda, then mps, else cpu), cpu, cuda, cuda:N or mps
     precision: Literal["fp32", "bf16", "fp16", "int8", "auto"] = "fp32"  # fp16: GPU, int8: CPU, auto: fastest here
     image_size: int | None = None  # run at this resolution (position embeddings resampled); None: the model's own
     compile: bool | None = None  # torch.compile the image encoder; null: only for CUDA inference in bf16/fp16

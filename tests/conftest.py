@@ -15,6 +15,12 @@ def tiny_model() -> coca_video.CoCa:
     return coca_video.CoCa(tiny_config()).eval()
 
 
+@pytest.fixture(autouse=True)
+def own_choice_cache(tmp_path_factory, monkeypatch) -> None:
+    """Each test keeps precision=auto's measured choices in a folder of its own (never the user's ~/.cache)."""
+    monkeypatch.setenv("COCA_VIDEO_CACHE", str(tmp_path_factory.mktemp("coca_video_cache")))
+
+
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "needs(*names): skip unless each named thing works here (tests/probes.py)")
 

@@ -156,3 +156,14 @@ def test_the_torchcodec_probe_agrees_with_a_real_decode(tmp_path):
     else:
         with pytest.raises((ValueError, VideoDecodeError), match="FFmpeg"):
             VideoReader(clip, backend="torchcodec").get_frames([0])
+
+
+def test_the_model_runs_on_a_gpu_when_there_is_one_unless_told():
+    import torch
+
+    from coca_video.config import ModelConfig
+
+    gpu = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert ModelConfig().device == gpu  # auto, resolved once when the config is read
+    assert ModelConfig(device="cpu").device == "cpu"
+    assert load_config(ModelConfig, None, ["device=auto"]).device == gpu

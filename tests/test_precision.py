@@ -7,6 +7,7 @@ identical on >= 95% of images."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -243,3 +244,37 @@ def test_under_torchrun_every_rank_computes_in_the_precision_rank_0_measured(tmp
     assert out.returncode == 0, out.stderr[:4000] + "\n...\n" + out.stderr[-1500:]
     lines = sorted(line.split() for line in out.stdout.splitlines() if line[:1] in "01")
     assert lines == [["0", "int8", "int8"], ["1", "int8", "int8"]], out.stdout
+
+
+def test_auto_measures_once_per_model_cpu_and_torch_version_then_reads_its_choice_back(default_model_and_images,
+                                                                                      monkeypatch):
+    model = default_model_and_images[0]
+    measured = []
+    real = precision_module.measure_fastest
+    monkeypatch.setattr(precision_module, "measure_fastest",
+                        lambda *args, **kwargs: measured.append(1) or real(*args, **kwargs))
+    first_model, first = fastest_precision(model, kind=AVX2)
+    again_model, again = fastest_precision(model, kind=AVX2)
+    assert measured == [1] and again == first and precision_of(again_model) == first  # read back, not measured
+    fastest_precision(model, kind=AVX512_BF16)  # another CPU
+    monkeypatch.setattr(precision_module.torch, "__version__", "0.0.0")  # another torch
+    fastest_precision(model, kind=AVX2)
+    other = coca_video.CoCa(model.cfg).eval()  # another model: same architecture, other weights
+    fastest_precision(other, kind=AVX2)
+    assert measured == [1, 1, 1, 1]
+
+
+def test_auto_measures_again_when_its_kept_choice_is_unreadable_or_foreign(default_model_and_images, monkeypatch):
+    model = default_model_and_images[0]
+    measured = []
+    real = precision_module.measure_fastest
+    monkeypatch.setattr(precision_module, "measure_fastest",
+                        lambda *args, **kwargs: measured.append(1) or real(*args, **kwargs))
+    cache = precision_module.choice_cache()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text("{not json")
+    fastest_precision(model, kind=AVX2)
+    key = precision_module.choice_key(model, AVX2)
+    cache.write_text(json.dumps({key: "bf16"}))  # bf16 is never a candidate on a CPU without native bf16
+    _, chosen = fastest_precision(model, kind=AVX2)
+    assert measured == [1, 1] and chosen in ("fp32", "int8")

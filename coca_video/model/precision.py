@@ -31,7 +31,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
+import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -110,9 +113,67 @@ def cpu_candidates(kind: CpuKind) -> list[InferencePrecision]:
 
 def fastest_precision(model: nn.Module, kind: CpuKind | None = None, repeats: int = 3) -> tuple[nn.Module, str]:
     """``model`` (fp32, eval, on the CPU) in the precision whose ``encode_image`` is fastest here among those that
-    pass :data:`MIN_COSINE` on a fixed batch, and that precision. The candidates run in turn, best of ``repeats``, on
-    one forward's worth of frames."""
+    pass :data:`MIN_COSINE` on a fixed batch, and that precision. The choice is measured once per CPU, model (its
+    config and weights), torch version and thread count, then read back from :func:`choice_cache` (a second load
+    does not measure again; an unreadable or foreign entry is measured anew)."""
     kind = kind or cpu_kind()
+    key = choice_key(model, kind)
+    cached = read_choice(key, cpu_candidates(kind))
+    if cached is not None:
+        logger.warning("model.precision=auto: %s (measured on this CPU before: %s)", cached, choice_cache())
+        return apply_precision(model, cached), cached
+    variant, best = measure_fastest(model, kind, repeats)
+    write_choice(key, best)
+    return variant, best
+
+
+def choice_cache() -> Path:
+    """Where ``precision=auto``'s measured choices are kept: ``$COCA_VIDEO_CACHE/precision.json``, by default under
+    ``$XDG_CACHE_HOME`` (``~/.cache``)/coca-video."""
+    root = os.environ.get("COCA_VIDEO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
+        / "coca-video"
+    return Path(root) / "precision.json"
+
+
+def choice_key(model: nn.Module, kind: CpuKind) -> str:
+    """What a measured choice depends on: torch's version, the CPU, the thread count, the gates, and the model (its config and
+    a digest of every weight tensor's sum and shape, cheap next to the measurement it saves)."""
+    weights = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        weights.update(f"{name}{tuple(tensor.shape)}{float(tensor.float().sum()):.9g}".encode())
+    config = repr(getattr(model, "cfg", type(model).__name__))
+    return "|".join([torch.__version__, str(kind), str(torch.get_num_threads()), str(sorted(MIN_COSINE.items())),
+                     hashlib.sha256(config.encode()).hexdigest()[:16], weights.hexdigest()[:16]])
+
+
+def read_choice(key: str, candidates: list[InferencePrecision]) -> InferencePrecision | None:
+    """The choice stored under ``key``, if the cache file is readable and it names one of ``candidates``."""
+    try:
+        choice = json.loads(choice_cache().read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return choice if choice in candidates else None
+
+
+def write_choice(key: str, choice: str) -> None:
+    """Keep ``choice`` under ``key`` (best effort: a cache that cannot be written only costs a measurement)."""
+    from ..io import atomic_write_text
+
+    path = choice_cache()
+    try:
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+        stored = stored if isinstance(stored, dict) else {}
+    except (OSError, ValueError):
+        stored = {}
+    try:
+        atomic_write_text(path, json.dumps(stored | {key: choice}, indent=1, sort_keys=True) + "\n")
+    except OSError as err:
+        logger.warning("model.precision=auto: could not keep the measured choice in %s (%s)", path, err)
+
+
+def measure_fastest(model: nn.Module, kind: CpuKind, repeats: int = 3) -> tuple[nn.Module, InferencePrecision]:
+    """Time every candidate that passes :data:`MIN_COSINE` in turn, best of ``repeats``, on one forward's worth of
+    frames; the fastest variant and its precision."""
     size = model.cfg.vision.image_size
     frames = torch.randn(INT8_FRAMES_PER_FORWARD, 3, size, size, generator=torch.Generator().manual_seed(0))
     seconds: dict[str, float] = {}
