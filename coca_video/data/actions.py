@@ -6,7 +6,8 @@ Formats (``format``):
     may be ``_``); an untrimmed ``{youtube_id}.mp4`` is read within [time_start, time_end);
   - ``mit``: Moments in Time's ``trainingSet.csv`` / ``validationSet.csv`` (no header: ``class/file.mp4,label,...``);
   - ``list``: ``relative/path.mp4 <int label>`` lines (mmaction2 / PySlowFast); a path alone means label -1;
-  - ``csv``: a CSV with ``path`` and ``label`` columns (label a class name or an integer index).
+  - ``csv``: a CSV with ``path`` and ``label`` columns (label a class name or an integer index);
+  - ``auto``: whichever of these the file's first line says (:func:`detect_format`).
 Classes come from ``classes`` (any class-list format, see :mod:`labels`) or, for named labels, from the sorted
 distinct labels of the training file. Missing files are reported once, with a count, and left out.
 """
@@ -22,7 +23,7 @@ from ..errors import DataError
 from .labels import class_index, lookup_class
 from .video import VideoItem
 
-Format = Literal["kinetics", "mit", "list", "csv"]
+Format = Literal["auto", "kinetics", "mit", "list", "csv"]
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi")
 SPLIT_FOLDERS = (("train", "val"), ("videos_train", "videos_val"))  # common download layouts, tried in order
 
@@ -59,6 +60,8 @@ def load_actions(fmt: Format, annotations: str | Path, video_root: str | Path,
     path, root = Path(annotations), Path(video_root)
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
+    if fmt == "auto":
+        fmt = detect_format(path)
     if fmt == "kinetics":
         rows = _kinetics_rows(path)
     elif fmt == "mit":
@@ -68,7 +71,7 @@ def load_actions(fmt: Format, annotations: str | Path, video_root: str | Path,
     elif fmt == "csv":
         rows = [(r["path"], r["label"], None, None) for r in _csv_rows(path, header=True, required=("path", "label"))]
     else:
-        raise DataError(f"{path}: unknown format {fmt!r} (kinetics, mit, list or csv)")
+        raise DataError(f"{path}: unknown format {fmt!r} (auto, kinetics, mit, list or csv)")
     if not rows:
         raise DataError(f"{path}: no videos listed")
     named = fmt in ("kinetics", "mit") or any(not str(label).lstrip("-").isdigit() for _, label, *_ in rows)
@@ -86,6 +89,28 @@ def load_actions(fmt: Format, annotations: str | Path, video_root: str | Path,
     if not items:
         raise DataError(f"{path}: none of the {len(rows)} annotated videos were found under {root}")
     return ActionSet(items, classes or [str(i) for i in range(max(i.label for i in items) + 1)], missing)
+
+
+def detect_format(path: Path) -> Format:
+    """The format an annotation file's first line shows: a header with ``youtube_id`` (Kinetics), one with ``path``
+    and ``label`` (csv), a headerless ``folder/file.ext,label,...`` row (Moments in Time) or a ``path [index]``
+    line (list); anything else is a one-line error naming the formats."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            first = handle.readline().strip()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 annotation file") from None
+    cells = [cell.strip().lower() for cell in next(csv.reader([first]), [])]
+    if "youtube_id" in cells:
+        return "kinetics"
+    if {"path", "label"} <= set(cells):
+        return "csv"
+    if len(cells) >= 2 and cells[0].endswith(VIDEO_SUFFIXES):
+        return "mit"
+    if first and len(cells) == 1 and first.split()[0].lower().endswith(VIDEO_SUFFIXES):
+        return "list"
+    raise DataError(f"{path}: cannot tell the annotation format from its first line {first[:60]!r}: set format= "
+                    "kinetics (label,youtube_id,time_start,time_end), csv (path,label), mit or list")
 
 
 def _kinetics_rows(path: Path) -> list[tuple[str, str, float, float]]:

@@ -37,7 +37,7 @@ TOP_K = 5
 @dataclass
 class ZeroShotConfig:
     annotations: str = ""  # Kinetics CSV (label,youtube_id,time_start,time_end,...), MiT CSV, path-label list or CSV
-    format: Format = "kinetics"  # of the annotations: kinetics | mit | list | csv
+    format: Format = "auto"  # of the annotations: auto (from the first line) | kinetics | mit | list | csv
     video_root: str = ""  # folder of the videos (Kinetics: flat or per-class folders; untrimmed files use windows)
     classes: str | None = None  # class list file or kinetics400|600|700|moments_in_time (default: the file's labels)
     templates: str | None = None  # prompt file; default: the model's own prompts, else the video templates
