@@ -222,7 +222,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> None:
     """Rank the videos of an embeddings file for one or more text queries (the text model loads once)."""
     from .io import atomic_write_text, check_output_file
-    from .tasks.score import is_search_output, read_queries, search, search_rows
+    from .search import is_search_output, read_queries, search, search_rows
 
     queries = [*args.query, *(read_queries(args.queries) if args.queries else [])]
     if not queries:
@@ -248,7 +248,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 def cmd_index(args: argparse.Namespace) -> None:
     """Build the approximate nearest-neighbour index search uses for large embeddings files (needs usearch)."""
-    from .tasks.score import INDEX_MIN_QUERIES, INDEX_MIN_ROWS, build_index
+    from .search import INDEX_MIN_QUERIES, INDEX_MIN_ROWS, build_index
 
     summary = build_index(args.embeddings, args.metric)
     print(f"wrote {summary['index']} ({summary['rows']} rows, metric {summary['metric']}, {summary['seconds']} s); "

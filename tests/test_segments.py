@@ -19,6 +19,7 @@ from coca_video import create_model, image_transform
 from coca_video.config import DecodeConfig, load_config
 from coca_video.data.synthetic import COLOURS, SyntheticVideos
 from coca_video.report import write_score_report
+from coca_video.search import search
 from coca_video.tasks import score
 from coca_video.video import VideoReader, sample_indices, segment_windows, write_video
 
@@ -112,7 +113,7 @@ def test_search_names_the_time_range(long_video, tmp_path):
     folder, colours, labels = long_video
     out = tmp_path / "s.parquet"
     run(folder, out, labels)
-    best = score.search(score.embeddings_path(out), f"a {colours[1]} shape", k=1)[0]
+    best = search(score.embeddings_path(out), f"a {colours[1]} shape", k=1)[0]
     assert (best.start, best.end) == (10, 20) and str(best).endswith("long.mp4 00:10-00:20")
 
 

@@ -27,6 +27,7 @@ import coca_video  # noqa: E402
 from coca_video.config import load_config  # noqa: E402
 from coca_video.data.synthetic import COLOURS, SyntheticVideos  # noqa: E402
 from coca_video.io import atomic_write_table  # noqa: E402
+from coca_video.search import search  # noqa: E402
 from coca_video.serve.app import create_app  # noqa: E402
 from coca_video.serve.library import Library  # noqa: E402
 from coca_video.tasks import score, serve  # noqa: E402
@@ -119,7 +120,7 @@ def name_of(hit: dict) -> str:
 # -- the API against independent answers ------------------------------------------------------------------------------
 def test_text_search_returns_what_the_search_command_returns_and_the_right_clip_first(client, scored):
     found = client.get("/api/search", params={"q": "a purple circle", "k": 12}).json()
-    expected = score.search(scored["embeddings"], "a purple circle", k=12)
+    expected = search(scored["embeddings"], "a purple circle", k=12)
     assert [(h["path"], h["start"]) for h in found["results"]] == [(h.path, h.start) for h in expected]
     assert np.allclose([h["score"] for h in found["results"]], [h.score for h in expected], atol=1e-5)
     assert name_of(found["results"][0]) == "purple.mp4" and found["total"] == 12

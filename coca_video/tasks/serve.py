@@ -21,7 +21,7 @@ from ..config import ModelConfig, check, check_at_least, check_suffix
 from ..errors import ConfigError, InputError, MissingExtraError
 from ..model import get_tokenizer
 from ..runtime import load_model
-from .score import query_model
+from ..search import query_model
 
 TOKEN_ENV = "COCA_VIDEO_TOKEN"
 
@@ -86,7 +86,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def model_block(cfg: ServeConfig, provenance: dict[str, str]) -> ModelConfig:
-    """The model block to load, chosen as ``search`` chooses (:func:`~coca_video.tasks.score.query_model`): the
+    """The model block to load, chosen as ``search`` chooses (:func:`~coca_video.search.query_model`): the
     block's model, or when it names the built-in default without weights the one that made the embeddings; and the
     weights of that provenance when the model is the one it names."""
     unset = cfg.model.name == "default" and cfg.model.pretrained is None
