@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import coca_video  # noqa: E402
 from coca_video.config import load_config  # noqa: E402
+from coca_video.errors import ConfigError  # noqa: E402
 from coca_video.data.synthetic import COLOURS, SyntheticVideos  # noqa: E402
 from coca_video.io import atomic_write_table  # noqa: E402
 from coca_video.search import search  # noqa: E402
@@ -272,6 +273,21 @@ def test_each_limit_is_a_4xx_with_a_message_and_the_server_keeps_running(client,
         assert response.status_code == status, (message, response.status_code, response.text)
         assert message in response.json()["error"], response.json()
     assert client.get("/api/search", params={"q": "a red circle"}).status_code == 200
+
+
+def test_the_limits_block_of_the_config_sets_the_limits_the_routes_enforce(server, scored):
+    """``limits.max_k=5`` (and the others) reach the routes and /api/meta; the flat keys of before are unknown."""
+    cfg = load_config(serve.ServeConfig, None, [f"embeddings={scored['embeddings']}", "limits.max_k=5",
+                                                 "limits.max_query_chars=8"])
+    client = TestClient(create_app(dataclasses.replace(server, limits=cfg.limits)), base_url="http://127.0.0.1")
+    assert client.get("/api/meta").json()["limits"]["max_k"] == 5
+    assert len(client.get("/api/search", params={"q": "a circle", "k": 5}).json()["results"]) == 5
+    assert "k must be between 1 and 5" in client.get("/api/search", params={"q": "a circle", "k": 6}).json()["error"]
+    assert "at most 8" in client.get("/api/search", params={"q": "a red circle", "k": 5}).json()["error"]
+    with pytest.raises(ConfigError, match="unknown key 'max_k'"):
+        load_config(serve.ServeConfig, None, ["max_k=5"])
+    with pytest.raises(ConfigError, match="limits.max_offset must be >= 0"):
+        load_config(serve.ServeConfig, None, ["limits.max_offset=-1"])
 
 
 def test_every_answer_carries_the_content_security_policy(client):

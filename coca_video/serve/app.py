@@ -43,20 +43,11 @@ from ..report.page import thumbnail_frames, thumbnail_jpeg
 from .batching import TextSearch, TextSearches
 from .encoder import QueryEncoder
 from .library import Library, Snapshot
+from .limits import Limits
 
 TOKEN_COOKIE = "coca_video_token"
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 ROW_ID = re.compile(r"[0-9]{1,12}")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for; anything beyond is a 4xx with a message."""
-
-    max_query_chars: int = 500
-    max_k: int = 100
-    max_offset: int = 10_000
-    max_upload_bytes: int = 10_000_000
 
 
 @dataclass
