@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import io
 import json
 import os
 import signal
@@ -186,6 +187,12 @@ def test_range_requests_get_206_with_exactly_those_bytes(client, scored):
     assert client.get(hit["video_url"], headers={"Range": f"bytes={len(data) + 5}-"}).status_code == 416
     thumbnail = client.get(hit["thumbnail_url"])
     assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8"  # a JPEG
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(thumbnail.content))).astype(int)  # the 64x64 clip, letterboxed
+    assert pixels.shape == (72, 128, 3)  # 16:9 like the page's card: shown whole, nothing cropped
+    assert pixels[:, :26].max() < 24 and pixels[:, 102:].max() < 24  # the square frame is 72x72, bars 28 px a side
+    assert pixels[:, 30:98].std() > 10  # the frame itself in between
 
 
 def test_a_deleted_video_gets_a_message_and_the_server_keeps_running(client):

@@ -280,7 +280,7 @@ def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]]) -> list[Sco
     per_frame = cfg.decode.sampling == "fps"
     if cfg.segment_seconds <= 0 and not per_frame:
         return [ScoreItem(key) for key in keys]
-    from ..data.video import open_video
+    from ..video.source import open_video
     from ..video import fps_rate, segment_windows
 
     items = []
