@@ -81,3 +81,11 @@ def test_no_rows_or_k_beyond_them():
     assert rank(vectors, query, 10)[0].tolist() == [1, 0, 2]
     best, scores = rank(vectors, query, 10, np.array([], dtype=np.int64))
     assert best.shape == scores.shape == (0,)
+
+
+def test_a_broken_row_ranks_last_instead_of_breaking_the_cut():
+    vectors = np.eye(4, dtype=np.float32)
+    vectors[2] = np.nan  # e.g. an embedding of a frame that decoded to nothing
+    query = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+    assert rank(vectors, query, 3)[0].tolist() == [3, 1, 0]
+    assert rank(vectors, query, 4)[0].tolist() == [3, 1, 0, 2]

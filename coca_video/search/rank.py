@@ -49,8 +49,9 @@ def rank(vectors: np.ndarray, queries: np.ndarray, k: int, rows: Rows = None,
 
 
 def largest_norm(vectors: np.ndarray) -> float:
-    """The largest Euclidean norm of a row of ``vectors`` (N, D) (0 for no rows), a block of rows at a time."""
-    squares = (float(np.einsum("nd,nd->n", block, block).max()) for block in
+    """The largest Euclidean norm of a row of ``vectors`` (N, D) (0 for no rows; rows with NaN left out), a block of
+    rows at a time."""
+    squares = (float(np.nanmax(np.einsum("nd,nd->n", block, block), initial=0.0)) for block in
                (vectors[start:start + ROW_BLOCK] for start in range(0, len(vectors), ROW_BLOCK)))
     return float(np.sqrt(max(squares, default=0.0)))
 
@@ -72,6 +73,7 @@ def top_k(queries: np.ndarray, candidates: np.ndarray, rows: np.ndarray | None, 
     """The ``k`` best of ``candidates`` (M, D) for each of ``queries`` (B, D) as row numbers (candidate ``j`` is row
     ``rows[j]``, or ``j`` when ``rows`` is None) and their exact scores, by score descending, then row number."""
     scores = queries @ candidates.T  # (B, M): a query's scores contiguous; each within its rounding bound
+    scores[np.isnan(scores)] = -np.inf  # a broken row (NaN) ranks last instead of breaking the cut
     count, dtype = scores.shape[1], scores.dtype
     k = min(k, count)
     best, exact = np.zeros((len(queries), k), dtype=np.int64), np.zeros((len(queries), k), dtype=dtype)
@@ -79,6 +81,7 @@ def top_k(queries: np.ndarray, candidates: np.ndarray, rows: np.ndarray | None, 
         return best, exact
     kth = np.partition(scores, count - k, axis=1)[:, count - k]  # (B,): each query's k-th best score
     floors = kth - rounding_bound(queries, candidates.shape[1], row_norm, dtype)
+    floors[np.isnan(floors)] = -np.inf  # an unbounded error (inf - inf): every candidate may be among the best
     lines, columns = np.nonzero(scores >= floors[:, None])  # every candidate that may be among the k best
     for line, pool in enumerate(np.split(columns, np.searchsorted(lines, np.arange(1, len(queries))))):
         pool_scores = exact_scores(candidates, pool, queries[line]).astype(dtype)
@@ -100,5 +103,6 @@ def exact_scores(candidates: np.ndarray, pool: np.ndarray, query: np.ndarray) ->
     """(P,) float64 dot products of ``query`` (D,) with ``candidates[pool]``, each row summed on its own in float64
     (the same bits for a row wherever it sits), a block of rows at a time."""
     query64 = query.astype(np.float64)
-    return np.concatenate([np.zeros(0)] + [(candidates[pool[start:start + ROW_BLOCK]].astype(np.float64) * query64)
-                                           .sum(axis=1) for start in range(0, len(pool), ROW_BLOCK)])
+    parts = [(candidates[pool[start:start + ROW_BLOCK]].astype(np.float64) * query64).sum(axis=1)
+             for start in range(0, len(pool), ROW_BLOCK)]
+    return np.concatenate(parts) if parts else np.zeros(0)
