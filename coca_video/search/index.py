@@ -23,7 +23,10 @@ from .rows import EmbeddingRows, read_embeddings
 # (20 ms at 50,000 rows, 303-647 ms at 1,000,000; ~0.75 us a row for segment rows, whose windows are hashed too), and
 # one query saves 3.6 ms at 50,000 rows, 54-105 ms at 1,000,000 (batched), so a search breaks even from about 6
 # queries on above 50,000 rows (50,000: 6, 100,000: 6, 200,000: 4, 500,000: 6, 1,000,000: 5 and 11 in two runs, 6 in
-# a third; 20,000: 9, 10,000: 26).
+# a third; 20,000: 9, 10,000: 26). Those exact timings ranked one query at a time; rank() now takes a call's queries
+# in one matrix product, and exact search beat the index for many queries at once (bench_search.py, 2 busy cores,
+# 512-d: 104 against 68 queries/s for 200 queries at 50,000 rows, 41 against 19.5 for 500 at 200,000), so these
+# thresholds want measuring again on a quiet machine.
 INDEX_MIN_ROWS = 50_000  # search uses a fresh index only for files of more rows than this...
 INDEX_MIN_QUERIES = 6  # ...and only for at least this many queries at once
 
