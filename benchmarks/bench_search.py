@@ -4,8 +4,9 @@
 
 Random unit vectors (the hardest case for an approximate index: no clusters) stand in for an embeddings file; queries
 are further random unit vectors, independent of the rows. Both searches go the way ``search`` goes: exact compares
-every row (``rank_hits``), approximate asks the index (written to a temporary directory and memory-mapped, as
-``coca-video index`` and ``search`` do) for candidates (``index_candidates``) and rescores them exactly. Recall@10 is
+every row (``rank``, all queries of a call in one matrix product), approximate asks the index (written to a temporary
+directory and memory-mapped, as ``coca-video index`` and ``search`` do) for candidates (``rank_through``) and rescores
+them exactly. Recall@10 is
 the share of the exact top 10 the index also returns. Index settings: ``coca_video.data.ann_index``. The default
 million rows is 2 GB of float32 (and 0.5 GB of codes); ``--rows`` makes it smaller.
 """
@@ -21,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from coca_video.data.ann_index import IndexSource, open_index, rows_digest, write_index
-from coca_video.tasks.score import EmbeddingRows, SearchHit, index_candidates, rank_hits, search_row_ids
+from coca_video.search import EmbeddingRows, SearchHit, rank, rank_through
+from coca_video.search.index import search_row_ids
 
 K = 10
 SINGLE = 20  # queries timed one search call at a time
@@ -45,13 +47,12 @@ def timed(function, *args):
 
 
 def exact_top(hits: EmbeddingRows, vectors: np.ndarray, queries: np.ndarray) -> list[list[SearchHit]]:
-    return [rank_hits(hits, vectors, query, K) for query in queries]
+    return [hits.hits(*ranked) for ranked in zip(*rank(vectors, queries, K))]
 
 
 def index_top(index: np.ndarray, hits: EmbeddingRows, vectors: np.ndarray,
               queries: np.ndarray) -> list[list[SearchHit]]:
-    return [rank_hits(hits, vectors, query, K, rows) for query, rows in
-            zip(queries, index_candidates(index, queries, K))]
+    return [hits.hits(*ranked) for ranked in zip(*rank_through(index, vectors, queries, K))]
 
 
 def recall(approx: list[list[SearchHit]], exact: list[list[SearchHit]]) -> float:

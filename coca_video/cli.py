@@ -144,7 +144,7 @@ TASKS = {
     "serve": Task("serve", "ServeConfig", "search and watch a scored video library in the browser (pip install "
                   "'coca-video[serve]')", SERVE_FLAGS,
                   ["scores.embeddings.parquet --scores scores.parquet",
-                   "scores.embeddings.parquet --host 0.0.0.0 --port 8080 --token SECRET max_k=50"]),
+                   "scores.embeddings.parquet --host 0.0.0.0 --port 8080 --token SECRET limits.max_k=50"]),
     "probe": Task("probe", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned", [],
                   ["--config configs/probe/synthetic.yaml epochs=2 optim.lr=1e-3",
                    ("--model coca_ViT-B-32 --pretrained laion2b_s13b_b90k mode=finetune data.train=k400/train.csv "
@@ -222,7 +222,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> None:
     """Rank the videos of an embeddings file for one or more text queries (the text model loads once)."""
     from .io import atomic_write_text, check_output_file
-    from .tasks.score import is_search_output, read_queries, search, search_rows
+    from .search import is_search_output, read_queries, search, search_rows
 
     queries = [*args.query, *(read_queries(args.queries) if args.queries else [])]
     if not queries:
@@ -248,7 +248,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 def cmd_index(args: argparse.Namespace) -> None:
     """Build the approximate nearest-neighbour index search uses for large embeddings files (needs usearch)."""
-    from .tasks.score import INDEX_MIN_QUERIES, INDEX_MIN_ROWS, build_index
+    from .search import INDEX_MIN_QUERIES, INDEX_MIN_ROWS, build_index
 
     summary = build_index(args.embeddings, args.metric)
     print(f"wrote {summary['index']} ({summary['rows']} rows, metric {summary['metric']}, {summary['seconds']} s); "

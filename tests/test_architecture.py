@@ -16,8 +16,10 @@ LAYERS = [  # a module may import its own layer and the ones above it in this li
     {"model", "transforms"},
     {"runtime", "data", "metrics", "caption_metrics", "ptb_tokenize", "prompts", "zero_shot", "api"},
     {"scoring", "training", "report"},
+    {"search"},  # the search library: rows, rank (one tie rule), index, queries; cli and serve use it
     {"engines"},
-    {"tasks", "serve"},  # serve: the server of the search task (tasks.score's search), run by tasks.serve
+    {"serve"},  # the server of a library: search's rows and ranking behind HTTP, run by tasks.serve
+    {"tasks"},
     {"cli"},
 ]
 

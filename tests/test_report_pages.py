@@ -24,10 +24,10 @@ from probes import CHROMIUM, CHROMIUM_FLAGS
 from coca_video.config import DecodeConfig
 from coca_video.errors import OutputError
 from coca_video.report import REPORT_MARKER, write_score_report
-from coca_video.report import page as report_page
-from coca_video.report.page import (THUMBNAIL_BOX, THUMBNAIL_MAX_BYTES, THUMBNAILS_PER_PAGE, thumbnail_jpeg,
-                                    thumbnail_tags)
+from coca_video.report.page import THUMBNAILS_PER_PAGE, thumbnail_tags
 from coca_video.tasks.score import ScoreConfig, check_outputs
+from coca_video.video import thumbnails
+from coca_video.video.thumbnails import THUMBNAIL_BOX, THUMBNAIL_MAX_BYTES, letterbox, thumbnail_jpeg
 
 CFG = SimpleNamespace(model=SimpleNamespace(name="default"), decode=DecodeConfig(num_frames=4))
 VIDEOS, PAGE_SIZE = 2000, 200
@@ -128,7 +128,7 @@ def test_pages_stay_under_their_size_bound_with_small_jpeg_thumbnails(report):
             jpeg = base64.b64decode(data)
             image = Image.open(io.BytesIO(jpeg))
             assert image.format == "JPEG" and len(jpeg) <= THUMBNAIL_MAX_BYTES
-            assert image.width <= THUMBNAIL_BOX[0] and image.height <= THUMBNAIL_BOX[1]
+            assert image.size == THUMBNAIL_BOX
 
 
 def test_a_thumbnail_fits_the_box_and_byte_cap_or_is_left_out(monkeypatch):
@@ -137,8 +137,43 @@ def test_a_thumbnail_fits_the_box_and_byte_cap_or_is_left_out(monkeypatch):
         jpeg = thumbnail_jpeg(frame)
         assert jpeg is not None and len(jpeg) <= THUMBNAIL_MAX_BYTES
         assert Image.open(io.BytesIO(jpeg)).size == (128, 72)  # 16:9 shrunk into the 128x72 box
-    monkeypatch.setattr(report_page, "THUMBNAIL_MAX_BYTES", 1_000)
+    monkeypatch.setattr(thumbnails, "THUMBNAIL_MAX_BYTES", 1_000)
     assert thumbnail_jpeg(noise) is None and thumbnail_tags([noise]) == ""
+
+
+def edge_frame(height: int, width: int) -> np.ndarray:
+    """A grey frame with a red band along its left edge, a blue one along its right, a green one along its top and
+    a yellow one along its bottom (each a fifth of the frame deep), so a crop on any side loses a colour."""
+    frame = np.full((height, width, 3), 128, np.uint8)
+    frame[:, : width // 5] = (255, 0, 0)
+    frame[:, width - width // 5:] = (0, 0, 255)
+    frame[: height // 5, width // 5: width - width // 5] = (0, 255, 0)
+    frame[height - height // 5:, width // 5: width - width // 5] = (255, 255, 0)
+    return frame
+
+
+@pytest.mark.parametrize("height, width, content", [
+    (90, 60, (slice(0, 72), slice(40, 88))),  # 2:3 portrait: scaled to 48x72, bars 40 px left and right
+    (64, 64, (slice(0, 72), slice(28, 100))),  # square (the synthetic clips): 72x72, bars 28 px left and right
+    (50, 200, (slice(20, 52), slice(0, 128))),  # 4:1: scaled to 128x32, bars 20 px above and below
+    (180, 320, (slice(0, 72), slice(0, 128))),  # 16:9 like the box: fills it, no bars
+])
+def test_a_thumbnail_is_the_whole_frame_letterboxed_into_the_box(height, width, content):
+    """The frame is scaled to fit the 128x72 box whole: its edges (a coloured band on each side) are all in the
+    thumbnail, and the bars are black where the aspect ratios differ: worked out here from the two ratios."""
+    boxed = letterbox(edge_frame(height, width)).astype(int)
+    assert boxed.shape == (72, 128, 3)
+    rows, columns = content
+    inside = np.zeros((72, 128), bool)
+    inside[rows, columns] = True
+    assert (boxed[~inside] == 0).all()  # the bars
+    picture = boxed[rows, columns]
+    middle_row, middle_column = picture.shape[0] // 2, picture.shape[1] // 2
+    near = lambda pixel, colour: np.abs(pixel - np.array(colour)).max() < 40  # noqa: E731 -- resampling blurs
+    assert near(picture[middle_row, 1], (255, 0, 0)) and near(picture[middle_row, -2], (0, 0, 255))
+    assert near(picture[1, middle_column], (0, 255, 0)) and near(picture[-2, middle_column], (255, 255, 0))
+    decoded = np.asarray(Image.open(io.BytesIO(thumbnail_jpeg(edge_frame(height, width))))).astype(int)
+    assert decoded.shape == (72, 128, 3) and np.abs(decoded - boxed).mean() < 8  # the JPEG is of that picture
 
 
 def test_video_links_are_escaped_file_urls(tmp_path):

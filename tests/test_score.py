@@ -16,6 +16,7 @@ import pytest
 from coca_video.cli import main
 from coca_video.config import load_config
 from coca_video.data.synthetic import COLOURS, SyntheticVideos
+from coca_video.search import search
 from coca_video.tasks import score
 from coca_video.video import write_video
 
@@ -139,7 +140,7 @@ def test_search_ranks_videos_of_the_queried_colour_first(folder, tmp_path):
     out = tmp_path / "scores.parquet"
     run_score(root, out, labels)
     colour = max(set(truth.values()), key=list(truth.values()).count)
-    ranked = score.search(score.embeddings_path(out), f"a small {colour} shape", k=3)
+    ranked = search(score.embeddings_path(out), f"a small {colour} shape", k=3)
     hits = sum(truth[hit.path] == colour for hit in ranked[: list(truth.values()).count(colour)])
     assert hits >= 1 and truth[ranked[0].path] == colour
     assert ranked[0].score >= ranked[-1].score

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 
 from coca_video.cli import main
 from coca_video.model import get_model_config
-from coca_video.tasks import score
+from coca_video import search as library
+from coca_video.model import create_model, get_tokenizer
+from coca_video.search import query as query_module
 
 QUERIES = ["a small red circle", "a big blue square", "a green triangle"]
 
@@ -34,7 +36,7 @@ def embeddings(tmp_path):
 
 @pytest.fixture(scope="module")
 def default_model():
-    return score.create_model("default")
+    return create_model("default")
 
 
 @pytest.fixture
@@ -47,14 +49,14 @@ def model_count(monkeypatch, default_model):
         calls.append(name)
         return default_model
 
-    monkeypatch.setattr(score, "create_model", counting)
+    monkeypatch.setattr(query_module, "create_model", counting)
     return calls
 
 
 def test_many_queries_create_the_model_once_and_match_single_queries(embeddings, model_count):
-    together = score.search(embeddings, QUERIES[:2], k=4)
+    together = library.search(embeddings, QUERIES[:2], k=4)
     assert len(model_count) == 1
-    alone = [score.search(embeddings, query, k=4) for query in QUERIES[:2]]
+    alone = [library.search(embeddings, query, k=4) for query in QUERIES[:2]]
     assert len(model_count) == 3
     assert [[h.path for h in hits] for hits in together] == [[h.path for h in hits] for hits in alone]
     for hits, single in zip(together, alone):
@@ -70,7 +72,7 @@ def test_cli_json_rows_from_arguments_and_a_queries_file(embeddings, tmp_path, c
     assert len(model_count) == 1
     assert [(r["query"], r["rank"]) for r in rows] == [(q, rank) for q in QUERIES for rank in (1, 2)]
     assert set(rows[0]) == {"query", "rank", "path", "score", "start", "end"}
-    expected = score.search(embeddings, QUERIES[2], k=2)
+    expected = library.search(embeddings, QUERIES[2], k=2)
     assert [(r["path"], r["start"], r["end"]) for r in rows[4:]] == [(h.path, h.start, h.end) for h in expected]
 
 
@@ -101,11 +103,11 @@ def test_the_text_model_gets_the_weights_that_made_the_embeddings_unless_told_ot
     table = pq.read_table(embeddings)
     pq.write_table(table.replace_schema_metadata({"model": "default", "pretrained": "mine.safetensors"}), embeddings)
     calls = []
-    monkeypatch.setattr(score, "create_model", lambda name, pretrained=None, device=None:
+    monkeypatch.setattr(query_module, "create_model", lambda name, pretrained=None, device=None:
                         calls.append((name, pretrained)) or default_model)
-    default_tokenizer = score.get_tokenizer("default")
-    monkeypatch.setattr(score, "get_tokenizer", lambda name: default_tokenizer)  # every model answered by default's
-    score.search(embeddings, "a red circle", k=1)
+    default_tokenizer = get_tokenizer("default")
+    monkeypatch.setattr(query_module, "get_tokenizer", lambda name: default_tokenizer)  # every model answered by default's
+    library.search(embeddings, "a red circle", k=1)
     assert main(["search", str(embeddings), "a red circle", "--pretrained", "other.bin"]) == 0
     assert main(["search", str(embeddings), "a red circle", "--model", "synthetic_tiny"]) == 0
     capsys.readouterr()
@@ -122,11 +124,11 @@ def test_failed_rows_are_skipped_and_each_hit_keeps_its_own_path_and_window(tmp_
                       "segment_start": [float(i) for i in range(6)], "segment_end": [i + 1.0 for i in range(6)]})
     path = tmp_path / "s.embeddings.parquet"
     pq.write_table(table, path)
-    rows, read, _ = score.read_embeddings(path)
+    rows, read, _ = library.read_embeddings(path)
     kept = [0, 2, 3, 5]
     assert [(hit.path, hit.start, hit.end) for hit in rows] == [(f"v{i}.mp4", float(i), i + 1.0) for i in kept]
     np.testing.assert_array_equal(read, vectors[kept].numpy())
-    ranked = score.rank_hits(rows, read, vectors[3].numpy(), k=4)
+    ranked = rows.hits(*library.rank(read, vectors[3].numpy(), k=4))
     expected = sorted(kept, key=lambda i: -float(vectors[i] @ vectors[3]))
     assert [hit.path for hit in ranked] == [f"v{i}.mp4" for i in expected] and ranked[0].start == 3.0
     assert ranked[0].score == pytest.approx(1.0, abs=1e-6)
@@ -136,7 +138,7 @@ def test_search_and_serve_choose_the_query_model_by_one_rule():
     """The text model of a query is the one named in the embeddings' provenance, with its weights, unless the user
     names another (then no weights are taken from the provenance); serve's model block follows the same rule."""
     from coca_video.config import ModelConfig
-    from coca_video.tasks.score import query_model
+    from coca_video.search import query_model
     from coca_video.tasks.serve import ServeConfig, model_block
 
     made_by = {"model": "coca_ViT-B-32", "pretrained": "/weights/coca_b32.bin"}

@@ -15,7 +15,9 @@ import torch
 from coca_video.cli import main
 from coca_video.data import ann_index
 from coca_video.data.ann_index import index_paths
-from coca_video.tasks import score
+from coca_video import search as library
+from coca_video.search import index as index_module
+from coca_video.search import text as text_module
 
 CLUSTERS, PER_CLUSTER, DIM = 20, 100, 32
 EXACT = 10**9  # an index_min_rows no file reaches: exact search
@@ -53,7 +55,7 @@ def clustered(tmp_path, centres):
 def queries(monkeypatch, centres):
     """Text queries encode as points near the cluster centres (no text model is created)."""
     near = unit(centres + np.random.default_rng(2).standard_normal(centres.shape) * 0.02)
-    monkeypatch.setattr(score, "encode_queries", lambda texts, model, pretrained: torch.from_numpy(near[:len(texts)]))
+    monkeypatch.setattr(text_module, "encode_queries", lambda texts, model, pretrained: torch.from_numpy(near[:len(texts)]))
     return [f"query {i}" for i in range(CLUSTERS)]
 
 
@@ -61,8 +63,8 @@ def queries(monkeypatch, centres):
 def index_uses(monkeypatch):
     """How many times search asked an index for candidates."""
     calls = []
-    real = score.index_candidates
-    monkeypatch.setattr(score, "index_candidates", lambda *args: calls.append(1) or real(*args))
+    real = index_module.index_candidates
+    monkeypatch.setattr(index_module, "index_candidates", lambda *args: calls.append(1) or real(*args))
     return calls
 
 
@@ -70,9 +72,9 @@ def index_uses(monkeypatch):
 def test_index_results_equal_exact_results_near_cluster_centres(clustered, queries, index_uses, capsys):
     assert main(["index", str(clustered)]) == 0
     assert capsys.readouterr().out.startswith(f"wrote {index_paths(clustered)[0]} (2000 rows, metric cos")
-    exact = score.search(clustered, queries, k=10, index_min_rows=EXACT)
+    exact = library.search(clustered, queries, k=10, index_min_rows=EXACT)
     assert not index_uses
-    approx = score.search(clustered, queries, k=10, index_min_rows=100)
+    approx = library.search(clustered, queries, k=10, index_min_rows=100)
     assert index_uses == [1]
     assert [[(h.path, h.start, h.end) for h in hits] for hits in approx] == \
            [[(h.path, h.start, h.end) for h in hits] for hits in exact]
@@ -83,24 +85,24 @@ def test_index_results_equal_exact_results_near_cluster_centres(clustered, queri
 
 @pytest.mark.needs("usearch")
 def test_stale_index_is_not_used_and_warns_once(clustered, queries, index_uses, capsys):
-    score.build_index(clustered)
+    library.build_index(clustered)
     write_embeddings(clustered, unit(np.random.default_rng(3).standard_normal((CLUSTERS * PER_CLUSTER, DIM))))
-    approx = score.search(clustered, queries, k=5, index_min_rows=100)
+    approx = library.search(clustered, queries, k=5, index_min_rows=100)
     assert not index_uses
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "stale" in err and f"coca-video index {clustered}" in err
-    assert approx == score.search(clustered, queries, k=5, index_min_rows=EXACT)
+    assert approx == library.search(clustered, queries, k=5, index_min_rows=EXACT)
 
 
 @pytest.mark.needs("usearch")
 def test_segment_rows_come_back_with_their_times_through_the_index(clustered, monkeypatch, index_uses):
-    score.build_index(clustered, metric="ip")
+    library.build_index(clustered, metric="ip")
     table = pq.read_table(clustered)
     row = 1234  # v034.mp4, segment 24-26 s
     vector = np.asarray(table.column("video_embedding")[row].as_py(), dtype=np.float32)
-    monkeypatch.setattr(score, "encode_queries", lambda texts, model, pretrained: torch.from_numpy(vector[None]))
-    monkeypatch.setattr(score, "INDEX_MIN_QUERIES", 1)
-    best = score.search(clustered, "that segment", k=3, index_min_rows=100)[0]
+    monkeypatch.setattr(text_module, "encode_queries", lambda texts, model, pretrained: torch.from_numpy(vector[None]))
+    monkeypatch.setattr(text_module, "INDEX_MIN_QUERIES", 1)
+    best = library.search(clustered, "that segment", k=3, index_min_rows=100)[0]
     assert index_uses == [1]
     assert (best.path, best.start, best.end) == ("v034.mp4", 24.0, 26.0)
     assert best.score == pytest.approx(1.0, abs=1e-5)
@@ -114,17 +116,17 @@ def test_index_without_usearch_is_a_one_line_error_and_search_scans(clustered, q
     assert capsys.readouterr().err == "coca-video index: error: usearch is not installed; pip install " \
                                       "'coca-video[index]'\n"
     assert not any(p.exists() for p in index_paths(clustered))
-    assert len(score.search(clustered, queries, k=3, index_min_rows=100)) == len(queries)
+    assert len(library.search(clustered, queries, k=3, index_min_rows=100)) == len(queries)
 
 
 @pytest.mark.needs("usearch")
 def test_a_search_of_few_queries_compares_every_row_without_checking_the_index(clustered, queries, index_uses,
                                                                                capsys):
-    score.build_index(clustered)
+    library.build_index(clustered)
     write_embeddings(clustered, unit(np.random.default_rng(3).standard_normal((CLUSTERS * PER_CLUSTER, DIM))))
-    few = queries[:score.INDEX_MIN_QUERIES - 1]
-    assert score.search(clustered, few, k=5, index_min_rows=100) == score.search(clustered, few, k=5,
-                                                                                   index_min_rows=EXACT)
+    few = queries[:library.INDEX_MIN_QUERIES - 1]
+    assert library.search(clustered, few, k=5, index_min_rows=100) == library.search(clustered, few, k=5,
+                                                                                     index_min_rows=EXACT)
     assert not index_uses
     assert capsys.readouterr().err == ""  # the stale index was never looked at
 
@@ -158,7 +160,8 @@ def test_the_row_digest_is_the_one_indexes_already_built_recorded():
     import pyarrow as pa
 
     from coca_video.data.ann_index import rows_digest
-    from coca_video.tasks.score import EmbeddingRows, search_row_ids
+    from coca_video.search import EmbeddingRows
+    from coca_video.search.index import search_row_ids
 
     def row_by_row(rows) -> str:  # the digest as indexes recorded it
         digest = hashlib.sha256()

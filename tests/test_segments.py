@@ -19,8 +19,10 @@ from coca_video import create_model, image_transform
 from coca_video.config import DecodeConfig, load_config
 from coca_video.data.synthetic import COLOURS, SyntheticVideos
 from coca_video.report import write_score_report
+from coca_video.search import search
 from coca_video.tasks import score
 from coca_video.video import VideoReader, sample_indices, segment_windows, write_video
+from coca_video.video.thumbnails import letterbox
 
 FPS, SECONDS_PER_SCENE = 4, 10
 
@@ -112,7 +114,7 @@ def test_search_names_the_time_range(long_video, tmp_path):
     folder, colours, labels = long_video
     out = tmp_path / "s.parquet"
     run(folder, out, labels)
-    best = score.search(score.embeddings_path(out), f"a {colours[1]} shape", k=1)[0]
+    best = search(score.embeddings_path(out), f"a {colours[1]} shape", k=1)[0]
     assert (best.start, best.end) == (10, 20) and str(best).endswith("long.mp4 00:10-00:20")
 
 
@@ -169,7 +171,8 @@ def test_report_groups_segments_under_their_video_with_their_own_frames(long_vid
     assert video in table[0][1][0] and "30.0 s" in table[0][1][0]
     assert [cells[0] for _, cells, _ in table[1:]] == ["00:00\u201300:10", "00:10\u201300:20", "00:20\u201300:30"]
     assert [cells[2] for _, cells, _ in table[1:]] == [f"{c} 0.90" for c in colours]
-    frames = VideoReader(video, short_side=72).get_frames([43, 50, 56, 63, 70, 76, 3, 116])
+    decoded = VideoReader(video, short_side=72).get_frames([43, 50, 56, 63, 70, 76, 3, 116])
+    frames = [letterbox(frame) for frame in decoded]  # as the thumbnails show them
     middle = [jpeg_pixels(src) for src in table[2][2]]
     assert len(middle) == 6
     for thumb, frame in zip(middle, frames[:6]):

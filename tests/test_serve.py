@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import io
 import json
 import os
 import signal
@@ -25,8 +26,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import coca_video  # noqa: E402
 from coca_video.config import load_config  # noqa: E402
+from coca_video.errors import ConfigError  # noqa: E402
 from coca_video.data.synthetic import COLOURS, SyntheticVideos  # noqa: E402
 from coca_video.io import atomic_write_table  # noqa: E402
+from coca_video.search import search  # noqa: E402
 from coca_video.serve.app import create_app  # noqa: E402
 from coca_video.serve.library import Library  # noqa: E402
 from coca_video.tasks import score, serve  # noqa: E402
@@ -119,7 +122,7 @@ def name_of(hit: dict) -> str:
 # -- the API against independent answers ------------------------------------------------------------------------------
 def test_text_search_returns_what_the_search_command_returns_and_the_right_clip_first(client, scored):
     found = client.get("/api/search", params={"q": "a purple circle", "k": 12}).json()
-    expected = score.search(scored["embeddings"], "a purple circle", k=12)
+    expected = search(scored["embeddings"], "a purple circle", k=12)
     assert [(h["path"], h["start"]) for h in found["results"]] == [(h.path, h.start) for h in expected]
     assert np.allclose([h["score"] for h in found["results"]], [h.score for h in expected], atol=1e-5)
     assert name_of(found["results"][0]) == "purple.mp4" and found["total"] == 12
@@ -184,6 +187,12 @@ def test_range_requests_get_206_with_exactly_those_bytes(client, scored):
     assert client.get(hit["video_url"], headers={"Range": f"bytes={len(data) + 5}-"}).status_code == 416
     thumbnail = client.get(hit["thumbnail_url"])
     assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8"  # a JPEG
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(thumbnail.content))).astype(int)  # the 64x64 clip, letterboxed
+    assert pixels.shape == (72, 128, 3)  # 16:9 like the page's card: shown whole, nothing cropped
+    assert pixels[:, :26].max() < 24 and pixels[:, 102:].max() < 24  # the square frame is 72x72, bars 28 px a side
+    assert pixels[:, 30:98].std() > 10  # the frame itself in between
 
 
 def test_a_deleted_video_gets_a_message_and_the_server_keeps_running(client):
@@ -271,6 +280,21 @@ def test_each_limit_is_a_4xx_with_a_message_and_the_server_keeps_running(client,
         assert response.status_code == status, (message, response.status_code, response.text)
         assert message in response.json()["error"], response.json()
     assert client.get("/api/search", params={"q": "a red circle"}).status_code == 200
+
+
+def test_the_limits_block_of_the_config_sets_the_limits_the_routes_enforce(server, scored):
+    """``limits.max_k=5`` (and the others) reach the routes and /api/meta; the flat keys of before are unknown."""
+    cfg = load_config(serve.ServeConfig, None, [f"embeddings={scored['embeddings']}", "limits.max_k=5",
+                                                 "limits.max_query_chars=8"])
+    client = TestClient(create_app(dataclasses.replace(server, limits=cfg.limits)), base_url="http://127.0.0.1")
+    assert client.get("/api/meta").json()["limits"]["max_k"] == 5
+    assert len(client.get("/api/search", params={"q": "a circle", "k": 5}).json()["results"]) == 5
+    assert "k must be between 1 and 5" in client.get("/api/search", params={"q": "a circle", "k": 6}).json()["error"]
+    assert "at most 8" in client.get("/api/search", params={"q": "a red circle", "k": 5}).json()["error"]
+    with pytest.raises(ConfigError, match="unknown key 'max_k'"):
+        load_config(serve.ServeConfig, None, ["max_k=5"])
+    with pytest.raises(ConfigError, match="limits.max_offset must be >= 0"):
+        load_config(serve.ServeConfig, None, ["limits.max_offset=-1"])
 
 
 def test_every_answer_carries_the_content_security_policy(client):

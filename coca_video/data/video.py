@@ -6,7 +6,6 @@ One bad file never stops a batch: ``__getitem__`` turns any decode failure into 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..config import DecodeConfig
-from ..storage import child, find_files, is_url, local_copy, name_of, read_bytes, sibling
+from ..storage import child, find_files, is_url, name_of, read_bytes, sibling
 from ..transforms import ImageTransform
 from ..video.isolate import follow_root
+from ..video.source import open_video  # its home; still importable from here
 
 
 @dataclass
@@ -125,25 +125,6 @@ class VideoClipDataset(Dataset):
                 local = segment_points(count, self.sampling.num_frames, offset)
             views.append(first + local)
         return views
-
-
-@contextlib.contextmanager
-def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int | None = None,
-               timeout: float | None = None, device: str = "cpu") -> Iterator[Any]:
-    """A :class:`~coca_video.video.VideoReader` of a local file, or of a temporary local copy of an object-storage
-    URL (``s3://...``: downloaded under the decode's time limit, removed after the block; see
-    :func:`~coca_video.storage.local_copy`). Errors inside the block name ``path``, not the copy."""
-    from ..video import VideoDecodeError, VideoReader
-
-    options = {"backend": backend, "short_side": short_side, "timeout": timeout, "device": device}
-    if not is_url(path):
-        yield VideoReader(path, **options)
-        return
-    with local_copy(str(path), timeout) as local:
-        try:
-            yield VideoReader(local, **options)
-        except VideoDecodeError as err:
-            raise VideoDecodeError(path, err.problem.replace(str(local), str(path))) from None
 
 
 def describe_error(path: str, err: Exception) -> str:

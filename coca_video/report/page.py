@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from PIL import Image
 
 from ..io import atomic_write_text
+from ..video.thumbnails import THUMBNAIL_BOX, thumbnail_jpeg, window_frames
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -28,63 +27,32 @@ tr.video th { background: #f4f4f4; }
 nav a, nav b { margin-right: 0.5em; }
 """
 
-THUMBNAIL_BOX = (128, 72)  # a thumbnail is shrunk to fit this (width, height) in pixels
-THUMBNAIL_MAX_BYTES = 6_000  # its JPEG is re-encoded at a lower quality above this, and left out if still above
-THUMBNAIL_QUALITIES = (75, 50, 30)  # JPEG qualities tried in turn
 THUMBNAILS_PER_ROW = 6  # at most, when the page's budget allows
 # Each page's rows share this many thumbnails, so a page holds at most 400 x 8 KB (6,000 bytes in base64) = 3.2 MB
 # of images whatever its row count; the rest of a page is text, about 1 KB per row.
 THUMBNAILS_PER_PAGE = 400
 
 
-def thumbnail_strip(path: str, count: int = THUMBNAILS_PER_ROW, height: int = 72, start: float | None = None,
-                    end: float | None = None) -> str:
+def thumbnail_strip(path: str, count: int = THUMBNAILS_PER_ROW, height: int = THUMBNAIL_BOX[1],
+                    start: float | None = None, end: float | None = None) -> str:
     """``count`` evenly spaced frames of a video, or of its [start, end) window in seconds, as inline <img> tags
-    ('' when the video cannot be read or count is 0). Decoded in the guarded helper process with a time limit (a
-    30 s base budget, growing with the video as the reader's ``timeout`` does), so one hanging file cannot stall
-    the report."""
+    ('' when the video cannot be read or count is 0), decoded within a time limit
+    (:func:`~coca_video.video.thumbnails.window_frames`), so one hanging file cannot stall the report."""
     if count < 1:
         return ""
     try:
-        frames = thumbnail_frames(path, count, height, start, end)
+        frames = window_frames(path, count, height, start, end)
     except Exception:  # noqa: BLE001 -- a report shows what it can; the failure is listed elsewhere
         return ""
     return thumbnail_tags(frames)
 
 
-def thumbnail_frames(path: str, count: int, height: int = 72, start: float | None = None,
-                     end: float | None = None) -> np.ndarray:
-    """``count`` evenly spaced frames (count, H, W, 3) uint8 of a video, or of its [start, end) window in seconds,
-    ``height`` pixels on the short side (fewer when the window holds fewer frames: each frame once), decoded in the
-    guarded helper process within the time limit ``thumbnail_strip`` describes; raises when the video cannot be
-    read."""
-    from ..data.video import open_video
-    from ..video import window_indices
-
-    with open_video(path, short_side=height, timeout=30.0) as reader:  # an s3:// URL: a temporary copy
-        indices = window_indices(reader.fps, reader.num_frames, count, start, end)
-        return reader.get_frames(np.unique(indices))
-
-
 def thumbnail_tags(frames: Iterable[np.ndarray]) -> str:
-    """Inline <img class="thumb"> tags of ``frames`` as small JPEGs (any that cannot be made small enough left
-    out)."""
+    """Inline <img class="thumb"> tags of ``frames`` as small letterboxed JPEGs (any that cannot be made small enough
+    left out)."""
     jpegs = (thumbnail_jpeg(frame) for frame in frames)
     return "".join(f'<img class="thumb" src="data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}">'
                    for jpeg in jpegs if jpeg is not None)
-
-
-def thumbnail_jpeg(frame: np.ndarray) -> bytes | None:
-    """``frame`` shrunk to fit ``THUMBNAIL_BOX`` as a JPEG of at most ``THUMBNAIL_MAX_BYTES`` (the first of
-    ``THUMBNAIL_QUALITIES`` that fits), or None when even the lowest quality is too big (e.g. pure noise)."""
-    image = Image.fromarray(frame)
-    image.thumbnail(THUMBNAIL_BOX)
-    for quality in THUMBNAIL_QUALITIES:
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=quality)
-        if buffer.tell() <= THUMBNAIL_MAX_BYTES:
-            return buffer.getvalue()
-    return None
 
 
 REPORT_MARKER = "<!-- coca-video report -->"  # in every page we write: a later run may replace the file

@@ -3,5 +3,6 @@
 
     library   the rows searched: one consistent read of the embeddings file (and scores table), reloaded on change
     encoder   text and image queries through the model loaded once
-    app       the FastAPI routes, limits, token and security headers; page.html is the page
+    limits    what one request may ask for (the serve config's limits.* block)
+    app       the FastAPI routes, token and security headers; page.html is the page
 """

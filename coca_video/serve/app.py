@@ -39,24 +39,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data.video import VIDEO_EXTENSIONS
 from ..errors import DataError
-from ..report.page import thumbnail_frames, thumbnail_jpeg
+from ..video.thumbnails import middle_thumbnail
 from .batching import TextSearch, TextSearches
 from .encoder import QueryEncoder
 from .library import Library, Snapshot
+from .limits import Limits
 
 TOKEN_COOKIE = "coca_video_token"
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 ROW_ID = re.compile(r"[0-9]{1,12}")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for; anything beyond is a 4xx with a message."""
-
-    max_query_chars: int = 500
-    max_k: int = 100
-    max_offset: int = 10_000
-    max_upload_bytes: int = 10_000_000
 
 
 @dataclass
@@ -246,8 +237,8 @@ async def read_upload(request: Request, limit: int) -> bytes:
 
 
 class Thumbnails:
-    """JPEG thumbnails of rows (their window's middle frame), made one at a time and kept (least recently used
-    dropped past ``capacity``)."""
+    """JPEG thumbnails of rows (their window's middle frame, letterboxed: :mod:`coca_video.video.thumbnails`), made
+    one at a time and kept (least recently used dropped past ``capacity``)."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
@@ -260,8 +251,7 @@ class Thumbnails:
         with self.lock:
             if key not in self.cache:
                 try:
-                    frames = thumbnail_frames(str(path), 1, height=72, start=start, end=end)
-                    self.cache[key] = thumbnail_jpeg(frames[len(frames) // 2]) if len(frames) else None
+                    self.cache[key] = middle_thumbnail(str(path), start, end)
                 except Exception:  # noqa: BLE001 -- an unreadable video has no thumbnail; the page shows so
                     self.cache[key] = None
                 while len(self.cache) > self.capacity:

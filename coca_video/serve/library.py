@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import DataError, InputError
-from ..tasks.score import INDEX_MIN_ROWS, EmbeddingRows, fresh_index, index_candidates, rank_rows, read_embeddings
+from ..search import INDEX_MIN_ROWS, EmbeddingRows, fresh_index, largest_norm, rank, rank_through, read_embeddings
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ class Snapshot:
     labels: np.ndarray | None = None  # (N,) object: top-1 label per row
     captions: np.ndarray | None = None  # (N,) object
     index: Any = None
+    row_norm: float | None = None  # the largest norm of a row of vectors (None: computed by each rank)
     loaded_at: float = field(default_factory=time.time)
 
     def __len__(self) -> int:
@@ -94,30 +95,17 @@ class Snapshot:
         return np.flatnonzero(keep)
 
     def rank(self, query: np.ndarray, count: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The ``count`` best row numbers for ``query`` (D,) by cosine, best first, and their scores: among ``rows``
-        (a filter's) when given, else among all, through the int8 index when there is a fresh one (its candidates
-        rescored exactly)."""
-        total = len(self) if rows is None else len(rows)
-        count = min(count, total)
-        if count == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        if rows is None and self.index is not None:
-            rows = index_candidates(self.index, query[None], count)[0]
-        return rank_rows(self.vectors, query, count, rows)
+        """The ``count`` best row numbers for ``query`` (D,) by cosine, best first (equal scores in row order), and
+        their scores: among ``rows`` (a filter's) when given, else among all, through the int8 index when there is a
+        fresh one (its candidates rescored exactly)."""
+        if rows is not None:
+            return rank(self.vectors, query, count, rows, self.row_norm)
+        return rank_through(self.index, self.vectors, query, count, self.row_norm)
 
     def rank_many(self, queries: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`rank` of each of ``queries`` (B, D) among all rows, in one matrix product (or one index scan)."""
-        count = min(count, len(self))
-        if self.index is not None:
-            found = index_candidates(self.index, queries, count)
-            return [rank_rows(self.vectors, query, count, rows) for query, rows in zip(queries, found)]
-        scores = queries @ self.vectors.T  # (B, N): each query's scores contiguous for the partition
-        ranked = []
-        for query_scores in scores:
-            rows = np.argpartition(-query_scores, count - 1)[:count] if count < len(self) else np.arange(len(self))
-            order = np.lexsort((rows, -query_scores[rows]))  # by score, ties in row order
-            ranked.append((rows[order], query_scores[rows[order]]))
-        return ranked
+        best, scores = rank_through(self.index, self.vectors, queries, count, self.row_norm)  # (B, K) each
+        return list(zip(best, scores))
 
     def same_video(self, row: int) -> np.ndarray:
         """Row numbers of the rows (segments) of the video of ``row``, ``row`` included."""
@@ -147,7 +135,7 @@ def load_snapshot(embeddings: Path, scores: Path | None, generation: int) -> Sna
         table, states["scores"] = read_scores(scores)
         labels, captions = align_scores(rows, table, scores)
     index = fresh_index(embeddings, rows, vectors.shape[1]) if len(rows) > INDEX_MIN_ROWS else None
-    return Snapshot(generation, rows, vectors, provenance, states, labels, captions, index)
+    return Snapshot(generation, rows, vectors, provenance, states, labels, captions, index, largest_norm(vectors))
 
 
 def read_scores(path: Path) -> tuple[pa.Table, FileState]:

@@ -10,7 +10,8 @@ from pathlib import Path
 from ..data.synthetic import COLOURS, SHAPES, SyntheticVideos
 from ..video import write_video
 from ..config import DecodeConfig
-from .score import ScoreConfig, run, search
+from ..search import search
+from .score import ScoreConfig, run
 
 
 def write_demo_videos(folder: Path, count: int, size: int = 96, num_frames: int = 24) -> dict[str, str]:

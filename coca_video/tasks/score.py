@@ -17,11 +17,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, NamedTuple, Sequence, overload
+from typing import Any, Callable, Literal
 
-import numpy as np
 import pyarrow as pa
-import torch
 import torch.distributed as dist
 
 from ..config import CaptionConfig, DecodeConfig, ModelConfig, RayConfig, check, check_at_least, check_suffix
@@ -30,13 +28,12 @@ from ..data.results import PartStore, embeddings_path, input_key, lines_digest, 
 from ..data.synthetic import is_synthetic_class
 from ..data.video import VIDEO_EXTENSIONS, ClipSampling, list_inputs
 from ..distributed import init_distributed, is_distributed
-from ..errors import ConfigError, DataError, InputError
+from ..errors import ConfigError, InputError
 from ..io import check_output_file
-from ..model import CoCa, create_model, get_tokenizer, load_probe, read_probe_info
+from ..model import CoCa, get_tokenizer, load_probe, read_probe_info
 from ..runtime import load_model
 from ..scoring import Counts, ScoreItem, VideoScorer, score_files
 from ..transforms import image_transform
-from ..video.sampling import clock
 
 
 @dataclass
@@ -258,7 +255,7 @@ def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]]) -> list[Sco
     per_frame = cfg.decode.sampling == "fps"
     if cfg.segment_seconds <= 0 and not per_frame:
         return [ScoreItem(key) for key in keys]
-    from ..data.video import open_video
+    from ..video.source import open_video
     from ..video import fps_rate, segment_windows
 
     items = []
@@ -276,241 +273,3 @@ def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]]) -> list[Sco
             windows = segment_windows(duration, cfg.segment_seconds, cfg.segment_stride)
         items += [ScoreItem(key, start, end) for start, end in windows]
     return items
-
-
-class SearchHit(NamedTuple):
-    path: str
-    score: float  # cosine similarity to the query
-    start: float | None = None  # the segment's window in seconds, for a segmented run
-    end: float | None = None
-
-    def __str__(self) -> str:
-        window = f" {clock(self.start)}-{clock(self.end)}" if self.start is not None else ""
-        return f"{self.path}{window}"
-
-
-SEARCH_ROW_KEYS = ("query", "rank", "path", "score", "start", "end")
-
-
-# When search goes through a fresh index, measured with benchmarks/bench_search.py (random 512-d rows, 2 busy cores).
-# One query per call, exact vs index: 0.7 vs 2.0 ms at 10,000 rows, 1.7-1.9 vs 1.5-2.5 at 20,000, 5.8 vs 3.2 at
-# 50,000, 60 vs 31 at 500,000, 108-221 vs 92-102 at 1,000,000; 1,000 queries at once: index 3.8x exact at 50,000,
-# 2.2-3.9x at 1,000,000. But checking that the index is fresh (the row digest) costs ~0.3-0.65 us a row per search
-# (20 ms at 50,000 rows, 303-647 ms at 1,000,000; ~0.75 us a row for segment rows, whose windows are hashed too), and
-# one query saves 3.6 ms at 50,000 rows, 54-105 ms at 1,000,000 (batched), so a search breaks even from about 6
-# queries on above 50,000 rows (50,000: 6, 100,000: 6, 200,000: 4, 500,000: 6, 1,000,000: 5 and 11 in two runs, 6 in
-# a third; 20,000: 9, 10,000: 26).
-INDEX_MIN_ROWS = 50_000  # search uses a fresh index only for files of more rows than this...
-INDEX_MIN_QUERIES = 6  # ...and only for at least this many queries at once
-
-
-@overload
-def search(embeddings: str | os.PathLike, queries: str, k: int = 10, model: str | None = None,
-           index_min_rows: int = INDEX_MIN_ROWS, pretrained: str | None = None) -> list[SearchHit]:
-    ...
-
-
-@overload
-def search(embeddings: str | os.PathLike, queries: Sequence[str], k: int = 10, model: str | None = None,
-           index_min_rows: int = INDEX_MIN_ROWS, pretrained: str | None = None) -> list[list[SearchHit]]:
-    ...
-
-
-def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int = 10, model: str | None = None,
-           index_min_rows: int = INDEX_MIN_ROWS,
-           pretrained: str | None = None) -> list[SearchHit] | list[list[SearchHit]]:
-    """The ``k`` videos (or segments) whose embeddings are closest to a text query (cosine), best first.
-
-    ``queries``: one query (returns its hits) or a list (returns one list of hits per query); the embeddings file is
-    read and the text model created once for all of them. ``model`` and ``pretrained``: the text model and its
-    weights (default: those named in the file's provenance, which made the embeddings). A file of more than
-    ``index_min_rows`` rows is searched for ``INDEX_MIN_QUERIES`` or more queries through its approximate index
-    (``coca-video index``) when that exists and was built from the file as it is now; else every row is compared (a
-    stale index is ignored with a warning).
-    """
-    if k < 1:
-        raise ConfigError(f"-k must be >= 1, got {k}")
-    texts = [queries] if isinstance(queries, str) else list(queries)
-    if not texts:
-        raise ConfigError("search: no queries given")
-    hits, vectors, provenance = read_embeddings(embeddings)
-    text = encode_queries(texts, *query_model(model, pretrained, provenance))
-    use_index = len(hits) > index_min_rows and len(texts) >= INDEX_MIN_QUERIES
-    index = fresh_index(embeddings, hits, vectors.shape[1]) if use_index else None
-    found = index_candidates(index, text.numpy(), k) if index is not None else None
-    ranked = [rank_hits(hits, vectors, query, k, rows) for query, rows in
-              zip(text.numpy(), found if found is not None else [None] * len(texts))]
-    return ranked[0] if isinstance(queries, str) else ranked
-
-
-def rank_hits(hits: Sequence[SearchHit], vectors: np.ndarray, query: np.ndarray, k: int,
-              rows: np.ndarray | None = None) -> list[SearchHit]:
-    """The ``k`` best of ``hits`` for ``query`` by exact cosine, best first: among ``rows`` (an index's
-    candidates) when given, else among all."""
-    best, scores = rank_rows(vectors, query, k, rows)
-    return [hits[int(row)]._replace(score=float(score)) for row, score in zip(best, scores)]
-
-
-def rank_rows(vectors: np.ndarray, query: np.ndarray, k: int,
-              rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The row numbers of the ``k`` best rows of ``vectors`` (N, D) for ``query`` (D,) by exact dot product, best
-    first (ties in row order), and their scores: among ``rows`` when given, else among all."""
-    scores = vectors @ query if rows is None else vectors[rows] @ query
-    best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    best = best[np.argsort(-scores[best], kind="stable")]
-    return (best if rows is None else np.asarray(rows)[best]), scores[best]
-
-
-def index_candidates(index: Any, queries: np.ndarray, k: int) -> list[np.ndarray]:
-    """The row numbers an approximate index proposes for each query: ``max(k, CANDIDATES)`` of them, so that the
-    exact rescoring of :func:`rank_hits` recovers neighbours the int8 codes ranked a little too low."""
-    from ..data.ann_index import CANDIDATES, nearest
-
-    return nearest(index, queries, max(k, CANDIDATES))
-
-
-def search_row_ids(rows: EmbeddingRows) -> list[str]:
-    """One id per searchable row, recorded (as a digest) by an index: path and segment window (``None`` for a
-    whole video), tab-separated; read a column at a time (a row at a time took 1.8-2.5 us a row)."""
-    paths = rows.paths.to_pylist()
-    if rows.starts is None:
-        return [f"{path}\tNone\tNone" for path in paths]
-    windows = zip(rows.starts.to_pylist(), rows.ends.to_pylist())
-    return [f"{path}\t{start}\t{end}" for path, (start, end) in zip(paths, windows)]
-
-
-def fresh_index(embeddings: str | os.PathLike, hits: EmbeddingRows, ndim: int) -> Any | None:
-    """The index beside ``embeddings`` when usearch is installed and the index was built from the file as it is now;
-    None otherwise (a stale one with a one-line warning on stderr saying to rebuild it)."""
-    from ..data.ann_index import has_usearch, is_fresh, open_index, read_record, source_of
-
-    record = read_record(embeddings)
-    if record is None or not has_usearch():
-        return None
-    if not is_fresh(record, source_of(embeddings, search_row_ids(hits)), ndim):
-        print(f"warning: {embeddings}: its search index is stale (the file changed since it was built), so every "
-              f"row is compared; rebuild it with: coca-video index {embeddings}", file=sys.stderr)
-        return None
-    return open_index(embeddings, len(hits), ndim)
-
-
-def build_index(embeddings: str | os.PathLike, metric: Literal["cos", "ip"] = "cos") -> dict[str, Any]:
-    """Write the approximate nearest-neighbour index of the rows with an embedding beside ``embeddings`` (see
-    :mod:`coca_video.data.ann_index`); returns a summary: its path, rows, metric and seconds taken."""
-    from ..data.ann_index import index_paths, source_of, usearch_search, write_index
-
-    usearch_search()  # without usearch: fail before reading the file
-    codes, record = index_paths(embeddings)
-    check_output_file(codes, [Path(embeddings)], record.is_file(), "index")
-    started = time.time()
-    hits, vectors, _ = read_embeddings(embeddings)
-    write_index(embeddings, vectors, source_of(embeddings, search_row_ids(hits)), metric)
-    return {"index": str(codes), "rows": len(hits), "metric": metric, "seconds": round(time.time() - started, 2)}
-
-
-def query_model(model: str | None, pretrained: str | None, provenance: dict[str, str]) -> tuple[str, str | None]:
-    """The text model and weights for queries of an embeddings file: ``model`` (default: the one its provenance
-    names, which made the embeddings) and ``pretrained`` (default: the provenance's weights when that is the model)."""
-    name = model or provenance.get("model", "default")
-    if pretrained is None and name == provenance.get("model", "default"):
-        pretrained = provenance.get("pretrained") or None
-    return name, pretrained
-
-
-def encode_queries(queries: Sequence[str], model: str, pretrained: str | None, batch_size: int = 256) -> torch.Tensor:
-    """(Q, D) normalised text embeddings of ``queries`` from one ``create_model(model, pretrained)``."""
-    net = create_model(model, pretrained=pretrained)
-    tokenizer = get_tokenizer(model)
-    with torch.no_grad():
-        return torch.cat([net.encode_text(tokenizer(list(queries[i:i + batch_size])))
-                          for i in range(0, len(queries), batch_size)])
-
-
-def search_rows(queries: Sequence[str], results: Sequence[Sequence[SearchHit]]) -> list[dict[str, Any]]:
-    """``search``'s hits per query as flat JSON-ready rows: query, rank (from 1), path, score, start, end."""
-    return [dict(zip(SEARCH_ROW_KEYS, (query, rank, hit.path, hit.score, hit.start, hit.end)))
-            for query, hits in zip(queries, results) for rank, hit in enumerate(hits, start=1)]
-
-
-def is_search_output(path: str | os.PathLike) -> bool:
-    """Whether ``path`` holds rows :func:`search_rows` wrote (so a later search may replace it)."""
-    import json
-
-    try:
-        rows = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(rows, list) and all(isinstance(r, dict) and tuple(r) == SEARCH_ROW_KEYS for r in rows)
-
-
-def read_queries(path: str | os.PathLike) -> list[str]:
-    """The queries of a text file, one per line (blank lines skipped); a missing, non-UTF-8 or empty file raises a
-    one-line error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: queries file not found")
-    try:
-        queries = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: queries file is not UTF-8 text") from None
-    if not queries:
-        raise DataError(f"{path}: no queries (one per line)")
-    return queries
-
-
-class EmbeddingRows(Sequence[SearchHit]):
-    """The searchable rows of an embeddings file as hits made on demand (score not set): the columns stay in Arrow,
-    and only the rows a search returns become Python objects (a million hits built up front took longer than
-    ranking them)."""
-
-    def __init__(self, paths: pa.Array, starts: pa.Array | None = None, ends: pa.Array | None = None) -> None:
-        self.paths, self.starts, self.ends = paths, starts, ends
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, row: int) -> SearchHit:  # type: ignore[override]
-        if not -len(self) <= row < len(self):
-            raise IndexError(row)
-        window = (self.starts[row].as_py(), self.ends[row].as_py()) if self.starts is not None else (None, None)
-        return SearchHit(self.paths[row].as_py(), 0.0, *window)
-
-    def __iter__(self) -> Iterator[SearchHit]:
-        return (self[row] for row in range(len(self)))
-
-
-def read_embeddings(embeddings: str | os.PathLike,
-                    content: bytes | None = None) -> tuple[EmbeddingRows, np.ndarray, dict[str, str]]:
-    """The rows scored ok in an embeddings file (as :class:`EmbeddingRows`: hits with no score yet), their video
-    embeddings (N, D) float32, and the file's provenance metadata; a missing, unreadable or foreign file, or one
-    without a single embedding, raises a one-line error naming it. ``content``: the file's bytes, already read
-    (parsed instead of opening ``embeddings``, which then only names it)."""
-    import pyarrow.parquet as pq
-
-    path = Path(embeddings)
-    if content is None and not path.is_file():
-        raise InputError(f"{path}: embeddings file not found (score writes <out>.embeddings.parquet)")
-    source = path if content is None else pa.BufferReader(content)
-    try:
-        schema = pq.read_schema(source)
-        if not {"path", "video_embedding"} <= set(schema.names):
-            raise DataError(f"{path}: not an embeddings file (needs columns path and video_embedding; found "
-                            f"{schema.names})")
-        segments = ["segment_start", "segment_end"] if "segment_start" in schema.names else []
-        table = pq.read_table(source, columns=["path", "video_embedding", *segments])
-    except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{path}: not a readable Parquet file ({err.__class__.__name__})") from None
-    provenance = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
-    total = table.num_rows
-    if table.column("video_embedding").null_count:  # failed rows; the filter copies every column
-        table = table.filter(table.column("video_embedding").is_valid())
-    if not table.num_rows:
-        raise DataError(f"{path}: no video embeddings to search (every one of its {total} rows failed)")
-    columns = [table.column(name).combine_chunks() for name in ("path", *segments)]
-    return EmbeddingRows(*columns), embedding_matrix(table.column("video_embedding"), table.num_rows), provenance
-
-
-def embedding_matrix(column: pa.ChunkedArray, rows: int) -> np.ndarray:
-    """A list<float> column without nulls as an (N, D) float32 array (no Python lists in between)."""
-    values = pa.concat_arrays([chunk.flatten() for chunk in column.chunks]) if column.num_chunks else pa.array([])
-    return np.ascontiguousarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(rows, -1)

@@ -17,11 +17,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ModelConfig, check, check_at_least, check_suffix
+from ..config import ModelConfig, check, check_suffix
 from ..errors import ConfigError, InputError, MissingExtraError
 from ..model import get_tokenizer
 from ..runtime import load_model
-from .score import query_model
+from ..search import query_model
+from ..serve.limits import Limits
 
 TOKEN_ENV = "COCA_VIDEO_TOKEN"
 
@@ -33,10 +34,7 @@ class ServeConfig:
     host: str = "127.0.0.1"  # address to bind; anything but a loopback address prints a warning (set a token)
     port: int = 8000  # TCP port (0: any free one, printed)
     token: str | None = None  # every request needs Authorization: Bearer TOKEN (default: $COCA_VIDEO_TOKEN, else none)
-    max_query_chars: int = 500  # longest text query (and filter) accepted
-    max_k: int = 100  # most results per request
-    max_offset: int = 10_000  # deepest page start
-    max_upload_bytes: int = 10_000_000  # largest image upload
+    limits: Limits = field(default_factory=Limits)  # what one request may ask for (limits.max_k, ...)
     reload_seconds: float = 1.0  # how often the files are checked for a rewrite (then reloaded whole)
     model: ModelConfig = field(default_factory=ModelConfig)  # default: the model named in the embeddings file
 
@@ -45,9 +43,6 @@ class ServeConfig:
             check_suffix("embeddings", self.embeddings, (".parquet",))
         check_suffix("scores", self.scores, (".parquet", ".csv"), optional=True)
         check(isinstance(self.port, int) and 0 <= self.port <= 65535, "port", "be 0-65535", self.port)
-        for key in ("max_query_chars", "max_k", "max_upload_bytes"):
-            check_at_least(key, getattr(self, key), 1)
-        check_at_least("max_offset", self.max_offset, 0)
         check(isinstance(self.reload_seconds, (int, float)) and self.reload_seconds > 0, "reload_seconds", "be > 0",
               self.reload_seconds)
 
@@ -86,7 +81,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def model_block(cfg: ServeConfig, provenance: dict[str, str]) -> ModelConfig:
-    """The model block to load, chosen as ``search`` chooses (:func:`~coca_video.tasks.score.query_model`): the
+    """The model block to load, chosen as ``search`` chooses (:func:`~coca_video.search.query_model`): the
     block's model, or when it names the built-in default without weights the one that made the embeddings; and the
     weights of that provenance when the model is the one it names."""
     unset = cfg.model.name == "default" and cfg.model.pretrained is None
@@ -96,7 +91,7 @@ def model_block(cfg: ServeConfig, provenance: dict[str, str]) -> ModelConfig:
 
 def build_server(cfg: ServeConfig) -> Any:
     """The :class:`~coca_video.serve.app.ServerState` of ``cfg``: the library read and the model loaded once."""
-    from ..serve.app import Limits, ServerState
+    from ..serve.app import ServerState
     from ..serve.batching import TextSearches
     from ..serve.encoder import QueryEncoder
     from ..serve.library import Library
@@ -108,9 +103,8 @@ def build_server(cfg: ServeConfig) -> Any:
     if width != stored:
         raise ConfigError(f"model {model_cfg.name} makes {width}-d embeddings; {cfg.embeddings} holds {stored}-d ones "
                           f"(pass the model that scored them: --model/--pretrained)")
-    limits = Limits(cfg.max_query_chars, cfg.max_k, cfg.max_offset, cfg.max_upload_bytes)
     token = cfg.token or os.environ.get(TOKEN_ENV) or None
-    return ServerState(library, encoder, TextSearches(encoder), limits, token, loopback=is_loopback(cfg.host))
+    return ServerState(library, encoder, TextSearches(encoder), cfg.limits, token, loopback=is_loopback(cfg.host))
 
 
 def run(cfg: ServeConfig) -> dict[str, Any]:
