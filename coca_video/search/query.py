@@ -11,6 +11,7 @@ import torch
 
 from ..errors import DataError, InputError
 from ..model import create_model, get_tokenizer
+from ..prompts import encode_texts
 
 
 def query_model(model: str | None, pretrained: str | None, provenance: dict[str, str]) -> tuple[str, str | None]:
@@ -22,13 +23,9 @@ def query_model(model: str | None, pretrained: str | None, provenance: dict[str,
     return name, pretrained
 
 
-def encode_queries(queries: Sequence[str], model: str, pretrained: str | None, batch_size: int = 256) -> torch.Tensor:
-    """(Q, D) normalised text embeddings of ``queries`` from one ``create_model(model, pretrained)``."""
-    net = create_model(model, pretrained=pretrained)
-    tokenizer = get_tokenizer(model)
-    with torch.no_grad():
-        return torch.cat([net.encode_text(tokenizer(list(queries[i:i + batch_size])))
-                          for i in range(0, len(queries), batch_size)])
+def encode_queries(queries: Sequence[str], model: str, pretrained: str | None) -> torch.Tensor:
+    """(Q, D) normalised float32 text embeddings of ``queries`` from one ``create_model(model, pretrained)``."""
+    return encode_texts(create_model(model, pretrained=pretrained), get_tokenizer(model), queries).cpu()
 
 
 def read_queries(path: str | os.PathLike) -> list[str]:
