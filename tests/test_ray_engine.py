@@ -154,13 +154,13 @@ def died_marker(out: str | Path) -> Path:
     return Path(str(out) + ".died")
 
 
-real_actor_scorer = score.actor_scorer  # as imported, before any test replaces it
+real_actor_scorer = score.build_scorer  # as imported, before any test replaces it
 
 
 def test_a_killed_encode_actor_still_leaves_every_row_exactly_once(cluster, world, tmp_path, monkeypatch):
     root, labels, local = world
     out = tmp_path / "scores.parquet"
-    monkeypatch.setattr(score, "actor_scorer", DiesOnce)
+    monkeypatch.setattr(score, "build_scorer", DiesOnce)
     summary = run_score(root, out, labels, *RAY, "ray.encode_actors=1")  # the one encoder is restarted
     assert died_marker(out).exists()  # an encode actor did die on its first batch
     assert summary["ok_total"] == CLIPS
@@ -225,7 +225,7 @@ class AlwaysDies(DiesOnce):
 def test_a_deterministic_crash_stops_the_run_after_max_retries_restarts(cluster, world, tmp_path, monkeypatch):
     root, labels, _ = world
     out = tmp_path / "scores.parquet"
-    monkeypatch.setattr(score, "actor_scorer", AlwaysDies)
+    monkeypatch.setattr(score, "build_scorer", AlwaysDies)
     with pytest.raises(Exception) as failure:  # Ray's default would restart the actor and retry it forever
         run_score(root, out, labels, *RAY, "ray.encode_actors=1", "ray.max_retries=1")
     assert "actor" in str(failure.value).lower(), failure.value

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..config import DecodeConfig, ModelConfig
 from ..errors import OutputError
 from ..io import atomic_write_table, atomic_write_text, exclusive_lock, is_disk_full
 from ..storage import PathLike, child, exists, files_in, is_dir, is_url, name_of, parquet_source, read_bytes, remove, \
@@ -66,6 +67,36 @@ def stored_path(path: str | Path) -> str:
 def lines_digest(lines: list[str]) -> str:
     """A short digest of a list of strings (a class list, prompt templates) for a store's settings."""
     return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def weights_stamp(name: str) -> list[int]:
+    """(size, mtime in ns) of a checkpoint folder's weights file, [] for other models (a named architecture, a hub
+    repo, whose snapshot is named by the repo): a folder that a new finetuning run rewrote under the same name has
+    another stamp, so rows of its old weights are never taken for the new ones'."""
+    from ..model import checkpoint_folder
+
+    folder = None if name.startswith("hf-hub:") else checkpoint_folder(name)
+    weights = folder / "model.safetensors" if folder is not None else None
+    if weights is None or not weights.is_file():
+        return []
+    found = weights.stat()
+    return [found.st_size, found.st_mtime_ns]
+
+
+def encoding_settings(model: ModelConfig, decode: DecodeConfig) -> dict[str, Any]:
+    """What decides an encoded row in every store (a task adds its own: labels, caption options, pooling...): the
+    model, its weights (``pretrained``, and the stamp of a checkpoint folder's weights file), the resolution
+    (``model.image_size``), the precision as it runs (so after ``load_model`` resolved ``auto``) and the frames
+    rule. The stamp is left out for models that have none, so stores recorded before it was kept still match."""
+    settings = {"model": model.name, "pretrained": model.pretrained, "precision": model.precision,
+                "image_size": model.image_size, "frames": decode.frames_rule()}
+    stamp = weights_stamp(model.name)
+    return settings | ({"weights": stamp} if stamp else {})
+
+
+def settings_digest(settings: dict[str, Any]) -> str:
+    """A short name for a store made under ``settings`` (a cache keeps one store per settings)."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def row_key(row: dict[str, Any]) -> tuple:

@@ -1,6 +1,7 @@
-"""``score --engine ray``: the local engine's items, decoder and rows, run as Ray Data stages across a cluster.
+"""``engine: ray`` (every task that encodes videos): the local engine's items, decoder and rows, run as Ray Data
+stages across a cluster.
 
-The driver (``tasks.score``) lists inputs and subtracts the keys already done exactly as the local engine does;
+The driver (:func:`coca_video.engines.cached.encode`) subtracts the keys already done as for the local engine;
 this module takes the remaining :class:`~coca_video.scoring.ScoreItem`\\ s and runs::
 
     from_items(items) -> decode actors (CPU) -> encode actors (the model) -> counts back to the driver
@@ -224,7 +225,7 @@ def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], t
                 show: bool = True) -> Counts:
     """Score ``todo`` on Ray into ``out``'s part store (not merged: the caller merges, as after the local engine);
     ``make_scorer`` (picklable, e.g. a ``functools.partial`` of a module-level function) builds the scorer in each
-    encode actor. Returns the rows written, ok and error, as :func:`~coca_video.scoring.score_files` does."""
+    encode actor. Returns the rows written, ok and error, as :func:`~coca_video.engines.local.score_files` does."""
     from tqdm import tqdm
 
     counts = Counts()
