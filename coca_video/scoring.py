@@ -35,11 +35,12 @@ from .zero_shot import class_embeddings, class_probabilities
 @dataclass
 class Counts:
     """Videos scored in one call: ``ok`` and ``error`` rows written; ``stage_seconds``: an engine's busy seconds per
-    stage (the Ray engine's, from Ray Data's stats; None for the local engine)."""
+    stage and ``pools``: its actor pools as sized (the Ray engine's; None for the local engine)."""
 
     ok: int = 0
     error: int = 0
     stage_seconds: dict[str, float] | None = None
+    pools: dict[str, float | None] | None = None
 
     @property
     def total(self) -> int:

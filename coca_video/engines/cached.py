@@ -114,8 +114,9 @@ def run_engine(todo: list[ScoreItem], store: PartStore, encoder: Encoder, show: 
     if encoder.engine == "ray":
         from .ray_engine import score_items
 
+        on_gpu = next(encoder.model.parameters()).device.type == "cuda"
         return score_items(todo, encoder.make_scorer, image_transform(encoder.model), encoder.decode,
-                           encoder.sampling, store.output, encoder.ray, show=show)
+                           encoder.sampling, store.output, encoder.ray, show=show, on_gpu=on_gpu)
     from .local import score_files
 
     return score_files(encoder.make_scorer(encoder.model, encoder.tokenizer), todo, store, encoder.decode,

@@ -211,7 +211,7 @@ def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,
     if scores is not None:
         summary["ok_total"] = int(sum(s == "ok" for s in scores.column("status").to_pylist()))
     if counts.stage_seconds is not None:  # engine=ray: busy seconds per stage, from Ray Data's stats
-        summary["stage_seconds"] = counts.stage_seconds
+        summary["stage_seconds"], summary["ray_pools"] = counts.stage_seconds, counts.pools
     return summary, scores
 
 
