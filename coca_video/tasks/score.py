@@ -103,6 +103,8 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
         model = load_model(cfg.model)
         store.check_settings(row_settings(cfg))  # refused before the merge below could rewrite the output
         summary, scores = score_paths(cfg, files, model, get_tokenizer(cfg.model.name))
+        if scores is not None:
+            report_failures(cfg, scores, {stored_path(p) for p in files})
         if scores is not None and cfg.report:
             from ..report import write_score_report
 
@@ -206,13 +208,37 @@ def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,
                "kept_from_earlier_runs": 0 if scores is None else len(set(scores.column("path").to_pylist()) -
                                                                       {stored_path(p) for p in files}),
                "seconds": round(seconds, 2),
-               "videos_per_second": round(counts.total / max(seconds, 1e-9), 2),
+               "rows_per_second": round(counts.total / max(seconds, 1e-9), 2),
                "out": str(cfg.out), "embeddings": str(embeddings_path(cfg.out))}
     if scores is not None:
         summary["ok_total"] = int(sum(s == "ok" for s in scores.column("status").to_pylist()))
     if counts.stage_seconds is not None:  # engine=ray: busy seconds per stage, from Ray Data's stats
         summary["stage_seconds"], summary["ray_pools"] = counts.stage_seconds, counts.pools
     return summary, scores
+
+
+FAILURES_SHOWN = 3  # failed inputs named on stderr; the rest are counted per reason
+
+
+def report_failures(cfg: ScoreConfig, scores: pa.Table, paths: set[str]) -> None:
+    """Name on stderr the inputs of this run whose row is an error (the first few, and a count per reason) and where
+    the full list is; a run in which no input succeeded is refused in one line (exit 2), its error rows kept."""
+    rows = [row for row in scores.select(["path", "status", "error"]).to_pylist() if row["path"] in paths]
+    failed = [row for row in rows if row["status"] != "ok"]
+    if not failed:
+        return
+    reasons: dict[str, int] = {}
+    for row in failed:
+        reason = row["error"].removeprefix(f"{row['path']}: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    counted = "; ".join(f"{count} x {reason}" for reason, count in sorted(reasons.items(), key=lambda rc: -rc[1])[:5])
+    shown = "; ".join(row["error"] for row in failed[:FAILURES_SHOWN])
+    where = f"the rows with status=error in {cfg.out}"
+    if len(failed) == len(rows):
+        raise DataError(f"{cfg.videos}: no input could be scored ({len(rows)} rows failed: {counted}); e.g. {shown};"
+                        f" all listed in {where}")
+    print(f"coca-video score: {len(failed)} of {len(rows)} rows failed ({counted}); e.g. {shown}; the full list: "
+          f"{where}", file=sys.stderr, flush=True)
 
 
 def already_scored(done: set[tuple], keys: list[tuple[str, int, float]], todo: list[ScoreItem]) -> set[tuple]:
