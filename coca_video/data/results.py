@@ -151,7 +151,7 @@ class PartStore:
         rows = [{column: row.get(column) for column in columns} | {"scored_at": row.get("scored_at", stamp)}
                 for row in rows]
         try:
-            self._write(pa.Table.from_pylist(rows), level=0)
+            self._write(as_float32(pa.Table.from_pylist(rows)), level=0)
             self._compact()
         except OSError as err:
             if is_disk_full(err):
@@ -208,7 +208,7 @@ class PartStore:
             same_level = [p for p in self.parts(self.rank) if int(PART_NAME.search(name_of(p)).group(2)) == level]
             if len(same_level) < self.fanout:
                 return
-            merged = pa.concat_tables([read_part(p) for p in same_level], promote_options="default")
+            merged = as_float32(pa.concat_tables([read_part(p) for p in same_level], promote_options="permissive"))
             self._write(merged, level + 1)  # written before the small parts go: a crash here only duplicates rows
             for part in same_level:
                 remove(part)
@@ -220,8 +220,22 @@ class PartStore:
         if not parts:
             return None
         tables = [read_part(p, columns) for p in parts]
-        table = pa.concat_tables(tables, promote_options="default")
-        return latest_per_path(table)
+        table = pa.concat_tables(tables, promote_options="permissive")  # parts of older runs: float64 embeddings
+        return latest_per_path(as_float32(table))
+
+
+EMBEDDING_COLUMNS = ("video_embedding", "frame_embeddings")  # lists of floats: the sidecar's columns
+
+
+def as_float32(table: pa.Table) -> pa.Table:
+    """``table`` with its embedding columns stored as float32, the precision they are computed in (Python's lists
+    make them float64 on the way, and parts of earlier runs hold them so: twice the bytes, no more information)."""
+    for name in [c for c in EMBEDDING_COLUMNS if c in table.column_names]:
+        column = table.column(name)
+        target = pa.list_(pa.float32()) if name == "video_embedding" else pa.list_(pa.list_(pa.float32()))
+        if not pa.types.is_null(column.type):  # a batch of failures only: no values to type
+            table = table.set_column(table.column_names.index(name), name, column.cast(target))
+    return table
 
 
 def part_rank(part: PathLike) -> int:
@@ -248,7 +262,7 @@ def latest_per_path(table: pa.Table) -> pa.Table:
     return order.take(pa.array(keep, type=pa.int64()))
 
 
-def merge(output: PathLike, embedding_columns: Iterable[str] = ("video_embedding", "frame_embeddings"),
+def merge(output: PathLike, embedding_columns: Iterable[str] = EMBEDDING_COLUMNS,
           paths: list[str] | None = None, metadata: dict[str, str] | None = None) -> pa.Table | None:
     """Join all parts into ``output`` (rows sorted by path) and the embeddings sidecar, both atomically.
 
