@@ -1,7 +1,9 @@
-"""`score --engine ray` against the local engine: same clips, same model, one run, measured back to back.
+"""`score --engine ray` against the local engine: same clips, same model, one run, measured back to back, each
+engine at its defaults (the Ray engine's pools sized from the cluster it finds; a ``--decode-actors``... flag sets
+that key instead).
 
     python benchmarks/bench_ray.py [--videos 160] [--model default] [--frames 16] [--rounds 2] 2>/dev/null
-    python benchmarks/bench_ray.py --gpus-per-encoder 1 --cpus-per-encoder 1 --precision bf16   # with a CUDA GPU
+    python benchmarks/bench_ray.py --device cuda --precision bf16   # with a CUDA GPU: an encode actor per GPU
 
 It prints:
 
@@ -103,10 +105,15 @@ class PeakMemory:
         self._thread.join()
 
 
+def ray_config(args: argparse.Namespace, decode_actors: int | None = None) -> RayConfig:
+    """The Ray engine's keys: those given on the command line, the others null (sized from the cluster)."""
+    return RayConfig(decode_actors=decode_actors or args.decode_actors, cpus_per_decoder=args.cpus_per_decoder,
+                     encode_actors=args.encode_actors, cpus_per_encoder=args.cpus_per_encoder,
+                     gpus_per_encoder=args.gpus_per_encoder)
+
+
 def score(folder: Path, out: Path, args: argparse.Namespace, engine: str, decode_actors: int | None = None) -> dict:
-    cluster = RayConfig(decode_actors=decode_actors or args.decode_actors, cpus_per_decoder=args.cpus_per_decoder,
-                        encode_actors=args.encode_actors, cpus_per_encoder=args.cpus_per_encoder,
-                        gpus_per_encoder=args.gpus_per_encoder)
+    cluster = ray_config(args, decode_actors)
     model = ModelConfig(args.model, device=args.device, precision=args.precision)
     cfg = ScoreConfig(videos=str(folder), out=str(out), engine=engine, model=model,
                       decode=DecodeConfig(args.frames, batch_size=args.batch_size, workers=args.workers), ray=cluster)
@@ -117,6 +124,14 @@ def score(folder: Path, out: Path, args: argparse.Namespace, engine: str, decode
     assert summary["scored_now"] == summary["videos"] == summary["ok_total"], f"{engine}: not every video scored ok"
     summary["peak_mb"] = memory.peak
     return summary
+
+
+def describe(pools: dict) -> str:
+    """The sized pools in words."""
+    threads = pools["threads"] or "its node's cores as"
+    return (f"{pools['decode_actors']} decode actor(s) x {pools['cpus_per_decoder']:g} CPU, {pools['encode_actors']} "
+            f"encode actor(s) x {pools['cpus_per_encoder']:g} CPU ({threads} threads), "
+            f"{pools['gpus_per_encoder']:g} GPU each")
 
 
 def steady_rate(videos: int, seconds: float, one_video_seconds: float) -> float:
@@ -131,22 +146,20 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="the local engine's decoding workers")
-    parser.add_argument("--decode-actors", type=int, default=2)
-    parser.add_argument("--cpus-per-decoder", type=float, default=0.5)
-    parser.add_argument("--encode-actors", type=int, default=1)
-    parser.add_argument("--cpus-per-encoder", type=float, default=float(os.cpu_count() or 1),
-                        help="the encode actor's torch threads (default: the machine's cores, as the local engine)")
-    parser.add_argument("--gpus-per-encoder", type=float, default=0.0)
-    parser.add_argument("--device", default=None, help="model.device (default: cuda with --gpus-per-encoder, else cpu)")
+    parser.add_argument("--decode-actors", type=int, default=None, help="ray.decode_actors (default: sized)")
+    parser.add_argument("--cpus-per-decoder", type=float, default=None, help="ray.cpus_per_decoder (default: sized)")
+    parser.add_argument("--encode-actors", type=int, default=None, help="ray.encode_actors (default: sized)")
+    parser.add_argument("--cpus-per-encoder", type=float, default=None, help="ray.cpus_per_encoder (default: sized)")
+    parser.add_argument("--gpus-per-encoder", type=float, default=None, help="ray.gpus_per_encoder (default: sized)")
+    parser.add_argument("--device", default="cpu", help="model.device, the same for both engines")
     parser.add_argument("--precision", default="fp32", help="model.precision, the same for both engines")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sweep", default="1,2,3", help="decode actors per encode actor to try (empty: none)")
     args = parser.parse_args()
-    args.device = args.device or ("cuda" if args.gpus_per_encoder else "cpu")
 
     import ray
 
-    from coca_video.engines.ray_engine import PACKAGE_ROOT
+    from coca_video.engines.ray_engine import PACKAGE_ROOT, local_cpus
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "videos"
@@ -155,8 +168,8 @@ def main() -> None:
         probe = Path(tmp) / "one"
         probe.mkdir()
         make_folder(probe, 1, 320, num_frames=125)
-        need = max(int(args.sweep.split(",")[-1]) if args.sweep else 0, args.decode_actors) * args.cpus_per_decoder
-        cpus = int(max(os.cpu_count() or 1, need + args.encode_actors * args.cpus_per_encoder) + 1)
+        sweep = [int(d) for d in args.sweep.split(",") if d]
+        cpus = max(local_cpus(ray_config(args, decoders)) for decoders in [None, *sweep])  # as a run's own cluster
         start = time.perf_counter()
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="WARNING",
                  runtime_env={"env_vars": {"PYTHONPATH": PACKAGE_ROOT}})
@@ -166,11 +179,11 @@ def main() -> None:
         def timed(videos: Path, engine: str, decode_actors: int | None = None) -> dict:
             return score(videos, Path(tmp) / f"{engine}{next(runs)}.parquet", args, engine, decode_actors)
 
-        one = {engine: timed(probe, engine)["wall_seconds"] for engine in ("ray", "local")}  # ray's first: start-up
+        first = {engine: timed(probe, engine) for engine in ("ray", "local")}  # ray's first: start-up
+        one, pools = {engine: run["wall_seconds"] for engine, run in first.items()}, first["ray"]["ray_pools"]
         print(f"{args.videos} Kinetics-like videos (320 px, 125 frames), {args.frames} frames each, model "
-              f"{args.model}, {os.cpu_count()} cores; local: {args.workers} decoding workers; ray: "
-              f"{args.decode_actors} decode actors x {args.cpus_per_decoder} CPU, {args.encode_actors} encode "
-              f"actor(s) x {args.cpus_per_encoder} CPU, {args.gpus_per_encoder} GPU, {cpus} logical CPUs")
+              f"{args.model}, {os.cpu_count()} cores; local: {args.workers} decoding workers; ray: {cpus} logical "
+              f"CPUs, pools {describe(pools)}")
         print(f"start-up: cluster up {cluster_up:.1f} s; a one-video run on it (actors start, model loads, one "
               f"video): ray {one['ray']:.1f} s, local engine {one['local']:.1f} s")
         rates: dict[str, list[float]] = {"local": [], "ray": []}
@@ -201,8 +214,8 @@ def main() -> None:
             encode_rate = args.videos / stages["encode"]  # videos/s of one encode actor while busy
             print(f"stages (busy seconds over all actors): decode {stages['decode']:.1f} s, encode "
                   f"{stages['encode']:.1f} s: {decode_rate:.2f} videos/s per decode actor, {encode_rate:.2f} videos/s "
-                  f"per encode actor ({args.cpus_per_encoder:g} CPU, {args.gpus_per_encoder:g} GPU)")
-        for decoders in [int(d) for d in args.sweep.split(",") if d]:
+                  f"per encode actor ({pools['cpus_per_encoder']:g} CPU, {pools['gpus_per_encoder']:g} GPU)")
+        for decoders in sweep:
             one_video = timed(probe, "ray", decode_actors=decoders)["wall_seconds"]
             summary = timed(folder, "ray", decode_actors=decoders)
             print(f"sweep: {decoders} decode actor(s) per encode actor: "

@@ -44,6 +44,8 @@ MODEL_FLAGS = [  # the shared model block, on every task command
          "the fidelity gates here; training: fp32, bf16 autocast or auto (default fp32, exact to open_clip)"),
 ]
 FRAMES_FLAG = Flag("--frames", "decode.num_frames", "frames per video (default 16)")
+ENGINE_FLAG = Flag("--engine", "engine", "local (default) or ray: decode and encode actor pools on Ray Data (ray.* "
+                   "keys; pip install 'coca-video[ray]')")
 
 SCORE_FLAGS = [
     Flag("VIDEO_DIR", "videos", "a folder (searched recursively), a video, a .txt list of paths, or a CSV/Parquet "
@@ -55,8 +57,7 @@ SCORE_FLAGS = [
     Flag("--frame-embeddings", "frame_embeddings", "also store per-frame embeddings", switch=True),
     Flag("--report", "report", "write an HTML report to this path"),
     Flag("--top-k", "top_k", "labels per video (default 5)"),
-    Flag("--engine", "engine", "local (default) or ray: decode and encode actor pools on Ray Data (ray.* keys; "
-         "pip install 'coca-video[ray]')"),
+    ENGINE_FLAG,
 ]
 
 VIDEO_TEXT_FLAGS = [  # retrieval's and captioning's inputs: the same loaders (data/retrieval.py)
@@ -71,7 +72,7 @@ RETRIEVAL_FLAGS = [
     *VIDEO_TEXT_FLAGS,
     Flag("--out", "out", "metrics JSON (ranks CSV and report go beside it)"),
     FRAMES_FLAG,
-    Flag("--engine", "engine", "local (default) or ray: the embedding pass on Ray Data, as score's (ray.* keys)"),
+    ENGINE_FLAG,
 ]
 
 CAPTIONING_FLAGS = [
@@ -79,6 +80,7 @@ CAPTIONING_FLAGS = [
     Flag("--out", "out", "metrics JSON (predictions CSV and report go beside it)"),
     Flag("--caption-method", "caption.method", "beam (default), greedy or top_p"),
     FRAMES_FLAG,
+    ENGINE_FLAG,
 ]
 
 FINETUNE_CAPTIONS_FLAGS = [
@@ -93,6 +95,7 @@ ZEROSHOT_FLAGS = [
     Flag("--labels", "classes", "class list file, or kinetics400|600|700|moments_in_time (default: the file's labels)"),
     Flag("--out", "out", "metrics JSON (default runs/zeroshot/metrics.json)"),
     FRAMES_FLAG,
+    ENGINE_FLAG,
 ]
 
 SERVE_FLAGS = [

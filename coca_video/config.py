@@ -495,28 +495,41 @@ RAY_ADDRESS = re.compile(r"auto|ray://\S+|[\w.-]+:\d+")
 
 @dataclass
 class RayConfig:
-    """Where and how ``engine: ray`` runs (score): the cluster, and its decode and encode actor pools."""
+    """Where and how ``engine: ray`` runs (score, retrieval, captioning, zeroshot): the cluster, and its decode and
+    encode actor pools. A pool key left null is sized from the cluster found (:func:`coca_video.engines.ray_engine.
+    sized`): one encode actor per GPU (1 GPU, 1 CPU each) with the other CPUs decoding; without GPUs (or a model on
+    the CPU) one encode actor per node holding the node's cores as torch threads, as the local engine's model does,
+    and a quarter of each node's CPUs (at least one) reserved for decode actors at half a CPU each, which run at the
+    lowest priority and so take only the cores the model leaves idle."""
 
     address: str | None = None  # null: start a local cluster of this machine (ended with the run); auto or ray://...
     num_cpus: int | None = None  # logical CPUs of a local cluster (null: this machine's; at least the pools' + 1)
-    decode_actors: int = 2  # CPU actors decoding videos, each through its own time-limited helper process
-    cpus_per_decoder: float = 1.0  # CPUs a decode actor reserves
-    encode_actors: int = 1  # actors holding the model (loaded once each), turning decoded clips into rows
-    cpus_per_encoder: float = 1.0  # CPUs an encode actor reserves; its torch threads (at least 1)
-    gpus_per_encoder: float = 0.0  # GPUs an encode actor reserves (0 on CPU; a fraction shares a GPU)
+    decode_actors: int | None = None  # CPU actors decoding videos, each through its own time-limited helper process
+    cpus_per_decoder: float | None = None  # CPUs a decode actor reserves
+    encode_actors: int | None = None  # actors holding the model (loaded once each), turning decoded clips into rows
+    cpus_per_encoder: float | None = None  # CPUs an encode actor reserves; its torch threads (null: its node's cores)
+    gpus_per_encoder: float | None = None  # GPUs an encode actor reserves (a fraction shares a GPU; null: 1 for a model
+    # on cuda when the cluster has GPUs, else 0)
     max_retries: int = 2  # times a crashed (or lost) actor is restarted and its batch retried, then the run fails
 
     def __post_init__(self) -> None:
         check(self.address is None or (isinstance(self.address, str) and RAY_ADDRESS.fullmatch(self.address)),
               "address", "be null (a local cluster), auto, ray://HOST:PORT or HOST:PORT", self.address)
-        check_at_least("decode_actors", self.decode_actors, 1)
-        check_at_least("encode_actors", self.encode_actors, 1)
-        check(isinstance(self.cpus_per_decoder, (int, float)) and self.cpus_per_decoder > 0, "cpus_per_decoder",
-              "be > 0", self.cpus_per_decoder)
-        check(isinstance(self.cpus_per_encoder, (int, float)) and self.cpus_per_encoder > 0, "cpus_per_encoder",
-              "be > 0", self.cpus_per_encoder)
-        check_at_least("gpus_per_encoder", self.gpus_per_encoder, 0)
+        for key in ("decode_actors", "encode_actors"):
+            if getattr(self, key) is not None:
+                check_at_least(key, getattr(self, key), 1)
+        for key in ("cpus_per_decoder", "cpus_per_encoder"):
+            value = getattr(self, key)
+            check(value is None or (isinstance(value, (int, float)) and value > 0), key, "be > 0 (or null: sized "
+                  "from the cluster)", value)
+        if self.gpus_per_encoder is not None:
+            check_at_least("gpus_per_encoder", self.gpus_per_encoder, 0)
         check_at_least("max_retries", self.max_retries, 0)
         if self.num_cpus is not None:  # fewer and a pool waits forever for its actors' CPUs
-            need = math.ceil(self.decode_actors * self.cpus_per_decoder + self.encode_actors * self.cpus_per_encoder)
-            check_at_least("num_cpus", self.num_cpus, need)
+            check_at_least("num_cpus", self.num_cpus, math.ceil(self.reserved_cpus()))
+
+    def reserved_cpus(self) -> float:
+        """The CPUs the pools set here in full (actors and CPUs each) reserve together; a pool with a null key
+        counts as nothing until it is sized from the cluster."""
+        pools = [(self.decode_actors, self.cpus_per_decoder), (self.encode_actors, self.cpus_per_encoder)]
+        return sum(actors * cpus for actors, cpus in pools if actors is not None and cpus is not None)

@@ -1,6 +1,6 @@
-"""Videos to result rows: decode in workers, encode in this process, one row per file (errors included), flushed to
-a :class:`~coca_video.data.results.PartStore` batch by batch. Shared by ``score`` (labels, captions, embeddings) and
-``retrieval`` (embeddings only, as its cache).
+"""The row rule: what one result row holds and how it is computed from a batch of decoded clips, one row per file
+(errors included). The engines (:mod:`coca_video.engines`) run it, here or on Ray, for ``score`` (labels, captions,
+embeddings), ``retrieval`` (embeddings), ``captioning`` (captions) and ``zeroshot`` (labels).
 
 Each video: ``num_frames`` frames -> the image encoder frame by frame -> the video embedding (``video_pooling``: the
 normalised mean of the frame embeddings, the paper's zero-shot video representation, or the model's pooler over all
@@ -18,11 +18,10 @@ from typing import Any, Callable, NamedTuple
 
 import torch
 from einops import rearrange
-from tqdm import tqdm
 
-from .config import CaptionConfig, DecodeConfig, ModelConfig
-from .data.results import FileKey, PartStore, stored_key
-from .data.video import ClipSampling, VideoBatch, VideoItem, decode_loader
+from .config import CaptionConfig, ModelConfig
+from .data.results import FileKey, stored_key
+from .data.video import VideoBatch
 from .model import CoCa, VideoClassifier
 from .model.coca import VideoEncoding, VideoPooling
 from .model.linear_probe import LinearProbe
@@ -36,11 +35,12 @@ from .zero_shot import class_embeddings, class_probabilities
 @dataclass
 class Counts:
     """Videos scored in one call: ``ok`` and ``error`` rows written; ``stage_seconds``: an engine's busy seconds per
-    stage (the Ray engine's, from Ray Data's stats; None for the local engine)."""
+    stage and ``pools``: its actor pools as sized (the Ray engine's; None for the local engine)."""
 
     ok: int = 0
     error: int = 0
     stage_seconds: dict[str, float] | None = None
+    pools: dict[str, float | None] | None = None
 
     @property
     def total(self) -> int:
@@ -155,29 +155,6 @@ def caption_source_tokens(tokens: torch.Tensor, num_frames: int, source: str) ->
     if source != "middle_frame":
         raise ValueError(f"caption source must be middle_frame or all_frames, got {source!r}")
     return rearrange(tokens, "b (t n) c -> b t n c", t=num_frames)[:, num_frames // 2]
-
-
-def score_files(scorer: VideoScorer, todo: list[ScoreItem], store: PartStore, decode: DecodeConfig,
-                show: bool = True, sampling: ClipSampling | None = None) -> Counts:
-    """Decode ``todo`` in workers (``sampling``: several views, for a probe; default one clip as ``decode`` says),
-    score in this process, flush each batch's rows (errors too) to ``store``. With ``decode.sampling=fps`` each item
-    is a chunk of frames and every frame gets its own row (``frame_rows``)."""
-    counts = Counts()
-    if not todo:
-        return counts
-    items = [VideoItem(item.key[0], start_sec=item.start, end_sec=item.end) for item in todo]
-    loader = decode_loader(items, scorer.transform, decode, sampling, model_device=scorer.model_cfg.device)
-    per_frame = (sampling.mode if sampling else decode.sampling) == "fps"
-    unit = "video" if todo[0].start is None else "window"  # a segment, or a chunk of frames with sampling=fps
-    with tqdm(total=len(todo), unit=unit, disable=not show, dynamic_ncols=True) as bar:
-        for batch in loader:
-            rows = batch_rows(scorer, batch, todo, per_frame)
-            store.append(rows)
-            counts.ok += sum(row["status"] == "ok" for row in rows)
-            counts.error += len(batch.errors)
-            bar.update(len(batch.indices) + len(batch.errors))
-            bar.set_postfix(failed=counts.error)
-    return counts
 
 
 def batch_rows(scorer: VideoScorer, batch: VideoBatch, todo: list[ScoreItem],

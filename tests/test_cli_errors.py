@@ -24,6 +24,7 @@ from coca_video.video import write_video
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["decode.workers=0", "decode.num_frames=2", "decode.batch_size=2"]
+RAY_POOLS = ["ray.decode_actors=2", "ray.cpus_per_decoder=1", "ray.encode_actors=1", "ray.cpus_per_encoder=1"]
 
 
 @dataclass
@@ -189,7 +190,7 @@ CASES: dict[str, Case] = {
     "ray-cpus-per-decoder-0": lambda w: ([*w.score(), "ray.cpus_per_decoder=0"], "ray.cpus_per_decoder must be > 0"),
     "ray-gpus-negative": lambda w: ([*w.score(), "ray.gpus_per_encoder=-1"], "ray.gpus_per_encoder must be >= 0"),
     "ray-address-banana": lambda w: ([*w.score(), "ray.address=banana"], "ray.address must be null"),
-    "ray-num-cpus-below-the-pools": lambda w: ([*w.score(), "ray.num_cpus=2"], "ray.num_cpus must be >= 3, got 2"),
+    "ray-num-cpus-below-the-pools": lambda w: ([*w.score(), *RAY_POOLS, "ray.num_cpus=2"], "ray.num_cpus must be >= 3, got 2"),
 }
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from coca_video.cli import main
 from coca_video.config import load_config
+from coca_video.errors import DataError
 from coca_video.data.results import embeddings_path
 from coca_video.data.synthetic import COLOURS, SyntheticVideos
 from coca_video.tasks import score
@@ -183,7 +184,8 @@ def test_a_list_of_urls_gives_a_missing_object_its_error_row(world, local_rows, 
     s3_list = f"s3://{BUCKET}/lists/some.txt"  # a list object, its entries relative to its own prefix
     s3fs_().pipe_file(s3_list.removeprefix("s3://"), b"../videos/clip00.mp4\n# a comment\n")
     local_out = tmp_path / "from-list.parquet"
-    assert run_score(s3_list, local_out, labels)["scored_now"] == 1
+    with pytest.raises(DataError, match="no input could be scored .*object not found"):  # S3 keys keep "..": none
+        run_score(s3_list, local_out, labels)  # of the list's inputs exists, so the run is refused, its row kept
     assert pq.read_table(local_out).column("path").to_pylist() == [f"s3://{BUCKET}/lists/../videos/clip00.mp4"]
 
 

@@ -2,7 +2,8 @@
 same rows (keys, error rows, labels, embeddings; segments and fps rows too), resume from the same parts, an encode or
 decode actor that dies mid-run still leaves every row exactly once (and the decode helper dies with its actor), a
 SIGKILLed driver leaves no process of its cluster and its rerun scores only what is missing, a second driver into
-the same output is refused, and retrieval's metrics are the same through either engine. (Node loss:
+the same output is refused, and retrieval's metrics, captioning's captions and metrics and zeroshot's accuracy are the
+same through either engine. (Node loss:
 tests/test_ray_nodes.py, which needs a cluster of its own.)"""
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import pytest
 
 from coca_video.config import load_config
 from coca_video.data.results import PART_NAME, PartStore, embeddings_path
-from coca_video.data.synthetic import COLOURS, SyntheticVideos
+from coca_video.data.synthetic import COLOURS, SyntheticVideos, write_kinetics_format
 from coca_video.engines import ray_engine
 from coca_video.engines.ray_engine import PART_RANK_BASE
 from coca_video.errors import OutputError
-from coca_video.tasks import retrieval, score
+from coca_video.tasks import captioning, retrieval, score, zeroshot
 from coca_video.video import write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ CLIPS = 10
 # one decoder and two encoders (so two actors write parts at once) of the cluster's 4 logical CPUs
 RAY = ["engine=ray", "ray.decode_actors=1", "ray.encode_actors=2", "ray.max_retries=2"]
 
-pytestmark = pytest.mark.needs("ray")
+pytestmark = [pytest.mark.needs("ray"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +155,13 @@ def died_marker(out: str | Path) -> Path:
     return Path(str(out) + ".died")
 
 
-real_actor_scorer = score.actor_scorer  # as imported, before any test replaces it
+real_actor_scorer = score.build_scorer  # as imported, before any test replaces it
 
 
 def test_a_killed_encode_actor_still_leaves_every_row_exactly_once(cluster, world, tmp_path, monkeypatch):
     root, labels, local = world
     out = tmp_path / "scores.parquet"
-    monkeypatch.setattr(score, "actor_scorer", DiesOnce)
+    monkeypatch.setattr(score, "build_scorer", DiesOnce)
     summary = run_score(root, out, labels, *RAY, "ray.encode_actors=1")  # the one encoder is restarted
     assert died_marker(out).exists()  # an encode actor did die on its first batch
     assert summary["ok_total"] == CLIPS
@@ -225,7 +226,7 @@ class AlwaysDies(DiesOnce):
 def test_a_deterministic_crash_stops_the_run_after_max_retries_restarts(cluster, world, tmp_path, monkeypatch):
     root, labels, _ = world
     out = tmp_path / "scores.parquet"
-    monkeypatch.setattr(score, "actor_scorer", AlwaysDies)
+    monkeypatch.setattr(score, "build_scorer", AlwaysDies)
     with pytest.raises(Exception) as failure:  # Ray's default would restart the actor and retry it forever
         run_score(root, out, labels, *RAY, "ray.encode_actors=1", "ray.max_retries=1")
     assert "actor" in str(failure.value).lower(), failure.value
@@ -402,3 +403,66 @@ def test_retrieval_metrics_are_equal_through_either_engine(cluster, msrvtt, tmp_
     for direction in [key for key in local if key.startswith(("t2v", "v2t"))]:
         assert ray[direction] == pytest.approx(local[direction], abs=1e-9), direction
     assert local["t2v"]["R1"] > 100 / CLIPS  # the default model tells the clips apart: a comparison that can fail
+
+
+def test_captions_and_caption_metrics_are_equal_through_either_engine(cluster, msrvtt, tmp_path, monkeypatch):
+    videos, data = msrvtt
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java: the tokenizer's Python equal, METEOR left out
+    results = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine / "metrics.json"
+        results[engine] = captioning.run(load_config(captioning.CaptioningConfig, None, [
+            f"source.videos={videos}", f"source.msrvtt_data={data}", f"out={out}", "decode.num_frames=4",
+            "decode.workers=0", "decode.batch_size=3", "report_videos=0", "caption.method=greedy",
+            f"engine={engine}", "ray.decode_actors=1", "ray.encode_actors=1"]))
+        results[engine]["predictions"] = out.with_name("metrics_predictions.csv").read_text()
+    local, ray = results.pop("local"), results.pop("ray")
+    assert [Path(p).name for p, _ in ray["protocol"]["failed_videos"]] == [f"video{CLIPS}.mp4"]
+    assert ray.pop("predictions") == local.pop("predictions")  # every video's caption identical
+    assert ray.pop("protocol") == local.pop("protocol")
+    assert ray == pytest.approx(local, abs=1e-9)  # BLEU, ROUGE-L, CIDEr-D
+    assert local["cider"] > 0  # the default model's captions share words with the references
+
+
+@pytest.fixture(scope="module")
+def kinetics(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A Kinetics-format validation set of 8 coloured-shape clips, and the colour class list."""
+    folder = tmp_path_factory.mktemp("kinetics")
+    _, val_csv = write_kinetics_format(folder, 1, 8, task="colour", size=48, num_frames=4, seed=4)
+    classes = folder / "colours.txt"
+    classes.write_text("\n".join(COLOURS) + "\n")
+    return folder, val_csv, classes
+
+
+def test_zeroshot_accuracy_is_equal_through_either_engine(cluster, kinetics, tmp_path):
+    folder, val_csv, classes = kinetics
+    results = {}
+    for engine in ("local", "ray"):
+        results[engine] = zeroshot.run(load_config(zeroshot.ZeroShotConfig, None, [
+            f"annotations={val_csv}", f"video_root={folder}", f"classes={classes}",
+            f"out={tmp_path / engine / 'metrics.json'}", "decode.num_frames=4", "decode.workers=0",
+            "decode.batch_size=3", f"engine={engine}", "ray.decode_actors=1", "ray.encode_actors=1"]))
+    local, ray = results["local"], results["ray"]
+    assert ray == local  # top-1, top-5, mean class accuracy and the protocol (failures included)
+    assert local["protocol"]["videos_evaluated"] == 8 and local["top1"] > 100 / len(COLOURS)
+
+
+@pytest.mark.parametrize("nodes, on_gpu, keys, expected", [
+    # 2 cores: the encoder reserves one CPU and runs a thread on each core; two decoders at half a CPU take the other
+    ([{"CPU": 2.0}], False, {}, (2, 0.5, 1, 1.0, 0.0, None)),
+    # two 16-core nodes: a quarter of each decodes (8 x 0.5), one encoder a node on the other 12 CPUs
+    ([{"CPU": 16.0}, {"CPU": 16.0}], False, {}, (16, 0.5, 2, 12.0, 0.0, None)),
+    # two GPUs for a model on cuda: an encoder per GPU (1 CPU each), the other 14 CPUs decode
+    ([{"CPU": 16.0, "GPU": 2.0}], True, {}, (14, 1.0, 2, 1.0, 1.0, 1)),
+    ([{"CPU": 16.0, "GPU": 2.0}], False, {}, (8, 0.5, 1, 12.0, 0.0, None)),  # a model on the CPU leaves GPUs idle
+    # keys set stay; the encoders share what the decoders leave (4 - 0.5 = 3.5 -> 1.5 each, one thread each)
+    ([{"CPU": 4.0}], False, {"decode_actors": 1, "encode_actors": 2}, (1, 0.5, 2, 1.5, 0.0, 1)),
+    ([{"CPU": 1.0}], False, {}, (1, 0.5, 1, 0.5, 0.0, None)),  # one core: half of it reserved for decoding
+])
+def test_pools_left_null_are_sized_from_the_cluster(nodes, on_gpu, keys, expected):
+    from coca_video.config import RayConfig
+
+    pools = ray_engine.sized(RayConfig(**keys), nodes, on_gpu)
+    assert tuple(pools) == expected
+    cpus = sum(node["CPU"] for node in nodes)
+    assert pools.decode_actors * pools.cpus_per_decoder + pools.encode_actors * pools.cpus_per_encoder <= cpus

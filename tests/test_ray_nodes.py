@@ -64,7 +64,7 @@ class SlowScorer:
         return getattr(self.scorer, name)
 
 
-real_actor_scorer = score.actor_scorer
+real_actor_scorer = score.build_scorer
 
 
 def stored_keys(parts: list[Path]) -> list[tuple]:
@@ -92,7 +92,7 @@ def test_a_node_removed_mid_run_still_leaves_every_row_exactly_once(nodes, world
         cluster.remove_node(node, allow_graceful=False)  # its raylet, workers and object store, killed at once
         removed["node"] = node.node_id
 
-    monkeypatch.setattr(score, "actor_scorer", SlowScorer)
+    monkeypatch.setattr(score, "build_scorer", SlowScorer)
     remover = threading.Thread(target=remove_the_encoders_node, daemon=True)
     remover.start()
     summary = run_score(root, out, labels, "engine=ray", "ray.decode_actors=1", "ray.encode_actors=1",

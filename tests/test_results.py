@@ -79,3 +79,26 @@ def test_a_whole_file_row_beside_window_rows_keeps_its_three_part_key(tmp_path):
     done = store.done_keys()
     assert ScoreItem(("a.mp4", 1, 2.0), 0.0, 10.0).stored() in done
     assert ScoreItem(("b.mp4", 3, 4.0)).stored() in done  # was ("b.mp4", 3, 4.0, None): rescored on every rerun
+
+
+def test_embeddings_are_stored_as_float32_and_read_beside_an_older_runs_float64_part(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+
+    from coca_video.io import atomic_write_table
+
+    out = tmp_path / "scores.parquet"
+    store = PartStore(out)
+    computed = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)  # as the model gives them
+    old = pa.Table.from_pylist([row("old") | {"video_embedding": computed[0].tolist(), "scored_at": 1.0}])
+    assert old.schema.field("video_embedding").type.value_type == pa.float64()  # as a part of an earlier run holds
+    atomic_write_table(old, store.folder / "rank0-L0-000001.parquet")
+    store.append([row("new") | {"video_embedding": computed[1].tolist(),
+                                "frame_embeddings": [computed[1].tolist()] * 2}])
+    assert pq.read_schema(store.parts()[-1]).field("video_embedding").type.value_type == pa.float32()
+    merge(out)
+    sidecar = pq.read_table(embeddings_path(out))
+    assert sidecar.schema.field("video_embedding").type.value_type == pa.float32()
+    assert sidecar.schema.field("frame_embeddings").type.value_type.value_type == pa.float32()
+    stored = dict(zip(sidecar.column("path").to_pylist(), sidecar.column("video_embedding").to_pylist()))
+    assert stored == {"old": computed[0].tolist(), "new": computed[1].tolist()}  # every value exactly as computed

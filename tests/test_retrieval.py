@@ -147,10 +147,52 @@ def test_linspace_sampling_is_its_own_cache_and_protocol(clip_set, tmp_path):
         cfg = load_config(retrieval.RetrievalConfig, None, [f"source.captions={captions}", f"out={tmp_path / 'm.json'}",
                                                              "decode.num_frames=4", "decode.workers=0", "report_queries=0",
                                                              f"decode.sampling={sampling}"])
-        runs[sampling] = (retrieval.cache_path(cfg), retrieval.run(cfg))
+        runs[sampling] = (retrieval.cache_store(cfg).output, retrieval.run(cfg))
     assert runs["eval"][0] != runs["linspace"][0]
     assert runs["linspace"][1]["protocol"]["sampling"].startswith("linspace")
     assert runs["eval"][1]["protocol"]["sampling"] == "uniform segment centres"
+
+
+def metrics_of(result: dict) -> dict:
+    return {key: value for key, value in result.items() if key.startswith(("t2v", "v2t"))}
+
+
+def retrieve(captions: Path, out: Path, *overrides: str) -> dict:
+    return retrieval.run(load_config(retrieval.RetrievalConfig, None, [
+        f"source.captions={captions}", f"out={out}", "decode.num_frames=4", "decode.workers=0", "report_queries=0",
+        *overrides]))
+
+
+@pytest.mark.slow
+def test_a_rerun_after_the_model_folder_is_finetuned_again_never_reports_the_old_weights_recall(clip_set, tmp_path):
+    """A checkpoint folder rewritten under the same name (a new finetuning run) is a new model: the rerun into the
+    same output and cache reports what a fresh run with the new weights reports, not the old weights' recall."""
+    from coca_video.model import save_pretrained, tokenizer_files
+
+    _, captions = clip_set
+    folder = tmp_path / "ft" / "model"
+    save_pretrained(create_model("default"), folder, tokenizer_files("default"))
+    old = retrieve(captions, tmp_path / "m.json", f"model.name={folder}")
+    finetuned = create_model("default")
+    with torch.no_grad():  # "finetuned again": the image encoder's weights moved a long way
+        generator = torch.Generator().manual_seed(3)
+        for parameter in finetuned.image_encoder.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * parameter.std().clamp(min=0.02))
+    save_pretrained(finetuned, folder, tokenizer_files("default"))
+    fresh = retrieve(captions, tmp_path / "fresh" / "m.json", f"model.name={folder}")
+    assert metrics_of(fresh) != metrics_of(old)  # the new weights rank differently: the check below can fail
+    rerun = retrieve(captions, tmp_path / "m.json", f"model.name={folder}")
+    assert metrics_of(rerun) == metrics_of(fresh)
+
+
+@pytest.mark.slow
+def test_a_rerun_at_another_image_size_never_reports_the_old_resolutions_recall(clip_set, tmp_path):
+    _, captions = clip_set
+    old = retrieve(captions, tmp_path / "m.json")
+    fresh = retrieve(captions, tmp_path / "fresh" / "m.json", "model.image_size=24")
+    assert metrics_of(fresh) != metrics_of(old)  # the other resolution ranks differently: the check below can fail
+    rerun = retrieve(captions, tmp_path / "m.json", "model.image_size=24")
+    assert metrics_of(rerun) == metrics_of(fresh)
 
 
 def test_empty_captions_are_dropped_counted_and_warned_about(tmp_path, capsys):

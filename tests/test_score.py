@@ -178,6 +178,24 @@ def test_report_renders_in_headless_chromium(folder, tmp_path):
     assert dom.stdout.count("<img") >= 6 and "broken.mp4" in dom.stdout
 
 
+def test_failed_inputs_are_named_on_stderr_and_a_run_with_no_success_exits_non_zero(tmp_path, capsys):
+    clips = SyntheticVideos(1, size=32, num_frames=4, seed=5, split="test", p_reference=0.0)
+    write_video(tmp_path / "good.mp4", clips[0][0], fps=4)
+    for name in ("bad1.mp4", "bad2.mp4"):
+        (tmp_path / name).write_bytes(b"not a video at all")
+    flags = ["decode.num_frames=4", "decode.workers=0"]
+    assert main(["score", str(tmp_path), "--out", str(tmp_path / "s.parquet"), *flags]) == 0
+    err = capsys.readouterr().err
+    failed = [line for line in err.splitlines() if "rows failed" in line]
+    assert len(failed) == 1 and failed[0].startswith("coca-video score: 2 of 3 rows failed (2 x "), err
+    assert "bad1.mp4" in failed[0] and "bad2.mp4" in failed[0] and "status=error in " in failed[0]
+    (tmp_path / "good.mp4").unlink()  # left: only inputs that fail
+    assert main(["score", str(tmp_path), "--out", str(tmp_path / "t.parquet"), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("coca-video score: error: ") and "no input could be scored (2 rows failed" in err
+    assert len(pd.read_parquet(tmp_path / "t.parquet")) == 2  # the error rows are kept
+
+
 def test_an_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("no videos here")
     assert main(["score", str(tmp_path), "--out", str(tmp_path / "s.csv")]) == 2

@@ -1,7 +1,9 @@
 """Frozen encoder tokens of a video set on disk, filled once and read by every epoch of a frozen probe.
 
 Tokens of every (video, view) are stored in one memory-mapped ``.npy`` (videos, views, T*N, C), named by a digest of
-what they depend on (model, weights, video list and windows, sampling, precision, cache format). Formats
+what they depend on: every store's settings (:func:`~coca_video.data.results.encoding_settings`: model, weights and
+the stamp of a checkpoint folder's weights file, image size, precision, frames rule), then the video list and windows,
+the sampling, the finetuned encoder's digest and the cache format. Formats
 (``probe.cache``): ``fp16``; ``int8``, one byte a value plus an fp16 scale per token in ``*.scales.npy`` (values
 dequantised on read, error <= scale/2); ``pooled``, fp16 with each frame's patch tokens averaged over
 ``token_pool`` x ``token_pool`` squares (class token kept), about token_pool^2 times fewer tokens; ``embedding``
@@ -44,6 +46,7 @@ from ..model.state_dict import weights_digest as digest_of
 from ..model.video_classifier import pool_patch_tokens, pooled_tokens_per_frame
 from ..runtime import autocast
 from ..transforms import ImageTransform, image_transform
+from .results import encoding_settings
 from .video import ClipSampling, VideoItem, decode_loader
 
 CacheFormat = Literal["fp16", "int8", "pooled"]  # an attentional probe's tokens
@@ -302,10 +305,10 @@ def fill_cache(folder: Path, items: list[VideoItem], model: CoCa, model_cfg: Mod
     pool = token_pool if fmt == "pooled" else 1
     if weights_digest is None and Path(model_cfg.name).is_dir():  # a checkpoint folder can be rewritten in place
         weights_digest = digest_of(model.image_encoder)
-    key = {"model": model_cfg.name, "pretrained": model_cfg.pretrained, "videos": [i.path for i in items],
-           "windows": [(i.start_sec, i.end_sec) for i in items], "sampling": to_dict(sampling),
-           "precision": model_cfg.precision, "finetuned": weights_digest, "format": fmt, "token_pool": pool,
-           "image_size": model.cfg.vision.image_size}
+    key = encoding_settings(model_cfg, decode) | {  # every store's rule, then the cache's own
+        "videos": [i.path for i in items], "windows": [(i.start_sec, i.end_sec) for i in items],
+        "sampling": to_dict(sampling), "finetuned": weights_digest, "format": fmt, "token_pool": pool,
+        "image_size": model.cfg.vision.image_size}  # the size as it runs, even where model.image_size is null
     plan = CachePlan(len(items), views, 1, model.cfg.embed_dim, fmt) if fmt == "embedding" else \
         plan_cache(len(items), views, sampling.num_frames, model.image_encoder.num_tokens, model.cfg.vision.width,
                    fmt, token_pool)

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..config import DecodeConfig, ModelConfig
 from ..errors import OutputError
 from ..io import atomic_write_table, atomic_write_text, exclusive_lock, is_disk_full
 from ..storage import PathLike, child, exists, files_in, is_dir, is_url, name_of, parquet_source, read_bytes, remove, \
@@ -66,6 +67,36 @@ def stored_path(path: str | Path) -> str:
 def lines_digest(lines: list[str]) -> str:
     """A short digest of a list of strings (a class list, prompt templates) for a store's settings."""
     return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def weights_stamp(name: str) -> list[int]:
+    """(size, mtime in ns) of a checkpoint folder's weights file, [] for other models (a named architecture, a hub
+    repo, whose snapshot is named by the repo): a folder that a new finetuning run rewrote under the same name has
+    another stamp, so rows of its old weights are never taken for the new ones'."""
+    from ..model import checkpoint_folder
+
+    folder = None if name.startswith("hf-hub:") else checkpoint_folder(name)
+    weights = folder / "model.safetensors" if folder is not None else None
+    if weights is None or not weights.is_file():
+        return []
+    found = weights.stat()
+    return [found.st_size, found.st_mtime_ns]
+
+
+def encoding_settings(model: ModelConfig, decode: DecodeConfig) -> dict[str, Any]:
+    """What decides an encoded row in every store (a task adds its own: labels, caption options, pooling...): the
+    model, its weights (``pretrained``, and the stamp of a checkpoint folder's weights file), the resolution
+    (``model.image_size``), the precision as it runs (so after ``load_model`` resolved ``auto``) and the frames
+    rule. The stamp is left out for models that have none, so stores recorded before it was kept still match."""
+    settings = {"model": model.name, "pretrained": model.pretrained, "precision": model.precision,
+                "image_size": model.image_size, "frames": decode.frames_rule()}
+    stamp = weights_stamp(model.name)
+    return settings | ({"weights": stamp} if stamp else {})
+
+
+def settings_digest(settings: dict[str, Any]) -> str:
+    """A short name for a store made under ``settings`` (a cache keeps one store per settings)."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -120,7 +151,7 @@ class PartStore:
         rows = [{column: row.get(column) for column in columns} | {"scored_at": row.get("scored_at", stamp)}
                 for row in rows]
         try:
-            self._write(pa.Table.from_pylist(rows), level=0)
+            self._write(as_float32(pa.Table.from_pylist(rows)), level=0)
             self._compact()
         except OSError as err:
             if is_disk_full(err):
@@ -177,7 +208,7 @@ class PartStore:
             same_level = [p for p in self.parts(self.rank) if int(PART_NAME.search(name_of(p)).group(2)) == level]
             if len(same_level) < self.fanout:
                 return
-            merged = pa.concat_tables([read_part(p) for p in same_level], promote_options="default")
+            merged = as_float32(pa.concat_tables([read_part(p) for p in same_level], promote_options="permissive"))
             self._write(merged, level + 1)  # written before the small parts go: a crash here only duplicates rows
             for part in same_level:
                 remove(part)
@@ -189,8 +220,22 @@ class PartStore:
         if not parts:
             return None
         tables = [read_part(p, columns) for p in parts]
-        table = pa.concat_tables(tables, promote_options="default")
-        return latest_per_path(table)
+        table = pa.concat_tables(tables, promote_options="permissive")  # parts of older runs: float64 embeddings
+        return latest_per_path(as_float32(table))
+
+
+EMBEDDING_COLUMNS = ("video_embedding", "frame_embeddings")  # lists of floats: the sidecar's columns
+
+
+def as_float32(table: pa.Table) -> pa.Table:
+    """``table`` with its embedding columns stored as float32, the precision they are computed in (Python's lists
+    make them float64 on the way, and parts of earlier runs hold them so: twice the bytes, no more information)."""
+    for name in [c for c in EMBEDDING_COLUMNS if c in table.column_names]:
+        column = table.column(name)
+        target = pa.list_(pa.float32()) if name == "video_embedding" else pa.list_(pa.list_(pa.float32()))
+        if not pa.types.is_null(column.type):  # a batch of failures only: no values to type
+            table = table.set_column(table.column_names.index(name), name, column.cast(target))
+    return table
 
 
 def part_rank(part: PathLike) -> int:
@@ -217,7 +262,7 @@ def latest_per_path(table: pa.Table) -> pa.Table:
     return order.take(pa.array(keep, type=pa.int64()))
 
 
-def merge(output: PathLike, embedding_columns: Iterable[str] = ("video_embedding", "frame_embeddings"),
+def merge(output: PathLike, embedding_columns: Iterable[str] = EMBEDDING_COLUMNS,
           paths: list[str] | None = None, metadata: dict[str, str] | None = None) -> pa.Table | None:
     """Join all parts into ``output`` (rows sorted by path) and the embeddings sidecar, both atomically.
 

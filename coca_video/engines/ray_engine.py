@@ -1,6 +1,7 @@
-"""``score --engine ray``: the local engine's items, decoder and rows, run as Ray Data stages across a cluster.
+"""``engine: ray`` (every task that encodes videos): the local engine's items, decoder and rows, run as Ray Data
+stages across a cluster.
 
-The driver (``tasks.score``) lists inputs and subtracts the keys already done exactly as the local engine does;
+The driver (:func:`coca_video.engines.cached.encode`) subtracts the keys already done as for the local engine;
 this module takes the remaining :class:`~coca_video.scoring.ScoreItem`\\ s and runs::
 
     from_items(items) -> decode actors (CPU) -> encode actors (the model) -> counts back to the driver
@@ -33,7 +34,7 @@ import os
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -61,12 +62,62 @@ def require_ray() -> Any:
 
 
 def local_cpus(cluster: RayConfig) -> int:
-    """Logical CPUs for a local cluster: ``num_cpus``, else this machine's, but at least what the pools reserve
-    plus one (logical CPUs above the physical count keep a pool from waiting forever for a CPU)."""
+    """Logical CPUs for a local cluster: ``num_cpus``, else this machine's, but at least what the pools set in full
+    reserve plus one (logical CPUs above the physical count keep a pool from waiting forever for a CPU)."""
     if cluster.num_cpus is not None:
         return cluster.num_cpus
-    need = cluster.decode_actors * cluster.cpus_per_decoder + cluster.encode_actors * cluster.cpus_per_encoder
-    return max(os.cpu_count() or 1, math.ceil(need) + 1)
+    return max(os.cpu_count() or 1, math.ceil(cluster.reserved_cpus()) + 1)
+
+
+class Pools(NamedTuple):
+    """The actor pools a run uses: ``ray.*`` as set, the keys left null sized from the cluster (:func:`sized`).
+    ``threads``: each encode actor's torch threads (None: every core of its node, for one encode actor a node)."""
+
+    decode_actors: int
+    cpus_per_decoder: float
+    encode_actors: int
+    cpus_per_encoder: float
+    gpus_per_encoder: float
+    threads: int | None
+
+
+def sized(cluster: RayConfig, nodes: list[dict[str, float]], on_gpu: bool) -> Pools:
+    """The pools for a cluster of ``nodes`` (each node's resources: ``CPU``, ``GPU``) and a model on a GPU or not,
+    keeping every key ``cluster`` sets. With GPUs for the model: an encode actor per GPU (1 GPU, 1 CPU each), the
+    other CPUs decoding, a decode actor each. Otherwise the encoder is the bottleneck (on 2 cores it costs about 4x
+    the decoding of the default model's clips), so as in the local engine it gets every core: one encode actor per
+    node whose torch threads are the node's cores, reserving all but a quarter of its CPUs (at least one, at most
+    half); that quarter is reserved by decode actors of half a CPU each, which run at the lowest priority (as the
+    local engine's decoding workers) and so decode on the cores the model leaves idle."""
+    cpu_nodes = [node for node in nodes if node.get("CPU", 0) > 0] or [{"CPU": 1.0}]
+    cpus, gpus = sum(node["CPU"] for node in cpu_nodes), sum(node.get("GPU", 0) for node in nodes)
+    if on_gpu and gpus > 0:
+        gpus_each = given(cluster.gpus_per_encoder, 1.0)
+        encoders = given(cluster.encode_actors, max(1, int(gpus / gpus_each)))
+        cpus_each = given(cluster.cpus_per_encoder, 1.0)
+        per_decoder = given(cluster.cpus_per_decoder, 1.0)
+        decoders = given(cluster.decode_actors, max(1, int((cpus - encoders * cpus_each) / per_decoder)))
+        return Pools(decoders, per_decoder, encoders, cpus_each, gpus_each, max(1, int(cpus_each)))
+    per_node = min(node["CPU"] for node in cpu_nodes)
+    share = min(max(1.0, per_node // 4), per_node / 2)  # each node's CPUs for decoding
+    per_decoder = given(cluster.cpus_per_decoder, 0.5)
+    decoders = given(cluster.decode_actors, max(1, int(share * len(cpu_nodes) / per_decoder)))
+    encoders = given(cluster.encode_actors, len(cpu_nodes))
+    left = (cpus - decoders * per_decoder) / encoders  # per encoder, in steps of half a CPU
+    cpus_each = given(cluster.cpus_per_encoder, max(0.5, math.floor(left * 2) / 2))
+    whole_nodes = cluster.encode_actors is None and cluster.cpus_per_encoder is None
+    return Pools(decoders, per_decoder, encoders, cpus_each, given(cluster.gpus_per_encoder, 0.0),
+                 None if whole_nodes else max(1, int(cpus_each)))
+
+
+def given(value: Any, default: Any) -> Any:
+    """A key's value as set, else (null) the default sized from the cluster."""
+    return default if value is None else value
+
+
+def cluster_nodes(ray: Any) -> list[dict[str, float]]:
+    """The resources of each live node of the cluster ``ray`` is connected to."""
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
 
 
 @contextlib.contextmanager
@@ -164,11 +215,11 @@ class Encoder:
     as the local engine does and appends them to ``out``'s part store under a part rank of its own; items whose
     rows this run already wrote (a retried batch, see :class:`Written`) are counted, not scored again."""
 
-    def __init__(self, make_scorer: Callable[[], VideoScorer], out: str, per_frame: bool, threads: int,
+    def __init__(self, make_scorer: Callable[[], VideoScorer], out: str, per_frame: bool, threads: int | None,
                  earlier_ranks: frozenset[int]) -> None:
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads or usable_cores())
         self.scorer, self.per_frame = make_scorer(), per_frame
         self.store = PartStore(out, rank=PART_RANK_BASE + int.from_bytes(os.urandom(6), "big"))
         self.written = Written(self.store, earlier_ranks, per_frame)
@@ -187,8 +238,13 @@ class Encoder:
         return {"items": np.array([len(items)]), "ok": np.array([ok]), "error": np.array([len(statuses) - ok])}
 
 
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], transform: ImageTransform,
-             decode: DecodeConfig, sampling: ClipSampling, out: str, cluster: RayConfig) -> Any:
+             decode: DecodeConfig, sampling: ClipSampling, out: str, cluster: RayConfig, pools: Pools) -> Any:
     """The lazy dataset of ``todo``: decode actors, then encode actors writing parts; one count row per batch. No
     pool has more actors than there are batches (an actor that gets no work would still load the model)."""
     from ray.data import ActorPoolStrategy, DataContext
@@ -207,24 +263,25 @@ def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoSco
     items = ray.data.from_items(rows, override_num_blocks=blocks)
     decoder = {"transform": transform, "decode": decode, "sampling": sampling}
     encoder = {"make_scorer": make_scorer, "out": out, "per_frame": sampling.mode == "fps",
-               "threads": max(1, int(cluster.cpus_per_encoder)), "earlier_ranks": frozenset(PartStore(out).ranks())}
-    gpus = {"num_gpus": cluster.gpus_per_encoder} if cluster.gpus_per_encoder else {}
+               "threads": pools.threads, "earlier_ranks": frozenset(PartStore(out).ranks())}
+    gpus = {"num_gpus": pools.gpus_per_encoder} if pools.gpus_per_encoder else {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        decoded = items.map(Decoder, fn_constructor_kwargs=decoder, num_cpus=cluster.cpus_per_decoder,
-                            compute=ActorPoolStrategy(size=min(cluster.decode_actors, blocks)), **retries)
+        decoded = items.map(Decoder, fn_constructor_kwargs=decoder, num_cpus=pools.cpus_per_decoder,
+                            compute=ActorPoolStrategy(size=min(pools.decode_actors, blocks)), **retries)
         return decoded.map_batches(Encoder, fn_constructor_kwargs=encoder, batch_size=decode.batch_size,
                                    batch_format="numpy",
-                                   compute=ActorPoolStrategy(size=min(cluster.encode_actors, blocks)),
-                                   num_cpus=cluster.cpus_per_encoder, **gpus, **retries)
+                                   compute=ActorPoolStrategy(size=min(pools.encode_actors, blocks)),
+                                   num_cpus=pools.cpus_per_encoder, **gpus, **retries)
 
 
 def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], transform: ImageTransform,
                 decode: DecodeConfig, sampling: ClipSampling | None, out: str | os.PathLike, cluster: RayConfig,
-                show: bool = True) -> Counts:
+                show: bool = True, on_gpu: bool = False) -> Counts:
     """Score ``todo`` on Ray into ``out``'s part store (not merged: the caller merges, as after the local engine);
     ``make_scorer`` (picklable, e.g. a ``functools.partial`` of a module-level function) builds the scorer in each
-    encode actor. Returns the rows written, ok and error, as :func:`~coca_video.scoring.score_files` does."""
+    encode actor (on a GPU when ``on_gpu``: the pools are sized for it). Returns the rows written, ok and error, as
+    :func:`~coca_video.engines.local.score_files` does, with the pools used and the busy seconds per stage."""
     from tqdm import tqdm
 
     counts = Counts()
@@ -232,7 +289,8 @@ def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], t
         return counts
     sampling = clip_sampling(decode, sampling)
     with connected(cluster) as ray:
-        scored = pipeline(ray, todo, make_scorer, transform, decode, sampling, str(out), cluster)
+        pools = sized(cluster, cluster_nodes(ray), on_gpu)
+        scored = pipeline(ray, todo, make_scorer, transform, decode, sampling, str(out), cluster, pools)
         unit = "video" if todo[0].start is None else "window"
         with tqdm(total=len(todo), unit=unit, disable=not show, dynamic_ncols=True) as bar:  # done, videos/s
             for row in scored.iter_rows():
@@ -241,6 +299,7 @@ def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], t
                 bar.update(int(row["items"]))
                 bar.set_postfix(ok=counts.ok, error=counts.error)
         counts.stage_seconds = stage_seconds(scored)
+        counts.pools = pools._asdict()
     return counts
 
 

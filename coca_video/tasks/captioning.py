@@ -9,8 +9,8 @@ each), a video-id list of it (``test_list_full.txt``; a list named as an officia
 about and the warning kept in the protocol), its 1k-A CSV (one reference each), or any (video, caption) CSV, several
 rows a video being several references.
 Captions are the ones ``score --caption`` writes (:class:`coca_video.scoring.VideoScorer`), kept in a result store
-beside the output (keyed by file, size and mtime, named after the model and the decoding), so a rerun decodes only
-what is new or failed. Outputs: the metrics JSON with its protocol block, ``<stem>_predictions.csv`` (video, caption,
+beside the output (keyed by file, size and mtime, one store per model, weights, resolution, precision, frames rule and
+decoding: :func:`cache_store`), so a rerun decodes only what is new or failed. Outputs: the metrics JSON with its protocol block, ``<stem>_predictions.csv`` (video, caption,
 references as a JSON list, the video's CIDEr-D) and ``<stem>_report.html`` (thumbnails, prediction beside references,
 worst CIDEr-D first). Videos that cannot be read are excluded and listed, never scored as empty captions.
 """
@@ -18,9 +18,8 @@ worst CIDEr-D first). Videos that cannot be read are excluded and listed, never 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,17 @@ from typing import Any
 import pyarrow as pa
 
 from ..caption_metrics import CaptionScores, caption_scores
-from ..config import CaptionConfig, DecodeConfig, ModelConfig, VideoTextSource, check_at_least, check_suffix
-from ..data.results import PartStore, file_key, stored_key, stored_path
+from ..config import CaptionConfig, DecodeConfig, ModelConfig, RayConfig, VideoTextSource, check_at_least, \
+    check_suffix
+from ..data.results import PartStore, encoding_settings
 from ..data.retrieval import RetrievalSet, load_set, source_files
-from ..distributed import barrier, init_distributed
+from ..distributed import init_distributed
+from ..engines import Encoder, Engine, check_engine, encode_files, keyed_store, loaded
 from ..errors import InputError
 from ..io import atomic_write_table, atomic_write_text, check_output_file, is_our_metrics
-from ..model import get_tokenizer
+from ..model import CoCa, get_tokenizer
 from ..runtime import load_model
-from ..scoring import ScoreItem, VideoScorer, score_files
+from ..scoring import VideoScorer
 from .retrieval import SAMPLING_RULES
 
 CAPTION_SOURCES = {"middle_frame": "the middle frame's image tokens (the decoder was trained on single images)",
@@ -50,8 +51,10 @@ class CaptioningConfig:
     caption: CaptionConfig = field(default_factory=CaptionConfig)  # decoding, and what the generative pooler reads
     cache_dir: str | None = None  # where generated captions are kept for reruns; default: <out folder>/caption_cache
     report_videos: int = 200  # videos on the HTML report, worst CIDEr-D first (0: no report)
+    engine: Engine = "local"  # the caption pass: this process and its workers, or Ray (ray.*)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    ray: RayConfig = field(default_factory=RayConfig)  # the cluster and its actor pools, with engine=ray
 
     def __post_init__(self) -> None:
         check_suffix("out", self.out, (".json",))
@@ -62,6 +65,7 @@ class CaptioningConfig:
 def run(cfg: CaptioningConfig) -> dict[str, Any]:
     """Caption every video of the split (kept for reruns), score against the references, write the metrics JSON,
     the predictions CSV and the report."""
+    check_engine(cfg.engine)
     info = init_distributed()
     dataset = load_set(cfg.source, "captioning")
     check_outputs(cfg, dataset)
@@ -118,58 +122,33 @@ def first_line(path: Path) -> str | None:
         return None
 
 
-def cache_path(cfg: CaptioningConfig) -> Path:
-    """One caption store per (model, weights, frames, precision, sampling, decoding): another split reuses it."""
-    key = json.dumps([cfg.model.name, cfg.model.pretrained, cfg.model.image_size, cfg.decode.num_frames,
-                      cfg.model.precision, cfg.decode.sampling, *dataclasses.astuple(cfg.caption),
-                      weights_stamp(cfg.model.name)])
+def cache_settings(cfg: CaptioningConfig) -> dict[str, Any]:
+    """What decides a stored caption (``model.precision`` as it runs, so after ``load_model``)."""
+    return encoding_settings(cfg.model, cfg.decode) | {"caption": list(dataclasses.astuple(cfg.caption))}
+
+
+def cache_store(cfg: CaptioningConfig) -> PartStore:
+    """The caption store of ``cfg``'s settings: another split reuses it; another model, weights file, resolution,
+    precision, frames rule or decoding gets a store of its own."""
     folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out).parent / "caption_cache"
-    return folder / f"captions-{hashlib.sha1(key.encode()).hexdigest()[:12]}.parquet"
-
-
-def weights_stamp(name: str) -> list[int]:
-    """(size, mtime) of a checkpoint folder's weights file, [] for other models: a folder that a new finetuning run
-    rewrote under the same name gets a new caption store instead of the old weights' captions."""
-    from ..model import checkpoint_folder
-
-    folder = None if name.startswith("hf-hub:") else checkpoint_folder(name)  # a hub snapshot is named by its repo
-    weights = folder / "model.safetensors" if folder is not None else None
-    if weights is None or not weights.is_file():
-        return []
-    stat = weights.stat()
-    return [stat.st_size, stat.st_mtime_ns]
+    return keyed_store(folder, "captions", cache_settings(cfg))
 
 
 def caption_videos(cfg: CaptioningConfig, dataset: RetrievalSet, model, tokenizer) -> tuple[dict[str, str], list]:
     """Each readable video's caption (video path -> caption) and ``failed``: (path, reason) of the others. Captions
     are generated by ``score``'s scorer into a result store keyed by (path, size, mtime): a rerun captions only what
     is new or failed."""
-    info = init_distributed()
-    missing = [v for v in dataset.videos if not os.path.isfile(v)]
-    if len(missing) == len(dataset.videos):
-        raise InputError(f"{cfg.source.videos or dataset.split}: none of the {len(missing)} videos named by the captions "
-                         f"exist (e.g. {missing[0]})")
-    store = PartStore(cache_path(cfg), rank=info.rank)
-    keys = [file_key(v) for v in dataset.videos if os.path.isfile(v)]
-    with store.locked():  # two runs filling one store would write the same part names
-        done = store.done_keys()
-        todo = [ScoreItem(key) for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
-        scorer = VideoScorer(model, tokenizer, cfg.model, captions=cfg.caption)
-        score_files(scorer, todo, store, cfg.decode, show=info.is_main)
-    barrier()
-    rows = store.read(columns=["path", "size", "mtime", "error", "caption", "scored_at"])
-    current = {stored_path(key[0]): stored_key(key) for key in keys}
-    stored = {} if rows is None else {path: (caption, error) for path, size, mtime, caption, error in zip(
-        *(rows.column(c).to_pylist() for c in ("path", "size", "mtime", "caption", "error")))
-        if current.get(path) == (path, size, mtime)}
-    predictions, failed = {}, [(v, "file not found") for v in missing]
-    for video in dataset.videos:
-        caption, error = stored.get(stored_path(video), (None, "not captioned"))
-        if caption is not None:
-            predictions[video] = caption
-        elif video not in missing:
-            failed.append((video, error or "not captioned"))
-    return predictions, failed
+    encoder = Encoder(functools.partial(caption_scorer, cfg), model, tokenizer, cfg.decode, cfg.engine, cfg.ray)
+    found, failed = encode_files(dataset.videos, cfg.source.videos or dataset.split, cache_store(cfg),
+                                 cache_settings(cfg), encoder, ["caption"], "not captioned")
+    return {video: row["caption"] for video, row in found.items()}, failed
+
+
+def caption_scorer(cfg: CaptioningConfig, model: CoCa | None = None, tokenizer: Any = None) -> VideoScorer:
+    """The scorer of the caption pass (captions only); without ``model``, one loading its own (``cfg.model``,
+    precision already resolved): what each Ray encode actor holds."""
+    model, tokenizer = loaded(cfg.model, model, tokenizer)
+    return VideoScorer(model, tokenizer, cfg.model, captions=cfg.caption)
 
 
 def references_by_video(dataset: RetrievalSet) -> dict[str, list[str]]:

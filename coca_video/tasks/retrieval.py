@@ -5,16 +5,15 @@
     coca-video retrieval --videos DIR --captions pairs.csv --out runs/retrieval/metrics.json
     coca-video retrieval --videos DIR --captions pairs.csv --engine ray     # embed on Ray (as score --engine ray)
 
-Video embeddings are cached on disk (keyed by file, size and mtime, in a cache named after the model and the
-sampling), so a second run with other captions decodes nothing.
+Video embeddings are cached on disk (keyed by file, size and mtime, in one store per model, weights, resolution,
+precision, frames rule and pooling: :func:`cache_store`), so a second run with other captions decodes nothing and a
+run with another model, or a checkpoint folder finetuned again, embeds again.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,16 +23,16 @@ import pyarrow as pa
 import torch
 
 from ..config import DecodeConfig, ModelConfig, RayConfig, VideoTextSource, check_suffix
-from ..data.results import PartStore, file_key, stored_key, stored_path
+from ..data.results import PartStore, encoding_settings
 from ..data.retrieval import RetrievalSet, load_set, source_files
-from ..distributed import barrier, init_distributed
+from ..distributed import init_distributed
+from ..engines import Encoder, Engine, check_engine, encode_files, keyed_store, loaded
 from ..errors import InputError
 from ..io import atomic_write_table, atomic_write_text, check_output_file, is_our_metrics
 from ..metrics import retrieval_convention, retrieval_metrics_from_embeddings
 from ..model import CoCa, get_tokenizer
 from ..runtime import load_model
-from ..scoring import ScoreItem, VideoScorer, score_files
-from ..transforms import image_transform
+from ..scoring import VideoScorer
 
 
 VIDEO_EMBEDDINGS = {"mean": "normalised mean of normalised frame embeddings (the CoCa paper's)",
@@ -51,7 +50,7 @@ class RetrievalConfig:
     median: Literal["mean", "lower"] = "mean"  # MdR of an even count: np.median's mean of the middle two, or the lower
     rerank: Literal["dsl"] | None = None  # dual-softmax re-ranking, reported under its own *_dsl keys
     video_pooling: Literal["mean", "attentional"] = "mean"  # the paper's mean of frames, or VideoCoCa's pooler
-    engine: Literal["local", "ray"] = "local"  # the embedding pass: this process and its workers, or Ray (ray.*)
+    engine: Engine = "local"  # the embedding pass: this process and its workers, or Ray (ray.*)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # sampling: eval, the paper's; linspace, CLIP4Clip's
     ray: RayConfig = field(default_factory=RayConfig)  # the cluster and its actor pools, with engine=ray
@@ -63,10 +62,7 @@ class RetrievalConfig:
 
 def run(cfg: RetrievalConfig) -> dict[str, Any]:
     """Embed videos (cached) and captions, compute both directions' recall, write metrics, ranks and report."""
-    if cfg.engine == "ray":
-        from .score import check_ray_engine
-
-        check_ray_engine()
+    check_engine(cfg.engine)
     info = init_distributed()
     dataset = load_set(cfg.source, "retrieval")
     check_outputs(cfg, dataset)
@@ -123,57 +119,36 @@ def is_our_ranks(path: Path) -> bool:
         return False
 
 
-def cache_path(cfg: RetrievalConfig) -> Path:
-    """One embedding cache per (model, weights, frames, precision, sampling): other captions reuse it, other models
-    do not."""
-    key = json.dumps([cfg.model.name, cfg.model.pretrained, cfg.decode.num_frames, cfg.model.precision,
-                      cfg.decode.sampling] + ([cfg.video_pooling] if cfg.video_pooling != "mean" else []))
+def cache_settings(cfg: RetrievalConfig) -> dict[str, Any]:
+    """What decides a cached embedding (``model.precision`` as it runs, so after ``load_model``)."""
+    return encoding_settings(cfg.model, cfg.decode) | {"video_pooling": cfg.video_pooling}
+
+
+def cache_store(cfg: RetrievalConfig) -> PartStore:
+    """The embedding cache of ``cfg``'s settings: other captions reuse it; another model, weights file, resolution,
+    precision, frames rule or pooling gets a store of its own."""
     folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out).parent / "embedding_cache"
-    return folder / f"videos-{hashlib.sha1(key.encode()).hexdigest()[:12]}.parquet"
+    return keyed_store(folder, "videos", cache_settings(cfg))
 
 
 def embed_videos(cfg: RetrievalConfig, dataset: RetrievalSet, model: CoCa, tokenizer) -> tuple[torch.Tensor, list]:
     """(num_videos, D) normalised mean-of-frames embeddings in ``dataset.videos`` order (rows of videos that could
     not be embedded are zero), and ``failed``: (path, reason) of those videos. Embeddings are kept in a result store
     keyed by (path, size, mtime): a rerun embeds only what is new or failed."""
-    info = init_distributed()
-    missing = [v for v in dataset.videos if not os.path.isfile(v)]
-    if len(missing) == len(dataset.videos):
-        raise InputError(f"{cfg.source.videos}: none of the {len(missing)} videos exist (e.g. {missing[0]})")
-    store = PartStore(cache_path(cfg), rank=info.rank)
-    keys = [file_key(v) for v in dataset.videos if os.path.isfile(v)]
-    with store.locked():  # two runs filling one cache would write the same part names
-        done = store.done_keys()
-        todo = [ScoreItem(key) for key in keys[info.rank::info.world_size] if stored_key(key) not in done]
-        if cfg.engine == "ray":  # the same store: the encode actors write its parts, read back below
-            from ..engines.ray_engine import score_items as score_on_ray
-
-            score_on_ray(todo, functools.partial(embedding_scorer, cfg), image_transform(model), cfg.decode, None,
-                         store.output, cfg.ray, show=info.is_main)
-        else:
-            score_files(embedding_scorer(cfg, model, tokenizer), todo, store, cfg.decode, show=info.is_main)
-    barrier()
-    rows = store.read(columns=["path", "size", "mtime", "status", "error", "video_embedding", "scored_at"])
-    current = {stored_path(key[0]): stored_key(key) for key in keys}
-    stored = {} if rows is None else {path: (embedding, error) for path, size, mtime, embedding, error in zip(
-        *(rows.column(c).to_pylist() for c in ("path", "size", "mtime", "video_embedding", "error")))
-        if current.get(path) == (path, size, mtime)}
+    encoder = Encoder(functools.partial(embedding_scorer, cfg), model, tokenizer, cfg.decode, cfg.engine, cfg.ray)
+    found, failed = encode_files(dataset.videos, cfg.source.videos or dataset.split, cache_store(cfg),
+                                 cache_settings(cfg), encoder, ["video_embedding"], "not embedded")
     matrix = np.zeros((len(dataset.videos), model.cfg.embed_dim), dtype=np.float32)
-    failed = [(v, "file not found") for v in missing]
     for i, video in enumerate(dataset.videos):
-        embedding, error = stored.get(stored_path(video), (None, "not embedded"))
-        if embedding is not None:
-            matrix[i] = embedding
-        elif video not in missing:
-            failed.append((video, error or "not embedded"))
+        if video in found:
+            matrix[i] = found[video]["video_embedding"]
     return torch.from_numpy(matrix), failed
 
 
 def embedding_scorer(cfg: RetrievalConfig, model: CoCa | None = None, tokenizer: Any = None) -> VideoScorer:
     """The scorer of the embedding pass (embeddings only); without ``model``, one loading its own (``cfg.model``,
     precision already resolved): what each Ray encode actor holds."""
-    if model is None:
-        model, tokenizer = load_model(cfg.model), get_tokenizer(cfg.model.name)
+    model, tokenizer = loaded(cfg.model, model, tokenizer)
     return VideoScorer(model, tokenizer, cfg.model, video_pooling=cfg.video_pooling)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,20 +19,20 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import pyarrow as pa
-import torch.distributed as dist
 
 from ..config import CaptionConfig, DecodeConfig, ModelConfig, RayConfig, check, check_at_least, check_suffix
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
-from ..data.results import PartStore, embeddings_path, input_key, lines_digest, merge, stored_key, stored_path
+from ..data.results import PartStore, embeddings_path, encoding_settings, input_key, lines_digest, merge, stored_key, \
+    stored_path
 from ..data.synthetic import is_synthetic_class
 from ..data.video import VIDEO_EXTENSIONS, ClipSampling, list_inputs
-from ..distributed import init_distributed, is_distributed
-from ..errors import ConfigError, InputError
+from ..distributed import init_distributed
+from ..engines import Encoder, Engine, check_engine, encode_locked, loaded
+from ..errors import ConfigError, DataError, InputError
 from ..io import check_output_file
 from ..model import CoCa, get_tokenizer, load_probe, read_probe_info
 from ..runtime import load_model
-from ..scoring import Counts, ScoreItem, VideoScorer, score_files
-from ..transforms import image_transform
+from ..scoring import ScoreItem, VideoScorer
 
 
 @dataclass
@@ -53,7 +52,7 @@ class ScoreConfig:
     report_page_size: int = 200  # videos per report page (a segmented video's rows stay together on one page)
     segment_seconds: float = 0.0  # > 0: score consecutive windows of this length, one row each (0: whole videos)
     segment_stride: float | None = None  # seconds between window starts (default segment_seconds; less: overlap)
-    engine: Literal["local", "ray"] = "local"  # local: this process and its decoding workers; ray: Ray Data (ray.*)
+    engine: Engine = "local"  # local: this process and its decoding workers; ray: Ray Data (ray.*)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     ray: RayConfig = field(default_factory=RayConfig)  # the cluster and its actor pools, with engine=ray
@@ -84,8 +83,7 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
             cfg, model=dataclasses.replace(cfg.model, name=info.backbone, pretrained=info.pretrained,
                                            image_size=info.image_size),
             decode=dataclasses.replace(cfg.decode, num_frames=info.classifier.num_frames))
-    if cfg.engine == "ray":
-        check_ray_engine()
+    check_engine(cfg.engine)
     files = list_inputs(cfg.videos, cfg.follow_symlinks)
     if not files:
         raise InputError(f"{cfg.videos}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
@@ -99,8 +97,10 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
         if cfg.model.precision == "auto" and stored and stored.get("precision") in ("fp32", "bf16", "fp16", "int8"):
             cfg.model.precision = stored["precision"]  # a resumed run computes as the rows already stored were
         model = load_model(cfg.model)
-        store.check_settings(row_settings(cfg))
+        store.check_settings(row_settings(cfg))  # refused before the merge below could rewrite the output
         summary, scores = score_paths(cfg, files, model, get_tokenizer(cfg.model.name))
+        if scores is not None:
+            report_failures(cfg, scores, {stored_path(p) for p in files})
         if scores is not None and cfg.report:
             from ..report import write_score_report
 
@@ -110,22 +110,11 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
     return summary
 
 
-def check_ray_engine() -> None:
-    """engine=ray, before any work: not under torchrun (Ray spreads the work itself), and Ray Data installed (else
-    the one-line error naming the extra)."""
-    from ..engines.ray_engine import require_ray
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun's, before any process group is joined
-        raise ConfigError("engine=ray runs from one process (Ray spreads the work); start it without torchrun")
-    require_ray()
-
-
 def row_settings(cfg: ScoreConfig) -> dict[str, Any]:
     """Everything that decides what a row holds (``model.precision`` as it runs, so after ``load_model``): rows
     stored under other settings are neither mixed with this run's nor taken as done."""
     probe = Path(cfg.probe).resolve() if cfg.probe else None
-    return {"model": cfg.model.name, "pretrained": cfg.model.pretrained, "precision": cfg.model.precision,
-            "image_size": cfg.model.image_size, "frames": cfg.decode.frames_rule(),
+    return encoding_settings(cfg.model, cfg.decode) | {
             "labels": lines_digest(read_class_names(cfg.labels)) if cfg.labels else None,
             "templates": lines_digest(read_templates(cfg.templates)) if cfg.templates else None,
             "probe": str(probe) if probe else None, "probe_views": cfg.probe_views if probe else None,
@@ -172,8 +161,10 @@ def probe_sampling(cfg: ScoreConfig) -> ClipSampling | None:
                         spatial_crops=views.spatial_crops)
 
 
-def build_scorer(cfg: ScoreConfig, model: CoCa, tokenizer: Callable) -> VideoScorer:
-    """The scorer ``cfg`` asks for: zero-shot labels or a probe's, captions, frame embeddings."""
+def build_scorer(cfg: ScoreConfig, model: CoCa | None = None, tokenizer: Callable | None = None) -> VideoScorer:
+    """The scorer ``cfg`` asks for: zero-shot labels or a probe's, captions, frame embeddings; without ``model``, with
+    its own (``cfg.model``, precision already resolved): what each Ray encode actor holds."""
+    model, tokenizer = loaded(cfg.model, model, tokenizer)
     probe, class_names, templates = None, None, None
     if cfg.probe:
         probe, info = load_probe(cfg.probe)
@@ -188,56 +179,62 @@ def build_scorer(cfg: ScoreConfig, model: CoCa, tokenizer: Callable) -> VideoSco
 
 def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,
                 tokenizer: Callable) -> tuple[dict, pa.Table | None]:
-    """Score ``files`` (this rank's share, skipping those already scored ok into ``cfg.out``), then merge every
-    rank's parts into ``cfg.out`` on rank 0. Returns a summary and the merged table (None off rank 0)."""
+    """Score ``files`` (this rank's share, skipping those already scored ok into ``cfg.out``) through the one
+    encoding pass, then merge every rank's parts into ``cfg.out`` on rank 0. Returns a summary and the merged table
+    (None off rank 0). The caller holds the store's lock."""
     info = init_distributed()
     store = PartStore(cfg.out, rank=info.rank)
-    done = store.done_keys()
     keys = [input_key(path) for path in files]
-    todo = [item for item in plan_items(cfg, keys[info.rank::info.world_size]) if item.stored() not in done]
-    started, scores = time.time(), None
-    counts = None
-    try:
-        counts = score_items(cfg, todo, store, model, tokenizer, show=info.is_main)
+    encoder = Encoder(functools.partial(build_scorer, cfg), model, tokenizer, cfg.decode, cfg.engine, cfg.ray,
+                      probe_sampling(cfg))
+    started, scores, encoded = time.time(), None, None
+    try:  # a file's windows stay on one rank: shared out by file, then planned
+        encoded = encode_locked(plan_items(cfg, keys[info.rank::info.world_size]), store, row_settings(cfg),
+                                encoder, shard=False)
     finally:  # Ctrl-C or a crash still leaves every flushed batch merged into the output
-        if is_distributed():
-            dist.barrier()
         if info.is_main:
             provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or "",
                           "video_pooling": cfg.video_pooling, "precision": cfg.model.precision,
                           "frames": cfg.decode.frames_rule()}
             scores = merge(cfg.out, paths=[stored_path(p) for p in files], metadata=provenance)
     seconds = time.time() - started
+    counts = encoded.counts
     summary = {"videos": len(files), "scored_now": counts.total, "errors_now": counts.error,
-               "already_scored": len(already_scored(done, keys, todo)),
+               "already_scored": len(already_scored(encoded.done, keys, encoded.todo)),
                "kept_from_earlier_runs": 0 if scores is None else len(set(scores.column("path").to_pylist()) -
                                                                       {stored_path(p) for p in files}),
                "seconds": round(seconds, 2),
-               "videos_per_second": round(counts.total / max(seconds, 1e-9), 2),
+               "rows_per_second": round(counts.total / max(seconds, 1e-9), 2),
                "out": str(cfg.out), "embeddings": str(embeddings_path(cfg.out))}
     if scores is not None:
         summary["ok_total"] = int(sum(s == "ok" for s in scores.column("status").to_pylist()))
     if counts.stage_seconds is not None:  # engine=ray: busy seconds per stage, from Ray Data's stats
-        summary["stage_seconds"] = counts.stage_seconds
+        summary["stage_seconds"], summary["ray_pools"] = counts.stage_seconds, counts.pools
     return summary, scores
 
 
-def score_items(cfg: ScoreConfig, todo: list[ScoreItem], store: PartStore, model: CoCa, tokenizer: Callable,
-                show: bool = True) -> Counts:
-    """Score ``todo`` into ``store`` (unmerged) with ``cfg.engine``: here with ``model``, or on Ray, whose encode
-    actors each load the same model (``cfg.model``, its precision already resolved) through :func:`actor_scorer`."""
-    if cfg.engine == "ray":
-        from ..engines.ray_engine import score_items as score_on_ray
-
-        return score_on_ray(todo, functools.partial(actor_scorer, cfg), image_transform(model), cfg.decode,
-                            probe_sampling(cfg), cfg.out, cfg.ray, show=show)
-    return score_files(build_scorer(cfg, model, tokenizer), todo, store, cfg.decode, show=show,
-                       sampling=probe_sampling(cfg))
+FAILURES_SHOWN = 3  # failed inputs named on stderr; the rest are counted per reason
 
 
-def actor_scorer(cfg: ScoreConfig) -> VideoScorer:
-    """The scorer ``cfg`` asks for, with its own model and tokenizer: what each Ray encode actor holds."""
-    return build_scorer(cfg, load_model(cfg.model), get_tokenizer(cfg.model.name))
+def report_failures(cfg: ScoreConfig, scores: pa.Table, paths: set[str]) -> None:
+    """Name on stderr the inputs of this run whose row is an error (the first few, and a count per reason) and where
+    the full list is; a run in which no input succeeded is refused in one line (exit 2), its error rows kept."""
+    rows = [row for row in scores.select(["path", "status", "error"]).to_pylist() if row["path"] in paths]
+    failed = [row for row in rows if row["status"] != "ok"]
+    if not failed:
+        return
+    reasons: dict[str, int] = {}
+    for row in failed:
+        reason = row["error"].removeprefix(f"{row['path']}: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    counted = "; ".join(f"{count} x {reason}" for reason, count in sorted(reasons.items(), key=lambda rc: -rc[1])[:5])
+    shown = "; ".join(row["error"] for row in failed[:FAILURES_SHOWN])
+    where = f"the rows with status=error in {cfg.out}"
+    if len(failed) == len(rows):
+        raise DataError(f"{cfg.videos}: no input could be scored ({len(rows)} rows failed: {counted}); e.g. {shown};"
+                        f" all listed in {where}")
+    print(f"coca-video score: {len(failed)} of {len(rows)} rows failed ({counted}); e.g. {shown}; the full list: "
+          f"{where}", file=sys.stderr, flush=True)
 
 
 def already_scored(done: set[tuple], keys: list[tuple[str, int, float]], todo: list[ScoreItem]) -> set[tuple]:

@@ -12,6 +12,7 @@ excluded and listed, never replaced.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +20,18 @@ from typing import Any, Literal
 
 import torch
 
-from ..config import DecodeConfig, ModelConfig, check_suffix
+from ..config import DecodeConfig, ModelConfig, RayConfig, check_suffix
 from ..data.actions import Format, load_actions
 from ..data.labels import model_templates, read_class_names, read_templates, video_templates
-from ..data.results import PartStore, file_key, lines_digest, row_key
+from ..data.results import PartStore, encoding_settings, file_key, lines_digest
 from ..distributed import init_distributed
+from ..engines import Encoder, Engine, check_engine, encode, failure, loaded, stored_rows
 from ..errors import DataError
 from ..io import atomic_write_text, check_output_file, is_our_metrics
 from ..metrics import mean_class_accuracy, topk_accuracy
-from ..model import get_tokenizer
+from ..model import CoCa, get_tokenizer
 from ..runtime import load_model
-from ..scoring import ScoreItem, VideoScorer, score_files
+from ..scoring import ScoreItem, VideoScorer
 
 TOP_K = 5
 
@@ -43,8 +45,10 @@ class ZeroShotConfig:
     templates: str | None = None  # prompt file; default: the model's own prompts, else the video templates
     video_pooling: Literal["mean", "attentional"] = "mean"  # mean of frame embeddings, or the pooler over all tokens
     out: str = "runs/zeroshot/metrics.json"  # metrics; the per-video store goes beside it
+    engine: Engine = "local"  # the labels pass: this process and its workers, or Ray (ray.*)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    ray: RayConfig = field(default_factory=RayConfig)  # the cluster and its actor pools, with engine=ray
 
     def __post_init__(self) -> None:
         check_suffix("out", self.out, (".json",))
@@ -53,6 +57,7 @@ class ZeroShotConfig:
 
 def run(cfg: ZeroShotConfig) -> dict[str, Any]:
     """Classify every annotated video zero-shot; write and return top-1/top-5/mean class accuracy."""
+    check_engine(cfg.engine)
     info = init_distributed()
     classes = read_class_names(cfg.classes) if cfg.classes else None
     actions = load_actions(cfg.format, cfg.annotations, cfg.video_root, classes)
@@ -62,22 +67,17 @@ def run(cfg: ZeroShotConfig) -> dict[str, Any]:
     if not items:
         raise DataError(f"{cfg.annotations}: no labelled video found under {cfg.video_root}")
     model = load_model(cfg.model)
-    tokenizer = get_tokenizer(cfg.model.name)
     templates = read_templates(cfg.templates) if cfg.templates else model_templates(cfg.model.name) or \
         video_templates()
-    scorer = VideoScorer(model, tokenizer, cfg.model, actions.classes, templates, top_k=TOP_K,
-                         video_pooling=cfg.video_pooling)
     out = Path(cfg.out)
     store = PartStore(out.with_name(out.stem + "_videos.parquet"), rank=info.rank)
     wanted = [ScoreItem(file_key(item.path), item.start_sec, item.end_sec) for item in items]
-    with store.locked():
-        store.check_settings(row_settings(cfg, actions.classes, templates))  # stored rows of others are not done
-        done = store.done_keys()
-        score_files(scorer, [w for w in wanted[info.rank::info.world_size] if w.stored() not in done], store,
-                    cfg.decode, show=info.is_main)
+    encoder = Encoder(functools.partial(label_scorer, cfg, actions.classes, templates), model,
+                      get_tokenizer(cfg.model.name), cfg.decode, cfg.engine, cfg.ray)
+    encode(wanted, store, row_settings(cfg, actions.classes, templates), encoder)  # others' rows: refused
     if not info.is_main:
         return {}
-    result = accuracy(store, wanted, [item.label for item in items], actions.classes)
+    result = accuracy(stored_rows(store, wanted), wanted, [item.label for item in items], actions.classes)
     result["protocol"] = protocol(cfg, len(actions.missing), len(templates), result.pop("evaluated"),
                                   result.pop("failed"))
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
@@ -88,22 +88,28 @@ def run(cfg: ZeroShotConfig) -> dict[str, Any]:
 
 def row_settings(cfg: ZeroShotConfig, classes: list[str], templates: list[str]) -> dict[str, Any]:
     """What decides a stored row's labels (``model.precision`` as it runs, so after ``load_model``)."""
-    return {"model": cfg.model.name, "pretrained": cfg.model.pretrained, "precision": cfg.model.precision,
-            "image_size": cfg.model.image_size, "frames": cfg.decode.frames_rule(), "classes": lines_digest(classes),
-            "templates": lines_digest(templates), "video_pooling": cfg.video_pooling}
+    return encoding_settings(cfg.model, cfg.decode) | {
+        "classes": lines_digest(classes), "templates": lines_digest(templates), "video_pooling": cfg.video_pooling}
 
 
-def accuracy(store: PartStore, wanted: list[ScoreItem], labels: list[int], classes: list[str]) -> dict[str, Any]:
-    """Top-1/top-5/mean class accuracy from the stored top-5 labels of every wanted video scored ok; failures
-    listed with their reasons."""
-    table = store.read()
-    rows = {} if table is None else {row_key(row): row for row in table.to_pylist()}
+def label_scorer(cfg: ZeroShotConfig, classes: list[str], templates: list[str], model: CoCa | None = None,
+                 tokenizer: Any = None) -> VideoScorer:
+    """The scorer of the labels pass (top-5 of ``classes``); without ``model``, one loading its own (``cfg.model``,
+    precision already resolved): what each Ray encode actor holds."""
+    model, tokenizer = loaded(cfg.model, model, tokenizer)
+    return VideoScorer(model, tokenizer, cfg.model, classes, templates, top_k=TOP_K, video_pooling=cfg.video_pooling)
+
+
+def accuracy(rows: list[dict[str, Any] | None], wanted: list[ScoreItem], labels: list[int],
+             classes: list[str]) -> dict[str, Any]:
+    """Top-1/top-5/mean class accuracy from the stored top-5 labels (``rows``, one per wanted video) of every
+    wanted video scored ok; failures listed with their reasons."""
     index = {name: i for i, name in enumerate(classes)}
     ranked, truth, failed = [], [], []
-    for item, label in zip(wanted, labels):
-        row = rows.get(item.stored())
-        if row is None or row["status"] != "ok":
-            failed.append([item.key[0], row["error"] if row else "not scored"])
+    for item, label, row in zip(wanted, labels, rows):
+        reason = failure(row, "not scored")
+        if reason is not None:
+            failed.append([item.key[0], reason])
             continue
         ranked.append([index[row[f"top{k}_label"]] for k in range(1, min(TOP_K, len(classes)) + 1)])
         truth.append(label)
