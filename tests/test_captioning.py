@@ -106,7 +106,7 @@ def test_caption_csv_with_an_unreadable_video_excludes_and_lists_it(tmp_path, mo
             opened.append(Path(path).name)
             super().__init__(path, *args, **kwargs)
 
-    monkeypatch.setattr("coca_video.video.VideoReader", RecordingReader)
+    monkeypatch.setattr("coca_video.video.source.VideoReader", RecordingReader)  # what open_video opens
     again = captioning.run(cfg)
     assert opened == ["broken.mp4"]  # a rerun reuses every stored caption and retries only the failure
     assert {k: again[k] for k in result if k != "protocol"} == {k: result[k] for k in result if k != "protocol"}

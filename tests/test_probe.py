@@ -119,7 +119,7 @@ def test_resumed_run_equals_straight_run_and_reuses_the_cache(tmp_path, monkeypa
             opened.append(path)
             super().__init__(path, *args, **kwargs)
 
-    monkeypatch.setattr("coca_video.video.VideoReader", RecordingReader)
+    monkeypatch.setattr("coca_video.video.source.VideoReader", RecordingReader)  # what open_video opens
     resumed = probe.run(probe_config(tmp_path / "b", "colour", epochs=4, resume="auto"))
     # training tokens all come from the feature cache; only the validation clips (never evaluated) are decoded
     assert opened and all(Path(p).name.startswith("va") for p in opened)

@@ -116,7 +116,7 @@ def test_second_run_reuses_the_embedding_cache(clip_set, tmp_path, monkeypatch):
             opened.append(Path(path).name)
             super().__init__(path, *args, **kwargs)
 
-    monkeypatch.setattr("coca_video.video.VideoReader", RecordingReader)
+    monkeypatch.setattr("coca_video.video.source.VideoReader", RecordingReader)  # what open_video opens
     second = retrieval.run(load_config(retrieval.RetrievalConfig, None, overrides))
     assert opened == ["broken.mp4"]  # only the failure is retried; every cached video is reused
     assert second["t2v"] == first["t2v"] and second["v2t"] == first["v2t"]
