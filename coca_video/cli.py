@@ -11,25 +11,27 @@ import difflib
 import importlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
+from . import __version__
 from .config import config_yaml, describe_fields, load_config
-from .distributed import get_info
-from .video.isolate import ROOT_ENV
 from .errors import InputError, UserError
 
 
 class Flag:
     """A command-line flag that sets config field ``key`` (``switch``: a boolean that needs no value)."""
 
-    def __init__(self, name: str, key: str, help: str, switch: bool = False, positional: bool = False) -> None:
+    def __init__(self, name: str, key: str, help: str, switch: bool = False, positional: bool = False,
+                 many: bool = False) -> None:
         self.name, self.key, self.help, self.switch, self.positional = name, key, help, switch, positional
+        self.many = many  # a positional that takes several values (a shell glob): the key gets a list
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         if self.positional:
-            parser.add_argument(self.key, nargs="?", metavar=self.name, help=self.help)
+            parser.add_argument(self.key, nargs="*" if self.many else "?", metavar=self.name, help=self.help)
         elif self.switch:
             parser.add_argument(self.name, dest=self.key, action="store_const", const="true", help=self.help)
         else:
@@ -46,8 +48,8 @@ MODEL_FLAGS = [  # the shared model block, on every task command
 FRAMES_FLAG = Flag("--frames", "decode.num_frames", "frames per video (default 16)")
 
 SCORE_FLAGS = [
-    Flag("VIDEO_DIR", "videos", "a folder (searched recursively), a video, a .txt list of paths, or a CSV/Parquet "
-         "with a path column", positional=True),
+    Flag("VIDEOS", "videos", "folders (searched recursively), videos, .txt lists of paths, or CSV/Parquet tables "
+         "with a path column: one or several (a shell glob)", positional=True, many=True),
     Flag("--labels", "labels", "class list: names per line, a CSV with a name column, or a Kinetics annotation CSV"),
     Flag("--probe", "probe", "a trained probe folder (the probe task's output_dir/probe) instead of --labels"),
     Flag("--out", "out", "scores table, .parquet or .csv (default scores.parquet)"),
@@ -195,13 +197,15 @@ def task_command(task: Task) -> Callable[[argparse.Namespace], None]:
     runs the task, or with ``--print-config`` prints the resolved config as YAML (``--config`` reads it back)."""
 
     def command(args: argparse.Namespace) -> None:
-        from_flags = [f"{f.key}={getattr(args, f.key)}" for f in [*MODEL_FLAGS, *task.flags]
-                      if getattr(args, f.key) is not None]
+        from_flags = [f"{f.key}={json.dumps(value) if f.positional else value}" for f in [*MODEL_FLAGS, *task.flags]
+                      for value in [getattr(args, f.key)] if value is not None]  # a path stays a string (JSON is YAML)
         cfg = load_config(task.config_class(), args.config, [*from_flags, *args.overrides])
         if args.print_config:
             print(config_yaml(cfg), end="")
             return
         result = importlib.import_module(f"coca_video.tasks.{task.module}").run(cfg)
+        from .distributed import get_info  # torch: only once a task runs
+
         if get_info().is_main:
             print(json.dumps(result, indent=2))
 
@@ -300,6 +304,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coca-video", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"coca-video {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     for name, spec in TASKS.items():
         task = commands.add_parser(name, help=spec.help, task=(name, spec),
@@ -312,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         task.add_argument("--print-config", action="store_true",
                           help="print the resolved config as YAML (a valid --config file) and exit")
         task.add_argument("overrides", nargs="*", metavar="key=value", help="config keys, listed below")
-        task.set_defaults(func=task_command(spec))
+        task.set_defaults(func=task_command(spec), task_spec=spec)
     convert = commands.add_parser("convert", help=cmd_convert.__doc__)
     convert.add_argument("src", help="open_clip checkpoint: .bin/.pt/.safetensors file, folder, or hf-hub:<repo>")
     convert.add_argument("dst", type=Path, help="output folder (config.json, model.safetensors, tokenizer)")
@@ -349,6 +354,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")  # key=value; any other bare token is an input path
+
+
+def sort_bare_tokens(args: argparse.Namespace, task: Task, extra: list[str]) -> list[str]:
+    """Sort the bare tokens of a task command wherever they stood: ``key=value`` ones become overrides, the others
+    the command's positional input (a list where it takes several). Returns the tokens that fit nowhere: unknown
+    flags, and inputs beyond what the command takes."""
+    flag = next((f for f in task.flags if f.positional), None)
+    given = getattr(args, flag.key) if flag else None
+    tokens = [*(given if isinstance(given, list) else [given] if given is not None else []), *args.overrides,
+              *(token for token in extra if not token.startswith("-"))]
+    args.overrides = [token for token in tokens if OVERRIDE.match(token)]
+    inputs = [token for token in tokens if not OVERRIDE.match(token)]
+    taken = len(inputs) if flag is not None and flag.many else min(len(inputs), 1 if flag is not None else 0)
+    if flag is not None:
+        setattr(args, flag.key, (inputs if taken > 1 else inputs[0]) if taken else None)
+    return [*(token for token in extra if token.startswith("-")), *inputs[taken:]]
+
+
 def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     """The parser of subcommand ``name`` (so a bad flag shows that command's usage, not the top level's)."""
     for action in parser._subparsers._group_actions:  # noqa: SLF001 -- argparse keeps subparsers only here
@@ -359,19 +383,20 @@ def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``coca-video`` console script."""
-    os.environ[ROOT_ENV] = str(os.getpid())  # its decoding workers and helpers end when this process does
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # key=value overrides may come after options too (argparse alone only takes them before the first option)
-    unknown = [token for token in extra if token.startswith("-") or "=" not in token]
-    if unknown or (extra and not hasattr(args, "overrides")):
+    # key=value overrides and inputs may come after options too (argparse alone takes them only before the first)
+    if getattr(args, "task_spec", None) is not None:
+        extra = sort_bare_tokens(args, args.task_spec, extra)
+    if extra:
         command = subcommand(parser, args.command)
         if isinstance(command, CommandParser):
-            command.reject(unknown or extra)
-        command.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
-    if extra:
-        args.overrides = [*args.overrides, *extra]
+            command.reject(extra)
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     func: Callable[[argparse.Namespace], None] = args.func
+    from .video.isolate import ROOT_ENV  # numpy and PyAV: not for --help
+
+    os.environ[ROOT_ENV] = str(os.getpid())  # its decoding workers and helpers end when this process does
     try:
         func(args)
     except UserError as err:
