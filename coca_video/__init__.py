@@ -12,7 +12,6 @@ torch; ``coca_video.create_model`` does.
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 __version__ = "0.1.0"  # the one home of the version: pyproject.toml reads it from here
 
@@ -26,7 +25,7 @@ _HOMES = {  # public name -> the submodule that defines it
 __all__ = sorted([*_HOMES, "__version__"])
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     """``coca_video.NAME`` for the public names: import their submodule on first use and keep the name here."""
     if name not in _HOMES:
         raise AttributeError(f"module 'coca_video' has no attribute {name!r}")

@@ -12,13 +12,21 @@ import importlib
 import json
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from . import __version__
 from .config import config_yaml, describe_fields, load_config
-from .errors import InputError, UserError
+from .errors import INTERRUPTED, InputError, UserError
+
+
+EXIT_STATUSES = f"""exit status:
+  0    done
+  1    a run in which no input succeeded (every video failed: stderr names them)
+  2    a usage, config or input error: one line on stderr naming the key or file, and nothing written
+  {INTERRUPTED}  interrupted (Ctrl-C): one line on stderr; what was flushed so far is kept"""
 
 
 class Flag:
@@ -302,7 +310,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coca-video", description=__doc__,
+    parser = argparse.ArgumentParser(prog="coca-video", description=__doc__, epilog=EXIT_STATUSES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"coca-video {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
@@ -381,8 +389,8 @@ def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``coca-video`` console script."""
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line; a mistake exits 2 with the command's usage (argparse's own SystemExit)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides and inputs may come after options too (argparse alone takes them only before the first)
@@ -393,19 +401,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(command, CommandParser):
             command.reject(extra)
         command.error(f"unrecognized arguments: {' '.join(extra)}")
-    func: Callable[[argparse.Namespace], None] = args.func
-    from .video.isolate import ROOT_ENV  # numpy and PyAV: not for --help
+    return args
 
-    os.environ[ROOT_ENV] = str(os.getpid())  # its decoding workers and helpers end when this process does
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``coca-video`` console script; returns the exit status (:data:`EXIT_STATUSES`)."""
+    command = "coca-video"
     try:
-        func(args)
+        args = parse(argv)
+        command = f"coca-video {args.command}"
+        from .video.isolate import ROOT_ENV  # numpy and PyAV: not for --help
+
+        os.environ[ROOT_ENV] = str(os.getpid())  # its decoding workers and helpers end when this process does
+        args.func(args)
     except UserError as err:
-        print(f"coca-video {args.command}: error: {err}", file=sys.stderr)
+        print(f"{command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"coca-video {args.command}: interrupted (results flushed so far are kept)", file=sys.stderr)
-        return 130
+    except BaseException as err:
+        if not caused_by_ctrl_c(err):
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break this line or the clean-up
+        print(f"{command}: interrupted (results flushed so far are kept)", file=sys.stderr)
+        return INTERRUPTED
     return 0
+
+
+def caused_by_ctrl_c(err: BaseException) -> bool:
+    """A KeyboardInterrupt, or an error raised while one was on its way: Python turns one inside a class body's
+    ``__set_name__`` (seen during ``import torch``) into a RuntimeError whose cause is the KeyboardInterrupt."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 if __name__ == "__main__":

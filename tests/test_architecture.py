@@ -18,7 +18,7 @@ LAYERS = [  # a module may import its own layer and the ones above it in this li
     {"scoring", "training", "report"},
     {"engines"},
     {"tasks", "serve"},  # serve: the server of the search task (tasks.score's search), run by tasks.serve
-    {"cli"},
+    {"cli", "__main__"},  # __main__: the console script, which loads cli
 ]
 
 
