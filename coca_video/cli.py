@@ -297,7 +297,7 @@ def cmd_models(args: argparse.Namespace) -> None:
             if paper else "-"
         print(f"{record['model']:<16}{record['parameters'] / 1e6:>10.1f} M{split:>30}{table1:>24}"
               f"{record['image_size']:>7}{record['embed_dim']:>7}  {weights}")
-    print("\nTable 1: Yu et al. 2022 (CoCa), whose counts leave out the attentional poolers (README, \"Model sizes\").")
+    print("\nTable 1: Yu et al. 2022 (CoCa), whose counts leave out the attentional poolers (docs/models.md, \"Model sizes\").")
     print("\nAlso accepted: --model FOLDER (a coca-video checkpoint), --model/--pretrained hf-hub:REPO, and "
           "--pretrained FILE or FOLDER (open_clip weights for the named architecture).")
 
@@ -404,15 +404,27 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def load_modules(args: argparse.Namespace) -> None:
+    """Import torch, and a task command's module, before the command runs: a KeyboardInterrupt inside torch's
+    import aborts the process from native code (pybind11: "terminate called after throwing ... KeyboardInterrupt",
+    exit -6) or leaves Python's "unhandled KeyboardInterrupt" mark that turns exit 130 into death by SIGINT."""
+    import torch  # noqa: F401 -- loaded here, under the caller's SIGINT block
+
+    if getattr(args, "task_spec", None) is not None:
+        args.task_spec.config_class()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``coca-video`` console script; returns the exit status (:data:`EXIT_STATUSES`)."""
     command = "coca-video"
     try:
         args = parse(argv)
         command = f"coca-video {args.command}"
-        from .video.isolate import ROOT_ENV  # numpy and PyAV: not for --help
+        from .video.isolate import ROOT_ENV, sigint_held  # numpy and PyAV: not for --help
 
         os.environ[ROOT_ENV] = str(os.getpid())  # its decoding workers and helpers end when this process does
+        with sigint_held():  # a Ctrl-C meanwhile waits until the import is done, then interrupts as usual
+            load_modules(args)
         args.func(args)
     except UserError as err:
         print(f"{command}: error: {err}", file=sys.stderr)
@@ -421,9 +433,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not caused_by_ctrl_c(err):
             raise
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break this line or the clean-up
+        forget_unhandled_interrupt()
         print(f"{command}: interrupted (results flushed so far are kept)", file=sys.stderr)
         return INTERRUPTED
     return 0
+
+
+def forget_unhandled_interrupt() -> None:
+    """Clear CPython's mark of an unhandled KeyboardInterrupt: one that passed through native code running Python
+    source (pybind11's exec: ``PyRun_*``) sets it even when a caller then handles it, as ``main`` does, and at exit
+    CPython then kills the process with SIGINT instead of returning 130 (seen: 3 of 12 runs with three Ctrl-Cs).
+    CPython 3.10 and 3.11 export it; elsewhere this does nothing."""
+    try:
+        import ctypes
+
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
 
 
 def caused_by_ctrl_c(err: BaseException) -> bool:

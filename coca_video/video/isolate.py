@@ -46,7 +46,7 @@ import numpy as np
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _BOOT = f"""
 import signal, sys, types
-signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends this helper (see _sigint_held)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends this helper (see sigint_held)
 if hasattr(signal, "pthread_sigmask"):
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})  # held since the fork; one pending is now dropped
 package = types.ModuleType("coca_video")  # the package without its __init__ (which imports torch)
@@ -79,7 +79,7 @@ class DecodeTimeout(Exception):
 class _Helper:
     def __init__(self) -> None:
         self.owner = os.getpid()
-        with _sigint_held():
+        with sigint_held():
             self.process = subprocess.Popen([sys.executable, "-c", _BOOT, str(self.owner)], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE)
 
@@ -92,11 +92,12 @@ class _Helper:
 
 
 @contextlib.contextmanager
-def _sigint_held() -> Iterator[None]:
-    """SIGINT blocked in this thread meanwhile (POSIX), so that a child started here inherits it blocked until its
-    boot code ignores it: a Ctrl-C to the terminal's process group, even one during the helper's interpreter start,
-    reaches only the parent, which ends the helper. Here a SIGINT stays pending until the block ends, or is taken
-    by another thread: never lost."""
+def sigint_held() -> Iterator[None]:
+    """SIGINT blocked in this thread meanwhile (POSIX): one that comes stays pending and is delivered (as a
+    KeyboardInterrupt) when the block ends, or is taken by another thread; never lost. A child started inside
+    inherits it blocked: the helper's boot code then ignores it, so a Ctrl-C to the terminal's process group, even
+    during the helper's interpreter start, reaches only the parent, which ends the helper. The CLI holds it while
+    torch loads (native code there aborts the process on a KeyboardInterrupt)."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
