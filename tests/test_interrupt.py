@@ -85,6 +85,7 @@ MOMENTS = {  # name: (seconds after the moment, whether the moment is the progre
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", list(MOMENTS))
 def test_ctrl_c_at_any_moment_is_one_line_exit_130_and_no_traceback(moment, folder, tmp_path):
     after, scoring, times = MOMENTS[moment]
