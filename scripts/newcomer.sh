@@ -16,6 +16,16 @@ git clone --quiet "$repo" "$clone"
 cd "$clone"
 echo "newcomer: make demo in a fresh clone ($clone)"
 make demo
+# the demo's install is the demo's: none of the test stack or the extras (make test adds those)
+.venv/bin/python - <<'PY'
+import importlib.util
+import sys
+
+extra = [m for m in ("pytest", "open_clip", "transformers", "ray", "moto", "selenium", "pycocoevalcap", "fastapi")
+         if importlib.util.find_spec(m)]
+sys.exit(f"newcomer: make demo installed what only make test needs: {', '.join(extra)}" if extra else 0)
+PY
+echo "newcomer: .venv after make demo: $(du -sh .venv | cut -f1)"
 while IFS= read -r line; do
     echo "newcomer: \$ $line"
     bash -euo pipefail -c "$line" || { echo "newcomer: the README's line failed (exit $?): $line" >&2; exit 1; }
