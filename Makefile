@@ -1,24 +1,30 @@
-# The README's two commands: `make demo` and `make test`. Each creates .venv and installs everything it needs.
+# The README's two commands. `make demo` creates .venv with what the demo needs (torch, torchvision and the package's
+# own dependencies) and runs it; `make test` adds the test stack and the optional extras, then runs the tests.
+# A CPU-only torch: install it into .venv before `make demo` (README, "Install"); pip then keeps it.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test clean system-packages
 
-$(STAMP): pyproject.toml
+$(DEMO_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	# torchcodec (a 12 MB wheel, no dependencies) loads only with a system FFmpeg (make system-packages); else its tests skip
-	# usearch (2 MB, plus numkong 11 MB) makes the search-index tests run instead of skip; captioning: pycocoevalcap
-	# (the coco-caption metrics the parity tests compare with); ray (~240 MB): score --engine ray and its tests;
-	# linear (scikit-learn, ~13 MB): the probe's mode=linear baseline; s3-test: s3fs for s3:// inputs and outputs,
-	# and moto's S3 server the object-storage tests run against; serve: FastAPI + uvicorn for coca-video serve (its tests
-	# drive chromium through selenium, in the test extra)
+	$(PY) -m pip install --quiet -e .
+	touch $(DEMO_STAMP)
+
+# The test extras: pytest, open_clip and transformers (parity tests), scikit-video, httpx and selenium (test);
+# torchcodec (a 12 MB wheel; loads only with a system FFmpeg: make system-packages, else its tests skip); usearch
+# (index); pycocoevalcap (captioning: the coco-caption metrics the parity tests compare with); ray (~240 MB: score
+# --engine ray and its tests); scikit-learn (linear: the probe's mode=linear); s3fs and moto's S3 server (s3-test);
+# FastAPI + uvicorn (serve).
+$(STAMP): $(DEMO_STAMP)
 	$(PY) -m pip install --quiet -e ".[test,torchcodec,index,captioning,ray,linear,s3-test,serve]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/coca-video demo
 
 # Debian packages the optional tests need (scripts/system_packages.sh: ffmpeg for torchcodec, chromium and chromium-driver

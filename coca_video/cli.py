@@ -11,25 +11,35 @@ import difflib
 import importlib
 import json
 import os
+import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
+from . import __version__
 from .config import config_yaml, describe_fields, load_config
-from .distributed import get_info
-from .video.isolate import ROOT_ENV
-from .errors import InputError, UserError
+from .errors import INTERRUPTED, InputError, UserError
+
+
+EXIT_STATUSES = f"""exit status:
+  0    done
+  1    a run in which no input succeeded (every video failed: stderr names them)
+  2    a usage, config or input error: one line on stderr naming the key or file, and nothing written
+  {INTERRUPTED}  interrupted (Ctrl-C): one line on stderr; what was flushed so far is kept"""
 
 
 class Flag:
     """A command-line flag that sets config field ``key`` (``switch``: a boolean that needs no value)."""
 
-    def __init__(self, name: str, key: str, help: str, switch: bool = False, positional: bool = False) -> None:
+    def __init__(self, name: str, key: str, help: str, switch: bool = False, positional: bool = False,
+                 many: bool = False) -> None:
         self.name, self.key, self.help, self.switch, self.positional = name, key, help, switch, positional
+        self.many = many  # a positional that takes several values (a shell glob): the key gets a list
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         if self.positional:
-            parser.add_argument(self.key, nargs="?", metavar=self.name, help=self.help)
+            parser.add_argument(self.key, nargs="*" if self.many else "?", metavar=self.name, help=self.help)
         elif self.switch:
             parser.add_argument(self.name, dest=self.key, action="store_const", const="true", help=self.help)
         else:
@@ -48,8 +58,8 @@ ENGINE_FLAG = Flag("--engine", "engine", "local (default) or ray: decode and enc
                    "keys; pip install 'coca-video[ray]')")
 
 SCORE_FLAGS = [
-    Flag("VIDEO_DIR", "videos", "a folder (searched recursively), a video, a .txt list of paths, or a CSV/Parquet "
-         "with a path column", positional=True),
+    Flag("VIDEOS", "videos", "folders (searched recursively), videos, .txt lists of paths, or CSV/Parquet tables "
+         "with a path column: one or several (a shell glob)", positional=True, many=True),
     Flag("--labels", "labels", "class list: names per line, a CSV with a name column, or a Kinetics annotation CSV"),
     Flag("--probe", "probe", "a trained probe folder (the probe task's output_dir/probe) instead of --labels"),
     Flag("--out", "out", "scores table, .parquet or .csv (default scores.parquet)"),
@@ -198,13 +208,15 @@ def task_command(task: Task) -> Callable[[argparse.Namespace], None]:
     runs the task, or with ``--print-config`` prints the resolved config as YAML (``--config`` reads it back)."""
 
     def command(args: argparse.Namespace) -> None:
-        from_flags = [f"{f.key}={getattr(args, f.key)}" for f in [*MODEL_FLAGS, *task.flags]
-                      if getattr(args, f.key) is not None]
+        from_flags = [f"{f.key}={json.dumps(value) if f.positional else value}" for f in [*MODEL_FLAGS, *task.flags]
+                      for value in [getattr(args, f.key)] if value is not None]  # a path stays a string (JSON is YAML)
         cfg = load_config(task.config_class(), args.config, [*from_flags, *args.overrides])
         if args.print_config:
             print(config_yaml(cfg), end="")
             return
         result = importlib.import_module(f"coca_video.tasks.{task.module}").run(cfg)
+        from .distributed import get_info  # torch: only once a task runs
+
         if get_info().is_main:
             print(json.dumps(result, indent=2))
 
@@ -288,7 +300,7 @@ def cmd_models(args: argparse.Namespace) -> None:
             if paper else "-"
         print(f"{record['model']:<16}{record['parameters'] / 1e6:>10.1f} M{split:>30}{table1:>24}"
               f"{record['image_size']:>7}{record['embed_dim']:>7}  {weights}")
-    print("\nTable 1: Yu et al. 2022 (CoCa), whose counts leave out the attentional poolers (README, \"Model sizes\").")
+    print("\nTable 1: Yu et al. 2022 (CoCa), whose counts leave out the attentional poolers (docs/models.md, \"Model sizes\").")
     print("\nAlso accepted: --model FOLDER (a coca-video checkpoint), --model/--pretrained hf-hub:REPO, and "
           "--pretrained FILE or FOLDER (open_clip weights for the named architecture).")
 
@@ -301,8 +313,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coca-video", description=__doc__,
+    parser = argparse.ArgumentParser(prog="coca-video", description=__doc__, epilog=EXIT_STATUSES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"coca-video {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     for name, spec in TASKS.items():
         task = commands.add_parser(name, help=spec.help, task=(name, spec),
@@ -315,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         task.add_argument("--print-config", action="store_true",
                           help="print the resolved config as YAML (a valid --config file) and exit")
         task.add_argument("overrides", nargs="*", metavar="key=value", help="config keys, listed below")
-        task.set_defaults(func=task_command(spec))
+        task.set_defaults(func=task_command(spec), task_spec=spec)
     convert = commands.add_parser("convert", help=cmd_convert.__doc__)
     convert.add_argument("src", help="open_clip checkpoint: .bin/.pt/.safetensors file, folder, or hf-hub:<repo>")
     convert.add_argument("dst", type=Path, help="output folder (config.json, model.safetensors, tokenizer)")
@@ -352,6 +365,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")  # key=value; any other bare token is an input path
+
+
+def sort_bare_tokens(args: argparse.Namespace, task: Task, extra: list[str]) -> list[str]:
+    """Sort the bare tokens of a task command wherever they stood: ``key=value`` ones become overrides, the others
+    the command's positional input (a list where it takes several). Returns the tokens that fit nowhere: unknown
+    flags, and inputs beyond what the command takes."""
+    flag = next((f for f in task.flags if f.positional), None)
+    given = getattr(args, flag.key) if flag else None
+    tokens = [*(given if isinstance(given, list) else [given] if given is not None else []), *args.overrides,
+              *(token for token in extra if not token.startswith("-"))]
+    args.overrides = [token for token in tokens if OVERRIDE.match(token)]
+    inputs = [token for token in tokens if not OVERRIDE.match(token)]
+    taken = len(inputs) if flag is not None and flag.many else min(len(inputs), 1 if flag is not None else 0)
+    if flag is not None:
+        setattr(args, flag.key, (inputs if taken > 1 else inputs[0]) if taken else None)
+    return [*(token for token in extra if token.startswith("-")), *inputs[taken:]]
+
+
 def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     """The parser of subcommand ``name`` (so a bad flag shows that command's usage, not the top level's)."""
     for action in parser._subparsers._group_actions:  # noqa: SLF001 -- argparse keeps subparsers only here
@@ -360,30 +392,79 @@ def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``coca-video`` console script."""
-    os.environ[ROOT_ENV] = str(os.getpid())  # its decoding workers and helpers end when this process does
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line; a mistake exits 2 with the command's usage (argparse's own SystemExit)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # key=value overrides may come after options too (argparse alone only takes them before the first option)
-    unknown = [token for token in extra if token.startswith("-") or "=" not in token]
-    if unknown or (extra and not hasattr(args, "overrides")):
+    # key=value overrides and inputs may come after options too (argparse alone takes them only before the first)
+    if getattr(args, "task_spec", None) is not None:
+        extra = sort_bare_tokens(args, args.task_spec, extra)
+    if extra:
         command = subcommand(parser, args.command)
         if isinstance(command, CommandParser):
-            command.reject(unknown or extra)
-        command.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
-    if extra:
-        args.overrides = [*args.overrides, *extra]
-    func: Callable[[argparse.Namespace], None] = args.func
+            command.reject(extra)
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def load_modules(args: argparse.Namespace) -> None:
+    """Import torch, and a task command's module, before the command runs: a KeyboardInterrupt inside torch's
+    import aborts the process from native code (pybind11: "terminate called after throwing ... KeyboardInterrupt",
+    exit -6) or leaves Python's "unhandled KeyboardInterrupt" mark that turns exit 130 into death by SIGINT."""
+    import torch  # noqa: F401 -- loaded here, under the caller's SIGINT block
+
+    if getattr(args, "task_spec", None) is not None:
+        args.task_spec.config_class()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``coca-video`` console script; returns the exit status (:data:`EXIT_STATUSES`)."""
+    command = "coca-video"
     try:
-        func(args)
+        args = parse(argv)
+        command = f"coca-video {args.command}"
+        from .video.isolate import ROOT_ENV, sigint_held  # numpy and PyAV: not for --help
+
+        os.environ[ROOT_ENV] = str(os.getpid())  # its decoding workers and helpers end when this process does
+        with sigint_held():  # a Ctrl-C meanwhile waits until the import is done, then interrupts as usual
+            load_modules(args)
+        args.func(args)
     except UserError as err:
-        print(f"coca-video {args.command}: error: {err}", file=sys.stderr)
+        print(f"{command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"coca-video {args.command}: interrupted (results flushed so far are kept)", file=sys.stderr)
-        return 130
+    except BaseException as err:
+        if not caused_by_ctrl_c(err):
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break this line or the clean-up
+        forget_unhandled_interrupt()
+        print(f"{command}: interrupted (results flushed so far are kept)", file=sys.stderr)
+        return INTERRUPTED
     return 0
+
+
+def forget_unhandled_interrupt() -> None:
+    """Clear CPython's mark of an unhandled KeyboardInterrupt: one that passed through native code running Python
+    source (pybind11's exec: ``PyRun_*``) sets it even when a caller then handles it, as ``main`` does, and at exit
+    CPython then kills the process with SIGINT instead of returning 130 (seen: 3 of 12 runs with three Ctrl-Cs).
+    CPython 3.10 and 3.11 export it; elsewhere this does nothing."""
+    try:
+        import ctypes
+
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
+
+
+def caused_by_ctrl_c(err: BaseException) -> bool:
+    """A KeyboardInterrupt, or an error raised while one was on its way: Python turns one inside a class body's
+    ``__set_name__`` (seen during ``import torch``) into a RuntimeError whose cause is the KeyboardInterrupt."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ bug and keeps its traceback. Raise the most specific subclass; the message alway
 
 from __future__ import annotations
 
+INTERRUPTED = 130  # the CLI's exit status after Ctrl-C (SIGINT), as shells report a process it ended: 128 + 2
+
 
 class UserError(Exception):
     """A problem with what the user gave us (file, folder, value); the message says which and what is wrong."""

@@ -223,6 +223,7 @@ def _held_object(url: str, what: str, advice: str) -> Iterator[str]:
     """exclusive_lock's body for a URL: the lock is an object created only if absent (S3's conditional write), so
     of two drivers racing for one output exactly one gets it; a stale one (this host, process gone) is taken over."""
     from .storage import put_new, read_bytes, remove
+    from .video.isolate import pid_exists
 
     host = socket.gethostname()
     for _ in range(2):
@@ -248,6 +249,8 @@ def _held_object(url: str, what: str, advice: str) -> Iterator[str]:
 
 
 def _acquire(path: Path, what: str, advice: str) -> None:
+    from .video.isolate import pid_exists  # numpy and PyAV come with the video package: only once a lock is taken
+
     path.parent.mkdir(parents=True, exist_ok=True)
     host = socket.gethostname()
     for _ in range(2):  # the second try follows the removal of a stale lock
@@ -276,13 +279,3 @@ def _lock_holder(path: Path) -> tuple[int | None, str]:
     except (OSError, ValueError):
         return None, "?"
 
-
-def pid_exists(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

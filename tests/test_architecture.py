@@ -20,7 +20,7 @@ LAYERS = [  # a module may import its own layer and the ones above it in this li
     {"engines"},
     {"serve"},  # the server of a library: search's rows and ranking behind HTTP, run by tasks.serve
     {"tasks"},
-    {"cli"},
+    {"cli", "__main__"},  # __main__: the console script, which loads cli
 ]
 
 

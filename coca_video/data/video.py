@@ -328,14 +328,22 @@ def find_videos(root: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS,
 LIST_SUFFIXES, TABLE_SUFFIXES = (".txt", ".lst"), (".csv", ".tsv", ".parquet")
 
 
-def list_inputs(source: str | Path, follow_symlinks: Literal["inside", "outside"] = "inside") -> list[Path | str]:
+def list_inputs(source: str | Path | Sequence[str | Path],
+                follow_symlinks: Literal["inside", "outside"] = "inside") -> list[Path | str]:
     """The videos ``source`` names, as absolute normalised paths (so results keyed by them resume from any working
     directory): a folder (searched recursively, see :func:`find_videos`), one video file, a text file with one path
-    per line (``#`` comments), or a CSV/TSV/Parquet table with a ``path`` column. Relative paths in a list resolve
-    against the list file's folder. Listed files are kept even when missing: they get an error row each. ``source``
-    and the listed entries may be object-storage URLs (``s3://bucket/prefix/``), which stay URLs."""
+    per line (``#`` comments), or a CSV/TSV/Parquet table with a ``path`` column; or a list of those (a shell glob),
+    their videos in order, each once. Relative paths in a list resolve against the list file's folder. Listed files
+    are kept even when missing: they get an error row each. ``source`` and the listed entries may be object-storage
+    URLs (``s3://bucket/prefix/``), which stay URLs. No source at all is an error, never the working directory."""
     from ..errors import InputError
 
+    several = not isinstance(source, (str, Path))
+    if not (source if several else str(source).strip()):
+        raise InputError("no videos given: name a folder, video files, a .txt list or a table (coca-video score "
+                         "VIDEOS..., or videos= in the config)")
+    if several:
+        return list(dict.fromkeys(path for one in source for path in list_inputs(one, follow_symlinks)))
     if is_url(source):
         return _url_inputs(str(source))
     source = Path(os.path.abspath(source))

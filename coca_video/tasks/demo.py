@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..data.synthetic import COLOURS, SHAPES, SyntheticVideos
 from ..video import write_video
-from ..config import DecodeConfig
+from ..config import CaptionConfig, DecodeConfig
 from ..search import search
 from .score import ScoreConfig, run
 
@@ -37,7 +37,7 @@ def run_demo(output: Path, count: int = 24) -> None:
     labels = output / "labels.txt"
     labels.write_text("\n".join(f"{colour} {shape}" for colour in COLOURS for shape in SHAPES) + "\n")
     cfg = ScoreConfig(videos=str(output / "videos"), out=str(output / "scores.csv"), labels=str(labels),
-                      top_k=3, caption=True, report=str(output / "report.html"),
+                      top_k=3, caption=CaptionConfig(), report=str(output / "report.html"),
                       decode=DecodeConfig(num_frames=8, workers=2))
     print(f"scoring {count + 1} videos in {cfg.videos} with the built-in default model ...")
     summary = run(cfg)

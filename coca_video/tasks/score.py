@@ -37,7 +37,7 @@ from ..scoring import ScoreItem, VideoScorer
 
 @dataclass
 class ScoreConfig:
-    videos: str = ""  # a folder (recursively), a video, a .txt list of paths or a table with 'path'; or s3:// URLs
+    videos: str | list[str] = ""  # a folder (recursively), a video, a .txt list or a table with 'path', s3://; or several
     follow_symlinks: Literal["inside", "outside"] = "inside"  # folder links pointing outside the folder: skip/follow
     out: str = "scores.parquet"  # .parquet or .csv (local or s3://); embeddings go to <stem>.embeddings.parquet
     labels: str | None = None  # class list file (formats: data/labels.py) or kinetics400|600|700|moments_in_time
@@ -142,7 +142,8 @@ def check_outputs(cfg: ScoreConfig, videos: list[Path | str]) -> None:
     of the pages ``videos`` will fill) when it carries the report marker."""
     from ..report import is_our_report, page_count, report_page_paths
 
-    inputs = [*videos, *(Path(p) for p in (cfg.videos, cfg.labels, cfg.templates) if p and Path(p).is_file())]
+    sources = [cfg.videos] if isinstance(cfg.videos, str) else cfg.videos
+    inputs = [*videos, *(Path(p) for p in (*sources, cfg.labels, cfg.templates) if p and Path(p).is_file())]
     ours = PartStore(cfg.out).exists()
     check_output_file(cfg.out, inputs, ours, "out")
     check_output_file(embeddings_path(cfg.out), inputs, ours, "out (its embeddings file)")

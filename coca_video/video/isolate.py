@@ -26,24 +26,29 @@ in-memory file (memfd) that the parent reads through /proc, one copy each way. P
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import os
 import pickle
 import select
+import signal
 import struct
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _BOOT = f"""
-import sys, types
+import signal, sys, types
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends this helper (see sigint_held)
+if hasattr(signal, "pthread_sigmask"):
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})  # held since the fork; one pending is now dropped
 package = types.ModuleType("coca_video")  # the package without its __init__ (which imports torch)
 package.__path__ = [{str(_PACKAGE_DIR)!r}]
 sys.modules["coca_video"] = package
@@ -74,8 +79,9 @@ class DecodeTimeout(Exception):
 class _Helper:
     def __init__(self) -> None:
         self.owner = os.getpid()
-        self.process = subprocess.Popen([sys.executable, "-c", _BOOT, str(self.owner)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE)
+        with sigint_held():
+            self.process = subprocess.Popen([sys.executable, "-c", _BOOT, str(self.owner)], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE)
 
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.process.poll() is None
@@ -83,6 +89,23 @@ class _Helper:
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
+
+
+@contextlib.contextmanager
+def sigint_held() -> Iterator[None]:
+    """SIGINT blocked in this thread meanwhile (POSIX): one that comes stays pending and is delivered (as a
+    KeyboardInterrupt) when the block ends, or is taken by another thread; never lost. A child started inside
+    inherits it blocked: the helper's boot code then ignores it, so a Ctrl-C to the terminal's process group, even
+    during the helper's interpreter start, reaches only the parent, which ends the helper. The CLI holds it while
+    torch loads (native code there aborts the process on a KeyboardInterrupt)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 _helper: _Helper | None = None
@@ -236,15 +259,16 @@ def _exit_with(pid: int) -> None:
     except ProcessLookupError:
         os._exit(1)
     except (AttributeError, OSError):  # no pidfds (not Linux, or an old kernel): look twice a second
-        while _exists(pid):
+        while pid_exists(pid):
             time.sleep(_WATCHDOG_SECONDS)
         os._exit(1)
     select.select([pidfd], [], [])
     os._exit(1)
 
 
-def _exists(pid: int) -> bool:
-    """``io.pid_exists``, repeated: this module imports nothing of the package, so it loads alone in the helper."""
+def pid_exists(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (here, not in ``io``, which imports it: this module imports
+    nothing of the package, so that it loads alone in the helper)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
