@@ -431,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except UserError as err:
         print(f"{command}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_status
     except BaseException as err:
         if not caused_by_ctrl_c(err):
             raise

@@ -1,7 +1,7 @@
 """One base class for errors a user can cause and fix: a bad input file, a bad config value, a missing path.
 
-The CLI prints a :class:`UserError` as one line naming the culprit and exits with code 2; anything else is our
-bug and keeps its traceback. Raise the most specific subclass; the message always names the file or key.
+The CLI prints a :class:`UserError` as one line naming the culprit and exits with its ``exit_status`` (2; 1 for a
+run in which no input succeeded); anything else is our bug and keeps its traceback. Raise the most specific subclass; the message always names the file or key.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ INTERRUPTED = 130  # the CLI's exit status after Ctrl-C (SIGINT), as shells repo
 
 class UserError(Exception):
     """A problem with what the user gave us (file, folder, value); the message says which and what is wrong."""
+
+    exit_status = 2  # usage, config or input error
 
 
 class ConfigError(UserError, ValueError):
@@ -35,3 +37,9 @@ class OutputError(UserError, OSError):
 
 class MissingExtraError(UserError, ImportError):
     """An optional dependency a command needs is not installed; the message says which extra to pip install."""
+
+
+class NothingSucceeded(DataError):
+    """A batch run that went through every input and none succeeded (each failed row is kept and named)."""
+
+    exit_status = 1

@@ -94,3 +94,28 @@ def test_zero_shot_classify_is_a_softmax_over_prompt_ensembles(default_model):
     own = read_templates(default_model.checkpoint / "prompt_templates.txt")  # as every command takes them
     assert own != video_templates() and torch.allclose(
         default, coca_video.zero_shot_classify(default_model, tokenizer, videos, names, own))
+
+
+def test_the_api_and_score_label_a_video_with_the_same_prompts(default_model, tmp_path):
+    """The same video embedding gets the same top labels and scores from ``zero_shot_classify`` (no templates
+    given) as from ``coca-video score --labels`` with the same model: one prompt rule (the model's own prompts)."""
+    import pandas as pd
+
+    from coca_video.cli import main
+    from coca_video.data.synthetic import COLOURS, SHAPES
+    from coca_video.tasks.demo import write_demo_videos
+
+    write_demo_videos(tmp_path / "videos", 3)
+    names = [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
+    (tmp_path / "labels.txt").write_text("\n".join(names) + "\n")
+    out = tmp_path / "scores.parquet"
+    assert main(["score", str(tmp_path / "videos"), "--labels", str(tmp_path / "labels.txt"), "--out", str(out),
+                 "decode.num_frames=4", "decode.workers=0", "top_k=3"]) == 0
+    scores = pd.read_parquet(out).query("status == 'ok'").sort_values("path")
+    embeddings = pd.read_parquet(tmp_path / "scores.embeddings.parquet").set_index("path").loc[scores["path"]]
+    videos = torch.tensor(np.stack(embeddings["video_embedding"].to_numpy()))
+    top = coca_video.zero_shot_classify(default_model, coca_video.get_tokenizer("default"), videos, names).topk(3)
+    assert len(scores) == 3
+    assert [[names[i] for i in row] for row in top.indices.tolist()] == \
+        scores[["top1_label", "top2_label", "top3_label"]].values.tolist()
+    assert np.allclose(top.values.numpy(), scores[["top1_score", "top2_score", "top3_score"]].to_numpy(), atol=1e-5)

@@ -190,7 +190,7 @@ def test_failed_inputs_are_named_on_stderr_and_a_run_with_no_success_exits_non_z
     assert len(failed) == 1 and failed[0].startswith("coca-video score: 2 of 3 rows failed (2 x "), err
     assert "bad1.mp4" in failed[0] and "bad2.mp4" in failed[0] and "status=error in " in failed[0]
     (tmp_path / "good.mp4").unlink()  # left: only inputs that fail
-    assert main(["score", str(tmp_path), "--out", str(tmp_path / "t.parquet"), *flags]) == 2
+    assert main(["score", str(tmp_path), "--out", str(tmp_path / "t.parquet"), *flags]) == 1  # ran, none succeeded
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("coca-video score: error: ") and "no input could be scored (2 rows failed" in err
     assert len(pd.read_parquet(tmp_path / "t.parquet")) == 2  # the error rows are kept

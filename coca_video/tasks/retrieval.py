@@ -31,6 +31,7 @@ from ..errors import InputError
 from ..io import atomic_write_table, atomic_write_text, check_output_file, is_our_metrics
 from ..metrics import retrieval_convention, retrieval_metrics_from_embeddings
 from ..model import CoCa, get_tokenizer
+from ..prompts import encode_texts
 from ..runtime import load_model
 from ..scoring import VideoScorer
 
@@ -73,8 +74,8 @@ def run(cfg: RetrievalConfig) -> dict[str, Any]:
         return {}
     full_size = (len(dataset.videos), len(dataset.captions))
     dataset, video_embeddings = without_failed(dataset, video_embeddings, failed)
-    text_embeddings = embed_captions(model, tokenizer, [cfg.prompt_prefix + c for c in dataset.captions],
-                                     cfg.decode.batch_size * 16)
+    text_embeddings = encode_texts(model, tokenizer, [cfg.prompt_prefix + c for c in dataset.captions],
+                                 cfg.decode.batch_size * 16).cpu()
     caption_video = torch.tensor(dataset.caption_video)
     metrics = retrieval_metrics_from_embeddings(text_embeddings, video_embeddings, caption_video, v2t="both",
                                                 median=cfg.median, rerank=cfg.rerank)
@@ -164,13 +165,6 @@ def without_failed(dataset: RetrievalSet, embeddings: torch.Tensor, failed: list
     subset = RetrievalSet([dataset.videos[i] for i in keep], [c for c, _ in captions], [v for _, v in captions],
                           dataset.split, dataset.empty_captions_dropped)
     return subset, embeddings[keep]
-
-
-@torch.no_grad()
-def embed_captions(model: CoCa, tokenizer, captions: list[str], batch_size: int) -> torch.Tensor:
-    device = next(model.parameters()).device
-    return torch.cat([model.encode_text(tokenizer(captions[i:i + batch_size]).to(device)).float().cpu()
-                      for i in range(0, len(captions), batch_size)])
 
 
 def protocol(cfg: RetrievalConfig, dataset: RetrievalSet, failed: list, full_size: tuple[int, int]) -> dict[str, Any]:

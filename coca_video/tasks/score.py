@@ -21,16 +21,17 @@ from typing import Any, Callable, Literal
 import pyarrow as pa
 
 from ..config import CaptionConfig, DecodeConfig, ModelConfig, RayConfig, check, check_at_least, check_suffix
-from ..data.labels import model_templates, read_class_names, read_templates, video_templates
+from ..data.labels import read_class_names, read_templates
 from ..data.results import PartStore, embeddings_path, encoding_settings, input_key, lines_digest, merge, stored_key, \
     stored_path
 from ..data.synthetic import is_synthetic_class
 from ..data.video import VIDEO_EXTENSIONS, ClipSampling, list_inputs
 from ..distributed import init_distributed
 from ..engines import Encoder, Engine, check_engine, encode_locked, loaded
-from ..errors import ConfigError, DataError, InputError
+from ..errors import ConfigError, InputError, NothingSucceeded
 from ..io import check_output_file
 from ..model import CoCa, get_tokenizer, load_probe, read_probe_info
+from ..prompts import prompt_templates
 from ..runtime import load_model
 from ..scoring import ScoreItem, VideoScorer
 
@@ -172,8 +173,7 @@ def build_scorer(cfg: ScoreConfig, model: CoCa | None = None, tokenizer: Callabl
         class_names = info.classes
     elif cfg.labels:
         class_names = read_class_names(cfg.labels)
-        templates = read_templates(cfg.templates) if cfg.templates else \
-            model_templates(cfg.model.name) or video_templates()
+        templates = prompt_templates(model, cfg.templates)
     return VideoScorer(model, tokenizer, cfg.model, class_names, templates, probe, cfg.top_k, cfg.caption,
                        cfg.frame_embeddings, cfg.video_pooling)
 
@@ -219,7 +219,7 @@ FAILURES_SHOWN = 3  # failed inputs named on stderr; the rest are counted per re
 
 def report_failures(cfg: ScoreConfig, scores: pa.Table, paths: set[str]) -> None:
     """Name on stderr the inputs of this run whose row is an error (the first few, and a count per reason) and where
-    the full list is; a run in which no input succeeded is refused in one line (exit 2), its error rows kept."""
+    the full list is; a run in which no input succeeded is one error line (exit 1), its error rows kept."""
     rows = [row for row in scores.select(["path", "status", "error"]).to_pylist() if row["path"] in paths]
     failed = [row for row in rows if row["status"] != "ok"]
     if not failed:
@@ -232,7 +232,7 @@ def report_failures(cfg: ScoreConfig, scores: pa.Table, paths: set[str]) -> None
     shown = "; ".join(row["error"] for row in failed[:FAILURES_SHOWN])
     where = f"the rows with status=error in {cfg.out}"
     if len(failed) == len(rows):
-        raise DataError(f"{cfg.videos}: no input could be scored ({len(rows)} rows failed: {counted}); e.g. {shown};"
+        raise NothingSucceeded(f"{cfg.videos}: no input could be scored ({len(rows)} rows failed: {counted}); e.g. {shown};"
                         f" all listed in {where}")
     print(f"coca-video score: {len(failed)} of {len(rows)} rows failed ({counted}); e.g. {shown}; the full list: "
           f"{where}", file=sys.stderr, flush=True)

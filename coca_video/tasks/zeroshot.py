@@ -22,7 +22,7 @@ import torch
 
 from ..config import DecodeConfig, ModelConfig, RayConfig, check_suffix
 from ..data.actions import Format, load_actions
-from ..data.labels import model_templates, read_class_names, read_templates, video_templates
+from ..data.labels import read_class_names
 from ..data.results import PartStore, encoding_settings, file_key, lines_digest
 from ..distributed import init_distributed
 from ..engines import Encoder, Engine, check_engine, encode, failure, loaded, stored_rows
@@ -30,6 +30,7 @@ from ..errors import DataError
 from ..io import atomic_write_text, check_output_file, is_our_metrics
 from ..metrics import mean_class_accuracy, topk_accuracy
 from ..model import CoCa, get_tokenizer
+from ..prompts import prompt_templates
 from ..runtime import load_model
 from ..scoring import ScoreItem, VideoScorer
 
@@ -67,8 +68,7 @@ def run(cfg: ZeroShotConfig) -> dict[str, Any]:
     if not items:
         raise DataError(f"{cfg.annotations}: no labelled video found under {cfg.video_root}")
     model = load_model(cfg.model)
-    templates = read_templates(cfg.templates) if cfg.templates else model_templates(cfg.model.name) or \
-        video_templates()
+    templates = prompt_templates(model, cfg.templates)
     out = Path(cfg.out)
     store = PartStore(out.with_name(out.stem + "_videos.parquet"), rank=info.rank)
     wanted = [ScoreItem(file_key(item.path), item.start_sec, item.end_sec) for item in items]
