@@ -9,25 +9,33 @@ The data is a synthetic Kinetics-layout set (mp4 clips + official CSV columns) w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
-
-import torch
 
 from coca_video.config import load_config
 from coca_video.data.video import ClipSampling
 from coca_video.model import VideoClassifier, VideoClassifierConfig, create_model
 from coca_video.tasks import probe
+from coca_video.tasks.probe.features import cached_tokens
+from coca_video.tasks.probe.train import finetune_task, frozen_task
+from coca_video.training import TrainTask, fit
 
 
 def config(folder: Path, args, **extra) -> probe.ProbeConfig:
     overrides = {"data.format": "synthetic", "data.video_root": str(folder / "videos"),
                  "data.synthetic.train_videos": args.videos, "data.synthetic.val_videos": 4,
                  "data.synthetic.task": "colour", "decode.num_frames": args.frames, "decode.workers": 2,
-                 "output_dir": str(folder / "run"), "batch_size": 16, "epochs": 3}
+                 "output_dir": str(folder / "run"), "train.batch_size": 16, "train.epochs": 3}
     overrides.update(extra)
     return load_config(probe.ProbeConfig, None, [f"{k}={v}" for k, v in overrides.items()])
+
+
+def epoch_seconds(cfg: probe.ProbeConfig, task: TrainTask) -> float:
+    """Seconds of one epoch of ``task`` through the shared loop (optimiser and checkpoint included)."""
+    return timed(lambda: fit(task, dataclasses.replace(cfg.train, epochs=1, max_steps=None), cfg.optim,
+                             cfg.output_dir, None))
 
 
 def timed(fn) -> float:
@@ -51,13 +59,9 @@ def main() -> None:
         def new_classifier() -> VideoClassifier:
             return VideoClassifier(VideoClassifierConfig(width, len(train_set.classes), num_frames=args.frames))
 
-        filling = timed(lambda: probe.cached_tokens(cfg, model, train_set, ClipSampling(args.frames), "train"))
-        trainer = probe.FrozenTrainer(cfg, model, new_classifier(), train_set)  # finds the cache full
-        module = trainer.trainable()
-        trainer.optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
-        trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda step: 1.0)
-        trainer.wrapped = module
-        cached_epoch = min(timed(lambda: trainer.train_epoch(epoch)) for epoch in range(3))
+        filling = timed(lambda: cached_tokens(cfg, model, train_set, ClipSampling(args.frames), "train"))
+        task = frozen_task(cfg, model, new_classifier(), train_set)  # finds the cache full
+        cached_epoch = min(epoch_seconds(cfg, task) for _ in range(3))
         uncached_epoch = filling + cached_epoch  # decode + encode every clip, then the same training
         print(f"frozen probe, {args.videos} videos x {args.frames} frames, model {args.model}")
         print(f"  epoch without cache (decode + encode + train) {uncached_epoch:7.2f} s")
@@ -66,14 +70,10 @@ def main() -> None:
 
         for checkpointing in (False, True):
             ft_cfg = config(Path(tmp), args, mode="finetune", **{"model.name": args.model},
-                            grad_checkpointing=str(checkpointing).lower(), output_dir=str(Path(tmp) / "ft"))
+                            **{"train.grad_checkpointing": str(checkpointing).lower(), "optim.lr": 1e-5},
+                            output_dir=str(Path(tmp) / "ft"))
             ft_model = create_model(ft_cfg.model.name)
-            finetune = probe.FinetuneTrainer(ft_cfg, ft_model, new_classifier(), train_set)
-            module = finetune.trainable()
-            finetune.optimizer = torch.optim.AdamW(module.parameters(), lr=1e-5)
-            finetune.scheduler = torch.optim.lr_scheduler.LambdaLR(finetune.optimizer, lambda step: 1.0)
-            finetune.wrapped = module
-            seconds = timed(lambda: finetune.train_epoch(0))
+            seconds = epoch_seconds(ft_cfg, finetune_task(ft_cfg, ft_model, new_classifier(), train_set))
             print(f"finetune epoch, gradient checkpointing {'on ' if checkpointing else 'off'}: {seconds:6.2f} s "
                   f"({args.videos / seconds:.1f} videos/s)")
         print("(memory with vs without checkpointing: benchmarks/bench_train.py, one fresh process per setting)")

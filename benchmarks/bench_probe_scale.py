@@ -28,7 +28,7 @@ folder, videos, frames = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 cfg = load_config(probe.ProbeConfig, None, [
     "data.format=synthetic", f"data.video_root={folder / 'videos'}", "data.synthetic.task=colour",
     f"data.synthetic.train_videos={videos}", "data.synthetic.val_videos=20", f"decode.num_frames={frames}",
-    "decode.workers=2", f"output_dir={folder / 'run'}", "epochs=1", "batch_size=64", "optim.warmup_steps=1"])
+    "decode.workers=2", f"output_dir={folder / 'run'}", "train.epochs=1", "train.batch_size=64", "optim.warmup_steps=1"])
 probe.load_sets(cfg)  # write the clips before timing
 start = time.perf_counter()
 probe.run(cfg)

@@ -159,7 +159,7 @@ TASKS = {
                   ["scores.embeddings.parquet --scores scores.parquet",
                    "scores.embeddings.parquet --host 0.0.0.0 --port 8080 --token SECRET limits.max_k=50"]),
     "probe": Task("probe", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned", [],
-                  ["--config configs/probe/synthetic.yaml epochs=2 optim.lr=1e-3",
+                  ["--config configs/probe/synthetic.yaml train.epochs=2 optim.lr=1e-3",
                    ("--model coca_ViT-B-32 --pretrained laion2b_s13b_b90k mode=finetune data.train=k400/train.csv "
                     "data.val=k400/validate.csv data.video_root=/data/k400")]),
 }

@@ -1,10 +1,12 @@
-"""Pieces shared by the training tasks (pretraining, the probe, caption finetuning): optimiser, schedule, checkpoints
-that resume exactly (one restore path), DDP wrapping, metric logging, and the epoch loop of the probe and of caption
-finetuning (which overrides its loss: :meth:`EpochTrainer.loss_sum`)."""
+"""Pieces shared by the training tasks (pretraining, the probe, caption finetuning): the ``train.*`` keys
+(:class:`TrainLoop`), optimiser, schedule, checkpoints that resume exactly (one restore path), DDP wrapping, metric
+logging, and the one training loop (:func:`fit`). A task hands the loop a :class:`TrainTask` (its module, its
+batches, its forward and loss); the loop owns everything else, nanoGPT-style, top to bottom."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -12,9 +14,9 @@ import re
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ from torch import nn
 
 from .config import check, check_at_least
 from .distributed import barrier, get_info, is_distributed
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, ConfigError, InputError
 from .io import atomic_path
 
 
@@ -43,10 +45,7 @@ class OptimConfig:
     schedule: Literal["cosine", "linear"] = "cosine"  # decay after warmup, down to min_lr_ratio * lr
     min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0  # gradients are scaled down to at most this total norm
-    clip_per_module: bool = False  # probe finetuning: the encoder's and the new modules' gradients each to grad_clip
-    layer_decay: float = 1.0  # probe finetuning: block i of L trains at lr * layer_decay^(L - i) (1.0 = off)
-    head_lr: float | None = None  # probe: peak lr of the new modules (pooler, position embeddings, classifier); null: lr
-    ema: float | None = None  # probe: decay of an EMA of the trained weights, which evaluate and are saved (null/0: off)
+    ema: float | None = None  # decay of an EMA of the trained weights, which evaluate and are saved (null/0: off)
 
     def __post_init__(self) -> None:
         check(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "be > 0", self.lr)
@@ -58,11 +57,41 @@ class OptimConfig:
         check(isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio",
               "be in [0, 1]", self.min_lr_ratio)
         check(isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0, "grad_clip", "be > 0", self.grad_clip)
-        check(0 < self.layer_decay <= 1, "layer_decay", "be in (0, 1] (1.0 = off)", self.layer_decay)
-        check(self.head_lr is None or (isinstance(self.head_lr, (int, float)) and self.head_lr > 0), "head_lr",
-              "be > 0 or null (= lr)", self.head_lr)
         check(self.ema is None or (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1), "ema",
               "be in [0, 1) or null (0 and null: off)", self.ema)
+
+
+@dataclass
+class TrainLoop:
+    """The training loop's keys, at ``train.*`` in every training task (a task subclasses it to add its own). A run
+    lasts ``max_steps`` optimiser steps when set (the last epoch cut short), else ``epochs`` passes over the data."""
+
+    seed: int = 0  # random seed (weights, data order, augmentation)
+    epochs: int | None = 10  # passes over the training data (max_steps, when set, decides instead)
+    max_steps: int | None = None  # the run's optimiser steps, as papers count them (null: epochs decide)
+    batch_size: int = 128  # examples per optimiser step (global, across ranks)
+    accum_steps: int = 1  # each rank's share of a batch runs as this many micro-batches (less memory, same step)
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
+    log_every: int = 0  # optimiser steps between step records in metrics.jsonl (0: none; epoch runs log each epoch)
+
+    def __post_init__(self) -> None:
+        check(self.epochs is None or (isinstance(self.epochs, int) and self.epochs >= 1), "epochs",
+              "be >= 1 or null (max_steps decides)", self.epochs)
+        check(self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1), "max_steps",
+              "be >= 1 or null (epochs decide)", self.max_steps)
+        check(self.epochs is not None or self.max_steps is not None, "epochs", "be set when max_steps is null",
+              self.epochs)
+        for key in ("batch_size", "accum_steps"):
+            check_at_least(key, getattr(self, key), 1)
+        check_at_least("log_every", self.log_every, 0)
+
+    def total_steps(self, steps_per_epoch: int | None) -> int:
+        """The run's optimiser steps: ``max_steps``, or every batch of every epoch."""
+        if self.max_steps:
+            return self.max_steps
+        if steps_per_epoch is None:
+            raise ConfigError("train.max_steps: set it (this task streams its data, so epochs cannot end the run)")
+        return self.epochs * steps_per_epoch
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig,
@@ -259,148 +288,198 @@ class MetricLogger:
             self.tensorboard.close()
 
 
-# -- epoch loop ----------------------------------------------------------------------------------------------------
-class EpochTrainer:
-    """Training by epochs (classification, unless a subclass overrides :meth:`loss_sum`): optimiser, schedule,
-    atomic per-epoch checkpoints, exact resume, DDP. Subclasses say what trains (:meth:`trainable`), how many steps
-    an epoch takes and how an epoch runs (calling :meth:`step` on :meth:`epoch_batches`, which ends the last epoch
-    early when ``max_steps`` says so)."""
+# -- the training loop -----------------------------------------------------------------------------------------------
+class Batch(NamedTuple):
+    """This rank's share of one global batch: model inputs, each (b, ...) and split along dim 0 into micro-batches,
+    and their targets ((b, ...), or None when the loss reads none)."""
 
-    def __init__(self, output_dir: str | Path, epochs: int, optim: OptimConfig, label_smoothing: float = 0.0,
-                 resume: str | None = None, max_steps: int | None = None) -> None:
-        self.epochs, self.optim_cfg, self.label_smoothing, self.resume = epochs, optim, label_smoothing, resume
-        self.max_steps = max_steps  # when set, the run's length in optimiser steps (epochs then follow from it)
-        self.info = get_info()
-        self.checkpoints = CheckpointManager(output_dir, keep_last=2)
-        self.logger = MetricLogger(output_dir, enabled=self.info.is_main, total_steps=epochs, unit="epoch")
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-        self.wrapped: nn.Module | None = None
-        self.ema: WeightEma | None = None
-        self.grad_norms: list[float] = []  # this epoch's total gradient norms before clipping
+    inputs: tuple[torch.Tensor, ...]
+    targets: torch.Tensor | None = None
 
-    def trainable(self) -> nn.Module:
-        raise NotImplementedError
 
-    def steps_per_epoch(self) -> int:
-        raise NotImplementedError
+@dataclass
+class TrainTask:
+    """What a task hands :func:`fit`: what trains, its data and its loss; the loop does the rest. A run by epochs
+    gives ``epoch_batches`` and ``steps_per_epoch``; a run by ``max_steps`` over an endless source gives ``stream``."""
 
-    def train_epoch(self, epoch: int) -> float:
-        raise NotImplementedError
+    module: nn.Module  # the trained modules as one nn.Module (unwrapped): optimised, checkpointed, averaged (EMA)
+    forward: Callable[..., Any]  # (wrapped module, *micro-batch inputs) -> outputs
+    loss_sum: Callable[[Any, Any], torch.Tensor]  # (outputs, micro-batch targets) -> the micro-batch's summed loss
+    stand_in: Callable[[], tuple[torch.Tensor, ...]] | None = None  # one example's inputs for an empty micro-batch
+    epoch_batches: Callable[[int, int], Iterable[Batch]] | None = None  # (epoch, n) -> the epoch's first n batches
+    steps_per_epoch: int = 0  # global batches in an epoch (runs by epochs)
+    stream: Callable[[int], Iterable[Batch]] | None = None  # step -> the batches from that step on (runs by steps)
+    terms: Callable[[Any], int] = len  # how many terms a micro-batch's targets add to the global batch's mean loss
+    lr_scale: Callable[[str], float] | None = None  # per-parameter learning-rate factor by name (None: all 1)
+    clip_groups: list[list[nn.Parameter]] | None = None  # each clipped to grad_clip on its own (None: all together)
+    wrap: Callable[[nn.Module], nn.Module] = wrap_ddp  # DDP (or FSDP) around the module under torchrun
+    lr_figures: dict[str, float] = field(default_factory=dict)  # other peak rates to log as the schedule scales them
+    step_figures: Callable[[], dict[str, float]] | None = None  # more entries of a step record (loss terms, ...)
+    after_step: Callable[[int, int], dict[str, float]] | None = None  # (step, total) -> figures to log (evaluation)
+    checkpoint_every: int = 0  # runs by steps: steps between checkpoints (and one at the end)
 
-    def fit(self) -> list[dict[str, float]]:
-        """Train epochs not yet done (resuming from ``resume``); returns the loss history of every epoch. With
-        ``optim.ema`` the trained module ends holding the EMA weights (what evaluation and the saved probe use)."""
-        module = self.trainable()
-        if self.max_steps:
-            self.epochs = self.logger.total_steps = math.ceil(self.max_steps / self.steps_per_epoch())
-        self.optimizer = build_optimizer(module, self.optim_cfg, self.lr_scale())
-        self.scheduler = build_scheduler(self.optimizer, self.optim_cfg, self.total_steps())
-        self.ema = WeightEma(module, self.optim_cfg.ema) if self.optim_cfg.ema else None
-        state = self.checkpoints.restore(self.resume, lambda s: self._load_states(module, s))
-        start, history = (int(state["step"]), json.loads(state["history"])) if state else (0, [])
-        self.wrapped = wrap_ddp(module)
-        for epoch in range(start, self.epochs):
-            self.grad_norms = []
-            loss = self.train_epoch(epoch)
+
+@dataclass
+class Optimisation:
+    """The loop's state besides the module: the wrapped module, optimiser, schedule, EMA, this epoch's gradient
+    norms (total, before clipping)."""
+
+    wrapped: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: WeightEma | None
+    grad_norms: list[float] = field(default_factory=list)
+
+
+def fit(task: TrainTask, loop: TrainLoop, optim: OptimConfig, output_dir: str | Path, resume: str | None,
+        checkpoints: CheckpointManager | None = None) -> list[dict[str, float]]:
+    """Train ``task`` over the run's steps not yet done (resuming from ``resume`` exactly): per global batch
+    :func:`optimiser_step`; a step record every ``train.log_every`` steps; by epochs, an epoch record and a
+    checkpoint after each epoch, by steps one every ``task.checkpoint_every``. With ``optim.ema`` the module ends
+    holding the EMA weights. Returns the history: ``{"epoch", "train_loss"}`` per epoch, or the step records."""
+    checkpoints = checkpoints or CheckpointManager(output_dir, keep_last=2)
+    total = loop.total_steps(None if task.stream else task.steps_per_epoch)
+    epochs = 1 if task.stream else math.ceil(total / task.steps_per_epoch)
+    wrapped = task.wrap(task.module)  # before the optimiser: FSDP replaces the parameters
+    optimizer = build_optimizer(task.module, optim, task.lr_scale)
+    scheduler = build_scheduler(optimizer, optim, total)
+    run = Optimisation(wrapped, optimizer, scheduler, WeightEma(task.module, optim.ema) if optim.ema else None)
+    state = checkpoints.restore(resume, lambda s: load_training_state(task.module, run, s))
+    step, first_epoch = (int(state["step"]), int(state["epoch"])) if state else (0, 0)
+    history = json.loads(state["history"]) if state else []
+    logger = MetricLogger(output_dir, enabled=get_info().is_main, total_steps=total)
+    for epoch in range(first_epoch, epochs):
+        task.module.train()
+        run.grad_norms, losses = [], []
+        batches = task.stream(step) if task.stream else \
+            task.epoch_batches(epoch, min(task.steps_per_epoch, total - epoch * task.steps_per_epoch))
+        for batch in itertools.islice(batches, total - step):
+            losses.append(optimiser_step(task, run, batch, loop.accum_steps, optim.grad_clip))
+            step += 1
+            if loop.log_every and (step % loop.log_every == 0 or step == total):
+                record = {"loss": losses[-1], **schedule_figures(run, optim, task.lr_figures),
+                          **({"grad_norm": run.grad_norms[-1]} if run.grad_norms else {}),
+                          **(task.step_figures() if task.step_figures else {})}
+                logger.log(step, record, samples=loop.batch_size * loop.log_every)
+                history += [{"step": step, **record}] if task.stream else []
+            figures = task.after_step(step, total) if task.after_step else None
+            if figures:
+                logger.log(step, figures)
+            if task.checkpoint_every and (step % task.checkpoint_every == 0 or step == total):
+                save_training_state(checkpoints, step, epoch, task.module, run, history)
+        if task.stream is None:
+            kept = [loss for loss in losses if not math.isnan(loss)]  # a global batch that decoded nothing: none
+            loss = float(np.mean(kept)) if kept else float("nan")
             history.append({"epoch": epoch + 1, "train_loss": loss})
-            self.logger.log(epoch + 1, {"train_loss": loss, **self.epoch_figures()})
-            if self.info.is_main:
-                extra = {"ema": self.ema.state_dict()} if self.ema else {}
-                self.checkpoints.save(epoch + 1, {"trainable": module.state_dict(),
-                                                  "optimizer": self.optimizer.state_dict(),
-                                                  "scheduler": self.scheduler.state_dict(),
-                                                  "history": json.dumps(history), **extra})
-            barrier()
-        self.logger.close()
-        if self.ema:
-            self.ema.copy_to(module)
-        return history
+            logger.log(step, {"epoch": epoch + 1, "train_loss": loss, **epoch_figures(run, optim, task.lr_figures)})
+            save_training_state(checkpoints, step, epoch + 1, task.module, run, history)
+    logger.close()
+    if run.ema:
+        run.ema.copy_to(task.module)
+    return history
 
-    def total_steps(self) -> int:
-        """The run's optimiser steps: ``max_steps``, or every batch of every epoch."""
-        return self.max_steps or self.epochs * self.steps_per_epoch()
 
-    def epoch_batches(self, batches: list, epoch: int) -> list:
-        """``epoch``'s global batches (one optimiser step each), cut where ``max_steps`` ends the run."""
-        return batches[:max(0, self.total_steps() - epoch * self.steps_per_epoch())]
+def optimiser_step(task: TrainTask, run: Optimisation, batch: Batch, accum_steps: int, grad_clip: float) -> float:
+    """One optimiser step on this rank's share of a global batch, in ``accum_steps`` micro-batches whose gradients
+    add up before the step, which therefore equals one step over their union. The loss is the mean over the whole
+    global batch whatever the shares' sizes: each micro-batch's summed loss scaled by world size / the global
+    batch's terms (DDP then averages over ranks). An empty micro-batch runs ``task.stand_in`` and counts zero, so
+    every rank runs the same passes; a global batch with no term at all takes no step (nan). Returns the mean."""
+    parts = torch.tensor_split(torch.arange(len(batch.inputs[0])), accum_steps)
+    micro = [micro_batch(task, batch, part, accum_steps) for part in parts]
+    count = torch.tensor([float(sum(task.terms(targets) for _, targets in micro))])
+    if is_distributed():
+        dist.all_reduce(count)
+    scale = get_info().world_size / max(count.item(), 1.0)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss_total = 0.0
+    for i, (inputs, targets) in enumerate(micro):
+        no_sync = getattr(run.wrapped, "no_sync", None)  # DDP: reduce gradients once, after the last
+        with nullcontext() if i == len(micro) - 1 or no_sync is None else no_sync():
+            loss_sum = task.loss_sum(task.forward(run.wrapped, *inputs), targets)
+            (loss_sum * scale).backward()
+        loss_total += loss_sum.item()
+    totals = torch.tensor([loss_total])
+    if is_distributed():
+        dist.all_reduce(totals)
+    if count.item() == 0:
+        return float("nan")
+    groups = task.clip_groups or [list(task.module.parameters())]
+    norms = [torch.nn.utils.clip_grad_norm_(group, grad_clip) for group in groups]
+    run.grad_norms.append(float(norms[0] if len(norms) == 1 else torch.stack(norms).square().sum().sqrt()))
+    run.optimizer.step()
+    run.scheduler.step()
+    if run.ema:
+        run.ema.update(task.module)
+    return totals[0].item() / count.item()
 
-    def epoch_figures(self) -> dict[str, float]:
-        """What the epoch log shows beside the loss: the learning rate now (and the head's, when it has its own),
-        the mean total gradient norm before clipping and the share of steps that clipping scaled down."""
-        factor = self.scheduler.get_last_lr()[0] / self.optimizer.param_groups[0]["initial_lr"]
-        figures = {"lr": self.optim_cfg.lr * factor}
-        if self.optim_cfg.head_lr is not None:
-            figures["head_lr"] = self.optim_cfg.head_lr * factor
-        if self.grad_norms:
-            figures["grad_norm"] = float(np.mean(self.grad_norms))
-            figures["clipped"] = float(np.mean([n > self.optim_cfg.grad_clip for n in self.grad_norms]))
-        return figures
 
-    def _load_states(self, module: nn.Module, state: dict[str, Any]) -> None:
-        module.load_state_dict(state["trainable"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema:
-            if "ema" not in state:
-                raise KeyError("the checkpoint has no EMA weights (written with optim.ema off)")
-            self.ema.load_state_dict(state["ema"])
+def micro_batch(task: TrainTask, batch: Batch, part: torch.Tensor, accum_steps: int) -> tuple[tuple, Any]:
+    """(inputs, targets) of the micro-batch of rows ``part``: the batch itself when there is one micro-batch, the
+    task's stand-in input (with no targets' rows) when ``part`` is empty."""
+    targets = None if batch.targets is None else batch.targets[part]
+    if len(part) == 0 and task.stand_in is not None:
+        return task.stand_in(), targets
+    if accum_steps == 1:
+        return batch.inputs, batch.targets
+    return tuple(x[part] for x in batch.inputs), targets
 
-    def lr_scale(self) -> Callable[[str], float] | None:
-        """Per-parameter learning-rate factor by name (layer-wise decay), or None: every parameter at ``lr``."""
-        return None
 
-    def clip_groups(self) -> list[list[nn.Parameter]]:
-        """The parameters whose gradients are clipped together to ``optim.grad_clip``: all of them, by default."""
-        return [list(self.trainable().parameters())]
+def schedule_figures(run: Optimisation, optim: OptimConfig, lr_figures: dict[str, float]) -> dict[str, float]:
+    """The learning rate now, and each of ``lr_figures``' peak rates (name -> peak) scaled alike."""
+    factor = run.scheduler.get_last_lr()[0] / run.optimizer.param_groups[0]["initial_lr"]
+    return {"lr": optim.lr * factor, **{name: peak * factor for name, peak in lr_figures.items()}}
 
-    def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The summed loss of one micro-batch (its mean is this over :meth:`target_count`): classification's
-        cross-entropy of (b, classes) logits; a subclass with another objective overrides both."""
-        return classification_loss_sum(outputs, targets, self.label_smoothing)
 
-    def target_count(self, targets: torch.Tensor) -> int:
-        """How many terms ``targets`` adds to the global batch's mean loss: one per clip here."""
-        return len(targets)
+def epoch_figures(run: Optimisation, optim: OptimConfig, lr_figures: dict[str, float]) -> dict[str, float]:
+    """What an epoch record shows beside the loss: the learning rates now, the mean total gradient norm before
+    clipping and the share of steps that clipping scaled down."""
+    figures = schedule_figures(run, optim, lr_figures)
+    if run.grad_norms:
+        figures["grad_norm"] = float(np.mean(run.grad_norms))
+        figures["clipped"] = float(np.mean([n > optim.grad_clip for n in run.grad_norms]))
+    return figures
 
-    def step(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
-        """One optimiser step on this rank's share of a global batch: :meth:`accumulated_step` of one micro-batch
-        whose logits are already computed."""
-        return self.accumulated_step(lambda _: logits, [targets])
 
-    def accumulated_step(self, forward: Callable[[int], torch.Tensor], targets: Sequence[torch.Tensor]) -> float:
-        """One optimiser step on this rank's share of a global batch, given as micro-batches: ``forward(i)`` ->
-        (b_i, classes) logits of micro-batch i, ``targets[i]`` its (b_i,) integer labels or (b_i, classes) soft
-        targets. Gradients of all micro-batches add up before the step, which therefore equals one step over their
-        union. The loss is the mean over the whole global batch whatever the shares' sizes (an empty micro-batch,
-        targets of length 0, contributes zero), so any number of processes takes the same step; a global batch
-        with no video at all takes none. Returns that mean."""
-        count = torch.tensor([float(sum(self.target_count(t) for t in targets))])
-        if is_distributed():
-            dist.all_reduce(count)
-        scale = self.info.world_size / max(count.item(), 1.0)  # DDP then averages the gradients over ranks
-        self.optimizer.zero_grad(set_to_none=True)
-        loss_total = 0.0
-        for i, micro_targets in enumerate(targets):
-            last = i == len(targets) - 1
-            no_sync = getattr(self.wrapped, "no_sync", None)  # DDP: reduce gradients once, after the last
-            with nullcontext() if last or no_sync is None else no_sync():
-                loss_sum = self.loss_sum(forward(i), micro_targets)
-                (loss_sum * scale).backward()
-            loss_total += loss_sum.item()
-        totals = torch.tensor([loss_total])
-        if is_distributed():
-            dist.all_reduce(totals)
-        if count.item() == 0:
-            return float("nan")
-        norms = [torch.nn.utils.clip_grad_norm_(group, self.optim_cfg.grad_clip) for group in self.clip_groups()]
-        self.grad_norms.append(float(torch.stack(norms).square().sum().sqrt()))  # the total norm, before clipping
-        self.optimizer.step()
-        self.scheduler.step()
-        if self.ema:
-            self.ema.update(self.trainable())
-        return totals[0].item() / max(count.item(), 1.0)
+def is_fsdp(module: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
 
+    return isinstance(module, FSDPModule)
+
+
+def save_training_state(checkpoints: CheckpointManager, step: int, epoch: int, module: nn.Module, run: Optimisation,
+                        history: list[dict[str, float]]) -> None:
+    """Checkpoint ``step`` (rank 0 writes; under FSDP every rank gathers the full state first): module,
+    optimiser, schedule, EMA, epochs done and the history so far."""
+    if is_fsdp(module):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state, optim_state = get_state_dict(module, run.optimizer, options=options)
+    else:
+        model_state, optim_state = module.state_dict(), run.optimizer.state_dict()
+    if get_info().is_main:
+        extra = {"ema": run.ema.state_dict()} if run.ema else {}
+        checkpoints.save(step, {"model": model_state, "optimizer": optim_state, "scheduler": run.scheduler.state_dict(),
+                                "epoch": epoch, "history": json.dumps(history), **extra})
+    barrier()
+
+
+def load_training_state(module: nn.Module, run: Optimisation, state: dict[str, Any]) -> None:
+    """The inverse of :func:`save_training_state` (strict: every key must fit)."""
+    if is_fsdp(module):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(module, run.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                       options=StateDictOptions(full_state_dict=True, strict=True))
+    else:
+        module.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.ema:
+        if "ema" not in state:
+            raise KeyError("the checkpoint has no EMA weights (written with optim.ema off)")
+        run.ema.load_state_dict(state["ema"])
 
 class WeightEma:
     """An exponential moving average of a module's weights (every floating-point entry of its state dict; other

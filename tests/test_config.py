@@ -74,8 +74,8 @@ def test_value_checks_of_the_shared_blocks_name_the_dotted_path_and_file(tmp_pat
     path.write_text("decode:\n  num_frames: 0\n")
     with pytest.raises(ConfigError, match=r"^.*probe\.yaml: decode\.num_frames must be >= 1, got 0$"):
         load_config(ProbeConfig, path)
-    with pytest.raises(ConfigError, match=r"probe\.yaml \+ command line: epochs must be >= 1, got 0"):
-        load_config(ProbeConfig, path, ["decode.num_frames=4", "epochs=0"])
+    with pytest.raises(ConfigError, match=r"probe\.yaml \+ command line: train\.epochs must be >= 1 or null .*, got 0"):
+        load_config(ProbeConfig, path, ["decode.num_frames=4", "train.epochs=0"])
     with pytest.raises(ConfigError, match=r"drop_path must be 0 unless mode=finetune .*, got 0\.1$"):
         load_config(ProbeConfig, None, ["drop_path=0.1"])
     with pytest.raises(ConfigError, match=r"drop_path must be in \[0, 1\), got 1\.0$"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +16,10 @@ from coca_video import get_model_config
 from coca_video.data.video import ClipSampling, VideoClipDataset, VideoItem, video_loader
 from coca_video.model import VideoClassifier, VideoClassifierConfig
 from coca_video.model.vit import ImageEncoder
-from coca_video.tasks.probe import EncoderAndClassifier, finetune_lr_scale, layer_decay_scale, mix_clips
-from coca_video.training import EpochTrainer, OptimConfig, WeightEma, build_optimizer, build_scheduler, \
-    classification_loss_sum, soft_targets
+from coca_video.tasks.probe.config import ProbeOptimConfig
+from coca_video.tasks.probe.train import EncoderAndClassifier, finetune_lr_scale, layer_decay_scale, mix_clips
+from coca_video.training import Batch, Optimisation, OptimConfig, TrainTask, WeightEma, build_optimizer, \
+    build_scheduler, classification_loss_sum, optimiser_step, soft_targets
 from coca_video.transforms import ClipAugmentConfig, clip_train_transform, sample_crop_box
 from coca_video.video import write_video
 
@@ -104,7 +104,8 @@ def test_temporal_jitter_off_trains_on_the_evaluations_frames(textured_videos):
     """The textured clips brighten by 10 a frame, so a clip's brightness tells which frames were taken: with
     ``temporal_jitter: false`` every epoch takes the evaluation's (segment centres); with it on, TSN draws others."""
     from coca_video.config import load_config
-    from coca_video.tasks.probe import ProbeConfig, finetune_sampling
+    from coca_video.tasks.probe import ProbeConfig
+    from coca_video.tasks.probe.train import finetune_sampling
 
     transform = clip_train_transform(TINY, ClipAugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False))
 
@@ -154,7 +155,7 @@ def encoder_and_classifier(layers: int = 3) -> EncoderAndClassifier:
 
 def test_layer_decay_learning_rates_closed_form():
     model = encoder_and_classifier(layers=3)
-    cfg = OptimConfig(lr=1e-3, layer_decay=0.5)
+    cfg = ProbeOptimConfig(lr=1e-3, layer_decay=0.5)
     optimizer = build_optimizer(model, cfg, layer_decay_scale(3, 0.5))
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
     expected = {"encoder.vit.patch_embed.proj.weight": 0.5**4, "encoder.vit.pos_embed": 0.5**4,
@@ -182,7 +183,7 @@ def test_head_lr_trains_every_new_module_at_its_own_rate(layer_decay):
     model = encoder_and_classifier(layers=3)
     model["classifier"] = VideoClassifier(VideoClassifierConfig(16, 4, 2, 2, model["encoder"].num_tokens,
                                                                 temporal_pos_embed=True, spatial_pos_embed=True))
-    cfg = OptimConfig(lr=1e-4, head_lr=3e-3, layer_decay=layer_decay)
+    cfg = ProbeOptimConfig(lr=1e-4, head_lr=3e-3, layer_decay=layer_decay)
     optimizer = build_optimizer(model, cfg, finetune_lr_scale(3, cfg))
     grouped = [id(p) for g in optimizer.param_groups for p in g["params"]]
     assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each once
@@ -195,7 +196,7 @@ def test_head_lr_trains_every_new_module_at_its_own_rate(layer_decay):
     names = {n for n, _ in model.named_parameters() if n.startswith("classifier.")}
     assert {"classifier.temporal_pos", "classifier.spatial_pos", "classifier.pool.query",
             "classifier.head.weight"} <= names
-    assert finetune_lr_scale(3, OptimConfig(lr=1e-4)) is None  # neither option: one group pair, as before
+    assert finetune_lr_scale(3, ProbeOptimConfig(lr=1e-4)) is None  # neither option: one group pair, as before
 
 
 def test_weight_ema_closed_form():
@@ -219,33 +220,32 @@ def test_weight_ema_closed_form():
     assert layer.weight[0, 0].item() == pytest.approx(expected)
 
 
-class _Trainer(EpochTrainer):
-    def __init__(self, tmp_path: Path, module: torch.nn.Module) -> None:
-        # eps=1: AdamW's first step is lr * g / (|g| + eps), smooth in g, so equal gradients show as equal weights
-        # (with eps=1e-8 it is lr * sign(g), which float rounding flips on gradients near 0)
-        optim = OptimConfig(lr=1e-2, warmup_steps=1, grad_clip=0.5, eps=1.0)
-        super().__init__(tmp_path, 1, optim, label_smoothing=0.1)
-        self.module = module
-        self.optimizer = build_optimizer(module, self.optim_cfg)
-        self.scheduler = build_scheduler(self.optimizer, self.optim_cfg, 10)
-        self.wrapped = module
-
-    def trainable(self) -> torch.nn.Module:
-        return self.module
+def one_step(module: torch.nn.Module, clips: torch.Tensor, targets: torch.Tensor, accum_steps: int) -> float:
+    """The training loop's optimiser step over (B, T, 3, S, S) ``clips`` in ``accum_steps`` micro-batches."""
+    # eps=1: AdamW's first step is lr * g / (|g| + eps), smooth in g, so equal gradients show as equal weights
+    # (with eps=1e-8 it is lr * sign(g), which float rounding flips on gradients near 0)
+    optim = OptimConfig(lr=1e-2, warmup_steps=1, grad_clip=0.5, eps=1.0)
+    optimizer = build_optimizer(module, optim)
+    run = Optimisation(module, optimizer, build_scheduler(optimizer, optim, 10), None)
+    task = TrainTask(module, lambda wrapped, x: wrapped(x), lambda logits, t: classification_loss_sum(logits, t, 0.1),
+                     stand_in=lambda: (torch.zeros(1, *clips.shape[1:]),))
+    return optimiser_step(task, run, Batch((clips,), targets), accum_steps, optim.grad_clip)
 
 
 @pytest.mark.parametrize("soft", [False, True])
-def test_micro_batches_step_like_their_union(tmp_path, soft):
+def test_micro_batches_step_like_their_union(soft):
+    """5 clips in 3 micro-batches (2 + 2 + 1), or in 7 (two of them empty: stand-in clips that count zero), step as
+    one batch of 5: the same loss and, to float rounding, the same weights."""
     clips = torch.randn(5, 2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0, 3, 1, 1, 2])
     targets = soft_targets(labels, 4, 0.1) * 0.7 + soft_targets(labels.flip(0), 4, 0.1) * 0.3 if soft else labels
-    whole, split = _Trainer(tmp_path / "a", encoder_and_classifier()), _Trainer(tmp_path / "b", encoder_and_classifier())
-    loss_whole = whole.step(whole.wrapped(clips), targets)
-    parts = [torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4])]
-    loss_split = split.accumulated_step(lambda i: split.wrapped(clips[parts[i]]), [targets[p] for p in parts])
-    assert loss_split == pytest.approx(loss_whole, rel=1e-6)
-    for (name, a), b in zip(whole.module.named_parameters(), split.module.parameters()):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+    whole = encoder_and_classifier()
+    loss_whole = one_step(whole, clips, targets, 1)
+    for accum_steps in (3, 7):
+        split = encoder_and_classifier()
+        assert one_step(split, clips, targets, accum_steps) == pytest.approx(loss_whole, rel=1e-6)
+        for (name, a), b in zip(whole.named_parameters(), split.parameters()):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
 
 
 def test_drop_path_skips_whole_residual_branches_per_frame_in_training_only():

@@ -24,7 +24,7 @@ from coca_video.metrics import mean_class_accuracy, topk_accuracy  # noqa: E402
 from coca_video.model import load_probe, save_probe  # noqa: E402
 from coca_video.model.linear_probe import LinearProbeConfig, linear_probe_from_sklearn  # noqa: E402
 from coca_video.tasks import probe, score  # noqa: E402
-from coca_video.tasks.probe_linear import LinearFitConfig, fit_linear_probe, holdout_split  # noqa: E402
+from coca_video.tasks.probe.linear import LinearFitConfig, fit_linear_probe, holdout_split  # noqa: E402
 
 
 def clusters(n: int, classes: int, dim: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -57,12 +57,15 @@ def test_split_folders_under_video_root_are_found(tmp_path, layout):
     assert split_video_roots(tmp_path / "videos", tmp_path) == (tmp_path / "videos", tmp_path)  # given: as given
 
 
+TRAIN_KEYS = {"epochs", "max_steps", "batch_size", "seed", "accum_steps"}  # given bare here, at train.* in the config
+
+
 def probe_config(tmp_path: Path, task: str, **overrides) -> probe.ProbeConfig:
     base = {"data.format": "synthetic", "data.video_root": str(tmp_path.parent / f"videos_{task}"),
             "data.synthetic.task": task, "data.synthetic.train_videos": 60, "data.synthetic.val_videos": 30,
-            "decode.num_frames": 8, "decode.workers": 0, "output_dir": str(tmp_path / "run"), "epochs": 15,
-            "batch_size": 16, "optim.lr": 3e-3, "optim.warmup_steps": 5}
-    base.update(overrides)
+            "decode.num_frames": 8, "decode.workers": 0, "output_dir": str(tmp_path / "run"), "train.epochs": 15,
+            "train.batch_size": 16, "optim.lr": 3e-3, "optim.warmup_steps": 5}
+    base.update({f"train.{k}" if k in TRAIN_KEYS else k: v for k, v in overrides.items()})
     return load_config(probe.ProbeConfig, None, [f"{k}={v}" for k, v in base.items()])
 
 
@@ -98,17 +101,26 @@ def test_frozen_probe_tells_motion_directions_apart_with_position_embeddings(tmp
     assert len(directions) == 4 and directions.min() > 25.0, directions.to_dict()
 
 
+def interrupt_at_step(monkeypatch: pytest.MonkeyPatch, step: int | None) -> list[int]:
+    """Ctrl-C as the training loop starts optimiser step ``step`` (1-based; None: never); returns the steps taken."""
+    from coca_video import training
+
+    real_step, taken = training.optimiser_step, []
+
+    def counted_step(*args, **kwargs):
+        if len(taken) + 1 == step:
+            raise KeyboardInterrupt
+        taken.append(len(taken) + 1)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(training, "optimiser_step", counted_step)
+    return taken
+
+
 @pytest.mark.slow
 def test_resumed_run_equals_straight_run_and_reuses_the_cache(tmp_path, monkeypatch):
     straight = probe.run(probe_config(tmp_path / "a", "colour", epochs=4))
-    real_epoch = probe.FrozenTrainer.train_epoch
-
-    def interrupted_epoch(self, epoch):  # Ctrl-C during the third epoch (epochs 1-2 are checkpointed)
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(self, epoch)
-
-    monkeypatch.setattr(probe.FrozenTrainer, "train_epoch", interrupted_epoch)
+    interrupt_at_step(monkeypatch, 9)  # Ctrl-C during the third epoch of 4 steps (epochs 1-2 are checkpointed)
     with pytest.raises(KeyboardInterrupt):
         probe.run(probe_config(tmp_path / "b", "colour", epochs=4))
     monkeypatch.undo()
@@ -146,7 +158,8 @@ def test_two_processes_match_one_process(tmp_path, mode):
     overrides = {"data.format": "synthetic", "data.video_root": str(tmp_path / "videos_colour"),
                  "data.synthetic.task": "colour", "data.synthetic.train_videos": 60, "data.synthetic.val_videos": 30,
                  "decode.num_frames": 8, "decode.workers": 0, "output_dir": str(tmp_path / "two" / "run"),
-                 "epochs": epochs, "batch_size": 15, "optim.lr": 3e-3, "optim.warmup_steps": 5, "mode": mode}
+                 "train.epochs": epochs, "train.batch_size": 15, "optim.lr": 3e-3, "optim.warmup_steps": 5,
+                 "mode": mode}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(free_port()), str(REPO / "pipelines" / "kinetics_probe.py"),
            *[f"{k}={v}" for k, v in overrides.items()]]
@@ -328,23 +341,14 @@ def test_ema_weights_are_the_saved_probe_and_resume_exactly(tmp_path, monkeypatc
     assert checkpoint["ema"]["updates"] == 6
     for key, value in saved.items():
         torch.testing.assert_close(value, checkpoint["ema"]["weights"][key], rtol=0, atol=0)
-    assert any(not torch.equal(value, checkpoint["trainable"][key]) for key, value in saved.items())
-    real_epoch = probe.FrozenTrainer.train_epoch
-
-    def interrupted_epoch(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real_epoch(self, epoch)
-
-    monkeypatch.setattr(probe.FrozenTrainer, "train_epoch", interrupted_epoch)
+    assert any(not torch.equal(value, checkpoint["model"][key]) for key, value in saved.items())
+    interrupt_at_step(monkeypatch, 3)  # during the second epoch of 2 steps
     with pytest.raises(KeyboardInterrupt):
         probe.run(probe_config(tmp_path / "b", "colour", **common))
     monkeypatch.undo()
-    epochs_run = []
-    monkeypatch.setattr(probe.FrozenTrainer, "train_epoch", lambda self, epoch: epochs_run.append(epoch) or
-                        real_epoch(self, epoch))
+    steps_run = interrupt_at_step(monkeypatch, None)
     assert probe.run(probe_config(tmp_path / "b", "colour", resume="auto", **common)) == straight
-    assert epochs_run == [1, 2]  # resumed after epoch 1, the average with it
+    assert len(steps_run) == 4  # resumed after epoch 1 (2 steps of 3 x 2), the average with it
     resumed = load_file(str(tmp_path / "b" / "run" / "probe" / "classifier.safetensors"))
     for key, value in saved.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0)

@@ -10,13 +10,14 @@ import torch
 from coca_video.config import load_config
 from coca_video.model import VideoClassifier
 from coca_video.tasks import probe
+from coca_video.tasks.probe import features
 
 
 def test_cache_none_feeds_the_head_the_cached_tokens_and_decodes_every_epoch(tmp_path, monkeypatch):
     fed: dict[str, list[torch.Tensor]] = {"fp16": [], "none": []}
     encoded: dict[str, int] = {"fp16": 0, "none": 0}
     run_cache = ["fp16"]
-    forward, encode = VideoClassifier.forward, probe.encode_clips
+    forward, encode = VideoClassifier.forward, features.encode_clips
 
     def recording_forward(self, tokens):
         fed[run_cache[0]].append(tokens.detach().clone())
@@ -27,14 +28,14 @@ def test_cache_none_feeds_the_head_the_cached_tokens_and_decodes_every_epoch(tmp
         return encode(model, transform, clips, *args, **kwargs)
 
     monkeypatch.setattr(VideoClassifier, "forward", recording_forward)
-    monkeypatch.setattr(probe, "encode_clips", counting_encode)
+    monkeypatch.setattr(features, "encode_clips", counting_encode)
     results = {}
     for cache, workers in (("fp16", 0), ("none", 1)):  # the uncached run decodes in a worker process
         run_cache[0] = cache
         overrides = {"model.name": "tiny", "data.format": "synthetic", "data.video_root": str(tmp_path / "videos"),
                      "data.synthetic.task": "colour", "data.synthetic.train_videos": 12,
                      "data.synthetic.val_videos": 6, "decode.num_frames": 4, "decode.workers": workers,
-                     "decode.batch_size": 5, "output_dir": str(tmp_path / cache), "epochs": 2, "batch_size": 5,
+                     "decode.batch_size": 5, "output_dir": str(tmp_path / cache), "train.epochs": 2, "train.batch_size": 5,
                      "probe.cache": cache, "probe.temporal_pos_embed": True, "eval.temporal_views": 2}
         results[cache] = probe.run(load_config(probe.ProbeConfig, None, [f"{k}={v}" for k, v in overrides.items()]))
     # training: 2 epochs x 3 batches (5 + 5 + 2 clips, the same shuffle); evaluation: 5 + 1 clips x 2 views each

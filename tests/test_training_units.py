@@ -101,10 +101,11 @@ def test_feature_cache_resumes_from_its_state_and_keys_on_what_it_depends_on(tmp
 
 
 def test_config_base_inheritance_and_shared_blocks(tmp_path):
-    (tmp_path / "base.yaml").write_text("epochs: 3\nmodel:\n  name: tiny\n  precision: bf16\ndata:\n  train: a.csv\n")
-    (tmp_path / "child.yaml").write_text("base: base.yaml\nepochs: 5\nmodel:\n  precision: fp32\n")
+    (tmp_path / "base.yaml").write_text("train:\n  epochs: 3\n  batch_size: 8\nmodel:\n  name: tiny\n  precision: bf16\n"
+                                        "data:\n  train: a.csv\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\ntrain:\n  epochs: 5\nmodel:\n  precision: fp32\n")
     cfg = load_config(ProbeConfig, tmp_path / "child.yaml", ["decode.num_frames=4"])
-    assert (cfg.epochs, cfg.data.train, cfg.decode.num_frames) == (5, "a.csv", 4)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.data.train, cfg.decode.num_frames) == (5, 8, "a.csv", 4)
     assert cfg.model == ModelConfig(name="tiny", precision="fp32")  # merged mapping by mapping, child wins
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(ConfigError, match="leads back to itself"):
@@ -155,7 +156,8 @@ def test_the_shipped_finetune_config_is_table_9s_recipe():
     """The CoCa paper's Table 9 (finetuning column) and section 4.2.1, value by value."""
     cfg = load_config(ProbeConfig, REPO / "configs/probe/kinetics400_finetune.yaml")
     optim = cfg.optim
-    assert (cfg.mode, cfg.max_steps, cfg.batch_size, cfg.probe.label_smoothing) == ("finetune", 120_000, 128, 0.1)
+    assert (cfg.mode, cfg.train.max_steps, cfg.train.batch_size, cfg.train.accum_steps, cfg.probe.label_smoothing) == \
+        ("finetune", 120_000, 128, 4, 0.1)
     assert (optim.name, optim.weight_decay, optim.grad_clip, optim.ema) == ("adafactor", 0.0, 1.0, 0.9999)
     assert (optim.schedule, optim.min_lr_ratio, optim.warmup_steps) == ("cosine", 0.0, 1000)
     assert (optim.head_lr, optim.lr) == (5e-4, 1e-4)
@@ -171,8 +173,8 @@ def test_every_shipped_probe_config_loads_and_synthetic_finetune_is_synthetic_pl
         load_config(ProbeConfig, path)  # strict: an unknown or badly valued key fails here
     frozen = load_config(ProbeConfig, REPO / "configs/probe/synthetic.yaml")
     tuned = load_config(ProbeConfig, REPO / "configs/probe/synthetic_finetune.yaml")
-    assert (tuned.data, tuned.model, tuned.decode, tuned.epochs, tuned.batch_size, tuned.seed, tuned.eval) == \
-        (frozen.data, frozen.model, frozen.decode, frozen.epochs, frozen.batch_size, frozen.seed, frozen.eval)
+    assert (tuned.data, tuned.model, tuned.decode, tuned.train, tuned.eval) == \
+        (frozen.data, frozen.model, frozen.decode, frozen.train, frozen.eval)
     assert (tuned.mode, tuned.drop_path, tuned.optim.lr, tuned.optim.head_lr, tuned.optim.clip_per_module) == \
         ("finetune", 0.1, 1e-4, 3e-3, True)
     assert (tuned.probe.temporal_pos_embed, tuned.probe.spatial_pos_embed) == (True, True)

@@ -16,7 +16,7 @@ one of its captions, drawn per (seed, epoch, video), so any number of processes 
 decoder and the token embedding, ``decoder``: the multimodal decoder and its vocabulary head). With the encoder
 frozen its tokens come from the probe's feature cache (:mod:`coca_video.data.feature_cache`: encoded once, read
 every epoch); trained, fresh TSN-sampled clips are decoded every epoch. Schedule, EMA, gradient accumulation,
-DDP under torchrun and exact resume (``resume=auto``) are the probe's (:class:`coca_video.training.EpochTrainer`).
+DDP under torchrun and exact resume (``resume=auto``) are the shared loop's (:func:`coca_video.training.fit`).
 Outputs in ``output_dir``: ``model/``, a checkpoint folder that ``score --model`` and ``captioning --model`` load
 (with the EMA weights when ``optim.ema`` is set), config.json, metrics.jsonl, metrics.json (the loss per epoch and
 the protocol) and checkpoints/.
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import CaptionConfig, DecodeConfig, ModelConfig, VideoTextSource, check, check_at_least, to_dict
+from ..config import CaptionConfig, DecodeConfig, ModelConfig, VideoTextSource, check, to_dict
 from ..data.feature_cache import FeatureCache, fill_cache
 from ..data.retrieval import RetrievalSet, load_set
 from ..data.video import ClipSampling, VideoItem, decode_loader
@@ -45,8 +45,8 @@ from ..io import atomic_write_text, check_output_dir
 from ..model import CoCa, get_tokenizer, save_pretrained, tokenizer_files
 from ..runtime import autocast, load_model
 from ..scoring import caption_source_tokens
-from ..training import EpochTrainer, OptimConfig
-from ..transforms import ClipAugmentConfig, clip_train_transform
+from ..training import Batch, OptimConfig, TrainLoop, TrainTask, fit
+from ..transforms import ClipAugmentConfig, ClipTrainTransform, clip_train_transform
 from .captioning import CAPTION_SOURCES, references_by_video
 
 FREEZE_GROUPS = {"image_encoder": ("image_encoder",), "poolers": ("image_pooling",), "text": ("text",),
@@ -54,21 +54,18 @@ FREEZE_GROUPS = {"image_encoder": ("image_encoder",), "poolers": ("image_pooling
 
 
 @dataclass
-class CaptionTrainConfig:
-    freeze: tuple[str, ...] = ("image_encoder",)  # groups that do not train: image_encoder, poolers, text, decoder
-    epochs: int = 10  # passes over the training videos (each with one of its captions)
+class CaptionTrainConfig(TrainLoop):
+    """The loop's keys (an epoch: every training video once, with one of its captions) and what does not train."""
+
     batch_size: int = 32  # videos per optimiser step (global, across ranks)
-    accum_steps: int = 1  # each rank's share of a batch runs as this many micro-batches (less memory)
-    grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
-    seed: int = 0  # random seed (data order, caption draws)
+    freeze: tuple[str, ...] = ("image_encoder",)  # groups that do not train: image_encoder, poolers, text, decoder
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         unknown = [g for g in self.freeze if g not in FREEZE_GROUPS]
         check(not unknown, "freeze", f"name groups among {list(FREEZE_GROUPS)}", list(self.freeze))
         check(not {"poolers", "text", "decoder"} <= set(self.freeze), "freeze",
               "leave one of poolers, text, decoder to train", list(self.freeze))
-        for key in ("epochs", "batch_size", "accum_steps"):
-            check_at_least(key, getattr(self, key), 1)
 
 
 @dataclass
@@ -84,10 +81,6 @@ class FinetuneCaptionsConfig:
 
     def __post_init__(self) -> None:
         self.decode.require_clips("finetune-captions")
-        check(self.optim.layer_decay == 1.0, "optim.layer_decay", "be 1.0 in caption finetuning (a probe option)",
-              self.optim.layer_decay)
-        check(self.optim.head_lr is None, "optim.head_lr", "be null in caption finetuning (a probe option)",
-              self.optim.head_lr)
         check(self.model.precision in ("fp32", "bf16", "auto"), "model.precision", "be fp32, bf16 or auto to train",
               self.model.precision)
 
@@ -103,13 +96,14 @@ def run(cfg: FinetuneCaptionsConfig) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
-    trainer = CaptionTrainer(cfg, model, dataset, get_tokenizer(cfg.model.name))
-    history = trainer.fit()
+    pairs = CaptionPairs(cfg, model, dataset)
+    history = fit(caption_task(cfg, model, pairs, get_tokenizer(cfg.model.name)), cfg.train, cfg.optim, output,
+                  cfg.resume)
     model.eval()
     result = {"train_loss": history[-1]["train_loss"], "model": str(output / "model")}
     if info.is_main:
         save_pretrained(model, output / "model", tokenizer_files(cfg.model.name))
-        metrics = {**result, "history": history, "protocol": protocol(cfg, dataset, trainer)}
+        metrics = {**result, "history": history, "protocol": protocol(cfg, dataset, pairs)}
         atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     barrier()
     return result
@@ -149,102 +143,89 @@ class CaptionTrainee(nn.ModuleDict):
         return self.coca.teacher_forced_caption_logits(tokens, text_ids)
 
 
-class CaptionTrainer(EpochTrainer):
-    """Epochs of the captioning loss over the training videos: cached tokens (encoder frozen) or fresh clips."""
+class CaptionPairs:
+    """The training videos and their captions; with the encoder frozen, their tokens from the feature cache
+    (``rows``: the videos that decoded; ``failed``: (path, reason) of those that did not)."""
 
-    def __init__(self, cfg: FinetuneCaptionsConfig, model: CoCa, dataset: RetrievalSet, tokenizer: Callable) -> None:
-        super().__init__(cfg.output_dir, cfg.train.epochs, cfg.optim, 0.0, cfg.resume)
-        self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
-        self.pad_id = model.cfg.text.pad_id
+    def __init__(self, cfg: FinetuneCaptionsConfig, model: CoCa, dataset: RetrievalSet) -> None:
         self.frozen_encoder = "image_encoder" in cfg.train.freeze
-        freeze_groups(model, cfg.train.freeze)
-        model.set_grad_checkpointing(cfg.train.grad_checkpointing)
-        self.trainee = CaptionTrainee(model, not self.frozen_encoder, cfg.decode.num_frames, cfg.caption.source)
-        stop_unreached(self.trainee, self.stand_in_input(1), torch.tensor([[model.cfg.text.sot_id,
-                                                                           model.cfg.text.eot_id]]))
         self.items = [VideoItem(video) for video in dataset.videos]
         references = references_by_video(dataset)
         self.references = [references[video] for video in dataset.videos]
         self.cache: FeatureCache | None = None
+        self.rows, self.failed = np.arange(len(self.items)), []
         if self.frozen_encoder:
             sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling)
             self.cache = fill_cache(Path(cfg.output_dir) / "feature_cache", self.items, model, cfg.model, sampling,
                                     cfg.decode, cfg.train.seed, "train")
             self.rows = np.array(sorted(self.cache.done))
             self.failed = [(self.items[i].path, reason) for i, reason in sorted(self.cache.failed.items())]
-        else:
-            self.rows, self.failed = np.arange(len(self.items)), []
-            self.transform = clip_train_transform(model, ClipAugmentConfig())
         if len(self.rows) == 0:
             raise DataError(f"{dataset.split}: no training video could be decoded")
 
-    def trainable(self) -> nn.Module:
-        return self.trainee
 
-    def stand_in_input(self, batch: int) -> torch.Tensor:
-        """Zeros shaped as ``batch`` videos' input: encoder tokens (b, T*N, C), or frames (b, T, 3, S, S)."""
-        frames, vision = self.cfg.decode.num_frames, self.model.cfg.vision
-        if self.frozen_encoder:
-            return torch.zeros(batch, frames * self.model.image_encoder.num_tokens, vision.width)
-        return torch.zeros(batch, frames, 3, vision.image_size, vision.image_size)
+def caption_task(cfg: FinetuneCaptionsConfig, model: CoCa, pairs: CaptionPairs, tokenizer: Callable) -> TrainTask:
+    """What the shared loop trains: the captioning loss of :class:`CaptionTrainee` over cached tokens (encoder
+    frozen) or fresh clips, in ``train.accum_steps`` micro-batches under autocast. A micro-batch's loss is its summed
+    next-token cross-entropy over the non-pad labels, its terms those labels."""
+    pad_id, device, frames, vision = model.cfg.text.pad_id, cfg.model.device, cfg.decode.num_frames, model.cfg.vision
+    freeze_groups(model, cfg.train.freeze)
+    model.set_grad_checkpointing(cfg.train.grad_checkpointing)
+    trainee = CaptionTrainee(model, not pairs.frozen_encoder, frames, cfg.caption.source)
+    input_shape = (frames * model.image_encoder.num_tokens, vision.width) if pairs.frozen_encoder else \
+        (frames, 3, vision.image_size, vision.image_size)  # (T*N, C) tokens or (T, 3, S, S) frames
+    stand_in = lambda: (torch.zeros(1, *input_shape), torch.full((1, 2), pad_id))  # noqa: E731
+    stop_unreached(trainee, torch.zeros(1, *input_shape), torch.tensor([[model.cfg.text.sot_id,
+                                                                         model.cfg.text.eot_id]]))
+    transform = None if pairs.frozen_encoder else clip_train_transform(model, ClipAugmentConfig())
 
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.rows) / self.cfg.train.batch_size)
+    def epoch_batches(epoch: int, steps: int) -> Iterator[Batch]:
+        batches = batch_shards(len(pairs.rows), cfg.train.batch_size, seed=cfg.train.seed * 1000 + epoch)[:steps]
+        for inputs, rows in epoch_inputs(cfg, pairs, transform, batches, epoch, input_shape):
+            ids = caption_ids(cfg, pairs, tokenizer, pad_id, rows, epoch)  # (b, L)
+            yield Batch((inputs, ids), ids[:, 1:].to(device))
 
-    def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Summed next-token cross-entropy of (b, L-1, V) logits over the non-pad labels (b, L-1)."""
-        if len(targets) == 0:
-            return outputs.float().sum() * 0.0
-        return F.cross_entropy(outputs.transpose(1, 2).float(), targets, ignore_index=self.pad_id, reduction="sum")
+    def forward(wrapped: nn.Module, inputs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        with autocast(device, cfg.model.precision):
+            return wrapped(inputs.to(device), ids.to(device))
 
-    def target_count(self, targets: torch.Tensor) -> int:
-        return int((targets != self.pad_id).sum())
+    def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # (b, L-1, V), (b, L-1)
+        if len(labels) == 0:
+            return logits.float().sum() * 0.0
+        return F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=pad_id, reduction="sum")
 
-    def caption_ids(self, rows: np.ndarray | list[int], epoch: int) -> torch.Tensor:
-        """(b, L) ids of one caption per video row, drawn per (seed, epoch, row), cut after the longest."""
-        chosen = [refs[np.random.default_rng([self.cfg.train.seed, epoch, int(row)]).integers(len(refs))]
-                  for row, refs in ((row, self.references[row]) for row in rows)]
-        ids = self.tokenizer(chosen) if chosen else torch.zeros(0, 2, dtype=torch.long)
-        longest = int((ids != self.pad_id).sum(1).max()) if len(ids) else 2
-        return ids[:, :longest]  # causal: the trailing pads cut change no logit of a real token
+    return TrainTask(trainee, forward, loss_sum, stand_in=stand_in, epoch_batches=epoch_batches,
+                     steps_per_epoch=math.ceil(len(pairs.rows) / cfg.train.batch_size),
+                     terms=lambda labels: int((labels != pad_id).sum()))
 
-    def train_epoch(self, epoch: int) -> float:
-        self.trainee.train()
-        batches = batch_shards(len(self.rows), self.cfg.train.batch_size, seed=self.cfg.train.seed * 1000 + epoch)
-        losses = [self.train_step(*inputs) for inputs in self.epoch_inputs(batches, epoch)]
-        losses = [loss for loss in losses if not math.isnan(loss)]
-        return float(np.mean(losses)) if losses else float("nan")
 
-    def epoch_inputs(self, batches: list[list[int]], epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(inputs, caption ids) of this rank's share of every global batch: cached tokens (b, T*N, C), or
-        decoded clips (b, T, 3, S, S) with the encoder training."""
-        if self.cache is not None:
-            for batch in batches:
-                rows = self.rows[batch]
-                yield self.cache.read(rows, 0), self.caption_ids(rows, epoch)  # (b, T*N, C), (b, L)
-            return
-        sampling = ClipSampling(self.cfg.decode.num_frames, mode="train")
-        loader = decode_loader(self.items, self.transform, self.cfg.decode, sampling, self.cfg.train.seed,
-                               batches=batches, epoch=epoch, model_device=self.cfg.model.device)
-        for batch in loader:
-            clips = self.stand_in_input(0) if batch.frames is None else \
-                self.transform.normalise(batch.frames[:, 0], self.cfg.model.device)  # (b, T, 3, S, S)
-            yield clips, self.caption_ids(batch.indices, epoch)
+def epoch_inputs(cfg: FinetuneCaptionsConfig, pairs: CaptionPairs, transform: ClipTrainTransform | None,
+                 batches: list[list[int]], epoch: int,
+                 input_shape: tuple[int, ...]) -> Iterator[tuple[torch.Tensor, np.ndarray | list[int]]]:
+    """(inputs, their video rows) of this rank's share of every global batch: cached tokens (b, T*N, C), or
+    decoded clips (b, T, 3, S, S) with the encoder training."""
+    if pairs.cache is not None:
+        for batch in batches:
+            rows = pairs.rows[batch]
+            yield pairs.cache.read(rows, 0), rows  # (b, T*N, C)
+        return
+    sampling = ClipSampling(cfg.decode.num_frames, mode="train")
+    loader = decode_loader(pairs.items, transform, cfg.decode, sampling, cfg.train.seed, batches=batches,
+                           epoch=epoch, model_device=cfg.model.device)
+    for batch in loader:
+        clips = torch.zeros(0, *input_shape) if batch.frames is None else \
+            transform.normalise(batch.frames[:, 0], cfg.model.device)  # (b, T, 3, S, S)
+        yield clips, batch.indices
 
-    def train_step(self, inputs: torch.Tensor, text_ids: torch.Tensor) -> float:
-        """One optimiser step over this rank's share in ``accum_steps`` micro-batches (an empty one runs a stand-in
-        input that contributes zero, so every rank runs the same passes)."""
-        device = self.cfg.model.device
-        parts = torch.tensor_split(torch.arange(len(inputs)), self.cfg.train.accum_steps)
 
-        def forward(i: int) -> torch.Tensor:
-            empty = len(parts[i]) == 0
-            micro = self.stand_in_input(1) if empty else inputs[parts[i]]
-            ids = torch.full((1, 2), self.pad_id) if empty else text_ids[parts[i]]
-            with autocast(device, self.cfg.model.precision):
-                return self.wrapped(micro.to(device), ids.to(device))
-
-        return self.accumulated_step(forward, [text_ids[part, 1:].to(device) for part in parts])
+def caption_ids(cfg: FinetuneCaptionsConfig, pairs: CaptionPairs, tokenizer: Callable, pad_id: int,
+                rows: np.ndarray | list[int], epoch: int) -> torch.Tensor:
+    """(b, L) ids of one caption per video row, drawn per (seed, epoch, row), cut after the longest."""
+    chosen = [refs[np.random.default_rng([cfg.train.seed, epoch, int(row)]).integers(len(refs))]
+              for row, refs in ((row, pairs.references[row]) for row in rows)]
+    ids = tokenizer(chosen) if chosen else torch.zeros(0, 2, dtype=torch.long)
+    longest = int((ids != pad_id).sum(1).max()) if len(ids) else 2
+    return ids[:, :longest]  # causal: the trailing pads cut change no logit of a real token
 
 
 def stop_unreached(trainee: CaptionTrainee, inputs: torch.Tensor, text_ids: torch.Tensor) -> None:
@@ -260,14 +241,14 @@ def stop_unreached(trainee: CaptionTrainee, inputs: torch.Tensor, text_ids: torc
     trainee.coca.zero_grad(set_to_none=True)
 
 
-def protocol(cfg: FinetuneCaptionsConfig, dataset: RetrievalSet, trainer: CaptionTrainer) -> dict[str, Any]:
+def protocol(cfg: FinetuneCaptionsConfig, dataset: RetrievalSet, pairs: CaptionPairs) -> dict[str, Any]:
     """What was trained on and how, so the model folder's captions are never read without their conditions."""
     trained = sorted(g for g in FREEZE_GROUPS if g not in cfg.train.freeze)
     return {"model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
-            "split": dataset.split, "train_videos": len(trainer.rows), "captions": len(dataset.captions),
-            "failed_videos": trainer.failed, "caption_source": CAPTION_SOURCES[cfg.caption.source],
+            "split": dataset.split, "train_videos": len(pairs.rows), "captions": len(dataset.captions),
+            "failed_videos": pairs.failed, "caption_source": CAPTION_SOURCES[cfg.caption.source],
             "frames_per_video": cfg.decode.num_frames, "trained": trained, "frozen": sorted(cfg.train.freeze),
-            "encoder_tokens": "feature cache" if trainer.frozen_encoder else "decoded every epoch (TSN train)",
+            "encoder_tokens": "feature cache" if pairs.frozen_encoder else "decoded every epoch (TSN train)",
             "loss": "captioning only: mean next-token cross-entropy over the global batch's non-pad tokens",
             "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "lr": cfg.optim.lr,
             "weights": f"ema {cfg.optim.ema}" if cfg.optim.ema else "last step"}

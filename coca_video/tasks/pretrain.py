@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 import torch.distributed as dist
@@ -26,26 +26,31 @@ from ..errors import DataError
 from ..io import atomic_write_text, check_output_dir
 from ..model import CoCa, CoCaLoss, save_pretrained
 from ..runtime import autocast, load_model
-from ..training import (CheckpointManager, MetricLogger, OptimConfig, architecture_id, build_optimizer,
-                        build_scheduler, wrap_ddp)
+from ..training import Batch, CheckpointManager, OptimConfig, TrainLoop, TrainTask, architecture_id, fit, wrap_ddp
 from ..transforms import image_transform
 
 
 @dataclass
-class TrainConfig:
-    max_steps: int = 1000  # optimiser steps in total
-    batch_size: int = 128  # global, across ranks
-    grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
+class TrainConfig(TrainLoop):
+    """The loop's keys (a run of ``max_steps`` over streamed pairs: no epochs) and pretraining's own."""
+
+    epochs: int | None = None  # pretraining streams its data: max_steps sets the run's length
+    max_steps: int | None = 1000  # optimiser steps in total
+    log_every: int = 10  # steps between metric records
     distributed: Literal["ddp", "fsdp"] = "ddp"  # wrapping under torchrun
     checkpoint_every: int = 500  # steps between checkpoints
     keep_last: int = 3  # checkpoints kept on disk
-    log_every: int = 10  # steps between metric log lines
-    seed: int = 0  # random seed (weights, data order)
     contrastive_weight: float = 1.0  # weight of the contrastive loss
     caption_weight: float = 2.0  # weight of the captioning loss (the paper's 2)
 
     def __post_init__(self) -> None:
-        for key in ("max_steps", "batch_size", "checkpoint_every", "keep_last", "log_every"):
+        super().__post_init__()
+        check(self.epochs is None, "epochs", "be null in pretraining (its data is a stream: train.max_steps sets the "
+              "run's length)", self.epochs)
+        check(self.max_steps is not None, "max_steps", "be set in pretraining", self.max_steps)
+        check(self.accum_steps == 1, "accum_steps", "be 1 in pretraining (the contrastive loss compares the whole "
+              "batch, so micro-batches would change it)", self.accum_steps)
+        for key in ("checkpoint_every", "keep_last", "log_every"):
             check_at_least(key, getattr(self, key), 1)
         check_at_least("contrastive_weight", self.contrastive_weight, 0)
         check_at_least("caption_weight", self.caption_weight, 0)
@@ -89,10 +94,8 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="tiny"))
 
     def __post_init__(self) -> None:
-        check(self.optim.layer_decay == 1.0, "optim.layer_decay", "be 1.0 in pretraining (a finetuning option)",
-              self.optim.layer_decay)
-        check(self.optim.head_lr is None, "optim.head_lr", "be null in pretraining (a probe option)", self.optim.head_lr)
-        check(not self.optim.ema, "optim.ema", "be null or 0 in pretraining (a probe option)", self.optim.ema)
+        check(not (self.optim.ema and self.train.distributed == "fsdp"), "optim.ema", "be null or 0 with "
+              "train.distributed=fsdp (the average would hold sharded weights)", self.optim.ema)
 
 
 def run(cfg: PretrainConfig) -> dict[str, Any]:
@@ -104,21 +107,46 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     model = load_model(cfg.model, training=True).train()
     tokenizer, tokenizer_files = prepare_tokenizer(cfg, model, output, info)
     model.set_grad_checkpointing(cfg.train.grad_checkpointing)
-    wrapped = wrap_model(model, cfg.train.distributed)
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.max_steps)
-    checkpoints = CheckpointManager(output, cfg.train.keep_last, architecture_id(cfg.model.name, model.cfg))
-    start_step = restore(checkpoints, cfg.resume, model, optimizer, scheduler)
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
-    loader = build_loader(cfg.data, image_transform(model, train=True), tokenizer, cfg.train.batch_size, info.rank,
-                          info.world_size, cfg.train.seed, start_step, model.cfg.vision.image_size)
-    logger = MetricLogger(output, enabled=info.is_main, total_steps=cfg.train.max_steps)
-    metrics = train_loop(cfg, wrapped, model, optimizer, scheduler, loader, checkpoints, logger, start_step, tokenizer)
+    checkpoints = CheckpointManager(output, cfg.train.keep_last, architecture_id(cfg.model.name, model.cfg))
+    history = fit(pretrain_task(cfg, model, tokenizer, info), cfg.train, cfg.optim, output, cfg.resume, checkpoints)
     if info.is_main:
         save_pretrained(model, output / "model", tokenizer_files)
-    logger.close()
-    return metrics
+    return {k: v for k, v in history[-1].items() if k != "step"} if history else {}
+
+
+def pretrain_task(cfg: PretrainConfig, model: CoCa, tokenizer: Callable, info: DistInfo) -> TrainTask:
+    """What the shared loop trains: lambda_con * contrastive + lambda_cap * captioning of one forward pass over the
+    stream of image-text pairs (resumed at the step it is asked for). The loss is already the global batch's mean
+    (the contrastive term sees the gathered batch): one term per rank, which DDP averages."""
+    loss_fn = CoCaLoss(model.cfg.text.pad_id, cfg.train.contrastive_weight, cfg.train.caption_weight)
+    device = next(model.parameters()).device
+    last: dict[str, Any] = {"skipped": 0}  # the last step's loss terms, the samples skipped so far
+
+    def stream(start_step: int) -> Iterator[Batch]:
+        loader = build_loader(cfg.data, image_transform(model, train=True), tokenizer, cfg.train.batch_size,
+                              info.rank, info.world_size, cfg.train.seed, start_step, model.cfg.vision.image_size)
+        for batch in loader:
+            last["skipped"] += batch["skipped"]
+            yield Batch((batch["images"], batch["text"]))
+
+    def forward(wrapped: nn.Module, images: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        with autocast(device, cfg.model.precision):
+            last["losses"] = loss_fn(wrapped(images.to(device), text.to(device)))
+        return last["losses"]
+
+    def step_figures() -> dict[str, float]:
+        return {**loss_terms(last["losses"]), "logit_scale": model.scaled_logit_scale().item(),
+                "skipped": last["skipped"]}
+
+    def after_step(step: int, total: int) -> dict[str, float]:
+        due = cfg.eval.every and (step % cfg.eval.every == 0 or step == total)
+        return evaluate_zero_shot(model, tokenizer, cfg.eval) if due else {}
+
+    return TrainTask(model, forward, lambda losses, _: losses["loss"], stream=stream, terms=lambda _: 1,
+                     wrap=lambda module: wrap_model(module, cfg.train.distributed), step_figures=step_figures,
+                     after_step=after_step, checkpoint_every=cfg.train.checkpoint_every)
 
 
 def prepare_tokenizer(cfg: PretrainConfig, model: CoCa, output: Path, info: DistInfo) -> tuple[Callable, list[Path]]:
@@ -171,65 +199,14 @@ def wrap_model(model: CoCa, strategy: str) -> nn.Module:
     return wrap_ddp(model)
 
 
-def restore(checkpoints: CheckpointManager, resume: str | None, model: CoCa, optimizer, scheduler) -> int:
-    """Load the checkpoint ``resume`` names (``auto``: newest, if any); return the step to start from."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    def load_states(state: dict[str, Any]) -> None:
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                       options=StateDictOptions(full_state_dict=True, strict=True))
-        scheduler.load_state_dict(state["scheduler"])
-
-    state = checkpoints.restore(resume, load_states)
-    return int(state["step"]) if state else 0
-
-
-def train_loop(cfg, wrapped, model, optimizer, scheduler, loader, checkpoints, logger, start_step, tokenizer):
-    """Steps ``start_step`` .. ``max_steps``: forward, loss, backward, clip, step; log, evaluate, checkpoint."""
-    loss_fn = CoCaLoss(model.cfg.text.pad_id, cfg.train.contrastive_weight, cfg.train.caption_weight)
-    device = next(model.parameters()).device
-    batches, metrics, skipped = iter(loader), {}, 0
-    for step in range(start_step, cfg.train.max_steps):
-        batch = next(batches)
-        skipped += batch["skipped"]
-        with autocast(device, cfg.model.precision):
-            losses = loss_fn(wrapped(batch["images"].to(device), batch["text"].to(device)))
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        done = step + 1
-        if done % cfg.train.log_every == 0 or done == cfg.train.max_steps:
-            metrics = step_metrics(losses, model, grad_norm, scheduler, skipped)
-            logger.log(done, metrics, samples=cfg.train.batch_size * cfg.train.log_every)
-        if cfg.eval.every and (done % cfg.eval.every == 0 or done == cfg.train.max_steps):
-            logger.log(done, evaluate_zero_shot(model, tokenizer, cfg.eval))
-        if done % cfg.train.checkpoint_every == 0 or done == cfg.train.max_steps:
-            save_checkpoint(checkpoints, done, model, optimizer, scheduler)
-    return metrics
-
-
-def step_metrics(losses: dict[str, torch.Tensor], model: CoCa, grad_norm, scheduler, skipped: int) -> dict:
-    """Loss terms averaged over ranks, plus temperature, lr, gradient norm and skipped samples so far."""
-    values = torch.stack([losses[k].detach().float() for k in ("loss", "contrastive_loss", "caption_loss")])
+def loss_terms(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The contrastive and captioning terms of the last step, averaged over ranks."""
+    values = torch.stack([losses[k].detach().float() for k in ("contrastive_loss", "caption_loss")])
     if is_distributed():
         dist.all_reduce(values)
         values /= dist.get_world_size()
-    loss, con, cap = values.tolist()
-    return {"loss": loss, "contrastive_loss": con, "caption_loss": cap, "lr": scheduler.get_last_lr()[0],
-            "logit_scale": model.scaled_logit_scale().item(), "grad_norm": float(grad_norm), "skipped": skipped}
-
-
-def save_checkpoint(checkpoints: CheckpointManager, step: int, model: CoCa, optimizer, scheduler) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    model_state, optim_state = get_state_dict(model, optimizer, options=options)
-    if not is_distributed() or dist.get_rank() == 0:
-        checkpoints.save(step, {"model": model_state, "optimizer": optim_state, "scheduler": scheduler.state_dict()})
-    if is_distributed():
-        dist.barrier()
+    con, cap = values.tolist()
+    return {"contrastive_loss": con, "caption_loss": cap}
 
 
 @torch.no_grad()

@@ -12,40 +12,22 @@ arrays; no pickle anywhere).
 
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..config import check, check_at_least
-from ..errors import ConfigError, DataError
-from ..metrics import topk_accuracy
-from ..model.linear_probe import LinearProbe, LinearProbeConfig, linear_probe_from_sklearn
-
-
-def decades(low: int, high: int) -> list[float]:
-    """``[10**low, ..., 10**high]``, one value a decade."""
-    return [float(10.0**e) for e in range(low, high + 1)]
-
-
-@dataclass
-class LinearFitConfig:
-    """``mode: linear``: the sweep over scikit-learn's C and the held-out share that picks it."""
-
-    c_grid: list[float] = field(default_factory=lambda: decades(-6, 6))  # values of C (inverse L2 strength) tried
-    holdout: float = 0.2  # share of the training clips held out to choose C (then refitted on all of them)
-    max_iter: int = 1000  # L-BFGS iterations per fit (CLIP: 1,000)
-
-    def __post_init__(self) -> None:
-        check(len(self.c_grid) > 0, "c_grid", "list at least one value of C", self.c_grid)
-        check(all(isinstance(c, (int, float)) and math.isfinite(c) and c > 0 for c in self.c_grid), "c_grid",
-              "hold finite values > 0 (C is an inverse regularisation strength)", self.c_grid)
-        check(isinstance(self.holdout, (int, float)) and 0 < self.holdout < 1, "holdout", "be in (0, 1)",
-              self.holdout)
-        check_at_least("max_iter", self.max_iter, 1)
+from ...data.actions import ActionSet
+from ...data.video import ClipSampling
+from ...distributed import print0
+from ...errors import ConfigError, DataError
+from ...metrics import topk_accuracy
+from ...model import CoCa
+from ...model.linear_probe import LinearProbe, LinearProbeConfig, linear_probe_from_sklearn
+from .config import LinearFitConfig, ProbeConfig
+from .features import cached_tokens, gathered, streamed_views
 
 
 @dataclass
@@ -124,3 +106,29 @@ def fit_linear_probe(embeddings: np.ndarray, labels: np.ndarray, probe_cfg: Line
     best = max(points, key=lambda p: (p["holdout_top1"], -p["holdout_loss"]))
     probe, _ = fit_logistic(embeddings, labels, best["C"], cfg, probe_cfg)
     return probe, LinearSweep(best["C"], points, len(fit), len(holdout))
+
+
+def train_linear(cfg: ProbeConfig, model: CoCa, train_set: ActionSet) -> tuple[LinearProbe, LinearSweep]:
+    """CLIP's linear probe on the mean embeddings of view 0 of the evaluation sampling (the frozen probe's clips),
+    cached (``probe.cache: fp16``) or not (``none``); see :mod:`coca_video.tasks.probe_linear`."""
+    model.requires_grad_(False)
+    model.eval()
+    probe_cfg = LinearProbeConfig(model.cfg.embed_dim, len(train_set.classes), cfg.decode.num_frames)
+    sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling)
+    if cfg.probe.cache == "none":
+        first_view = lambda read, views: read(slice(0, 1))[:, 0].cpu()  # noqa: E731
+        rows, embeddings, _ = gathered(streamed_views(cfg, model, LinearProbe(probe_cfg), train_set.items,
+                                                      sampling, first_view), torch.empty(0, probe_cfg.embed_dim))
+    else:
+        cache = cached_tokens(cfg, model, train_set, sampling, "train")
+        rows = sorted(cache.done)
+        embeddings = cache.read(rows, 0)[:, 0]  # (N, D)
+    if not rows:
+        raise DataError(f"{cfg.data.train}: no training video could be decoded")
+    labels = np.array([train_set.items[i].label for i in rows])
+    probe, sweep = fit_linear_probe(embeddings.double().numpy(), labels, probe_cfg, cfg.linear, cfg.train.seed,
+                                    cfg.data.train or "the training split")
+    print0(f"linear probe: C={sweep.chosen_c:g} (held-out top-1 "
+           f"{max(p['holdout_top1'] for p in sweep.points):.1f}% on {sweep.holdout_videos} clips), refitted on "
+           f"{len(rows)} clips")
+    return probe.to(cfg.model.device), sweep
