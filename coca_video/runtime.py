@@ -9,9 +9,11 @@ written back to the model block, so every output records the precision that ran)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import sys
 from collections.abc import Callable
-from typing import Any, ContextManager
+from typing import Any, ContextManager, TypeVar
 
 import torch
 from torch import nn
@@ -20,6 +22,7 @@ from .config import ModelConfig
 from .distributed import from_rank0, is_distributed
 from .errors import ConfigError
 from .model import CoCa, create_model
+from .model.factory import runs_with
 from .model.precision import auto_precision, precision_of, warn_if_emulated_bf16
 
 logger = logging.getLogger(__name__)
@@ -100,3 +103,34 @@ def autocast(device: str | torch.device, precision: str) -> ContextManager:
     if precision == "bf16":
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+T = TypeVar("T")
+
+
+def with_trained_settings(cfg: T, command: str, blocks: tuple[str, ...] = ("caption", "decode")) -> T:
+    """``cfg`` with the settings its model folder was trained to run with (:func:`coca_video.model.factory.runs_with`:
+    a caption-finetuned folder's caption source and decoding, frames and sampling) wherever ``cfg`` leaves them at
+    their defaults; a value the user set that differs from training is kept and said in one line on stderr. A block
+    that is off (score's ``caption: null``) stays off."""
+    trained = runs_with(cfg.model.name)
+    used, differ = [], []
+    for block in (b for b in blocks if b in trained and getattr(cfg, b, None) is not None):
+        current = getattr(cfg, block)
+        defaults, changes = type(current)(), {}
+        for key, value in trained[block].items():
+            if not hasattr(current, key) or getattr(current, key) == value:
+                continue
+            if getattr(current, key) == getattr(defaults, key):
+                changes[key] = value
+                used.append(f"{block}.{key}={value}")
+            else:
+                differ.append(f"{block}.{key}={getattr(current, key)} (its own: {value})")
+        cfg = dataclasses.replace(cfg, **{block: dataclasses.replace(current, **changes)}) if changes else cfg
+    if used:
+        print(f"coca-video {command}: {cfg.model.name} runs as its folder says (as it was trained): "
+              f"{', '.join(used)}", file=sys.stderr)
+    if differ:
+        print(f"coca-video {command}: warning: {', '.join(differ)}: set here, unlike {cfg.model.name}'s own settings",
+              file=sys.stderr)
+    return cfg

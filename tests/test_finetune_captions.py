@@ -208,3 +208,25 @@ def test_colour_change_clip_takes_its_second_colour_from_the_middle_frame():
         centre = frames[:, int(scene.main.y * 64), int(scene.main.x * 64)]  # (T, 3): the object's centre pixel
         expected = [COLOURS[scene.main.colour]] * 4 + [COLOURS[scene.turns]] * 4
         assert [tuple(int(v) for v in pixel) for pixel in centre] == expected
+
+
+@pytest.mark.slow
+def test_the_model_folder_captions_as_it_was_trained_unless_told_otherwise(runs, tmp_path, capsys):
+    """The finetuned folder records its caption source, frames and sampling; captioning with none of them given
+    uses them (the same captions as naming them), and an override that differs from training says so."""
+    model = runs["trained"]["model"]
+    recorded = json.loads((Path(model) / "config.json").read_text())["runs_with"]
+    assert recorded["caption"]["source"] == "all_frames" and recorded["decode"]["num_frames"] == FRAMES
+    capsys.readouterr()
+    out = tmp_path / "plain" / "metrics.json"
+    captioning.run(load_config(captioning.CaptioningConfig, None, [
+        f"source.captions={runs['test_csv']}", f"out={out}", f"model.name={model}", "caption.method=greedy",
+        "decode.workers=0", "report_videos=0"]))
+    err = capsys.readouterr().err
+    assert "runs as its folder says (as it was trained): caption.source=all_frames, decode.num_frames=4" in err
+    assert "warning: caption.method=greedy (its own: beam): set here" in err
+    assert predictions(out) == predictions(runs["root"] / "after" / "metrics.json")
+    captioning.run(load_config(captioning.CaptioningConfig, None, [
+        f"source.captions={runs['test_csv']}", f"out={tmp_path / 'other' / 'm.json'}", f"model.name={model}",
+        "caption.method=greedy", "decode.num_frames=2", "decode.workers=0", "report_videos=0"]))
+    assert "decode.num_frames=2 (its own: 4)" in capsys.readouterr().err

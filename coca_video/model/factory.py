@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -108,6 +108,21 @@ def get_model_config(name: str) -> CoCaConfig:
         raise CheckpointError(f"unknown model {name!r}: not a checkpoint folder, and not one of "
                               f"{', '.join(list_models())}")
     return from_dict(CoCaConfig, read_yaml(path), str(path))
+
+
+def runs_with(name: str) -> dict[str, dict[str, Any]]:
+    """The settings a checkpoint folder's model was trained to run with (``save_pretrained(runs_with=...)``: e.g.
+    caption finetuning's ``caption`` and ``decode`` blocks); empty for other models and older folders."""
+    folder = checkpoint_folder(name) if not name.startswith(HF_PREFIX) else None
+    path = folder / CONFIG_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text()).get("runs_with", {})
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return {}  # read_config_json names a malformed file when the model loads
+    return {block: keys for block, keys in settings.items() if isinstance(keys, dict)} \
+        if isinstance(settings, dict) else {}
 
 
 def read_config_json(path: Path) -> CoCaConfig:

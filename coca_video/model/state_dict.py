@@ -1,6 +1,6 @@
 """Weights on disk: read a state dict (ours or open_clip's), load it strictly, write a checkpoint folder.
 
-A coca-video checkpoint folder holds ``config.json`` (``{"model": CoCaConfig}``), ``model.safetensors`` and the
+A coca-video checkpoint folder holds ``config.json`` (``{"model": CoCaConfig, "runs_with": {...}}``), ``model.safetensors`` and the
 tokenizer's files. Nothing here unpickles arbitrary objects (torch files load with ``weights_only=True``), and
 every mismatch names the file and the first differing keys and shapes.
 """
@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -92,9 +93,12 @@ def save_safetensors(module: nn.Module, path: Path) -> None:
     save_file(state, str(path), metadata={"format": "pt"})
 
 
-def save_pretrained(model: nn.Module, folder: str | os.PathLike, extra_files: list[Path] | None = None) -> Path:
+def save_pretrained(model: nn.Module, folder: str | os.PathLike, extra_files: list[Path] | None = None,
+                    runs_with: dict[str, Any] | None = None) -> Path:
     """Write a coca-video checkpoint folder: config.json, model.safetensors, and ``extra_files`` copied beside them
-    (the tokenizer's files; optionally ``prompt_templates.txt``, the model's own zero-shot prompts).
+    (the tokenizer's files; optionally ``prompt_templates.txt``, the model's own zero-shot prompts). ``runs_with``:
+    the settings the model was trained to run with (config blocks by path, e.g. ``{"decode": {"num_frames": 8}}``),
+    kept in config.json for the commands that load it (:func:`coca_video.model.factory.runs_with`).
 
     The folder is built aside and moved into place whole. An existing destination is replaced only when it is a
     previous output of ours; a file, or a folder holding anything else, is refused before any work."""
@@ -103,7 +107,8 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, extra_files: li
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         save_safetensors(model, staging / WEIGHTS_FILE)
-        (staging / CONFIG_FILE).write_text(json.dumps({"model": to_dict(model.cfg)}, indent=2) + "\n")
+        config = {"model": to_dict(model.cfg), **({"runs_with": runs_with} if runs_with else {})}
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         for file in extra_files or []:
             shutil.copy2(file, staging / Path(file).name)
         return publish_folder(staging, folder)

@@ -36,7 +36,7 @@ from ..engines import Encoder, Engine, check_engine, encode_files, keyed_store, 
 from ..errors import InputError
 from ..io import atomic_write_table, atomic_write_text, check_output_file, is_our_metrics
 from ..model import CoCa, get_tokenizer
-from ..runtime import load_model
+from ..runtime import load_model, with_trained_settings
 from ..scoring import VideoScorer
 from .retrieval import SAMPLING_RULES
 
@@ -66,6 +66,7 @@ def run(cfg: CaptioningConfig) -> dict[str, Any]:
     """Caption every video of the split (kept for reruns), score against the references, write the metrics JSON,
     the predictions CSV and the report."""
     check_engine(cfg.engine)
+    cfg = with_trained_settings(cfg, "captioning")  # a caption-finetuned folder's frames and caption source
     info = init_distributed()
     dataset = load_set(cfg.source, "captioning")
     check_outputs(cfg, dataset)

@@ -102,7 +102,7 @@ def run(cfg: FinetuneCaptionsConfig) -> dict[str, Any]:
     model.eval()
     result = {"train_loss": history[-1]["train_loss"], "model": str(output / "model")}
     if info.is_main:
-        save_pretrained(model, output / "model", tokenizer_files(cfg.model.name))
+        save_pretrained(model, output / "model", tokenizer_files(cfg.model.name), runs_with=trained_to_run(cfg))
         metrics = {**result, "history": history, "protocol": protocol(cfg, dataset, pairs)}
         atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     barrier()
@@ -239,6 +239,13 @@ def stop_unreached(trainee: CaptionTrainee, inputs: torch.Tensor, text_ids: torc
         if param.requires_grad and param.grad is None:
             param.requires_grad_(False)
     trainee.coca.zero_grad(set_to_none=True)
+
+
+def trained_to_run(cfg: FinetuneCaptionsConfig) -> dict[str, dict[str, Any]]:
+    """What the model folder records for the commands that load it: the caption block (its source is what the pooler
+    was trained to read), and the frames and sampling of training."""
+    return {"caption": to_dict(cfg.caption),
+            "decode": {"num_frames": cfg.decode.num_frames, "sampling": cfg.decode.sampling}}
 
 
 def protocol(cfg: FinetuneCaptionsConfig, dataset: RetrievalSet, pairs: CaptionPairs) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from ..errors import ConfigError, InputError, NothingSucceeded
 from ..io import check_output_file
 from ..model import CoCa, get_tokenizer, load_probe, read_probe_info
 from ..prompts import prompt_templates
-from ..runtime import load_model
+from ..runtime import load_model, with_trained_settings
 from ..scoring import ScoreItem, VideoScorer
 
 
@@ -84,6 +84,8 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
             cfg, model=dataclasses.replace(cfg.model, name=info.backbone, pretrained=info.pretrained,
                                            image_size=info.image_size),
             decode=dataclasses.replace(cfg.decode, num_frames=info.classifier.num_frames))
+    else:
+        cfg = with_trained_settings(cfg, "score")  # a caption-finetuned folder's frames and caption source
     check_engine(cfg.engine)
     files = list_inputs(cfg.videos, cfg.follow_symlinks)
     if not files:
