@@ -458,6 +458,9 @@ def test_zeroshot_accuracy_is_equal_through_either_engine(cluster, kinetics, tmp
     # keys set stay; the encoders share what the decoders leave (4 - 0.5 = 3.5 -> 1.5 each, one thread each)
     ([{"CPU": 4.0}], False, {"decode_actors": 1, "encode_actors": 2}, (1, 0.5, 2, 1.5, 0.0, 1)),
     ([{"CPU": 1.0}], False, {}, (1, 0.5, 1, 0.5, 0.0, None)),  # one core: half of it reserved for decoding
+    # one encoder on two 3-CPU nodes (and a head without CPUs) reserves one node's CPUs, not the 5.5 left over all
+    ([{"CPU": 0.0}, {"CPU": 3.0}, {"CPU": 3.0}], False, {"decode_actors": 1, "encode_actors": 1},
+     (1, 0.5, 1, 3.0, 0.0, 3)),
 ])
 def test_pools_left_null_are_sized_from_the_cluster(nodes, on_gpu, keys, expected):
     from coca_video.config import RayConfig
@@ -466,3 +469,4 @@ def test_pools_left_null_are_sized_from_the_cluster(nodes, on_gpu, keys, expecte
     assert tuple(pools) == expected
     cpus = sum(node["CPU"] for node in nodes)
     assert pools.decode_actors * pools.cpus_per_decoder + pools.encode_actors * pools.cpus_per_encoder <= cpus
+    assert pools.cpus_per_encoder <= max(node["CPU"] for node in nodes)  # an encoder fits on a node

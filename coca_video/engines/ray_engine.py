@@ -103,7 +103,7 @@ def sized(cluster: RayConfig, nodes: list[dict[str, float]], on_gpu: bool) -> Po
     per_decoder = given(cluster.cpus_per_decoder, 0.5)
     decoders = given(cluster.decode_actors, max(1, int(share * len(cpu_nodes) / per_decoder)))
     encoders = given(cluster.encode_actors, len(cpu_nodes))
-    left = (cpus - decoders * per_decoder) / encoders  # per encoder, in steps of half a CPU
+    left = min((cpus - decoders * per_decoder) / encoders, per_node)  # per encoder (on one node), in half CPUs
     cpus_each = given(cluster.cpus_per_encoder, max(0.5, math.floor(left * 2) / 2))
     whole_nodes = cluster.encode_actors is None and cluster.cpus_per_encoder is None
     return Pools(decoders, per_decoder, encoders, cpus_each, given(cluster.gpus_per_encoder, 0.0),
