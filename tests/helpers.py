@@ -111,3 +111,17 @@ def score_with_probe(run_dir: Path, tmp_path: Path, top_k: int):
                                                     f"probe={run_dir / 'probe'}", f"top_k={top_k}",
                                                     "follow_symlinks=outside"]))
     return predictions, pd.read_csv(scores).set_index("path"), linked
+
+
+def clips_and_labels(root: Path, count: int, size: int, num_frames: int, seed: int, fps: int,
+                     name: str = "clip{i}.mp4") -> tuple[Path, Path]:
+    """``count`` synthetic clips written into ``root`` (named by ``name``), and a colour class list beside it."""
+    from coca_video.data.synthetic import SyntheticVideos
+    from coca_video.video import write_video
+
+    clips = SyntheticVideos(count, size=size, num_frames=num_frames, seed=seed, split="test", p_reference=0.0)
+    for i in range(count):
+        write_video(root / name.format(i=i), clips[i][0], fps=fps)
+    labels = root.parent / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    return root, labels

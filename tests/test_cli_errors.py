@@ -16,13 +16,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import REPO, clips_and_labels
 
 from coca_video.cli import main
-from coca_video.data.synthetic import SyntheticVideos
 from coca_video.model import VideoClassifier, VideoClassifierConfig, save_probe
-from coca_video.video import write_video
 
-REPO = Path(__file__).resolve().parents[1]
 FAST = ["decode.workers=0", "decode.num_frames=2", "decode.batch_size=2"]
 RAY_POOLS = ["ray.decode_actors=2", "ray.cpus_per_decoder=1", "ray.encode_actors=1", "ray.cpus_per_encoder=1"]
 
@@ -49,13 +47,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("clips")
-    frames = SyntheticVideos(2, size=64, num_frames=4, seed=1, split="test", p_reference=0.0)
-    for i in range(2):
-        write_video(root / f"clip{i}.mp4", frames[i][0], fps=4)
-    labels = root.parent / "labels.txt"
-    labels.write_text("red\ngreen\nblue\n")
-    return root, labels
+    return clips_and_labels(tmp_path_factory.mktemp("clips"), 2, size=64, num_frames=4, seed=1, fps=4)
 
 
 @pytest.fixture
@@ -168,7 +160,8 @@ CASES: dict[str, Case] = {
                                                       "caption.min_len must be < max_len (30)"),
     "captioning-repetition-penalty-0": lambda w: (["captioning", "caption.repetition_penalty=0"],
                                                   "caption.repetition_penalty must be > 0"),
-    "probe-epochs-0": lambda w: (["probe", "epochs=0"], "epochs must be >= 1, got 0"),
+    "probe-epochs-0": lambda w: (["probe", "train.epochs=0"], "train.epochs must be >= 1, got 0"),
+    "probe-flat-epochs": lambda w: (["probe", "epochs=8"], "unknown key 'epochs' for ProbeConfig. Did you mean: train.epochs?"),
     "probe-batch-size-0": lambda w: (["probe", "batch_size=0"], "batch_size must be >= 1, got 0"),
     "probe-lr-negative": lambda w: (["probe", "optim.lr=-1"], "optim.lr must be > 0, got -1"),
     "probe-heads-0": lambda w: (["probe", "probe.heads=0"], "probe.heads must be >= 1, got 0"),

@@ -13,24 +13,18 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REPO, clips_and_labels
 
-from coca_video.data.synthetic import SyntheticVideos
-from coca_video.video import isolate, write_video
+from coca_video.video import isolate
 
-REPO = Path(__file__).resolve().parents[1]
 INTERRUPTED = "coca-video score: interrupted (results flushed so far are kept)"
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> tuple[Path, Path]:
     """Twelve clips, enough that scoring them with two decoding workers is still going when the SIGINT comes."""
-    root = tmp_path_factory.mktemp("clips")
-    clips = SyntheticVideos(12, size=96, num_frames=24, seed=3, split="test", p_reference=0.0)
-    for i in range(12):
-        write_video(root / f"clip_{i:02d}.mp4", clips[i][0], fps=12)
-    labels = root.parent / "labels.txt"
-    labels.write_text("red\ngreen\nblue\n")
-    return root, labels
+    return clips_and_labels(tmp_path_factory.mktemp("clips"), 12, size=96, num_frames=24, seed=3, fps=12,
+                            name="clip_{i:02d}.mp4")
 
 
 def cli_loading(pid: int) -> bool:
