@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import check, check_at_least
-from .distributed import barrier, get_info, is_distributed
+from .distributed import barrier, get_info, is_distributed, print0
 from .errors import CheckpointError, ConfigError, InputError
 from .io import atomic_path
 
@@ -235,6 +235,30 @@ def architecture_id(name: str, config: Any) -> str:
     return f"{name} [{digest}]"
 
 
+RESUMABLE_CHANGES = ("log_every", "keep_last", "checkpoint_every", "grad_checkpointing", "distributed")  # train.*
+
+
+def check_resumable(output_dir: str | Path, resume: str | None, config: Any) -> None:
+    """Before a run writes anything: ``resume=auto`` into an ``output_dir`` that holds a run's checkpoints continues
+    that run only with its settings, the ``train.*`` and ``optim.*`` keys of its config.json (all but
+    :data:`RESUMABLE_CHANGES`, which change no step). Other settings would restart the schedule mid-run and
+    overwrite its results, so they are a ConfigError naming the keys that differ and how to start a new run."""
+    from .config import to_dict
+
+    folder = Path(output_dir)
+    saved = folder / "config.json"
+    if resume != "auto" or not CheckpointManager(folder).all() or not saved.is_file():
+        return
+    earlier, now = json.loads(saved.read_text()), json.loads(json.dumps(to_dict(config)))
+    differ = [f"{block}.{key} {json.dumps(earlier.get(block, {}).get(key, '(unset)'))} -> {json.dumps(value)}"
+              for block in ("train", "optim") for key, value in now[block].items()
+              if key not in RESUMABLE_CHANGES and earlier.get(block, {}).get(key, "(unset)") != value]
+    if differ:
+        raise ConfigError(f"output_dir={folder} holds a run with other settings ({', '.join(differ)}); nothing "
+                          "was changed: rerun with its settings to resume it, or start a new run with another "
+                          "output_dir (or resume=null, which overwrites this one)")
+
+
 def wrap_ddp(module: nn.Module) -> nn.Module:
     """``module`` in DistributedDataParallel under torchrun (on this rank's GPU when there is one); itself otherwise."""
     if not is_distributed():
@@ -344,9 +368,15 @@ def fit(task: TrainTask, loop: TrainLoop, optim: OptimConfig, output_dir: str | 
     optimizer = build_optimizer(task.module, optim, task.lr_scale)
     scheduler = build_scheduler(optimizer, optim, total)
     run = Optimisation(wrapped, optimizer, scheduler, WeightEma(task.module, optim.ema) if optim.ema else None)
+    if optim.warmup_steps > total / 2:
+        print0(f"warning: optim.warmup_steps={optim.warmup_steps} covers more than half of the run's {total} steps: "
+               "the learning rate peaks late and barely decays", file=sys.stderr)
     state = checkpoints.restore(resume, lambda s: load_training_state(task.module, run, s))
     step, first_epoch = (int(state["step"]), int(state["epoch"])) if state else (0, 0)
     history = json.loads(state["history"]) if state else []
+    if state:
+        where = f"step {step} of {total}" if task.stream else f"epoch {first_epoch} of {epochs}"
+        print0(f"resuming from {where}", file=sys.stderr)
     logger = MetricLogger(output_dir, enabled=get_info().is_main, total_steps=total)
     for epoch in range(first_epoch, epochs):
         task.module.train()

@@ -111,3 +111,19 @@ def score_with_probe(run_dir: Path, tmp_path: Path, top_k: int):
                                                     f"probe={run_dir / 'probe'}", f"top_k={top_k}",
                                                     "follow_symlinks=outside"]))
     return predictions, pd.read_csv(scores).set_index("path"), linked
+
+
+def interrupt_at_step(monkeypatch, step: int | None) -> list[int]:
+    """Ctrl-C as the training loop starts optimiser step ``step`` (1-based; None: never); returns the steps taken."""
+    from coca_video import training
+
+    real_step, taken = training.optimiser_step, []
+
+    def counted_step(*args, **kwargs):
+        if len(taken) + 1 == step:
+            raise KeyboardInterrupt
+        taken.append(len(taken) + 1)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(training, "optimiser_step", counted_step)
+    return taken
