@@ -399,3 +399,15 @@ def test_a_rerun_with_other_settings_never_resumes_silently(tmp_path, capfd):
     assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
     assert probe.run(probe_config(tmp_path, "colour", **common)) == first
     assert "resuming from epoch 2 of 2" in capfd.readouterr().err
+
+
+def test_log_every_adds_step_records_beside_the_epoch_records(tmp_path):
+    """train.log_every=3 over 2 epochs of 4 steps: step records at steps 3, 6 and the last, epoch records after steps
+    4 and 8, in the order they happened; "step" counts optimiser steps in both."""
+    probe.run(probe_config(tmp_path, "colour", **{"model.name": "tiny", "data.synthetic.train_videos": 16,
+                                                  "data.synthetic.val_videos": 8, "batch_size": 4, "epochs": 2,
+                                                  "train.log_every": 3}))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    kinds = [(r["step"], "train_loss" if "train_loss" in r else "loss") for r in records]
+    assert kinds == [(3, "loss"), (4, "train_loss"), (6, "loss"), (8, "loss"), (8, "train_loss")]
+    assert [r["epoch"] for r in records if "train_loss" in r] == [1, 2]
