@@ -115,9 +115,9 @@ def score_with_probe(run_dir: Path, tmp_path: Path, top_k: int):
 
 def interrupt_at_step(monkeypatch, step: int | None) -> list[int]:
     """Ctrl-C as the training loop starts optimiser step ``step`` (1-based; None: never); returns the steps taken."""
-    from coca_video import training
+    from coca_video.training import loop
 
-    real_step, taken = training.optimiser_step, []
+    real_step, taken = loop.optimiser_step, []
 
     def counted_step(*args, **kwargs):
         if len(taken) + 1 == step:
@@ -125,5 +125,5 @@ def interrupt_at_step(monkeypatch, step: int | None) -> list[int]:
         taken.append(len(taken) + 1)
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(training, "optimiser_step", counted_step)
+    monkeypatch.setattr(loop, "optimiser_step", counted_step)
     return taken
