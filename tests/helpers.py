@@ -125,3 +125,19 @@ def clips_and_labels(root: Path, count: int, size: int, num_frames: int, seed: i
     labels = root.parent / "labels.txt"
     labels.write_text("red\ngreen\nblue\n")
     return root, labels
+
+
+def interrupt_at_step(monkeypatch, step: int | None) -> list[int]:
+    """Ctrl-C as the training loop starts optimiser step ``step`` (1-based; None: never); returns the steps taken."""
+    from coca_video.training import loop
+
+    real_step, taken = loop.optimiser_step, []
+
+    def counted_step(*args, **kwargs):
+        if len(taken) + 1 == step:
+            raise KeyboardInterrupt
+        taken.append(len(taken) + 1)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "optimiser_step", counted_step)
+    return taken

@@ -205,3 +205,22 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     archive.addfile(info, io.BytesIO(data))
+
+
+def test_resume_with_other_settings_is_refused_and_the_same_settings_resume(tmp_path, capfd):
+    """resume=auto into a pretraining run's output_dir: another optim.lr is a ConfigError naming it (nothing
+    written); the same settings resume where the run stopped."""
+    from coca_video.errors import ConfigError
+
+    table = make_table(tmp_path)
+    output = tmp_path / "run"
+    pretrain.run(load_config(pretrain.PretrainConfig, None, overrides(table, output, **{"train.max_steps": 2})))
+    before = (output / "config.json").read_text()
+    with pytest.raises(ConfigError, match=r"optim\.lr 0\.0005 -> 0\.001.*another output_dir"):
+        pretrain.run(load_config(pretrain.PretrainConfig, None, overrides(
+            table, output, resume="auto", **{"train.max_steps": 2, "optim.lr": 1e-3})))
+    assert (output / "config.json").read_text() == before
+    capfd.readouterr()
+    pretrain.run(load_config(pretrain.PretrainConfig, None, overrides(table, output, resume="auto",
+                                                                      **{"train.max_steps": 2, "train.log_every": 2})))
+    assert "resuming from step 2 of 2" in capfd.readouterr().err

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import REPO, free_port, score_with_probe
+from helpers import REPO, free_port, interrupt_at_step, score_with_probe
 
 from coca_video.config import load_config
 from coca_video.data.actions import load_actions, split_video_roots
@@ -61,12 +61,16 @@ TRAIN_KEYS = {"epochs", "max_steps", "batch_size", "seed", "accum_steps"}  # giv
 
 
 def probe_config(tmp_path: Path, task: str, **overrides) -> probe.ProbeConfig:
+    return load_config(probe.ProbeConfig, None, probe_overrides(tmp_path, task, **overrides))
+
+
+def probe_overrides(tmp_path: Path, task: str, **overrides) -> list[str]:
     base = {"data.format": "synthetic", "data.video_root": str(tmp_path.parent / f"videos_{task}"),
             "data.synthetic.task": task, "data.synthetic.train_videos": 60, "data.synthetic.val_videos": 30,
             "decode.num_frames": 8, "decode.workers": 0, "output_dir": str(tmp_path / "run"), "train.epochs": 15,
             "train.batch_size": 16, "optim.lr": 3e-3, "optim.warmup_steps": 5}
     base.update({f"train.{k}" if k in TRAIN_KEYS else k: v for k, v in overrides.items()})
-    return load_config(probe.ProbeConfig, None, [f"{k}={v}" for k, v in base.items()])
+    return [f"{k}={v}" for k, v in base.items()]
 
 
 @pytest.mark.slow
@@ -99,22 +103,6 @@ def test_frozen_probe_tells_motion_directions_apart_with_position_embeddings(tmp
     # probe gets 60% right falls to 8/20 = 40% in 6% of runs (the old bar, > 40%, failed about one run in five over
     # the 4 directions) and to 5/20 = 25% in 0.2%; a direction left at chance passes 25% in only ~20% of runs
     assert len(directions) == 4 and directions.min() > 25.0, directions.to_dict()
-
-
-def interrupt_at_step(monkeypatch: pytest.MonkeyPatch, step: int | None) -> list[int]:
-    """Ctrl-C as the training loop starts optimiser step ``step`` (1-based; None: never); returns the steps taken."""
-    from coca_video import training
-
-    real_step, taken = training.optimiser_step, []
-
-    def counted_step(*args, **kwargs):
-        if len(taken) + 1 == step:
-            raise KeyboardInterrupt
-        taken.append(len(taken) + 1)
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(training, "optimiser_step", counted_step)
-    return taken
 
 
 @pytest.mark.slow
@@ -390,3 +378,36 @@ def test_probe_init_loads_a_head_and_refuses_one_that_does_not_fit(tmp_path):
     cfg = load_config(probe.ProbeConfig, None, [f"probe.init={tmp_path / 'plain'}", "model.name=tiny"])
     with pytest.raises(ConfigError, match="trained on model default"):
         probe.init_classifier(cfg, VideoClassifier(shape), ["a", "b", "c"])
+
+
+def test_a_rerun_with_other_settings_never_resumes_silently(tmp_path, capfd):
+    """resume=auto into a finished 2-epoch run's output_dir: with train.epochs=4 it would restart the schedule
+    mid-run and overwrite the results, so it is one line naming the key, exit 2, and no file in the folder changes;
+    with the same settings it says where it resumes (nothing left to train) and reports the same numbers. A warmup
+    longer than half the run is warned about."""
+    from coca_video.cli import main
+
+    common = {"model.name": "tiny", "data.synthetic.train_videos": 16, "data.synthetic.val_videos": 8,
+              "batch_size": 8, "epochs": 2, "optim.warmup_steps": 3, "resume": "auto"}
+    first = probe.run(probe_config(tmp_path, "colour", **common))
+    assert "warning: optim.warmup_steps=3 covers more than half of the run's 4 steps" in capfd.readouterr().err
+    run = tmp_path / "run"
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    assert main(["probe", *probe_overrides(tmp_path, "colour", **{**common, "epochs": 4})]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.epochs 2 -> 4" in err[0] and "another output_dir" in err[0], err
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
+    assert probe.run(probe_config(tmp_path, "colour", **common)) == first
+    assert "resuming from epoch 2 of 2" in capfd.readouterr().err
+
+
+def test_log_every_adds_step_records_beside_the_epoch_records(tmp_path):
+    """train.log_every=3 over 2 epochs of 4 steps: step records at steps 3, 6 and the last, epoch records after steps
+    4 and 8, in the order they happened; "step" counts optimiser steps in both."""
+    probe.run(probe_config(tmp_path, "colour", **{"model.name": "tiny", "data.synthetic.train_videos": 16,
+                                                  "data.synthetic.val_videos": 8, "batch_size": 4, "epochs": 2,
+                                                  "train.log_every": 3}))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    kinds = [(r["step"], "train_loss" if "train_loss" in r else "loss") for r in records]
+    assert kinds == [(3, "loss"), (4, "train_loss"), (6, "loss"), (8, "loss"), (8, "train_loss")]
+    assert [r["epoch"] for r in records if "train_loss" in r] == [1, 2]

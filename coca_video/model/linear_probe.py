@@ -1,5 +1,5 @@
 """The linear-probe baseline's classifier (CLIP's protocol): logistic regression on the mean-pooled, L2-normalised
-contrastive frame embeddings of a clip. Fitted by scikit-learn in :mod:`coca_video.tasks.probe_linear`; held here
+contrastive frame embeddings of a clip. Fitted by scikit-learn in :mod:`coca_video.tasks.probe.linear`; held here
 as two plain arrays, so ``score --probe`` applies it with torch and nothing is unpickled.
 
     frames (B, T, 3, S, S) -> image encoder + contrastive pooler per frame -> frame embeddings (B, T, D)

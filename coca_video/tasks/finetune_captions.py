@@ -45,7 +45,7 @@ from ..io import atomic_write_text, check_output_dir
 from ..model import CoCa, get_tokenizer, save_pretrained, tokenizer_files
 from ..runtime import autocast, load_model
 from ..scoring import caption_source_tokens
-from ..training import Batch, OptimConfig, TrainLoop, TrainTask, fit
+from ..training import Batch, OptimConfig, TrainLoop, TrainTask, check_resumable, fit
 from ..transforms import ClipAugmentConfig, ClipTrainTransform, clip_train_transform
 from .captioning import CAPTION_SOURCES, references_by_video
 
@@ -88,6 +88,7 @@ class FinetuneCaptionsConfig:
 def run(cfg: FinetuneCaptionsConfig) -> dict[str, Any]:
     """Train on the pairs (resuming if asked), write ``output_dir/model`` and the loss history."""
     output = check_output_dir(cfg.output_dir)
+    check_resumable(output, cfg.resume, cfg)
     info = init_distributed()
     torch.manual_seed(cfg.train.seed)
     dataset = load_set(cfg.source, "finetune-captions")

@@ -26,7 +26,8 @@ from ..errors import DataError
 from ..io import atomic_write_text, check_output_dir
 from ..model import CoCa, CoCaLoss, save_pretrained
 from ..runtime import autocast, load_model
-from ..training import Batch, CheckpointManager, OptimConfig, TrainLoop, TrainTask, architecture_id, fit, wrap_ddp
+from ..training import (Batch, CheckpointManager, OptimConfig, TrainLoop, TrainTask, architecture_id, check_resumable,
+                        fit, wrap_ddp)
 from ..transforms import image_transform
 
 
@@ -101,6 +102,7 @@ class PretrainConfig:
 def run(cfg: PretrainConfig) -> dict[str, Any]:
     """Train, checkpoint, and write ``output_dir/model`` (a coca-video checkpoint folder). Returns final metrics."""
     check_output_dir(cfg.output_dir)
+    check_resumable(cfg.output_dir, cfg.resume, cfg)
     info = init_distributed()
     output = Path(cfg.output_dir)
     torch.manual_seed(cfg.train.seed)

@@ -41,7 +41,7 @@ from ...model import VideoClassifier, save_probe
 from ...model.probe_folder import ProbeViews
 from ...report import write_probe_outputs
 from ...runtime import load_model
-from ...training import fit
+from ...training import check_resumable, fit
 from .config import ProbeConfig
 from .evaluate import evaluate, protocol
 from .features import load_sets
@@ -59,6 +59,7 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
     if cfg.mode == "linear":
         require_sklearn()  # before any video is decoded
     check_output_dir(cfg.output_dir)
+    check_resumable(cfg.output_dir, cfg.resume, cfg)
     info = init_distributed()
     torch.manual_seed(cfg.train.seed)
     output = Path(cfg.output_dir)

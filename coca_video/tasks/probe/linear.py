@@ -110,7 +110,7 @@ def fit_linear_probe(embeddings: np.ndarray, labels: np.ndarray, probe_cfg: Line
 
 def train_linear(cfg: ProbeConfig, model: CoCa, train_set: ActionSet) -> tuple[LinearProbe, LinearSweep]:
     """CLIP's linear probe on the mean embeddings of view 0 of the evaluation sampling (the frozen probe's clips),
-    cached (``probe.cache: fp16``) or not (``none``); see :mod:`coca_video.tasks.probe_linear`."""
+    cached (``probe.cache: fp16``) or not (``none``), fitted by :func:`fit_linear_probe`."""
     model.requires_grad_(False)
     model.eval()
     probe_cfg = LinearProbeConfig(model.cfg.embed_dim, len(train_set.classes), cfg.decode.num_frames)

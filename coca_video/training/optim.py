@@ -1,0 +1,175 @@
+"""The optimiser side of training: its keys (:class:`OptimConfig`) and the loop's (:class:`TrainLoop`, at
+``train.*`` in every task), the optimiser and schedule they build, the weights' EMA and the classification loss."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import check, check_at_least
+from ..errors import ConfigError
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule. ``adafactor`` is big_vision's Adafactor as kept in timm (``AdafactorBigVision``):
+    factored second moments with beta2 capped at ``betas[1]`` and a first moment with ``betas[0]`` -- the paper's
+    beta1=0.9, beta2=0.999. (``torch.optim.Adafactor`` has no first moment, so it cannot express beta1.)"""
+
+    name: Literal["adamw", "adafactor"] = "adamw"  # optimiser
+    lr: float = 5e-4  # peak learning rate
+    weight_decay: float = 0.01  # on weights only (not biases, norms, embeddings)
+    betas: tuple[float, float] = (0.9, 0.999)  # first and second moment decay
+    eps: float = 1e-8  # added to the denominator
+    warmup_steps: int = 100  # linear warmup from 0 to lr
+    schedule: Literal["cosine", "linear"] = "cosine"  # decay after warmup, down to min_lr_ratio * lr
+    min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # gradients are scaled down to at most this total norm
+    ema: float | None = None  # decay of an EMA of the trained weights, which evaluate and are saved (null/0: off)
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "be > 0", self.lr)
+        check_at_least("weight_decay", self.weight_decay, 0)
+        check(all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas), "betas", "be two numbers in [0, 1)",
+              self.betas)
+        check(isinstance(self.eps, (int, float)) and self.eps > 0, "eps", "be > 0", self.eps)
+        check_at_least("warmup_steps", self.warmup_steps, 0)
+        check(isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio",
+              "be in [0, 1]", self.min_lr_ratio)
+        check(isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0, "grad_clip", "be > 0", self.grad_clip)
+        check(self.ema is None or (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1), "ema",
+              "be in [0, 1) or null (0 and null: off)", self.ema)
+
+
+@dataclass
+class TrainLoop:
+    """The training loop's keys, at ``train.*`` in every training task (a task subclasses it to add its own). A run
+    lasts ``max_steps`` optimiser steps when set (the last epoch cut short), else ``epochs`` passes over the data."""
+
+    seed: int = 0  # random seed (weights, data order, augmentation)
+    epochs: int | None = 10  # passes over the training data (max_steps, when set, decides instead)
+    max_steps: int | None = None  # the run's optimiser steps, as papers count them (null: epochs decide)
+    batch_size: int = 128  # examples per optimiser step (global, across ranks)
+    accum_steps: int = 1  # each rank's share of a batch runs as this many micro-batches (less memory, same step)
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
+    log_every: int = 0  # optimiser steps between step records in metrics.jsonl (0: none; epoch runs log each epoch)
+
+    def __post_init__(self) -> None:
+        check(self.epochs is None or (isinstance(self.epochs, int) and self.epochs >= 1), "epochs",
+              "be >= 1 or null (max_steps decides)", self.epochs)
+        check(self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1), "max_steps",
+              "be >= 1 or null (epochs decide)", self.max_steps)
+        check(self.epochs is not None or self.max_steps is not None, "epochs", "be set when max_steps is null",
+              self.epochs)
+        for key in ("batch_size", "accum_steps"):
+            check_at_least(key, getattr(self, key), 1)
+        check_at_least("log_every", self.log_every, 0)
+
+    def total_steps(self, steps_per_epoch: int | None) -> int:
+        """The run's optimiser steps: ``max_steps``, or every batch of every epoch."""
+        if self.max_steps:
+            return self.max_steps
+        if steps_per_epoch is None:
+            raise ConfigError("train.max_steps: set it (this task streams its data, so epochs cannot end the run)")
+        return self.epochs * steps_per_epoch
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig,
+                    lr_scale: Callable[[str], float] | None = None) -> torch.optim.Optimizer:
+    """AdamW or Adafactor; no weight decay on biases, norms, position embeddings, tokens, queries and scales.
+    ``lr_scale(name)``, when given, multiplies a parameter's learning rate (layer-wise decay): one group per
+    (scale, decay or not), each with ``lr = cfg.lr * scale``, which the schedule then scales over time."""
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {(1.0, True): [], (1.0, False): []}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decays = not (param.ndim < 2 or _is_no_decay(name))
+        groups.setdefault((lr_scale(name) if lr_scale else 1.0, decays), []).append(param)
+    param_groups = [{"params": params, "weight_decay": cfg.weight_decay if decays else 0.0, "lr": cfg.lr * scale}
+                    for (scale, decays), params in groups.items() if params or scale == 1.0]
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    from timm.optim import AdafactorBigVision
+
+    return AdafactorBigVision(param_groups, lr=cfg.lr, momentum=cfg.betas[0], beta2_cap=cfg.betas[1],
+                              momentum_dtype=torch.float32)
+
+
+def _is_no_decay(name: str) -> bool:
+    return bool(re.search(r"(pos_embed|temporal_pos|spatial_pos|cls_token|query|logit_scale|token_embedding)", name))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):
+    """Linear warmup from 0 to ``lr`` over ``warmup_steps``, then cosine or linear (``cfg.schedule``) decay to
+    ``min_lr_ratio * lr`` at ``max_steps``."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min((step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps), 1.0)
+        remaining = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * remaining
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class WeightEma:
+    """An exponential moving average of a module's weights (every floating-point entry of its state dict; other
+    entries are copied). Update t averages with ``min(decay, (1 + t) / (10 + t))``, TensorFlow's
+    ``ExponentialMovingAverage(num_updates=)`` rule: early on the average follows the weights closely, so a short run
+    averages its last steps instead of keeping its initial weights; after ~10 / (1 - decay) updates it is ``decay``."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay, self.updates = float(decay), 0
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        decay = self.current_decay()
+        for key, value in module.state_dict().items():
+            if value.is_floating_point():
+                self.shadow[key].lerp_(value.detach().to(self.shadow[key].dtype), 1 - decay)
+            else:
+                self.shadow[key].copy_(value)
+        self.updates += 1
+
+    def copy_to(self, module: nn.Module) -> None:
+        module.load_state_dict(self.shadow)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "weights": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = set(self.shadow) ^ set(state["weights"])
+        if missing:
+            raise KeyError(f"EMA weights do not fit the module ({sorted(missing)[0]})")
+        self.updates = int(state["updates"])
+        for key, value in state["weights"].items():
+            self.shadow[key].copy_(value)
+
+
+def classification_loss_sum(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Summed cross-entropy of (B, classes) logits: against (B,) integer labels, smoothed by ``label_smoothing``,
+    or against (B, classes) soft targets (rows summing to 1, smoothing already in them: see :func:`soft_targets`).
+    No rows (B = 0): a zero that still runs backward, so every rank joins DDP's gradient reduction."""
+    if len(targets) == 0:
+        return logits.float().sum() * 0.0
+    if targets.is_floating_point():
+        return F.cross_entropy(logits.float(), targets.float(), reduction="sum")
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing, reduction="sum")
+
+
+def soft_targets(labels: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:
+    """(B,) integer labels -> (B, classes) one-hot rows smoothed as ``F.cross_entropy(label_smoothing=)`` does:
+    ``(1 - eps) * one_hot + eps / classes``."""
+    one_hot = F.one_hot(labels, num_classes).float()
+    return one_hot * (1 - label_smoothing) + label_smoothing / num_classes
