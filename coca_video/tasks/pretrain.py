@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ..config import ModelConfig, check, check_at_least, to_dict
 from ..data.image_text import ImageTextDataConfig, build_loader
-from ..distributed import DistInfo, init_distributed, is_distributed
+from ..distributed import DistInfo, barrier, init_distributed, is_distributed, mean_over_ranks
 from ..errors import DataError
 from ..io import atomic_write_text, check_output_dir
 from ..model import CoCa, CoCaLoss, save_pretrained
@@ -163,8 +162,7 @@ def prepare_tokenizer(cfg: PretrainConfig, model: CoCa, output: Path, info: Dist
     if info.is_main and not path.is_file():
         output.mkdir(parents=True, exist_ok=True)
         HFTokenizer.train(training_captions(cfg), model.cfg.text.vocab_size, path, model.cfg.text.context_length)
-    if is_distributed():
-        dist.barrier()
+    barrier()
     tokenizer = HFTokenizer(path, model.cfg.text.context_length)
     ids = (tokenizer.pad_token_id, tokenizer.sot_token_id, tokenizer.eot_token_id)
     expected = (model.cfg.text.pad_id, model.cfg.text.sot_id, model.cfg.text.eot_id)
@@ -203,10 +201,7 @@ def wrap_model(model: CoCa, strategy: str) -> nn.Module:
 
 def loss_terms(losses: dict[str, torch.Tensor]) -> dict[str, float]:
     """The contrastive and captioning terms of the last step, averaged over ranks."""
-    values = torch.stack([losses[k].detach().float() for k in ("contrastive_loss", "caption_loss")])
-    if is_distributed():
-        dist.all_reduce(values)
-        values /= dist.get_world_size()
+    values = mean_over_ranks(torch.stack([losses[k].detach().float() for k in ("contrastive_loss", "caption_loss")]))
     con, cap = values.tolist()
     return {"contrastive_loss": con, "caption_loss": cap}
 

@@ -16,10 +16,9 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from ..distributed import barrier, get_info, is_distributed, print0
+from ..distributed import barrier, get_info, is_distributed, print0, sum_over_ranks
 from .checkpoints import CheckpointManager
 from .optim import OptimConfig, TrainLoop, WeightEma, build_optimizer, build_scheduler
 
@@ -182,9 +181,7 @@ def optimiser_step(task: TrainTask, run: Optimisation, batch: Batch, accum_steps
     every rank runs the same passes; a global batch with no term at all takes no step (nan). Returns the mean."""
     parts = torch.tensor_split(torch.arange(len(batch.inputs[0])), accum_steps)
     micro = [micro_batch(task, batch, part, accum_steps) for part in parts]
-    count = torch.tensor([float(sum(task.terms(targets) for _, targets in micro))])
-    if is_distributed():
-        dist.all_reduce(count)
+    count = sum_over_ranks(torch.tensor([float(sum(task.terms(targets) for _, targets in micro))]))
     scale = get_info().world_size / max(count.item(), 1.0)
     run.optimizer.zero_grad(set_to_none=True)
     loss_total = 0.0
@@ -194,9 +191,7 @@ def optimiser_step(task: TrainTask, run: Optimisation, batch: Batch, accum_steps
             loss_sum = task.loss_sum(task.forward(run.wrapped, *inputs), targets)
             (loss_sum * scale).backward()
         loss_total += loss_sum.item()
-    totals = torch.tensor([loss_total])
-    if is_distributed():
-        dist.all_reduce(totals)
+    totals = sum_over_ranks(torch.tensor([loss_total]))
     if count.item() == 0:
         return float("nan")
     groups = task.clip_groups or [list(task.module.parameters())]
