@@ -171,6 +171,7 @@ def without_key_bias(key: str, value: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 def test_two_processes_take_the_steps_of_one(runs, tmp_path):
     """Global batches of 5 split 3/2 between two ranks; the loss is the mean over the global batch's tokens, so the
     two-process run ends with the one-process run's weights."""

@@ -275,6 +275,7 @@ def test_a_failed_write_leaves_no_object_at_the_key(s3, monkeypatch):
     assert not s3fs_().exists(url.removeprefix("s3://"))
 
 
+@pytest.mark.slow
 @pytest.mark.needs("ray")
 def test_ray_rows_equal_local_rows_on_s3(s3, world, local_rows):
     import ray

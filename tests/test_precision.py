@@ -228,6 +228,8 @@ print(rank, cfg.precision, precision.precision_of(model), flush=True)
 """
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_under_torchrun_every_rank_computes_in_the_precision_rank_0_measured(tmp_path):
     import os
     import subprocess

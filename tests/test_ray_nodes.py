@@ -20,7 +20,7 @@ from test_ray_engine import CLIPS, assert_same_rows, run_score, world  # noqa: F
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.needs("ray")
+pytestmark = [pytest.mark.needs("ray"), pytest.mark.slow]  # a Ray cluster of two nodes
 
 
 @pytest.fixture(scope="module")
