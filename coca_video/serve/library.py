@@ -109,7 +109,7 @@ class Snapshot:
         return rank_through(self.index, self.vectors, query, count, self.row_norm)
 
     def rank_many(self, queries: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`rank` of each of ``queries`` (B, D) among the rows shown, in one matrix product (or one index scan)."""
+        """:meth:`rank` of each of ``queries`` (B, D) among the rows shown, in one matrix product (or index scan)."""
         if self.shown is not None:
             best, scores = rank(self.vectors, queries, count, self.shown, self.row_norm)  # (B, K) each
         else:
