@@ -8,15 +8,14 @@ what the exact search removes; recall = the share of the exact removals it finds
 
 The rows: 512-d unit vectors in topics (a topic centre plus noise: rows of one topic have cosine ~0.4, as clips of
 one subject), 10% of them planted copies of other rows: half exact, half with noise (cosine ~0.995). Each backend
-runs in a fresh process (spawn), so its peak RSS (ru_maxrss) is its own; "peak" is that minus the process's RSS
-with the vectors loaded, i.e. what deduplication adds on top of holding the embeddings.
+runs in a fresh process (spawn); "peak" is its peak resident set (VmHWM, reset once the vectors are loaded) minus
+what it held then, i.e. the memory deduplication adds on top of holding the embeddings.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -46,9 +45,16 @@ def planted_rows(rows: int, seed: int = 0) -> tuple[np.ndarray, int]:
     return np.concatenate([base, normalise(base[sources] + near)]), copies
 
 
-def rss_mb() -> float:
-    """This process's peak resident set so far, MB (Linux reports kB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def memory_mb(key: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of this process, MB (Linux's /proc/self/status)."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split(f"{key}:")[1].split()[0]) / 1024
+
+
+def reset_peak() -> float:
+    """Reset this process's peak resident set to what it holds now (Linux: clear_refs 5); returns that, MB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return memory_mb("VmRSS")
 
 
 def run_backend(vectors_path: str, backend: str, clusters: int, iterations: int, result_path: str,
@@ -61,7 +67,7 @@ def run_backend(vectors_path: str, backend: str, clusters: int, iterations: int,
 
     __import__("faiss" if backend == "faiss" else "sklearn.cluster")  # loaded before the thread limit applies
     vectors = np.load(vectors_path)
-    loaded = rss_mb()
+    loaded = reset_peak()
     with threadpool_limits(threads):
         started = time.perf_counter()
         unit = normalise(vectors)
@@ -73,7 +79,8 @@ def run_backend(vectors_path: str, backend: str, clusters: int, iterations: int,
     np.savez(result_path, keep=result.keep, order=order)
     sizes = np.bincount(labels)
     return {"kmeans_s": clustered - started, "pairs_s": done - clustered, "total_s": done - started,
-            "peak_mb": rss_mb() - loaded, "removed": int((~result.keep).sum()), "largest_cluster": int(sizes.max())}
+            "peak_mb": memory_mb("VmHWM") - loaded, "removed": int((~result.keep).sum()),
+            "largest_cluster": int(sizes.max())}
 
 
 def exact_pairs(vectors: np.ndarray, block: int = 1024) -> np.ndarray:
@@ -99,7 +106,7 @@ def exact_removed(pairs: np.ndarray, order: np.ndarray, rows: int) -> np.ndarray
 
 
 def bench(rows: int, backends: list[str], iterations: int, exact_max: int, folder: Path,
-          threads: int | None) -> list[dict]:
+          threads: int | None, sklearn_max: int) -> list[dict]:
     vectors, copies = planted_rows(rows)
     path = folder / f"vectors{rows}.npy"
     np.save(path, vectors)
@@ -114,6 +121,9 @@ def bench(rows: int, backends: list[str], iterations: int, exact_max: int, folde
     spawn = multiprocessing.get_context("spawn")
     results = []
     for backend in backends:
+        if backend == "sklearn" and rows > sklearn_max:
+            print(f"  sklearn: skipped above --sklearn-max {sklearn_max:,} rows", flush=True)
+            continue
         saved = folder / f"result_{backend}_{rows}.npz"
         with spawn.Pool(1) as pool:
             record = pool.apply(run_backend, (str(path), backend, clusters, iterations, str(saved), threads))
@@ -136,6 +146,8 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=None, help="default: sklearn, and faiss when it imports")
     parser.add_argument("--iterations", type=int, default=20, help="k-means iterations (the command's default: 50)")
     parser.add_argument("--exact-max", type=int, default=100_000, help="exact search up to this many rows")
+    parser.add_argument("--sklearn-max", type=int, default=200_000, help="scikit-learn's k-means up to this many rows "
+                        "(its Lloyd iterations over every row: 1M rows and 1,000 clusters are ~30x the 100k work)")
     parser.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads of the dedup runs (default: "
                         "theirs; on 2 cores busy with other work, 1 ran scikit-learn's k-means 5x faster than 2)")
     args = parser.parse_args()
@@ -149,7 +161,8 @@ def main() -> None:
         for rows in args.rows:
             print(f"{rows:,} rows, {DIM}-d, eps {EPS}, {args.iterations} k-means iterations, threads "
                   f"{args.threads or 'default'}", flush=True)
-            results += bench(rows, backends, args.iterations, args.exact_max, Path(folder), args.threads)
+            results += bench(rows, backends, args.iterations, args.exact_max, Path(folder), args.threads,
+                             args.sklearn_max)
     print(f"\n{'rows':>10} {'backend':>8} {'clusters':>8} {'k-means s':>10} {'pairs s':>8} {'total s':>8} "
           f"{'peak MB':>8} {'removed':>8} {'planted':>8} {'exact':>8} {'recall':>7} {'extra':>6}")
     for r in results:
