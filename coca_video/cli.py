@@ -46,7 +46,7 @@ class Flag:
             parser.add_argument(self.name, dest=self.key, help=self.help)
 
 
-MODEL_FLAGS = [  # the shared model block, on every task command
+MODEL_FLAGS = [  # the shared model block, on every task command that has a model
     Flag("--model", "model.name", "model name or checkpoint folder (default: the built-in default model)"),
     Flag("--pretrained", "model.pretrained", "weights: open_clip file or folder, hf-hub:REPO, or a pretrained tag"),
     Flag("--device", "model.device", "auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"),
@@ -114,6 +114,15 @@ SERVE_FLAGS = [
     Flag("--host", "host", "address to bind (default 127.0.0.1; another prints a warning: set a token)"),
     Flag("--port", "port", "TCP port (default 8000; 0: any free one)"),
     Flag("--token", "token", "require Authorization: Bearer TOKEN on every request (default: $COCA_VIDEO_TOKEN)"),
+    Flag("--dedup", "dedup", "a coca-video dedup file of these embeddings: hide the rows it removed"),
+]
+
+DEDUP_FLAGS = [
+    Flag("EMBEDDINGS", "embeddings", "<out>.embeddings.parquet written by score", positional=True),
+    Flag("--eps", "eps", "a row goes when its cosine similarity to a higher-ranked row of its cluster is > 1 - eps "
+         "(default 0.05)"),
+    Flag("--out", "out", "the dedup table, .parquet (default dedup.parquet; its histogram: <stem>.similarity.png)"),
+    Flag("--clusters", "clusters", "k-means clusters (default 0: ceil(sqrt(rows)))"),
 ]
 
 
@@ -126,6 +135,11 @@ class Task(NamedTuple):
     help: str
     flags: list[Flag]
     examples: list[str]
+    model_flags: bool = True  # whether the shared model block's flags apply (a task without a model has none)
+
+    def all_flags(self) -> list[Flag]:
+        """The task's flags, then the model block's when it has one."""
+        return [*self.flags, *(MODEL_FLAGS if self.model_flags else [])]
 
     def config_class(self) -> type:
         """The task's config dataclass (imports the task module, and so torch)."""
@@ -157,7 +171,12 @@ TASKS = {
     "serve": Task("serve", "ServeConfig", "search and watch a scored video library in the browser (pip install "
                   "'coca-video[serve]')", SERVE_FLAGS,
                   ["scores.embeddings.parquet --scores scores.parquet",
-                   "scores.embeddings.parquet --host 0.0.0.0 --port 8080 --token SECRET limits.max_k=50"]),
+                   "scores.embeddings.parquet --host 0.0.0.0 --port 8080 --token SECRET limits.max_k=50",
+                   "scores.embeddings.parquet --dedup dedup.parquet"]),
+    "dedup": Task("dedup", "DedupConfig", "find near-duplicate videos or segments (SemDeDup) and write which to keep",
+                  DEDUP_FLAGS, ["scores.embeddings.parquet --eps 0.05 --out dedup.parquet",
+                                "scores.embeddings.parquet --eps 0.1 --clusters 1000 kmeans=faiss iterations=20"],
+                  model_flags=False),
     "probe": Task("probe", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned", [],
                   ["--config configs/probe/synthetic.yaml train.epochs=2 optim.lr=1e-3",
                    ("--model coca_ViT-B-32 --pretrained laion2b_s13b_b90k mode=finetune data.train=k400/train.csv "
@@ -208,7 +227,7 @@ def task_command(task: Task) -> Callable[[argparse.Namespace], None]:
     runs the task, or with ``--print-config`` prints the resolved config as YAML (``--config`` reads it back)."""
 
     def command(args: argparse.Namespace) -> None:
-        from_flags = [f"{f.key}={json.dumps(value) if f.positional else value}" for f in [*MODEL_FLAGS, *task.flags]
+        from_flags = [f"{f.key}={json.dumps(value) if f.positional else value}" for f in task.all_flags()
                       for value in [getattr(args, f.key)] if value is not None]  # a path stays a string (JSON is YAML)
         cfg = load_config(task.config_class(), args.config, [*from_flags, *args.overrides])
         if args.print_config:
@@ -243,9 +262,10 @@ def cmd_search(args: argparse.Namespace) -> None:
     if not queries:
         raise InputError("search: give a query, or --queries FILE with one per line")
     if args.out:
-        inputs = [Path(args.embeddings), *([Path(args.queries)] if args.queries else [])]
+        inputs = [Path(args.embeddings), *([Path(args.queries)] if args.queries else []),
+                  *([Path(args.dedup)] if args.dedup else [])]
         check_output_file(args.out, inputs, is_search_output(args.out), "--out")
-    results = search(args.embeddings, queries, args.k, args.model, pretrained=args.pretrained)
+    results = search(args.embeddings, queries, args.k, args.model, pretrained=args.pretrained, dedup=args.dedup)
     if args.json or args.out:
         text = json.dumps(search_rows(queries, results), indent=2) + "\n"
         if args.out:
@@ -322,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
                                    description=f"{spec.help}. Any config key below can be set as a dotted "
                                    "key=value after the options; the flags are spellings of the same keys.")
-        for flag in [*spec.flags, *MODEL_FLAGS]:
+        for flag in spec.all_flags():
             flag.add_to(task)
         task.add_argument("--config", type=Path, help="YAML file (fields not given keep their defaults)")
         task.add_argument("--print-config", action="store_true",
@@ -342,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--model", default=None, help="text model (default: the one that made the embeddings)")
     search.add_argument("--pretrained", default=None,
                         help="its weights (default: those that made the embeddings, when --model is theirs)")
+    search.add_argument("--dedup", default=None, help="a coca-video dedup file of these embeddings: hide the rows it "
+                        "removed")
     output = search.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON list of {query, rank, path, score, "
                         "start, end} instead of a table")

@@ -6,6 +6,8 @@ ranking and one tie rule for every caller (``coca-video search``, ``coca-video s
     index   the int8 index beside a file: built, trusted only while fresh, its candidates rescored by rank
     query   the text model of a file's queries and their encoding; a queries file
     text    search(): the command's text search, and its JSON rows
+    semdedup  SemDeDup over (N, D) vectors (k-means, then pairs within each cluster), and its exact all-pairs twin
+    dedup   a dedup file (coca-video dedup's table) and the rows a search shows through it
 
     from coca_video.search import search
     for hit in search("scores.embeddings.parquet", "a dog catching a frisbee", k=5):

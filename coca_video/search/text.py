@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any, Sequence, overload
 
 from ..errors import ConfigError
+from .dedup import kept_rows
 from .index import INDEX_MIN_QUERIES, INDEX_MIN_ROWS, fresh_index, rank_through
 from .query import encode_queries, query_model
+from .rank import rank
 from .rows import SearchHit, read_embeddings
 
 SEARCH_ROW_KEYS = ("query", "rank", "path", "score", "start", "end")
@@ -19,19 +21,22 @@ SEARCH_ROW_KEYS = ("query", "rank", "path", "score", "start", "end")
 
 @overload
 def search(embeddings: str | os.PathLike, queries: str, k: int = 10, model: str | None = None,
-           index_min_rows: int = INDEX_MIN_ROWS, pretrained: str | None = None) -> list[SearchHit]:
+           index_min_rows: int = INDEX_MIN_ROWS, pretrained: str | None = None,
+           dedup: str | os.PathLike | None = None) -> list[SearchHit]:
     ...
 
 
 @overload
 def search(embeddings: str | os.PathLike, queries: Sequence[str], k: int = 10, model: str | None = None,
-           index_min_rows: int = INDEX_MIN_ROWS, pretrained: str | None = None) -> list[list[SearchHit]]:
+           index_min_rows: int = INDEX_MIN_ROWS, pretrained: str | None = None,
+           dedup: str | os.PathLike | None = None) -> list[list[SearchHit]]:
     ...
 
 
 def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int = 10, model: str | None = None,
            index_min_rows: int = INDEX_MIN_ROWS,
-           pretrained: str | None = None) -> list[SearchHit] | list[list[SearchHit]]:
+           pretrained: str | None = None,
+           dedup: str | os.PathLike | None = None) -> list[SearchHit] | list[list[SearchHit]]:
     """The ``k`` videos (or segments) whose embeddings are closest to a text query (cosine), best first, equal
     scores in row order (the file's order).
 
@@ -40,7 +45,8 @@ def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int =
     weights (default: those named in the file's provenance, which made the embeddings). A file of more than
     ``index_min_rows`` rows is searched for ``INDEX_MIN_QUERIES`` or more queries through its approximate index
     (``coca-video index``) when that exists and was built from the file as it is now; else every row is compared (a
-    stale index is ignored with a warning).
+    stale index is ignored with a warning). ``dedup``: a ``coca-video dedup`` file of these rows; the rows it
+    removed are left out (the kept rows are ranked exactly, without the index).
     """
     if k < 1:
         raise ConfigError(f"-k must be >= 1, got {k}")
@@ -48,10 +54,14 @@ def search(embeddings: str | os.PathLike, queries: str | Sequence[str], k: int =
     if not texts:
         raise ConfigError("search: no queries given")
     rows, vectors, provenance = read_embeddings(embeddings)
+    kept = None if dedup is None else kept_rows(dedup, rows, embeddings)  # (R,) row numbers
     text = encode_queries(texts, *query_model(model, pretrained, provenance)).numpy()  # (Q, D)
-    use_index = len(rows) > index_min_rows and len(texts) >= INDEX_MIN_QUERIES
-    index = fresh_index(embeddings, rows, vectors.shape[1]) if use_index else None
-    best, scores = rank_through(index, vectors, text, k)  # (Q, K) each
+    if kept is not None:
+        best, scores = rank(vectors, text, k, kept)  # (Q, K) each
+    else:
+        use_index = len(rows) > index_min_rows and len(texts) >= INDEX_MIN_QUERIES
+        index = fresh_index(embeddings, rows, vectors.shape[1]) if use_index else None
+        best, scores = rank_through(index, vectors, text, k)
     ranked = [rows.hits(numbers, values) for numbers, values in zip(best, scores)]
     return ranked[0] if isinstance(queries, str) else ranked
 

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from ..errors import DataError, InputError
 from ..search import INDEX_MIN_ROWS, EmbeddingRows, fresh_index, largest_norm, rank, rank_through, read_embeddings
+from ..search.dedup import kept_rows
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ class Snapshot:
     """One consistent read of the library: row ``i`` is the i-th row with an embedding in the embeddings file.
 
     ``labels``/``captions``: per row, from the scores table (None without one, or without that column).
-    ``index``: the int8 index codes when the file has more than ``INDEX_MIN_ROWS`` rows and its index is fresh."""
+    ``index``: the int8 index codes when the file has more than ``INDEX_MIN_ROWS`` rows and its index is fresh.
+    ``shown``: the row numbers a dedup file keeps (None: every row); the others are in no result."""
 
     generation: int
     rows: EmbeddingRows
@@ -77,17 +79,20 @@ class Snapshot:
     captions: np.ndarray | None = None  # (N,) object
     index: Any = None
     row_norm: float | None = None  # the largest norm of a row of vectors (None: computed by each rank)
+    shown: np.ndarray | None = None  # (R,) int64 row numbers a dedup file keeps; None: all
     loaded_at: float = field(default_factory=time.time)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def matching(self, label: str | None = None, path: str | None = None) -> np.ndarray | None:
-        """Row numbers whose top-1 label is ``label`` and whose path contains ``path`` (case-insensitive); None when
-        neither filter is given (all rows)."""
+        """Row numbers whose top-1 label is ``label`` and whose path contains ``path`` (case-insensitive), among the
+        rows shown (a dedup file's kept ones); None when every row is (no filter, no dedup file)."""
         if not label and not path:
-            return None
-        keep = np.ones(len(self), dtype=bool)
+            return self.shown
+        keep = np.ones(len(self), dtype=bool) if self.shown is None else np.zeros(len(self), dtype=bool)
+        if self.shown is not None:
+            keep[self.shown] = True
         if label:
             keep &= (self.labels == label) if self.labels is not None else False
         if path:
@@ -96,15 +101,19 @@ class Snapshot:
 
     def rank(self, query: np.ndarray, count: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``count`` best row numbers for ``query`` (D,) by cosine, best first (equal scores in row order), and
-        their scores: among ``rows`` (a filter's) when given, else among all, through the int8 index when there is a
-        fresh one (its candidates rescored exactly)."""
+        their scores: among ``rows`` (a filter's) when given, else among the rows shown (all, through the int8 index
+        when there is a fresh one, its candidates rescored exactly; or a dedup file's kept rows)."""
+        rows = self.shown if rows is None else rows
         if rows is not None:
             return rank(self.vectors, query, count, rows, self.row_norm)
         return rank_through(self.index, self.vectors, query, count, self.row_norm)
 
     def rank_many(self, queries: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`rank` of each of ``queries`` (B, D) among all rows, in one matrix product (or one index scan)."""
-        best, scores = rank_through(self.index, self.vectors, queries, count, self.row_norm)  # (B, K) each
+        """:meth:`rank` of each of ``queries`` (B, D) among the rows shown, in one matrix product (or index scan)."""
+        if self.shown is not None:
+            best, scores = rank(self.vectors, queries, count, self.shown, self.row_norm)  # (B, K) each
+        else:
+            best, scores = rank_through(self.index, self.vectors, queries, count, self.row_norm)
         return list(zip(best, scores))
 
     def same_video(self, row: int) -> np.ndarray:
@@ -124,9 +133,10 @@ class Snapshot:
         return sorted({str(v) for v in self.labels if v is not None})[:limit]
 
 
-def load_snapshot(embeddings: Path, scores: Path | None, generation: int) -> Snapshot:
-    """A :class:`Snapshot` of ``embeddings`` (and ``scores``): each file read once; raises a one-line
-    :class:`~coca_video.errors.UserError` naming the file when one is missing or unreadable."""
+def load_snapshot(embeddings: Path, scores: Path | None, generation: int, dedup: Path | None = None) -> Snapshot:
+    """A :class:`Snapshot` of ``embeddings`` (and ``scores``, and the rows ``dedup`` keeps): each file read once;
+    raises a one-line :class:`~coca_video.errors.UserError` naming the file when one is missing or unreadable, or
+    when ``dedup`` was made from other rows."""
     content, state = read_file(embeddings)
     rows, vectors, provenance = read_embeddings(embeddings, content)
     states = {"embeddings": state}
@@ -134,8 +144,12 @@ def load_snapshot(embeddings: Path, scores: Path | None, generation: int) -> Sna
     if scores is not None:
         table, states["scores"] = read_scores(scores)
         labels, captions = align_scores(rows, table, scores)
+    shown = None if dedup is None else kept_rows(dedup, rows, embeddings)
+    if dedup is not None:
+        states["dedup"] = read_file(dedup)[1]  # a rewritten dedup file is a new snapshot too
     index = fresh_index(embeddings, rows, vectors.shape[1]) if len(rows) > INDEX_MIN_ROWS else None
-    return Snapshot(generation, rows, vectors, provenance, states, labels, captions, index, largest_norm(vectors))
+    return Snapshot(generation, rows, vectors, provenance, states, labels, captions, index, largest_norm(vectors),
+                    shown=shown)
 
 
 def read_scores(path: Path) -> tuple[pa.Table, FileState]:
@@ -186,19 +200,20 @@ class Library:
     either file changes (size or mtime, then digest). ``current`` is always a whole snapshot."""
 
     def __init__(self, embeddings: str | os.PathLike, scores: str | os.PathLike | None = None,
-                 poll_seconds: float = 1.0) -> None:
+                 poll_seconds: float = 1.0, dedup: str | os.PathLike | None = None) -> None:
         self.embeddings = Path(embeddings)
         self.scores = Path(scores) if scores else None
+        self.dedup = Path(dedup) if dedup else None
         self.poll_seconds = poll_seconds
         self._seen = self._stat()  # before the read: a rewrite during it is seen at the first check
-        self.current = load_snapshot(self.embeddings, self.scores, generation=1)
+        self.current = load_snapshot(self.embeddings, self.scores, generation=1, dedup=self.dedup)
         self.reload_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _stat(self) -> tuple:
         index_record = self.embeddings.with_suffix(".index.json")
-        return stat_key(self.embeddings), stat_key(self.scores), stat_key(index_record)
+        return stat_key(self.embeddings), stat_key(self.scores), stat_key(index_record), stat_key(self.dedup)
 
     def check(self) -> bool:
         """Reload when a file changed since the last look; True when a new snapshot was swapped in. A failed read
@@ -208,7 +223,7 @@ class Library:
             return False
         self._seen = seen
         try:
-            fresh = load_snapshot(self.embeddings, self.scores, self.current.generation + 1)
+            fresh = load_snapshot(self.embeddings, self.scores, self.current.generation + 1, self.dedup)
         except Exception as err:  # noqa: BLE001 -- a half-written or foreign file: keep serving the old rows
             self.reload_error = f"{err.__class__.__name__}: {err}"
             print(f"coca-video serve: warning: kept the rows loaded before; reading the new files failed "

@@ -31,6 +31,7 @@ TOKEN_ENV = "COCA_VIDEO_TOKEN"
 class ServeConfig:
     embeddings: str = ""  # <out>.embeddings.parquet written by score
     scores: str | None = None  # score's --out table (.parquet or .csv): each result's top-1 label and caption
+    dedup: str | None = None  # a coca-video dedup file of these embeddings: the rows it removed are never shown
     host: str = "127.0.0.1"  # address to bind; anything but a loopback address prints a warning (set a token)
     port: int = 8000  # TCP port (0: any free one, printed)
     token: str | None = None  # every request needs Authorization: Bearer TOKEN (default: $COCA_VIDEO_TOKEN, else none)
@@ -42,6 +43,7 @@ class ServeConfig:
         if self.embeddings:  # unset only in the defaults (help text); run() names a missing file
             check_suffix("embeddings", self.embeddings, (".parquet",))
         check_suffix("scores", self.scores, (".parquet", ".csv"), optional=True)
+        check_suffix("dedup", self.dedup, (".parquet",), optional=True)
         check(isinstance(self.port, int) and 0 <= self.port <= 65535, "port", "be 0-65535", self.port)
         check(isinstance(self.reload_seconds, (int, float)) and self.reload_seconds > 0, "reload_seconds", "be > 0",
               self.reload_seconds)
@@ -96,7 +98,7 @@ def build_server(cfg: ServeConfig) -> Any:
     from ..serve.encoder import QueryEncoder
     from ..serve.library import Library
 
-    library = Library(cfg.embeddings, cfg.scores, cfg.reload_seconds)
+    library = Library(cfg.embeddings, cfg.scores, cfg.reload_seconds, cfg.dedup)
     model_cfg = model_block(cfg, library.current.provenance)
     encoder = QueryEncoder(load_model(model_cfg), get_tokenizer(model_cfg.name), model_cfg)
     width, stored = encoder.text("a").shape[0], library.current.vectors.shape[1]
