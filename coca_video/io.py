@@ -154,6 +154,16 @@ def is_our_metrics(path: str | os.PathLike, protocol_key: str) -> bool:
         return False
 
 
+def first_line(path: str | os.PathLike) -> str | None:
+    """The first line of a text file, stripped (how a rerun knows a CSV by its header); None when it cannot be read
+    as text."""
+    try:
+        with Path(path).open(encoding="utf-8") as handle:
+            return handle.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def check_output_file(path: str | os.PathLike, inputs: Iterable[Path], ours: bool, key: str) -> Path:
     """Refuse to write ``path`` when it is one of ``inputs``, a folder, or an existing file that is not a previous
     output of ours (``ours``: the caller's test for that). ``key`` is the option that named it, for the message."""

@@ -1,9 +1,10 @@
-"""What the tasks show people: self-contained HTML reports (score, retrieval) and the probe's outputs.
+"""What the tasks show people: self-contained HTML reports (score, retrieval) and the probe's and zero-shot's outputs.
 
     page        the page every report is: inline styles and thumbnails, the marker, links to videos
     score       the score report: pages of video groups, failures first, sortable
     retrieval   the retrieval report: metrics, the R@K curve, queries with their top videos
     captioning  the captioning report: metrics, videos worst CIDEr-D first with their caption and references
+    classification  a classifier's per-video outputs (probe, zeroshot): predictions and per-class CSVs, confusion
     probe       the probe's metrics, tables and plots
 """
 

@@ -1,4 +1,5 @@
-"""The probe's outputs: metrics, predictions and per-class tables, the confusion matrix and training curves."""
+"""The probe's outputs: metrics, the per-video tables and confusion matrix (:mod:`.classification`) and training
+curves."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import torch
 
-from ..io import atomic_write_table, atomic_write_text
+from ..io import atomic_write_text
+from .classification import ClassificationPaths, Classified, write_classification_outputs
 
 
 @dataclass
@@ -20,7 +21,6 @@ class ProbeResult:
     top1: float
     top5: float
     mean_class_accuracy: float
-    per_class: list[float | None]  # percent per class index (None: no validation video)
     probs: torch.Tensor  # (videos, classes) view-averaged softmax
     labels: torch.Tensor  # (videos,)
     paths: list[str]  # evaluated videos, in row order
@@ -32,49 +32,31 @@ def write_probe_outputs(output: Path, result: ProbeResult, classes: list[str], h
     """The probe's outputs: metrics.json, predictions.csv, per_class.csv, confusion.png (or top confusions in
     metrics.json past 50 classes), curves.png (a linear probe: c_sweep.png, held-out top-1 and loss against C)."""
     probs, labels = result.probs, result.labels
-    predictions = probs.argmax(-1) if len(probs) else torch.empty(0, dtype=torch.long)
-    confusion = torch.zeros(len(classes), len(classes), dtype=torch.long)
-    confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+    if len(probs):
+        predictions = probs.argmax(-1)  # (videos,): as evaluate's mean class accuracy has it
+        scores = probs.gather(-1, predictions[:, None])[:, 0]  # (videos,)
+        top5 = probs.topk(min(5, len(classes)), dim=-1).indices.tolist()
+    else:
+        scores, predictions, top5 = torch.empty(0), torch.empty(0, dtype=torch.long), []
+    classified = Classified(result.paths, labels, predictions, scores, top5)
+    paths = ClassificationPaths(output / "predictions.csv", output / "per_class.csv", output / "confusion.png")
     metrics = {"top1": result.top1, "top5": result.top5, "mean_class_accuracy": result.mean_class_accuracy,
-               "protocol": proto}
-    if len(classes) > 50:
-        off = confusion.clone().fill_diagonal_(0)
-        top = off.flatten().topk(min(20, off.numel())).indices
-        metrics["top_confusions"] = [{"true": classes[i // len(classes)], "predicted": classes[i % len(classes)],
-                                      "count": int(off.flatten()[i])} for i in top.tolist() if off.flatten()[i] > 0]
+               "protocol": proto} | write_classification_outputs(paths, classified, classes)
     atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    top5 = probs.topk(min(5, len(classes)), dim=-1).indices.tolist() if len(probs) else []
-    predictions_table = {"path": result.paths, "label": [classes[i] for i in labels.tolist()],
-                         "prediction": [classes[i] for i in predictions.tolist()],
-                         "top5": ["|".join(classes[i] for i in row) for row in top5]}
-    atomic_write_table(pa.table(predictions_table), output / "predictions.csv")
-    per_class = {"class": classes, "accuracy": result.per_class,
-                 "videos": [int((labels == c).sum()) for c in range(len(classes))]}
-    atomic_write_table(pa.table(per_class), output / "per_class.csv")
-    plot_probe_curves(output, confusion, classes, history)
+    plot_probe_curves(output, history)
     if "linear" in proto:
         plot_c_sweep(output, proto["linear"]["sweep"], proto["linear"]["chosen_c"])
     print(f"top-1 {result.top1:.1f}  top-5 {result.top5:.1f}  mean class {result.mean_class_accuracy:.1f}  "
           f"({proto['val_videos_evaluated']} videos evaluated) -> {output / 'metrics.json'}")
 
 
-def plot_probe_curves(output: Path, confusion: torch.Tensor, classes: list[str],
-                      history: list[dict[str, float]]) -> None:
+def plot_probe_curves(output: Path, history: list[dict[str, float]]) -> None:
+    """curves.png: the training loss per epoch (nothing without a history: a linear probe)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if len(classes) <= 50:
-        fig, ax = plt.subplots(figsize=(2 + 0.3 * len(classes), 2 + 0.3 * len(classes)))
-        ax.imshow(confusion.numpy(), cmap="Blues")
-        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(classes)), classes, fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        fig.tight_layout()
-        fig.savefig(output / "confusion.png", dpi=100)
-        plt.close(fig)
     if history:
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker="o")

@@ -34,7 +34,7 @@ from ..data.retrieval import RetrievalSet, load_set, source_files
 from ..distributed import init_distributed
 from ..engines import Encoder, Engine, check_engine, encode_files, keyed_store, loaded
 from ..errors import InputError
-from ..io import atomic_write_table, atomic_write_text, check_output_file, is_our_metrics
+from ..io import atomic_write_table, atomic_write_text, check_output_file, first_line, is_our_metrics
 from ..model import CoCa, get_tokenizer
 from ..runtime import load_model, with_trained_settings
 from ..scoring import VideoScorer
@@ -113,14 +113,6 @@ def check_outputs(cfg: CaptioningConfig, dataset: RetrievalSet) -> None:
                       "out (its predictions CSV)")
     if cfg.report_videos:
         check_output_file(paths["report"], inputs, is_our_report(paths["report"]), "out (its report)")
-
-
-def first_line(path: Path) -> str | None:
-    try:
-        with path.open(encoding="utf-8") as handle:
-            return handle.readline().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def cache_settings(cfg: CaptioningConfig) -> dict[str, Any]:

@@ -5,7 +5,9 @@
 
 Each video (or its [time_start, time_end) window of an untrimmed file) becomes a video embedding (``video_pooling``:
 the mean of its frame embeddings, or VideoCoCa's pooler over all frames' tokens) and is classified against the
-prompt-ensembled class embeddings; top-1, top-5 and mean class accuracy (percent) go to ``out`` with the protocol.
+prompt-ensembled class embeddings; top-1, top-5 and mean class accuracy (percent) go to ``out`` with the protocol,
+and beside it the probe's per-video outputs (:mod:`coca_video.report.classification`): ``<stem>_predictions.csv``,
+``<stem>_per_class.csv`` and ``<stem>_confusion.png`` (past 50 classes ``top_confusions`` in ``out`` instead).
 Rows are kept in a result store beside ``out``, so an interrupted run resumes. Videos that fail to decode are
 excluded and listed, never replaced.
 """
@@ -21,9 +23,10 @@ from typing import Any, Literal
 import torch
 
 from ..config import DecodeConfig, ModelConfig, RayConfig, check_suffix
-from ..data.actions import Format, load_actions
+from ..data.actions import ActionSet, Format, load_actions
 from ..data.labels import read_class_names
 from ..data.results import PartStore, encoding_settings, file_key, lines_digest
+from ..data.video import VideoItem
 from ..distributed import init_distributed
 from ..engines import Encoder, Engine, check_engine, encode, failure, loaded, stored_rows
 from ..errors import DataError
@@ -31,6 +34,8 @@ from ..io import atomic_write_text, check_output_file, is_our_metrics
 from ..metrics import mean_class_accuracy, topk_accuracy
 from ..model import CoCa, get_tokenizer
 from ..prompts import prompt_templates
+from ..report.classification import (ClassificationPaths, Classified, check_classification_outputs,
+                                     write_classification_outputs)
 from ..runtime import load_model
 from ..scoring import ScoreItem, VideoScorer
 
@@ -57,13 +62,13 @@ class ZeroShotConfig:
 
 
 def run(cfg: ZeroShotConfig) -> dict[str, Any]:
-    """Classify every annotated video zero-shot; write and return top-1/top-5/mean class accuracy."""
+    """Classify every annotated video zero-shot; write and return top-1/top-5/mean class accuracy (and, beside
+    ``out``, the predictions and per-class tables and the confusion matrix)."""
     check_engine(cfg.engine)
     info = init_distributed()
     classes = read_class_names(cfg.classes) if cfg.classes else None
     actions = load_actions(cfg.format, cfg.annotations, cfg.video_root, classes)
-    check_output_file(cfg.out, [Path(cfg.annotations), *(Path(i.path) for i in actions.items)],
-                      is_our_metrics(cfg.out, "annotations"), "out")
+    check_outputs(cfg, actions)
     items = [item for item in actions.items if item.label >= 0]
     if not items:
         raise DataError(f"{cfg.annotations}: no labelled video found under {cfg.video_root}")
@@ -77,13 +82,29 @@ def run(cfg: ZeroShotConfig) -> dict[str, Any]:
     encode(wanted, store, row_settings(cfg, actions.classes, templates), encoder)  # others' rows: refused
     if not info.is_main:
         return {}
-    result = accuracy(stored_rows(store, wanted), wanted, [item.label for item in items], actions.classes)
-    result["protocol"] = protocol(cfg, len(actions.missing), len(templates), result.pop("evaluated"),
-                                  result.pop("failed"))
+    videos, failed = classified_videos(stored_rows(store, wanted), wanted, items, actions.classes)
+    result = accuracy(videos, len(actions.classes))
+    result["protocol"] = protocol(cfg, len(actions.missing), len(templates), len(videos.paths), failed)
+    result |= write_classification_outputs(classification_paths(out), videos, actions.classes)
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(f"zero-shot top-1 {result['top1']:.1f}  top-5 {result['top5']:.1f}  mean class "
           f"{result['mean_class_accuracy']:.1f}  ({result['protocol']['videos_evaluated']} videos) -> {out}")
     return result
+
+
+def classification_paths(out: Path) -> ClassificationPaths:
+    """The tables and the plot beside ``out``: ``<stem>_predictions.csv``, ``<stem>_per_class.csv``,
+    ``<stem>_confusion.png``."""
+    return ClassificationPaths(*(out.with_name(f"{out.stem}_{name}") for name in
+                                 ("predictions.csv", "per_class.csv", "confusion.png")))
+
+
+def check_outputs(cfg: ZeroShotConfig, actions: ActionSet) -> None:
+    """Refuse (before any work) outputs that are inputs (the annotations, the videos) or existing files we did not
+    write: metrics JSON with our protocol block, our tables' headers, our plot's mark."""
+    inputs = [Path(cfg.annotations), *(Path(i.path) for i in actions.items)]
+    check_output_file(cfg.out, inputs, is_our_metrics(cfg.out, "annotations"), "out")
+    check_classification_outputs(classification_paths(Path(cfg.out)), inputs, len(actions.classes), "out")
 
 
 def row_settings(cfg: ZeroShotConfig, classes: list[str], templates: list[str]) -> dict[str, Any]:
@@ -100,29 +121,36 @@ def label_scorer(cfg: ZeroShotConfig, classes: list[str], templates: list[str], 
     return VideoScorer(model, tokenizer, cfg.model, classes, templates, top_k=TOP_K, video_pooling=cfg.video_pooling)
 
 
-def accuracy(rows: list[dict[str, Any] | None], wanted: list[ScoreItem], labels: list[int],
-             classes: list[str]) -> dict[str, Any]:
-    """Top-1/top-5/mean class accuracy from the stored top-5 labels (``rows``, one per wanted video) of every
-    wanted video scored ok; failures listed with their reasons."""
+def classified_videos(rows: list[dict[str, Any] | None], wanted: list[ScoreItem], items: list[VideoItem],
+                      classes: list[str]) -> tuple[Classified, list[list[str]]]:
+    """Every wanted video scored ok, from its stored top-5 labels and top-1 score (``rows``, one per wanted video;
+    the prediction is the top-1 label), and the others as [path, reason]."""
     index = {name: i for i, name in enumerate(classes)}
-    ranked, truth, failed = [], [], []
-    for item, label, row in zip(wanted, labels, rows):
+    paths, labels, scores, ranked, failed = [], [], [], [], []
+    for key, item, row in zip(wanted, items, rows):
         reason = failure(row, "not scored")
         if reason is not None:
-            failed.append([item.key[0], reason])
+            failed.append([key.key[0], reason])
             continue
+        paths.append(item.path)
+        labels.append(item.label)
+        scores.append(row["top1_score"])
         ranked.append([index[row[f"top{k}_label"]] for k in range(1, min(TOP_K, len(classes)) + 1)])
-        truth.append(label)
-    if not truth:
+    if not labels:
         raise DataError(f"no video could be classified ({failed[0][0]}: {failed[0][1]})")
-    scores = torch.zeros(len(truth), len(classes))  # a score per class that reproduces each video's top-5 order
-    for row, order in enumerate(ranked):
+    predictions = torch.tensor([order[0] for order in ranked])
+    return Classified(paths, torch.tensor(labels), predictions, torch.tensor(scores, dtype=torch.float64),
+                      ranked), failed
+
+
+def accuracy(videos: Classified, num_classes: int) -> dict[str, float]:
+    """Top-1/top-5/mean class accuracy (percent) of classified videos from their top-5 class indices."""
+    scores = torch.zeros(len(videos.paths), num_classes)  # a score per class that reproduces each video's top-5 order
+    for row, order in enumerate(videos.top5):
         scores[row, order] = torch.arange(len(order), 0, -1, dtype=torch.float)
-    labels_t = torch.tensor(truth)
-    top = topk_accuracy(scores, labels_t, (1, TOP_K))
+    top = topk_accuracy(scores, videos.labels, (1, TOP_K))
     return {"top1": top["top1"], "top5": top[f"top{TOP_K}"],
-            "mean_class_accuracy": mean_class_accuracy(scores.argmax(-1), labels_t), "evaluated": len(truth),
-            "failed": failed}
+            "mean_class_accuracy": mean_class_accuracy(videos.predictions, videos.labels)}
 
 
 def protocol(cfg: ZeroShotConfig, missing: int, templates: int, evaluated: int, failed: list) -> dict[str, Any]:

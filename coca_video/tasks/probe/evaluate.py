@@ -10,7 +10,7 @@ import torch
 from ...data.actions import ActionSet
 from ...data.video import ClipSampling
 from ...distributed import gather_rows, get_info
-from ...metrics import mean_class_accuracy, per_class_accuracy, topk_accuracy
+from ...metrics import mean_class_accuracy, topk_accuracy
 from ...model import CoCa, VideoClassifier
 from ...model.linear_probe import LinearProbe
 from ...model.video_classifier import view_averaged_probabilities
@@ -34,8 +34,7 @@ def evaluate(cfg: ProbeConfig, model: CoCa, classifier: VideoClassifier | Linear
     labels = torch.tensor([val_set.items[i].label for i in rows], dtype=torch.long)
     predictions = probs.argmax(-1)
     top = topk_accuracy(probs, labels, (1, 5))
-    return ProbeResult(top["top1"], top["top5"], mean_class_accuracy(predictions, labels),
-                       per_class_accuracy(predictions, labels, len(val_set.classes)), probs, labels,
+    return ProbeResult(top["top1"], top["top5"], mean_class_accuracy(predictions, labels), probs, labels,
                        [val_set.items[i].path for i in rows],
                        [(val_set.items[i].path, reason) for i, reason in sorted(failed.items())])
 
