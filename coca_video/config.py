@@ -511,6 +511,7 @@ class RayConfig:
     gpus_per_encoder: float | None = None  # GPUs an encode actor reserves (a fraction shares a GPU; null: 1 for a model
     # on cuda when the cluster has GPUs, else 0)
     max_retries: int = 2  # times a crashed (or lost) actor is restarted and its batch retried, then the run fails
+    verbose: bool = False  # show Ray's own log lines (its start-up WARNINGs, workers' output); false: its errors only
 
     def __post_init__(self) -> None:
         check(self.address is None or (isinstance(self.address, str) and RAY_ADDRESS.fullmatch(self.address)),

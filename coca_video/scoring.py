@@ -14,8 +14,9 @@ tokens at once (``all_frames``, VideoCoCa's captioning input).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
+import numpy as np
 import torch
 from einops import rearrange
 
@@ -59,15 +60,20 @@ class ScoreItem(NamedTuple):
         return stored_key(self.key) if self.start is None else (*stored_key(self.key), self.start)
 
 
+EmbeddingDtype = Literal["float32", "float16"]  # how embeddings are stored: as computed, or rounded to half the bytes
+
+
 class VideoScorer:
     """Turns batches of preprocessed clips into result rows: the video embedding always; top-k labels when given
-    class names (zero-shot, with prompt ``templates``) or a trained ``probe``; captions when given options."""
+    class names (zero-shot, with prompt ``templates``) or a trained ``probe``; captions when given options.
+    Embeddings come as numpy arrays of ``embedding_dtype``, which the part store keeps as they are."""
 
     def __init__(self, model: CoCa, tokenizer: Callable, model_cfg: ModelConfig, class_names: list[str] | None = None,
                  templates: list[str] | None = None, probe: VideoClassifier | LinearProbe | None = None,
                  top_k: int = 5, captions: CaptionConfig | None = None, frame_embeddings: bool = False,
-                 video_pooling: VideoPooling = "mean") -> None:
+                 video_pooling: VideoPooling = "mean", embedding_dtype: EmbeddingDtype = "float32") -> None:
         self.model, self.tokenizer, self.model_cfg, self.video_pooling = model, tokenizer, model_cfg, video_pooling
+        self.embedding_dtype = np.dtype(embedding_dtype)
         self.class_names, self.probe, self.top_k = class_names, probe, top_k
         self.caption_options, self.frame_embeddings = captions, frame_embeddings
         self.transform, self.dtype = image_transform(model), compute_dtype(model)
@@ -86,10 +92,10 @@ class VideoScorer:
             encoding = self.model.encode_video(frames, pooling=self.video_pooling)
             captions = self.captions(encoding.tokens, frames.shape[1]) if self.caption_options else None
         videos = encoding.video_embedding.float()
-        rows = [{"video_embedding": v.tolist()} for v in videos.cpu()]
+        rows = [{"video_embedding": v} for v in self.stored(videos)]  # (D,) each
         if self.frame_embeddings:
-            for row, per_frame in zip(rows, encoding.frame_embeddings.float().cpu()):
-                row["frame_embeddings"] = per_frame.tolist()
+            for row, per_frame in zip(rows, self.stored(encoding.frame_embeddings.float())):
+                row["frame_embeddings"] = list(per_frame)  # T arrays (D,): a list<list<float>> cell
         if self.probe is not None:
             self.add_labels(rows, self.probe_probabilities(encoding, clips[:, 1:]))
         elif self.classes is not None:
@@ -97,6 +103,10 @@ class VideoScorer:
         for row, text in zip(rows, captions or []):
             row["caption"] = text
         return rows
+
+    def stored(self, embeddings: torch.Tensor) -> np.ndarray:
+        """float32 embeddings (B, ...) as stored: a numpy array in ``embedding_dtype`` (float16 rounds to nearest)."""
+        return embeddings.cpu().numpy().astype(self.embedding_dtype, copy=False)
 
     def probe_probabilities(self, first_view: VideoEncoding, other_views: torch.Tensor) -> torch.Tensor:
         """The probe's softmax (B, classes) averaged over the first view's encoding and the ``other_views``

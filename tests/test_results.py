@@ -102,3 +102,29 @@ def test_embeddings_are_stored_as_float32_and_read_beside_an_older_runs_float64_
     assert sidecar.schema.field("frame_embeddings").type.value_type.value_type == pa.float32()
     stored = dict(zip(sidecar.column("path").to_pylist(), sidecar.column("video_embedding").to_pylist()))
     assert stored == {"old": computed[0].tolist(), "new": computed[1].tolist()}  # every value exactly as computed
+
+
+def test_float16_embeddings_stay_float16_in_parts_and_sidecar_and_read_back_as_float32(tmp_path):
+    """embedding_dtype=float16: the scorer's float16 arrays are neither widened by the store nor by a compaction,
+    and search reads the sidecar's float16 lists as the same values in float32."""
+    import numpy as np
+    import pyarrow as pa
+
+    from coca_video.search.rows import embedding_matrix
+
+    out = tmp_path / "scores.parquet"
+    store = PartStore(out, fanout=2)
+    computed = np.random.default_rng(1).standard_normal((3, 2, 8)).astype(np.float16)  # (rows, frames, D)
+    for i in range(3):  # 3 appends at fanout 2: one compaction on the way
+        store.append([row(f"v{i}") | {"video_embedding": computed[i, 0], "frame_embeddings": list(computed[i])}])
+    assert len(store.parts()) == 2
+    for part in store.parts():
+        assert pq.read_schema(part).field("video_embedding").type.value_type == pa.float16()
+    merge(out)
+    sidecar = pq.read_table(embeddings_path(out))
+    assert sidecar.schema.field("video_embedding").type.value_type == pa.float16()
+    assert sidecar.schema.field("frame_embeddings").type.value_type.value_type == pa.float16()
+    matrix = embedding_matrix(sidecar.column("video_embedding"), sidecar.num_rows)
+    assert matrix.dtype == np.float32 and np.array_equal(matrix, computed[:, 0].astype(np.float32))
+    frames = np.stack([np.stack(cell) for cell in sidecar.column("frame_embeddings").to_pylist()])
+    assert np.array_equal(frames, computed)

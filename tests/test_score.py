@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -144,6 +145,40 @@ def test_search_ranks_videos_of_the_queried_colour_first(folder, tmp_path):
     hits = sum(truth[hit.path] == colour for hit in ranked[: list(truth.values()).count(colour)])
     assert hits >= 1 and truth[ranked[0].path] == colour
     assert ranked[0].score >= ranked[-1].score
+
+
+def test_float16_embeddings_take_half_the_bytes_and_search_ranks_as_with_float32(folder, tmp_path, capsys):
+    """embedding_dtype=float16 (issue #35): the sidecar at half the bytes, its values the float32 run's rounded to
+    float16, and search ranking as on the float32 file wherever the scores are further apart than float16 can move
+    them (a cosine of unit vectors moves by at most 2**-11 when one of them is rounded to float16)."""
+    root, _, labels = folder
+    per_frame = ["decode.sampling=fps", "decode.fps=8", "frame_embeddings=true"]  # 96 rows: the footer is small
+    sidecars = {}
+    for dtype in ("float32", "float16"):
+        out = tmp_path / f"{dtype}.parquet"
+        run_score(root, out, labels, *per_frame, f"embedding_dtype={dtype}")
+        sidecars[dtype] = score.embeddings_path(out)
+    full, half = (pq.read_table(sidecars[d]).to_pandas() for d in ("float32", "float16"))
+    assert len(half) == len(full) > 90
+    assert abs(sidecars["float16"].stat().st_size / sidecars["float32"].stat().st_size / 0.5 - 1) < 0.1
+    ok = full.video_embedding.notna()
+    assert ok.sum() > 90 and half.video_embedding.notna().equals(ok)
+    for column in ("video_embedding", "frame_embeddings"):
+        stored = np.stack([np.stack(cell) if column == "frame_embeddings" else cell for cell in half[column][ok]])
+        computed = np.stack([np.stack(cell) if column == "frame_embeddings" else cell for cell in full[column][ok]])
+        assert stored.dtype == np.float16 and np.array_equal(stored, computed.astype(np.float16)), column
+    hits = {d: search(sidecars[d], "a small red shape", k=len(full)) for d in sidecars}
+    scores = {d: {(h.path, h.start): h.score for h in hits[d]} for d in hits}
+    assert max(abs(scores["float32"][key] - scores["float16"][key]) for key in scores["float32"]) <= 2 ** -11
+    rank16 = {(h.path, h.start): i for i, h in enumerate(hits["float16"])}
+    apart = [(a, b) for i, a in enumerate(hits["float32"]) for b in hits["float32"][i + 1:]
+             if a.score - b.score > 2 * 2 ** -11]
+    assert len(apart) > 1000 and hits["float32"][0].score - hits["float32"][1].score > 2 * 2 ** -11
+    assert all(rank16[(a.path, a.start)] < rank16[(b.path, b.start)] for a, b in apart)
+    capsys.readouterr()  # a rerun with the other dtype would mix float32 rows into a float16 store: refused
+    assert main(["score", str(root), "--out", str(tmp_path / "float16.parquet"), "--labels", str(labels),
+                 "decode.num_frames=4", "decode.batch_size=4", "decode.workers=0", "top_k=3", *per_frame]) == 2
+    assert "embedding_dtype: 'float16' then, None now" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ from coca_video.data.synthetic import COLOURS, SyntheticVideos
 from coca_video.report import write_score_report
 from coca_video.search import search
 from coca_video.tasks import score
-from coca_video.video import VideoReader, sample_indices, segment_windows, write_video
+from coca_video.search.rows import SearchHit
+from coca_video.video import VideoReader, clock, sample_indices, segment_windows, write_video
 from coca_video.video.thumbnails import letterbox
 
 FPS, SECONDS_PER_SCENE = 4, 10
@@ -34,6 +35,14 @@ def test_segment_windows_hand_worked():
     assert segment_windows(25, 10, stride=5) == [(0, 10), (5, 15), (10, 20), (15, 25)]
     with pytest.raises(ValueError):
         segment_windows(10, 0)
+
+
+def test_clock_shows_tenths_only_for_a_time_that_is_not_a_whole_second():
+    assert [clock(t) for t in (0, 83, 3723, 600)] == ["00:00", "01:23", "1:02:03", "10:00"]  # whole seconds as before
+    assert [clock(t) for t in (0.5, 83.5, 3723.3, 83.46)] == ["00:00.5", "01:23.5", "1:02:03.3", "01:23.5"]
+    assert [clock(t) for t in (59.96, 3599.99, 0.04)] == ["01:00", "1:00:00", "00:00"]  # nearest tenth, carried
+    assert str(SearchHit("a.mp4", 0.3, 0.0, 0.5)) == "a.mp4 00:00-00:00.5"  # a 0.5 s segment, once 00:00-00:00
+    assert str(SearchHit("a.mp4", 0.3, 1.5, 2.0)) == "a.mp4 00:01.5-00:02"
 
 
 @pytest.fixture(scope="module")

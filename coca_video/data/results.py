@@ -151,7 +151,7 @@ class PartStore:
         rows = [{column: row.get(column) for column in columns} | {"scored_at": row.get("scored_at", stamp)}
                 for row in rows]
         try:
-            self._write(as_float32(pa.Table.from_pylist(rows)), level=0)
+            self._write(stored_floats(pa.Table.from_pylist(rows)), level=0)
             self._compact()
         except OSError as err:
             if is_disk_full(err):
@@ -208,7 +208,7 @@ class PartStore:
             same_level = [p for p in self.parts(self.rank) if int(PART_NAME.search(name_of(p)).group(2)) == level]
             if len(same_level) < self.fanout:
                 return
-            merged = as_float32(pa.concat_tables([read_part(p) for p in same_level], promote_options="permissive"))
+            merged = stored_floats(pa.concat_tables([read_part(p) for p in same_level], promote_options="permissive"))
             self._write(merged, level + 1)  # written before the small parts go: a crash here only duplicates rows
             for part in same_level:
                 remove(part)
@@ -221,19 +221,23 @@ class PartStore:
             return None
         tables = [read_part(p, columns) for p in parts]
         table = pa.concat_tables(tables, promote_options="permissive")  # parts of older runs: float64 embeddings
-        return latest_per_path(as_float32(table))
+        return latest_per_path(stored_floats(table))
 
 
 EMBEDDING_COLUMNS = ("video_embedding", "frame_embeddings")  # lists of floats: the sidecar's columns
 
 
-def as_float32(table: pa.Table) -> pa.Table:
-    """``table`` with its embedding columns stored as float32, the precision they are computed in (Python's lists
-    make them float64 on the way, and parts of earlier runs hold them so: twice the bytes, no more information)."""
+def stored_floats(table: pa.Table) -> pa.Table:
+    """``table`` with float64 embedding columns stored as float32, the precision they are computed in (Python's
+    lists make them float64, and parts of earlier runs hold them so: twice the bytes, no more information); float32
+    and float16 (``embedding_dtype: float16``) columns stay as they are."""
     for name in [c for c in EMBEDDING_COLUMNS if c in table.column_names]:
         column = table.column(name)
-        target = pa.list_(pa.float32()) if name == "video_embedding" else pa.list_(pa.list_(pa.float32()))
-        if not pa.types.is_null(column.type):  # a batch of failures only: no values to type
+        leaf = column.type
+        while pa.types.is_list(leaf) or pa.types.is_large_list(leaf):
+            leaf = leaf.value_type
+        if pa.types.is_float64(leaf):  # a null column (a batch of failures only) has no values to type
+            target = pa.list_(pa.float32()) if name == "video_embedding" else pa.list_(pa.list_(pa.float32()))
             table = table.set_column(table.column_names.index(name), name, column.cast(target))
     return table
 

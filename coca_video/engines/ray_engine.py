@@ -130,7 +130,8 @@ def connected(cluster: RayConfig) -> Iterator[Any]:
         yield ray
         return
     if cluster.address is not None:
-        ray.init(address=cluster.address, logging_level=logging.WARNING)
+        ray.init(address=cluster.address, **log_options(cluster))
+        quiet_console(cluster)
         try:
             yield ray
         finally:
@@ -138,6 +139,27 @@ def connected(cluster: RayConfig) -> Iterator[Any]:
         return
     with local_cluster(ray, cluster):
         yield ray
+
+
+def log_options(cluster: RayConfig) -> dict[str, Any]:
+    """``ray.init``'s logging: with ``verbose`` off, the driver's ``ray`` logger at ERROR (its start-up WARNINGs,
+    e.g. about token authentication, read as failures in a user's terminal) and the workers' and raylets' output
+    kept in the session's log files instead of this terminal (a task that fails still raises here)."""
+    if cluster.verbose:
+        return {"logging_level": logging.WARNING}
+    return {"logging_level": logging.ERROR, "log_to_driver": False}
+
+
+def quiet_console(cluster: RayConfig) -> None:
+    """With ``verbose`` off, Ray Data's terminal lines (its own ``ray.data`` logger, which does not go through
+    ``ray``'s) at ERROR too; its log file in the session folder keeps everything."""
+    if cluster.verbose:
+        return
+    import ray.data  # noqa: F401 -- configures the ray.data logger and its handlers
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setLevel(max(handler.level, logging.ERROR))
 
 
 @contextlib.contextmanager
@@ -151,7 +173,8 @@ def local_cluster(ray: Any, cluster: RayConfig) -> Iterator[None]:
     os.environ[reaper.TOKEN_ENV] = token  # inherited by every process Ray starts from here on
     try:
         ray.init(address="local", num_cpus=local_cpus(cluster), include_dashboard=False,
-                 logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": path}})
+                 runtime_env={"env_vars": {"PYTHONPATH": path}}, **log_options(cluster))
+        quiet_console(cluster)
         try:
             yield
         finally:

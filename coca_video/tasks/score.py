@@ -33,7 +33,7 @@ from ..io import check_output_file
 from ..model import CoCa, get_tokenizer, load_probe, read_probe_info
 from ..prompts import prompt_templates
 from ..runtime import load_model, with_trained_settings
-from ..scoring import ScoreItem, VideoScorer
+from ..scoring import EmbeddingDtype, ScoreItem, VideoScorer
 
 
 @dataclass
@@ -49,6 +49,7 @@ class ScoreConfig:
     caption: CaptionConfig | None = None  # a caption per video (null: none; true or any caption.* key: captions)
     video_pooling: Literal["mean", "attentional"] = "mean"  # mean of frame embeddings, or the pooler over all tokens
     frame_embeddings: bool = False  # also store each frame's embedding in the embeddings file
+    embedding_dtype: EmbeddingDtype = "float32"  # float16: the embeddings file at half the bytes (read as float32)
     report: str | None = None  # HTML report path (page 1, with the totals); more pages go beside it: <stem>-002.html
     report_page_size: int = 200  # videos per report page (a segmented video's rows stay together on one page)
     segment_seconds: float = 0.0  # > 0: score consecutive windows of this length, one row each (0: whole videos)
@@ -123,6 +124,7 @@ def row_settings(cfg: ScoreConfig) -> dict[str, Any]:
             "probe": str(probe) if probe else None, "probe_views": cfg.probe_views if probe else None,
             "top_k": cfg.top_k, "caption": list(dataclasses.astuple(cfg.caption))
             if cfg.caption else None, "video_pooling": cfg.video_pooling, "frame_embeddings": cfg.frame_embeddings,
+            "embedding_dtype": None if cfg.embedding_dtype == "float32" else cfg.embedding_dtype,  # None: as before it
             "segments": [cfg.segment_seconds, cfg.segment_stride] if cfg.segment_seconds else None}
 
 
@@ -177,7 +179,7 @@ def build_scorer(cfg: ScoreConfig, model: CoCa | None = None, tokenizer: Callabl
         class_names = read_class_names(cfg.labels)
         templates = prompt_templates(model, cfg.templates)
     return VideoScorer(model, tokenizer, cfg.model, class_names, templates, probe, cfg.top_k, cfg.caption,
-                       cfg.frame_embeddings, cfg.video_pooling)
+                       cfg.frame_embeddings, cfg.video_pooling, cfg.embedding_dtype)
 
 
 def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,

@@ -113,7 +113,10 @@ def fps_indices(fps: float, num_frames: int, windows: list[tuple[float, float]])
 
 
 def clock(seconds: float) -> str:
-    """``83.5`` -> ``01:23``; ``3723`` -> ``1:02:03``."""
-    minutes, secs = divmod(int(seconds), 60)
+    """A time in a video, to the nearest tenth of a second: ``83`` -> ``01:23``; ``3723`` -> ``1:02:03``; a time
+    that is not a whole second shows its tenths, ``0.5`` -> ``00:00.5``, ``83.46`` -> ``01:23.5``."""
+    whole, tenths = divmod(int(round(seconds * 10)), 10)  # rounded once, so 59.96 is 01:00, never 00:60
+    minutes, secs = divmod(whole, 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+    text = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+    return f"{text}.{tenths}" if tenths else text
