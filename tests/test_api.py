@@ -37,6 +37,7 @@ def test_create_model_and_transforms_has_open_clips_shape_and_casts_for_precisio
     ({"generation_type": "top_p", "top_p": 0.5, "temperature": 0.7, "seq_len": 8},
      {"method": "top_p", "top_p": 0.5, "temperature": 0.7, "max_len": 8}),
 ])
+@pytest.mark.slow
 def test_generate_takes_open_clips_keywords(default_model, open_clip_kwargs, ours):
     size = default_model.cfg.vision.image_size
     images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import REPO
 
 PACKAGE = REPO / "coca_video"
@@ -102,6 +103,7 @@ def test_no_import_cycles_between_modules():
             visit(module, [module])
 
 
+@pytest.mark.slow
 def test_every_module_imports_in_a_fresh_interpreter():
     code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
     result = subprocess.run([sys.executable, "-c", code, *all_modules()], capture_output=True, text=True, cwd=REPO)

@@ -107,6 +107,7 @@ def test_bleu_rouge_cider_equal_pycocoevalcap_on_the_same_tokens():
     assert 0 < expected["cider"] and 0 < expected["bleu_4"] < expected["bleu_1"] < 100  # a corpus that discriminates
 
 
+@pytest.mark.slow
 @needs_coco_caption
 @pytest.mark.needs("java")
 def test_every_metric_equals_coco_caption_with_java():

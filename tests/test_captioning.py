@@ -112,6 +112,7 @@ def test_caption_csv_with_an_unreadable_video_excludes_and_lists_it(tmp_path, mo
     assert {k: again[k] for k in result if k != "protocol"} == {k: result[k] for k in result if k != "protocol"}
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_score_caption_options_reach_the_decoder():
     """caption.beam_size, caption.min_len and caption.repetition_penalty of score's config decode as the model's

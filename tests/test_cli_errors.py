@@ -249,6 +249,7 @@ def test_a_typo_in_a_flag_is_argparses_exit_2(world, capsys):
     assert "--lables" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["num-frames-0", "search-random-bytes", "probe-truncated-weights"])
 def test_a_real_process_prints_one_line_and_no_traceback(name, world):
     argv, culprit = CASES[name](world)

@@ -103,6 +103,7 @@ def test_score_with_no_input_is_a_usage_error_that_writes_nothing(clips, tmp_pat
     assert sorted(p.name for p in work.iterdir()) == ["holiday.mp4"]
 
 
+@pytest.mark.slow
 def test_score_with_no_input_in_a_real_process(tmp_path):
     done = run_cli("score", cwd=tmp_path)
     assert done.returncode == 2

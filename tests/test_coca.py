@@ -122,6 +122,7 @@ def test_tied_head_uses_the_token_embedding():
     torch.testing.assert_close(model.vocab_logits(hidden), expected)
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
     torch.manual_seed(0)
     model = coca_video.CoCa(tiny_config()).train()
@@ -215,6 +216,7 @@ def test_attentional_video_pooling_over_all_tokens_matches_a_hand_written_pooler
     assert not torch.allclose(expected, mean, atol=1e-3)  # a different representation from the paper's mean
 
 
+@pytest.mark.slow
 def test_all_frames_caption_input_reads_every_frame(tiny_model):
     """Attention over T copies of one frame's tokens gives each copy 1/T of the weight of the same values: the
     pooled tokens (so the caption) equal that frame's. Different frames give tokens unlike either frame's."""

@@ -54,6 +54,7 @@ def item_starts_while_working(tmp_path: Path, gate: bool) -> tuple[list[int], in
     return during, sorted(seen)
 
 
+@pytest.mark.slow
 def test_gated_workers_start_items_only_while_the_consumer_waits(tmp_path):
     (tmp_path / "gated").mkdir()
     (tmp_path / "plain").mkdir()
@@ -125,6 +126,7 @@ def gone(pid: int) -> bool:
     return "State:\tZ" in status  # exited, waiting for init to reap it
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_waiting_at_a_closed_gate_do_not_outlive_a_killed_consumer(tmp_path):
     result = subprocess.run([sys.executable, "-c", KILLED_CONSUMER, str(tmp_path), str(Path(__file__).parent)],

@@ -232,6 +232,7 @@ def one_step(module: torch.nn.Module, clips: torch.Tensor, targets: torch.Tensor
     return optimiser_step(task, run, Batch((clips,), targets), accum_steps, optim.grad_clip)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("soft", [False, True])
 def test_micro_batches_step_like_their_union(soft):
     """5 clips in 3 micro-batches (2 + 2 + 1), or in 7 (two of them empty: stand-in clips that count zero), step as

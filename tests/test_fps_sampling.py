@@ -54,6 +54,7 @@ def expected_embeddings(path, indices) -> np.ndarray:
     return torch.nn.functional.normalize(embeddings, dim=-1).numpy()
 
 
+@pytest.mark.slow
 def test_a_row_per_second_with_that_seconds_frame_and_resume(video, tmp_path):
     out = tmp_path / "s.parquet"
     summary = run(video, out, "decode.fps=1")

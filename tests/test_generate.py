@@ -36,6 +36,7 @@ def naive_greedy(model, images, max_len, min_len, process=None):
     return out
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_cached_greedy_equals_uncached_greedy(tiny_model):
     images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -139,6 +139,7 @@ def s3_rows(out: str):
     return rows
 
 
+@pytest.mark.slow
 def test_a_prefix_is_listed_decoded_written_and_resumed_in_s3(world, local_rows, tmp_path, monkeypatch):
     root, labels, videos = world
     monkeypatch.chdir(tmp_path)  # nothing may land in a local folder named after the URL
@@ -166,6 +167,7 @@ def test_a_prefix_is_listed_decoded_written_and_resumed_in_s3(world, local_rows,
     fs.rm_file(f"{BUCKET}/videos/clip{CLIPS:02d}.mp4")
 
 
+@pytest.mark.slow
 def test_a_list_of_urls_gives_a_missing_object_its_error_row(world, local_rows, tmp_path):
     _, labels, videos = world
     listed = tmp_path / "videos.txt"  # a local list of URLs

@@ -54,6 +54,7 @@ def score_argv(videos: Path, out: Path, *extra: str) -> list[str]:
     return ["score", str(videos), "--out", str(out), *extra, *FAST]
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_same_out_is_refused_and_the_first_keeps_every_row(tmp_path):
     first, second = make_clips(tmp_path / "a", 3, seed=1), make_clips(tmp_path / "b", 2, seed=2)
     out, started, go = tmp_path / "s.parquet", tmp_path / "started", tmp_path / "go"

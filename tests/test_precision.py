@@ -30,6 +30,7 @@ def default_model_and_images():
     return model, coca_video.image_transform(model).frames(images), names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "int8"])  # fp16 checked on the CPU: the same numbers a GPU
 def test_default_model_passes_the_gates(default_model_and_images, precision):
     model, images, names = default_model_and_images
@@ -193,6 +194,7 @@ def test_auto_is_written_back_so_outputs_record_the_precision_that_ran():
     assert training.precision == ("bf16" if cpu_kind().native_bf16 else "fp32")
 
 
+@pytest.mark.slow
 def test_limiting_the_instruction_sets_turns_native_bf16_off_and_auto_away_from_bf16():
     """The environment that approximates an AVX2-only CPU on an AVX-512 one (bench_encode_image.py's docstring)
     really is seen as such: the CPU kind says so, and auto (measured) does not choose bf16."""
@@ -248,6 +250,7 @@ def test_under_torchrun_every_rank_computes_in_the_precision_rank_0_measured(tmp
     assert lines == [["0", "int8", "int8"], ["1", "int8", "int8"]], out.stdout
 
 
+@pytest.mark.slow
 def test_auto_measures_once_per_model_cpu_and_torch_version_then_reads_its_choice_back(default_model_and_images,
                                                                                       monkeypatch):
     model = default_model_and_images[0]

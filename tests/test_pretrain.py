@@ -207,6 +207,7 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
     archive.addfile(info, io.BytesIO(data))
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused_and_the_same_settings_resume(tmp_path, capfd):
     """resume=auto into a pretraining run's output_dir: another optim.lr is a ConfigError naming it (nothing
     written); the same settings resume where the run stopped."""

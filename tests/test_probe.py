@@ -176,6 +176,7 @@ def test_finetune_evaluates_with_its_own_weights_not_a_stale_cache(tmp_path):
     assert second == predictions(tmp_path / "fresh", seed=1)
 
 
+@pytest.mark.slow
 def test_a_model_folder_rewritten_in_place_is_encoded_again_not_read_from_the_cache(tmp_path):
     """A frozen probe of a checkpoint folder, then of other weights saved to the same folder, into one output_dir:
     the second run's predictions are those of the same run in a fresh folder, not of the first weights' tokens."""
@@ -278,6 +279,7 @@ def test_finetune_from_the_frozen_head_starts_at_its_accuracy(tmp_path):
     assert predictions["tuned"].prediction.tolist() == predictions["frozen"].prediction.tolist()
 
 
+@pytest.mark.slow
 def test_finetuning_with_the_encoder_still_takes_the_frozen_probes_steps_when_clipped_per_module(tmp_path):
     """Finetuning = the frozen probe + encoder updates: with the encoder at lr ~0 and ``optim.clip_per_module`` the
     head's gradients are clipped on their own, as the frozen probe clips them, so every epoch's loss is the frozen
@@ -297,6 +299,7 @@ def test_finetuning_with_the_encoder_still_takes_the_frozen_probes_steps_when_cl
     assert off["apart"] < 5e-4 and off["together"] > 10 * off["apart"], off
 
 
+@pytest.mark.slow
 def test_max_steps_counts_optimiser_steps_and_whole_epochs_of_them_equal_the_epochs_run(tmp_path):
     """The paper counts steps: ``max_steps`` of 4 steps an epoch (32 clips, batch 8) runs ceil(steps / 4) epochs,
     the last one cut short, with the schedule over exactly those steps; 8 steps are the 2-epoch run, exactly."""

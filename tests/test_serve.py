@@ -358,6 +358,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_the_command_warns_off_loopback_needs_its_token_and_stops_cleanly_on_ctrl_c(scored):
     env = {**os.environ, "PYTHONPATH": str(REPO), "COCA_VIDEO_TOKEN": "from-env"}
     cmd = [sys.executable, "-m", "coca_video.cli", "serve", str(scored["embeddings"]), "--scores", str(scored["out"]),

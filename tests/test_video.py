@@ -272,6 +272,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_and_their_helpers_end_promptly_after_a_sigkilled_run():
     """Issue #24: after `score` was SIGKILLed, decode helpers lived on for the DataLoader worker's 5 s poll. Its
@@ -312,6 +313,7 @@ def helper_sees_tests(monkeypatch):
     isolate._helper = None
 
 
+@pytest.mark.slow
 def test_timeout_reports_the_progress_made_before_it(helper_sees_tests):
     with pytest.raises(DecodeTimeout) as caught:
         call_with_timeout(helper_calls.report_then_sleep, 3, 3, 60)
