@@ -11,7 +11,7 @@ import pytest
 import coca_video
 from coca_video.cli import main
 from coca_video.data.actions import load_actions
-from coca_video.data.labels import model_templates, read_class_names
+from coca_video.data.labels import read_class_names, read_templates
 from coca_video.data.synthetic import COLOURS, label_names, write_kinetics_format
 from coca_video.report.classification import is_our_png
 
@@ -33,7 +33,7 @@ def test_zeroshot_accuracy_matches_a_classification_by_hand(tmp_path, capsys):
     for item in actions.items:
         video = coca_video.encode_video_file(model, item.path, num_frames=4)
         probs = coca_video.zero_shot_classify(model, tokenizer, video.video_embedding, list(COLOURS),
-                                              model_templates("default"))[0]
+                                              read_templates(model.checkpoint / "prompt_templates.txt"))[0]
         top = probs.topk(5).indices.tolist()
         hits1 += top[0] == item.label
         hits5 += item.label in top

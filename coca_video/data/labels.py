@@ -122,15 +122,6 @@ def read_templates(path: str | Path) -> list[str]:
     return templates
 
 
-def model_templates(model: str) -> list[str] | None:
-    """The zero-shot prompt templates a checkpoint folder ships (``prompt_templates.txt``), if any."""
-    from ..model.factory import TEMPLATES_FILE, checkpoint_folder
-
-    folder = checkpoint_folder(model)
-    path = folder / TEMPLATES_FILE if folder is not None else None
-    return read_templates(path) if path is not None and path.is_file() else None
-
-
 def video_templates() -> list[str]:
     """The usual prompt templates for zero-shot video action classification (shipped with the package)."""
     return read_templates(ASSETS / "video_templates.txt")
