@@ -136,14 +136,13 @@ def choice_cache() -> Path:
 
 
 def choice_key(model: nn.Module, kind: CpuKind) -> str:
-    """What a measured choice depends on: torch's version, the CPU, the thread count, the gates, and the model (its config and
-    a digest of every weight tensor's sum and shape, cheap next to the measurement it saves)."""
-    weights = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        weights.update(f"{name}{tuple(tensor.shape)}{float(tensor.float().sum()):.9g}".encode())
+    """What a measured choice depends on: torch's version, the CPU, the thread count, the gates, and the model (its
+    config and :func:`~coca_video.model.state_dict.weights_digest`, the one hash of a module's weights)."""
+    from .state_dict import weights_digest
+
     config = repr(getattr(model, "cfg", type(model).__name__))
     return "|".join([torch.__version__, str(kind), str(torch.get_num_threads()), str(sorted(MIN_COSINE.items())),
-                     hashlib.sha256(config.encode()).hexdigest()[:16], weights.hexdigest()[:16]])
+                     hashlib.sha256(config.encode()).hexdigest()[:16], weights_digest(model)[:16]])
 
 
 def read_choice(key: str, candidates: list[InferencePrecision]) -> InferencePrecision | None:
