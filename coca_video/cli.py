@@ -451,6 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigint_held():  # a Ctrl-C meanwhile waits until the import is done, then interrupts as usual
             load_modules(args)
         args.func(args)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done and kept: a Ctrl-C during the exit changes nothing
     except UserError as err:
         print(f"{command}: error: {err}", file=sys.stderr)
         return err.exit_status
