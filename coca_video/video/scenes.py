@@ -77,13 +77,9 @@ def scene_windows(rule: SceneRule, duration: float, cuts: list[float]) -> list[t
     windows = []
     for start, end in zip(bounds, bounds[1:]):
         if rule.max_scene_seconds > 0:
-            windows += [(round(start + a, 6), round(start + b, 6)) for a, b in segment_windows(end - start, rule.max_scene_seconds)]
+            split = segment_windows(end - start, rule.max_scene_seconds)
+            windows += [(round(start + a, 6), round(start + b, 6)) for a, b in split]
         else:
             windows.append((round(start, 6), round(end, 6)))
     return windows
 
-
-def video_scenes(path: str | os.PathLike, rule: SceneRule) -> list[tuple[float, float]]:
-    """The scene windows of the video at ``path`` (see :func:`detect_cuts` and :func:`scene_windows`)."""
-    duration, cuts = detect_cuts(path, rule)
-    return scene_windows(rule, duration, cuts)
