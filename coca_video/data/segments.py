@@ -36,15 +36,15 @@ class SegmentRule:
 
     def windows(self, path: str, decode: DecodeConfig) -> list[Window]:
         """The windows of the video at ``path`` (a local file or an object-storage URL), by this rule."""
-        if self.scenes is not None:
-            if is_url(path):
-                with local_copy(path, decode.timeout) as local:
-                    return scene_windows(self.scenes, *detect_cuts(local, self.scenes))
-            return scene_windows(self.scenes, *detect_cuts(path, self.scenes))
+        if self.scenes is not None and is_url(path):
+            with local_copy(path, decode.timeout) as local:  # one download for the headers and the cutting
+                return self.windows(str(local), decode)
         from ..video import fps_rate, segment_windows
 
         with open_video(path, backend=decode.backend, timeout=decode.timeout) as reader:
-            duration = reader.duration
+            duration = reader.duration  # the headers' duration, as the decode and its rows' duration column have it
+        if self.scenes is not None:
+            return scene_windows(self.scenes, duration, detect_cuts(path, self.scenes)[1])
         if self.chunk_frames:
             return segment_windows(duration, self.chunk_frames / fps_rate(duration, self.fps, self.max_frames))
         return segment_windows(duration, self.seconds, self.stride)
