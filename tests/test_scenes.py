@@ -91,7 +91,8 @@ def test_scene_rows_equal_the_same_windows_scored_as_fixed_segments(videos, tiny
     scenes = run(root / "even", tmp_path / "scenes.parquet", tiny, "segment_by=scenes", "decode.workers=1")
     fixed = run(root / "even", tmp_path / "fixed.parquet", tiny, "segment_seconds=2")
     assert scenes["scored_now"] == fixed["scored_now"] == 4
-    got, want = (pq.read_table(embeddings_path(tmp_path / f"{name}.parquet")).to_pandas() for name in ("scenes", "fixed"))
+    got, want = (pq.read_table(embeddings_path(tmp_path / f"{name}.parquet")).to_pandas()
+                 for name in ("scenes", "fixed"))
     assert list(got.segment_start) == list(want.segment_start) == [0, 2, 4, 6]
     assert list(got.segment_end) == list(want.segment_end) == [2, 4, 6, 8]
     np.testing.assert_allclose(np.stack(got.video_embedding), np.stack(want.video_embedding), atol=1e-6)
