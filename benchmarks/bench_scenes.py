@@ -100,7 +100,7 @@ def main() -> None:
         "adaptive (threshold 3)": lambda p: detect_cuts(p, SceneRule("adaptive", 3.0, MIN_SCENE_SECONDS))[1],
         f"embedding change points (tau {args.tau})": lambda p: embedding_cuts(p, model, args.tau),
     }
-    print(f"{args.seconds:g} s at {args.fps:g} fps, {args.size}x{args.size}, {len(truth)} cuts; one core")
+    print(f"{args.seconds:g} s at {args.fps:g} fps, {args.size}x{args.size}, {len(truth)} cuts; torch on one thread")
     print("| detector | cuts found within 2 frames | ... with low-contrast cuts | false cuts (cut videos) "
           "| false cuts (slow pan + dissolve) | false cuts (whip pans) | CPU seconds per minute of video |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
