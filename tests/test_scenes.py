@@ -159,3 +159,19 @@ def test_two_videos_sharing_a_scene_dedup_to_one_scene_row(tmp_path):
     gone = table[~table.keep].iloc[0]
     assert (gone.segment_start, gone.segment_end) == (4, 8)
     assert {gone.path.rsplit("/", 1)[-1], gone.duplicate_of.rsplit("/", 1)[-1]} == {"a.mp4", "b.mp4"}
+
+
+@pytest.mark.slow
+@pytest.mark.needs("ray")
+def test_scenes_cut_on_ray_decode_actors_give_the_local_engines_rows(videos, tiny, tmp_path):
+    """engine=ray: the videos are cut by the cluster's decode actors (one local cluster for cutting and scoring);
+    the same scene rows and embeddings as the local engine's."""
+    pytest.importorskip("scenedetect")
+    root = videos
+    local = run(root / "cuts", tmp_path / "local.parquet", tiny, "segment_by=scenes")
+    on_ray = run(root / "cuts", tmp_path / "ray.parquet", tiny, "segment_by=scenes", "engine=ray",
+                 "ray.decode_actors=1", "ray.encode_actors=1")
+    assert local["scored_now"] == on_ray["scored_now"] == len(CUTS) + 1
+    got, want = (pq.read_table(embeddings_path(tmp_path / f"{name}.parquet")).to_pandas() for name in ("ray", "local"))
+    assert list(got.segment_start) == list(want.segment_start) and list(got.segment_end) == list(want.segment_end)
+    np.testing.assert_allclose(np.stack(got.video_embedding), np.stack(want.video_embedding), atol=1e-6)

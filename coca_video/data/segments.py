@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import DecodeConfig
+from ..errors import MissingExtraError
 from ..storage import is_url, local_copy
 from ..video.scenes import SceneRule, scene_windows, detect_cuts
 from ..video.source import open_video
@@ -62,6 +63,8 @@ class WindowsOf(Dataset):
     def __getitem__(self, index: int) -> list[Window] | None:
         try:
             return self.rule.windows(self.paths[index], self.decode)
+        except MissingExtraError:  # a worker (a Ray node) without PySceneDetect: the run's error, not the file's
+            raise
         except Exception:  # noqa: BLE001 -- the decode of the whole-file item reports what is wrong
             return None
 

@@ -10,6 +10,7 @@ What a row holds and how it is computed: :mod:`coca_video.scoring`. Results are 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import sys
@@ -226,8 +227,9 @@ def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,
                       probe_sampling(cfg))
     started, scores, encoded = time.time(), None, None
     try:  # a file's windows stay on one rank: shared out by file, then planned
-        encoded = encode_locked(plan_items(cfg, keys[info.rank::info.world_size], store), store, row_settings(cfg),
-                                encoder, shard=False)
+        with one_connection(cfg):
+            encoded = encode_locked(plan_items(cfg, keys[info.rank::info.world_size], store), store,
+                                    row_settings(cfg), encoder, shard=False)
     finally:  # Ctrl-C or a crash still leaves every flushed batch merged into the output
         if info.is_main:
             provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or "",
@@ -248,6 +250,16 @@ def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,
     if counts.stage_seconds is not None:  # engine=ray: busy seconds per stage, from Ray Data's stats
         summary["stage_seconds"], summary["ray_pools"] = counts.stage_seconds, counts.pools
     return summary, scores
+
+
+def one_connection(cfg: ScoreConfig) -> contextlib.AbstractContextManager:
+    """Ray connected for the whole run when it both cuts scenes and scores on Ray (one local cluster started, not
+    two); nothing otherwise."""
+    if cfg.engine == "ray" and cfg.segment_by == "scenes":
+        from ..engines.ray_engine import connected
+
+        return connected(cfg.ray)
+    return contextlib.nullcontext()
 
 
 FAILURES_SHOWN = 3  # failed inputs named on stderr; the rest are counted per reason
@@ -297,7 +309,12 @@ def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]], store: Part
                        cfg.decode.fps, cfg.decode.max_frames, scenes)
     covered = covered_windows(store) if scenes is not None and store is not None else {}
     to_cut = [key for key in keys if stored_key(key) not in covered]
-    cut = dict(zip(to_cut, video_windows([key[0] for key in to_cut], rule, cfg.decode)))
+    if cfg.engine == "ray" and scenes is not None:  # cut on the cluster's decode actors
+        from ..engines.ray_engine import cut_videos
+
+        cut = dict(zip(to_cut, cut_videos([key[0] for key in to_cut], rule, cfg.decode, cfg.ray)))
+    else:
+        cut = dict(zip(to_cut, video_windows([key[0] for key in to_cut], rule, cfg.decode)))
     items = []
     for key in keys:
         windows = covered.get(stored_key(key)) or cut[key]

@@ -17,7 +17,7 @@ from .sampling import segment_windows
 
 SceneDetectorName = Literal["content", "adaptive"]
 DEFAULT_THRESHOLDS: dict[str, float] = {"content": 27.0, "adaptive": 3.0}  # PySceneDetect's own defaults
-INSTALL_HINT = "segment_by=scenes needs PySceneDetect: pip install 'coca-video[scenes]'"
+INSTALL_HINT = "segment_by=scenes needs PySceneDetect, which is not installed; pip install 'coca-video[scenes]'"
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,12 @@ class SceneRule:
 
 def require_scenedetect() -> Any:
     """The ``scenedetect`` module, or the one-line error naming the extra."""
-    from ..errors import ConfigError
+    from ..errors import MissingExtraError
 
     try:
         import scenedetect
     except ImportError:
-        raise ConfigError(INSTALL_HINT) from None
+        raise MissingExtraError(INSTALL_HINT) from None
     return scenedetect
 
 
