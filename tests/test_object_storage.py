@@ -326,3 +326,17 @@ def test_dedup_reads_an_embeddings_file_from_s3(s3, tmp_path, capsys):
                                                                                              ("b.mp4", 1.0)}
     line = one_line_error(capsys, ["dedup", f"s3://{BUCKET}/runs/none.parquet", "--out", str(tmp_path / "n.parquet")])
     assert f"s3://{BUCKET}/runs/none.parquet" in line and "not found" in line, line
+
+
+@pytest.mark.slow
+def test_scenes_of_s3_objects_are_cut(world, tmp_path):
+    """segment_by=scenes on an s3:// prefix: each clip (no cut in 4 frames) is one scene from 0 to its duration, the
+    corrupt object an error row."""
+    pytest.importorskip("scenedetect")
+    _, labels, videos = world
+    summary = run_score(videos, tmp_path / "scenes.parquet", labels, "segment_by=scenes")
+    rows = pq.read_table(tmp_path / "scenes.parquet").to_pandas().set_index("path")
+    assert summary["scored_now"] == len(rows) == CLIPS + 1
+    assert rows.loc[f"{videos}broken.mp4"].status == "error"
+    ok = rows[rows.status == "ok"]
+    assert (ok.segment_start == 0).all() and np.allclose(ok.segment_end, ok.duration)
