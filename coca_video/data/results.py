@@ -24,7 +24,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -267,22 +267,20 @@ def latest_per_path(table: pa.Table) -> pa.Table:
 
 
 def merge(output: PathLike, embedding_columns: Iterable[str] = EMBEDDING_COLUMNS,
-          paths: list[str] | None = None, metadata: dict[str, str] | None = None) -> pa.Table | None:
+          paths: list[str] | None = None, metadata: dict[str, str] | None = None,
+          columns: Callable[[pa.Table], pa.Table] | None = None) -> pa.Table | None:
     """Join all parts into ``output`` (rows sorted by path) and the embeddings sidecar, both atomically.
 
     ``paths``: this run's files; rows of other files (earlier runs into the same output) are shown while their
     file exists, rows of files gone since stay in the parts only. ``metadata`` goes into the sidecar's
-    schema (e.g. which model made the embeddings). Returns the scores table.
+    schema (e.g. which model made the embeddings). ``columns`` adds the inputs' own columns to the rows (a shard
+    sample's key and json). Returns the scores table.
     """
     output = output if is_url(output) else Path(output)
-    table = PartStore(output).read()
+    table = current_rows(output, paths)
     if table is None:
         return None
-    if paths is not None:
-        current = set(paths)
-        earlier = {p for p in table.column("path").to_pylist() if p not in current and exists(p)}
-        wanted = pa.array(sorted(current | earlier), type=pa.string())
-        table = table.filter(pc.is_in(table.column("path"), value_set=wanted))
+    table = columns(table) if columns is not None else table
     embedding_columns = [c for c in embedding_columns if c in table.column_names]
     try:
         if embedding_columns:
@@ -296,6 +294,18 @@ def merge(output: PathLike, embedding_columns: Iterable[str] = EMBEDDING_COLUMNS
             raise disk_full(output, PartStore(output).stored_rows()) from None
         raise
     return scores
+
+
+def current_rows(output: PathLike, paths: list[str] | None = None) -> pa.Table | None:
+    """The newest stored row of each path of ``output`` (None: nothing stored); with ``paths`` (this run's inputs)
+    only those and the rows of earlier runs' files that still exist."""
+    table = PartStore(output).read()
+    if table is None or paths is None:
+        return table
+    current = set(paths)
+    earlier = {p for p in table.column("path").to_pylist() if p not in current and exists(p)}
+    wanted = pa.array(sorted(current | earlier), type=pa.string())
+    return table.filter(pc.is_in(table.column("path"), value_set=wanted))
 
 
 def disk_full(output: PathLike, safe_rows: int) -> OutputError:
