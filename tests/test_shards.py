@@ -25,11 +25,12 @@ from helpers import REPO, clips_and_labels
 from coca_video.cli import main
 from coca_video.config import load_config
 from coca_video.data.results import PartStore, embeddings_path
-from coca_video.data.shards import expand_braces
+from coca_video.data.shards import expand_braces, read_shard
 from coca_video.tasks import score
+from coca_video.video.source import open_video
 
 MTIME = 1_700_000_000  # the tar headers' mtime, as video2dataset's writer stamps each member
-BASE = ["decode.num_frames=4", "decode.batch_size=2", "decode.workers=0", "top_k=3"]
+BASE = ["decode.num_frames=2", "decode.batch_size=4", "decode.workers=0", "top_k=3", "model.image_size=32"]
 
 
 def sample_json(key: str, index: int, status: str = "success", error: str | None = None) -> dict:
@@ -62,7 +63,7 @@ def cut_inside(path: Path, member: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def made(tmp_path_factory):
     """5 clips as files, and as 3 shards: 00000 (clips 0-1), 00001 (clip 2, a failed download with no mp4, a sample
     with json but no mp4, clip 3), 00002 (clip 4, then clip 0 again cut short); keys -> clip file names."""
     root = tmp_path_factory.mktemp("clips")
@@ -83,7 +84,14 @@ def world(tmp_path_factory):
         ("000000012", None, sample_json("000000012", 12), "clip number 12"), ok(13, 3)])
     write_shard(shards / "00002.tar", [ok(20, 4), ok(21, 0)])
     cut_inside(shards / "00002.tar", "000000021.mp4")
-    files = root.parent / "files.parquet"
+    return shards, labels, names, clips
+
+
+@pytest.fixture(scope="module")
+def world(made):
+    """The shards, the labels, the same clips scored as plain files (the reference), keys -> clip names, clips."""
+    shards, labels, names, clips = made
+    files = clips.parent / "files.parquet"
     run(clips, files, labels)
     return shards, labels, files, names, clips
 
@@ -112,6 +120,7 @@ def scored(world, tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow
 def test_shard_rows_equal_file_rows_and_carry_keys_json_and_reasons(world, scored):
     shards, _, files, names, clips = world
     out, summary = scored
@@ -137,6 +146,7 @@ def test_shard_rows_equal_file_rows_and_carry_keys_json_and_reasons(world, score
                       (None, "cut short or damaged after 4 members (unexpected end of data): the members after them are lost")}
 
 
+@pytest.mark.slow
 def test_per_shard_outputs_hold_the_merged_rows_of_their_shard(world, scored):
     shards, *_ = world
     out, _ = scored
@@ -161,6 +171,7 @@ def test_per_shard_outputs_hold_the_merged_rows_of_their_shard(world, scored):
     assert json.loads((out.parent / "00002_stats.json").read_text())["shard_error"].startswith("cut short")
 
 
+@pytest.mark.slow
 def test_a_rerun_scores_nothing_again_and_names_json_fields_as_columns(world, scored):
     shards, labels, *_ = world
     out, first = scored
@@ -177,6 +188,36 @@ def test_a_rerun_scores_nothing_again_and_names_json_fields_as_columns(world, sc
     assert "url" in pq.read_schema(out.parent / "00001.parquet").names
 
 
+def test_a_shard_is_read_in_place_with_each_samples_reason(made):
+    shards, *_ = made
+    mixed = read_shard(str(shards / "00001.tar"))
+    assert [(s.key, s.video.name if s.video else None, s.problem) for s in mixed.samples] == [
+        ("000000010", "000000010.mp4", None),
+        ("000000011", None, "failed_to_download: HTTP Error 404: Not Found"),
+        ("000000012", None, "no video in the sample (members .mp4, .avi, .mkv...: none)"),
+        ("000000013", "000000013.mp4", None)]
+    assert mixed.problem is None and mixed.samples[3].text == "clip number 13"
+    assert mixed.samples[0].meta == sample_json("000000010", 10)
+    with open_video(mixed.samples[3].path) as reader:  # decoded from the member, as the file it was made from
+        assert reader.num_frames == 4
+    cut = read_shard(str(shards / "00002.tar"))
+    assert [(s.key, s.problem is None) for s in cut.samples] == [("000000020", True), ("000000021", False)]
+    assert cut.problem.startswith("cut short or damaged after 4 members")
+
+
+def test_a_damaged_header_keeps_the_samples_before_it(made, tmp_path):
+    shards, *_ = made
+    damaged = tmp_path / "00001.tar"
+    data = bytearray((shards / "00001.tar").read_bytes())
+    with tarfile.open(shards / "00001.tar") as tar:
+        offset = tar.getmember("000000012.json").offset  # the header of the third sample's json
+    data[offset:offset + 512] = b"garbage!" * 64
+    damaged.write_bytes(bytes(data))
+    shard = read_shard(str(damaged))
+    assert [s.key for s in shard.samples] == ["000000010", "000000011"]
+    assert shard.problem == f"damaged header at byte {offset}: the members after it are lost"
+
+
 def test_brace_patterns_expand_in_order_zero_padded():
     assert expand_braces("s/{00008..00011}.tar") == ["s/00008.tar", "s/00009.tar", "s/00010.tar", "s/00011.tar"]
     assert expand_braces("{a,b}-{0..1}.tar") == ["a-0.tar", "a-1.tar", "b-0.tar", "b-1.tar"]
@@ -189,8 +230,8 @@ def one_line(capsys, argv: list[str]) -> str:
     return err
 
 
-def test_a_pattern_matching_nothing_and_a_file_that_is_not_a_tar_are_one_line(world, tmp_path, capsys):
-    shards, labels, *_ = world
+def test_a_pattern_matching_nothing_and_a_file_that_is_not_a_tar_are_one_line(made, tmp_path, capsys):
+    shards, labels, *_ = made
     pattern = f"{shards}/{{00007..00009}}.tar"
     assert pattern in one_line(capsys, ["score", pattern, "--labels", str(labels), "--out", str(tmp_path / "a.parquet")])
     fake = tmp_path / "00000.tar"
@@ -199,8 +240,8 @@ def test_a_pattern_matching_nothing_and_a_file_that_is_not_a_tar_are_one_line(wo
     assert str(fake) in err and "not a tar" in err
 
 
-def test_per_shard_outputs_beside_the_input_shards_are_refused(world, capsys):
-    shards, labels, *_ = world
+def test_per_shard_outputs_beside_the_input_shards_are_refused(made, capsys):
+    shards, labels, *_ = made
     err = one_line(capsys, ["score", str(shards / "00000.tar"), "--labels", str(labels),
                             "--out", str(shards / "scores.parquet"), "shard_outputs=true"])
     assert "holds the input shard" in err
@@ -218,7 +259,7 @@ def test_a_sigkilled_run_resumes_scoring_only_what_is_missing(world, tmp_path):
                                      for i in range(10)])
     out = tmp_path / "scores.parquet"
     command = [sys.executable, "-m", "coca_video", "score", str(many / "00000.tar"), "--labels", str(labels),
-               "--out", str(out), "decode.num_frames=4", "decode.batch_size=1", "decode.workers=0", "top_k=3"]
+               "--out", str(out), *BASE, "decode.batch_size=1"]
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -231,7 +272,7 @@ def test_a_sigkilled_run_resumes_scoring_only_what_is_missing(world, tmp_path):
     stored = len(PartStore(out).done_keys())
     if stored == 10:
         pytest.skip("the run finished before the kill (a machine faster than expected)")
-    summary = run(many / "00000.tar", out, labels)
+    summary = run(many / "00000.tar", out, labels, "decode.batch_size=1")
     assert summary["scored_now"] == 10 - stored and summary["already_scored"] == stored
     reference = {Path(row["path"]).name: row for row in rows_with_embeddings(files)}
     for row in rows_with_embeddings(out):
