@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from helpers import REPO, clips_and_labels
+from test_object_storage import BUCKET, s3  # noqa: F401 -- moto's S3 server for the module
 
 from coca_video.cli import main
 from coca_video.config import load_config
@@ -278,3 +279,60 @@ def test_a_sigkilled_run_resumes_scoring_only_what_is_missing(world, tmp_path):
     for row in rows_with_embeddings(out):
         want = reference[f"clip{int(row['key']) % 5}.mp4"]
         np.testing.assert_allclose(row["video_embedding"], want["video_embedding"], atol=1e-6)
+
+
+def by_sample(out) -> dict[tuple[str, str | None], dict]:
+    """Rows keyed by (shard file name, sample key), the paths and keys that differ between copies dropped."""
+    rows = {}
+    for row in rows_with_embeddings(out):
+        name = row["shard"].rsplit("/", 1)[-1]
+        rows[name, row["key"]] = {c: v for c, v in row.items() if c not in ("path", "shard", "size", "mtime", "error")}
+        rows[name, row["key"]]["error"] = row["error"].replace(row["path"], "<path>")
+    return rows
+
+
+def assert_same_samples(got, want) -> None:
+    assert set(got) == set(want)
+    for key, row in want.items():
+        assert list(got[key]) == list(row), key
+        for column, value in row.items():
+            if column == "video_embedding" or column.endswith("_score"):
+                assert (got[key][column] is None) == (value is None)
+                if value is not None:
+                    np.testing.assert_allclose(got[key][column], value, atol=1e-6)
+            else:
+                assert got[key][column] == value, (key, column)
+
+
+@pytest.mark.slow
+def test_shards_in_object_storage_give_the_local_shards_rows(s3, world, scored, tmp_path):
+    shards, labels, *_ = world
+    import fsspec
+
+    fs = fsspec.filesystem("s3", use_listings_cache=False)
+    for name in ("00000.tar", "00001.tar", "00002.tar"):
+        fs.put_file(str(shards / name), f"{BUCKET}/shards/{name}")
+    out = tmp_path / "scores.parquet"
+    summary = run(f"s3://{BUCKET}/shards/{{00000..00002}}.tar", out, labels)
+    assert summary["shards"] == 3
+    assert_same_samples(by_sample(out), by_sample(scored[0]))
+    prefix = run(f"s3://{BUCKET}/shards/", out, labels)  # the prefix names the same shards: nothing left to score
+    assert prefix["already_scored"] == 5 and prefix["scored_now"] == prefix["errors_now"]
+
+
+@pytest.mark.slow
+@pytest.mark.needs("ray")
+def test_the_ray_engine_on_shards_gives_the_local_engines_rows(world, scored, tmp_path):
+    import ray
+
+    shards, labels, *_ = world
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR",
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:
+        out = tmp_path / "scores.parquet"
+        summary = run(f"{shards}/{{00000..00002}}.tar", out, labels, "engine=ray", "ray.decode_actors=1",
+                      "ray.encode_actors=1", "ray.max_retries=1")
+    finally:
+        ray.shutdown()
+    assert (summary["scored_now"], summary["errors_now"]) == (9, 4)  # the 4 rows of samples and shards not decoded
+    assert_same_samples(by_sample(out), by_sample(scored[0]))

@@ -92,7 +92,8 @@ def expand_braces(pattern: str) -> list[str]:
 
 def is_shard_source(source: str | os.PathLike) -> bool:
     """Whether ``source`` names shards: a ``.tar`` (or a brace pattern of them), or a folder holding ``.tar`` files
-    and no videos (a folder holding both is refused in one line)."""
+    and no videos (a folder holding both is refused in one line). A prefix in object storage is listed as videos
+    first; one with no videos is then tried as shards (:func:`url_shards`)."""
     text = str(source)
     if text.lower().endswith(".tar") or (BRACE.search(text) and ".tar" in text.lower()):
         return True

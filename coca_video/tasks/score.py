@@ -31,9 +31,11 @@ from ..distributed import init_distributed
 from ..engines import Encoder, Engine, check_engine, encode_locked, loaded
 from ..errors import ConfigError, InputError, NothingSucceeded
 from ..io import check_output_file
+from ..storage import is_url
 from ..model import CoCa, get_tokenizer, load_probe, read_probe_info
 from ..prompts import prompt_templates
 from ..runtime import load_model, with_trained_settings
+from ..data.shards import url_shards
 from ..scoring import EmbeddingDtype, ScoreItem, VideoScorer
 from .score_shards import ScoreInputs, check_shard_outputs, names_shards, publish_shards, rejected_rows, shard_inputs
 
@@ -154,6 +156,8 @@ def score_inputs(cfg: ScoreConfig) -> ScoreInputs:
     if names_shards(sources_of(cfg)):
         return shard_inputs(sources_of(cfg))
     files = list_inputs(cfg.videos, cfg.follow_symlinks)
+    if not files and all(is_url(source) and url_shards(source) for source in sources_of(cfg)):
+        return shard_inputs(sources_of(cfg))  # prefixes holding shards only (listed again: a rare case)
     if not files:
         raise InputError(f"{cfg.videos}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
     return ScoreInputs([input_key(path) for path in files], [stored_path(path) for path in files])
