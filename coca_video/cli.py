@@ -58,8 +58,9 @@ ENGINE_FLAG = Flag("--engine", "engine", "local (default) or ray: decode and enc
                    "keys; pip install 'coca-video[ray]')")
 
 SCORE_FLAGS = [
-    Flag("VIDEOS", "videos", "folders (searched recursively), videos, .txt lists of paths, or CSV/Parquet tables "
-         "with a path column: one or several (a shell glob)", positional=True, many=True),
+    Flag("VIDEOS", "videos", "folders (searched recursively), videos, .txt lists of paths, CSV/Parquet tables "
+         "with a path column, or WebDataset .tar shards ('shards/{00000..00099}.tar'): one or several (a shell glob)",
+         positional=True, many=True),
     Flag("--labels", "labels", "class list: names per line, a CSV with a name column, or a Kinetics annotation CSV"),
     Flag("--probe", "probe", "a trained probe folder (the probe task's output_dir/probe) instead of --labels"),
     Flag("--out", "out", "scores table, .parquet or .csv (default scores.parquet)"),
