@@ -77,6 +77,8 @@ VIDEO_TEXT_FLAGS = [  # retrieval's and captioning's inputs: the same loaders (d
     Flag("--msrvtt-data", "source.msrvtt_data", "MSRVTT_data.json (alone: its full test split)"),
     Flag("--msrvtt-split", "source.msrvtt_split", "full (the 2,990 test videos, all references), a video-id list "
          "(train_list_full.txt, test_list_full.txt: those videos, all references) or MSRVTT_JSFUSION_test.csv (1k-A)"),
+    Flag("--captions-from-shards", "source.shards", "WebDataset .tar shards (a brace pattern, tars or a folder): "
+         "their videos, each sample's .txt (else its json caption) as its reference"),
 ]
 
 RETRIEVAL_FLAGS = [

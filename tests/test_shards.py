@@ -336,3 +336,22 @@ def test_the_ray_engine_on_shards_gives_the_local_engines_rows(world, scored, tm
         ray.shutdown()
     assert (summary["scored_now"], summary["errors_now"]) == (9, 4)  # the 4 rows of samples and shards not decoded
     assert_same_samples(by_sample(out), by_sample(scored[0]))
+
+
+@pytest.mark.slow
+def test_retrieval_on_shard_captions_equals_retrieval_on_the_same_clips_and_captions(world, tmp_path):
+    """source.shards: each usable sample's video with its .txt as the reference, as a CSV of the same clips would."""
+    from coca_video.tasks import retrieval
+
+    shards, _, _, names, clips = world
+    table = tmp_path / "captions.csv"
+    table.write_text("video,caption\n" + "".join(f"{clips / clip},clip number {int(key)}\n"
+                                                 for key, clip in sorted(names.items()) if key != "000000021"))
+    common = ["decode.num_frames=2", "decode.workers=0", "model.image_size=32", "report_queries=0"]
+    results = {}
+    for name, source in (("csv", f"source.captions={table}"), ("shards", f"source.shards={shards}/{{00000..00002}}.tar")):
+        cfg = load_config(retrieval.RetrievalConfig, None, [source, f"out={tmp_path / name}.json", *common])
+        results[name] = retrieval.run(cfg)
+    assert results["shards"]["protocol"]["videos"] == results["csv"]["protocol"]["videos"] == 5
+    for direction in ("t2v", "v2t"):
+        assert results["shards"][direction] == pytest.approx(results["csv"][direction], abs=1e-6)

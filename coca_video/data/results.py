@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from ..config import DecodeConfig, ModelConfig
 from ..errors import OutputError
 from ..io import atomic_write_table, atomic_write_text, exclusive_lock, is_disk_full
+from ..video.tar_members import find_member, split_member
 from ..storage import PathLike, child, exists, files_in, is_dir, is_url, name_of, parquet_source, read_bytes, remove, \
     sibling, stat
 
@@ -43,7 +44,12 @@ PART_NAME = re.compile(r"rank(\d+)-L(\d+)-(\d+)\.parquet$")
 
 
 def file_key(path: PathLike) -> FileKey:
-    """(path, size, mtime) of a file or object (the path as the file system has it; see :func:`stored_key`)."""
+    """(path, size, mtime) of a file or object (the path as the file system has it; see :func:`stored_key`); of a tar
+    member (``shard.tar#key.mp4``) its size and the mtime in its tar header."""
+    member = split_member(path)
+    if member is not None:
+        found = find_member(*member)
+        return str(path), found.size, found.mtime
     size, mtime = stat(path)
     return str(path), size, mtime
 
@@ -55,7 +61,7 @@ def input_key(path: PathLike) -> FileKey:
         key = file_key(path)
     except (FileNotFoundError, NotADirectoryError):
         return str(path), -1, 0.0
-    return key if is_url(path) or os.path.isfile(path) else (str(path), -1, 0.0)
+    return key if is_url(path) or split_member(path) or os.path.isfile(path) else (str(path), -1, 0.0)
 
 
 def stored_path(path: str | Path) -> str:

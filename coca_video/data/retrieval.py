@@ -220,12 +220,16 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]
 def load_set(source: VideoTextSource, task: str) -> RetrievalSet:
     """The videos and captions a config's ``source`` block names (retrieval, captioning and caption finetuning read
     the same block); ``task`` names the command in the error when it names nothing."""
+    if source.shards:
+        from .shards import load_shard_set
+
+        return load_shard_set(source.shards)
     if source.captions:
         return load_caption_csv(source.captions, source.videos or None)
     split = source.msrvtt_split or ("full" if source.msrvtt_data else None)  # the data file alone: its full test split
     if split and (source.msrvtt_data or split != "full"):
         return load_msrvtt(source.msrvtt_data or "", split, source.videos)
-    raise InputError(f"{task} needs source.captions=<csv>, or source.msrvtt_split=<JSFUSION csv>|<video-id list "
+    raise InputError(f"{task} needs source.captions=<csv>, source.shards=<tar pattern>, or source.msrvtt_split=<JSFUSION csv>|<video-id list "
                      ".txt>|full (the last two need source.msrvtt_data=<MSRVTT_data.json>)")
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,6 +34,9 @@ from .video import VIDEO_EXTENSIONS, find_videos
 
 BRACE = re.compile(r"\{([^{}]*)\}")
 RANGE = re.compile(r"(\d+)\.\.(\d+)")
+if TYPE_CHECKING:
+    from .retrieval import RetrievalSet
+
 SAMPLE_NAME = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's rule: the key is the name up to its first dot
 SHARD_COLUMNS = ("shard", "key")
 
@@ -263,3 +267,32 @@ def shard_stats(rows: pa.Table, shard: Shard) -> dict[str, Any]:
         stats[status] = sum(statuses[row["path"]] == status for row in failed)
     stats["failed_to_score"] = len(failed) - sum(stats[status] for status in JSON_STATUSES)
     return stats | {"status_dict": dict(sorted(reasons.items(), key=lambda rc: -rc[1])), "shard_error": shard.problem}
+
+
+def sample_caption(sample: ShardSample) -> str:
+    """A sample's reference caption: its ``.txt``, else its json's ``caption`` ("" when it has neither)."""
+    text = sample.text if sample.text is not None else (sample.meta or {}).get("caption")
+    return str(text or "").strip()
+
+
+def load_shard_set(pattern: str) -> RetrievalSet:
+    """The videos of the shards ``pattern`` names (:func:`shard_paths`) with their captions as references, for
+    ``retrieval`` and ``captioning`` (``source.shards``). Samples that cannot be scored (see :func:`sample_problem`)
+    and damaged shards are left out with a warning counting them; samples without a caption are counted as the CSV
+    loader counts empty captions."""
+    from .retrieval import RetrievalSet
+
+    shards = [read_shard(tar) for tar in shard_paths([pattern])]
+    samples = [sample for shard in shards for sample in shard.samples]
+    usable = [sample for sample in samples if sample.problem is None]
+    captioned = [sample for sample in usable if sample_caption(sample)]
+    warnings = []
+    left_out = len(samples) - len(usable)
+    damaged = [shard.path for shard in shards if shard.problem]
+    if left_out or damaged:
+        warnings.append(f"{pattern}: {left_out} of {len(samples)} samples have no usable video and are left out"
+                        + (f"; {len(damaged)} shards are damaged or missing (e.g. {damaged[0]})" if damaged else ""))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return RetrievalSet([s.path for s in captioned], [sample_caption(s) for s in captioned],
+                        list(range(len(captioned))), name_of(pattern), len(usable) - len(captioned), warnings)
