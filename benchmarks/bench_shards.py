@@ -107,7 +107,8 @@ def main() -> None:
           f"median videos/s")
     for name, table in (("score", scored), ("decode only", decoded)):
         files_rate, shards_rate = statistics.median(table["files"]), statistics.median(table["shards"])
-        print(f"{name:12s} files {files_rate:7.2f}  shards {shards_rate:7.2f}  shards/files {shards_rate / files_rate:.2f}")
+        print(f"{name:12s} files {files_rate:7.2f}  shards {shards_rate:7.2f}  "
+              f"shards/files {shards_rate / files_rate:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 A video2dataset shard ``00000.tar`` holds, per sample ``key``: ``key.mp4`` (the video), ``key.json`` (url, caption,
 key, status, error_message, clips, video_metadata...) and ``key.txt`` (the caption); ``00000.parquet`` and
 ``00000_stats.json`` lie beside it. Shards are named as a brace pattern (``shards/{00000..00099}.tar``), tar files,
-a folder of them or an ``s3://`` prefix holding them. Their members are read in place (:mod:`coca_video.video.tar_members`):
-nothing is extracted.
+a folder of them or an ``s3://`` prefix holding them. Their members are read in place
+(:mod:`coca_video.video.tar_members`): nothing is extracted.
 
 A sample is one row. Its video is named ``<tar>#<member>`` (``shards/00000.tar#000000017.mp4``) and keyed, as a file
 is by (path, size, mtime), by the member's size and the mtime in its tar header: a rerun skips the samples scored ok,
@@ -19,10 +19,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,11 +33,7 @@ from .video import VIDEO_EXTENSIONS, find_videos
 
 BRACE = re.compile(r"\{([^{}]*)\}")
 RANGE = re.compile(r"(\d+)\.\.(\d+)")
-if TYPE_CHECKING:
-    from .retrieval import RetrievalSet
-
 SAMPLE_NAME = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's rule: the key is the name up to its first dot
-SHARD_COLUMNS = ("shard", "key")
 
 
 @dataclass
@@ -274,25 +269,3 @@ def sample_caption(sample: ShardSample) -> str:
     text = sample.text if sample.text is not None else (sample.meta or {}).get("caption")
     return str(text or "").strip()
 
-
-def load_shard_set(pattern: str) -> RetrievalSet:
-    """The videos of the shards ``pattern`` names (:func:`shard_paths`) with their captions as references, for
-    ``retrieval`` and ``captioning`` (``source.shards``). Samples that cannot be scored (see :func:`sample_problem`)
-    and damaged shards are left out with a warning counting them; samples without a caption are counted as the CSV
-    loader counts empty captions."""
-    from .retrieval import RetrievalSet
-
-    shards = [read_shard(tar) for tar in shard_paths([pattern])]
-    samples = [sample for shard in shards for sample in shard.samples]
-    usable = [sample for sample in samples if sample.problem is None]
-    captioned = [sample for sample in usable if sample_caption(sample)]
-    warnings = []
-    left_out = len(samples) - len(usable)
-    damaged = [shard.path for shard in shards if shard.problem]
-    if left_out or damaged:
-        warnings.append(f"{pattern}: {left_out} of {len(samples)} samples have no usable video and are left out"
-                        + (f"; {len(damaged)} shards are damaged or missing (e.g. {damaged[0]})" if damaged else ""))
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    return RetrievalSet([s.path for s in captioned], [sample_caption(s) for s in captioned],
-                        list(range(len(captioned))), name_of(pattern), len(usable) - len(captioned), warnings)

@@ -25,18 +25,18 @@ from ..config import CaptionConfig, DecodeConfig, ModelConfig, RayConfig, check,
 from ..data.labels import read_class_names, read_templates
 from ..data.results import PartStore, embeddings_path, encoding_settings, input_key, lines_digest, merge, stored_key, \
     stored_path
+from ..data.shards import url_shards
 from ..data.synthetic import is_synthetic_class
 from ..data.video import VIDEO_EXTENSIONS, ClipSampling, list_inputs
 from ..distributed import init_distributed
 from ..engines import Encoder, Engine, check_engine, encode_locked, loaded
 from ..errors import ConfigError, InputError, NothingSucceeded
 from ..io import check_output_file
-from ..storage import is_url
 from ..model import CoCa, get_tokenizer, load_probe, read_probe_info
 from ..prompts import prompt_templates
 from ..runtime import load_model, with_trained_settings
-from ..data.shards import url_shards
 from ..scoring import EmbeddingDtype, ScoreItem, VideoScorer
+from ..storage import is_url
 from .score_shards import ScoreInputs, check_shard_outputs, names_shards, publish_shards, rejected_rows, shard_inputs
 
 

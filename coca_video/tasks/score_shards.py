@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 
 from ..data.results import FileKey, current_rows, stored_path
-from ..data.shards import SHARD_COLUMNS, Shard, is_complete, is_shard_source, read_shard, sample_columns, \
+from ..data.shards import Shard, is_complete, is_shard_source, read_shard, sample_columns, \
     shard_key, shard_paths, shard_rows, shard_stats, with_sample_columns
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_table, atomic_write_text, check_output_file
@@ -120,5 +120,5 @@ def publish_shards(out: str, inputs: ScoreInputs, fields: Sequence[str]) -> int:
     return published
 
 
-__all__ = ["SHARD_COLUMNS", "ScoreInputs", "check_shard_outputs", "names_shards", "publish_shards", "rejected_rows",
+__all__ = ["ScoreInputs", "check_shard_outputs", "names_shards", "publish_shards", "rejected_rows",
            "shard_inputs"]
