@@ -58,8 +58,9 @@ ENGINE_FLAG = Flag("--engine", "engine", "local (default) or ray: decode and enc
                    "keys; pip install 'coca-video[ray]')")
 
 SCORE_FLAGS = [
-    Flag("VIDEOS", "videos", "folders (searched recursively), videos, .txt lists of paths, or CSV/Parquet tables "
-         "with a path column: one or several (a shell glob)", positional=True, many=True),
+    Flag("VIDEOS", "videos", "folders (searched recursively), videos, .txt lists of paths, CSV/Parquet tables "
+         "with a path column, or WebDataset .tar shards ('shards/{00000..00099}.tar'): one or several (a shell glob)",
+         positional=True, many=True),
     Flag("--labels", "labels", "class list: names per line, a CSV with a name column, or a Kinetics annotation CSV"),
     Flag("--probe", "probe", "a trained probe folder (the probe task's output_dir/probe) instead of --labels"),
     Flag("--out", "out", "scores table, .parquet or .csv (default scores.parquet)"),
@@ -76,6 +77,8 @@ VIDEO_TEXT_FLAGS = [  # retrieval's and captioning's inputs: the same loaders (d
     Flag("--msrvtt-data", "source.msrvtt_data", "MSRVTT_data.json (alone: its full test split)"),
     Flag("--msrvtt-split", "source.msrvtt_split", "full (the 2,990 test videos, all references), a video-id list "
          "(train_list_full.txt, test_list_full.txt: those videos, all references) or MSRVTT_JSFUSION_test.csv (1k-A)"),
+    Flag("--captions-from-shards", "source.shards", "WebDataset .tar shards (a brace pattern, tars or a folder): "
+         "their videos, each sample's .txt (else its json caption) as its reference"),
 ]
 
 RETRIEVAL_FLAGS = [

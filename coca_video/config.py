@@ -488,6 +488,7 @@ class VideoTextSource:
     captions: str | None = None  # CSV of (video, caption) rows; several rows a video: several references
     msrvtt_data: str | None = None  # MSRVTT_data.json (alone: its full test split)
     msrvtt_split: str | None = None  # full, a video-id list (test_list_full.txt) or MSRVTT_JSFUSION_test.csv (1k-A)
+    shards: str | None = None  # WebDataset shards ('shards/{00000..00009}.tar'): their videos with each .txt caption
 
 
 RAY_ADDRESS = re.compile(r"auto|ray://\S+|[\w.-]+:\d+")

@@ -24,7 +24,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from ..config import DecodeConfig, ModelConfig
 from ..errors import OutputError
 from ..io import atomic_write_table, atomic_write_text, exclusive_lock, is_disk_full
+from ..video.tar_members import find_member, split_member
 from ..storage import PathLike, child, exists, files_in, is_dir, is_url, name_of, parquet_source, read_bytes, remove, \
     sibling, stat
 
@@ -43,7 +44,12 @@ PART_NAME = re.compile(r"rank(\d+)-L(\d+)-(\d+)\.parquet$")
 
 
 def file_key(path: PathLike) -> FileKey:
-    """(path, size, mtime) of a file or object (the path as the file system has it; see :func:`stored_key`)."""
+    """(path, size, mtime) of a file or object (the path as the file system has it; see :func:`stored_key`); of a tar
+    member (``shard.tar#key.mp4``) its size and the mtime in its tar header."""
+    member = split_member(path)
+    if member is not None:
+        found = find_member(*member)
+        return str(path), found.size, found.mtime
     size, mtime = stat(path)
     return str(path), size, mtime
 
@@ -55,7 +61,7 @@ def input_key(path: PathLike) -> FileKey:
         key = file_key(path)
     except (FileNotFoundError, NotADirectoryError):
         return str(path), -1, 0.0
-    return key if is_url(path) or os.path.isfile(path) else (str(path), -1, 0.0)
+    return key if is_url(path) or split_member(path) or os.path.isfile(path) else (str(path), -1, 0.0)
 
 
 def stored_path(path: str | Path) -> str:
@@ -267,22 +273,20 @@ def latest_per_path(table: pa.Table) -> pa.Table:
 
 
 def merge(output: PathLike, embedding_columns: Iterable[str] = EMBEDDING_COLUMNS,
-          paths: list[str] | None = None, metadata: dict[str, str] | None = None) -> pa.Table | None:
+          paths: list[str] | None = None, metadata: dict[str, str] | None = None,
+          columns: Callable[[pa.Table], pa.Table] | None = None) -> pa.Table | None:
     """Join all parts into ``output`` (rows sorted by path) and the embeddings sidecar, both atomically.
 
     ``paths``: this run's files; rows of other files (earlier runs into the same output) are shown while their
     file exists, rows of files gone since stay in the parts only. ``metadata`` goes into the sidecar's
-    schema (e.g. which model made the embeddings). Returns the scores table.
+    schema (e.g. which model made the embeddings). ``columns`` adds the inputs' own columns to the rows (a shard
+    sample's key and json). Returns the scores table.
     """
     output = output if is_url(output) else Path(output)
-    table = PartStore(output).read()
+    table = current_rows(output, paths)
     if table is None:
         return None
-    if paths is not None:
-        current = set(paths)
-        earlier = {p for p in table.column("path").to_pylist() if p not in current and exists(p)}
-        wanted = pa.array(sorted(current | earlier), type=pa.string())
-        table = table.filter(pc.is_in(table.column("path"), value_set=wanted))
+    table = columns(table) if columns is not None else table
     embedding_columns = [c for c in embedding_columns if c in table.column_names]
     try:
         if embedding_columns:
@@ -296,6 +300,18 @@ def merge(output: PathLike, embedding_columns: Iterable[str] = EMBEDDING_COLUMNS
             raise disk_full(output, PartStore(output).stored_rows()) from None
         raise
     return scores
+
+
+def current_rows(output: PathLike, paths: list[str] | None = None) -> pa.Table | None:
+    """The newest stored row of each path of ``output`` (None: nothing stored); with ``paths`` (this run's inputs)
+    only those and the rows of earlier runs' files that still exist."""
+    table = PartStore(output).read()
+    if table is None or paths is None:
+        return table
+    current = set(paths)
+    earlier = {p for p in table.column("path").to_pylist() if p not in current and exists(p)}
+    wanted = pa.array(sorted(current | earlier), type=pa.string())
+    return table.filter(pc.is_in(table.column("path"), value_set=wanted))
 
 
 def disk_full(output: PathLike, safe_rows: int) -> OutputError:

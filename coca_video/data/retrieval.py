@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..config import VideoTextSource
 from ..errors import DataError, InputError
+from ..storage import name_of
 
 FULL_TEST_IDS = range(7010, 10000)
 OFFICIAL_SPLIT_SIZES = {"train": 6513, "val": 497, "test": 2990}  # MSR-VTT's standard split (Xu et al., 2016)
@@ -217,15 +218,41 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]
     return rows
 
 
+def load_shard_set(pattern: str) -> RetrievalSet:
+    """The videos of the shards ``pattern`` names (:func:`~coca_video.data.shards.shard_paths`) with their captions
+    as references, for ``retrieval`` and ``captioning`` (``source.shards``). Samples that cannot be scored (see
+    :func:`~coca_video.data.shards.sample_problem`) and damaged shards are left out with a warning counting them;
+    samples without a caption are counted as the CSV loader counts empty captions."""
+    from .shards import read_shard, sample_caption, shard_paths  # torch's import comes with it: only when asked for
+
+    shards = [read_shard(tar) for tar in shard_paths([pattern])]
+    samples = [sample for shard in shards for sample in shard.samples]
+    usable = [sample for sample in samples if sample.problem is None]
+    captioned = [sample for sample in usable if sample_caption(sample)]
+    warnings = []
+    left_out = len(samples) - len(usable)
+    damaged = [shard.path for shard in shards if shard.problem]
+    if left_out or damaged:
+        warnings.append(f"{pattern}: {left_out} of {len(samples)} samples have no usable video and are left out"
+                        + (f"; {len(damaged)} shards are damaged or missing (e.g. {damaged[0]})" if damaged else ""))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return RetrievalSet([s.path for s in captioned], [sample_caption(s) for s in captioned],
+                        list(range(len(captioned))), name_of(pattern), len(usable) - len(captioned), warnings)
+
+
 def load_set(source: VideoTextSource, task: str) -> RetrievalSet:
     """The videos and captions a config's ``source`` block names (retrieval, captioning and caption finetuning read
     the same block); ``task`` names the command in the error when it names nothing."""
+    if source.shards:
+        return load_shard_set(source.shards)
     if source.captions:
         return load_caption_csv(source.captions, source.videos or None)
     split = source.msrvtt_split or ("full" if source.msrvtt_data else None)  # the data file alone: its full test split
     if split and (source.msrvtt_data or split != "full"):
         return load_msrvtt(source.msrvtt_data or "", split, source.videos)
-    raise InputError(f"{task} needs source.captions=<csv>, or source.msrvtt_split=<JSFUSION csv>|<video-id list "
+    raise InputError(f"{task} needs source.captions=<csv>, source.shards=<tar pattern>, or "
+                     f"source.msrvtt_split=<JSFUSION csv>|<video-id list "
                      ".txt>|full (the last two need source.msrvtt_data=<MSRVTT_data.json>)")
 
 

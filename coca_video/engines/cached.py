@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ..config import DecodeConfig, ModelConfig, RayConfig
-from ..data.results import PartStore, file_key, row_key, settings_digest
+from ..data.results import PartStore, input_key, row_key, settings_digest
 from ..data.video import ClipSampling
 from ..distributed import barrier, init_distributed
 from ..errors import ConfigError, InputError
@@ -145,11 +145,12 @@ def encode_files(videos: list[str], where: str, store: PartStore, settings: dict
     """Whole videos through the pass: the stored row of each video encoded ok (video -> row) and ``failed``, (video,
     reason) of the others in ``videos`` order (``file not found``, the decode error, or ``unscored``). Refused in one
     line naming ``where`` when none of them exists."""
-    missing = {v for v in videos if not os.path.isfile(v)}
+    keys = {video: input_key(video) for video in videos}  # a file, an object or a tar member; size -1: missing
+    missing = {v for v in videos if keys[v][1] < 0}
     if len(missing) == len(videos):
         raise InputError(f"{where}: none of the {len(videos)} videos exist (e.g. {videos[0]})")
     present = [v for v in videos if v not in missing]
-    items = [ScoreItem(file_key(v)) for v in present]
+    items = [ScoreItem(keys[v]) for v in present]
     encode(items, store, settings, encoder)
     rows = dict(zip(present, stored_rows(store, items, columns)))
     found, failed = {}, []

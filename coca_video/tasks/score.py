@@ -3,6 +3,7 @@
     coca-video score VIDEO_DIR --labels kinetics400 --caption --out scores.parquet
     torchrun --nproc_per_node 2 -m coca_video.cli score VIDEO_DIR ...     # each rank scores its shard
     coca-video score VIDEO_DIR --engine ray ray.decode_actors=4            # on Ray (coca_video.engines.ray_engine)
+    coca-video score 'shards/{00000..00099}.tar' shard_outputs=true      # WebDataset shards (tasks/score_shards.py)
 
 What a row holds and how it is computed: :mod:`coca_video.scoring`. Results are flushed per batch (see
 :mod:`coca_video.data.results`); a rerun skips files already scored ok.
@@ -26,6 +27,7 @@ from ..data.labels import read_class_names, read_templates
 from ..data.segments import SegmentRule, video_windows
 from ..data.results import PartStore, embeddings_path, encoding_settings, input_key, lines_digest, merge, stored_key, \
     stored_path
+from ..data.shards import url_shards
 from ..data.synthetic import is_synthetic_class
 from ..data.video import VIDEO_EXTENSIONS, ClipSampling, list_inputs
 from ..distributed import init_distributed
@@ -37,11 +39,14 @@ from ..prompts import prompt_templates
 from ..runtime import load_model, with_trained_settings
 from ..scoring import EmbeddingDtype, ScoreItem, VideoScorer
 from ..video.scenes import DEFAULT_THRESHOLDS, SceneDetectorName, SceneRule, require_scenedetect
+from ..storage import is_url
+from .score_shards import ScoreInputs, check_shard_outputs, names_shards, publish_shards, rejected_rows, shard_inputs
 
 
 @dataclass
 class ScoreConfig:
-    videos: str | list[str] = ""  # a folder (recursively), a video, a .txt list or a table with 'path', s3://; or several
+    videos: str | list[str] = ""  # a folder (recursively), a video, a .txt list, a table with 'path', s3://, or tar
+    # shards (x.tar, 'shards/{00000..00099}.tar', a folder of .tar: data/shards.py); or several
     follow_symlinks: Literal["inside", "outside"] = "inside"  # folder links pointing outside the folder: skip/follow
     out: str = "scores.parquet"  # .parquet or .csv (local or s3://); embeddings go to <stem>.embeddings.parquet
     labels: str | None = None  # class list file (formats: data/labels.py) or kinetics400|600|700|moments_in_time
@@ -62,6 +67,8 @@ class ScoreConfig:
     scene_threshold: float | None = None  # the detector's threshold (null: its default, adaptive 3.0, content 27)
     min_scene_seconds: float = 0.6  # no cut closer than this to the last one (or to the end)
     max_scene_seconds: float = 30.0  # a longer scene is split into windows of at most this length (0: never)
+    shard_fields: str | list[str] = ""  # shards in: json fields as columns of their own (url,caption); "": all as 'meta'
+    shard_outputs: bool = False  # shards in: also <shard>.parquet and <shard>_stats.json per complete shard, beside out
     engine: Engine = "local"  # local: this process and its decoding workers; ray: Ray Data (ray.*)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -108,10 +115,8 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
     check_engine(cfg.engine)
     if cfg.segment_by == "scenes":
         require_scenedetect()  # before any work: the one line naming the extra
-    files = list_inputs(cfg.videos, cfg.follow_symlinks)
-    if not files:
-        raise InputError(f"{cfg.videos}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
-    check_outputs(cfg, files)
+    inputs = score_inputs(cfg)
+    check_outputs(cfg, inputs)
     warning = toy_model_warning(cfg)
     if warning and init_distributed().is_main:
         print(f"coca-video score: warning: {warning}", file=sys.stderr, flush=True)
@@ -122,9 +127,9 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
             cfg.model.precision = stored["precision"]  # a resumed run computes as the rows already stored were
         model = load_model(cfg.model)
         store.check_settings(row_settings(cfg))  # refused before the merge below could rewrite the output
-        summary, scores = score_paths(cfg, files, model, get_tokenizer(cfg.model.name))
+        summary, scores = score_paths(cfg, inputs, model, get_tokenizer(cfg.model.name))
         if scores is not None:
-            report_failures(cfg, scores, {stored_path(p) for p in files})
+            report_failures(cfg, scores, set(inputs.paths))
         if scores is not None and cfg.report:
             from ..report import write_score_report
 
@@ -174,19 +179,46 @@ def toy_model_warning(cfg: ScoreConfig) -> str | None:
             f"checkpoint for {cfg.labels} ({examples})")
 
 
-def check_outputs(cfg: ScoreConfig, videos: list[Path | str]) -> None:
+def sources_of(cfg: ScoreConfig) -> list[str]:
+    """The inputs ``cfg.videos`` names, as a list."""
+    return [cfg.videos] if isinstance(cfg.videos, str) else list(cfg.videos)
+
+
+def score_inputs(cfg: ScoreConfig) -> ScoreInputs:
+    """What ``cfg.videos`` names: the files (a folder, lists, tables, a prefix), or the samples of tar shards."""
+    if names_shards(sources_of(cfg)):
+        return shard_inputs(sources_of(cfg))
+    files = list_inputs(cfg.videos, cfg.follow_symlinks)
+    if not files and all(is_url(source) and url_shards(source) for source in sources_of(cfg)):
+        return shard_inputs(sources_of(cfg))  # prefixes holding shards only (listed again: a rare case)
+    if not files:
+        raise InputError(f"{cfg.videos}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
+    return ScoreInputs([input_key(path) for path in files], [stored_path(path) for path in files])
+
+
+def shard_fields(cfg: ScoreConfig) -> list[str]:
+    """``shard_fields`` as a list of names (``url,caption`` or a YAML list)."""
+    names = cfg.shard_fields.split(",") if isinstance(cfg.shard_fields, str) else cfg.shard_fields
+    return [name.strip() for name in names if name.strip()]
+
+
+def check_outputs(cfg: ScoreConfig, run: ScoreInputs) -> None:
     """Refuse (before any work) an ``out``, embeddings sidecar or ``report`` that is an input file, or an existing
     file we did not write: ``out`` and its sidecar are ours when ``<out>.parts`` is beside them, a report page (each
-    of the pages ``videos`` will fill) when it carries the report marker."""
+    of the pages the run's rows will fill) when it carries the report marker; with ``shard_outputs``, per-shard
+    outputs that would land beside an input shard or on a file not ours."""
     from ..report import is_our_report, page_count, report_page_paths
 
-    sources = [cfg.videos] if isinstance(cfg.videos, str) else cfg.videos
-    inputs = [*videos, *(Path(p) for p in (*sources, cfg.labels, cfg.templates) if p and Path(p).is_file())]
+    tars = [shard.path for shard in run.shards or []]
+    inputs = [*(Path(p) for p in (*sources_of(cfg), *tars, cfg.labels, cfg.templates) if p and Path(p).is_file()),
+              *(Path(path) for path in run.paths if not run.shards)]
     ours = PartStore(cfg.out).exists()
     check_output_file(cfg.out, inputs, ours, "out")
     check_output_file(embeddings_path(cfg.out), inputs, ours, "out (its embeddings file)")
+    if cfg.shard_outputs:
+        check_shard_outputs(str(cfg.out), run, ours)
     if cfg.report:
-        for page in report_page_paths(cfg.report, page_count(len(videos), cfg.report_page_size)):
+        for page in report_page_paths(cfg.report, page_count(len(run.paths), cfg.report_page_size)):
             check_output_file(page, [*inputs, cfg.out, embeddings_path(cfg.out)], is_our_report(page),
                               "report" if page == Path(cfg.report) else "report (its page)")
 
@@ -215,17 +247,20 @@ def build_scorer(cfg: ScoreConfig, model: CoCa | None = None, tokenizer: Callabl
                        cfg.frame_embeddings, cfg.video_pooling, cfg.embedding_dtype)
 
 
-def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,
+def score_paths(cfg: ScoreConfig, inputs: ScoreInputs, model: CoCa,
                 tokenizer: Callable) -> tuple[dict, pa.Table | None]:
-    """Score ``files`` (this rank's share, skipping those already scored ok into ``cfg.out``) through the one
-    encoding pass, then merge every rank's parts into ``cfg.out`` on rank 0. Returns a summary and the merged table
-    (None off rank 0). The caller holds the store's lock."""
+    """Score ``inputs`` (this rank's share, skipping those already scored ok into ``cfg.out``) through the one
+    encoding pass, then merge every rank's parts into ``cfg.out`` on rank 0 (and publish complete shards' outputs).
+    Returns a summary and the merged table (None off rank 0). The caller holds the store's lock (its settings
+    checked)."""
     info = init_distributed()
     store = PartStore(cfg.out, rank=info.rank)
-    keys = [input_key(path) for path in files]
+    keys = inputs.keys
+    if info.is_main:  # inputs that cannot be decoded (shard samples without a usable video): their error rows
+        store.append(rejected_rows(inputs))
     encoder = Encoder(functools.partial(build_scorer, cfg), model, tokenizer, cfg.decode, cfg.engine, cfg.ray,
                       probe_sampling(cfg))
-    started, scores, encoded = time.time(), None, None
+    started, scores, encoded, published = time.time(), None, None, None
     try:  # a file's windows stay on one rank: shared out by file, then planned
         with one_connection(cfg):
             encoded = encode_locked(plan_items(cfg, keys[info.rank::info.world_size], store), store,
@@ -235,16 +270,22 @@ def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,
             provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or "",
                           "video_pooling": cfg.video_pooling, "precision": cfg.model.precision,
                           "frames": cfg.decode.frames_rule()}
-            scores = merge(cfg.out, paths=[stored_path(p) for p in files], metadata=provenance)
+            scores = merge(cfg.out, paths=inputs.paths, metadata=provenance, columns=inputs.columns(shard_fields(cfg)))
+            published = publish_shards(str(cfg.out), inputs, shard_fields(cfg)) if cfg.shard_outputs else None
     seconds = time.time() - started
     counts = encoded.counts
-    summary = {"videos": len(files), "scored_now": counts.total, "errors_now": counts.error,
+    summary = {"videos": len(inputs.paths), "scored_now": counts.total + len(inputs.rejected),
+               "errors_now": counts.error + len(inputs.rejected),
                "already_scored": len(already_scored(encoded.done, keys, encoded.todo)),
                "kept_from_earlier_runs": 0 if scores is None else len(set(scores.column("path").to_pylist()) -
-                                                                      {stored_path(p) for p in files}),
+                                                                      set(inputs.paths)),
                "seconds": round(seconds, 2),
                "rows_per_second": round(counts.total / max(seconds, 1e-9), 2),
                "out": str(cfg.out), "embeddings": str(embeddings_path(cfg.out))}
+    if inputs.shards is not None:
+        summary["shards"] = len(inputs.shards)
+        if cfg.shard_outputs and info.is_main:
+            summary["shards_published"] = published
     if scores is not None:
         summary["ok_total"] = int(sum(s == "ok" for s in scores.column("status").to_pylist()))
     if counts.stage_seconds is not None:  # engine=ray: busy seconds per stage, from Ray Data's stats

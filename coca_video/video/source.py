@@ -1,15 +1,17 @@
-"""A video reader of a local file or of an object-storage URL, the one way every caller opens a video it names by
-path (scoring's decode, the thumbnails of reports and the server)."""
+"""A video reader of a local file, of an object-storage URL or of a member of a tar shard, the one way every caller
+opens a video it names by path (scoring's decode, the thumbnails of reports and the server)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Iterator
 
 from ..storage import is_url, local_copy
 from .frame_info import VideoDecodeError
 from .reader import VideoReader
+from .tar_members import member_bytes, split_member, temporary_copy
 
 
 @contextlib.contextmanager
@@ -17,13 +19,30 @@ def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int |
                timeout: float | None = None, device: str = "cpu") -> Iterator[VideoReader]:
     """A :class:`~coca_video.video.VideoReader` of a local file, or of a temporary local copy of an object-storage
     URL (``s3://...``: downloaded under the decode's time limit, removed after the block; see
-    :func:`~coca_video.storage.local_copy`). Errors inside the block name ``path``, not the copy."""
+    :func:`~coca_video.storage.local_copy`) or of a tar member (``shard.tar#key.mp4``, local or in object storage:
+    see :mod:`.tar_members`). Errors inside the block name ``path``, not the copy."""
     options = {"backend": backend, "short_side": short_side, "timeout": timeout, "device": device}
-    if not is_url(path):
+    if not is_url(path) and split_member(path) is None:
         yield VideoReader(path, **options)
         return
-    with local_copy(str(path), timeout) as local:
+    with local_file(str(path), timeout) as local:
         try:
             yield VideoReader(local, **options)
         except VideoDecodeError as err:
             raise VideoDecodeError(path, err.problem.replace(str(local), str(path))) from None
+
+
+@contextlib.contextmanager
+def local_file(path: str, timeout: float | None) -> Iterator[Path]:
+    """A temporary local copy of an object or of a tar member, for the block; a member that cannot be read is a
+    :class:`VideoDecodeError` naming ``path``."""
+    if split_member(path) is None:
+        with local_copy(path, timeout) as local:
+            yield local
+        return
+    try:
+        data = member_bytes(path)
+    except (OSError, EOFError) as err:
+        raise VideoDecodeError(path, str(err).removeprefix(f"{path}: ")) from None
+    with temporary_copy(split_member(path)[1], data) as local:
+        yield local
