@@ -19,6 +19,10 @@ done, never as a traceback.
 
 Before a new cache is made, :func:`plan_cache` gives its size, and the fill refuses to start when the folder's disk
 cannot hold it with a margin (``probe.cache_check=false`` skips the check).
+
+The cache is filled by the one encoding pass (:func:`coca_video.engines.feature_fill.fill_cache`), to which
+:class:`CacheStore` makes it a store: the pass's rows carry each clip's tokens, and a Ray encode actor opens the
+cache under a rank of its own and writes the rows of its batches.
 """
 
 from __future__ import annotations
