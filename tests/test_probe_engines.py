@@ -103,7 +103,8 @@ def test_probe_fills_the_same_cache_through_ray_and_gets_the_same_metrics(tmp_pa
     (videos / label.replace(" ", "_") / f"broken_{0:06d}_{10:06d}.mp4").write_bytes(b"not a video at all")
     for csv_path in (train_csv, val_csv):
         csv_path.write_text(csv_path.read_text() + f"{label},broken,0,10,x\n")
-    base = {"model.name": "tiny", "model.device": "cpu", "data.format": "kinetics", "data.train": str(train_csv),
+    # the shipped default model: its weights load the same in every actor (tiny's are drawn at random in each)
+    base = {"model.name": "default", "model.device": "cpu", "data.format": "kinetics", "data.train": str(train_csv),
             "data.val": str(val_csv), "data.video_root": str(videos), "decode.num_frames": FRAMES,
             "decode.workers": 0, "decode.batch_size": 3, "train.epochs": 2, "train.batch_size": 4,
             "probe.cache": "pooled", "eval.temporal_views": 2}
