@@ -180,7 +180,8 @@ TASKS = {
                   DEDUP_FLAGS, ["scores.embeddings.parquet --eps 0.05 --out dedup.parquet",
                                 "scores.embeddings.parquet --eps 0.1 --clusters 1000 kmeans=faiss iterations=20"],
                   model_flags=False),
-    "probe": Task("probe", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned", [],
+    "probe": Task("probe", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned",
+                  [ENGINE_FLAG],
                   ["--config configs/probe/synthetic.yaml train.epochs=2 optim.lr=1e-3",
                    ("--model coca_ViT-B-32 --pretrained laion2b_s13b_b90k mode=finetune data.train=k400/train.csv "
                     "data.val=k400/validate.csv data.video_root=/data/k400")]),

@@ -496,7 +496,7 @@ RAY_ADDRESS = re.compile(r"auto|ray://\S+|[\w.-]+:\d+")
 
 @dataclass
 class RayConfig:
-    """Where and how ``engine: ray`` runs (score, retrieval, captioning, zeroshot): the cluster, and its decode and
+    """Where and how ``engine: ray`` runs (score, retrieval, captioning, zeroshot, probe): the cluster, its decode and
     encode actor pools. A pool key left null is sized from the cluster found (:func:`coca_video.engines.ray_engine.
     sized`): one encode actor per GPU (1 GPU, 1 CPU each) with the other CPUs decoding; without GPUs (or a model on
     the CPU) one encode actor per node holding the node's cores as torch threads, as the local engine's model does,

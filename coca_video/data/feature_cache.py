@@ -19,10 +19,16 @@ done, never as a traceback.
 
 Before a new cache is made, :func:`plan_cache` gives its size, and the fill refuses to start when the folder's disk
 cannot hold it with a margin (``probe.cache_check=false`` skips the check).
+
+The cache is filled by the one encoding pass (:func:`coca_video.engines.feature_fill.fill_cache`), to which
+:class:`CacheStore` makes it a store: the pass's rows carry each clip's tokens, and a Ray encode actor opens the
+cache under a rank of its own and writes the rows of its batches.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import shutil
@@ -34,20 +40,19 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..config import DecodeConfig, ModelConfig, to_dict
 from ..distributed import barrier, get_info, print0
 from ..errors import OutputError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, exclusive_lock
 from ..model import CoCa
 from ..model.precision import compute_dtype
 from ..model.state_dict import weights_digest as digest_of
-from ..model.video_classifier import pool_patch_tokens, pooled_tokens_per_frame
+from ..model.video_classifier import pooled_tokens_per_frame
 from ..runtime import autocast
-from ..transforms import ImageTransform, image_transform
-from .results import encoding_settings
-from .video import ClipSampling, VideoItem, decode_loader
+from ..transforms import ImageTransform
+from .results import encoding_settings, row_key
+from .video import ClipSampling, VideoItem
 
 CacheFormat = Literal["fp16", "int8", "pooled"]  # an attentional probe's tokens
 StoredFormat = Literal["fp16", "int8", "pooled", "embedding"]  # embedding: a linear probe's mean video embeddings
@@ -177,7 +182,7 @@ class FeatureCache:
                  dtype: Literal["fp16", "int8"] = "fp16") -> None:
         digest = cache_digest(key)
         folder.mkdir(parents=True, exist_ok=True)
-        self.dtype = dtype
+        self.folder, self.key, self.shape, self.rank, self.digest, self.dtype = folder, key, shape, rank, digest, dtype
         self.tokens_path = folder / f"{digest}.tokens.npy"
         self.scales_path = folder / f"{digest}.scales.npy"
         self.meta_path = folder / f"{digest}.meta.json"
@@ -219,19 +224,22 @@ class FeatureCache:
             np.lib.format.open_memmap(self.scales_path, mode="w+", dtype=np.float16, shape=shape[:-1]).flush()
         atomic_write_text(self.meta_path, json.dumps(meta) + "\n")
 
+    def states(self) -> dict[int, dict[str, Any]]:
+        """Each rank's readable state file (an unreadable one: warned about, left out), by rank."""
+        paths = sorted(self.folder.glob(self.state_pattern))
+        found = {int(path.name.rsplit(".rank", 1)[1].removesuffix(".json")): read_state(path) for path in paths}
+        return {rank: state for rank, state in found.items() if state is not None}
+
     def reload(self) -> None:
         """Rows done and failed according to every rank's state file (an unreadable one: warned about, ignored)."""
         self.done, self.failed, self.checksums = set(), {}, {}
         self.mine = {"done": [], "failed": {}, "crc": {}}
-        for path in sorted(self.tokens_path.parent.glob(self.state_pattern)):
-            state = read_state(path)
-            if state is None:
-                continue
+        for rank, state in self.states().items():
             self.done.update(state["done"])
             self.failed.update({int(k): v for k, v in state["failed"].items()})
             for row, crc in state["crc"].items():
                 self.checksums.setdefault(int(row), set()).add(crc)
-            if path == self.state_path:
+            if rank == self.rank:
                 self.mine = state
 
     def verify(self) -> list[int]:
@@ -260,14 +268,14 @@ class FeatureCache:
             return values
         return values * torch.from_numpy(np.asarray(self.scales[rows, views])).float()[..., None]
 
-    def store(self, rows: list[int], tokens: torch.Tensor, errors: list[tuple[int, str]]) -> None:
+    def store(self, rows: list[int], tokens: torch.Tensor | None, errors: list[tuple[int, str]]) -> None:
         """Write ``tokens`` (len(rows), views, T*N, C) into ``rows`` and record them, and ``errors`` (row, reason)."""
-        if self.scales is not None:
+        if rows and self.scales is not None:
             values, scales = quantise_int8(tokens)
             for position, row in enumerate(rows):
                 self.tokens[row], self.scales[row] = values[position], scales[position]
             self.scales.flush()
-        else:
+        elif rows:
             for position, row in enumerate(rows):
                 self.tokens[row] = tokens[position].to(torch.float16).numpy()
         self.tokens.flush()
@@ -294,48 +302,93 @@ def encode_clips(model: CoCa, transform: ImageTransform, clips: torch.Tensor, mo
     return values.float().unflatten(0, frames.shape[:2])
 
 
-def fill_cache(folder: Path, items: list[VideoItem], model: CoCa, model_cfg: ModelConfig, sampling: ClipSampling,
-               decode: DecodeConfig, seed: int, name: str, weights_digest: str | None = None,
-               fmt: StoredFormat = "fp16", token_pool: int = 2, check_space: bool = True) -> FeatureCache:
-    """The cache of ``items`` under ``sampling`` in format ``fmt``, encoding only what is not in it yet (under
-    torchrun each rank encodes its share). ``weights_digest``: set for a finetuned encoder, whose tokens are valid
-    for its weights only; a model loaded from a checkpoint folder gets its encoder's digest here (a folder rewritten
-    by a new finetune or pretraining run keeps its name, not its weights). A new cache is first planned and checked against the free space (``check_space``)."""
+def open_cache(folder: Path, items: list[VideoItem], model: CoCa, model_cfg: ModelConfig, sampling: ClipSampling,
+               decode: DecodeConfig, weights_digest: str | None = None, fmt: StoredFormat = "fp16",
+               token_pool: int = 2, check_space: bool = True) -> FeatureCache:
+    """The cache of ``items`` under ``sampling`` in format ``fmt`` for this rank, its rows verified (see
+    :meth:`FeatureCache.verify`). ``weights_digest``: set for a finetuned encoder, whose tokens are valid for its
+    weights only; a model loaded from a checkpoint folder gets its encoder's digest here (a folder rewritten by a new
+    finetune or pretraining run keeps its name, not its weights). A new cache is first planned and checked against
+    the free space (``check_space``)."""
     views = sampling.temporal_views * sampling.spatial_crops
-    pool = token_pool if fmt == "pooled" else 1
     if weights_digest is None and Path(model_cfg.name).is_dir():  # a checkpoint folder can be rewritten in place
         weights_digest = digest_of(model.image_encoder)
     key = encoding_settings(model_cfg, decode) | {  # every store's rule, then the cache's own
         "videos": [i.path for i in items], "windows": [(i.start_sec, i.end_sec) for i in items],
-        "sampling": to_dict(sampling), "finetuned": weights_digest, "format": fmt, "token_pool": pool,
+        "sampling": to_dict(sampling), "finetuned": weights_digest, "format": fmt,
+        "token_pool": token_pool if fmt == "pooled" else 1,
         "image_size": model.cfg.vision.image_size}  # the size as it runs, even where model.image_size is null
     plan = CachePlan(len(items), views, 1, model.cfg.embed_dim, fmt) if fmt == "embedding" else \
         plan_cache(len(items), views, sampling.num_frames, model.image_encoder.num_tokens, model.cfg.vision.width,
                    fmt, token_pool)
-    info = get_info()
     if not (folder / f"{cache_digest(key)}.meta.json").exists():  # a new cache: plan it first
         check_free_space(folder, plan, enforce=check_space)
-    cache = FeatureCache(folder, key, (plan.videos, plan.views, plan.tokens, plan.width), info.rank,
+    cache = FeatureCache(folder, key, (plan.videos, plan.views, plan.tokens, plan.width), get_info().rank,
                          "int8" if fmt == "int8" else "fp16")
     cache.verify()
-    todo = cache.todo()[info.rank::info.world_size]
-    if todo:
-        print(f"encoding {len(todo)} {name} videos into the feature cache {cache.tokens_path}")
-        model.eval()
-        transform = image_transform(model)
-        loader = decode_loader([items[i] for i in todo], transform, decode, sampling, seed,
-                               model_device=model_cfg.device)
-        failures = 0
-        with tqdm(total=len(todo), unit="video", desc=f"{name} cache", disable=not info.is_main,
-                  dynamic_ncols=True) as bar:
-            for batch in loader:
-                tokens = encode_clips(model, transform, batch.frames, model_cfg, fmt) \
-                    if batch.frames is not None else torch.empty(0)
-                tokens = pool_patch_tokens(tokens, sampling.num_frames, pool) if len(tokens) else tokens
-                cache.store([todo[i] for i in batch.indices], tokens.cpu(), [(todo[i], r) for i, _, r in batch.errors])
-                failures += len(batch.errors)
-                bar.update(len(batch.indices) + len(batch.errors))
-                bar.set_postfix(failed=failures)
-    barrier()
-    cache.reload()
     return cache
+
+
+class CacheStore:
+    """A feature cache as a store of the one encoding pass (:class:`~coca_video.engines.store.RowStore`): an ok
+    row's ``tokens`` (views, T*N, C) go into the cache rows of its key, an error row's reason becomes their failure.
+    ``keys``: each cache row's item key as the pass compares it (``ScoreItem.stored()``), in row order; rows sharing
+    a key (a video listed twice) get the same tokens. A row done or failed is done: a failure is not tried again."""
+
+    def __init__(self, cache: FeatureCache, keys: list[tuple]) -> None:
+        self.cache, self.keys = cache, keys
+        self.rows_of: dict[tuple, list[int]] = {}
+        for row, key in enumerate(keys):
+            self.rows_of.setdefault(key, []).append(row)
+
+    @classmethod
+    def open(cls, folder: Path, key: dict[str, Any], shape: tuple[int, ...], dtype: Literal["fp16", "int8"],
+             keys: list[tuple], rank: int) -> CacheStore:
+        """The cache (already made by rank 0) written by ``rank``: a Ray encode actor's, with a state file of its
+        own; it writes only the rows of the batches it encodes."""
+        return cls(FeatureCache(folder, key, shape, rank, dtype), keys)
+
+    def opener(self) -> functools.partial[CacheStore]:
+        """``open(rank)``, picklable: see :meth:`open`."""
+        cache = self.cache
+        return functools.partial(CacheStore.open, cache.folder, cache.key, cache.shape, cache.dtype, self.keys)
+
+    def locked(self) -> contextlib.AbstractContextManager[Path]:
+        """This (cache, rank)'s lock for a fill: a second fill of the same cache by the same rank is refused."""
+        cache = self.cache
+        return exclusive_lock(cache.folder / f"{cache.digest}.rank{cache.rank}.lock", str(cache.tokens_path),
+                              "wait for it or choose another output_dir")
+
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        """A cache is named by the digest of its settings (one cache per settings): refuse others, in one line."""
+        if cache_digest(settings) != self.cache.digest:
+            raise OutputError(f"{self.cache.tokens_path}: a feature cache made under other settings")
+
+    def done_keys(self) -> set[tuple]:
+        """Keys whose every row is done or failed."""
+        finished = self.cache.done | self.cache.failed.keys()
+        return {key for key, rows in self.rows_of.items() if finished.issuperset(rows)}
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        """Store each ok row's ``tokens`` in its key's cache rows; record each error row's reason as theirs."""
+        placed = [(index, row) for row in rows for index in self.rows_of[row_key(row)]]
+        written = [(index, row["tokens"]) for index, row in placed if row["status"] == "ok"]
+        errors = [(index, row["error"]) for index, row in placed if row["status"] != "ok"]
+        tokens = torch.stack([values for _, values in written]) if written else None  # (rows, views, T*N, C)
+        self.cache.store([index for index, _ in written], tokens, errors)
+
+    def ranks(self) -> set[int]:
+        return set(self.cache.states())
+
+    def rows_since(self, earlier_ranks: frozenset[int]) -> list[dict[str, Any]]:
+        """Rows of the state files of ranks not in ``earlier_ranks``, as the pass's rows: key columns and status."""
+        found = []
+        for rank, state in self.cache.states().items():
+            if rank in earlier_ranks:
+                continue
+            statuses = [(row, "ok") for row in state["done"]] + [(int(row), "error") for row in state["failed"]]
+            for row, status in statuses:
+                path, size, mtime, *start = self.keys[row]
+                found.append({"path": path, "size": size, "mtime": mtime,
+                              "segment_start": start[0] if start else None, "status": status})
+        return found

@@ -18,6 +18,7 @@ million videos keeps a few hundred files and rewrites each row only log(N) times
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -139,6 +140,21 @@ class PartStore:
     def ranks(self) -> set[int]:
         """The ranks that have complete parts here."""
         return {part_rank(p) for p in self.parts()}
+
+    def opener(self) -> functools.partial[PartStore]:
+        """``open(rank)``: this output's store written by another rank (a Ray encode actor's); picklable."""
+        return functools.partial(PartStore, self.output, fanout=self.fanout)
+
+    def rows_since(self, earlier_ranks: frozenset[int]) -> list[dict[str, Any]]:
+        """The key columns, ``segment_start`` and ``status`` of the rows in parts of ranks not in ``earlier_ranks``
+        (those that were not there when a run began: its own)."""
+        for _ in range(3):  # a part that another writer compacts away meanwhile: its merged part is listed next time
+            try:
+                return [row for part in self.parts() if part_rank(part) not in earlier_ranks
+                        for row in read_part(part, [*KEY_COLUMNS, SEGMENT_COLUMNS[0], "status"]).to_pylist()]
+            except FileNotFoundError:
+                continue
+        return []
 
     def done_keys(self) -> set[tuple]:
         """Keys of rows whose newest version has status ``ok``: (path, size, mtime), plus segment_start for rows of

@@ -1,6 +1,7 @@
-"""The one encoding pass of every task that encodes videos (``score``, ``retrieval``, ``captioning``, ``zeroshot``):
-check the store's settings -> skip what is done -> run the rest on the one engine chosen (``engine: local|ray``) ->
-hand the stored rows back per item, with the failures.
+"""The one encoding pass of every task that encodes videos (``score``, ``retrieval``, ``captioning``, ``zeroshot``,
+and the feature-cache fill of ``probe`` and ``finetune-captions``): check the store's settings -> skip what is done
+-> run the rest on the one engine chosen (``engine: local|ray``) -> hand the stored rows back per item, with the
+failures. The store is a :class:`~.store.RowStore`: a task's result parts, or a feature cache.
 
 A store's rows are reusable only under the settings that made them (:func:`~coca_video.data.results.encoding_settings`
 plus the task's own). The pass records them with the store's first rows and refuses a run whose settings differ, in
@@ -27,6 +28,7 @@ from ..model import CoCa, get_tokenizer
 from ..runtime import load_model
 from ..scoring import Counts, ScoreItem, VideoScorer
 from ..transforms import image_transform
+from .store import RowStore
 
 Engine = Literal["local", "ray"]  # local: this process and its decoding workers; ray: Ray Data actors (ray.*)
 
@@ -86,14 +88,14 @@ def keyed_store(folder: str | Path, prefix: str, settings: dict[str, Any]) -> Pa
     return PartStore(Path(folder) / f"{prefix}-{settings_digest(settings)}.parquet", rank=init_distributed().rank)
 
 
-def encode(items: list[ScoreItem], store: PartStore, settings: dict[str, Any], encoder: Encoder,
+def encode(items: list[ScoreItem], store: RowStore, settings: dict[str, Any], encoder: Encoder,
            shard: bool = True) -> Encoded:
     """The pass under the store's lock (a second run into it is refused at once): see :func:`encode_locked`."""
     with store.locked():
         return encode_locked(items, store, settings, encoder, shard)
 
 
-def encode_locked(items: list[ScoreItem], store: PartStore, settings: dict[str, Any], encoder: Encoder,
+def encode_locked(items: list[ScoreItem], store: RowStore, settings: dict[str, Any], encoder: Encoder,
                   shard: bool = True) -> Encoded:
     """Check ``settings`` against the store's (refused in one line when they differ), then encode this rank's share
     of ``items`` (all of them without ``shard``: the caller shared them out) not yet stored ok, into ``store``
@@ -108,7 +110,7 @@ def encode_locked(items: list[ScoreItem], store: PartStore, settings: dict[str, 
     return Encoded(counts, done, todo)
 
 
-def run_engine(todo: list[ScoreItem], store: PartStore, encoder: Encoder, show: bool = True) -> Counts:
+def run_engine(todo: list[ScoreItem], store: RowStore, encoder: Encoder, show: bool = True) -> Counts:
     """Encode ``todo`` into ``store`` on ``encoder.engine``: the local engine with the driver's model, or Ray, whose
     encode actors each build their own scorer (``encoder.make_scorer()``)."""
     if encoder.engine == "ray":
@@ -116,7 +118,7 @@ def run_engine(todo: list[ScoreItem], store: PartStore, encoder: Encoder, show: 
 
         on_gpu = next(encoder.model.parameters()).device.type == "cuda"
         return score_items(todo, encoder.make_scorer, image_transform(encoder.model), encoder.decode,
-                           encoder.sampling, store.output, encoder.ray, show=show, on_gpu=on_gpu)
+                           encoder.sampling, store, encoder.ray, show=show, on_gpu=on_gpu)
     from .local import score_files
 
     return score_files(encoder.make_scorer(encoder.model, encoder.tokenizer), todo, store, encoder.decode,

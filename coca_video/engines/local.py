@@ -1,17 +1,17 @@
 """The local engine: decode in this process's workers (the decode gate keeps them off the encoder's cores), encode
-in this process, flush each batch's rows to a :class:`~coca_video.data.results.PartStore`."""
+in this process, flush each batch's rows to the pass's store (:class:`~.store.RowStore`)."""
 
 from __future__ import annotations
 
 from tqdm import tqdm
 
 from ..config import DecodeConfig
-from ..data.results import PartStore
 from ..data.video import ClipSampling, VideoItem, decode_loader
 from ..scoring import Counts, ScoreItem, VideoScorer, batch_rows
+from .store import RowStore
 
 
-def score_files(scorer: VideoScorer, todo: list[ScoreItem], store: PartStore, decode: DecodeConfig,
+def score_files(scorer: VideoScorer, todo: list[ScoreItem], store: RowStore, decode: DecodeConfig,
                 show: bool = True, sampling: ClipSampling | None = None) -> Counts:
     """Decode ``todo`` in workers (``sampling``: several views, for a probe; default one clip as ``decode`` says),
     score in this process, flush each batch's rows (errors too) to ``store``. With ``decode.sampling=fps`` each item

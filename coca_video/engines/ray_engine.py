@@ -11,10 +11,11 @@ this module takes the remaining :class:`~coca_video.scoring.ScoreItem`\\ s and r
   in FFmpeg stays); it never raises: a bad file travels on as its error record.
 * An encode actor loads the model once (``make_scorer``), sets its torch threads from the CPUs it reserved, turns a
   batch of records into rows with :func:`~coca_video.scoring.batch_rows` (the local engine's code: nothing about a
-  row is written twice) and appends them to the output's :class:`~coca_video.data.results.PartStore` under a part
-  rank of its own (random, so names are unique per actor and run; parts are written atomically). Only counts go
-  back to the driver, which merges the parts at the end as the local engine does. A batch whose rows this run
-  already wrote (see :class:`Written`) is not scored again.
+  row is written twice) and appends them to the driver's store, opened in the actor under a part rank of its own
+  (random, so names are unique per actor and run): the output's :class:`~coca_video.data.results.PartStore`, whose
+  parts are written atomically, or a probe's feature cache, whose actors write distinct rows of the memory-mapped
+  array, each with its own state file. Only counts go back to the driver, which merges the parts at the end as the
+  local engine does. A batch whose rows this run already wrote (see :class:`Written`) is not scored again.
 * A crashed actor (or one lost with its node) is restarted at most ``ray.max_retries`` times (Ray Data's default
   is forever), then the run fails; its batch is retried on the restarted actor for as long as it lives (a retry
   count would run out while Ray is still finding out that a node is gone: it counts every "actor unavailable"
@@ -39,13 +40,14 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 
 from ..config import DecodeConfig, RayConfig
-from ..data.results import KEY_COLUMNS, SEGMENT_COLUMNS, PartStore, part_rank, read_part, row_key, stored_key
+from ..data.results import SEGMENT_COLUMNS, row_key, stored_key
 from ..data.video import ClipSampling, VideoItem, background_priority, clip_sampling, collate_videos, \
     decode_dataset, describe_error
 from ..data.segments import SegmentRule, Window, WindowsOf
 from ..errors import MissingExtraError
 from ..scoring import Counts, ScoreItem, VideoScorer, batch_rows
 from ..transforms import ImageTransform
+from .store import RowStore
 
 PART_RANK_BASE = 1_000_000  # encode actors' part ranks start here, clear of torchrun's ranks 0..N-1
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding this coca_video, for local workers
@@ -208,16 +210,10 @@ class Written:
     began (``earlier_ranks``), then kept up to date with the actor's own. Ray retries a batch when its actor is lost
     between writing the batch's part and replying (a node gone, a kill), and the retry must find its rows done."""
 
-    def __init__(self, store: PartStore, earlier_ranks: frozenset[int], per_frame: bool) -> None:
+    def __init__(self, store: RowStore, earlier_ranks: frozenset[int], per_frame: bool) -> None:
         self.per_frame = per_frame
         self.rows: dict[tuple, list[tuple[float | None, str]]] = {}  # file key -> (window start, status) per row
-        for _ in range(3):  # a part that another actor compacts away meanwhile: its merged part is listed next time
-            try:
-                for part in [part for part in store.parts() if part_rank(part) not in earlier_ranks]:
-                    self.add(read_part(part, [*KEY_COLUMNS, SEGMENT_COLUMNS[0], "status"]).to_pylist())
-                return
-            except FileNotFoundError:
-                self.rows.clear()
+        self.add(store.rows_since(earlier_ranks))
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -236,16 +232,17 @@ class Written:
 
 class Encoder:
     """An encode actor: holds the scorer (``make_scorer``, called once), turns a batch of decoded records into rows
-    as the local engine does and appends them to ``out``'s part store under a part rank of its own; items whose
-    rows this run already wrote (a retried batch, see :class:`Written`) are counted, not scored again."""
+    as the local engine does and appends them to the driver's store, opened here (``open_store``) under a part rank
+    of its own; items whose rows this run already wrote (a retried batch, see :class:`Written`) are counted, not
+    scored again."""
 
-    def __init__(self, make_scorer: Callable[[], VideoScorer], out: str, per_frame: bool, threads: int | None,
-                 earlier_ranks: frozenset[int]) -> None:
+    def __init__(self, make_scorer: Callable[[], VideoScorer], open_store: Callable[[int], RowStore], per_frame: bool,
+                 threads: int | None, earlier_ranks: frozenset[int]) -> None:
         import torch
 
         torch.set_num_threads(threads or usable_cores())
         self.scorer, self.per_frame = make_scorer(), per_frame
-        self.store = PartStore(out, rank=PART_RANK_BASE + int.from_bytes(os.urandom(6), "big"))
+        self.store = open_store(PART_RANK_BASE + int.from_bytes(os.urandom(6), "big"))
         self.written = Written(self.store, earlier_ranks, per_frame)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -268,7 +265,7 @@ def usable_cores() -> int:
 
 
 def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], transform: ImageTransform,
-             decode: DecodeConfig, sampling: ClipSampling, out: str, cluster: RayConfig, pools: Pools) -> Any:
+             decode: DecodeConfig, sampling: ClipSampling, store: RowStore, cluster: RayConfig, pools: Pools) -> Any:
     """The lazy dataset of ``todo``: decode actors, then encode actors writing parts; one count row per batch. No
     pool has more actors than there are batches (an actor that gets no work would still load the model)."""
     from ray.data import ActorPoolStrategy, DataContext
@@ -286,8 +283,8 @@ def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoSco
     blocks = math.ceil(len(rows) / decode.batch_size)
     items = ray.data.from_items(rows, override_num_blocks=blocks)
     decoder = {"transform": transform, "decode": decode, "sampling": sampling}
-    encoder = {"make_scorer": make_scorer, "out": out, "per_frame": sampling.mode == "fps",
-               "threads": pools.threads, "earlier_ranks": frozenset(PartStore(out).ranks())}
+    encoder = {"make_scorer": make_scorer, "open_store": store.opener(), "per_frame": sampling.mode == "fps",
+               "threads": pools.threads, "earlier_ranks": frozenset(store.ranks())}
     gpus = {"num_gpus": pools.gpus_per_encoder} if pools.gpus_per_encoder else {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
@@ -300,12 +297,13 @@ def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoSco
 
 
 def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], transform: ImageTransform,
-                decode: DecodeConfig, sampling: ClipSampling | None, out: str | os.PathLike, cluster: RayConfig,
+                decode: DecodeConfig, sampling: ClipSampling | None, store: RowStore, cluster: RayConfig,
                 show: bool = True, on_gpu: bool = False) -> Counts:
-    """Score ``todo`` on Ray into ``out``'s part store (not merged: the caller merges, as after the local engine);
-    ``make_scorer`` (picklable, e.g. a ``functools.partial`` of a module-level function) builds the scorer in each
-    encode actor (on a GPU when ``on_gpu``: the pools are sized for it). Returns the rows written, ok and error, as
-    :func:`~coca_video.engines.local.score_files` does, with the pools used and the busy seconds per stage."""
+    """Score ``todo`` on Ray into ``store`` (a part store is not merged: the caller merges, as after the local
+    engine); ``make_scorer`` (picklable, e.g. a ``functools.partial`` of a module-level function) builds the scorer
+    in each encode actor (on a GPU when ``on_gpu``: the pools are sized for it). Returns the rows written, ok and
+    error, as :func:`~coca_video.engines.local.score_files` does, with the pools used and the busy seconds per
+    stage."""
     from tqdm import tqdm
 
     counts = Counts()
@@ -314,7 +312,7 @@ def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], t
     sampling = clip_sampling(decode, sampling)
     with connected(cluster) as ray:
         pools = sized(cluster, cluster_nodes(ray), on_gpu)
-        scored = pipeline(ray, todo, make_scorer, transform, decode, sampling, str(out), cluster, pools)
+        scored = pipeline(ray, todo, make_scorer, transform, decode, sampling, store, cluster, pools)
         unit = "video" if todo[0].start is None else "window"
         with tqdm(total=len(todo), unit=unit, disable=not show, dynamic_ncols=True) as bar:  # done, videos/s
             for row in scored.iter_rows():

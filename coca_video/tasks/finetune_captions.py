@@ -36,10 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import CaptionConfig, DecodeConfig, ModelConfig, VideoTextSource, check, to_dict
-from ..data.feature_cache import FeatureCache, fill_cache
+from ..data.feature_cache import FeatureCache
 from ..data.retrieval import RetrievalSet, load_set
 from ..data.video import ClipSampling, VideoItem, decode_loader
 from ..distributed import barrier, batch_shards, init_distributed, print0
+from ..engines.feature_fill import fill_cache
 from ..errors import DataError
 from ..io import atomic_write_text, check_output_dir
 from ..model import CoCa, get_tokenizer, save_pretrained, tokenizer_files
@@ -160,7 +161,7 @@ class CaptionPairs:
         if self.frozen_encoder:
             sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling)
             self.cache = fill_cache(Path(cfg.output_dir) / "feature_cache", self.items, model, cfg.model, sampling,
-                                    cfg.decode, cfg.train.seed, "train")
+                                    cfg.decode, "train")
             self.rows = np.array(sorted(self.cache.done))
             self.failed = [(self.items[i].path, reason) for i, reason in sorted(self.cache.failed.items())]
         if len(self.rows) == 0:

@@ -35,6 +35,7 @@ import torch
 
 from ...config import to_dict
 from ...distributed import barrier, init_distributed, print0
+from ...engines import check_engine
 from ...errors import ConfigError
 from ...io import atomic_write_text, check_output_dir
 from ...model import VideoClassifier, save_probe
@@ -58,6 +59,7 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
                           "or decode.sampling=eval")
     if cfg.mode == "linear":
         require_sklearn()  # before any video is decoded
+    check_engine(cfg.engine)
     check_output_dir(cfg.output_dir)
     check_resumable(cfg.output_dir, cfg.resume, cfg)
     info = init_distributed()

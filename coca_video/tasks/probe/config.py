@@ -8,7 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ...config import DecodeConfig, ModelConfig, check, check_at_least
+from ...config import DecodeConfig, ModelConfig, RayConfig, check, check_at_least
+from ...engines import Engine
 from ...training import OptimConfig, TrainLoop
 from ...transforms import ClipAugmentConfig
 
@@ -114,6 +115,7 @@ class ProbeConfig:
     output_dir: str = "runs/probe"  # checkpoints, metrics, report and the probe folder
     resume: str | None = None  # "auto" or a checkpoint file
     drop_path: float = 0.0  # finetune: stochastic depth of the encoder's blocks, rising linearly to this at the last
+    engine: Engine = "local"  # the feature cache's fill: this process and its workers, or Ray (ray.*)
     train: TrainLoop = field(default_factory=TrainLoop)  # epochs (or max_steps), batch_size, seed, ...
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -123,6 +125,7 @@ class ProbeConfig:
                                                                              warmup_steps=100))
     eval: ProbeEvalConfig = field(default_factory=ProbeEvalConfig)
     linear: LinearFitConfig = field(default_factory=LinearFitConfig)  # mode linear: the C sweep
+    ray: RayConfig = field(default_factory=RayConfig)  # the cluster and its actor pools, with engine=ray
 
     def __post_init__(self) -> None:
         check(not (self.train.max_steps and self.mode == "linear"), "train.max_steps", "be null in linear mode "
@@ -132,6 +135,8 @@ class ProbeConfig:
         check(self.mode == "finetune" or self.drop_path == 0, "drop_path", "be 0 unless mode=finetune (the encoder "
               "does not train)", self.drop_path)
         self.decode.require_clips("probe")
+        check(self.engine == "local" or self.mode == "finetune" or self.probe.cache != "none", "engine",
+              "be local with probe.cache=none (engine=ray fills the feature cache, and there is none)", self.engine)
         augment = self.probe.augment
         if self.mode == "frozen":  # cached tokens of the evaluation frames: nothing to augment or decay
             check(augment.mixup == 0 and augment.cutmix == 0, "probe.augment.mixup/cutmix", "be 0 in frozen mode",

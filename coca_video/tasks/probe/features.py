@@ -10,10 +10,11 @@ import numpy as np
 import torch
 
 from ...data.actions import ActionSet, load_actions, split_video_roots
-from ...data.feature_cache import FeatureCache, StoredFormat, encode_clips, fill_cache
+from ...data.feature_cache import FeatureCache, StoredFormat, encode_clips
 from ...data.labels import read_class_names
 from ...data.video import ClipSampling, VideoItem, decode_loader
 from ...distributed import gather_objects, get_info, print0
+from ...engines.feature_fill import fill_cache
 from ...model import CoCa, VideoClassifier
 from ...model.linear_probe import LinearProbe
 from ...model.state_dict import weights_digest
@@ -46,11 +47,11 @@ def load_sets(cfg: ProbeConfig) -> tuple[ActionSet, ActionSet]:
 def cached_tokens(cfg: ProbeConfig, model: CoCa, action_set: ActionSet, sampling: ClipSampling,
                   name: str) -> FeatureCache:
     """``action_set``'s encoder tokens (mode linear: mean embeddings) under ``sampling``, from the run's feature
-    cache (filled where missing)."""
+    cache (filled where missing, on ``cfg.engine``)."""
     digest = weights_digest(model.image_encoder) if cfg.mode == "finetune" else None
     fmt: StoredFormat = {"frozen": cfg.probe.cache, "finetune": "fp16", "linear": "embedding"}[cfg.mode]
     return fill_cache(Path(cfg.output_dir) / "feature_cache", action_set.items, model, cfg.model, sampling,
-                      cfg.decode, cfg.train.seed, name, digest, fmt, cfg.probe.token_pool, cfg.probe.cache_check)
+                      cfg.decode, name, digest, fmt, cfg.probe.token_pool, cfg.probe.cache_check, cfg.engine, cfg.ray)
 
 
 def cache_name(cfg: ProbeConfig) -> str:
