@@ -59,6 +59,7 @@ class TrainLoop:
     accum_steps: int = 1  # each rank's share of a batch runs as this many micro-batches (less memory, same step)
     grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
     log_every: int = 0  # optimiser steps between step records in metrics.jsonl (0: none; epoch runs log each epoch)
+    eval_every: int = 1  # epochs between validations (and after the last; the best is kept as checkpoints/best.pt)
 
     def __post_init__(self) -> None:
         check(self.epochs is None or (isinstance(self.epochs, int) and self.epochs >= 1), "epochs",
@@ -70,6 +71,12 @@ class TrainLoop:
         for key in ("batch_size", "accum_steps"):
             check_at_least(key, getattr(self, key), 1)
         check_at_least("log_every", self.log_every, 0)
+        check_at_least("eval_every", self.eval_every, 0)
+
+    def validates_after(self, epoch: int, epochs: int) -> bool:
+        """Whether the run validates after epoch ``epoch`` (1-based) of ``epochs``: every ``eval_every``-th and the
+        last (``eval_every: 0``: never)."""
+        return bool(self.eval_every) and (epoch % self.eval_every == 0 or epoch == epochs)
 
     def total_steps(self, steps_per_epoch: int | None) -> int:
         """The run's optimiser steps: ``max_steps``, or every batch of every epoch."""

@@ -20,7 +20,10 @@ too slow for a fresh head, the head's rewrites the encoder; configs/probe/synthe
 saves an exponential moving average of the weights.
 Under torchrun (either mode) every rank takes its share of the same global batches and the loss is the global
 batch's mean, so N processes take the same steps as one; each validation video is scored by exactly one rank.
-Outputs in ``output_dir``: metrics.json (top1, top5, mean_class_accuracy in percent, plus the protocol),
+Outputs in ``output_dir``: metrics.json (top1, top5, mean_class_accuracy in percent, plus the protocol and the best
+validated epoch), predictions.csv, per_class.csv, confusion.png, curves.png (training loss and validation top-1 per
+epoch), metrics.jsonl (and tensorboard/ when TensorBoard is installed), checkpoints/ (``best.pt``: the checkpoint of
+the epoch with the best validation top-1, every ``train.eval_every`` epochs) and probe/ (the last epoch's weights).
 The package: :mod:`.config` (the keys), :mod:`.features` (the sets and the encoder's tokens), :mod:`.train` (the
 head and what the shared loop trains), :mod:`.evaluate`, :mod:`.linear` (the scikit-learn baseline).
 """
@@ -28,6 +31,7 @@ head and what the shared loop trains), :mod:`.evaluate`, :mod:`.linear` (the sci
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +47,7 @@ from ...report import write_probe_outputs
 from ...runtime import load_model
 from ...training import check_resumable, fit
 from .config import ProbeConfig
-from .evaluate import evaluate, protocol
+from .evaluate import best_validation, evaluate, protocol
 from .features import load_sets
 from .linear import require_sklearn, train_linear
 from .train import classifier_config, finetune_task, frozen_task, init_classifier
@@ -81,11 +85,13 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
         init_classifier(cfg, classifier, train_set.classes)
         classifier = classifier.to(cfg.model.device)
         task = (frozen_task if cfg.mode == "frozen" else finetune_task)(cfg, model, classifier, train_set)
-        history = fit(task, cfg.train, cfg.optim, cfg.output_dir, cfg.resume)
+        validate = lambda: {"val_top1": evaluate(cfg, model, classifier, val_set).top1}  # noqa: E731
+        history = fit(replace(task, validate=validate, best="val_top1"), cfg.train, cfg.optim, cfg.output_dir,
+                      cfg.resume)
     result = evaluate(cfg, model, classifier, val_set)
     if info.is_main:
         write_probe_outputs(output, result, train_set.classes, history,
-                            protocol(cfg, train_set, val_set, result, sweep))
+                            protocol(cfg, train_set, val_set, result, sweep) | best_validation(history))
         save_probe(output / "probe", classifier, train_set.classes, cfg.model.name, cfg.model.pretrained,
                    finetuned=model if cfg.mode == "finetune" else None, image_size=model.cfg.vision.image_size,
                    eval_views=ProbeViews(cfg.eval.temporal_views, cfg.eval.spatial_crops, cfg.decode.sampling))
