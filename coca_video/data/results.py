@@ -24,7 +24,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -158,10 +158,27 @@ class PartStore:
                 raise disk_full(self.output, self.stored_rows()) from None
             raise
 
-    def locked(self) -> contextlib.AbstractContextManager[Path]:
-        """Hold this (output, rank)'s lock for a run: a second writer is refused at once (see ``exclusive_lock``)."""
-        return exclusive_lock(child(self.folder, f"rank{self.rank}.lock"), str(self.output),
-                              "wait for it or choose another --out")
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[PathLike]:
+        """Hold this (output, rank)'s lock for a run: a second writer is refused at once (see ``exclusive_lock``).
+        On leaving (errors included) a store that holds no part is removed (see :meth:`remove_if_empty`)."""
+        try:
+            with exclusive_lock(child(self.folder, f"rank{self.rank}.lock"), str(self.output),
+                                "wait for it or choose another --out") as lock:
+                yield lock
+        finally:
+            self.remove_if_empty()
+
+    def remove_if_empty(self) -> None:
+        """Remove the parts folder when all it holds is its settings (no part, no writer's lock): a run that failed
+        before scoring (a model that did not load) or scored nothing leaves nothing beside the output."""
+        left = [name_of(p) for p in files_in(self.folder)]
+        if any(name != name_of(self.settings_path) for name in left):
+            return
+        remove(self.settings_path)
+        if not is_url(self.folder):  # an object store has no empty folders
+            with contextlib.suppress(OSError):  # another writer's file appeared meanwhile: the folder stays
+                Path(self.folder).rmdir()
 
     @property
     def settings_path(self) -> PathLike:
