@@ -151,7 +151,7 @@ class PartStore:
         rows = [{column: row.get(column) for column in columns} | {"scored_at": row.get("scored_at", stamp)}
                 for row in rows]
         try:
-            self._write(stored_floats(pa.Table.from_pylist(rows)), level=0)
+            self._write(typed_columns(stored_floats(pa.Table.from_pylist(rows))), level=0)
             self._compact()
         except OSError as err:
             if is_disk_full(err):
@@ -238,10 +238,22 @@ class PartStore:
             return None
         tables = [read_part(p, columns) for p in parts]
         table = pa.concat_tables(tables, promote_options="permissive")  # parts of older runs: float64 embeddings
-        return latest_per_path(stored_floats(table))
+        return latest_per_path(typed_columns(stored_floats(table)))
 
 
 EMBEDDING_COLUMNS = ("video_embedding", "frame_embeddings")  # lists of floats: the sidecar's columns
+
+
+VIDEO_COLUMN_TYPES = {"num_frames": pa.int64(), "duration": pa.float64(), "fps": pa.float64()}  # of base_row
+
+
+def typed_columns(table: pa.Table) -> pa.Table:
+    """``table`` with the video columns at their types even when no row of it has a value (a batch of failures
+    only gives a null-typed column), so a merged table keeps ``num_frames`` an integer column."""
+    for name, kind in VIDEO_COLUMN_TYPES.items():
+        if name in table.column_names and pa.types.is_null(table.column(name).type):
+            table = table.set_column(table.column_names.index(name), name, table.column(name).cast(kind))
+    return table
 
 
 def stored_floats(table: pa.Table) -> pa.Table:
