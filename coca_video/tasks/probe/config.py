@@ -8,9 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ...config import DecodeConfig, ModelConfig, check, check_at_least
-from ...training import OptimConfig, TrainLoop
-from ...transforms import ClipAugmentConfig
+from ...config import ClipAugmentConfig, DecodeConfig, ModelConfig, OptimConfig, TrainLoop, check, check_at_least
 
 
 @dataclass
