@@ -158,11 +158,12 @@ TASKS = {
     "retrieval": Task("retrieval", "RetrievalConfig", "zero-shot video-text retrieval recall (MSR-VTT or a CSV)",
                       RETRIEVAL_FLAGS, ["--videos clips/ --captions captions.csv --out runs/r/metrics.json",
                                         ("--videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full "
-                                         "video_pooling=attentional")]),
+                                         "video_pooling=attentional")], config_module="retrieval_config"),
     "captioning": Task("captioning", "CaptioningConfig", "video captioning scored with BLEU/METEOR/ROUGE-L/CIDEr "
                        "(MSR-VTT or a CSV)", CAPTIONING_FLAGS,
                        ["--videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full",
-                        "--videos clips/ --captions captions.csv --out runs/c/metrics.json caption.source=all_frames"]),
+                        "--videos clips/ --captions captions.csv --out runs/c/metrics.json caption.source=all_frames"],
+                       config_module="captioning_config"),
     "finetune-captions": Task("finetune_captions", "FinetuneCaptionsConfig", "caption finetuning on video-text pairs "
                               "(captioning loss; image encoder frozen by default)", FINETUNE_CAPTIONS_FLAGS,
                               ["--videos clips/ --captions captions.csv --output-dir runs/ft train.epochs=20",
@@ -179,7 +180,7 @@ TASKS = {
     "dedup": Task("dedup", "DedupConfig", "find near-duplicate videos or segments (SemDeDup) and write which to keep",
                   DEDUP_FLAGS, ["scores.embeddings.parquet --eps 0.05 --out dedup.parquet",
                                 "scores.embeddings.parquet --eps 0.1 --clusters 1000 kmeans=faiss iterations=20"],
-                  model_flags=False),
+                  model_flags=False, config_module="dedup_config"),
     "probe": Task("probe.task", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned", [],
                   ["--config configs/probe/synthetic.yaml train.epochs=2 optim.lr=1e-3",
                    ("--model coca_ViT-B-32 --pretrained laion2b_s13b_b90k mode=finetune data.train=k400/train.csv "
