@@ -137,7 +137,8 @@ class VideoScorer:
     def captions(self, tokens: torch.Tensor, num_frames: int) -> list[str]:
         """Captions from the clip's encoder tokens (B, T*N, C): the middle frame's, or all of them."""
         options = self.caption_options
-        ids = self.model.generate_from_tokens(caption_source_tokens(tokens, num_frames, options.source),
+        source_tokens, source_frames = caption_source_tokens(tokens, num_frames, options.source)
+        ids = self.model.generate_from_tokens(source_tokens, num_frames=source_frames,
                                               method=options.method, max_len=options.max_len,
                                               num_beams=options.beam_size, min_len=options.min_len,
                                               repetition_penalty=options.repetition_penalty)
@@ -156,14 +157,15 @@ class VideoScorer:
         return row
 
 
-def caption_source_tokens(tokens: torch.Tensor, num_frames: int, source: str) -> torch.Tensor:
-    """What the generative pooler reads for a caption, from a clip's encoder tokens (B, T*N, C): all of them
-    (``all_frames``), or the middle frame's (B, N, C) (``middle_frame``). Caption finetuning trains on the same."""
+def caption_source_tokens(tokens: torch.Tensor, num_frames: int, source: str) -> tuple[torch.Tensor, int | None]:
+    """What the generative pooler reads for a caption, from a clip's encoder tokens (B, T*N, C), and over how many
+    frames (for the model's temporal embedding): all of them (``all_frames``), or the middle frame's (B, N, C), an
+    image (``middle_frame``: None). Caption finetuning trains on the same."""
     if source == "all_frames":
-        return tokens
+        return tokens, num_frames
     if source != "middle_frame":
         raise ValueError(f"caption source must be middle_frame or all_frames, got {source!r}")
-    return rearrange(tokens, "b (t n) c -> b t n c", t=num_frames)[:, num_frames // 2]
+    return rearrange(tokens, "b (t n) c -> b t n c", t=num_frames)[:, num_frames // 2], None
 
 
 def batch_rows(scorer: VideoScorer, batch: VideoBatch, todo: list[ScoreItem],

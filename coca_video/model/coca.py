@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import CoCaConfig
+from .frame_time import FrameTime
 from .generate import SpecialTokens, from_open_clip_options, generate_captions
 from .layers import KVCache
 from .pooler import ImagePooling, PooledImage
@@ -64,6 +65,7 @@ class CoCa(nn.Module):
             self.caption_head = nn.Linear(cfg.text.width, cfg.text.vocab_size, bias=False)
             nn.init.normal_(self.caption_head.weight, std=cfg.text.width**-0.5)
         self.logit_scale = nn.Parameter(torch.tensor(cfg.init_logit_scale))
+        self.frame_time = FrameTime(cfg.temporal_frames, cfg.vision.width) if cfg.temporal_frames else None
         text = cfg.text
         self.special_tokens = SpecialTokens(text.sot_id, text.eot_id, text.pad_id, text.context_length)
         self.checkpoint: Path | None = None  # the checkpoint folder create_model loaded it from (its prompts)
@@ -105,6 +107,16 @@ class CoCa(nn.Module):
             raise ValueError(f"pooling must be 'mean' or 'attentional', got {pooling!r}")
         return VideoEncoding(frame_embeddings, video_embedding, all_tokens)
 
+    def add_frame_time(self, num_frames: int) -> FrameTime:
+        """Give the multimodal path a temporal embedding of ``num_frames`` frames (zero: the model's outputs are
+        unchanged until it trains), recorded in ``cfg.temporal_frames`` so a saved model folder rebuilds it; a
+        model that has one keeps it."""
+        if self.frame_time is None:
+            reference = next(self.image_pooling.parameters())  # the device and dtype the pooler reads in
+            self.frame_time = FrameTime(num_frames, self.cfg.vision.width).to(reference.device, reference.dtype)
+            self.cfg.temporal_frames = num_frames
+        return self.frame_time
+
     # -- text side ----------------------------------------------------------------------------------------------
     def encode_text(self, text_ids: Tensor, normalize: bool = True) -> Tensor:
         """(B, L) token ids (tokenise to the full context length for features) -> (B, D) embeddings."""
@@ -120,11 +132,20 @@ class CoCa(nn.Module):
         """Multimodal decoder logits for every text position: (B, L, V)."""
         return self.vocab_logits(self.decoder(token_states, image_tokens))
 
-    def teacher_forced_caption_logits(self, encoder_tokens: Tensor, text_ids: Tensor) -> Tensor:
-        """The captioning loss's logits from image-encoder tokens: one image's (B, N, C) or all frames' of a clip
-        (B, T*N, C), read by the generative pooler as one set, and caption ids (B, L) -> (B, L-1, V), position i
-        predicting ``text_ids[:, i+1]`` (what :meth:`forward` computes from images, without the contrastive side)."""
-        image_tokens = self.image_pooling(encoder_tokens).tokens  # (B, Q, D)
+    def generative_tokens(self, encoder_tokens: Tensor, num_frames: int | None = None) -> Tensor:
+        """The multimodal decoder's image tokens (B, Q, D) from image-encoder tokens: one image's (B, N, C), or all
+        ``num_frames`` frames' of a clip (B, T*N, C), first moved by the model's temporal embedding when it has one
+        (``temporal_frames``), then read by the generative pooler as one set."""
+        if self.frame_time is not None and num_frames is not None:
+            encoder_tokens = self.frame_time(encoder_tokens, num_frames)
+        return self.image_pooling(encoder_tokens).tokens
+
+    def teacher_forced_caption_logits(self, encoder_tokens: Tensor, text_ids: Tensor,
+                                      num_frames: int | None = None) -> Tensor:
+        """The captioning loss's logits from image-encoder tokens (see :meth:`generative_tokens`) and caption ids
+        (B, L) -> (B, L-1, V), position i predicting ``text_ids[:, i+1]`` (what :meth:`forward` computes from
+        images, without the contrastive side)."""
+        image_tokens = self.generative_tokens(encoder_tokens, num_frames)  # (B, Q, D)
         return self.caption_logits(image_tokens, self.text(text_ids).token_states[:, :-1])
 
     # -- both -----------------------------------------------------------------------------------------------------
@@ -157,14 +178,15 @@ class CoCa(nn.Module):
 
     @torch.no_grad()
     def generate_from_tokens(self, encoder_tokens: Tensor, method: str = "beam", max_len: int = 30,
-                             **kwargs) -> Tensor:
-        """Caption from image-encoder tokens: one image's (B, N, C), or all frames' of a clip (B, T*N, C), which the
-        generative pooler reads as one set (VideoCoCa's video captioning input)."""
+                             num_frames: int | None = None, **kwargs) -> Tensor:
+        """Caption from image-encoder tokens: one image's (B, N, C), or all ``num_frames`` frames' of a clip
+        (B, T*N, C), which the generative pooler reads as one set (VideoCoCa's video captioning input), after the
+        model's temporal embedding when it has one (:meth:`generative_tokens`)."""
         was_training = self.training
         self.eval()
         try:
             method, max_len, kwargs = from_open_clip_options(method, max_len, kwargs)
-            image_tokens = self.image_pooling(encoder_tokens).tokens
+            image_tokens = self.generative_tokens(encoder_tokens, num_frames)
             return generate_captions(self, image_tokens, method=method, max_len=max_len, **kwargs)
         finally:
             self.train(was_training)

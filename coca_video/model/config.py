@@ -100,6 +100,9 @@ class CoCaConfig:
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0
     tokenizer: Literal["clip_bpe", "tokenizer.json"] = "clip_bpe"
+    # frames of the multimodal path's temporal position embedding (model/frame_time.py), added to each frame's
+    # tokens before the generative pooler; 0: none (the pooler reads all frames' tokens as an unordered set)
+    temporal_frames: int = 0
 
     @property
     def init_logit_scale(self) -> float:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..config import from_dict, to_dict
 from .coca import VideoEncoding
+from .frame_time import add_frame_embedding
 from .layers import layer_norm
 from .pooler import AttentionalPooler
 
@@ -82,12 +83,10 @@ class VideoClassifier(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """(B, T*N, C) encoder tokens, frame-major -> (B, num_classes) logits."""
-        if self.temporal_pos is not None or self.spatial_pos is not None:
-            tokens = rearrange(tokens, "b (t n) c -> b t n c", t=self.cfg.num_frames)
-            if self.temporal_pos is not None:
-                tokens = tokens + self.temporal_pos[None, :, None]
-            if self.spatial_pos is not None:
-                tokens = tokens + self.spatial_pos[None, None]
+        if self.temporal_pos is not None:
+            tokens = add_frame_embedding(tokens, self.temporal_pos, self.cfg.num_frames)
+        if self.spatial_pos is not None:
+            tokens = rearrange(tokens, "b (t n) c -> b t n c", t=self.cfg.num_frames) + self.spatial_pos[None, None]
             tokens = rearrange(tokens, "b t n c -> b (t n) c")
         return self.head(self.norm(self.pool(tokens)[:, 0]))
 

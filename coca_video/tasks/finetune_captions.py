@@ -128,6 +128,8 @@ class CaptionTrainee(nn.ModuleDict):
 
     def __init__(self, model: CoCa, with_encoder: bool, num_frames: int, source: str) -> None:
         parts = {"image_pooling": model.image_pooling, "text": model.text, "decoder": model.decoder}
+        if model.frame_time is not None:
+            parts["frame_time"] = model.frame_time
         if model.caption_head is not None:
             parts["caption_head"] = model.caption_head
         if with_encoder:
@@ -140,8 +142,8 @@ class CaptionTrainee(nn.ModuleDict):
         if self.with_encoder:
             frame_tokens = self["image_encoder"](inputs.flatten(0, 1))  # (B*T, N, C)
             inputs = frame_tokens.unflatten(0, inputs.shape[:2]).flatten(1, 2)  # (B, T*N, C)
-        tokens = caption_source_tokens(inputs, self.num_frames, self.source)
-        return self.coca.teacher_forced_caption_logits(tokens, text_ids)
+        tokens, frames = caption_source_tokens(inputs, self.num_frames, self.source)
+        return self.coca.teacher_forced_caption_logits(tokens, text_ids, frames)
 
 
 class CaptionPairs:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from ..config import (CaptionConfig, DecodeConfig, EmbeddingDtype, Engine, ModelConfig, RayConfig, check,
                       check_at_least, check_suffix)
+from ..video.scenes import DEFAULT_THRESHOLDS, SceneDetectorName
 
 
 @dataclass
@@ -28,6 +29,11 @@ class ScoreConfig:
     report_page_size: int = 200  # videos per report page (a segmented video's rows stay together on one page)
     segment_seconds: float = 0.0  # > 0: score consecutive windows of this length, one row each (0: whole videos)
     segment_stride: float | None = None  # seconds between window starts (default segment_seconds; less: overlap)
+    segment_by: Literal["windows", "scenes"] = "windows"  # scenes: a row per shot (PySceneDetect, the scenes extra)
+    scene_detector: SceneDetectorName = "adaptive"  # PySceneDetect's adaptive or content detector (segment_by=scenes)
+    scene_threshold: float | None = None  # the detector's threshold (null: its default, adaptive 3.0, content 27)
+    min_scene_seconds: float = 0.6  # no cut closer than this to the last one (or to the end)
+    max_scene_seconds: float = 30.0  # a longer scene is split into windows of at most this length (0: never)
     engine: Engine = "local"  # local: this process and its decoding workers; ray: Ray Data (ray.*)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -42,6 +48,16 @@ class ScoreConfig:
         if self.segment_stride is not None:
             check(self.segment_stride > 0, "segment_stride", "be > 0 seconds (or null: segment_seconds)",
                   self.segment_stride)
+        check_at_least("min_scene_seconds", self.min_scene_seconds, 0)
+        check_at_least("max_scene_seconds", self.max_scene_seconds, 0)
+        check(self.segment_by in ("windows", "scenes"), "segment_by", "be windows or scenes", self.segment_by)
+        check(self.scene_detector in DEFAULT_THRESHOLDS, "scene_detector", "be adaptive or content",
+              self.scene_detector)
+        if self.segment_by == "scenes":
+            check(self.segment_seconds == 0, "segment_seconds", "be 0 with segment_by=scenes (scenes are cut at "
+                  "shots; max_scene_seconds splits long ones)", self.segment_seconds)
+            check(self.decode.sampling != "fps", "decode.sampling", "not be fps with segment_by=scenes",
+                  self.decode.sampling)
         if self.decode.sampling == "fps":  # every frame is its own row already
             check(self.segment_seconds == 0, "segment_seconds", "be 0 with decode.sampling=fps (a row per frame)",
                   self.segment_seconds)

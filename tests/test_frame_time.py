@@ -1,0 +1,77 @@
+"""Time in the multimodal path (model/frame_time.py): a temporal embedding that starts at zero leaves a model's
+captions and caption logits exactly as they were; once it is not zero, the order of the frames changes what the
+generative pooler sees; it resamples to another frame count; and a saved model folder brings it back."""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from helpers import tiny_config
+
+import coca_video
+from coca_video.model.frame_time import add_frame_embedding, resample_frames
+
+T = 4
+
+
+def clip_tokens(model: coca_video.CoCa, seed: int = 0) -> torch.Tensor:
+    """(2, T*N, C) encoder tokens of two random clips of T frames."""
+    gen = torch.Generator().manual_seed(seed)
+    size = model.cfg.vision.image_size
+    frames = torch.randn(2, T, 3, size, size, generator=gen)
+    return model.encode_video(frames).tokens
+
+
+def reversed_frames(tokens: torch.Tensor) -> torch.Tensor:
+    return rearrange(rearrange(tokens, "b (t n) c -> b t n c", t=T).flip(1), "b t n c -> b (t n) c")
+
+
+def test_a_zero_temporal_embedding_leaves_captions_and_logits_unchanged():
+    torch.manual_seed(0)
+    model = coca_video.CoCa(tiny_config()).eval()
+    tokens = clip_tokens(model)
+    text = torch.randint(1, 100, (2, 6))
+    before_logits = model.teacher_forced_caption_logits(tokens, text)
+    before_ids = model.generate_from_tokens(tokens, method="greedy", max_len=8)
+    model.add_frame_time(T)
+    assert model.cfg.temporal_frames == T
+    assert torch.equal(model.teacher_forced_caption_logits(tokens, text, num_frames=T), before_logits)
+    assert torch.equal(model.generate_from_tokens(tokens, method="greedy", max_len=8, num_frames=T), before_ids)
+
+
+def test_without_time_the_frame_order_is_invisible_and_with_it_it_is_not():
+    torch.manual_seed(0)
+    model = coca_video.CoCa(tiny_config()).eval()
+    tokens = clip_tokens(model)
+    flipped = reversed_frames(tokens)
+    text = torch.randint(1, 100, (2, 6))
+    same = model.teacher_forced_caption_logits(flipped, text, num_frames=T)
+    torch.testing.assert_close(same, model.teacher_forced_caption_logits(tokens, text, num_frames=T))  # a set
+    with torch.no_grad():
+        model.add_frame_time(T).embedding.normal_()
+    ordered = model.teacher_forced_caption_logits(tokens, text, num_frames=T)
+    assert (ordered - model.teacher_forced_caption_logits(flipped, text, num_frames=T)).abs().max() > 1e-3
+
+
+def test_the_table_resamples_linearly_to_another_frame_count():
+    table = torch.tensor([[0.0], [1.0]])  # two frames: 0 then 1
+    # four frames at centres 1/8, 3/8, 5/8, 7/8 of the clip; the table's at 1/4 and 3/4 (edges clamp)
+    assert torch.allclose(resample_frames(table, 4)[:, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
+    assert resample_frames(table, 2) is table
+    tokens = torch.zeros(1, 4 * 3, 1)  # 4 frames of 3 tokens
+    moved = add_frame_embedding(tokens, table, 4)
+    assert moved[0, :, 0].tolist() == [0.0] * 3 + [0.25] * 3 + [0.75] * 3 + [1.0] * 3
+
+
+def test_a_saved_model_folder_brings_its_temporal_embedding_back(tmp_path):
+    torch.manual_seed(0)
+    model = coca_video.CoCa(tiny_config()).eval()
+    with torch.no_grad():
+        model.add_frame_time(T).embedding.normal_()
+    folder = coca_video.save_pretrained(model, tmp_path / "timed")
+    loaded = coca_video.create_model(str(folder)).eval()
+    assert loaded.cfg.temporal_frames == T
+    assert torch.equal(loaded.frame_time.embedding, model.frame_time.embedding)
+    tokens = clip_tokens(model)
+    assert torch.equal(loaded.generate_from_tokens(tokens, method="greedy", max_len=8, num_frames=T),
+                       model.generate_from_tokens(tokens, method="greedy", max_len=8, num_frames=T))
