@@ -15,8 +15,8 @@ $(DEMO_STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $(DEMO_STAMP)
 
-# The test extras: pytest, open_clip and transformers (parity tests), scikit-video, httpx and selenium (test);
-# torchcodec (a 12 MB wheel; loads only with a system FFmpeg: make system-packages, else its tests skip); usearch
+# The test extras: pytest, open_clip and transformers (parity tests), scikit-video, httpx, selenium, tensorboard
+# (test); torchcodec (a 12 MB wheel; loads only with a system FFmpeg: make system-packages, else its tests skip); usearch
 # (index); pycocoevalcap (captioning: the coco-caption metrics the parity tests compare with); ray (~240 MB: score
 # --engine ray and its tests); scikit-learn (linear: the probe's mode=linear); s3fs and moto's S3 server (s3-test);
 # FastAPI + uvicorn (serve); PySceneDetect with headless OpenCV, no libGL needed (scenes).

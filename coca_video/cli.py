@@ -7,6 +7,7 @@ convenience flags of a command (``--labels``, ``--out``, ...) are just spellings
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from . import __version__
-from .config import config_yaml, describe_fields, load_config
+from .config import auto_device_deferred, config_yaml, describe_fields, load_config
 from .errors import INTERRUPTED, InputError, UserError
 
 
@@ -139,14 +140,15 @@ class Task(NamedTuple):
     flags: list[Flag]
     examples: list[str]
     model_flags: bool = True  # whether the shared model block's flags apply (a task without a model has none)
+    config_module: str | None = None  # where the config dataclass lives when the task module imports torch
 
     def all_flags(self) -> list[Flag]:
         """The task's flags, then the model block's when it has one."""
         return [*self.flags, *(MODEL_FLAGS if self.model_flags else [])]
 
     def config_class(self) -> type:
-        """The task's config dataclass (imports the task module, and so torch)."""
-        return getattr(importlib.import_module(f"coca_video.tasks.{self.module}"), self.schema)
+        """The task's config dataclass, from its torch-free module (:attr:`config_module`, else the task's)."""
+        return getattr(importlib.import_module(f"coca_video.tasks.{self.config_module or self.module}"), self.schema)
 
 
 TASKS = {
@@ -154,15 +156,17 @@ TASKS = {
                      ["--config configs/pretrain/tiny_synthetic.yaml train.max_steps=100 output_dir=runs/x"]),
     "score": Task("score", "ScoreConfig", "score a folder of videos: zero-shot labels, embeddings, captions",
                   SCORE_FLAGS, ["VIDEO_DIR --labels kinetics400 --caption --out scores.parquet",
-                                "VIDEO_DIR --labels classes.txt decode.num_frames=8 top_k=3 --print-config"]),
+                                "VIDEO_DIR --labels classes.txt decode.num_frames=8 top_k=3 --print-config"],
+                  config_module="score_config"),
     "retrieval": Task("retrieval", "RetrievalConfig", "zero-shot video-text retrieval recall (MSR-VTT or a CSV)",
                       RETRIEVAL_FLAGS, ["--videos clips/ --captions captions.csv --out runs/r/metrics.json",
                                         ("--videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full "
-                                         "video_pooling=attentional")]),
+                                         "video_pooling=attentional")], config_module="retrieval_config"),
     "captioning": Task("captioning", "CaptioningConfig", "video captioning scored with BLEU/METEOR/ROUGE-L/CIDEr "
                        "(MSR-VTT or a CSV)", CAPTIONING_FLAGS,
                        ["--videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full",
-                        "--videos clips/ --captions captions.csv --out runs/c/metrics.json caption.source=all_frames"]),
+                        "--videos clips/ --captions captions.csv --out runs/c/metrics.json caption.source=all_frames"],
+                       config_module="captioning_config"),
     "finetune-captions": Task("finetune_captions", "FinetuneCaptionsConfig", "caption finetuning on video-text pairs "
                               "(captioning loss; image encoder frozen by default)", FINETUNE_CAPTIONS_FLAGS,
                               ["--videos clips/ --captions captions.csv --output-dir runs/ft train.epochs=20",
@@ -179,12 +183,12 @@ TASKS = {
     "dedup": Task("dedup", "DedupConfig", "find near-duplicate videos or segments (SemDeDup) and write which to keep",
                   DEDUP_FLAGS, ["scores.embeddings.parquet --eps 0.05 --out dedup.parquet",
                                 "scores.embeddings.parquet --eps 0.1 --clusters 1000 kmeans=faiss iterations=20"],
-                  model_flags=False),
-    "probe": Task("probe", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned",
+                  model_flags=False, config_module="dedup_config"),
+    "probe": Task("probe.task", "ProbeConfig", "action recognition: attentional-pooler probe, frozen or finetuned",
                   [ENGINE_FLAG],
                   ["--config configs/probe/synthetic.yaml train.epochs=2 optim.lr=1e-3",
                    ("--model coca_ViT-B-32 --pretrained laion2b_s13b_b90k mode=finetune data.train=k400/train.csv "
-                    "data.val=k400/validate.csv data.video_root=/data/k400")]),
+                    "data.val=k400/validate.csv data.video_root=/data/k400")], config_module="probe.config"),
 }
 
 
@@ -231,9 +235,7 @@ def task_command(task: Task) -> Callable[[argparse.Namespace], None]:
     runs the task, or with ``--print-config`` prints the resolved config as YAML (``--config`` reads it back)."""
 
     def command(args: argparse.Namespace) -> None:
-        from_flags = [f"{f.key}={json.dumps(value) if f.positional else value}" for f in task.all_flags()
-                      for value in [getattr(args, f.key)] if value is not None]  # a path stays a string (JSON is YAML)
-        cfg = load_config(task.config_class(), args.config, [*from_flags, *args.overrides])
+        cfg = task_config(task, args)  # again, now with model.device found (torch is loaded)
         if args.print_config:
             print(config_yaml(cfg), end="")
             return
@@ -244,6 +246,15 @@ def task_command(task: Task) -> Callable[[argparse.Namespace], None]:
             print(json.dumps(result, indent=2))
 
     return command
+
+
+def task_config(task: Task, args: argparse.Namespace, device_deferred: bool = False) -> Any:
+    """The task's config from ``--config``, its flags and ``key=value`` overrides; ``device_deferred``: with
+    ``model.device: auto`` left as it is, so that reading it imports no torch (a config error is one line at once)."""
+    from_flags = [f"{f.key}={json.dumps(value) if f.positional else value}" for f in task.all_flags()
+                  for value in [getattr(args, f.key)] if value is not None]  # a path stays a string (JSON is YAML)
+    with auto_device_deferred() if device_deferred else contextlib.nullcontext():
+        return load_config(task.config_class(), args.config, [*from_flags, *args.overrides])
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -440,7 +451,7 @@ def load_modules(args: argparse.Namespace) -> None:
     import torch  # noqa: F401 -- loaded here, under the caller's SIGINT block
 
     if getattr(args, "task_spec", None) is not None:
-        args.task_spec.config_class()
+        importlib.import_module(f"coca_video.tasks.{args.task_spec.module}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -449,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse(argv)
         command = f"coca-video {args.command}"
+        if getattr(args, "task_spec", None) is not None:
+            args.cfg = task_config(args.task_spec, args, device_deferred=True)  # its errors: before torch loads
         from .video.isolate import ROOT_ENV, sigint_held  # numpy and PyAV: not for --help
 
         os.environ[ROOT_ENV] = str(os.getpid())  # its decoding workers and helpers end when this process does

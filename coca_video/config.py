@@ -16,6 +16,8 @@ per video, sampling rule, decoder, time limit, workers, batch).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import inspect
@@ -28,7 +30,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Sequence, TypeVar, Union
+from typing import Any, Iterator, Literal, NamedTuple, Sequence, TypeVar, Union
 
 import yaml
 
@@ -200,8 +202,9 @@ class FieldDoc(NamedTuple):
 def describe_fields(schema: type, prefix: str = "") -> list[FieldDoc]:
     """Every leaf key of the ``schema`` dataclass, nested blocks flattened to dotted keys, in declaration order. The
     description of a field is the trailing ``# comment`` on its line in the source (empty if it has none)."""
-    defaults = schema()
-    return _describe(schema, defaults, prefix)
+    with auto_device_deferred():  # the default as written (auto), and no torch for --help
+        defaults = schema()
+        return _describe(schema, defaults, prefix)
 
 
 def _describe(schema: type, defaults: Any, prefix: str) -> list[FieldDoc]:
@@ -446,9 +449,24 @@ def check_device(device: str) -> None:
         raise InvalidValue(f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
+AUTO_DEVICE_DEFERRED = contextvars.ContextVar("auto_device_deferred", default=False)
+
+
+@contextlib.contextmanager
+def auto_device_deferred() -> Iterator[None]:
+    """Within the block ``device: auto`` stays ``auto`` (finding the device imports torch): for reading a config's
+    keys, defaults and errors before torch loads (``--help``, a typo on the command line)."""
+    token = AUTO_DEVICE_DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        AUTO_DEVICE_DEFERRED.reset(token)
+
+
 def resolve_device(device: str) -> str:
-    """``auto`` -> the first of cuda, mps, cpu this machine has; any other device name unchanged."""
-    if device != "auto":
+    """``auto`` -> the first of cuda, mps, cpu this machine has (inside :func:`auto_device_deferred`: ``auto``); any
+    other device name unchanged."""
+    if device != "auto" or AUTO_DEVICE_DEFERRED.get():
         return device
     import torch
 
@@ -494,6 +512,10 @@ class VideoTextSource:
 RAY_ADDRESS = re.compile(r"auto|ray://\S+|[\w.-]+:\d+")
 
 
+Engine = Literal["local", "ray"]  # local: this process and its decoding workers; ray: Ray Data actors (ray.*)
+EmbeddingDtype = Literal["float32", "float16"]  # how embeddings are stored: as computed, or rounded to half the bytes
+
+
 @dataclass
 class RayConfig:
     """Where and how ``engine: ray`` runs (score, retrieval, captioning, zeroshot, probe): the cluster, its decode and
@@ -535,3 +557,98 @@ class RayConfig:
         counts as nothing until it is sized from the cluster."""
         pools = [(self.decode_actors, self.cpus_per_decoder), (self.encode_actors, self.cpus_per_encoder)]
         return sum(actors * cpus for actors, cpus in pools if actors is not None and cpus is not None)
+
+
+# -- the training tasks' blocks (train.*, optim.*, probe.augment.*) -------------------------------------------------
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule. ``adafactor`` is big_vision's Adafactor as kept in timm (``AdafactorBigVision``):
+    factored second moments with beta2 capped at ``betas[1]`` and a first moment with ``betas[0]`` -- the paper's
+    beta1=0.9, beta2=0.999. (``torch.optim.Adafactor`` has no first moment, so it cannot express beta1.)"""
+
+    name: Literal["adamw", "adafactor"] = "adamw"  # optimiser
+    lr: float = 5e-4  # peak learning rate
+    weight_decay: float = 0.01  # on weights only (not biases, norms, embeddings)
+    betas: tuple[float, float] = (0.9, 0.999)  # first and second moment decay
+    eps: float = 1e-8  # added to the denominator
+    warmup_steps: int = 100  # linear warmup from 0 to lr
+    schedule: Literal["cosine", "linear"] = "cosine"  # decay after warmup, down to min_lr_ratio * lr
+    min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # gradients are scaled down to at most this total norm
+    ema: float | None = None  # decay of an EMA of the trained weights, which evaluate and are saved (null/0: off)
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "be > 0", self.lr)
+        check_at_least("weight_decay", self.weight_decay, 0)
+        check(all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas), "betas", "be two numbers in [0, 1)",
+              self.betas)
+        check(isinstance(self.eps, (int, float)) and self.eps > 0, "eps", "be > 0", self.eps)
+        check_at_least("warmup_steps", self.warmup_steps, 0)
+        check(isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio",
+              "be in [0, 1]", self.min_lr_ratio)
+        check(isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0, "grad_clip", "be > 0", self.grad_clip)
+        check(self.ema is None or (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1), "ema",
+              "be in [0, 1) or null (0 and null: off)", self.ema)
+
+
+@dataclass
+class TrainLoop:
+    """The training loop's keys, at ``train.*`` in every training task (a task subclasses it to add its own). A run
+    lasts ``max_steps`` optimiser steps when set (the last epoch cut short), else ``epochs`` passes over the data."""
+
+    seed: int = 0  # random seed (weights, data order, augmentation)
+    epochs: int | None = 10  # passes over the training data (max_steps, when set, decides instead)
+    max_steps: int | None = None  # the run's optimiser steps, as papers count them (null: epochs decide)
+    batch_size: int = 128  # examples per optimiser step (global, across ranks)
+    accum_steps: int = 1  # each rank's share of a batch runs as this many micro-batches (less memory, same step)
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
+    log_every: int = 0  # optimiser steps between step records in metrics.jsonl (0: none; epoch runs log each epoch)
+    eval_every: int = 1  # epochs between validations (and after the last; the best is kept as checkpoints/best.pt)
+
+    def __post_init__(self) -> None:
+        check(self.epochs is None or (isinstance(self.epochs, int) and self.epochs >= 1), "epochs",
+              "be >= 1 or null (max_steps decides)", self.epochs)
+        check(self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1), "max_steps",
+              "be >= 1 or null (epochs decide)", self.max_steps)
+        check(self.epochs is not None or self.max_steps is not None, "epochs", "be set when max_steps is null",
+              self.epochs)
+        for key in ("batch_size", "accum_steps"):
+            check_at_least(key, getattr(self, key), 1)
+        check_at_least("log_every", self.log_every, 0)
+        check_at_least("eval_every", self.eval_every, 0)
+
+    def validates_after(self, epoch: int, epochs: int) -> bool:
+        """Whether the run validates after epoch ``epoch`` (1-based) of ``epochs``: every ``eval_every``-th and the
+        last (``eval_every: 0``: never)."""
+        return bool(self.eval_every) and (epoch % self.eval_every == 0 or epoch == epochs)
+
+    def total_steps(self, steps_per_epoch: int | None) -> int:
+        """The run's optimiser steps: ``max_steps``, or every batch of every epoch."""
+        if self.max_steps:
+            return self.max_steps
+        if steps_per_epoch is None:
+            raise ConfigError("train.max_steps: set it (this task streams its data, so epochs cannot end the run)")
+        return self.epochs * steps_per_epoch
+
+
+@dataclass
+class ClipAugmentConfig:
+    """Finetuning's augmentation: which frames (TSN's random one per segment, or the evaluation's), one crop box and
+    one flip per clip (every frame alike), and optional mixup/cutmix of the clips of a batch. Evaluation always takes
+    its own frames, resizes and centre-crops."""
+
+    scale: tuple[float, float] = (0.25, 1.0)  # random resized crop: share of the frame's area kept, (min, max)
+    ratio: tuple[float, float] = (0.75, 1.3333)  # random resized crop: width/height of the box, (min, max)
+    flip: bool = True  # horizontal flip, p=0.5 per clip (false for direction-sensitive classes: left/right)
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) over clips of a batch (0 = off)
+    cutmix: float = 0.0  # alpha of cutmix's Beta(alpha, alpha), one box for all frames (0 = off)
+    temporal_jitter: bool = True  # TSN: a random frame in each segment (false: the evaluation's frames, its centres)
+
+    def __post_init__(self) -> None:
+        self.scale, self.ratio = tuple(self.scale), tuple(self.ratio)
+        check(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1, "scale",
+              "be [min, max] with 0 < min <= max <= 1", list(self.scale))
+        check(len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1], "ratio", "be [min, max] with 0 < min <= max",
+              list(self.ratio))
+        check(self.mixup >= 0, "mixup", "be >= 0 (0 = off)", self.mixup)
+        check(self.cutmix >= 0, "cutmix", "be >= 0 (0 = off)", self.cutmix)

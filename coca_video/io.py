@@ -80,7 +80,8 @@ def atomic_write_table(table: pa.Table, path: str | os.PathLike) -> str | Path:
     suffix = os.path.splitext(str(path))[1].lower()
     with atomic_path(path) as tmp:
         if suffix in (".csv", ".tsv"):
-            table.to_pandas().to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
+            frame = table.to_pandas(integer_object_nulls=True)  # an integer column with nulls stays integers
+            frame.to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
         else:
             write_parquet(table, tmp)
     return path

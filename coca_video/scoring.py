@@ -14,13 +14,13 @@ tokens at once (``all_frames``, VideoCoCa's captioning input).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
 from einops import rearrange
 
-from .config import CaptionConfig, ModelConfig
+from .config import CaptionConfig, EmbeddingDtype, ModelConfig
 from .data.results import FileKey, stored_key
 from .data.video import VideoBatch
 from .model import CoCa, VideoClassifier
@@ -60,7 +60,6 @@ class ScoreItem(NamedTuple):
         return stored_key(self.key) if self.start is None else (*stored_key(self.key), self.start)
 
 
-EmbeddingDtype = Literal["float32", "float16"]  # how embeddings are stored: as computed, or rounded to half the bytes
 
 
 class VideoScorer:

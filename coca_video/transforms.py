@@ -10,7 +10,6 @@ gives as an image.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
@@ -20,7 +19,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
-from .config import check
+from .config import ClipAugmentConfig  # noqa: F401 -- its home is coca_video.config (torch-free, for the CLI)
 from .model.config import CoCaConfig
 
 ImageLike = Union[Image.Image, np.ndarray, Tensor]
@@ -123,29 +122,6 @@ class RandomResizedCrop(ImageTransform):
                 return int(draw[2] * (height - h + 1)), int(draw[3] * (width - w + 1)), h, w
         side = min(height, width)  # fall back to a centre crop
         return (height - side) // 2, (width - side) // 2, side, side
-
-
-@dataclass
-class ClipAugmentConfig:
-    """Finetuning's augmentation: which frames (TSN's random one per segment, or the evaluation's), one crop box and
-    one flip per clip (every frame alike), and optional mixup/cutmix of the clips of a batch. Evaluation always takes
-    its own frames, resizes and centre-crops."""
-
-    scale: tuple[float, float] = (0.25, 1.0)  # random resized crop: share of the frame's area kept, (min, max)
-    ratio: tuple[float, float] = (0.75, 1.3333)  # random resized crop: width/height of the box, (min, max)
-    flip: bool = True  # horizontal flip, p=0.5 per clip (false for direction-sensitive classes: left/right)
-    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) over clips of a batch (0 = off)
-    cutmix: float = 0.0  # alpha of cutmix's Beta(alpha, alpha), one box for all frames (0 = off)
-    temporal_jitter: bool = True  # TSN: a random frame in each segment (false: the evaluation's frames, its centres)
-
-    def __post_init__(self) -> None:
-        self.scale, self.ratio = tuple(self.scale), tuple(self.ratio)
-        check(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1, "scale",
-              "be [min, max] with 0 < min <= max <= 1", list(self.scale))
-        check(len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1], "ratio", "be [min, max] with 0 < min <= max",
-              list(self.ratio))
-        check(self.mixup >= 0, "mixup", "be >= 0 (0 = off)", self.mixup)
-        check(self.cutmix >= 0, "cutmix", "be >= 0 (0 = off)", self.cutmix)
 
 
 def sample_crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],

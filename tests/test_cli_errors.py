@@ -199,6 +199,7 @@ def test_a_bad_invocation_is_one_line_naming_the_culprit(name, world, capsys):
     assert len(lines) == 1, err
     assert lines[0].startswith(f"coca-video {argv[0]}: error: ") and culprit in lines[0], err
     assert "Traceback" not in err
+    assert not (world.tmp / "s.parquet.parts").exists()  # nothing scored: no store left beside --out
 
 
 def test_engine_ray_without_ray_installed_is_one_line_naming_the_extra(world, capsys, monkeypatch):

@@ -7,13 +7,15 @@ import dataclasses
 import json
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 import yaml
 from helpers import REPO
 
 from coca_video.cli import TASKS, main
-from coca_video.config import CaptionConfig, load_config, to_dict
+from coca_video.config import CaptionConfig, auto_device_deferred, load_config, to_dict
 from coca_video.tasks.score import ScoreConfig
 
 
@@ -40,7 +42,9 @@ def test_help_lists_every_score_config_key_with_its_type_default_and_description
     text = help_text("score", capsys)
     listed = {m["key"]: (m["type"], m["default"], m["help"]) for m in re.finditer(
         r"^  (?P<key>[\w.]+): (?P<type>.+?) = (?P<default>.*)\n      (?P<help>.+)$", text, re.MULTILINE)}
-    expected = leaf_defaults(ScoreConfig()) | leaf_defaults(CaptionConfig(), "caption.")
+    with auto_device_deferred():  # help shows model.device's default as written: auto (found when a run starts)
+        expected = leaf_defaults(ScoreConfig()) | leaf_defaults(CaptionConfig(), "caption.")
+    assert expected["model.device"] == "auto"
     expected["caption"] = False  # a block that is off by default: its switch, then its keys as they are when on
     assert sorted(listed) == sorted(expected)
     for key, value in expected.items():
@@ -127,3 +131,25 @@ def test_models_lists_every_architecture_with_its_size_and_pretrained_tags(capsy
         reference = open_clip.create_model("coca_ViT-B-32", device="meta")
     assert records["coca_ViT-B-32"]["parameters"] == sum(p.numel() for p in reference.parameters())
     assert main(["models"]) == 0 and "laion2b_s13b_b90k" in capsys.readouterr().out
+
+
+TORCH_FREE = [["probe", "--help"], ["score", "--help"], ["retrieval", "--help"], ["captioning", "--help"],
+              ["dedup", "--help"], ["score", "x.mp4", "decode.num_frame=8"], ["probe", "train.epoch=3"],
+              ["score", "x.mp4", "decode.num_frames=0"]]
+
+
+def test_a_commands_help_and_a_config_error_do_not_import_torch():
+    """``coca-video probe --help`` and a mistyped or bad key answer before torch loads (seconds on a small machine):
+    each argv runs through ``main`` in a fresh interpreter, which then reports whether torch was imported."""
+    probe = ("import json, sys\nfrom coca_video.cli import main\nseen = []\n"
+             f"for argv in {TORCH_FREE!r}:\n"
+             "    try:\n        code = main(argv)\n    except SystemExit as stop:\n        code = stop.code\n"
+             "    seen.append([argv, code, 'torch' in sys.modules])\n"
+             "print(json.dumps(seen))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [code for _, code, _ in seen] == [0] * 5 + [2] * 3  # the helps, then three one-line config errors
+    assert [torch for _, _, torch in seen] == [False] * len(TORCH_FREE), seen
+    assert "decode.num_frames must be >= 1, got 0" in done.stderr and "Did you mean: train.epochs" in done.stderr

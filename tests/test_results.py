@@ -128,3 +128,18 @@ def test_float16_embeddings_stay_float16_in_parts_and_sidecar_and_read_back_as_f
     assert matrix.dtype == np.float32 and np.array_equal(matrix, computed[:, 0].astype(np.float32))
     frames = np.stack([np.stack(cell) for cell in sidecar.column("frame_embeddings").to_pylist()])
     assert np.array_equal(frames, computed)
+
+
+def test_a_store_that_scored_nothing_leaves_no_parts_folder_and_one_that_scored_keeps_it(tmp_path):
+    out = tmp_path / "s.parquet"
+    folder = tmp_path / "s.parquet.parts"
+    with pytest.raises(RuntimeError):  # e.g. the model failed to load, after the settings were recorded
+        with PartStore(out).locked():
+            PartStore(out).check_settings({"model": "x"})
+            assert folder.is_dir()
+            raise RuntimeError("model did not load")
+    assert not folder.exists()
+    with PartStore(out).locked():
+        PartStore(out).check_settings({"model": "x"})
+        PartStore(out).append([row("a.mp4")])
+    assert PartStore(out).read().num_rows == 1 and PartStore(out).settings() == {"model": "x"}  # the store stays

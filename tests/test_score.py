@@ -59,6 +59,8 @@ def test_every_file_gets_one_row_and_labels_match_the_scenes(folder, tmp_path):
     assert sorted(table.path) == sorted([*truth, str(root / "broken.mp4")])
     broken = table[table.path.str.endswith("broken.mp4")].iloc[0]
     assert broken.status == "error" and "broken.mp4" in broken.error
+    written = pd.read_csv(out, dtype=str, keep_default_na=False).set_index("path").num_frames  # the CSV's text
+    assert written[str(root / "broken.mp4")] == "" and written.drop(str(root / "broken.mp4")).eq("8").all()
     ok = table[table.status == "ok"]
     assert {"size", "duration", "top1_label", "top1_score", "top3_label", "top3_score"} <= set(table.columns)
     assert (ok.top1_score >= ok.top2_score).all() and (ok.duration > 0).all()
@@ -229,6 +231,8 @@ def test_failed_inputs_are_named_on_stderr_and_a_run_with_no_success_exits_non_z
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("coca-video score: error: ") and "no input could be scored (2 rows failed" in err
     assert len(pd.read_parquet(tmp_path / "t.parquet")) == 2  # the error rows are kept
+    for out in ("s.parquet", "t.parquet"):  # num_frames an integer column beside error rows, and of error rows only
+        assert pq.read_schema(tmp_path / out).field("num_frames").type == "int64", out
 
 
 def test_an_empty_folder_is_a_clear_error(tmp_path):

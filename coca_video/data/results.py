@@ -25,7 +25,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -173,17 +173,34 @@ class PartStore:
         rows = [{column: row.get(column) for column in columns} | {"scored_at": row.get("scored_at", stamp)}
                 for row in rows]
         try:
-            self._write(stored_floats(pa.Table.from_pylist(rows)), level=0)
+            self._write(typed_columns(stored_floats(pa.Table.from_pylist(rows))), level=0)
             self._compact()
         except OSError as err:
             if is_disk_full(err):
                 raise disk_full(self.output, self.stored_rows()) from None
             raise
 
-    def locked(self) -> contextlib.AbstractContextManager[Path]:
-        """Hold this (output, rank)'s lock for a run: a second writer is refused at once (see ``exclusive_lock``)."""
-        return exclusive_lock(child(self.folder, f"rank{self.rank}.lock"), str(self.output),
-                              "wait for it or choose another --out")
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[PathLike]:
+        """Hold this (output, rank)'s lock for a run: a second writer is refused at once (see ``exclusive_lock``).
+        On leaving (errors included) a store that holds no part is removed (see :meth:`remove_if_empty`)."""
+        try:
+            with exclusive_lock(child(self.folder, f"rank{self.rank}.lock"), str(self.output),
+                                "wait for it or choose another --out") as lock:
+                yield lock
+        finally:
+            self.remove_if_empty()
+
+    def remove_if_empty(self) -> None:
+        """Remove the parts folder when all it holds is its settings (no part, no writer's lock): a run that failed
+        before scoring (a model that did not load) or scored nothing leaves nothing beside the output."""
+        left = [name_of(p) for p in files_in(self.folder)]
+        if any(name != name_of(self.settings_path) for name in left):
+            return
+        remove(self.settings_path)
+        if not is_url(self.folder):  # an object store has no empty folders
+            with contextlib.suppress(OSError):  # another writer's file appeared meanwhile: the folder stays
+                Path(self.folder).rmdir()
 
     @property
     def settings_path(self) -> PathLike:
@@ -243,10 +260,22 @@ class PartStore:
             return None
         tables = [read_part(p, columns) for p in parts]
         table = pa.concat_tables(tables, promote_options="permissive")  # parts of older runs: float64 embeddings
-        return latest_per_path(stored_floats(table))
+        return latest_per_path(typed_columns(stored_floats(table)))
 
 
 EMBEDDING_COLUMNS = ("video_embedding", "frame_embeddings")  # lists of floats: the sidecar's columns
+
+
+VIDEO_COLUMN_TYPES = {"num_frames": pa.int64(), "duration": pa.float64(), "fps": pa.float64()}  # of base_row
+
+
+def typed_columns(table: pa.Table) -> pa.Table:
+    """``table`` with the video columns at their types even when no row of it has a value (a batch of failures
+    only gives a null-typed column), so a merged table keeps ``num_frames`` an integer column."""
+    for name, kind in VIDEO_COLUMN_TYPES.items():
+        if name in table.column_names and pa.types.is_null(table.column(name).type):
+            table = table.set_column(table.column_names.index(name), name, table.column(name).cast(kind))
+    return table
 
 
 def stored_floats(table: pa.Table) -> pa.Table:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from ..config import DecodeConfig, ModelConfig, RayConfig
+from ..config import DecodeConfig, Engine, ModelConfig, RayConfig  # noqa: F401 -- Engine: re-exported
 from ..data.results import PartStore, input_key, row_key, settings_digest
 from ..data.video import ClipSampling
 from ..distributed import barrier, init_distributed
@@ -30,7 +30,6 @@ from ..scoring import Counts, ScoreItem, VideoScorer
 from ..transforms import image_transform
 from .store import RowStore
 
-Engine = Literal["local", "ray"]  # local: this process and its decoding workers; ray: Ray Data actors (ray.*)
 
 
 class ScorerFactory(Protocol):

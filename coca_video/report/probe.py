@@ -51,7 +51,8 @@ def write_probe_outputs(output: Path, result: ProbeResult, classes: list[str], h
 
 
 def plot_probe_curves(output: Path, history: list[dict[str, float]]) -> None:
-    """curves.png: the training loss per epoch (nothing without a history: a linear probe)."""
+    """curves.png: the training loss per epoch and, on its own axis, the validation top-1 of the epochs that
+    validated (nothing without a history: a linear probe)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,6 +63,12 @@ def plot_probe_curves(output: Path, history: list[dict[str, float]]) -> None:
         ax.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker="o")
         ax.set_xlabel("epoch")
         ax.set_ylabel("training loss")
+        validated = [h for h in history if "val_top1" in h]
+        if validated:
+            accuracy_axis = ax.twinx()
+            accuracy_axis.plot([h["epoch"] for h in validated], [h["val_top1"] for h in validated],
+                               color="tab:green", marker=".")
+            accuracy_axis.set_ylabel("validation top-1 (%)", color="tab:green")
         fig.tight_layout()
         fig.savefig(output / "curves.png", dpi=100)
         plt.close(fig)

@@ -20,46 +20,26 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from ..caption_metrics import CaptionScores, caption_scores
-from ..config import CaptionConfig, DecodeConfig, ModelConfig, RayConfig, VideoTextSource, check_at_least, \
-    check_suffix
 from ..data.results import PartStore, encoding_settings
 from ..data.retrieval import RetrievalSet, load_set, source_files
 from ..distributed import init_distributed
-from ..engines import Encoder, Engine, check_engine, encode_files, keyed_store, loaded
+from ..engines import Encoder, check_engine, encode_files, keyed_store, loaded
 from ..errors import InputError
 from ..io import atomic_write_table, atomic_write_text, check_output_file, first_line, is_our_metrics
 from ..model import CoCa, get_tokenizer
 from ..runtime import load_model, with_trained_settings
 from ..scoring import VideoScorer
+from .captioning_config import CaptioningConfig
 from .retrieval import SAMPLING_RULES
 
 CAPTION_SOURCES = {"middle_frame": "the middle frame's image tokens (the decoder was trained on single images)",
                    "all_frames": "all frames' image tokens through the generative pooler (VideoCoCa's input)"}
-
-
-@dataclass
-class CaptioningConfig:
-    source: VideoTextSource = field(default_factory=VideoTextSource)  # the videos and their reference captions
-    out: str = "runs/captioning/metrics.json"  # metrics JSON; predictions CSV and report go beside it
-    caption: CaptionConfig = field(default_factory=CaptionConfig)  # decoding, and what the generative pooler reads
-    cache_dir: str | None = None  # where generated captions are kept for reruns; default: <out folder>/caption_cache
-    report_videos: int = 200  # videos on the HTML report, worst CIDEr-D first (0: no report)
-    engine: Engine = "local"  # the caption pass: this process and its workers, or Ray (ray.*)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    ray: RayConfig = field(default_factory=RayConfig)  # the cluster and its actor pools, with engine=ray
-
-    def __post_init__(self) -> None:
-        check_suffix("out", self.out, (".json",))
-        check_at_least("report_videos", self.report_videos, 0)
-        self.decode.require_clips("captioning")
 
 
 def run(cfg: CaptioningConfig) -> dict[str, Any]:

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from ..config import DecodeConfig, ModelConfig, RayConfig, VideoTextSource, check_suffix
 from ..data.results import PartStore, encoding_settings
 from ..data.retrieval import RetrievalSet, load_set, source_files
 from ..distributed import init_distributed
-from ..engines import Encoder, Engine, check_engine, encode_files, keyed_store, loaded
+from ..engines import Encoder, check_engine, encode_files, keyed_store, loaded
 from ..errors import InputError
 from ..io import atomic_write_table, atomic_write_text, check_output_file, is_our_metrics
 from ..metrics import retrieval_convention, retrieval_metrics_from_embeddings
@@ -34,31 +32,12 @@ from ..model import CoCa, get_tokenizer
 from ..prompts import encode_texts
 from ..runtime import load_model
 from ..scoring import VideoScorer
+from .retrieval_config import RetrievalConfig
 
 
 VIDEO_EMBEDDINGS = {"mean": "normalised mean of normalised frame embeddings (the CoCa paper's)",
                     "attentional": "the model's contrastive pooler over all frames' tokens (VideoCoCa's)"}
 SAMPLING_RULES = {"eval": "uniform segment centres", "linspace": "linspace from the first to the last frame, truncated"}
-
-
-@dataclass
-class RetrievalConfig:
-    source: VideoTextSource = field(default_factory=VideoTextSource)  # the videos and their captions
-    out: str = "runs/retrieval/metrics.json"  # metrics JSON; ranks CSV and report go beside it
-    prompt_prefix: str = ""  # prepended to every caption, e.g. "a video of "
-    cache_dir: str | None = None  # default: <out folder>/embedding_cache
-    report_queries: int = 4  # queries shown with their top-5 videos in the report (0: no report)
-    median: Literal["mean", "lower"] = "mean"  # MdR of an even count: np.median's mean of the middle two, or the lower
-    rerank: Literal["dsl"] | None = None  # dual-softmax re-ranking, reported under its own *_dsl keys
-    video_pooling: Literal["mean", "attentional"] = "mean"  # the paper's mean of frames, or VideoCoCa's pooler
-    engine: Engine = "local"  # the embedding pass: this process and its workers, or Ray (ray.*)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)  # sampling: eval, the paper's; linspace, CLIP4Clip's
-    ray: RayConfig = field(default_factory=RayConfig)  # the cluster and its actor pools, with engine=ray
-
-    def __post_init__(self) -> None:
-        check_suffix("out", self.out, (".json",))
-        self.decode.require_clips("retrieval")
 
 
 def run(cfg: RetrievalConfig) -> dict[str, Any]:

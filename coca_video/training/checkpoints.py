@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -54,6 +55,16 @@ class CheckpointManager:
         for old in self.all()[: -self.keep_last]:
             old.unlink(missing_ok=True)
         return path
+
+    @property
+    def best(self) -> Path:
+        """``checkpoints/best.pt``: the checkpoint of the epoch whose validation was best (beside the newest)."""
+        return self.folder / "best.pt"
+
+    def keep_as_best(self, path: Path) -> None:
+        """Copy checkpoint ``path`` to :attr:`best` (atomically: a crash leaves the previous best whole)."""
+        with atomic_path(self.best) as tmp:
+            shutil.copyfile(path, tmp)
 
     def all(self) -> list[Path]:
         return sorted(self.folder.glob("step_*.pt"))

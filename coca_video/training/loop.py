@@ -105,6 +105,8 @@ class TrainTask:
     step_figures: Callable[[], dict[str, float]] | None = None  # more entries of a step record (loss terms, ...)
     after_step: Callable[[int, int], dict[str, float]] | None = None  # (step, total) -> figures to log (evaluation)
     checkpoint_every: int = 0  # runs by steps: steps between checkpoints (and one at the end)
+    validate: Callable[[], dict[str, float]] | None = None  # runs by epochs: held-out figures ({"val_top1": ...})
+    best: str = ""  # the entry of validate's figures that picks checkpoints/best.pt ("-val_loss": lower is better)
 
 
 @dataclass
@@ -123,8 +125,11 @@ def fit(task: TrainTask, loop: TrainLoop, optim: OptimConfig, output_dir: str | 
         checkpoints: CheckpointManager | None = None) -> list[dict[str, float]]:
     """Train ``task`` over the run's steps not yet done (resuming from ``resume`` exactly): per global batch
     :func:`optimiser_step`; a step record every ``train.log_every`` steps; by epochs, an epoch record and a
-    checkpoint after each epoch, by steps one every ``task.checkpoint_every``. With ``optim.ema`` the module ends
-    holding the EMA weights. Returns the history: ``{"epoch", "train_loss"}`` per epoch, or the step records."""
+    checkpoint after each epoch, by steps one every ``task.checkpoint_every``. By epochs, ``task.validate`` runs
+    every ``train.eval_every`` epochs and after the last; its figures join the epoch's record, and the checkpoint of
+    the epoch best by ``task.best`` is kept as ``checkpoints/best.pt`` (chosen from the history, so a resumed run
+    keeps a straight run's best). With ``optim.ema`` the module ends holding the EMA weights. Returns the history:
+    ``{"epoch", "train_loss"}`` (and the validation's figures) per epoch, or the step records."""
     checkpoints = checkpoints or CheckpointManager(output_dir, keep_last=2)
     total = loop.total_steps(None if task.stream else task.steps_per_epoch)
     epochs = 1 if task.stream else math.ceil(total / task.steps_per_epoch)
@@ -163,14 +168,26 @@ def fit(task: TrainTask, loop: TrainLoop, optim: OptimConfig, output_dir: str | 
                 save_training_state(checkpoints, step, epoch, task.module, run, history)
         if task.stream is None:
             kept = [loss for loss in losses if not math.isnan(loss)]  # a global batch that decoded nothing: none
-            loss = float(np.mean(kept)) if kept else float("nan")
-            history.append({"epoch": epoch + 1, "train_loss": loss})
-            logger.log(step, {"epoch": epoch + 1, "train_loss": loss, **epoch_figures(run, optim, task.lr_figures)})
+            record = {"epoch": epoch + 1, "train_loss": float(np.mean(kept)) if kept else float("nan")}
+            if task.validate and loop.validates_after(epoch + 1, epochs):
+                record |= task.validate()
+            history.append(record)
+            logger.log(step, {**record, **epoch_figures(run, optim, task.lr_figures)})
             save_training_state(checkpoints, step, epoch + 1, task.module, run, history)
+            if get_info().is_main and best_epoch(history, task.best) == epoch + 1:
+                checkpoints.keep_as_best(checkpoints.all()[-1])
     logger.close()
     if run.ema:
         run.ema.copy_to(task.module)
     return history
+
+
+def best_epoch(history: list[dict[str, float]], best: str) -> int | None:
+    """The epoch (1-based) of ``history`` with the best value of ``best`` (the highest; ``-key``: the lowest), the
+    first of equals; None when no epoch has it (nothing validated yet)."""
+    key, sign = (best[1:], -1.0) if best.startswith("-") else (best, 1.0)
+    scored = [(sign * h[key], -h["epoch"]) for h in history if key and not math.isnan(h.get(key, math.nan))]
+    return -max(scored)[1] if scored else None
 
 
 def optimiser_step(task: TrainTask, run: Optimisation, batch: Batch, accum_steps: int, grad_clip: float) -> float:

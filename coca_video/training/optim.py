@@ -1,83 +1,18 @@
-"""The optimiser side of training: its keys (:class:`OptimConfig`) and the loop's (:class:`TrainLoop`, at
-``train.*`` in every task), the optimiser and schedule they build, the weights' EMA and the classification loss."""
+"""The optimiser side of training: the optimiser and schedule that :class:`OptimConfig` (``optim.*``) builds, the
+weights' EMA and the classification loss. The keys themselves, :class:`OptimConfig` and the loop's :class:`TrainLoop`
+(``train.*`` in every task), live in :mod:`coca_video.config`, so the command line reads them without torch."""
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import check, check_at_least
-from ..errors import ConfigError
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser and schedule. ``adafactor`` is big_vision's Adafactor as kept in timm (``AdafactorBigVision``):
-    factored second moments with beta2 capped at ``betas[1]`` and a first moment with ``betas[0]`` -- the paper's
-    beta1=0.9, beta2=0.999. (``torch.optim.Adafactor`` has no first moment, so it cannot express beta1.)"""
-
-    name: Literal["adamw", "adafactor"] = "adamw"  # optimiser
-    lr: float = 5e-4  # peak learning rate
-    weight_decay: float = 0.01  # on weights only (not biases, norms, embeddings)
-    betas: tuple[float, float] = (0.9, 0.999)  # first and second moment decay
-    eps: float = 1e-8  # added to the denominator
-    warmup_steps: int = 100  # linear warmup from 0 to lr
-    schedule: Literal["cosine", "linear"] = "cosine"  # decay after warmup, down to min_lr_ratio * lr
-    min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
-    grad_clip: float = 1.0  # gradients are scaled down to at most this total norm
-    ema: float | None = None  # decay of an EMA of the trained weights, which evaluate and are saved (null/0: off)
-
-    def __post_init__(self) -> None:
-        check(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "be > 0", self.lr)
-        check_at_least("weight_decay", self.weight_decay, 0)
-        check(all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas), "betas", "be two numbers in [0, 1)",
-              self.betas)
-        check(isinstance(self.eps, (int, float)) and self.eps > 0, "eps", "be > 0", self.eps)
-        check_at_least("warmup_steps", self.warmup_steps, 0)
-        check(isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio",
-              "be in [0, 1]", self.min_lr_ratio)
-        check(isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0, "grad_clip", "be > 0", self.grad_clip)
-        check(self.ema is None or (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1), "ema",
-              "be in [0, 1) or null (0 and null: off)", self.ema)
-
-
-@dataclass
-class TrainLoop:
-    """The training loop's keys, at ``train.*`` in every training task (a task subclasses it to add its own). A run
-    lasts ``max_steps`` optimiser steps when set (the last epoch cut short), else ``epochs`` passes over the data."""
-
-    seed: int = 0  # random seed (weights, data order, augmentation)
-    epochs: int | None = 10  # passes over the training data (max_steps, when set, decides instead)
-    max_steps: int | None = None  # the run's optimiser steps, as papers count them (null: epochs decide)
-    batch_size: int = 128  # examples per optimiser step (global, across ranks)
-    accum_steps: int = 1  # each rank's share of a batch runs as this many micro-batches (less memory, same step)
-    grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
-    log_every: int = 0  # optimiser steps between step records in metrics.jsonl (0: none; epoch runs log each epoch)
-
-    def __post_init__(self) -> None:
-        check(self.epochs is None or (isinstance(self.epochs, int) and self.epochs >= 1), "epochs",
-              "be >= 1 or null (max_steps decides)", self.epochs)
-        check(self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1), "max_steps",
-              "be >= 1 or null (epochs decide)", self.max_steps)
-        check(self.epochs is not None or self.max_steps is not None, "epochs", "be set when max_steps is null",
-              self.epochs)
-        for key in ("batch_size", "accum_steps"):
-            check_at_least(key, getattr(self, key), 1)
-        check_at_least("log_every", self.log_every, 0)
-
-    def total_steps(self, steps_per_epoch: int | None) -> int:
-        """The run's optimiser steps: ``max_steps``, or every batch of every epoch."""
-        if self.max_steps:
-            return self.max_steps
-        if steps_per_epoch is None:
-            raise ConfigError("train.max_steps: set it (this task streams its data, so epochs cannot end the run)")
-        return self.epochs * steps_per_epoch
+from ..config import OptimConfig, TrainLoop  # noqa: F401 -- their home is coca_video.config (torch-free)
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig,

@@ -8,10 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ...config import DecodeConfig, ModelConfig, RayConfig, check, check_at_least
-from ...engines import Engine
-from ...training import OptimConfig, TrainLoop
-from ...transforms import ClipAugmentConfig
+from ...config import ClipAugmentConfig, DecodeConfig, Engine, ModelConfig, OptimConfig, RayConfig, TrainLoop, check, \
+    check_at_least
 
 
 @dataclass
