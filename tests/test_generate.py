@@ -65,9 +65,12 @@ def test_repetition_penalty_is_hf_repetition_penalty_and_repeats_less(tiny_model
 
 
 def sequence_logprob(model, image_tokens, ids):
-    """Sum of log p(ids[t+1] | ids[:t+1]) from one teacher-forced pass."""
-    logits = model.caption_logits(image_tokens, model.text(ids[None]).token_states)[0, :-1]
-    return F.log_softmax(logits, -1).gather(-1, ids[1:, None]).sum().item()
+    """Sum of log p(ids[t+1] | ids[:t+1]) from one teacher-forced pass: ids (L,) -> a float, or a batch of
+    sequences of one length (K, L) -> (K,)."""
+    batch = ids if ids.dim() == 2 else ids[None]
+    logits = model.caption_logits(image_tokens.expand(len(batch), -1, -1), model.text(batch).token_states)[:, :-1]
+    logprobs = F.log_softmax(logits, -1).gather(-1, batch[:, 1:, None]).sum((1, 2))
+    return logprobs if ids.dim() == 2 else logprobs.item()
 
 
 @pytest.mark.slow
@@ -84,11 +87,10 @@ def test_exhaustive_beam_search_finds_the_best_normalised_caption():
     for row in range(2):
         best, best_ids = -float("inf"), None
         for n in range(min_len - 1, max_len - 1):  # n generated tokens before EOT; length n + 2 >= min_len + 1
-            for body in itertools.product(body_tokens, repeat=n):
-                cand = torch.tensor([4, *body, 5])
-                score = sequence_logprob(model, tokens[row : row + 1], cand) / len(cand)
-                if score > best:
-                    best, best_ids = score, cand
+            candidates = torch.tensor([[4, *body, 5] for body in itertools.product(body_tokens, repeat=n)])
+            scores = sequence_logprob(model, tokens[row : row + 1], candidates) / (n + 2)  # all of length n + 2
+            if scores.max().item() > best:
+                best, best_ids = scores.max().item(), candidates[scores.argmax()]
         got = ids[row][: len(best_ids)]
         assert got.tolist() == best_ids.tolist()
         assert (ids[row][len(best_ids) :] == 0).all()
