@@ -7,8 +7,8 @@ trained without temporal embeddings, and trained with them.
 
 Writes the question set in MSRVTT-QA's layout (:func:`coca_video.data.synthetic.write_qa_format`: colour, shape,
 direction of motion, colour at the start and at the end of colour-change clips; train and test seeds never
-overlap), runs ``videoqa`` three times with the config (plus the overrides) and prints a markdown table with each
-run's wall-clock time.
+overlap), runs ``videoqa`` three times with the config (plus the overrides; the runs share one feature cache) and
+prints a markdown table with each run's wall-clock time.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def main() -> None:
     for name, extra in RUNS.items():
         folder = output / name.replace(" ", "_").replace(",", "")
         cfg = load_config(videoqa.VideoQAConfig, args.config, [
-            f"source.qa_dir={qa_dir}", f"source.videos={videos}", f"output_dir={folder}", *extra, *args.overrides])
+            f"source.qa_dir={qa_dir}", f"source.videos={videos}", f"output_dir={folder}",
+            f"cache_dir={output / 'feature_cache'}", *extra, *args.overrides])
         started = time.time()
         result = videoqa.run(cfg)
         minutes = (time.time() - started) / 60

@@ -54,10 +54,6 @@ class QASet:
     def split(self, name: str) -> list[Question]:
         return [q for q in self.questions if q.split == name]
 
-    def videos(self, splits: tuple[str, ...]) -> list[str]:
-        """The distinct videos of ``splits``, in first-seen order: one feature-cache entry each."""
-        return list(dict.fromkeys(q.video for q in self.questions if q.split in splits))
-
 
 def load_qa_dir(qa_dir: str | Path, videos: str | Path) -> QASet:
     """MSRVTT-QA or MSVD-QA from the release's folder (see the module docstring); a missing split file is no split."""

@@ -31,9 +31,10 @@ from ..engines import Encoder, Engine, check_engine, encode_locked, loaded
 from ..errors import ConfigError, InputError, NothingSucceeded
 from ..io import check_output_file
 from ..model import CoCa, get_tokenizer, load_probe, read_probe_info
+from ..model.answer_head import load_answer_head
 from ..prompts import prompt_templates
 from ..runtime import load_model, with_trained_settings
-from ..scoring import EmbeddingDtype, ScoreItem, VideoScorer
+from ..scoring import EmbeddingDtype, QuestionOptions, ScoreItem, VideoScorer
 
 
 @dataclass
@@ -47,6 +48,8 @@ class ScoreConfig:
     templates: str | None = None  # prompt file; default: the model's own prompts, else the video templates
     top_k: int = 5  # labels kept per video, best first
     caption: CaptionConfig | None = None  # a caption per video (null: none; true or any caption.* key: captions)
+    qa_model: str | None = None  # a videoqa model folder (videoqa's output_dir/model): it answers each question
+    question: list[str] = field(default_factory=list)  # with qa_model: column answer (one), answer_1.. (several)
     video_pooling: Literal["mean", "attentional"] = "mean"  # mean of frame embeddings, or the pooler over all tokens
     frame_embeddings: bool = False  # also store each frame's embedding in the embeddings file
     embedding_dtype: EmbeddingDtype = "float32"  # float16: the embeddings file at half the bytes (read as float32)
@@ -68,6 +71,8 @@ class ScoreConfig:
         if self.segment_stride is not None:
             check(self.segment_stride > 0, "segment_stride", "be > 0 seconds (or null: segment_seconds)",
                   self.segment_stride)
+        check(bool(self.qa_model) == bool(self.question), "question", "be given (--question, one or several) "
+              "with qa_model (--qa-model), and only with it", self.question)
         if self.decode.sampling == "fps":  # every frame is its own row already
             check(self.segment_seconds == 0, "segment_seconds", "be 0 with decode.sampling=fps (a row per frame)",
                   self.segment_seconds)
@@ -86,6 +91,8 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
                                            image_size=info.image_size),
             decode=dataclasses.replace(cfg.decode, num_frames=info.classifier.num_frames))
     else:
+        if cfg.qa_model:  # the videoqa folder is the model that encodes and answers
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=cfg.qa_model))
         cfg = with_trained_settings(cfg, "score")  # a caption-finetuned folder's frames and caption source
     check_engine(cfg.engine)
     files = list_inputs(cfg.videos, cfg.follow_symlinks)
@@ -123,7 +130,7 @@ def row_settings(cfg: ScoreConfig) -> dict[str, Any]:
             "templates": lines_digest(read_templates(cfg.templates)) if cfg.templates else None,
             "probe": str(probe) if probe else None, "probe_views": cfg.probe_views if probe else None,
             "top_k": cfg.top_k, "caption": list(dataclasses.astuple(cfg.caption))
-            if cfg.caption else None, "video_pooling": cfg.video_pooling, "frame_embeddings": cfg.frame_embeddings,
+            if cfg.caption else None, "questions": list(cfg.question) or None, "video_pooling": cfg.video_pooling, "frame_embeddings": cfg.frame_embeddings,
             "embedding_dtype": None if cfg.embedding_dtype == "float32" else cfg.embedding_dtype,  # None: as before it
             "segments": [cfg.segment_seconds, cfg.segment_stride] if cfg.segment_seconds else None}
 
@@ -178,8 +185,12 @@ def build_scorer(cfg: ScoreConfig, model: CoCa | None = None, tokenizer: Callabl
     elif cfg.labels:
         class_names = read_class_names(cfg.labels)
         templates = prompt_templates(model, cfg.templates)
+    questions = None
+    if cfg.qa_model:
+        head, answers = load_answer_head(cfg.qa_model)
+        questions = QuestionOptions(list(cfg.question), head, answers)
     return VideoScorer(model, tokenizer, cfg.model, class_names, templates, probe, cfg.top_k, cfg.caption,
-                       cfg.frame_embeddings, cfg.video_pooling, cfg.embedding_dtype)
+                       cfg.frame_embeddings, cfg.video_pooling, cfg.embedding_dtype, questions)
 
 
 def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,

@@ -97,6 +97,7 @@ class VideoQAConfig:
     mode: Literal["train", "zeroshot", "generate"] = "train"  # train the head; rank answers; decode answers
     output_dir: str = "runs/videoqa"  # metrics.json, predictions.csv, report.html, model/, checkpoints
     resume: str | None = None  # "auto" or a checkpoint file
+    cache_dir: str | None = None  # feature cache folder (default <output_dir>/feature_cache); runs sharing one reuse it
     temporal_embedding: bool = False  # add the multimodal path's per-frame embedding (model.frame_time), trained
     qa: QAConfig = field(default_factory=QAConfig)
     train: CaptionTrainConfig = field(default_factory=lambda: CaptionTrainConfig(epochs=10, batch_size=64))
@@ -166,7 +167,7 @@ class QAData:
         self.dropped = len(train) - len(self.train) if cfg.mode == "train" else 0
         self.labels = np.array([index[q.answer] for q in self.train], dtype=np.int64)
         self.oov = sum(q.answer not in index for q in self.evaluated)
-        self.videos = self.set.videos(("train", cfg.qa.eval_split) if cfg.mode == "train" else (cfg.qa.eval_split,))
+        self.videos = list(dict.fromkeys(q.video for q in [*self.train, *self.evaluated]))  # one cache row each
         self.row = {video: i for i, video in enumerate(self.videos)}
         self.cache: FeatureCache | None = None
 
@@ -178,7 +179,8 @@ class QAData:
     def fill(self, cfg: VideoQAConfig, model: CoCa, output: Path) -> None:
         """Encode every video once into the feature cache; drop training questions on videos that failed."""
         sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling)
-        self.cache = fill_cache(output / "feature_cache", [VideoItem(v) for v in self.videos], model, cfg.model,
+        folder = Path(cfg.cache_dir) if cfg.cache_dir else output / "feature_cache"
+        self.cache = fill_cache(folder, [VideoItem(v) for v in self.videos], model, cfg.model,
                                 sampling, cfg.decode, cfg.train.seed, "videoqa")
         keep = [i for i, q in enumerate(self.train) if self.row[q.video] in self.cache.done]
         self.unreadable_train = len(self.train) - len(keep)
