@@ -21,8 +21,8 @@ from coca_video.config import load_config
 from coca_video.data.synthetic import QA_TYPES, write_qa_format
 from coca_video.tasks import videoqa
 
-RUNS = {"zero-shot ranking": ["mode=zeroshot"], "trained, no temporal embedding": [],
-        "trained, temporal embedding": ["temporal_embedding=true"]}
+RUNS = {"trained, temporal embedding": ["temporal_embedding=true"], "trained, no temporal embedding": [],
+        "zero-shot ranking": ["mode=zeroshot"]}
 
 
 def main() -> None:

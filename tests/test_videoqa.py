@@ -176,3 +176,20 @@ def test_resumed_run_ends_with_the_straight_runs_weights(trained, tmp_path, monk
         assert straight.keys() == resumed.keys()
         for key in straight:
             torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def test_synthetic_questions_are_answered_by_their_clips(tmp_path):
+    from coca_video.data.synthetic import MOTIONS, ColourChangeClips, SyntheticVideos
+
+    qa_dir, videos = write_qa_format(tmp_path, 4, 2, num_frames=2)
+    qa = load_qa_dir(qa_dir, videos)
+    train = qa.split("train")
+    assert len(train) == 12 and len(qa.split("test")) == 6 and len(list(videos.glob("video*.mp4"))) == 6
+    moving, changing = SyntheticVideos(2, num_frames=2, p_reference=0.0), ColourChangeClips(2, num_frames=2)
+    by_kind = {(q.video, q.kind): q.answer for q in train}
+    for i in range(2):
+        scene, first = moving.scene(i), str(videos / f"video{i}.mp4")
+        assert by_kind[(first, "colour")] == scene.main.colour and by_kind[(first, "direction")] in MOTIONS
+        assert by_kind[(first, "direction")] == scene.motion and by_kind[(first, "shape")] == scene.main.shape
+        turned, clip = changing.scene(i), str(videos / f"video{2 + i}.mp4")
+        assert (by_kind[(clip, "start colour")], by_kind[(clip, "end colour")]) == (turned.main.colour, turned.turns)
