@@ -21,8 +21,8 @@ from coca_video.cli import main
 from coca_video.config import load_config
 from coca_video.data.synthetic import write_qa_format
 from coca_video.data.videoqa import Question, accuracy, answer_vocabulary, load_qa_dir
-from coca_video.model.question_answering import (answer_log_likelihoods, decoder_states, question_ids,
-                                                 rank_answers)
+from coca_video.model.question_answering import (answer_log_likelihoods, decoder_states, generate_answers,
+                                                 question_ids, rank_answers)
 from coca_video.tasks import videoqa
 
 FRAMES = 2
@@ -122,6 +122,31 @@ def test_question_outputs_do_not_see_the_answer(tiny_model):
     with torch.no_grad():
         states = [decoder_states(tiny_model, image_tokens, x.ids)[:, :int(x.prefix[0])] for x in (alone, joined)]
     torch.testing.assert_close(states[0], states[1], rtol=1e-5, atol=1e-5)
+
+
+def test_generated_answer_is_the_greedy_continuation_of_the_question(tiny_model):
+    """The KV-cached decoding after ``SOT question`` equals argmax steps recomputed from the full text each time."""
+    from coca_video.tokenizer import ClipBpeTokenizer
+
+    tokenizer = ClipBpeTokenizer(context_length=tiny_model.cfg.text.context_length)
+    torch.manual_seed(2)
+    encoder_tokens = torch.randn(2, 2 * tiny_model.image_encoder.num_tokens, tiny_model.cfg.vision.width)
+    questions = ["what is it?", "where is the dog going?"]
+    generated = generate_answers(tiny_model, encoder_tokens, tokenizer, questions, 2, max_tokens=3)
+    eot = tiny_model.cfg.text.eot_id
+    for b, question in enumerate(questions):
+        ids = question_ids(tokenizer, [question])
+        text, answer = ids.ids[:, :int(ids.prefix[0])], []
+        for _ in range(3):
+            with torch.no_grad():
+                logits = tiny_model.teacher_forced_caption_logits(encoder_tokens[b:b + 1],
+                                                                  torch.cat([text, text[:, :1]], 1), 2)
+            token = int(logits[0, -1].argmax())
+            if token == eot:
+                break
+            answer.append(token)
+            text = torch.cat([text, torch.tensor([[token]])], 1)
+        assert generated[b] == (tokenizer.batch_decode(torch.tensor([answer]))[0].strip() if answer else "")
 
 
 @pytest.fixture(scope="module")
