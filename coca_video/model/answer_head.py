@@ -13,7 +13,6 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
@@ -77,12 +76,3 @@ def load_answer_head(folder: str | os.PathLike) -> tuple[AnswerHead, list[str]]:
     load_strict(head, load_file(str(folder / HEAD_WEIGHTS)), folder / HEAD_WEIGHTS)
     return head.eval(), answers
 
-
-def has_answer_head(folder: str | os.PathLike) -> bool:
-    return (Path(folder) / HEAD_FILE).is_file()
-
-
-def to_device(head: AnswerHead, reference: Tensor | nn.Module) -> AnswerHead:
-    """``head`` on the device (and in the float dtype) of ``reference``."""
-    tensor = reference if isinstance(reference, Tensor) else next(reference.parameters())
-    return head.to(tensor.device, tensor.dtype if tensor.is_floating_point() else torch.float32)

@@ -84,6 +84,8 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
     """Score every video under ``cfg.videos`` not yet scored; merge all results into ``cfg.out``."""
     if cfg.probe and cfg.labels:
         raise ConfigError("score takes labels= (zero-shot) or probe= (a trained probe), not both")
+    if cfg.probe and cfg.qa_model:
+        raise ConfigError("score takes probe= or qa_model= (each brings its own model), not both")
     if cfg.probe:  # the probe's own backbone (finetuned or named) and frame count replace the model and num_frames
         info = read_probe_info(cfg.probe)
         cfg = dataclasses.replace(
