@@ -13,8 +13,8 @@ outputs of the question and a linear classifier over the ``qa.num_answers`` comm
 (:mod:`coca_video.model.answer_head`). The captioning loss on "question answer" is co-trained with weight
 ``qa.caption_weight``: the paper co-trains it but gives no weight, so the default is 1.0. The loss is the mean over
 the global batch's questions of (answer cross-entropy + caption_weight x the mean next-token cross-entropy of the
-question's "question answer" text). Learning rates as Table 10: the new head at ``optim.lr`` (5e-4), the pretrained
-parts at ``qa.model_lr`` (2e-5), 1k warmup steps, weight decay 0.1. Schedule, EMA, DDP and exact resume are the
+question's "question answer" text). Learning rates as Table 10: the new parameters (the head, and a temporal
+embedding this run adds) at ``optim.lr`` (5e-4), the pretrained parts at ``qa.model_lr`` (2e-5), 1k warmup steps, weight decay 0.1. Schedule, EMA, DDP and exact resume are the
 shared loop's (:func:`coca_video.training.fit`).
 
 Modes: ``train`` (above, then the evaluation split answered by the head); ``zeroshot`` (no training: each answer of
@@ -122,6 +122,7 @@ def run(cfg: VideoQAConfig) -> dict[str, Any]:
     data = QAData(cfg)
     print0(data.describe())
     model = load_model(cfg.model, training=cfg.mode == "train")
+    new_frame_time = cfg.temporal_embedding and model.frame_time is None  # new: trained at the head's rate
     if cfg.temporal_embedding:
         model.add_frame_time(cfg.decode.num_frames)
     output.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,8 @@ def run(cfg: VideoQAConfig) -> dict[str, Any]:
         head = AnswerHead(AnswerHeadConfig(model.cfg.text.width, len(data.answers), model.cfg.decoder.heads))
         head.to(next(model.parameters()).device)
         print_scale_plan(cfg, model, data)
-        history = fit(qa_task(cfg, model, head, data, tokenizer), cfg.train, cfg.optim, output, cfg.resume)
+        task = qa_task(cfg, model, head, data, tokenizer, new_frame_time)
+        history = fit(task, cfg.train, cfg.optim, output, cfg.resume)
     model.eval()
     predictions = answer_split(cfg, model, head, data, tokenizer)
     result = {}
@@ -214,9 +216,11 @@ class QATrainee(nn.Module):
         return answer_and_caption_logits(self.coca, self.answer_head, tokens, ids, prefix, self.num_frames)
 
 
-def qa_task(cfg: VideoQAConfig, model: CoCa, head: AnswerHead, data: QAData, tokenizer: Callable) -> TrainTask:
+def qa_task(cfg: VideoQAConfig, model: CoCa, head: AnswerHead, data: QAData, tokenizer: Callable,
+            new_frame_time: bool = False) -> TrainTask:
     """What the shared loop trains: the answer cross-entropy plus ``qa.caption_weight`` x the captioning loss on
-    "question answer", per question; a micro-batch's terms are its questions."""
+    "question answer", per question; a micro-batch's terms are its questions. New parameters (the head, and the
+    temporal embedding when this run added it) train at ``optim.lr``, the pretrained ones at ``qa.model_lr``."""
     device, frames, pad = cfg.model.device, cfg.decode.num_frames, model.cfg.text.pad_id
     freeze_groups(model, cfg.train.freeze)
     if model.frame_time is not None:
@@ -228,6 +232,7 @@ def qa_task(cfg: VideoQAConfig, model: CoCa, head: AnswerHead, data: QAData, tok
                                                                       model.cfg.text.eot_id]]), torch.ones(1, dtype=torch.long))
     stop_unreached(trainee, stand_in())
     model_scale = cfg.qa.model_lr / cfg.optim.lr
+    new = ("answer_head.", "parts.frame_time.") if new_frame_time else ("answer_head.",)
 
     def epoch_batches(epoch: int, steps: int) -> Iterator[Batch]:
         for batch in batch_shards(len(data.train), cfg.train.batch_size, seed=cfg.train.seed * 1000 + epoch)[:steps]:
@@ -246,7 +251,7 @@ def qa_task(cfg: VideoQAConfig, model: CoCa, head: AnswerHead, data: QAData, tok
 
     return TrainTask(trainee, forward, loss_sum, stand_in=stand_in, epoch_batches=epoch_batches,
                      steps_per_epoch=math.ceil(len(data.train) / cfg.train.batch_size),
-                     lr_scale=lambda name: 1.0 if name.startswith("answer_head.") else model_scale,
+                     lr_scale=lambda name: 1.0 if name.startswith(new) else model_scale,
                      lr_figures={"model_lr": cfg.qa.model_lr})
 
 
