@@ -78,6 +78,7 @@ class QAConfig:
     num_answers: int = 1500  # answer vocabulary: the commonest training answers
     caption_weight: float = 1.0  # weight of the captioning loss on "question answer" (the paper gives none)
     model_lr: float = 2e-5  # peak rate of the pretrained parts (optim.lr: the new head's), Table 10
+    frame_time_lr: float | None = None  # peak rate of a temporal embedding this run adds (null: optim.lr, as the head)
     eval_split: Literal["test", "val"] = "test"  # the split answered and scored
     max_answer_tokens: int = 8  # mode=generate: most tokens decoded after the question
     report_questions: int = 200  # questions shown in report.html (worst question types first)
@@ -87,6 +88,8 @@ class QAConfig:
         check(isinstance(self.caption_weight, (int, float)) and self.caption_weight >= 0, "caption_weight",
               "be >= 0", self.caption_weight)
         check(isinstance(self.model_lr, (int, float)) and self.model_lr >= 0, "model_lr", "be >= 0", self.model_lr)
+        check(self.frame_time_lr is None or (isinstance(self.frame_time_lr, (int, float)) and self.frame_time_lr > 0),
+              "frame_time_lr", "be > 0 or null (optim.lr)", self.frame_time_lr)
         check_at_least("max_answer_tokens", self.max_answer_tokens, 1)
         check_at_least("report_questions", self.report_questions, 0)
 
@@ -232,7 +235,12 @@ def qa_task(cfg: VideoQAConfig, model: CoCa, head: AnswerHead, data: QAData, tok
                                                                       model.cfg.text.eot_id]]), torch.ones(1, dtype=torch.long))
     stop_unreached(trainee, stand_in())
     model_scale = cfg.qa.model_lr / cfg.optim.lr
-    new = ("answer_head.", "parts.frame_time.") if new_frame_time else ("answer_head.",)
+    time_scale = (cfg.qa.frame_time_lr or cfg.optim.lr) / cfg.optim.lr if new_frame_time else model_scale
+
+    def lr_scale(name: str) -> float:
+        if name.startswith("parts.frame_time."):
+            return time_scale
+        return 1.0 if name.startswith("answer_head.") else model_scale
 
     def epoch_batches(epoch: int, steps: int) -> Iterator[Batch]:
         for batch in batch_shards(len(data.train), cfg.train.batch_size, seed=cfg.train.seed * 1000 + epoch)[:steps]:
@@ -251,8 +259,7 @@ def qa_task(cfg: VideoQAConfig, model: CoCa, head: AnswerHead, data: QAData, tok
 
     return TrainTask(trainee, forward, loss_sum, stand_in=stand_in, epoch_batches=epoch_batches,
                      steps_per_epoch=math.ceil(len(data.train) / cfg.train.batch_size),
-                     lr_scale=lambda name: 1.0 if name.startswith(new) else model_scale,
-                     lr_figures={"model_lr": cfg.qa.model_lr})
+                     lr_scale=lr_scale, lr_figures={"model_lr": cfg.qa.model_lr})
 
 
 def qa_loss_sum(outputs: QAOutput, targets: torch.Tensor, pad_id: int, caption_weight: float) -> torch.Tensor:
