@@ -9,8 +9,9 @@ from helpers import REPO
 from coca_video.cli import TASKS
 from coca_video.config import load_config
 
-COMMAND_OF_FOLDER = {"probe": "probe", "pretrain": "pretrain", "captioning": "finetune-captions",  # configs/<folder>/*.yaml
-                     "retrieval": "retrieval", "videoqa": "videoqa"}  # -> the command that reads them
+COMMAND_OF_FOLDER = {"probe": "probe", "pretrain": "pretrain", "captioning": "finetune-captions",
+                     "retrieval": "retrieval",
+                     "videoqa": "videoqa"}  # configs/<folder>/*.yaml -> the command that reads them
 SHIPPED = sorted((REPO / "configs").rglob("*.yaml"))
 
 

@@ -132,7 +132,8 @@ def row_settings(cfg: ScoreConfig) -> dict[str, Any]:
             "templates": lines_digest(read_templates(cfg.templates)) if cfg.templates else None,
             "probe": str(probe) if probe else None, "probe_views": cfg.probe_views if probe else None,
             "top_k": cfg.top_k, "caption": list(dataclasses.astuple(cfg.caption))
-            if cfg.caption else None, "questions": list(cfg.question) or None, "video_pooling": cfg.video_pooling, "frame_embeddings": cfg.frame_embeddings,
+            if cfg.caption else None, "questions": list(cfg.question) or None, "video_pooling": cfg.video_pooling,
+            "frame_embeddings": cfg.frame_embeddings,
             "embedding_dtype": None if cfg.embedding_dtype == "float32" else cfg.embedding_dtype,  # None: as before it
             "segments": [cfg.segment_seconds, cfg.segment_stride] if cfg.segment_seconds else None}
 

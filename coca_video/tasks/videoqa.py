@@ -14,8 +14,9 @@ outputs of the question and a linear classifier over the ``qa.num_answers`` comm
 ``qa.caption_weight``: the paper co-trains it but gives no weight, so the default is 1.0. The loss is the mean over
 the global batch's questions of (answer cross-entropy + caption_weight x the mean next-token cross-entropy of the
 question's "question answer" text). Learning rates as Table 10: the new parameters (the head, and a temporal
-embedding this run adds) at ``optim.lr`` (5e-4), the pretrained parts at ``qa.model_lr`` (2e-5), 1k warmup steps, weight decay 0.1. Schedule, EMA, DDP and exact resume are the
-shared loop's (:func:`coca_video.training.fit`).
+embedding this run adds, unless ``qa.frame_time_lr`` gives it its own) at ``optim.lr`` (5e-4), the pretrained parts
+at ``qa.model_lr`` (2e-5), 1k warmup steps, weight decay 0.1. Schedule, EMA, DDP and exact resume are the shared
+loop's (:func:`coca_video.training.fit`).
 
 Modes: ``train`` (above, then the evaluation split answered by the head); ``zeroshot`` (no training: each answer of
 the vocabulary ranked by the decoder's likelihood of "question answer", LAVIS's rank inference: the baseline);
@@ -231,8 +232,8 @@ def qa_task(cfg: VideoQAConfig, model: CoCa, head: AnswerHead, data: QAData, tok
     model.set_grad_checkpointing(cfg.train.grad_checkpointing)
     trainee = QATrainee(model, head, frames)
     width, count = model.cfg.vision.width, frames * model.image_encoder.num_tokens
-    stand_in = lambda: (torch.zeros(1, count, width), torch.tensor([[model.cfg.text.sot_id,  # noqa: E731
-                                                                      model.cfg.text.eot_id]]), torch.ones(1, dtype=torch.long))
+    sot_eot = torch.tensor([[model.cfg.text.sot_id, model.cfg.text.eot_id]])  # the shortest text: (1, 2)
+    stand_in = lambda: (torch.zeros(1, count, width), sot_eot, torch.ones(1, dtype=torch.long))  # noqa: E731
     stop_unreached(trainee, stand_in())
     model_scale = cfg.qa.model_lr / cfg.optim.lr
     time_scale = (cfg.qa.frame_time_lr or cfg.optim.lr) / cfg.optim.lr if new_frame_time else model_scale
