@@ -19,9 +19,9 @@ $(DEMO_STAMP): pyproject.toml
 # torchcodec (a 12 MB wheel; loads only with a system FFmpeg: make system-packages, else its tests skip); usearch
 # (index); pycocoevalcap (captioning: the coco-caption metrics the parity tests compare with); ray (~240 MB: score
 # --engine ray and its tests); scikit-learn (linear: the probe's mode=linear); s3fs and moto's S3 server (s3-test);
-# FastAPI + uvicorn (serve).
+# FastAPI + uvicorn (serve); PySceneDetect with headless OpenCV, no libGL needed (scenes).
 $(STAMP): $(DEMO_STAMP)
-	$(PY) -m pip install --quiet -e ".[test,torchcodec,index,captioning,ray,linear,s3-test,serve]"
+	$(PY) -m pip install --quiet -e ".[test,torchcodec,index,captioning,ray,linear,s3-test,serve,scenes]"
 	touch $(STAMP)
 
 demo: $(DEMO_STAMP)

@@ -296,3 +296,47 @@ def test_ray_rows_equal_local_rows_on_s3(s3, world, local_rows):
     rows = s3_rows(out)
     assert rows.path.tolist() == sorted(f"{videos}{n}" for n in by_name(local_rows).index)
     assert_rows_equal(rows, local_rows)  # the local engine on local copies of the same files
+
+
+@pytest.mark.slow
+def test_dedup_reads_an_embeddings_file_from_s3(s3, tmp_path, capsys):
+    """The same scene rows deduplicated from a local embeddings file and from its object: the same table; a missing
+    object is one line naming it."""
+    pytest.importorskip("sklearn")
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(12, 16)).astype(np.float32)
+    vectors[7] = vectors[2] + 0.001  # a scene of b.mp4 repeats one of a.mp4's
+    table = pa.table({"path": [f"{'ab'[i // 6]}.mp4" for i in range(12)],
+                      "segment_start": [float(i % 6) for i in range(12)],
+                      "segment_end": [float(i % 6 + 1) for i in range(12)],
+                      "video_embedding": list(vectors)})
+    local = tmp_path / "scenes.embeddings.parquet"
+    pq.write_table(table, local)
+    url = f"s3://{BUCKET}/runs/dedup/scenes.embeddings.parquet"
+    s3fs_().put_file(str(local), url.removeprefix("s3://"))
+    for source, out in ((local, tmp_path / "local.parquet"), (url, tmp_path / "s3.parquet")):
+        assert main(["dedup", str(source), "--out", str(out), "--clusters", "2"]) == 0
+    got, want = (pq.read_table(tmp_path / f"{name}.parquet").to_pandas() for name in ("s3", "local"))
+    columns = ["path", "segment_start", "keep", "duplicate_of", "duplicate_of_start"]
+    assert got[columns].equals(want[columns]) and (~got.keep).sum() == 1
+    gone = got[~got.keep].iloc[0]
+    assert {(gone.path, gone.segment_start), (gone.duplicate_of, gone.duplicate_of_start)} == {("a.mp4", 2.0),
+                                                                                             ("b.mp4", 1.0)}
+    line = one_line_error(capsys, ["dedup", f"s3://{BUCKET}/runs/none.parquet", "--out", str(tmp_path / "n.parquet")])
+    assert f"s3://{BUCKET}/runs/none.parquet" in line and "not found" in line, line
+
+
+@pytest.mark.slow
+def test_scenes_of_s3_objects_are_cut(world, tmp_path):
+    """segment_by=scenes on an s3:// prefix: each clip (no cut in 4 frames) is one scene from 0 to its duration, the
+    corrupt object an error row."""
+    pytest.importorskip("scenedetect")
+    _, labels, videos = world
+    summary = run_score(videos, tmp_path / "scenes.parquet", labels, "segment_by=scenes")
+    rows = pq.read_table(tmp_path / "scenes.parquet").to_pandas().set_index("path")
+    assert summary["scored_now"] == len(rows) == CLIPS + 1
+    assert rows.loc[f"{videos}broken.mp4"].status == "error"
+    ok = rows[rows.status == "ok"]
+    assert (ok.segment_start == 0).all() and np.allclose(ok.segment_end, ok.duration)

@@ -376,6 +376,47 @@ def write_msrvtt_format(folder: str | os.PathLike, num_videos: int, size: int = 
     return data_json, split_csv
 
 
+def shots_video(cuts: list[int], num_frames: int, size: int = 64, seed: int = 0, contrast: float = 40) -> np.ndarray:
+    """uint8 (num_frames, size, size, 3): shots of different synthetic scenes, each with its object moving, cut hard
+    at frames ``cuts`` (the first frame of each new shot): what a scene detector must find. Neighbouring shots'
+    backgrounds differ by at least ``contrast`` grey levels (0: any two, some of them near-equal: harder cuts)."""
+    bounds = [0, *cuts, num_frames]
+    rng, shots, previous = _rng(seed + 2_750_159, "test", 0), [], None
+    for start, end in zip(bounds, bounds[1:]):
+        scene = sample_scene(rng, p_reference=0.5, motion=str(rng.choice(MOTIONS)))
+        while previous is not None and abs(np.mean(scene.background) - np.mean(previous.background)) < contrast:
+            scene = sample_scene(rng, p_reference=0.5, motion=str(rng.choice(MOTIONS)))
+        shots.append(render_video(scene, size, end - start))
+        previous = scene
+    return np.concatenate(shots)
+
+
+def gradual_video(num_frames: int, size: int = 64, seed: int = 0, dissolve_frames: int = 50,
+                  sweeps: int = 1) -> np.ndarray:
+    """uint8 (num_frames, size, size, 3) with change but no cut: a slow pan across a scene three frames wide (from
+    its left edge to its right over the video), cross-dissolving over ``dissolve_frames`` in the middle into a
+    second such pan. ``sweeps`` > 1: the camera sweeps across and back that many times (fast: a whip pan)."""
+    rng = _rng(seed + 3_196_943, "test", 0)
+    wide = 3 * size
+    pans = []
+    for _ in range(2):
+        scene = sample_scene(rng, p_reference=1.0, motion="still")
+        canvas = _background(scene, wide)
+        for thing in (scene.main, scene.reference):
+            _draw(canvas, replace(thing, size="big"))
+        pans.append(np.clip(canvas, 0, 255))
+    phase = np.linspace(0, sweeps, num_frames) % 2  # a triangle wave: across, then back
+    shift = np.round(np.minimum(phase, 2 - phase) * (wide - size)).astype(int)  # (T,) the window's left edge
+    frames = np.empty((num_frames, size, size, 3), np.float32)
+    middle = num_frames // 2
+    for t in range(num_frames):
+        mix = np.clip((t - middle + dissolve_frames / 2) / dissolve_frames, 0, 1)
+        top = wide // 2 - size // 2
+        window = slice(top, top + size), slice(shift[t], shift[t] + size)
+        frames[t] = (1 - mix) * pans[0][window] + mix * pans[1][window]
+    return frames.round().astype(np.uint8)
+
+
 QA_TYPES = ("colour", "shape", "direction", "start colour", "end colour")  # category_id = position
 QA_QUESTIONS = {"colour": "what colour is it?", "shape": "what shape is it?", "direction": "which way does it move?",
                 "start colour": "what colour is it at the start?", "end colour": "what colour is it at the end?"}

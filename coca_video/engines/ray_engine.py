@@ -42,6 +42,7 @@ from ..config import DecodeConfig, RayConfig
 from ..data.results import KEY_COLUMNS, SEGMENT_COLUMNS, PartStore, part_rank, read_part, row_key, stored_key
 from ..data.video import ClipSampling, VideoItem, background_priority, clip_sampling, collate_videos, \
     decode_dataset, describe_error
+from ..data.segments import SegmentRule, Window, WindowsOf
 from ..errors import MissingExtraError
 from ..scoring import Counts, ScoreItem, VideoScorer, batch_rows
 from ..transforms import ImageTransform
@@ -324,6 +325,38 @@ def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], t
         counts.stage_seconds = stage_seconds(scored)
         counts.pools = pools._asdict()
     return counts
+
+
+class Cutter:
+    """A decode actor that cuts: a video's path -> its windows (``None``: its whole-file item reports why), as the
+    local engine's decoding workers work them out (:class:`~coca_video.data.segments.WindowsOf`), pickled. It runs
+    at the lowest CPU priority, as the decode actors do."""
+
+    def __init__(self, rule: SegmentRule, decode: DecodeConfig) -> None:
+        self.rule, self.decode = rule, decode
+        background_priority()
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        windows = WindowsOf([row["path"]], self.rule, self.decode)[0]
+        return {"index": row["index"], "windows": pickle.dumps(windows, protocol=pickle.HIGHEST_PROTOCOL)}
+
+
+def cut_videos(paths: list[str], rule: SegmentRule, decode: DecodeConfig,
+               cluster: RayConfig) -> list[list[Window] | None]:
+    """The windows of each of ``paths``, in order, worked out on a pool of decode actors (sized as the scoring
+    run's, one video each at a time): scene cutting decodes every frame, so it runs where the decoding runs."""
+    if not paths:
+        return []
+    from ray.data import ActorPoolStrategy
+
+    with connected(cluster) as ray:
+        pools = sized(cluster, cluster_nodes(ray), on_gpu=False)
+        rows = [{"index": index, "path": str(path)} for index, path in enumerate(paths)]
+        cut = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
+            Cutter, fn_constructor_kwargs={"rule": rule, "decode": decode}, num_cpus=pools.cpus_per_decoder,
+            compute=ActorPoolStrategy(size=min(pools.decode_actors, len(rows))))
+        found = {row["index"]: pickle.loads(row["windows"]) for row in cut.iter_rows()}
+    return [found[index] for index in range(len(paths))]
 
 
 STAGES = {"Decoder": "decode", "Encoder": "encode"}  # our actors' classes -> the summary's names for their stages

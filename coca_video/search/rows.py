@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import DataError, InputError
+from ..storage import is_url, read_bytes
 from ..video.sampling import clock
 
 
@@ -55,12 +56,19 @@ def read_embeddings(embeddings: str | os.PathLike,
     """The rows scored ok in an embeddings file (as :class:`EmbeddingRows`: hits with no score yet), their video
     embeddings (N, D) float32, and the file's provenance metadata; a missing, unreadable or foreign file, or one
     without a single embedding, raises a one-line error naming it. ``content``: the file's bytes, already read
-    (parsed instead of opening ``embeddings``, which then only names it)."""
+    (parsed instead of opening ``embeddings``, which then only names it). An object-storage URL (``s3://``) is read
+    whole, in one request."""
     import pyarrow.parquet as pq
 
-    path = Path(embeddings)
+    path = str(embeddings) if is_url(embeddings) else Path(embeddings)
+    missing = InputError(f"{path}: embeddings file not found (score writes <out>.embeddings.parquet)")
+    if content is None and is_url(path):
+        try:
+            content = read_bytes(path, InputError)
+        except FileNotFoundError:
+            raise missing from None
     if content is None and not path.is_file():
-        raise InputError(f"{path}: embeddings file not found (score writes <out>.embeddings.parquet)")
+        raise missing
     source = path if content is None else pa.BufferReader(content)
     try:
         schema = pq.read_schema(source)

@@ -63,8 +63,8 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
         raise ConfigError("dedup: give the embeddings file (<out>.embeddings.parquet written by score)")
     plot = histogram_path(cfg.out)
     ours = is_dedup_file(cfg.out)
-    check_output_file(cfg.out, [Path(cfg.embeddings)], ours, "out")
-    check_output_file(plot, [Path(cfg.embeddings)], ours, "out (its histogram)")
+    check_output_file(cfg.out, [cfg.embeddings], ours, "out")  # embeddings: a path or an s3:// URL
+    check_output_file(plot, [cfg.embeddings], ours, "out (its histogram)")
     started = time.time()
     rows, vectors, _ = read_embeddings(cfg.embeddings)  # (N, D)
     clusters = cfg.clusters or auto_clusters(len(rows))

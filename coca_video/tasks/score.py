@@ -10,6 +10,7 @@ What a row holds and how it is computed: :mod:`coca_video.scoring`. Results are 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import sys
@@ -22,6 +23,7 @@ import pyarrow as pa
 
 from ..config import CaptionConfig, DecodeConfig, ModelConfig, RayConfig, check, check_at_least, check_suffix
 from ..data.labels import read_class_names, read_templates
+from ..data.segments import SegmentRule, video_windows
 from ..data.results import PartStore, embeddings_path, encoding_settings, input_key, lines_digest, merge, stored_key, \
     stored_path
 from ..data.synthetic import is_synthetic_class
@@ -35,6 +37,7 @@ from ..model.answer_head import load_answer_head
 from ..prompts import prompt_templates
 from ..runtime import load_model, with_trained_settings
 from ..scoring import EmbeddingDtype, QuestionOptions, ScoreItem, VideoScorer
+from ..video.scenes import DEFAULT_THRESHOLDS, SceneDetectorName, SceneRule, require_scenedetect
 
 
 @dataclass
@@ -57,6 +60,11 @@ class ScoreConfig:
     report_page_size: int = 200  # videos per report page (a segmented video's rows stay together on one page)
     segment_seconds: float = 0.0  # > 0: score consecutive windows of this length, one row each (0: whole videos)
     segment_stride: float | None = None  # seconds between window starts (default segment_seconds; less: overlap)
+    segment_by: Literal["windows", "scenes"] = "windows"  # scenes: a row per shot (PySceneDetect, the scenes extra)
+    scene_detector: SceneDetectorName = "adaptive"  # PySceneDetect's adaptive or content detector (segment_by=scenes)
+    scene_threshold: float | None = None  # the detector's threshold (null: its default, adaptive 3.0, content 27)
+    min_scene_seconds: float = 0.6  # no cut closer than this to the last one (or to the end)
+    max_scene_seconds: float = 30.0  # a longer scene is split into windows of at most this length (0: never)
     engine: Engine = "local"  # local: this process and its decoding workers; ray: Ray Data (ray.*)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -73,6 +81,16 @@ class ScoreConfig:
                   self.segment_stride)
         check(bool(self.qa_model) == bool(self.question), "question", "be given (--question, one or several) "
               "with qa_model (--qa-model), and only with it", self.question)
+        check_at_least("min_scene_seconds", self.min_scene_seconds, 0)
+        check_at_least("max_scene_seconds", self.max_scene_seconds, 0)
+        check(self.segment_by in ("windows", "scenes"), "segment_by", "be windows or scenes", self.segment_by)
+        check(self.scene_detector in DEFAULT_THRESHOLDS, "scene_detector", "be adaptive or content",
+              self.scene_detector)
+        if self.segment_by == "scenes":
+            check(self.segment_seconds == 0, "segment_seconds", "be 0 with segment_by=scenes (scenes are cut at "
+                  "shots; max_scene_seconds splits long ones)", self.segment_seconds)
+            check(self.decode.sampling != "fps", "decode.sampling", "not be fps with segment_by=scenes",
+                  self.decode.sampling)
         if self.decode.sampling == "fps":  # every frame is its own row already
             check(self.segment_seconds == 0, "segment_seconds", "be 0 with decode.sampling=fps (a row per frame)",
                   self.segment_seconds)
@@ -97,6 +115,8 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
             cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=cfg.qa_model))
         cfg = with_trained_settings(cfg, "score")  # a caption-finetuned folder's frames and caption source
     check_engine(cfg.engine)
+    if cfg.segment_by == "scenes":
+        require_scenedetect()  # before any work: the one line naming the extra
     files = list_inputs(cfg.videos, cfg.follow_symlinks)
     if not files:
         raise InputError(f"{cfg.videos}: no video files found (looked recursively for {', '.join(VIDEO_EXTENSIONS)})")
@@ -135,7 +155,20 @@ def row_settings(cfg: ScoreConfig) -> dict[str, Any]:
             if cfg.caption else None, "questions": list(cfg.question) or None, "video_pooling": cfg.video_pooling,
             "frame_embeddings": cfg.frame_embeddings,
             "embedding_dtype": None if cfg.embedding_dtype == "float32" else cfg.embedding_dtype,  # None: as before it
-            "segments": [cfg.segment_seconds, cfg.segment_stride] if cfg.segment_seconds else None}
+            "segments": segment_settings(cfg)}
+
+
+def segment_settings(cfg: ScoreConfig) -> list | None:
+    """What decides a segmented run's windows (None: whole videos); fixed windows as stores already record them."""
+    if cfg.segment_by == "scenes":
+        return ["scenes", *dataclasses.astuple(scene_rule(cfg))]
+    return [cfg.segment_seconds, cfg.segment_stride] if cfg.segment_seconds else None
+
+
+def scene_rule(cfg: ScoreConfig) -> SceneRule:
+    """``cfg``'s scene keys as the rule the decoding workers cut by (the threshold resolved to the detector's)."""
+    threshold = DEFAULT_THRESHOLDS[cfg.scene_detector] if cfg.scene_threshold is None else cfg.scene_threshold
+    return SceneRule(cfg.scene_detector, threshold, cfg.min_scene_seconds, cfg.max_scene_seconds)
 
 
 def toy_model_warning(cfg: ScoreConfig) -> str | None:
@@ -208,8 +241,9 @@ def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,
                       probe_sampling(cfg))
     started, scores, encoded = time.time(), None, None
     try:  # a file's windows stay on one rank: shared out by file, then planned
-        encoded = encode_locked(plan_items(cfg, keys[info.rank::info.world_size]), store, row_settings(cfg),
-                                encoder, shard=False)
+        with one_connection(cfg):
+            encoded = encode_locked(plan_items(cfg, keys[info.rank::info.world_size], store), store,
+                                    row_settings(cfg), encoder, shard=False)
     finally:  # Ctrl-C or a crash still leaves every flushed batch merged into the output
         if info.is_main:
             provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or "",
@@ -230,6 +264,16 @@ def score_paths(cfg: ScoreConfig, files: list[Path | str], model: CoCa,
     if counts.stage_seconds is not None:  # engine=ray: busy seconds per stage, from Ray Data's stats
         summary["stage_seconds"], summary["ray_pools"] = counts.stage_seconds, counts.pools
     return summary, scores
+
+
+def one_connection(cfg: ScoreConfig) -> contextlib.AbstractContextManager:
+    """Ray connected for the whole run when it both cuts scenes and scores on Ray (one local cluster started, not
+    two); nothing otherwise."""
+    if cfg.engine == "ray" and cfg.segment_by == "scenes":
+        from ..engines.ray_engine import connected
+
+        return connected(cfg.ray)
+    return contextlib.nullcontext()
 
 
 FAILURES_SHOWN = 3  # failed inputs named on stderr; the rest are counted per reason
@@ -263,29 +307,53 @@ def already_scored(done: set[tuple], keys: list[tuple[str, int, float]], todo: l
     return ({key[:3] for key in done} & {stored_key(key) for key in keys}) - unfinished
 
 
-def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]]) -> list[ScoreItem]:
-    """One item per file, or with ``segment_seconds`` one per window of each file, or with ``decode.sampling=fps``
-    one per chunk of ``num_frames`` frames (bounded memory, resumable per chunk; its frames get a row each). The
-    duration comes from the headers; a file whose headers cannot be read stays one item, whose decode then fails
-    with the reason."""
+def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]], store: PartStore | None = None
+               ) -> list[ScoreItem]:
+    """One item per file, or with ``segment_seconds`` one per window of each file, with ``segment_by=scenes`` one
+    per scene (a long one split by ``max_scene_seconds``), or with ``decode.sampling=fps`` one per chunk of
+    ``num_frames`` frames (bounded memory, resumable per chunk; its frames get a row each). The windows are worked
+    out in the decoding workers (:mod:`coca_video.data.segments`); a file whose windows cannot be (unreadable
+    headers, say) stays one item, whose decode then fails with the reason. With scenes, a file whose ok rows in
+    ``store`` already cover the whole video is not cut again: its items are those rows' windows."""
     per_frame = cfg.decode.sampling == "fps"
-    if cfg.segment_seconds <= 0 and not per_frame:
+    if cfg.segment_seconds <= 0 and not per_frame and cfg.segment_by != "scenes":
         return [ScoreItem(key) for key in keys]
-    from ..video.source import open_video
-    from ..video import fps_rate, segment_windows
+    scenes = scene_rule(cfg) if cfg.segment_by == "scenes" else None
+    rule = SegmentRule(cfg.segment_seconds, cfg.segment_stride, cfg.decode.num_frames if per_frame else None,
+                       cfg.decode.fps, cfg.decode.max_frames, scenes)
+    covered = covered_windows(store) if scenes is not None and store is not None else {}
+    to_cut = [key for key in keys if stored_key(key) not in covered]
+    if cfg.engine == "ray" and scenes is not None:  # cut on the cluster's decode actors
+        from ..engines.ray_engine import cut_videos
 
+        cut = dict(zip(to_cut, cut_videos([key[0] for key in to_cut], rule, cfg.decode, cfg.ray)))
+    else:
+        cut = dict(zip(to_cut, video_windows([key[0] for key in to_cut], rule, cfg.decode)))
     items = []
     for key in keys:
-        try:
-            with open_video(key[0], backend=cfg.decode.backend, timeout=cfg.decode.timeout) as reader:
-                duration = reader.duration
-        except Exception:  # noqa: BLE001 -- the decode of the whole-file item reports what is wrong
-            items.append(ScoreItem(key))
-            continue
-        if per_frame:
-            rate = fps_rate(duration, cfg.decode.fps, cfg.decode.max_frames)
-            windows = segment_windows(duration, cfg.decode.num_frames / rate)
-        else:
-            windows = segment_windows(duration, cfg.segment_seconds, cfg.segment_stride)
-        items += [ScoreItem(key, start, end) for start, end in windows]
+        windows = covered.get(stored_key(key)) or cut[key]
+        items += [ScoreItem(key)] if windows is None else [ScoreItem(key, start, end) for start, end in windows]
     return items
+
+
+def covered_windows(store: PartStore) -> dict[tuple, list[tuple[float, float]]]:
+    """Files (stored keys) whose ok rows in ``store`` tile the whole video from 0 to its duration, with those
+    windows in order: a rerun has nothing left to cut or score in them (the caller has checked the store's settings
+    against the run's)."""
+    table = store.read(columns=["path", "size", "mtime", "segment_start", "segment_end", "duration", "status",
+                                "scored_at"]) if store.exists() else None
+    if table is None or "segment_end" not in table.column_names:
+        return {}
+    rows: dict[tuple, list[tuple[float, float, float]]] = {}
+    for row in table.to_pylist():
+        if row["status"] == "ok" and row["segment_start"] is not None:
+            rows.setdefault((row["path"], row["size"], row["mtime"]), []).append(
+                (row["segment_start"], row["segment_end"], row["duration"]))
+    covered = {}
+    for key, windows in rows.items():
+        windows.sort()
+        joined = all(a[1] == b[0] for a, b in zip(windows, windows[1:]))
+        if windows[0][0] == 0 and joined and windows[-1][2] is not None and \
+                abs(windows[-1][1] - windows[-1][2]) < 1e-6:
+            covered[key] = [(start, end) for start, end, _ in windows]
+    return covered
