@@ -36,13 +36,16 @@ class Flag:
     def __init__(self, name: str, key: str, help: str, switch: bool = False, positional: bool = False,
                  many: bool = False) -> None:
         self.name, self.key, self.help, self.switch, self.positional = name, key, help, switch, positional
-        self.many = many  # a positional that takes several values (a shell glob): the key gets a list
+        self.many = many  # a positional that takes several values (a shell glob), or an option given several times:
+        # the key gets a list
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         if self.positional:
             parser.add_argument(self.key, nargs="*" if self.many else "?", metavar=self.name, help=self.help)
         elif self.switch:
             parser.add_argument(self.name, dest=self.key, action="store_const", const="true", help=self.help)
+        elif self.many:
+            parser.add_argument(self.name, dest=self.key, action="append", help=self.help)
         else:
             parser.add_argument(self.name, dest=self.key, help=self.help)
 
@@ -69,6 +72,9 @@ SCORE_FLAGS = [
     Flag("--frame-embeddings", "frame_embeddings", "also store per-frame embeddings", switch=True),
     Flag("--report", "report", "write an HTML report to this path"),
     Flag("--top-k", "top_k", "labels per video (default 5)"),
+    Flag("--qa-model", "qa_model", "a videoqa model folder (videoqa's output_dir/model): answer each --question"),
+    Flag("--question", "question", "a question to answer about every video (with --qa-model; repeat it for "
+         "several: columns answer_1, answer_2, ...; one: column answer)", many=True),
     ENGINE_FLAG,
 ]
 
@@ -100,6 +106,15 @@ CAPTIONING_FLAGS = [
 FINETUNE_CAPTIONS_FLAGS = [
     *VIDEO_TEXT_FLAGS,
     Flag("--output-dir", "output_dir", "model/, checkpoints, logs and metrics.json (default runs/finetune_captions)"),
+    FRAMES_FLAG,
+]
+
+VIDEOQA_FLAGS = [
+    Flag("--videos", "source.videos", "folder of the videos (MSRVTT-QA: video{N}.mp4; MSVD-QA: its clips)"),
+    Flag("--qa-dir", "source.qa_dir", "the release's QA folder: train_qa.json, val_qa.json, test_qa.json "
+         "(MSVD-QA: with youtube_mapping.txt)"),
+    Flag("--qa-csv", "source.qa_csv", "a CSV of video,question,answer[,split] rows instead of --qa-dir"),
+    Flag("--output-dir", "output_dir", "metrics.json, predictions.csv, report.html, model/ (default runs/videoqa)"),
     FRAMES_FLAG,
 ]
 
@@ -172,6 +187,12 @@ TASKS = {
                               ["--videos clips/ --captions captions.csv --output-dir runs/ft train.epochs=20",
                                ("--config configs/captioning/synthetic_finetune.yaml source.captions=clips/captions.csv "
                                 "train.freeze=[] caption.source=middle_frame")]),
+    "videoqa": Task("videoqa", "VideoQAConfig", "video question answering through the multimodal decoder "
+                    "(MSRVTT-QA, MSVD-QA or a CSV): trained answer head, zero-shot ranking or generation",
+                    VIDEOQA_FLAGS, ["--videos MSRVTT/videos --qa-dir MSRVTT-QA --output-dir runs/qa",
+                                    ("--config configs/videoqa/synthetic.yaml --qa-dir syn --videos syn/videos "
+                                     "temporal_embedding=true"),
+                                    "--videos clips/ --qa-csv qa.csv mode=zeroshot"]),
     "zeroshot": Task("zeroshot", "ZeroShotConfig", "zero-shot action recognition: top-1/top-5 on an annotated set",
                      ZEROSHOT_FLAGS, ["--annotations k400/validate.csv --video-root k400/val --labels kinetics400",
                                       "--annotations val.csv --video-root videos/ video_pooling=attentional"]),
@@ -251,7 +272,7 @@ def task_command(task: Task) -> Callable[[argparse.Namespace], None]:
 def task_config(task: Task, args: argparse.Namespace, device_deferred: bool = False) -> Any:
     """The task's config from ``--config``, its flags and ``key=value`` overrides; ``device_deferred``: with
     ``model.device: auto`` left as it is, so that reading it imports no torch (a config error is one line at once)."""
-    from_flags = [f"{f.key}={json.dumps(value) if f.positional else value}" for f in task.all_flags()
+    from_flags = [f"{f.key}={json.dumps(value) if f.positional or f.many else value}" for f in task.all_flags()
                   for value in [getattr(args, f.key)] if value is not None]  # a path stays a string (JSON is YAML)
     with auto_device_deferred() if device_deferred else contextlib.nullcontext():
         return load_config(task.config_class(), args.config, [*from_flags, *args.overrides])

@@ -8,7 +8,10 @@ frames' tokens). Labels are the softmax over logit-scaled cosine similarities to
 or a trained probe's (averaged over the probe's evaluation views, e.g. 4 temporal x 3 spatial, when score decodes
 them; the other columns then come from the first view). Captions come from the multimodal decoder over the middle
 frame's image tokens (``caption_source=middle_frame``: the decoder was trained on single images) or over all frames'
-tokens at once (``all_frames``, VideoCoCa's captioning input).
+tokens at once (``all_frames``, VideoCoCa's captioning input). Answers to questions come from a videoqa model's
+answer head over the multimodal decoder's outputs of each question, all frames' tokens as the image side
+(:mod:`coca_video.model.question_answering`): one question gives an ``answer`` column, several ``answer_1``,
+``answer_2``, ... in the order given.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from .config import CaptionConfig, EmbeddingDtype, ModelConfig
 from .data.results import FileKey, stored_key
 from .data.video import VideoBatch
 from .model import CoCa, VideoClassifier
+from .model.answer_head import AnswerHead
 from .model.coca import VideoEncoding, VideoPooling
 from .model.linear_probe import LinearProbe
 from .model.precision import compute_dtype
+from .model.question_answering import answer_logits, question_ids
 from .model.video_classifier import view_averaged_probabilities
 from .runtime import autocast
 from .transforms import image_transform
@@ -60,6 +65,17 @@ class ScoreItem(NamedTuple):
         return stored_key(self.key) if self.start is None else (*stored_key(self.key), self.start)
 
 
+@dataclass
+class QuestionOptions:
+    """Questions to answer about every video with a trained answer head and its answer vocabulary."""
+
+    questions: list[str]
+    head: AnswerHead
+    answers: list[str]
+
+    def columns(self) -> list[str]:
+        """``answer`` for one question; ``answer_1``, ``answer_2``, ... for several, in their order."""
+        return ["answer"] if len(self.questions) == 1 else [f"answer_{i}" for i in range(1, len(self.questions) + 1)]
 
 
 class VideoScorer:
@@ -70,8 +86,12 @@ class VideoScorer:
     def __init__(self, model: CoCa, tokenizer: Callable, model_cfg: ModelConfig, class_names: list[str] | None = None,
                  templates: list[str] | None = None, probe: VideoClassifier | LinearProbe | None = None,
                  top_k: int = 5, captions: CaptionConfig | None = None, frame_embeddings: bool = False,
-                 video_pooling: VideoPooling = "mean", embedding_dtype: EmbeddingDtype = "float32") -> None:
+                 video_pooling: VideoPooling = "mean", embedding_dtype: EmbeddingDtype = "float32",
+                 questions: QuestionOptions | None = None) -> None:
         self.model, self.tokenizer, self.model_cfg, self.video_pooling = model, tokenizer, model_cfg, video_pooling
+        self.question_options = questions
+        if questions is not None:
+            questions.head.to(next(model.parameters()).device).eval()
         self.embedding_dtype = np.dtype(embedding_dtype)
         self.class_names, self.probe, self.top_k = class_names, probe, top_k
         self.caption_options, self.frame_embeddings = captions, frame_embeddings
@@ -90,6 +110,7 @@ class VideoScorer:
         with autocast(frames.device, self.model_cfg.precision):
             encoding = self.model.encode_video(frames, pooling=self.video_pooling)
             captions = self.captions(encoding.tokens, frames.shape[1]) if self.caption_options else None
+            answers = self.answers(encoding.tokens, frames.shape[1]) if self.question_options else {}
         videos = encoding.video_embedding.float()
         rows = [{"video_embedding": v} for v in self.stored(videos)]  # (D,) each
         if self.frame_embeddings:
@@ -101,6 +122,9 @@ class VideoScorer:
             self.add_labels(rows, class_probabilities(self.model, videos, self.classes.to(videos.device)))
         for row, text in zip(rows, captions or []):
             row["caption"] = text
+        for column, texts in answers.items():
+            for row, text in zip(rows, texts):
+                row[column] = text
         return rows
 
     def stored(self, embeddings: torch.Tensor) -> np.ndarray:
@@ -144,6 +168,16 @@ class VideoScorer:
                                               repetition_penalty=options.repetition_penalty)
         return self.tokenizer.batch_decode(ids.cpu())
 
+    def answers(self, tokens: torch.Tensor, num_frames: int) -> dict[str, list[str]]:
+        """Each question's answer per clip of encoder tokens (B, T*N, C), by column name."""
+        options, pad = self.question_options, self.model.cfg.text.pad_id
+        answered = {}
+        for column, question in zip(options.columns(), options.questions):
+            ids, prefix = question_ids(self.tokenizer, [question] * len(tokens), pad_id=pad)
+            logits = answer_logits(self.model, options.head, tokens, ids.to(tokens.device), prefix, num_frames)
+            answered[column] = [options.answers[k] for k in logits.argmax(1).tolist()]
+        return answered
+
     def empty_row(self) -> dict[str, Any]:
         """The columns an error row carries, so every part has the same schema."""
         row: dict[str, Any] = {"video_embedding": None}
@@ -154,6 +188,8 @@ class VideoScorer:
                 row[f"top{rank}_label"], row[f"top{rank}_score"] = None, None
         if self.caption_options:
             row["caption"] = None
+        for column in self.question_options.columns() if self.question_options else []:
+            row[column] = None
         return row
 
 

@@ -10,7 +10,8 @@ from coca_video.cli import TASKS
 from coca_video.config import load_config
 
 COMMAND_OF_FOLDER = {"probe": "probe", "pretrain": "pretrain", "captioning": "finetune-captions",
-                     "retrieval": "retrieval"}  # configs/<folder>/*.yaml -> the command that reads them
+                     "retrieval": "retrieval",
+                     "videoqa": "videoqa"}  # configs/<folder>/*.yaml -> the command that reads them
 SHIPPED = sorted((REPO / "configs").rglob("*.yaml"))
 
 

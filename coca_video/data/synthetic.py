@@ -415,3 +415,48 @@ def gradual_video(num_frames: int, size: int = 64, seed: int = 0, dissolve_frame
         window = slice(top, top + size), slice(shift[t], shift[t] + size)
         frames[t] = (1 - mix) * pans[0][window] + mix * pans[1][window]
     return frames.round().astype(np.uint8)
+
+
+QA_TYPES = ("colour", "shape", "direction", "start colour", "end colour")  # category_id = position
+QA_QUESTIONS = {"colour": "what colour is it?", "shape": "what shape is it?", "direction": "which way does it move?",
+                "start colour": "what colour is it at the start?", "end colour": "what colour is it at the end?"}
+
+
+def scene_questions(scene: Scene) -> list[tuple[str, str]]:
+    """(question type, answer) of the questions a clip answers: a moving (or still) object's colour, shape and
+    direction ("still" for none); a colour-change clip's shape and its colour at the start and at the end."""
+    if scene.turns is not None:
+        return [("shape", scene.main.shape), ("start colour", scene.main.colour), ("end colour", scene.turns)]
+    return [("colour", scene.main.colour), ("shape", scene.main.shape), ("direction", scene.motion)]
+
+
+def write_qa_format(folder: str | os.PathLike, train_videos: int, test_videos: int, size: int = 64,
+                    num_frames: int = 16, seed: int = 0) -> tuple[Path, Path]:
+    """Write a video question-answering set from the synthetic world in MSRVTT-QA's layout: ``videos/video{N}.mp4``
+    and ``train_qa.json``, ``val_qa.json`` (empty), ``test_qa.json`` (lists of ``{question, answer, video_id, id,
+    category_id}``), plus ``question_types.json`` naming the categories (:data:`QA_TYPES`). Each split is half
+    single-object clips (:class:`SyntheticVideos`: colour, shape, direction questions) and half colour-change clips
+    (:class:`ColourChangeClips`: shape, colour at the start, colour at the end), so start/end and direction are
+    answerable only from the order of the frames. Clips already written are kept. Returns (QA folder, videos)."""
+    import json
+
+    folder = Path(folder)
+    videos = folder / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    video_id, question_id = 0, 0
+    for split, count, world in (("train", train_videos, "train"), ("test", test_videos, "test")):
+        moving = SyntheticVideos(count - count // 2, size, num_frames, seed, world, p_reference=0.0)
+        changing = ColourChangeClips(count // 2, size, num_frames, seed, world)
+        rows = []
+        for clips in (moving, changing):
+            for i in range(len(clips)):
+                write_clip_once(videos / f"video{video_id}.mp4", clips, i, num_frames)
+                for kind, answer in scene_questions(clips.scene(i)):
+                    rows.append({"question": QA_QUESTIONS[kind], "answer": answer, "video_id": video_id,
+                                 "id": question_id, "category_id": QA_TYPES.index(kind)})
+                    question_id += 1
+                video_id += 1
+        atomic_write_text(folder / f"{split}_qa.json", json.dumps(rows))
+    atomic_write_text(folder / "val_qa.json", "[]")
+    atomic_write_text(folder / "question_types.json", json.dumps(dict(enumerate(QA_TYPES))))
+    return folder, videos

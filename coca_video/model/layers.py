@@ -89,12 +89,14 @@ class CrossAttention(nn.Module):
         k, v = rearrange(self.kv(context), "b n (two h d) -> two b h n d", two=2, h=self.heads)
         return k, v
 
-    def forward(self, x: Tensor, context_kv: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, context_kv: tuple[Tensor, Tensor], context_mask: Tensor | None = None) -> Tensor:
+        """``context_mask``: optional bool (B, N), True where a context token may be attended to."""
         q = rearrange(self.q(x), "b s (h d) -> b h s d", h=self.heads)
         k, v = context_kv
         if k.shape[0] != q.shape[0]:  # one set of queries (a pooler) shared by the whole batch
             q = q.expand(k.shape[0], -1, -1, -1)
-        out = F.scaled_dot_product_attention(q, k, v)
+        mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, N)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(rearrange(out, "b h s d -> b s (h d)"))
 
 

@@ -25,10 +25,11 @@ class AttentionalPooler(nn.Module):
         self.attn = CrossAttention(dim, context_dim, heads)
         nn.init.normal_(self.query, std=dim**-0.5)
 
-    def forward(self, context: Tensor, num_queries: int | None = None) -> Tensor:
-        """Pool with all queries, or only the first ``num_queries`` (queries do not interact)."""
+    def forward(self, context: Tensor, num_queries: int | None = None, context_mask: Tensor | None = None) -> Tensor:
+        """Pool with all queries, or only the first ``num_queries`` (queries do not interact); ``context_mask``:
+        optional bool (B, N), True on the context tokens to pool over (the others are ignored)."""
         queries = self.norm_query(self.query[:num_queries])[None]  # (1, Q, D), shared by the batch
-        return self.attn(queries, self.attn.project_context(self.norm_context(context)))
+        return self.attn(queries, self.attn.project_context(self.norm_context(context)), context_mask)
 
 
 class PooledImage(NamedTuple):

@@ -33,9 +33,10 @@ from ..engines import Encoder, check_engine, encode_locked, loaded
 from ..errors import ConfigError, InputError, NothingSucceeded
 from ..io import check_output_file
 from ..model import CoCa, get_tokenizer, load_probe, read_probe_info
+from ..model.answer_head import load_answer_head
 from ..prompts import prompt_templates
 from ..runtime import load_model, with_trained_settings
-from ..scoring import ScoreItem, VideoScorer
+from ..scoring import QuestionOptions, ScoreItem, VideoScorer
 from ..storage import is_url
 from ..video.scenes import DEFAULT_THRESHOLDS, SceneRule, require_scenedetect
 from .score_config import ScoreConfig
@@ -46,6 +47,8 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
     """Score every video under ``cfg.videos`` not yet scored; merge all results into ``cfg.out``."""
     if cfg.probe and cfg.labels:
         raise ConfigError("score takes labels= (zero-shot) or probe= (a trained probe), not both")
+    if cfg.probe and cfg.qa_model:
+        raise ConfigError("score takes probe= or qa_model= (each brings its own model), not both")
     if cfg.probe:  # the probe's own backbone (finetuned or named) and frame count replace the model and num_frames
         info = read_probe_info(cfg.probe)
         cfg = dataclasses.replace(
@@ -53,6 +56,8 @@ def run(cfg: ScoreConfig) -> dict[str, Any]:
                                            image_size=info.image_size),
             decode=dataclasses.replace(cfg.decode, num_frames=info.classifier.num_frames))
     else:
+        if cfg.qa_model:  # the videoqa folder is the model that encodes and answers
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=cfg.qa_model))
         cfg = with_trained_settings(cfg, "score")  # a caption-finetuned folder's frames and caption source
     check_engine(cfg.engine)
     if cfg.segment_by == "scenes":
@@ -90,7 +95,8 @@ def row_settings(cfg: ScoreConfig) -> dict[str, Any]:
             "templates": lines_digest(read_templates(cfg.templates)) if cfg.templates else None,
             "probe": str(probe) if probe else None, "probe_views": cfg.probe_views if probe else None,
             "top_k": cfg.top_k, "caption": list(dataclasses.astuple(cfg.caption))
-            if cfg.caption else None, "video_pooling": cfg.video_pooling, "frame_embeddings": cfg.frame_embeddings,
+            if cfg.caption else None, "questions": list(cfg.question) or None, "video_pooling": cfg.video_pooling,
+            "frame_embeddings": cfg.frame_embeddings,
             "embedding_dtype": None if cfg.embedding_dtype == "float32" else cfg.embedding_dtype,  # None: as before it
             "segments": segment_settings(cfg)}
 
@@ -185,8 +191,12 @@ def build_scorer(cfg: ScoreConfig, model: CoCa | None = None, tokenizer: Callabl
     elif cfg.labels:
         class_names = read_class_names(cfg.labels)
         templates = prompt_templates(model, cfg.templates)
+    questions = None
+    if cfg.qa_model:
+        head, answers = load_answer_head(cfg.qa_model)
+        questions = QuestionOptions(list(cfg.question), head, answers)
     return VideoScorer(model, tokenizer, cfg.model, class_names, templates, probe, cfg.top_k, cfg.caption,
-                       cfg.frame_embeddings, cfg.video_pooling, cfg.embedding_dtype)
+                       cfg.frame_embeddings, cfg.video_pooling, cfg.embedding_dtype, questions)
 
 
 def score_paths(cfg: ScoreConfig, inputs: ScoreInputs, model: CoCa,

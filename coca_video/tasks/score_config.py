@@ -23,6 +23,8 @@ class ScoreConfig:
     templates: str | None = None  # prompt file; default: the model's own prompts, else the video templates
     top_k: int = 5  # labels kept per video, best first
     caption: CaptionConfig | None = None  # a caption per video (null: none; true or any caption.* key: captions)
+    qa_model: str | None = None  # a videoqa model folder (videoqa's output_dir/model): it answers each question
+    question: list[str] = field(default_factory=list)  # with qa_model: column answer (one), answer_1.. (several)
     video_pooling: Literal["mean", "attentional"] = "mean"  # mean of frame embeddings, or the pooler over all tokens
     frame_embeddings: bool = False  # also store each frame's embedding in the embeddings file
     embedding_dtype: EmbeddingDtype = "float32"  # float16: the embeddings file at half the bytes (read as float32)
@@ -51,6 +53,8 @@ class ScoreConfig:
         if self.segment_stride is not None:
             check(self.segment_stride > 0, "segment_stride", "be > 0 seconds (or null: segment_seconds)",
                   self.segment_stride)
+        check(bool(self.qa_model) == bool(self.question), "question", "be given (--question, one or several) "
+              "with qa_model (--qa-model), and only with it", self.question)
         check_at_least("min_scene_seconds", self.min_scene_seconds, 0)
         check_at_least("max_scene_seconds", self.max_scene_seconds, 0)
         check(self.segment_by in ("windows", "scenes"), "segment_by", "be windows or scenes", self.segment_by)
