@@ -7,7 +7,8 @@ in VideoCoCa's "LiT" setting by default: the image encoder frozen, the poolers a
     coca-video captioning --model runs/ft/model --videos MSRVTT/videos --msrvtt-data MSRVTT_data.json
 
 Inputs are captioning's (``source.*``, :func:`coca_video.data.retrieval.load_set`): a (video, caption) CSV, several rows a video
-being several captions, or MSR-VTT (a video-id list such as ``train_list_full.txt`` picks the training split).
+being several captions, or MSR-VTT, every video with all its sentences (a video-id list such as
+``train_list_full.txt`` picks the training split).
 Every frame goes through the image encoder; the generative pooler reads all frames' tokens (``caption.source:
 all_frames``, VideoCoCa's input) or the middle frame's, and the multimodal decoder learns the caption by teacher
 forcing (mean next-token cross-entropy over the global batch's non-pad tokens). An epoch takes every video once with
@@ -102,7 +103,7 @@ def run(cfg: FinetuneCaptionsConfig) -> dict[str, Any]:
     check_resumable(output, cfg.resume, cfg)
     info = init_distributed()
     torch.manual_seed(cfg.train.seed)
-    dataset = load_set(cfg.source, "finetune-captions")
+    dataset = load_set(cfg.source, "finetune-captions", every_sentence=True)
     print0(f"{dataset.split}: {len(dataset.videos)} videos, {len(dataset.captions)} captions")
     model = load_model(cfg.model, training=True)
     if cfg.temporal_embedding:
@@ -280,6 +281,7 @@ def protocol(cfg: FinetuneCaptionsConfig, dataset: RetrievalSet, pairs: CaptionP
     trained = sorted(g for g in FREEZE_GROUPS if g not in cfg.train.freeze)
     return {"model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
             "split": dataset.split, "train_videos": len(pairs.rows), "captions": len(dataset.captions),
+            "captions_from": dataset.references,
             "failed_videos": pairs.failed, "caption_source": CAPTION_SOURCES[cfg.caption.source],
             "frames_per_video": cfg.decode.num_frames, "trained": trained, "frozen": sorted(cfg.train.freeze),
             "encoder_tokens": "feature cache" if pairs.frozen_encoder else "decoded every epoch (TSN train)",
