@@ -56,15 +56,22 @@ def predictions(out: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
+def clips(tmp_path_factory) -> dict:
+    """The training and held-out colour-change clips and their captions CSVs."""
     root = tmp_path_factory.mktemp("caption_finetune")
     train_csv = write_colour_change_set(root / "train", TRAIN, "train", num_frames=FRAMES)
     test_csv = write_colour_change_set(root / "test", TEST, "test", num_frames=FRAMES)
+    return {"root": root, "train_csv": train_csv, "test_csv": test_csv}
+
+
+@pytest.fixture(scope="module")
+def runs(clips) -> dict:
+    """The clips, the zero-shot captions of the held-out ones, the finetune and its captions of them."""
+    root, train_csv, test_csv = clips["root"], clips["train_csv"], clips["test_csv"]
     before = caption_test_set(root / "before" / "metrics.json", test_csv, "default")
     trained = finetune(root / "ft", train_csv)
     after = caption_test_set(root / "after" / "metrics.json", test_csv, trained["model"])
-    return {"root": root, "train_csv": train_csv, "test_csv": test_csv, "before": before, "after": after,
-            "trained": trained}
+    return {**clips, "before": before, "after": after, "trained": trained}
 
 
 @pytest.mark.slow
@@ -115,19 +122,19 @@ def test_captioning_and_score_load_the_saved_folder(runs, tmp_path):
     assert protocol["frozen"] == ["image_encoder"] and protocol["encoder_tokens"] == "feature cache"
 
 
-def first_pairs(runs: dict, path: Path, count: int) -> Path:
-    """A captions CSV of the first ``count`` training clips (absolute paths)."""
-    with runs["train_csv"].open(encoding="utf-8") as handle:
+def first_pairs(runs: dict, path: Path, count: int, split: str = "train") -> Path:
+    """A captions CSV of the first ``count`` training (or held-out: ``split="test"``) clips (absolute paths)."""
+    with runs[f"{split}_csv"].open(encoding="utf-8") as handle:
         rows = list(csv.reader(handle))[:count + 1]
-    path.write_text("\n".join(",".join([str(runs["root"] / "train" / r[0]) if i else r[0], r[1]])
+    path.write_text("\n".join(",".join([str(runs["root"] / split / r[0]) if i else r[0], r[1]])
                                for i, r in enumerate(rows)) + "\n")
     return path
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("temporal", [False, True])
-def test_resumed_run_ends_with_the_straight_runs_weights(runs, tmp_path, monkeypatch, temporal):
-    subset = first_pairs(runs, tmp_path / "pairs.csv", 6)
+def test_resumed_run_ends_with_the_straight_runs_weights(clips, tmp_path, monkeypatch, temporal):
+    subset = first_pairs(clips, tmp_path / "pairs.csv", 6)
     quick = ["train.epochs=2", "train.batch_size=4", "optim.ema=0.9", "train.accum_steps=2",  # batches of 4 and 2
              f"temporal_embedding={str(temporal).lower()}"]
     finetune(tmp_path / "straight", subset, *quick)
@@ -274,12 +281,13 @@ def model_weights(run: dict) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_a_zero_temporal_embedding_changes_no_weight_and_no_caption(runs, tmp_path):
+def test_a_zero_temporal_embedding_changes_no_weight_and_no_caption(clips, tmp_path):
     """Through the task: with the table held at zero (frozen with the poolers) a finetune with it ends with the
     weights of one without, and captioning its folder gives the same captions; and one step with the table
     training moves every other weight exactly as without it (its zero start changes no gradient; the clip
     threshold high, so the table's gradient does not rescale the others')."""
-    subset = first_pairs(runs, tmp_path / "pairs.csv", 4)
+    subset = first_pairs(clips, tmp_path / "pairs.csv", 4)
+    held_out = first_pairs(clips, tmp_path / "held_out.csv", 4, "test")
     frozen = ["train.epochs=1", "train.freeze=[image_encoder,poolers]"]
     plain = finetune(tmp_path / "plain", subset, *frozen)
     timed = finetune(tmp_path / "timed", subset, *frozen, "temporal_embedding=true")
@@ -289,9 +297,9 @@ def test_a_zero_temporal_embedding_changes_no_weight_and_no_caption(runs, tmp_pa
     for key, value in plain_weights.items():
         assert torch.equal(timed_weights[key], value), key
     assert json.loads((Path(timed["model"]) / "config.json").read_text())["model"]["temporal_frames"] == FRAMES
-    caption_test_set(tmp_path / "p" / "m.json", runs["test_csv"], plain["model"])
+    caption_test_set(tmp_path / "p" / "m.json", held_out, plain["model"])
     plain_captions = predictions(tmp_path / "p" / "m.json")
-    caption_test_set(tmp_path / "t" / "m.json", runs["test_csv"], timed["model"])
+    caption_test_set(tmp_path / "t" / "m.json", held_out, timed["model"])
     assert predictions(tmp_path / "t" / "m.json") == plain_captions
 
     one_step = ["train.max_steps=1", "optim.grad_clip=1e9"]
@@ -303,19 +311,19 @@ def test_a_zero_temporal_embedding_changes_no_weight_and_no_caption(runs, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_temporal_folder_captions_through_captioning_as_generated_here(runs, tmp_path, capsys):
+def test_a_temporal_folder_captions_through_captioning_as_generated_here(clips, tmp_path):
     """A finetune with the temporal embedding saves it in the folder; ``coca-video captioning --model`` captions
     with it (as generated here from the folder with the clip's frame count), and it matters: without it some
     caption differs."""
-    subset = first_pairs(runs, tmp_path / "pairs.csv", 8)
+    subset = first_pairs(clips, tmp_path / "pairs.csv", 8)
     model_dir = finetune(tmp_path / "ft", subset, "train.epochs=6", "optim.lr=3e-3", "temporal_embedding=true")["model"]
     protocol = json.loads((Path(model_dir).parent / "metrics.json").read_text())["protocol"]
     assert "trained with the poolers" in protocol["temporal_embedding"]
     out = tmp_path / "c" / "metrics.json"
-    assert main(["captioning", "--model", model_dir, "--captions", str(runs["test_csv"]), "--out", str(out),
+    assert main(["captioning", "--model", model_dir, "--captions", str(clips["test_csv"]), "--out", str(out),
                  "--caption-method", "greedy", "decode.workers=0", "report_videos=0"]) == 0
     captioned = predictions(out)
-    videos = [runs["root"] / "test" / f"test{i:05d}.mp4" for i in range(TEST)]
+    videos = [clips["root"] / "test" / f"test{i:05d}.mp4" for i in range(TEST)]
     assert {str(v): independent_caption(model_dir, v) for v in videos} == captioned
     timeless = {str(v): independent_caption(model_dir, v, num_frames=None) for v in videos}
     assert timeless != captioned
