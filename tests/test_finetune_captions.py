@@ -262,7 +262,7 @@ def test_temporal_embedding_with_the_middle_frame_is_a_one_line_error(tmp_path, 
     assert len(err) == 1 and "temporal_embedding must be false with caption.source=middle_frame" in err[0]
 
 
-def test_the_temporal_table_trains_with_the_poolers_at_their_lr_without_weight_decay():
+def test_the_temporal_table_trains_with_the_poolers_at_its_lr_without_weight_decay():
     model = CoCa(tiny_config())
     table = model.add_frame_time(FRAMES).embedding
     finetune_captions.freeze_groups(model, ("image_encoder", "poolers"))
@@ -270,10 +270,11 @@ def test_the_temporal_table_trains_with_the_poolers_at_their_lr_without_weight_d
     finetune_captions.freeze_groups(model, ("image_encoder",))
     trainee = finetune_captions.CaptionTrainee(model, False, FRAMES, "all_frames")
     assert any(param is table for param in trainee.parameters())  # what DDP, the EMA and checkpoints hold
-    optimizer = build_optimizer(trainee, OptimConfig(lr=3e-4, weight_decay=0.1))
+    cfg = load_config(finetune_captions.FinetuneCaptionsConfig, None, ["temporal_lr_scale=50"])
+    optimizer = build_optimizer(trainee, OptimConfig(lr=2e-4, weight_decay=0.1), finetune_captions.lr_scale(cfg))
     group = next(g for g in optimizer.param_groups if any(param is table for param in g["params"]))
-    assert (group["lr"], group["weight_decay"]) == (3e-4, 0.0)  # a position embedding: not decayed
-    assert any(param is model.image_pooling.generative_pool.query for param in group["params"])
+    assert (group["lr"], group["weight_decay"]) == (pytest.approx(1e-2), 0.0)  # a position embedding: not decayed
+    assert group["params"] == [table]
 
 
 def model_weights(run: dict) -> dict[str, torch.Tensor]:

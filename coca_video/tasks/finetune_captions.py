@@ -85,6 +85,10 @@ class FinetuneCaptionsConfig:
     # a temporal position embedding on the frame tokens before the generative pooler (model/frame_time.py: one
     # vector a frame, zero at the start, trained with the poolers), so captions can say what came first
     temporal_embedding: bool = False
+    # the table's learning rate over optim.lr: it starts at zero and AdamW moves an entry by about the lr a step, while
+    # the encoder tokens it is added to have entries of order 10 (norm ~145 for the default model): at x1 it stays
+    # too small to matter (docs/captioning.md)
+    temporal_lr_scale: float = 100.0
 
     def __post_init__(self) -> None:
         self.decode.require_clips("finetune-captions")
@@ -93,6 +97,8 @@ class FinetuneCaptionsConfig:
         check(not self.temporal_embedding or self.caption.source == "all_frames", "temporal_embedding",
               "be false with caption.source=middle_frame (one frame has no time to embed; use all_frames)",
               self.temporal_embedding)
+        check(isinstance(self.temporal_lr_scale, (int, float)) and self.temporal_lr_scale > 0, "temporal_lr_scale",
+              "be > 0", self.temporal_lr_scale)
         check(self.model.precision in ("fp32", "bf16", "auto"), "model.precision", "be fp32, bf16 or auto to train",
               self.model.precision)
 
@@ -213,7 +219,14 @@ def caption_task(cfg: FinetuneCaptionsConfig, model: CoCa, pairs: CaptionPairs, 
 
     return TrainTask(trainee, forward, loss_sum, stand_in=stand_in, epoch_batches=epoch_batches,
                      steps_per_epoch=math.ceil(len(pairs.rows) / cfg.train.batch_size),
-                     terms=lambda labels: int((labels != pad_id).sum()))
+                     terms=lambda labels: int((labels != pad_id).sum()),
+                     lr_scale=lr_scale(cfg))
+
+
+def lr_scale(cfg: FinetuneCaptionsConfig) -> Callable[[str], float]:
+    """Each trained parameter's learning rate over ``optim.lr``: ``temporal_lr_scale`` for the temporal table, 1 for
+    the others."""
+    return lambda name: cfg.temporal_lr_scale if name.startswith("frame_time.") else 1.0
 
 
 def epoch_inputs(cfg: FinetuneCaptionsConfig, pairs: CaptionPairs, transform: ClipTrainTransform | None,
@@ -287,5 +300,6 @@ def protocol(cfg: FinetuneCaptionsConfig, dataset: RetrievalSet, pairs: CaptionP
             "encoder_tokens": "feature cache" if pairs.frozen_encoder else "decoded every epoch (TSN train)",
             "loss": "captioning only: mean next-token cross-entropy over the global batch's non-pad tokens",
             "temporal_embedding": temporal_protocol(model),
+            "temporal_lr": cfg.optim.lr * cfg.temporal_lr_scale if model.frame_time is not None else None,
             "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "lr": cfg.optim.lr,
             "weights": f"ema {cfg.optim.ema}" if cfg.optim.ema else "last step"}
