@@ -6,7 +6,8 @@ red square that turns blue") before and after caption finetuning on a training s
 
 Writes both splits (train and test seeds of the synthetic world never overlap), runs ``captioning`` with the default
 model (middle frame, the source it was trained for, and all frames), ``finetune-captions`` with the config (plus
-the key=value overrides), and ``captioning`` with the finetuned model, the same frames and source. Prints a markdown
+the key=value overrides) twice, without and with ``temporal_embedding`` (the same data, steps and seed; with the
+middle frame only without), and ``captioning`` with each finetuned model, the same frames and source. Prints a markdown
 table: BLEU-4, METEOR (when Java is there), ROUGE-L, CIDEr-D, the share of captions that name both colours of their
 clip (and in the right order: the first before "turns", the second after), and how many distinct captions there are.
 """
@@ -58,9 +59,12 @@ def main() -> None:
     parser.add_argument("--config", default="configs/captioning/synthetic_finetune.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the finetuning config")
     args = parser.parse_args()
-    finetune_cfg = load_config(finetune_captions.FinetuneCaptionsConfig, args.config, [
-        f"source.captions={args.output / 'train' / 'captions.csv'}", f"output_dir={args.output / 'finetune'}",
-        *args.overrides])
+    def finetune_config(name: str, temporal: bool) -> finetune_captions.FinetuneCaptionsConfig:
+        return load_config(finetune_captions.FinetuneCaptionsConfig, args.config, [
+            f"source.captions={args.output / 'train' / 'captions.csv'}", f"output_dir={args.output / name}",
+            *args.overrides, f"temporal_embedding={str(temporal).lower()}"])
+
+    finetune_cfg = finetune_config("finetune", False)
     frames, source = finetune_cfg.decode.num_frames, finetune_cfg.caption.source
     write_colour_change_set(args.output / "train", args.train_videos, "train", num_frames=frames)
     test_csv = write_colour_change_set(args.output / "test", args.test_videos, "test", num_frames=frames)
@@ -75,9 +79,13 @@ def main() -> None:
 
     rows = [("default model, zero-shot, middle frame", caption_run("zero_shot_middle", "default", "middle_frame")),
             ("default model, zero-shot, all frames", caption_run("zero_shot_all", "default", "all_frames"))]
+    finetuned = f"caption-finetuned ({args.train_videos} clips), {source.replace('_', ' ')}"
     finetune_captions.run(finetune_cfg)
-    rows.append((f"caption-finetuned ({args.train_videos} clips), {source.replace('_', ' ')}",
-                 caption_run("finetuned", str(args.output / "finetune" / "model"), source)))
+    rows.append((finetuned, caption_run("finetuned", str(args.output / "finetune" / "model"), source)))
+    if source == "all_frames":
+        finetune_captions.run(finetune_config("finetune_temporal", True))
+        rows.append((f"{finetuned}, temporal embedding",
+                     caption_run("finetuned_temporal", str(args.output / "finetune_temporal" / "model"), source)))
     print(f"\n{args.test_videos} held-out colour-change clips, {frames} frames, beam search (6 beams):\n")
     print("| model | BLEU-4 | METEOR | ROUGE-L | CIDEr | both colours named | in order | distinct captions |")
     print("|---|---|---|---|---|---|---|---|")

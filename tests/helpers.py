@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import socket
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import coca_video
@@ -141,3 +143,24 @@ def interrupt_at_step(monkeypatch, step: int | None) -> list[int]:
 
     monkeypatch.setattr(loop, "optimiser_step", counted_step)
     return taken
+
+
+needs_coco_caption = pytest.mark.skipif(importlib.util.find_spec("pycocoevalcap") is None,
+                                        reason="the reference needs pycocoevalcap: pip install 'coca-video[captioning]'")
+
+
+def coco_scores(res: dict[str, list[str]], gts: dict[str, list[str]], with_meteor: bool) -> dict[str, float]:
+    """COCOEvalCap's scorers on tokenized captions, in percent under our keys."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    bleus, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"bleu_{n}": 100 * b for n, b in enumerate(bleus, start=1)}
+    if with_meteor:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        scores["meteor"] = 100 * Meteor().compute_score(gts, res)[0]
+    scores["rouge_l"] = 100 * Rouge().compute_score(gts, res)[0]
+    scores["cider"] = 100 * Cider().compute_score(gts, res)[0]
+    return scores

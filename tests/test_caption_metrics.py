@@ -6,7 +6,6 @@ punctuation, accents, curly quotes, dashes, an emoji, clitics, numbers, abbrevia
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
@@ -14,9 +13,8 @@ import pytest
 from coca_video.caption_metrics import bleu, caption_scores, cider_d, rouge_l
 from coca_video.metrics import caption_metrics
 from coca_video.ptb_tokenize import PYTHON_TOKENIZER, java_ptb_tokenize, ptb_jar, python_ptb_tokenize
+from helpers import coco_scores, needs_coco_caption
 
-needs_coco_caption = pytest.mark.skipif(importlib.util.find_spec("pycocoevalcap") is None,
-                                        reason="the reference needs pycocoevalcap: pip install 'coca-video[captioning]'")
 
 PREDICTIONS = {
     "video7010": "A man is playing a guitar.",
@@ -58,23 +56,6 @@ def python_tokens() -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     res = {v: [python_ptb_tokenize(c)] for v, c in PREDICTIONS.items()}
     gts = {v: [python_ptb_tokenize(r) for r in refs] for v, refs in REFERENCES.items()}
     return res, gts
-
-
-def coco_scores(res: dict[str, list[str]], gts: dict[str, list[str]], with_meteor: bool) -> dict[str, float]:
-    """COCOEvalCap's scorers on tokenized captions, in percent under our keys."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    bleus, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    scores = {f"bleu_{n}": 100 * b for n, b in enumerate(bleus, start=1)}
-    if with_meteor:
-        from pycocoevalcap.meteor.meteor import Meteor
-
-        scores["meteor"] = 100 * Meteor().compute_score(gts, res)[0]
-    scores["rouge_l"] = 100 * Rouge().compute_score(gts, res)[0]
-    scores["cider"] = 100 * Cider().compute_score(gts, res)[0]
-    return scores
 
 
 @needs_coco_caption

@@ -1,7 +1,8 @@
 """The captioning command end to end on an MSR-VTT-layout folder made from the synthetic world, with the built-in
 default model: its captions against ones generated here frame by frame, its references against the JSON, its
 metrics against the metric function on those, the report worst CIDEr-D first, unreadable videos excluded,
-and a rerun reusing the stored captions."""
+and a rerun reusing the stored captions; several references a video (every JSON sentence of a 1k-A video, every
+row of a CSV's video) scored as pycocoevalcap scores those sets."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from coca_video import create_model, get_tokenizer, image_transform
 from coca_video.caption_metrics import caption_scores
 from coca_video.config import load_config
 from coca_video.data.synthetic import write_msrvtt_format
-from coca_video.ptb_tokenize import PYTHON_TOKENIZER
+from coca_video.ptb_tokenize import PYTHON_TOKENIZER, python_ptb_tokenize
 from coca_video.tasks import captioning
 from coca_video.video import VideoReader, sample_indices
+from helpers import coco_scores, needs_coco_caption
 
 FRAMES = 4
 
@@ -134,3 +136,49 @@ def test_score_caption_options_reach_the_decoder():
     assert (ids != 0).sum(1).min() >= 12 + 1  # SOT, at least 11 more tokens before EOT, then EOT
     default = build_scorer(load_config(ScoreConfig, None, ["caption=true"]), model, tokenizer)
     assert default.captions(tokens, FRAMES) != got
+
+
+@pytest.mark.slow
+@needs_coco_caption
+def test_every_reference_of_a_video_counts_from_the_json_and_from_repeated_csv_rows(tmp_path, monkeypatch):
+    """A hand-made MSRVTT_data.json with 1 to 4 sentences a video and the 1k-A list of those videos: captioning
+    scores each caption against all the JSON sentences of its video, its metrics pycocoevalcap's on those sets; a
+    CSV that repeats each video's row once a sentence gives the same sets and the same metrics."""
+    folder = tmp_path / "msrvtt"
+    data_json, jsfusion = write_msrvtt_format(folder, num_videos=4, num_frames=8, seed=6)
+    extra = ["a shape on a plain background", "something sits still", "an object in the picture"]
+    data = json.loads(data_json.read_text())
+    sentences = {video["video_id"]: [s["caption"] for s in data["sentences"] if s["video_id"] == video["video_id"]]
+                 for video in data["videos"]}
+    sets = {video_id: (captions + extra)[:k] for k, (video_id, captions) in zip((1, 4, 3, 5), sentences.items())}
+    data["sentences"] = [{"video_id": v, "caption": c} for v, refs in sets.items() for c in refs]
+    data_json.write_text(json.dumps(data))
+    expected = {str(folder / f"{v}.mp4"): refs for v, refs in sets.items()}
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java: the Python tokenizer (the PTB jar's equal), no METEOR
+    common = [f"decode.num_frames={FRAMES}", "decode.workers=0", "caption.method=greedy", "report_videos=0",
+              f"cache_dir={tmp_path / 'cache'}"]
+    one_k = captioning.run(load_config(captioning.CaptioningConfig, None, [
+        f"source.videos={folder}", f"source.msrvtt_data={data_json}", f"source.msrvtt_split={jsfusion}",
+        f"out={tmp_path / 'a' / 'm.json'}", *common]))
+    rows = read_predictions(tmp_path / "a" / "m_predictions.csv")
+    assert {row["video"]: json.loads(row["references"]) for row in rows} == expected
+    predictions = {row["video"]: row["caption"] for row in rows}
+    res = {v: [python_ptb_tokenize(c)] for v, c in predictions.items()}
+    gts = {v: [python_ptb_tokenize(r) for r in refs] for v, refs in expected.items()}
+    coco = coco_scores(res, gts, with_meteor=False)
+    assert {k: one_k[k] for k in coco} == pytest.approx(coco, abs=1e-9, rel=0)
+    assert coco["cider"] > 0 and "meteor" not in one_k
+    p = one_k["protocol"]
+    assert p["references"] == 13 and p["references_per_video"] == {"mean": 3.25, "min": 1, "max": 5}
+    assert p["references_from"].startswith("MSRVTT_data.json: every sentence")
+    assert not [w for w in p["warnings"] if "MSRVTT" in w]  # the JSON given: no warning about the protocol
+
+    csv_path = folder / "captions.csv"  # rows interleaved across videos: each video's rows in the JSON's order
+    rounds = [[(v, refs[i]) for v, refs in sets.items() if i < len(refs)] for i in range(5)]
+    csv_path.write_text("video,caption\n" + "".join(f"{v}.mp4,{c}\n" for row in rounds for v, c in row))
+    from_csv = captioning.run(load_config(captioning.CaptioningConfig, None, [
+        f"source.captions={csv_path}", f"out={tmp_path / 'b' / 'm.json'}", *common]))
+    rows = read_predictions(tmp_path / "b" / "m_predictions.csv")
+    assert {row["video"]: json.loads(row["references"]) for row in rows} == expected
+    assert {k: from_csv[k] for k in coco} == pytest.approx(coco, abs=1e-9, rel=0)
+    assert from_csv["protocol"]["references_per_video"] == p["references_per_video"]

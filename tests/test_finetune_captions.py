@@ -2,7 +2,9 @@
 finetune of the default model (encoder frozen, tokens cached) the held-out clips' captions name both colours, are
 not one caption for every clip, and score a higher CIDEr-D than the zero-shot captions; the saved folder is what
 ``captioning --model`` and ``score --model`` load (their captions against ones generated here from the folder); a
-resumed run ends with the straight run's weights; ``train.freeze`` decides what changes."""
+resumed run ends with the straight run's weights; ``train.freeze`` decides what changes; ``temporal_embedding``
+adds a table that starts at zero (no caption changes while it stays so), trains, resumes and captions from the folder
+through ``captioning`` as here."""
 
 from __future__ import annotations
 
@@ -18,14 +20,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from coca_video import create_model, get_tokenizer, image_transform
+from coca_video import CoCa, create_model, get_tokenizer, image_transform
 from coca_video.cli import main
 from coca_video.config import load_config
 from coca_video.data.synthetic import COLOURS, ColourChangeClips, write_colour_change_set
 from coca_video.errors import ConfigError
 from coca_video.tasks import captioning, finetune_captions, score
 from coca_video.video import VideoReader, sample_indices
-from helpers import free_port, interrupt_at_step
+from coca_video.training import OptimConfig
+from coca_video.training.optim import build_optimizer
+from helpers import free_port, interrupt_at_step, tiny_config
 
 FRAMES = 4
 TRAIN, TEST = 32, 10
@@ -52,15 +56,22 @@ def predictions(out: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
+def clips(tmp_path_factory) -> dict:
+    """The training and held-out colour-change clips and their captions CSVs."""
     root = tmp_path_factory.mktemp("caption_finetune")
     train_csv = write_colour_change_set(root / "train", TRAIN, "train", num_frames=FRAMES)
     test_csv = write_colour_change_set(root / "test", TEST, "test", num_frames=FRAMES)
+    return {"root": root, "train_csv": train_csv, "test_csv": test_csv}
+
+
+@pytest.fixture(scope="module")
+def runs(clips) -> dict:
+    """The clips, the zero-shot captions of the held-out ones, the finetune and its captions of them."""
+    root, train_csv, test_csv = clips["root"], clips["train_csv"], clips["test_csv"]
     before = caption_test_set(root / "before" / "metrics.json", test_csv, "default")
     trained = finetune(root / "ft", train_csv)
     after = caption_test_set(root / "after" / "metrics.json", test_csv, trained["model"])
-    return {"root": root, "train_csv": train_csv, "test_csv": test_csv, "before": before, "after": after,
-            "trained": trained}
+    return {**clips, "before": before, "after": after, "trained": trained}
 
 
 @pytest.mark.slow
@@ -78,15 +89,17 @@ def test_finetuned_captions_name_both_colours_differ_and_beat_zero_shot(runs):
     assert not any("turns" in text for text in before.values())  # zero-shot knows no colour change
 
 
-def independent_caption(model_dir: str, video: Path) -> str:
-    """The greedy caption of a clip from all its frames' tokens, decoded and encoded here, from the folder."""
+def independent_caption(model_dir: str, video: Path, num_frames: int | None = FRAMES) -> str:
+    """The greedy caption of a clip from all its frames' tokens, decoded and encoded here, from the folder (after
+    its temporal embedding when it has one, unless ``num_frames`` is None)."""
     model, tokenizer = create_model(model_dir).eval(), get_tokenizer(model_dir)
     transform = image_transform(model)
     reader = VideoReader(str(video), short_side=transform.image_size)
     frames = transform.frames(reader.get_frames(sample_indices(reader.num_frames, FRAMES)))  # (T, 3, S, S)
     with torch.no_grad():
         tokens = model.image_encoder(frames).flatten(0, 1)[None]  # (1, T*N, C)
-        return tokenizer.batch_decode(model.generate_from_tokens(tokens, method="greedy", max_len=30))[0]
+        ids = model.generate_from_tokens(tokens, method="greedy", max_len=30, num_frames=num_frames)
+        return tokenizer.batch_decode(ids)[0]
 
 
 @pytest.mark.slow
@@ -109,19 +122,21 @@ def test_captioning_and_score_load_the_saved_folder(runs, tmp_path):
     assert protocol["frozen"] == ["image_encoder"] and protocol["encoder_tokens"] == "feature cache"
 
 
-def first_pairs(runs: dict, path: Path, count: int) -> Path:
-    """A captions CSV of the first ``count`` training clips (absolute paths)."""
-    with runs["train_csv"].open(encoding="utf-8") as handle:
+def first_pairs(runs: dict, path: Path, count: int, split: str = "train") -> Path:
+    """A captions CSV of the first ``count`` training (or held-out: ``split="test"``) clips (absolute paths)."""
+    with runs[f"{split}_csv"].open(encoding="utf-8") as handle:
         rows = list(csv.reader(handle))[:count + 1]
-    path.write_text("\n".join(",".join([str(runs["root"] / "train" / r[0]) if i else r[0], r[1]])
+    path.write_text("\n".join(",".join([str(runs["root"] / split / r[0]) if i else r[0], r[1]])
                                for i, r in enumerate(rows)) + "\n")
     return path
 
 
 @pytest.mark.slow
-def test_resumed_run_ends_with_the_straight_runs_weights(runs, tmp_path, monkeypatch):
-    subset = first_pairs(runs, tmp_path / "pairs.csv", 6)
-    quick = ["train.epochs=2", "train.batch_size=4", "optim.ema=0.9", "train.accum_steps=2"]  # batches of 4 and 2
+@pytest.mark.parametrize("temporal", [False, True])
+def test_resumed_run_ends_with_the_straight_runs_weights(clips, tmp_path, monkeypatch, temporal):
+    subset = first_pairs(clips, tmp_path / "pairs.csv", 6)
+    quick = ["train.epochs=2", "train.batch_size=4", "optim.ema=0.9", "train.accum_steps=2",  # batches of 4 and 2
+             f"temporal_embedding={str(temporal).lower()}"]
     finetune(tmp_path / "straight", subset, *quick)
     interrupt_at_step(monkeypatch, 3)  # Ctrl-C in the second epoch: the first is checkpointed
     with pytest.raises(KeyboardInterrupt):
@@ -131,6 +146,9 @@ def test_resumed_run_ends_with_the_straight_runs_weights(runs, tmp_path, monkeyp
     straight = load_file(tmp_path / "straight" / "model" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
     assert straight.keys() == resumed.keys()
+    assert ("frame_time.embedding" in straight) == temporal
+    if temporal:  # it trained (with the poolers), and resumed with them
+        assert straight["frame_time.embedding"].abs().max() > 0
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
 
@@ -234,3 +252,79 @@ def test_the_model_folder_captions_as_it_was_trained_unless_told_otherwise(runs,
         f"source.captions={runs['test_csv']}", f"out={tmp_path / 'other' / 'm.json'}", f"model.name={model}",
         "caption.method=greedy", "decode.num_frames=2", "decode.workers=0", "report_videos=0"]))
     assert "decode.num_frames=2 (its own: 4)" in capsys.readouterr().err
+
+
+def test_temporal_embedding_with_the_middle_frame_is_a_one_line_error(tmp_path, capsys):
+    code = main(["finetune-captions", "--captions", str(tmp_path / "none.csv"), "caption.source=middle_frame",
+                 "temporal_embedding=true"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "temporal_embedding must be false with caption.source=middle_frame" in err[0]
+
+
+def test_the_temporal_table_trains_with_the_poolers_at_its_lr_without_weight_decay():
+    model = CoCa(tiny_config())
+    table = model.add_frame_time(FRAMES).embedding
+    finetune_captions.freeze_groups(model, ("image_encoder", "poolers"))
+    assert not table.requires_grad and not model.image_pooling.generative_pool.query.requires_grad
+    finetune_captions.freeze_groups(model, ("image_encoder",))
+    trainee = finetune_captions.CaptionTrainee(model, False, FRAMES, "all_frames")
+    assert any(param is table for param in trainee.parameters())  # what DDP, the EMA and checkpoints hold
+    cfg = load_config(finetune_captions.FinetuneCaptionsConfig, None, ["temporal_lr_scale=50"])
+    optimizer = build_optimizer(trainee, OptimConfig(lr=2e-4, weight_decay=0.1), finetune_captions.lr_scale(cfg))
+    group = next(g for g in optimizer.param_groups if any(param is table for param in g["params"]))
+    assert (group["lr"], group["weight_decay"]) == (pytest.approx(1e-2), 0.0)  # a position embedding: not decayed
+    assert group["params"] == [table]
+
+
+def model_weights(run: dict) -> dict[str, torch.Tensor]:
+    return load_file(Path(run["model"]) / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_a_zero_temporal_embedding_changes_no_weight_and_no_caption(clips, tmp_path):
+    """Through the task: with the table held at zero (frozen with the poolers) a finetune with it ends with the
+    weights of one without, and captioning its folder gives the same captions; and one step with the table
+    training moves every other weight exactly as without it (its zero start changes no gradient; the clip
+    threshold high, so the table's gradient does not rescale the others')."""
+    subset = first_pairs(clips, tmp_path / "pairs.csv", 4)
+    held_out = first_pairs(clips, tmp_path / "held_out.csv", 4, "test")
+    frozen = ["train.epochs=1", "train.freeze=[image_encoder,poolers]"]
+    plain = finetune(tmp_path / "plain", subset, *frozen)
+    timed = finetune(tmp_path / "timed", subset, *frozen, "temporal_embedding=true")
+    plain_weights, timed_weights = model_weights(plain), model_weights(timed)
+    assert set(timed_weights) - set(plain_weights) == {"frame_time.embedding"}
+    assert not timed_weights["frame_time.embedding"].any()
+    for key, value in plain_weights.items():
+        assert torch.equal(timed_weights[key], value), key
+    assert json.loads((Path(timed["model"]) / "config.json").read_text())["model"]["temporal_frames"] == FRAMES
+    caption_test_set(tmp_path / "p" / "m.json", held_out, plain["model"])
+    plain_captions = predictions(tmp_path / "p" / "m.json")
+    caption_test_set(tmp_path / "t" / "m.json", held_out, timed["model"])
+    assert predictions(tmp_path / "t" / "m.json") == plain_captions
+
+    one_step = ["train.max_steps=1", "optim.grad_clip=1e9"]
+    plain_weights = model_weights(finetune(tmp_path / "plain1", subset, *one_step))
+    timed_weights = model_weights(finetune(tmp_path / "timed1", subset, *one_step, "temporal_embedding=true"))
+    assert timed_weights["frame_time.embedding"].abs().max() > 0
+    for key, value in plain_weights.items():
+        assert torch.equal(timed_weights[key], value), key
+
+
+@pytest.mark.slow
+def test_a_temporal_folder_captions_through_captioning_as_generated_here(clips, tmp_path):
+    """A finetune with the temporal embedding saves it in the folder; ``coca-video captioning --model`` captions
+    with it (as generated here from the folder with the clip's frame count), and it matters: without it some
+    caption differs."""
+    subset = first_pairs(clips, tmp_path / "pairs.csv", 8)
+    model_dir = finetune(tmp_path / "ft", subset, "train.epochs=6", "optim.lr=3e-3", "temporal_embedding=true")["model"]
+    protocol = json.loads((Path(model_dir).parent / "metrics.json").read_text())["protocol"]
+    assert "trained with the poolers" in protocol["temporal_embedding"]
+    out = tmp_path / "c" / "metrics.json"
+    assert main(["captioning", "--model", model_dir, "--captions", str(clips["test_csv"]), "--out", str(out),
+                 "--caption-method", "greedy", "decode.workers=0", "report_videos=0"]) == 0
+    captioned = predictions(out)
+    videos = [clips["root"] / "test" / f"test{i:05d}.mp4" for i in range(TEST)]
+    assert {str(v): independent_caption(model_dir, v) for v in videos} == captioned
+    timeless = {str(v): independent_caption(model_dir, v, num_frames=None) for v in videos}
+    assert timeless != captioned

@@ -1,7 +1,7 @@
 """MSR-VTT video-id lists (``train_list_full.txt`` / ``val_list_full.txt`` / ``test_list_full.txt``): the videos
 they name with all their JSON captions, the official split sizes (6,513 / 497 / 2,990) checked on lists named as
 those splits, and the captioning command on an MSR-VTT-layout folder through such a list, its warning kept in the
-protocol."""
+protocol; captioning reads the 1k-A list's videos with every JSON sentence of each (retrieval: the list's one)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from coca_video.config import load_config
-from coca_video.data.retrieval import OFFICIAL_SPLIT_SIZES, load_msrvtt
+from coca_video.config import VideoTextSource, load_config
+from coca_video.data.retrieval import OFFICIAL_SPLIT_SIZES, load_msrvtt, load_set
 from coca_video.data.synthetic import write_msrvtt_format
 from coca_video.errors import DataError
 from coca_video.tasks import captioning
+from coca_video.tasks.captioning import references_by_video
 
 SPLIT_RANGES = {"train": range(0, 6513), "val": range(6513, 7010), "test": range(7010, 10000)}
 
@@ -83,3 +84,42 @@ def test_captioning_through_a_short_official_list_records_the_warning(tmp_path, 
     assert protocol["references"] == 6  # both captions of each listed video
     assert any("2,990" in w and "lists 3" in w for w in protocol["warnings"])
     assert 0 <= result["cider"]
+
+
+def test_captioning_reads_the_1k_a_videos_with_every_json_sentence(tmp_path, capsys):
+    """Hand-made: video9770 has three sentences (one blank, dropped) and video7020 two in the JSON; the 1k-A list
+    names them in that order with one sentence each; video8000 is in the JSON but not the list."""
+    data = {"sentences": [{"video_id": "video7020", "caption": "a cartoon"},
+                          {"video_id": "video9770", "caption": "a person is cooking"},
+                          {"video_id": "video8000", "caption": "not listed"},
+                          {"video_id": "video9770", "caption": "  "},
+                          {"video_id": "video9770", "caption": "someone makes food "},
+                          {"video_id": "video7020", "caption": "an animated dog"},
+                          {"video_id": "video9770", "caption": "a chef in a kitchen"}]}
+    (tmp_path / "MSRVTT_data.json").write_text(json.dumps(data))
+    jsfusion = tmp_path / "MSRVTT_JSFUSION_test.csv"
+    jsfusion.write_text("key,vid_key,video_id,sentence\nret0,msr9770,video9770,a person is cooking\n"
+                        "ret1,msr7020,video7020,a cartoon\n")
+    source = VideoTextSource(videos=str(tmp_path), msrvtt_data=str(tmp_path / "MSRVTT_data.json"),
+                             msrvtt_split=str(jsfusion))
+    every = load_set(source, "captioning", every_sentence=True)
+    assert every.videos == [str(tmp_path / "video9770.mp4"), str(tmp_path / "video7020.mp4")]
+    assert references_by_video(every) == {
+        str(tmp_path / "video9770.mp4"): ["a person is cooking", "someone makes food", "a chef in a kitchen"],
+        str(tmp_path / "video7020.mp4"): ["a cartoon", "an animated dog"]}
+    assert every.split == "msrvtt-1k-A" and every.empty_captions_dropped == 1 and every.warnings == []
+    assert every.references.startswith("MSRVTT_data.json: every sentence")
+    retrieval = load_set(source, "retrieval")  # retrieval's 1k-A protocol: the list's one sentence a video
+    assert retrieval.captions == ["a person is cooking", "a cartoon"] and retrieval.caption_video == [0, 1]
+    capsys.readouterr()
+
+    alone = load_set(VideoTextSource(videos=str(tmp_path), msrvtt_split=str(jsfusion)), "captioning",
+                     every_sentence=True)
+    assert alone.captions == retrieval.captions and alone.caption_video == [0, 1]
+    assert len(alone.warnings) == 1 and "MSRVTT_data.json" in alone.warnings[0] and "--msrvtt-data" in \
+        alone.warnings[0]
+    assert alone.warnings[0] in capsys.readouterr().err
+
+    jsfusion.write_text("key,vid_key,video_id,sentence\nret0,msr9771,video9771,a video the JSON lacks\n")
+    with pytest.raises(DataError, match=r"MSRVTT_JSFUSION_test.csv: 1 of its 1 videos have no caption .*video9771"):
+        load_set(source, "captioning", every_sentence=True)

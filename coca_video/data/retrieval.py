@@ -9,6 +9,8 @@ MSR-VTT files (see the protocols note):
     captioning codebases ship the standard 6,513 / 497 / 2,990 split): those videos with all their JSON captions. A
     list named as one of those splits that holds another number of videos gets a warning (kept in the set's
     ``warnings``, which captioning's protocol records): a subset is a fine smoke test, never the split's figure.
+Captioning (and caption finetuning) read every split with all of each video's JSON sentences, as captioning papers
+score MSR-VTT (``every_sentence``): the 1k-A list's videos too, which retrieval reads with the list's one sentence.
 Videos are ``{video_id}.mp4`` (or ``.webm``) in one folder.
 """
 
@@ -39,6 +41,7 @@ class RetrievalSet:
     split: str
     empty_captions_dropped: int = 0  # rows whose caption was empty: warned about, left out, counted in the protocol
     warnings: list[str] = field(default_factory=list)  # said on stderr when loaded; outputs' protocols keep them
+    references: str = ""  # where each video's captions come from, for protocols
 
     def __post_init__(self) -> None:
         if not self.videos or not self.captions:
@@ -52,15 +55,19 @@ def video_path(root: Path, video_id: str) -> str:
     return str(webm if not mp4.exists() and webm.exists() else mp4)
 
 
-def load_msrvtt(data_json: str | Path, split: str, video_root: str | Path) -> RetrievalSet:
-    """MSR-VTT ``split``: the path of ``MSRVTT_JSFUSION_test.csv`` (1k-A) or ``full`` (all captions of the 2,990
-    test videos from ``MSRVTT_data.json``)."""
+def load_msrvtt(data_json: str | Path | None, split: str, video_root: str | Path,
+                every_sentence: bool = False) -> RetrievalSet:
+    """MSR-VTT ``split``: the path of ``MSRVTT_JSFUSION_test.csv`` (1k-A: its one sentence a video, or with
+    ``every_sentence`` all of each video's in ``data_json``: :func:`load_jsfusion_every_sentence`), a video-id list
+    (.txt) or ``full`` (all captions of the 2,990 test videos from ``MSRVTT_data.json``)."""
     root = Path(video_root)
     if split != "full" and Path(split).suffix.lower() == ".txt":
-        return load_video_list(Path(split), Path(data_json), root)
+        return load_video_list(Path(split), Path(data_json or ""), root)
+    if split != "full" and every_sentence:
+        return load_jsfusion_every_sentence(Path(split), Path(data_json) if data_json else None, root)
     if split != "full":
         return load_jsfusion(Path(split), root)
-    data = read_json(Path(data_json))
+    data = read_json(Path(data_json or ""))
     split_of = {v["video_id"]: v.get("split") for v in data.get("videos", [])}
     has_splits = any(split_of.values())
 
@@ -77,7 +84,8 @@ def load_msrvtt(data_json: str | Path, split: str, video_root: str | Path) -> Re
     ids = sorted({s["video_id"] for s in kept}, key=lambda v: int(v[5:]))
     index = {video_id: i for i, video_id in enumerate(ids)}
     return RetrievalSet([video_path(root, v) for v in ids], [s["caption"].strip() for s in kept],
-                        [index[s["video_id"]] for s in kept], "msrvtt-full", len(sentences) - len(kept))
+                        [index[s["video_id"]] for s in kept], "msrvtt-full", len(sentences) - len(kept),
+                        references=f"{Path(data_json).name}: every sentence of each test video")
 
 
 def load_video_list(list_path: Path, data_json: Path, root: Path) -> RetrievalSet:
@@ -91,22 +99,47 @@ def load_video_list(list_path: Path, data_json: Path, root: Path) -> RetrievalSe
         raise DataError(f"{list_path}: not UTF-8 text (expected one MSR-VTT video id a line)") from None
     if len(set(ids)) < len(ids):
         raise DataError(f"{list_path}: {len(ids) - len(set(ids))} video ids appear more than once")
-    data = read_json(data_json)
-    check_sentences(data_json, data["sentences"])
-    listed = {video_id: i for i, video_id in enumerate(ids)}
-    kept = non_empty(data_json, [s for s in data["sentences"] if s["video_id"] in listed], lambda s: s["caption"])
-    captioned = {s["video_id"] for s in kept}
-    uncaptioned = [v for v in ids if v not in captioned]
-    if uncaptioned:
-        raise DataError(f"{list_path}: {len(uncaptioned)} of its {len(ids)} videos have no caption in {data_json} "
-                        f"(e.g. {uncaptioned[0]!r})")
+    dataset = every_sentence_of(ids, list_path, data_json, root, f"msrvtt-{list_path.stem}")
     warning = split_size_warning(list_path, len(ids))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+        dataset.warnings.append(warning)
+    return dataset
+
+
+def load_jsfusion_every_sentence(path: Path, data_json: Path | None, root: Path) -> RetrievalSet:
+    """The 1k-A list's videos, in file order, each with all its sentences in ``data_json`` (20 each in MSR-VTT,
+    the list's own among them), as captioning papers score them. Without ``data_json``: the list's one sentence a
+    video, with a warning (kept in the set's ``warnings``) that the figures are not that protocol's."""
+    if data_json is None:
+        one_each = load_jsfusion(path, root)
+        warning = (f"{path}: one sentence a video; MSR-VTT captioning is scored against all of a video's sentences in "
+                   f"MSRVTT_data.json (20 each): give it (source.msrvtt_data, --msrvtt-data) for the standard "
+                   f"protocol; each video here has the list's one sentence")
+        print(f"warning: {warning}", file=sys.stderr)
+        one_each.warnings.append(warning)
+        return one_each
+    rows = read_csv_rows(path, required=("video_id", "sentence"))
+    ids = list(dict.fromkeys(row["video_id"].strip() for row in rows))
+    return every_sentence_of(ids, path, data_json, root, "msrvtt-1k-A")
+
+
+def every_sentence_of(ids: list[str], listed_in: Path, data_json: Path, root: Path, split: str) -> RetrievalSet:
+    """The videos ``ids`` (distinct, as ``listed_in`` names them), in that order, each with all its non-empty
+    captions in ``data_json``; a video with none is an error naming both files."""
+    data = read_json(data_json)
+    check_sentences(data_json, data["sentences"])
+    listed = {video_id: i for i, video_id in enumerate(ids)}
+    sentences = [s for s in data["sentences"] if s["video_id"] in listed]
+    kept = non_empty(data_json, sentences, lambda s: s["caption"])
+    captioned = {s["video_id"] for s in kept}
+    uncaptioned = [v for v in ids if v not in captioned]
+    if uncaptioned:
+        raise DataError(f"{listed_in}: {len(uncaptioned)} of its {len(ids)} videos have no caption in {data_json} "
+                        f"(e.g. {uncaptioned[0]!r})")
     return RetrievalSet([video_path(root, v) for v in ids], [s["caption"].strip() for s in kept],
-                        [listed[s["video_id"]] for s in kept], f"msrvtt-{list_path.stem}",
-                        sum(s["video_id"] in listed for s in data["sentences"]) - len(kept),
-                        [warning] if warning else [])
+                        [listed[s["video_id"]] for s in kept], split, len(sentences) - len(kept),
+                        references=f"{data_json.name}: every sentence of each video {listed_in.name} lists")
 
 
 def split_size_warning(list_path: Path, size: int) -> str | None:
@@ -173,7 +206,7 @@ def load_jsfusion(path: Path, root: Path) -> RetrievalSet:
     kept = non_empty(path, rows, lambda row: row["sentence"])
     videos = [video_path(root, row["video_id"]) for row in kept]
     return RetrievalSet(videos, [row["sentence"].strip() for row in kept], list(range(len(kept))), "msrvtt-1k-A",
-                        len(rows) - len(kept))
+                        len(rows) - len(kept), references=f"{path.name}: its one sentence a video")
 
 
 def load_caption_csv(path: str | Path, video_root: str | Path | None = None) -> RetrievalSet:
@@ -196,7 +229,8 @@ def load_caption_csv(path: str | Path, video_root: str | Path | None = None) -> 
         video = str(root / row[video_key]) if not Path(row[video_key]).is_absolute() else row[video_key]
         caption_video.append(index.setdefault(video, len(index)))
         captions.append(row[caption_key].strip())
-    return RetrievalSet(list(index), captions, caption_video, path.name, len(rows) - len(kept))
+    return RetrievalSet(list(index), captions, caption_video, path.name, len(rows) - len(kept),
+                        references=f"{path.name}: every row of a video")
 
 
 def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -241,16 +275,18 @@ def load_shard_set(pattern: str) -> RetrievalSet:
                         list(range(len(captioned))), name_of(pattern), len(usable) - len(captioned), warnings)
 
 
-def load_set(source: VideoTextSource, task: str) -> RetrievalSet:
+def load_set(source: VideoTextSource, task: str, every_sentence: bool = False) -> RetrievalSet:
     """The videos and captions a config's ``source`` block names (retrieval, captioning and caption finetuning read
-    the same block); ``task`` names the command in the error when it names nothing."""
+    the same block); ``task`` names the command in the error when it names nothing. ``every_sentence`` (captioning's
+    protocol): the 1k-A list's videos with all their sentences in ``source.msrvtt_data`` (see
+    :func:`load_jsfusion_every_sentence`); other splits and CSVs already give every caption of a video."""
     if source.shards:
         return load_shard_set(source.shards)
     if source.captions:
         return load_caption_csv(source.captions, source.videos or None)
     split = source.msrvtt_split or ("full" if source.msrvtt_data else None)  # the data file alone: its full test split
     if split and (source.msrvtt_data or split != "full"):
-        return load_msrvtt(source.msrvtt_data or "", split, source.videos)
+        return load_msrvtt(source.msrvtt_data or "", split, source.videos, every_sentence)
     raise InputError(f"{task} needs source.captions=<csv>, source.shards=<tar pattern>, or "
                      f"source.msrvtt_split=<JSFUSION csv>|<video-id list "
                      ".txt>|full (the last two need source.msrvtt_data=<MSRVTT_data.json>)")

@@ -4,10 +4,12 @@ captions with BLEU-1..4, METEOR, ROUGE-L and CIDEr-D as coco-caption computes th
     coca-video captioning --videos MSRVTT/videos --msrvtt-data MSRVTT_data.json --msrvtt-split full
     coca-video captioning --videos clips/ --captions captions.csv --out runs/captioning/metrics.json
 
-Inputs are retrieval's (:mod:`coca_video.data.retrieval`): MSR-VTT's full test split (2,990 videos, 20 references
+Inputs are retrieval's (:mod:`coca_video.data.retrieval`), each MSR-VTT video with all its sentences of
+``MSRVTT_data.json`` as references, as captioning papers count them: the full test split (2,990 videos, 20 references
 each), a video-id list of it (``test_list_full.txt``; a list named as an official split with another size is warned
-about and the warning kept in the protocol), its 1k-A CSV (one reference each), or any (video, caption) CSV, several
-rows a video being several references.
+about and the warning kept in the protocol), or the 1k-A CSV's 1,000 videos (without the JSON: the CSV's one sentence
+a video, warned about and kept in the protocol's warnings); or any (video, caption) CSV, several rows a video being
+several references.
 Captions are the ones ``score --caption`` writes (:class:`coca_video.scoring.VideoScorer`), kept in a result store
 beside the output (keyed by file, size and mtime, one store per model, weights, resolution, precision, frames rule and
 decoding: :func:`cache_store`), so a rerun decodes only what is new or failed. Outputs: the metrics JSON with its protocol block, ``<stem>_predictions.csv`` (video, caption,
@@ -48,7 +50,7 @@ def run(cfg: CaptioningConfig) -> dict[str, Any]:
     check_engine(cfg.engine)
     cfg = with_trained_settings(cfg, "captioning")  # a caption-finetuned folder's frames and caption source
     info = init_distributed()
-    dataset = load_set(cfg.source, "captioning")
+    dataset = load_set(cfg.source, "captioning", every_sentence=True)
     check_outputs(cfg, dataset)
     model = load_model(cfg.model)
     predictions, failed = caption_videos(cfg, dataset, model, get_tokenizer(cfg.model.name))
@@ -137,7 +139,9 @@ def protocol(cfg: CaptioningConfig, dataset: RetrievalSet, evaluated: dict[str, 
     """What was measured, so a number is never read without its conditions."""
     counts = [len(references[v]) for v in evaluated]
     return {"split": dataset.split, "videos": len(evaluated), "videos_in_split": len(dataset.videos),
-            "references": sum(counts), "references_per_video": {"min": min(counts), "max": max(counts)},
+            "references": sum(counts), "references_from": dataset.references,
+            "references_per_video": {"mean": round(sum(counts) / len(counts), 2), "min": min(counts),
+                                     "max": max(counts)},
             "empty_references_dropped": dataset.empty_captions_dropped,
             "model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
             "precision": cfg.model.precision, "frames_per_video": cfg.decode.num_frames,

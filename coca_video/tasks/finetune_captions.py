@@ -7,11 +7,15 @@ in VideoCoCa's "LiT" setting by default: the image encoder frozen, the poolers a
     coca-video captioning --model runs/ft/model --videos MSRVTT/videos --msrvtt-data MSRVTT_data.json
 
 Inputs are captioning's (``source.*``, :func:`coca_video.data.retrieval.load_set`): a (video, caption) CSV, several rows a video
-being several captions, or MSR-VTT (a video-id list such as ``train_list_full.txt`` picks the training split).
+being several captions, or MSR-VTT, every video with all its sentences (a video-id list such as
+``train_list_full.txt`` picks the training split).
 Every frame goes through the image encoder; the generative pooler reads all frames' tokens (``caption.source:
 all_frames``, VideoCoCa's input) or the middle frame's, and the multimodal decoder learns the caption by teacher
 forcing (mean next-token cross-entropy over the global batch's non-pad tokens). An epoch takes every video once with
 one of its captions, drawn per (seed, epoch, video), so any number of processes draws the same.
+``temporal_embedding: true`` first gives the model a temporal position embedding (one vector a frame, zero at the start,
+:mod:`coca_video.model.frame_time`) on the frame tokens the generative pooler reads, trained with the poolers and kept
+in the model folder, so a caption can tell "red, then blue" from "blue, then red" (all frames only).
 ``train.freeze`` names the groups that do not train (``image_encoder``, ``poolers``, ``text``: the unimodal text
 decoder and the token embedding, ``decoder``: the multimodal decoder and its vocabulary head). With the encoder
 frozen its tokens come from the probe's feature cache (:mod:`coca_video.data.feature_cache`: encoded once, read
@@ -50,8 +54,8 @@ from ..training import Batch, OptimConfig, TrainLoop, TrainTask, check_resumable
 from ..transforms import ClipAugmentConfig, ClipTrainTransform, clip_train_transform
 from .captioning import CAPTION_SOURCES, references_by_video
 
-FREEZE_GROUPS = {"image_encoder": ("image_encoder",), "poolers": ("image_pooling",), "text": ("text",),
-                 "decoder": ("decoder", "caption_head")}  # group -> CoCa attributes it holds
+FREEZE_GROUPS = {"image_encoder": ("image_encoder",), "poolers": ("image_pooling", "frame_time"), "text": ("text",),
+                 "decoder": ("decoder", "caption_head")}  # group -> CoCa attributes it holds (frame_time: when built)
 
 
 @dataclass
@@ -79,9 +83,23 @@ class FinetuneCaptionsConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, weight_decay=0.01, warmup_steps=50))
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    # a temporal position embedding on the frame tokens before the generative pooler (model/frame_time.py: one
+    # vector a frame, zero at the start, trained with the poolers), so captions can say what came first
+    temporal_embedding: bool = False
+    # the table's learning rate over optim.lr: it starts at zero and AdamW moves an entry by about the lr a step, while
+    # the encoder tokens it is added to have entries of order 10 (norm ~145 for the default model): at x1 it stays
+    # too small to matter (docs/captioning.md)
+    temporal_lr_scale: float = 100.0
 
     def __post_init__(self) -> None:
         self.decode.require_clips("finetune-captions")
+        check(isinstance(self.temporal_embedding, bool), "temporal_embedding", "be true or false",
+              self.temporal_embedding)
+        check(not self.temporal_embedding or self.caption.source == "all_frames", "temporal_embedding",
+              "be false with caption.source=middle_frame (one frame has no time to embed; use all_frames)",
+              self.temporal_embedding)
+        check(isinstance(self.temporal_lr_scale, (int, float)) and self.temporal_lr_scale > 0, "temporal_lr_scale",
+              "be > 0", self.temporal_lr_scale)
         check(self.model.precision in ("fp32", "bf16", "auto"), "model.precision", "be fp32, bf16 or auto to train",
               self.model.precision)
 
@@ -92,9 +110,11 @@ def run(cfg: FinetuneCaptionsConfig) -> dict[str, Any]:
     check_resumable(output, cfg.resume, cfg)
     info = init_distributed()
     torch.manual_seed(cfg.train.seed)
-    dataset = load_set(cfg.source, "finetune-captions")
+    dataset = load_set(cfg.source, "finetune-captions", every_sentence=True)
     print0(f"{dataset.split}: {len(dataset.videos)} videos, {len(dataset.captions)} captions")
     model = load_model(cfg.model, training=True)
+    if cfg.temporal_embedding:
+        model.add_frame_time(cfg.decode.num_frames)  # zero: the model starts out as it was
     output.mkdir(parents=True, exist_ok=True)
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
@@ -105,7 +125,7 @@ def run(cfg: FinetuneCaptionsConfig) -> dict[str, Any]:
     result = {"train_loss": history[-1]["train_loss"], "model": str(output / "model")}
     if info.is_main:
         save_pretrained(model, output / "model", tokenizer_files(cfg.model.name), runs_with=trained_to_run(cfg))
-        metrics = {**result, "history": history, "protocol": protocol(cfg, dataset, pairs)}
+        metrics = {**result, "history": history, "protocol": protocol(cfg, dataset, pairs, model)}
         atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     barrier()
     return result
@@ -200,7 +220,14 @@ def caption_task(cfg: FinetuneCaptionsConfig, model: CoCa, pairs: CaptionPairs, 
 
     return TrainTask(trainee, forward, loss_sum, stand_in=stand_in, epoch_batches=epoch_batches,
                      steps_per_epoch=math.ceil(len(pairs.rows) / cfg.train.batch_size),
-                     terms=lambda labels: int((labels != pad_id).sum()))
+                     terms=lambda labels: int((labels != pad_id).sum()),
+                     lr_scale=lr_scale(cfg))
+
+
+def lr_scale(cfg: FinetuneCaptionsConfig) -> Callable[[str], float]:
+    """Each trained parameter's learning rate over ``optim.lr``: ``temporal_lr_scale`` for the temporal table, 1 for
+    the others."""
+    return lambda name: cfg.temporal_lr_scale if name.startswith("frame_time.") else 1.0
 
 
 def epoch_inputs(cfg: FinetuneCaptionsConfig, pairs: CaptionPairs, transform: ClipTrainTransform | None,
@@ -252,14 +279,28 @@ def trained_to_run(cfg: FinetuneCaptionsConfig) -> dict[str, dict[str, Any]]:
             "decode": {"num_frames": cfg.decode.num_frames, "sampling": cfg.decode.sampling}}
 
 
-def protocol(cfg: FinetuneCaptionsConfig, dataset: RetrievalSet, pairs: CaptionPairs) -> dict[str, Any]:
+def temporal_protocol(model: CoCa) -> str | None:
+    """How the model's multimodal path knows frame order, for the protocol: its temporal embedding, or None."""
+    if model.frame_time is None:
+        return None
+    frames = model.frame_time.embedding.shape[0]
+    trained = "trained with the poolers" if model.frame_time.embedding.requires_grad else "frozen with the poolers"
+    return f"one learned vector a frame ({frames} frames, resampled to other counts), added before the " \
+           f"generative pooler; {trained}"
+
+
+def protocol(cfg: FinetuneCaptionsConfig, dataset: RetrievalSet, pairs: CaptionPairs,
+             model: CoCa) -> dict[str, Any]:
     """What was trained on and how, so the model folder's captions are never read without their conditions."""
     trained = sorted(g for g in FREEZE_GROUPS if g not in cfg.train.freeze)
     return {"model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
             "split": dataset.split, "train_videos": len(pairs.rows), "captions": len(dataset.captions),
+            "captions_from": dataset.references,
             "failed_videos": pairs.failed, "caption_source": CAPTION_SOURCES[cfg.caption.source],
             "frames_per_video": cfg.decode.num_frames, "trained": trained, "frozen": sorted(cfg.train.freeze),
             "encoder_tokens": "feature cache" if pairs.frozen_encoder else "decoded every epoch (TSN train)",
             "loss": "captioning only: mean next-token cross-entropy over the global batch's non-pad tokens",
+            "temporal_embedding": temporal_protocol(model),
+            "temporal_lr": cfg.optim.lr * cfg.temporal_lr_scale if model.frame_time is not None else None,
             "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "lr": cfg.optim.lr,
             "weights": f"ema {cfg.optim.ema}" if cfg.optim.ema else "last step"}

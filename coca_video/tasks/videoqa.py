@@ -14,7 +14,7 @@ outputs of the question and a linear classifier over the ``qa.num_answers`` comm
 ``qa.caption_weight``: the paper co-trains it but gives no weight, so the default is 1.0. The loss is the mean over
 the global batch's questions of (answer cross-entropy + caption_weight x the mean next-token cross-entropy of the
 question's "question answer" text). Learning rates as Table 10: the new parameters (the head, and a temporal
-embedding this run adds, unless ``qa.frame_time_lr`` gives it its own) at ``optim.lr`` (5e-4), the pretrained parts
+embedding this run adds, at ``temporal_lr_scale`` times it) at ``optim.lr`` (5e-4), the pretrained parts
 at ``qa.model_lr`` (2e-5), 1k warmup steps, weight decay 0.1. Schedule, EMA, DDP and exact resume are the shared
 loop's (:func:`coca_video.training.fit`).
 
@@ -80,7 +80,6 @@ class QAConfig:
     num_answers: int = 1500  # answer vocabulary: the commonest training answers
     caption_weight: float = 1.0  # weight of the captioning loss on "question answer" (the paper gives none)
     model_lr: float = 2e-5  # peak rate of the pretrained parts (optim.lr: the new head's), Table 10
-    frame_time_lr: float | None = None  # peak rate of a temporal embedding this run adds (null: optim.lr, as the head)
     eval_split: Literal["test", "val"] = "test"  # the split answered and scored
     max_answer_tokens: int = 8  # mode=generate: most tokens decoded after the question
     report_questions: int = 200  # questions shown in report.html (worst question types first)
@@ -90,8 +89,6 @@ class QAConfig:
         check(isinstance(self.caption_weight, (int, float)) and self.caption_weight >= 0, "caption_weight",
               "be >= 0", self.caption_weight)
         check(isinstance(self.model_lr, (int, float)) and self.model_lr >= 0, "model_lr", "be >= 0", self.model_lr)
-        check(self.frame_time_lr is None or (isinstance(self.frame_time_lr, (int, float)) and self.frame_time_lr > 0),
-              "frame_time_lr", "be > 0 or null (optim.lr)", self.frame_time_lr)
         check_at_least("max_answer_tokens", self.max_answer_tokens, 1)
         check_at_least("report_questions", self.report_questions, 0)
 
@@ -104,6 +101,7 @@ class VideoQAConfig:
     resume: str | None = None  # "auto" or a checkpoint file
     cache_dir: str | None = None  # feature cache folder (default <output_dir>/feature_cache); runs sharing one reuse it
     temporal_embedding: bool = False  # add the multimodal path's per-frame embedding (model.frame_time), trained
+    temporal_lr_scale: float = 100.0  # a table this run adds learns at this times optim.lr (as finetune-captions')
     qa: QAConfig = field(default_factory=QAConfig)
     train: CaptionTrainConfig = field(default_factory=lambda: CaptionTrainConfig(epochs=10, batch_size=64))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.1, warmup_steps=1000))
@@ -116,6 +114,8 @@ class VideoQAConfig:
               "frozen encoder's tokens from the feature cache)", list(self.train.freeze))
         check(self.model.precision in ("fp32", "bf16", "auto"), "model.precision", "be fp32, bf16 or auto",
               self.model.precision)
+        check(isinstance(self.temporal_lr_scale, (int, float)) and self.temporal_lr_scale > 0, "temporal_lr_scale",
+              "be > 0", self.temporal_lr_scale)
 
 
 def run(cfg: VideoQAConfig) -> dict[str, Any]:
@@ -237,7 +237,7 @@ def qa_task(cfg: VideoQAConfig, model: CoCa, head: AnswerHead, data: QAData, tok
     stand_in = lambda: (torch.zeros(1, count, width), sot_eot, torch.ones(1, dtype=torch.long))  # noqa: E731
     stop_unreached(trainee, stand_in())
     model_scale = cfg.qa.model_lr / cfg.optim.lr
-    time_scale = (cfg.qa.frame_time_lr or cfg.optim.lr) / cfg.optim.lr if new_frame_time else model_scale
+    time_scale = cfg.temporal_lr_scale if new_frame_time else model_scale
 
     def lr_scale(name: str) -> float:
         if name.startswith("parts.frame_time."):

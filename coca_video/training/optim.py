@@ -37,7 +37,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig,
 
 
 def _is_no_decay(name: str) -> bool:
-    return bool(re.search(r"(pos_embed|temporal_pos|spatial_pos|cls_token|query|logit_scale|token_embedding)", name))
+    return bool(re.search(r"(pos_embed|temporal_pos|spatial_pos|frame_time|cls_token|query|logit_scale|"
+                          r"token_embedding)", name))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):
