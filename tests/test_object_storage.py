@@ -47,16 +47,22 @@ def s3():
     env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    import requests  # moto's own dependency
+    import s3fs
+
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
         import fsspec
 
+        s3fs.S3FileSystem.clear_instance_cache()  # fsspec keeps filesystems, with the endpoint of another module's server
+        requests.post(f"http://{host}:{port}/moto-api/reset", timeout=30)  # moto's buckets are the process's
         fsspec.filesystem("s3").mkdir(BUCKET)
         try:
             yield env
         finally:
             server.stop()
+            s3fs.S3FileSystem.clear_instance_cache()
 
 
 def s3fs_():

@@ -36,6 +36,7 @@ def test_cache_none_feeds_the_head_the_cached_tokens_and_decodes_every_epoch(tmp
                      "data.synthetic.task": "colour", "data.synthetic.train_videos": 12,
                      "data.synthetic.val_videos": 6, "decode.num_frames": 4, "decode.workers": workers,
                      "decode.batch_size": 5, "output_dir": str(tmp_path / cache), "train.epochs": 2, "train.batch_size": 5,
+                     "train.eval_every": 0,
                      "probe.cache": cache, "probe.temporal_pos_embed": True, "eval.temporal_views": 2}
         results[cache] = probe.run(load_config(probe.ProbeConfig, None, [f"{k}={v}" for k, v in overrides.items()]))
     # training: 2 epochs x 3 batches (5 + 5 + 2 clips, the same shuffle); evaluation: 5 + 1 clips x 2 views each

@@ -26,6 +26,7 @@ from coca_video.errors import OutputError
 from coca_video.report import REPORT_MARKER, write_score_report
 from coca_video.report.page import THUMBNAILS_PER_PAGE, thumbnail_tags
 from coca_video.tasks.score import ScoreConfig, check_outputs
+from coca_video.tasks.score_shards import ScoreInputs
 from coca_video.video import thumbnails
 from coca_video.video.thumbnails import THUMBNAIL_BOX, THUMBNAIL_MAX_BYTES, letterbox, thumbnail_jpeg
 
@@ -192,10 +193,11 @@ def test_the_guard_replaces_our_pages_and_refuses_a_foreign_one(tmp_path):
     scores = pd.DataFrame([{"path": str(v), "status": "error", "error": "x", "duration": None} for v in videos])
     write_score_report(scores, cfg.report, CFG, page_size=2, strip=fake_strip)
     assert (tmp_path / "r-002.html").is_file() and not (tmp_path / "r-003.html").exists()
-    check_outputs(cfg, videos)  # both pages are ours: a rerun may replace them
+    run = ScoreInputs([], [str(v) for v in videos])  # three files: two pages
+    check_outputs(cfg, run)  # both pages are ours: a rerun may replace them
     (tmp_path / "r-002.html").write_text("<html>someone else's page</html>")
     with pytest.raises(OutputError, match="r-002.html"):
-        check_outputs(cfg, videos)
+        check_outputs(cfg, run)
 
 
 def chromium_dom(page: Path, profile: Path) -> str:

@@ -83,13 +83,11 @@ class FinetuneCaptionsConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, weight_decay=0.01, warmup_steps=50))
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-    # a temporal position embedding on the frame tokens before the generative pooler (model/frame_time.py: one
-    # vector a frame, zero at the start, trained with the poolers), so captions can say what came first
-    temporal_embedding: bool = False
-    # the table's learning rate over optim.lr: it starts at zero and AdamW moves an entry by about the lr a step, while
-    # the encoder tokens it is added to have entries of order 10 (norm ~145 for the default model): at x1 it stays
-    # too small to matter (docs/captioning.md)
-    temporal_lr_scale: float = 100.0
+    temporal_embedding: bool = False  # a per-frame embedding before the generative pooler (model/frame_time.py)
+    # (one vector a frame, zero at the start, trained with the poolers), so captions can say what came first
+    temporal_lr_scale: float = 100.0  # that table's learning rate over optim.lr (docs/captioning.md: why x100)
+    # it starts at zero and AdamW moves an entry by about the lr a step, while the encoder tokens it is added to
+    # have entries of order 10 (norm ~145 for the default model): at x1 it stays too small to matter
 
     def __post_init__(self) -> None:
         self.decode.require_clips("finetune-captions")
