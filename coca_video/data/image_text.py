@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import re
 import tarfile
 import warnings
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from ..errors import DataError
+from .shards import expand_braces as shard_names
 
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
 
@@ -179,23 +179,9 @@ def collate_pairs(tokenizer: Tokenizer) -> Callable[[list], dict[str, Any]]:
 
 # -- WebDataset --------------------------------------------------------------------------------------------------------
 def expand_braces(pattern: str) -> list[str]:
-    """``a{000..002}.tar`` -> a000.tar a001.tar a002.tar; ``{x,y}`` lists; several groups multiply; ``::`` joins."""
-    results: list[str] = []
-    for part in pattern.split("::"):
-        match = re.search(r"\{([^{}]*)\}", part)
-        if not match:
-            results.append(part)
-            continue
-        body, head, tail = match.group(1), part[: match.start()], part[match.end():]
-        range_match = re.fullmatch(r"(\d+)\.\.(\d+)", body)
-        if range_match:
-            lo, hi = range_match.groups()
-            options = [str(i).zfill(len(lo)) for i in range(int(lo), int(hi) + 1)]
-        else:
-            options = body.split(",")
-        for option in options:
-            results.extend(expand_braces(head + option + tail))
-    return results
+    """``a{000..002}.tar`` -> a000.tar a001.tar a002.tar; ``{x,y}`` lists; several groups multiply; ``::`` joins
+    (WebDataset's list separator) patterns that each expand as video shards' do (:func:`.shards.expand_braces`)."""
+    return [name for part in pattern.split("::") for name in shard_names(part)]
 
 
 def tar_samples(shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
