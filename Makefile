@@ -33,8 +33,10 @@ demo: $(DEMO_STAMP)
 system-packages:
 	@bash scripts/system_packages.sh
 
+# One pytest worker per core, up to 4 (pytest-xdist), each taking whole test modules: their module fixtures (a Ray
+# cluster, an S3 server, a trained model) are made once.
 test: $(STAMP) system-packages
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --numprocesses=auto --maxprocesses=4 --dist=loadfile
 
 clean:
 	rm -rf $(VENV) demo_output

@@ -30,33 +30,49 @@ def default_model_and_images():
     return model, coca_video.image_transform(model).frames(images), names
 
 
+TEMPLATES = [f"a {{}} {shape}" for shape in ("circle", "square", "triangle", "star")]
+
+
+@pytest.fixture(scope="module")
+def fp32_answers(default_model_and_images):
+    """The fp32 model's embeddings, class embeddings and greedy captions, computed once for every precision."""
+    model, images, names = default_model_and_images
+    with torch.no_grad():
+        return (model.encode_image(images), class_embeddings(model, coca_video.get_tokenizer("default"), names, TEMPLATES),
+                model.generate(images[:100], method="greedy", max_len=12))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "int8"])  # fp16 checked on the CPU: the same numbers a GPU
-def test_default_model_passes_the_gates(default_model_and_images, precision):
+def test_default_model_passes_the_gates(default_model_and_images, fp32_answers, precision):
     model, images, names = default_model_and_images
-    tokenizer = coca_video.get_tokenizer("default")
+    reference, classes, captions = fp32_answers
     quick = apply_precision(copy.deepcopy(model), precision)
     with torch.no_grad():
-        reference, ours = model.encode_image(images), quick.encode_image(images).float()
+        ours = quick.encode_image(images).float()
         assert torch.nn.functional.cosine_similarity(ours, reference).min() >= MIN_COSINE[precision]
-        templates = [f"a {{}} {shape}" for shape in ("circle", "square", "triangle", "star")]
-        classes = class_embeddings(model, tokenizer, names, templates)
-        classes_quick = class_embeddings(quick, tokenizer, names, templates)
+        classes_quick = class_embeddings(quick, coca_video.get_tokenizer("default"), names, TEMPLATES)
         agreement = ((reference @ classes.T).argmax(-1) == (ours @ classes_quick.T).argmax(-1)).float().mean()
         assert agreement >= 0.99
-        same = (model.generate(images[:100], method="greedy", max_len=12) ==
-                quick.generate(images[:100], method="greedy", max_len=12)).all(-1).float().mean()
+        same = (captions == quick.generate(images[:100], method="greedy", max_len=12)).all(-1).float().mean()
         assert same >= 0.95
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("precision", ["bf16", "fp16", "int8"])
-def test_coca_vit_b32_embeddings_stay_close(precision):
+@pytest.fixture(scope="module")
+def vit_b32_and_reference():
+    """The full-size coca_ViT-B-32 (random weights: built once, it takes seconds) and its fp32 image embeddings."""
     torch.manual_seed(0)
     model = coca_video.create_model("coca_ViT-B-32")
     images = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        reference = model.encode_image(images)
+        return model, images, model.encode_image(images)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "int8"])
+def test_coca_vit_b32_embeddings_stay_close(vit_b32_and_reference, precision):
+    model, images, reference = vit_b32_and_reference
+    with torch.no_grad():
         ours = apply_precision(copy.deepcopy(model), precision).encode_image(images).float()
     assert torch.nn.functional.cosine_similarity(ours, reference).min() >= MIN_COSINE[precision]
 

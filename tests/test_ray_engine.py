@@ -337,6 +337,8 @@ def descendants(pid: int) -> list[int]:
 
 def test_a_sigkilled_driver_leaves_no_ray_process_and_its_rerun_scores_only_what_is_missing(cluster, world,
                                                                                            tmp_path):
+    """The driver, a command of its own as from a shell, starts its own local cluster: that start-up prints none of
+    Ray's WARNING lines, and a SIGKILL to the driver leaves no process of that cluster behind."""
     root, labels, local = world
     out = tmp_path / "scores.parquet"
     command = [sys.executable, "-m", "coca_video.cli", "score", str(root), "--out", str(out), "--labels",
@@ -344,8 +346,10 @@ def test_a_sigkilled_driver_leaves_no_ray_process_and_its_rerun_scores_only_what
                "top_k=3", "ray.decode_actors=1", "ray.encode_actors=1", "ray.num_cpus=3"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("COCA_VIDEO_ROOT_PID", None)  # the driver is its own run's root, as from a shell
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    env.pop("RAY_AUTH_MODE", None)  # the default, under which Ray 2.60 warns that it turned token authentication on
+    stderr = tmp_path / "driver.stderr"
+    with open(stderr, "wb") as err:
+        driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while not PartStore(out).parts() and driver.poll() is None and time.monotonic() < deadline:
@@ -358,6 +362,10 @@ def test_a_sigkilled_driver_leaves_no_ray_process_and_its_rerun_scores_only_what
         if driver.poll() is None:
             driver.kill()
     assert len(started) >= 3
+    # the cluster it started printed none of Ray's own start-up WARNING lines (issue #35: they stay out of the
+    # user's terminal unless ray.verbose=true)
+    lines = stderr.read_text(errors="replace").replace("\r", "\n").splitlines()
+    assert not [line for line in lines if "WARNING" in line], lines[-20:]
     left = gone(started)
     assert left == [], [described(pid) for pid in left]  # nothing of the cluster it started outlives it
     done = len(PartStore(out).done_keys())  # the ok rows it wrote before it died
