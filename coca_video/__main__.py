@@ -17,7 +17,7 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("coca-video: interrupted", file=sys.stderr)
         return INTERRUPTED
-    return cli_main()
+    return cli_main(exiting=True)
 
 
 if __name__ == "__main__":

@@ -475,8 +475,23 @@ def load_modules(args: argparse.Namespace) -> None:
         importlib.import_module(f"coca_video.tasks.{args.task_spec.module}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``coca-video`` console script; returns the exit status (:data:`EXIT_STATUSES`)."""
+def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
+    """Entry point of the ``coca-video`` console script; returns the exit status (:data:`EXIT_STATUSES`).
+
+    ``exiting``: the process ends when this returns (the console script, ``python -m``, ``pipelines/``), so a
+    Ctrl-C after the work is done, or a second one during the interrupted line, is ignored until the exit. An
+    in-process caller (a test, a notebook) gets its own SIGINT handler back instead, and so do the processes it
+    starts later (a child inherits an ignored SIGINT)."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return run_command(argv)
+    finally:
+        if not exiting:
+            signal.signal(signal.SIGINT, handler)
+
+
+def run_command(argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run its command: one line and an exit status for a user's error or a Ctrl-C."""
     command = "coca-video"
     try:
         args = parse(argv)
@@ -529,4 +544,4 @@ def caused_by_ctrl_c(err: BaseException) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(exiting=True))

@@ -6,4 +6,4 @@ import sys
 from coca_video.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["retrieval", *sys.argv[1:]]))
+    sys.exit(main(["retrieval", *sys.argv[1:]], exiting=True))

@@ -102,3 +102,28 @@ def test_the_decode_helper_leaves_sigint_to_its_parent():
     time.sleep(0.5)
     assert helper.process.poll() is None
     assert isolate.call_with_timeout(os.getpid, 30) == pid  # the same process answered
+
+
+def finished(args) -> None:
+    pass
+
+
+def interrupted(args) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("work, status", [(finished, 0), (interrupted, 130)])
+def test_an_in_process_command_gives_the_caller_its_ctrl_c_back(work, status, monkeypatch):
+    """``cli.main`` called in-process (a test, a notebook) ignores Ctrl-C only while it prints its last line: the
+    caller gets its SIGINT handler back. Left ignored, every process the caller starts later inherits the ignored
+    SIGINT, and a terminal's Ctrl-C no longer stops them (this module's Ctrl-C runs all skipped after test_score's
+    in-process commands had run in the same pytest)."""
+    import argparse
+
+    from coca_video import cli
+
+    monkeypatch.setattr(cli, "parse", lambda argv: argparse.Namespace(command="probe-of-ctrl-c", func=work))
+    before = signal.getsignal(signal.SIGINT)
+    assert before not in (signal.SIG_IGN, None)
+    assert cli.main([]) == status
+    assert signal.getsignal(signal.SIGINT) is before
