@@ -40,7 +40,8 @@ from ..scoring import QuestionOptions, ScoreItem, VideoScorer
 from ..storage import is_url
 from ..video.scenes import DEFAULT_THRESHOLDS, SceneRule, require_scenedetect
 from .score_config import ScoreConfig
-from .score_shards import ScoreInputs, check_shard_outputs, names_shards, publish_shards, rejected_rows, shard_inputs
+from .score_shards import ScoreInputs, ShardPublisher, check_shard_outputs, names_shards, rejected_rows, \
+    shard_inputs
 
 
 def run(cfg: ScoreConfig) -> dict[str, Any]:
@@ -202,28 +203,31 @@ def build_scorer(cfg: ScoreConfig, model: CoCa | None = None, tokenizer: Callabl
 def score_paths(cfg: ScoreConfig, inputs: ScoreInputs, model: CoCa,
                 tokenizer: Callable) -> tuple[dict, pa.Table | None]:
     """Score ``inputs`` (this rank's share, skipping those already scored ok into ``cfg.out``) through the one
-    encoding pass, then merge every rank's parts into ``cfg.out`` on rank 0 (and publish complete shards' outputs).
-    Returns a summary and the merged table (None off rank 0). The caller holds the store's lock (its settings
-    checked)."""
+    encoding pass, then merge every rank's parts into ``cfg.out`` on rank 0. With ``shard_outputs`` each shard's
+    outputs are published as soon as its samples all have rows (:class:`~.score_shards.ShardPublisher`). Returns a
+    summary and the merged table (None off rank 0). The caller holds the store's lock (its settings checked)."""
     info = init_distributed()
     store = PartStore(cfg.out, rank=info.rank)
     keys = inputs.keys
     if info.is_main:  # inputs that cannot be decoded (shard samples without a usable video): their error rows
         store.append(rejected_rows(inputs))
+    publisher = ShardPublisher(str(cfg.out), inputs, shard_fields(cfg)) if cfg.shard_outputs else None
     encoder = Encoder(functools.partial(build_scorer, cfg), model, tokenizer, cfg.decode, cfg.engine, cfg.ray,
-                      probe_sampling(cfg))
+                      probe_sampling(cfg), on_stored=publisher)
     started, scores, encoded, published = time.time(), None, None, None
     try:  # a file's windows stay on one rank: shared out by file, then planned
         with one_connection(cfg):
-            encoded = encode_locked(plan_items(cfg, keys[info.rank::info.world_size], store), store,
-                                    row_settings(cfg), encoder, shard=False)
+            items = plan_items(cfg, keys[info.rank::info.world_size], store)
+            if publisher is not None:
+                publisher.start(items, store.done_keys(), sweep=info.is_main)
+            encoded = encode_locked(items, store, row_settings(cfg), encoder, shard=False)
     finally:  # Ctrl-C or a crash still leaves every flushed batch merged into the output
         if info.is_main:
             provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or "",
                           "video_pooling": cfg.video_pooling, "precision": cfg.model.precision,
                           "frames": cfg.decode.frames_rule()}
             scores = merge(cfg.out, paths=inputs.paths, metadata=provenance, columns=inputs.columns(shard_fields(cfg)))
-            published = publish_shards(str(cfg.out), inputs, shard_fields(cfg)) if cfg.shard_outputs else None
+            published = publisher.finish() if publisher is not None else None
     seconds = time.time() - started
     counts = encoded.counts
     summary = {"videos": len(inputs.paths), "scored_now": counts.total + len(inputs.rejected),
