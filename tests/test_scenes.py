@@ -23,7 +23,7 @@ from coca_video.data.segments import SegmentRule
 from coca_video.data.synthetic import gradual_video, shots_video
 from coca_video.errors import ConfigError
 from coca_video.tasks import dedup, score
-from coca_video.video import write_video
+from coca_video.video import VideoDecodeError, write_video
 from coca_video.video.scenes import SceneRule, detect_cuts, scene_windows
 
 FPS, FRAMES = 25, 200  # 8 s clips
@@ -76,6 +76,20 @@ def test_a_video_without_a_cut_is_one_scene_split_by_max_scene_seconds(videos):
     assert rule.windows(str(root / "pan" / "pan.mp4"), DecodeConfig()) == [(0, 3), (3, 6), (6, 8)]
 
 
+def test_scene_cutting_runs_in_the_decode_helper_under_the_decode_time_limit(videos, monkeypatch):
+    """Cut in the decode helper (where a decoder that hangs is killed) under ``decode.timeout`` plus a budget per
+    frame: the windows of a cut without a limit; over its budget, the cut is one error naming the video, and the
+    video's windows cannot be worked out (None: its whole-file item reports the decode's own outcome as its row)."""
+    pytest.importorskip("scenedetect")
+    path = str(videos / "cuts" / "cuts.mp4")
+    rule = SegmentRule(scenes=SceneRule())
+    assert rule.windows(path, DecodeConfig(timeout=60)) == rule.windows(path, DecodeConfig(timeout=None))
+    monkeypatch.setattr(segments, "cut_budget", lambda *args: 0.01)
+    with pytest.raises(VideoDecodeError, match=r"cuts\.mp4: scene detection timed out after \d+ s \(budget 0 s\)"):
+        rule.windows(path, DecodeConfig())
+    assert segments.WindowsOf([path], rule, DecodeConfig())[0] is None
+
+
 def run(folder, out, model, *extra):
     """Embeddings only (no labels: no text to encode), fp32 (no precision to measure)."""
     return score.run(load_config(score.ScoreConfig, None, [
@@ -117,8 +131,8 @@ def test_a_rerun_skips_done_scenes_and_does_not_cut_a_finished_video_again(video
         with pytest.raises(KeyboardInterrupt):
             run(root / "cuts", out, tiny, "segment_by=scenes", "decode.batch_size=1")
     assert len(pd.read_parquet(out)) == 1
-    cut, detect = [], segments.detect_cuts
-    monkeypatch.setattr(segments, "detect_cuts", lambda *a: cut.append(a) or detect(*a))
+    cut, detect = [], segments.bounded_cuts
+    monkeypatch.setattr(segments, "bounded_cuts", lambda *a: cut.append(a) or detect(*a))
     resumed = run(root / "cuts", out, tiny, "segment_by=scenes", "decode.batch_size=1")
     assert (resumed["scored_now"], resumed["already_scored"], len(cut)) == (3, 0, 1)
     table = pd.read_parquet(out)

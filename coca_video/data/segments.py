@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import DecodeConfig
 from ..errors import MissingExtraError
 from ..storage import is_url, local_copy
-from ..video.scenes import SceneRule, scene_windows, detect_cuts
+from ..video.scenes import SceneRule, bounded_cuts, cut_budget, scene_windows
 from ..video.source import open_video
 
 Window = tuple[float, float]
@@ -44,8 +44,9 @@ class SegmentRule:
 
         with open_video(path, backend=decode.backend, timeout=decode.timeout) as reader:
             duration = reader.duration  # the headers' duration, as the decode and its rows' duration column have it
-        if self.scenes is not None:
-            return scene_windows(self.scenes, duration, detect_cuts(path, self.scenes)[1])
+            budget = cut_budget(decode.timeout, reader.num_frames, reader.info.width, reader.info.height)
+        if self.scenes is not None:  # cut in the decode helper, under the decode's time limit
+            return scene_windows(self.scenes, duration, bounded_cuts(path, self.scenes, budget)[1])
         if self.chunk_frames:
             return segment_windows(duration, self.chunk_frames / fps_rate(duration, self.fps, self.max_frames))
         return segment_windows(duration, self.seconds, self.stride)
