@@ -379,6 +379,24 @@ def test_shards_in_object_storage_give_the_local_shards_rows(s3, world, scored, 
     assert prefix["already_scored"] == 5 and prefix["scored_now"] == prefix["errors_now"]
 
 
+@pytest.mark.slow
+def test_an_objects_windows_share_one_download(s3, made, tmp_path, monkeypatch):
+    """A video in object storage scored as 4 windows (one batch) is downloaded twice, once to work out its windows
+    and once for the batch that decodes them, not once per window."""
+    from coca_video.video import source
+
+    _, labels, _, clips = made
+    import fsspec
+
+    url = f"s3://{BUCKET}/windows/clip0.mp4"
+    fsspec.filesystem("s3", use_listings_cache=False).put_file(str(clips / "clip0.mp4"), url.removeprefix("s3://"))
+    downloads, download = [], source.local_copy
+    monkeypatch.setattr(source, "local_copy", lambda path, timeout: downloads.append(path) or download(path, timeout))
+    summary = run(url, tmp_path / "scores.parquet", labels, "segment_seconds=0.25")
+    assert (summary["scored_now"], summary["errors_now"]) == (4, 0)
+    assert downloads == [url, url]
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """One local Ray cluster for the module's Ray tests: their runs join it (a run started while Ray is connected
