@@ -364,8 +364,8 @@ def assert_same_samples(got, want) -> None:
 
 
 @pytest.mark.slow
-def test_shards_in_object_storage_give_the_local_shards_rows(s3, world, scored, tmp_path):
-    shards, labels, *_ = world
+def test_shards_in_object_storage_give_the_local_shards_rows(s3, made, scored, tmp_path):
+    shards, labels, *_ = made
     import fsspec
 
     fs = fsspec.filesystem("s3", use_listings_cache=False)
@@ -416,8 +416,8 @@ RAY = ["engine=ray", "ray.decode_actors=1", "ray.encode_actors=1", "ray.max_retr
 
 @pytest.mark.slow
 @pytest.mark.needs("ray")
-def test_the_ray_engine_on_shards_gives_the_local_engines_rows(cluster, world, scored, tmp_path):
-    shards, labels, *_ = world
+def test_the_ray_engine_on_shards_gives_the_local_engines_rows(cluster, made, scored, tmp_path):
+    shards, labels, *_ = made
     out = tmp_path / "scores.parquet"
     summary = run(f"{shards}/{{00000..00002}}.tar", out, labels, *RAY)
     assert (summary["scored_now"], summary["errors_now"]) == (9, 4)  # the 4 rows of samples and shards not decoded

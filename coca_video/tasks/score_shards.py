@@ -128,9 +128,8 @@ class ShardPublisher:
             shard = self.shard_of.get(item.key[0])
             if shard is not None and item.stored() not in done:
                 self.pending.setdefault(shard, set()).add(item.stored())
-        for shard in self.shards if sweep else []:
-            if shard not in self.pending:
-                self.publish(shard)
+        if sweep:
+            self.publish([shard for shard in self.shards if shard not in self.pending])
 
     def __call__(self, items: list[ScoreItem]) -> None:
         """``items``' rows are stored: publish each shard whose last pending item here this was."""
@@ -141,22 +140,18 @@ class ShardPublisher:
             if waiting and item.stored() in waiting:
                 waiting.discard(item.stored())
                 completed += [] if waiting else [shard]
-        for shard in completed:
-            self.publish(shard)
+        self.publish(completed)
 
     def finish(self) -> int:
         """After the pass (or an interruption): publish the complete shards not published yet with nothing pending
         here (reading the store once); returns how many shards have their files in place."""
-        left = [shard for shard in self.shards if shard not in self.published and not self.pending.get(shard)]
-        table = self.rows(left) if left else None
-        for shard in left if table is not None else []:
-            self.write(self.shards[shard], table)
+        self.publish([shard for shard in self.shards if shard not in self.published and not self.pending.get(shard)])
         return len(self.published)
 
-    def publish(self, shard: str) -> None:
-        """Write ``shard``'s files from its stored rows when every sample has one."""
-        table = self.rows([shard])
-        if table is not None:
+    def publish(self, shards: list[str]) -> None:
+        """Write the files of each of ``shards`` whose samples all have a row, from the stored rows (read once)."""
+        table = self.rows(shards) if shards else None
+        for shard in shards if table is not None else []:
             self.write(self.shards[shard], table)
 
     def rows(self, shards: list[str]) -> pa.Table | None:
