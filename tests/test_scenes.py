@@ -5,7 +5,9 @@ not cut a finished video again), and two videos sharing a shot dedup to one row 
 
 from __future__ import annotations
 
+import re
 import sys
+import tarfile
 
 import numpy as np
 import pandas as pd
@@ -21,7 +23,7 @@ from coca_video.data import segments
 from coca_video.data.results import embeddings_path
 from coca_video.data.segments import SegmentRule
 from coca_video.data.synthetic import gradual_video, shots_video
-from coca_video.errors import ConfigError
+from coca_video.errors import ConfigError, NothingSucceeded
 from coca_video.tasks import dedup, score
 from coca_video.video import VideoDecodeError, write_video
 from coca_video.video.scenes import SceneRule, detect_cuts, scene_windows
@@ -76,18 +78,34 @@ def test_a_video_without_a_cut_is_one_scene_split_by_max_scene_seconds(videos):
     assert rule.windows(str(root / "pan" / "pan.mp4"), DecodeConfig()) == [(0, 3), (3, 6), (6, 8)]
 
 
-def test_scene_cutting_runs_in_the_decode_helper_under_the_decode_time_limit(videos, monkeypatch):
+def test_scene_cutting_runs_in_the_decode_helper_under_the_decode_time_limit(videos, tiny, tmp_path, monkeypatch):
     """Cut in the decode helper (where a decoder that hangs is killed) under ``decode.timeout`` plus a budget per
-    frame: the windows of a cut without a limit; over its budget, the cut is one error naming the video, and the
-    video's windows cannot be worked out (None: its whole-file item reports the decode's own outcome as its row)."""
+    frame: the windows of a cut without a limit; over its budget, the cut is one error naming the video, and
+    ``score`` gives the video that error row (not one whole-video row among scene rows)."""
     pytest.importorskip("scenedetect")
     path = str(videos / "cuts" / "cuts.mp4")
     rule = SegmentRule(scenes=SceneRule())
     assert rule.windows(path, DecodeConfig(timeout=60)) == rule.windows(path, DecodeConfig(timeout=None))
     monkeypatch.setattr(segments, "cut_budget", lambda *args: 0.01)
-    with pytest.raises(VideoDecodeError, match=r"cuts\.mp4: scene detection timed out after \d+ s \(budget 0 s\)"):
+    reason = r"cuts\.mp4: scene detection timed out after \d+ s \(budget 0 s\)"
+    with pytest.raises(VideoDecodeError, match=reason):
         rule.windows(path, DecodeConfig())
-    assert segments.WindowsOf([path], rule, DecodeConfig())[0] is None
+    with pytest.raises(NothingSucceeded, match="1 x scene detection timed out"):  # the one video failed
+        run(videos / "cuts", tmp_path / "s.parquet", tiny, "segment_by=scenes")
+    rows = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    assert [(row["path"], row["status"]) for row in rows] == [(path, "error")]
+    assert re.fullmatch(reason, rows[0]["error"].split("/")[-1])
+
+
+def test_a_shard_members_scenes_are_those_of_its_file(videos, tmp_path):
+    """A video inside a tar shard (read in place) is cut where the same video as a file is."""
+    pytest.importorskip("scenedetect")
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+        tar.add(videos / "cuts" / "cuts.mp4", arcname="000000000.mp4")
+    rule = SegmentRule(scenes=SceneRule())
+    member = segments.WindowsOf([f"{tmp_path / '00000.tar'}#000000000.mp4"], rule, DecodeConfig())[0]
+    assert [round(start * FPS) for start, _ in member] == [0, *CUTS]
+    assert member == rule.windows(str(videos / "cuts" / "cuts.mp4"), DecodeConfig())
 
 
 def run(folder, out, model, *extra):

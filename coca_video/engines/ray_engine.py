@@ -44,7 +44,7 @@ from ..config import DecodeConfig, RayConfig
 from ..data.results import SEGMENT_COLUMNS, row_key, stored_key
 from ..data.video import ClipSampling, VideoItem, background_priority, clip_sampling, collate_videos, \
     decode_dataset, describe_error
-from ..data.segments import SegmentRule, Window, WindowsOf
+from ..data.segments import Cut, SegmentRule, WindowsOf
 from ..errors import MissingExtraError
 from ..scoring import Counts, ScoreItem, VideoScorer, batch_rows
 from ..transforms import ImageTransform
@@ -334,8 +334,8 @@ def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], t
 
 
 class Cutter:
-    """A decode actor that cuts: a video's path -> its windows (``None``: its whole-file item reports why), as the
-    local engine's decoding workers work them out (:class:`~coca_video.data.segments.WindowsOf`), pickled. It runs
+    """A decode actor that cuts: a video's path -> its windows (``None``: its whole-file item reports why; a string:
+    why cutting ran out of time), as the local engine's decoding workers work them out (:class:`~coca_video.data.segments.WindowsOf`), pickled. It runs
     at the lowest CPU priority, as the decode actors do."""
 
     def __init__(self, rule: SegmentRule, decode: DecodeConfig) -> None:
@@ -347,8 +347,7 @@ class Cutter:
         return {"index": row["index"], "windows": pickle.dumps(windows, protocol=pickle.HIGHEST_PROTOCOL)}
 
 
-def cut_videos(paths: list[str], rule: SegmentRule, decode: DecodeConfig,
-               cluster: RayConfig) -> list[list[Window] | None]:
+def cut_videos(paths: list[str], rule: SegmentRule, decode: DecodeConfig, cluster: RayConfig) -> list[Cut]:
     """The windows of each of ``paths``, in order, worked out on a pool of decode actors (sized as the scoring
     run's, one video each at a time): scene cutting decodes every frame, so it runs where the decoding runs."""
     if not paths:

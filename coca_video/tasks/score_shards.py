@@ -71,10 +71,10 @@ def shard_inputs(sources: Sequence[str]) -> ScoreInputs:
     return inputs
 
 
-def rejected_rows(inputs: ScoreInputs) -> list[dict[str, Any]]:
-    """The error rows of the inputs that are not decoded (key columns, status, error naming the path)."""
-    return [base_row(ScoreItem(key), "error", f"{stored_path(key[0])}: {reason}", {})
-            for key, reason in inputs.rejected]
+def rejected_rows(rejected: list[tuple[FileKey, str]]) -> list[dict[str, Any]]:
+    """The error rows of the inputs that are not decoded, (key, reason) each (``ScoreInputs.rejected``, videos not
+    cut in time): key columns, status, error naming the path."""
+    return [base_row(ScoreItem(key), "error", f"{stored_path(key[0])}: {reason}", {}) for key, reason in rejected]
 
 
 def folder_of(path: str) -> str:

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .frame_info import VideoDecodeError
 from .sampling import segment_windows
 
 SceneDetectorName = Literal["content", "adaptive"]
@@ -32,6 +33,14 @@ class SceneRule:
     threshold: float | None = None
     min_scene_seconds: float = 0.6
     max_scene_seconds: float = 30.0
+
+
+class CutTimeout(VideoDecodeError):
+    """Cutting a video ran past its time limit: the video's error row says so (scored whole instead, it would be one
+    row unlike its neighbours' scenes)."""
+
+    def __reduce__(self):
+        return CutTimeout, (self.path, self.problem)
 
 
 def require_scenedetect() -> Any:
@@ -76,9 +85,8 @@ def cut_budget(timeout: float | None, num_frames: int, width: int, height: int) 
 
 def bounded_cuts(path: str | os.PathLike, rule: SceneRule, budget: float | None) -> tuple[float, list[float]]:
     """:func:`detect_cuts` in the decode helper process under ``budget`` seconds (:mod:`.isolate`, where a decoder
-    that hangs is killed; here when ``budget`` is None); running over it is a :class:`VideoDecodeError` naming the
-    file and the time waited."""
-    from .frame_info import VideoDecodeError
+    that hangs is killed; here when ``budget`` is None); running over it is a :class:`CutTimeout` naming the file and
+    the time waited."""
     from .isolate import DecodeTimeout, call_with_timeout
 
     if budget is None:
@@ -86,8 +94,8 @@ def bounded_cuts(path: str | os.PathLike, rule: SceneRule, budget: float | None)
     try:
         return call_with_timeout(detect_cuts, budget, str(path), rule)
     except DecodeTimeout as err:
-        raise VideoDecodeError(str(path), f"scene detection timed out after {err.waited:.0f} s (budget {budget:.0f} s)"
-                               ) from None
+        raise CutTimeout(str(path), f"scene detection timed out after {err.waited:.0f} s (budget {budget:.0f} s)"
+                         ) from None
 
 
 def scene_windows(rule: SceneRule, duration: float, cuts: list[float]) -> list[tuple[float, float]]:
