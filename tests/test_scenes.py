@@ -5,7 +5,9 @@ not cut a finished video again), and two videos sharing a shot dedup to one row 
 
 from __future__ import annotations
 
+import re
 import sys
+import tarfile
 
 import numpy as np
 import pandas as pd
@@ -21,9 +23,9 @@ from coca_video.data import segments
 from coca_video.data.results import embeddings_path
 from coca_video.data.segments import SegmentRule
 from coca_video.data.synthetic import gradual_video, shots_video
-from coca_video.errors import ConfigError
+from coca_video.errors import ConfigError, NothingSucceeded
 from coca_video.tasks import dedup, score
-from coca_video.video import write_video
+from coca_video.video import VideoDecodeError, write_video
 from coca_video.video.scenes import SceneRule, detect_cuts, scene_windows
 
 FPS, FRAMES = 25, 200  # 8 s clips
@@ -76,6 +78,36 @@ def test_a_video_without_a_cut_is_one_scene_split_by_max_scene_seconds(videos):
     assert rule.windows(str(root / "pan" / "pan.mp4"), DecodeConfig()) == [(0, 3), (3, 6), (6, 8)]
 
 
+def test_scene_cutting_runs_in_the_decode_helper_under_the_decode_time_limit(videos, tiny, tmp_path, monkeypatch):
+    """Cut in the decode helper (where a decoder that hangs is killed) under ``decode.timeout`` plus a budget per
+    frame: the windows of a cut without a limit; over its budget, the cut is one error naming the video, and
+    ``score`` gives the video that error row (not one whole-video row among scene rows)."""
+    pytest.importorskip("scenedetect")
+    path = str(videos / "cuts" / "cuts.mp4")
+    rule = SegmentRule(scenes=SceneRule())
+    assert rule.windows(path, DecodeConfig(timeout=60)) == rule.windows(path, DecodeConfig(timeout=None))
+    monkeypatch.setattr(segments, "cut_budget", lambda *args: 0.01)
+    reason = r"cuts\.mp4: scene detection timed out after \d+ s \(budget 0 s\)"
+    with pytest.raises(VideoDecodeError, match=reason):
+        rule.windows(path, DecodeConfig())
+    with pytest.raises(NothingSucceeded, match="1 x scene detection timed out"):  # the one video failed
+        run(videos / "cuts", tmp_path / "s.parquet", tiny, "segment_by=scenes")
+    rows = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    assert [(row["path"], row["status"]) for row in rows] == [(path, "error")]
+    assert re.fullmatch(reason, rows[0]["error"].split("/")[-1])
+
+
+def test_a_shard_members_scenes_are_those_of_its_file(videos, tmp_path):
+    """A video inside a tar shard (read in place) is cut where the same video as a file is."""
+    pytest.importorskip("scenedetect")
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+        tar.add(videos / "cuts" / "cuts.mp4", arcname="000000000.mp4")
+    rule = SegmentRule(scenes=SceneRule())
+    member = segments.WindowsOf([f"{tmp_path / '00000.tar'}#000000000.mp4"], rule, DecodeConfig())[0]
+    assert [round(start * FPS) for start, _ in member] == [0, *CUTS]
+    assert member == rule.windows(str(videos / "cuts" / "cuts.mp4"), DecodeConfig())
+
+
 def run(folder, out, model, *extra):
     """Embeddings only (no labels: no text to encode), fp32 (no precision to measure)."""
     return score.run(load_config(score.ScoreConfig, None, [
@@ -117,8 +149,8 @@ def test_a_rerun_skips_done_scenes_and_does_not_cut_a_finished_video_again(video
         with pytest.raises(KeyboardInterrupt):
             run(root / "cuts", out, tiny, "segment_by=scenes", "decode.batch_size=1")
     assert len(pd.read_parquet(out)) == 1
-    cut, detect = [], segments.detect_cuts
-    monkeypatch.setattr(segments, "detect_cuts", lambda *a: cut.append(a) or detect(*a))
+    cut, detect = [], segments.bounded_cuts
+    monkeypatch.setattr(segments, "bounded_cuts", lambda *a: cut.append(a) or detect(*a))
     resumed = run(root / "cuts", out, tiny, "segment_by=scenes", "decode.batch_size=1")
     assert (resumed["scored_now"], resumed["already_scored"], len(cut)) == (3, 0, 1)
     table = pd.read_parquet(out)

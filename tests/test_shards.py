@@ -1,9 +1,11 @@
 """`score` over WebDataset shards in video2dataset's layout (key.mp4, key.json, key.txt per sample), made here: the
 rows equal those of the same videos scored as plain files (embeddings within 1e-6), each sample's key and json
 carried, a failed download, a sample without a video and a shard cut short inside a video are error rows with the
-reason while the rest is scored, per-shard outputs hold exactly the merged table's rows of their shard, a rerun
-(and one after a SIGKILL) scores only what is missing, bad patterns and non-tars are one line (exit 2), and shards in
-object storage (moto) and through the Ray engine give the same rows."""
+reason while the rest is scored, per-shard outputs hold exactly the merged table's rows of their shard and are
+published as each shard completes (a run stopped after the first has its files only; the resume publishes the rest
+and does not rewrite it), a rerun (and one after a SIGKILL) scores only what is missing, bad patterns and non-tars
+are one line (exit 2), shards in object storage (moto) and through the Ray engine give the same rows, and an object's
+windows share one download."""
 
 from __future__ import annotations
 
@@ -115,8 +117,9 @@ SCORED = ("duration", "num_frames", "fps", "top1_label", "top2_label", "top3_lab
 
 
 @pytest.fixture(scope="module")
-def scored(world, tmp_path_factory):
-    shards, labels, *_ = world
+def scored(made, tmp_path_factory):
+    """A straight run over the 3 shards with per-shard outputs: the reference of the runs stopped and resumed."""
+    shards, labels, *_ = made
     out = tmp_path_factory.mktemp("scored") / "scores.parquet"
     summary = run(f"{shards}/{{00000..00002}}.tar", out, labels, "shard_outputs=true")
     return out, summary
@@ -171,6 +174,61 @@ def test_per_shard_outputs_hold_the_merged_rows_of_their_shard(world, scored):
             (count, successes, failed_to_download, failed_to_score)
         assert sum(stats["status_dict"].values()) == count and stats["status_dict"].get("success", 0) == successes
     assert json.loads((out.parent / "00002_stats.json").read_text())["shard_error"].startswith("cut short")
+
+
+class Stop(Exception):
+    """Stops a run where a test says, as a kill or Ctrl-C would."""
+
+
+def shard_files(folder: Path) -> dict[str, tuple[int, int]]:
+    """The per-shard outputs in ``folder``: name -> (inode, mtime in ns), which a rewrite changes."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())
+            if p.name.startswith("0000") and p.suffix in (".parquet", ".json")}
+
+
+def assert_same_shard_files(folder: Path, straight: Path, names: list[str]) -> None:
+    """Each of shard ``names``' files in ``folder`` holds what the straight run wrote (embeddings and scores within
+    1e-6, the rest equal); its stats equal."""
+    for name in names:
+        got, want = (pq.read_table(where / f"{name}.parquet").to_pylist() for where in (folder, straight))
+        assert [row["path"] for row in got] == [row["path"] for row in want]
+        assert_same_samples({row["path"]: row for row in got}, {row["path"]: row for row in want})
+        assert (folder / f"{name}_stats.json").read_text() == (straight / f"{name}_stats.json").read_text()
+
+
+def test_each_shard_is_published_as_it_completes_and_a_resume_publishes_the_rest(made, scored, tmp_path,
+                                                                               monkeypatch):
+    """A run stopped as it starts scoring shard 00001 (one batch per shard) has already published 00000, as a
+    straight run writes it, and nothing else (not even the merged table); the resumed run publishes 00001 and 00002
+    without rewriting 00000, and every table equals the straight run's."""
+    from coca_video.engines import local
+
+    shards, labels, *_ = made
+    out, straight = tmp_path / "scores.parquet", scored[0].parent
+    scored_batch, seen = local.batch_rows, {}
+
+    def stop_at_shard_1(scorer, batch, todo, per_frame=False):
+        if any("00001.tar#" in todo[i].key[0] for i in batch.indices):
+            seen.update(files=shard_files(tmp_path), merged=out.exists())
+            raise Stop
+        return scored_batch(scorer, batch, todo, per_frame)
+
+    monkeypatch.setattr(local, "batch_rows", stop_at_shard_1)
+    pattern = f"{shards}/{{00000..00002}}.tar"
+    with pytest.raises(Stop):
+        run(pattern, out, labels, "shard_outputs=true", "decode.batch_size=2")
+    assert not seen["merged"]  # published while the run went on
+    assert set(seen["files"]) == {"00000.parquet", "00000_stats.json"}
+    assert shard_files(tmp_path) == seen["files"]  # nothing more when the stopped run ends
+    assert_same_shard_files(tmp_path, straight, ["00000"])
+    monkeypatch.setattr(local, "batch_rows", scored_batch)
+    summary = run(pattern, out, labels, "shard_outputs=true", "decode.batch_size=2")
+    assert (summary["scored_now"], summary["already_scored"], summary["shards_published"]) == (4 + 3, 2, 3)
+    published = shard_files(tmp_path)
+    assert {name: published[name] for name in seen["files"]} == seen["files"]  # 00000 not written again
+    assert len(published) == 6
+    assert_same_shard_files(tmp_path, straight, ["00000", "00001", "00002"])
+    assert_same_samples(by_sample(out), by_sample(scored[0]))
 
 
 @pytest.mark.slow
@@ -308,8 +366,8 @@ def assert_same_samples(got, want) -> None:
 
 
 @pytest.mark.slow
-def test_shards_in_object_storage_give_the_local_shards_rows(s3, world, scored, tmp_path):
-    shards, labels, *_ = world
+def test_shards_in_object_storage_give_the_local_shards_rows(s3, made, scored, tmp_path):
+    shards, labels, *_ = made
     import fsspec
 
     fs = fsspec.filesystem("s3", use_listings_cache=False)
@@ -324,20 +382,75 @@ def test_shards_in_object_storage_give_the_local_shards_rows(s3, world, scored, 
 
 
 @pytest.mark.slow
-@pytest.mark.needs("ray")
-def test_the_ray_engine_on_shards_gives_the_local_engines_rows(world, scored, tmp_path):
+def test_an_objects_windows_share_one_download(s3, made, tmp_path, monkeypatch):
+    """A video in object storage scored as 4 windows (one batch) is downloaded twice, once to work out its windows
+    and once for the batch that decodes them, not once per window."""
+    from coca_video.video import source
+
+    _, labels, _, clips = made
+    import fsspec
+
+    url = f"s3://{BUCKET}/windows/clip0.mp4"
+    fsspec.filesystem("s3", use_listings_cache=False).put_file(str(clips / "clip0.mp4"), url.removeprefix("s3://"))
+    downloads, download = [], source.local_copy
+    monkeypatch.setattr(source, "local_copy", lambda path, timeout: downloads.append(path) or download(path, timeout))
+    summary = run(url, tmp_path / "scores.parquet", labels, "segment_seconds=0.25")
+    assert (summary["scored_now"], summary["errors_now"]) == (4, 0)
+    assert downloads == [url, url]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray cluster for the module's Ray tests: their runs join it (a run started while Ray is connected
+    uses that connection) instead of each starting its own."""
     import ray
 
-    shards, labels, *_ = world
     ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR",
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     try:
-        out = tmp_path / "scores.parquet"
-        summary = run(f"{shards}/{{00000..00002}}.tar", out, labels, "engine=ray", "ray.decode_actors=1",
-                      "ray.encode_actors=1", "ray.max_retries=1")
+        yield ray
     finally:
         ray.shutdown()
-    assert (summary["scored_now"], summary["errors_now"]) == (9, 4)  # the 4 rows of samples and shards not decoded
+
+
+RAY = ["engine=ray", "ray.decode_actors=1", "ray.encode_actors=1", "ray.max_retries=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.needs("ray")
+def test_the_ray_engine_publishes_each_shard_as_it_completes_and_gives_the_local_engines_rows(cluster, made, scored,
+                                                                                             tmp_path, monkeypatch):
+    """Stopped in the driver once the first shard (whichever the actors finish first) is published: that shard's
+    files are there, as the local engine's straight run wrote them, before any other's and before the merged table;
+    the resumed run on Ray scores the rest, publishes the other shards without rewriting it, and every table equals
+    the local engine's."""
+    from coca_video.tasks import score_shards
+
+    shards, labels, *_ = made
+    out, straight = tmp_path / "scores.parquet", scored[0].parent
+    write_text, seen = score_shards.atomic_write_text, {}
+
+    def stop_after_first_shard(path, text):
+        written = write_text(path, text)  # a shard's stats: written after its table
+        if not seen:
+            seen.update(files=shard_files(tmp_path), merged=out.exists())
+            raise Stop
+        return written
+
+    monkeypatch.setattr(score_shards, "atomic_write_text", stop_after_first_shard)
+    pattern = f"{shards}/{{00000..00002}}.tar"
+    with pytest.raises(Stop):
+        run(pattern, out, labels, "shard_outputs=true", "decode.batch_size=1", *RAY)
+    first = sorted(seen["files"])[0].removesuffix(".parquet")
+    assert not seen["merged"]  # published while the run went on
+    assert sorted(seen["files"]) == [f"{first}.parquet", f"{first}_stats.json"]
+    monkeypatch.setattr(score_shards, "atomic_write_text", write_text)
+    summary = run(pattern, out, labels, "shard_outputs=true", "decode.batch_size=1", *RAY)
+    assert summary["errors_now"] == 4  # the rows of samples and shards not decoded, written again
+    assert (summary["scored_now"] - 4 + summary["already_scored"], summary["shards_published"]) == (5, 3)
+    published = shard_files(tmp_path)
+    assert {name: published[name] for name in seen["files"]} == seen["files"] and len(published) == 6
+    assert_same_shard_files(tmp_path, straight, ["00000", "00001", "00002"])
     assert_same_samples(by_sample(out), by_sample(scored[0]))
 
 

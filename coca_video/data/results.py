@@ -25,7 +25,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Collection, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -253,12 +253,20 @@ class PartStore:
                 remove(part)
             level += 1
 
-    def read(self, columns: list[str] | None = None) -> pa.Table | None:
-        """All parts as one table, newest row per path only (None when nothing is stored)."""
-        parts = self.parts()
-        if not parts:
-            return None
-        tables = [read_part(p, columns) for p in parts]
+    def read(self, columns: list[str] | None = None, paths: Collection[str] | None = None) -> pa.Table | None:
+        """All parts as one table, newest row per path only (None when nothing is stored); with ``paths``, only the
+        rows of those paths, with the columns of every part (the whole table's columns). A part that another writer
+        compacts away while it is read (a Ray encode actor, another rank) is found in its merged part on a retry."""
+        for attempt in range(3):
+            parts = self.parts()
+            if not parts:
+                return None
+            try:
+                tables = [read_part(p, columns, paths) for p in parts]
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         table = pa.concat_tables(tables, promote_options="permissive")  # parts of older runs: float64 embeddings
         return latest_per_path(typed_columns(stored_floats(table)))
 
@@ -298,13 +306,15 @@ def part_rank(part: PathLike) -> int:
     return int(PART_NAME.search(name_of(part)).group(1))
 
 
-def read_part(part: PathLike, columns: list[str] | None = None) -> pa.Table:
-    """One part's rows: all columns, or those of ``columns`` it has (a local file or an object)."""
+def read_part(part: PathLike, columns: list[str] | None = None, paths: Collection[str] | None = None) -> pa.Table:
+    """One part's rows (those of ``paths`` only, when given): all columns, or those of ``columns`` it has (a local
+    file or an object)."""
     where, fs = parquet_source(part)
     if columns is not None:
         names = pq.read_schema(where, filesystem=fs).names
         columns = [c for c in columns if c in names]
-    return pq.read_table(where, columns=columns, filesystem=fs)
+    wanted = None if paths is None else pc.field("path").isin(pa.array(list(paths), type=pa.string()))
+    return pq.read_table(where, columns=columns, filesystem=fs, filters=wanted)
 
 
 def latest_per_path(table: pa.Table) -> pa.Table:

@@ -19,7 +19,7 @@ from ..config import DecodeConfig
 from ..storage import child, find_files, is_url, name_of, read_bytes, sibling
 from ..transforms import ImageTransform
 from ..video.isolate import follow_root
-from ..video.source import open_video  # its home; still importable from here
+from ..video.source import open_video, reused_copies  # open_video's home; still importable from here
 
 
 @dataclass
@@ -67,6 +67,12 @@ class VideoClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch's records (what a DataLoader asks a worker for): the items of one object or tar member (a video's
+        scenes or windows, consecutive) share one download (:func:`~coca_video.video.source.reused_copies`)."""
+        with reused_copies():
+            return [self[index] for index in indices]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
@@ -266,6 +272,11 @@ class GatedDataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         self.gate.wait()
         return self.dataset[index]
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        """A batch's items, each through the gate, sharing downloads as :class:`VideoClipDataset`'s do."""
+        with reused_copies():
+            return [self[index] for index in indices]
 
 
 _END = object()

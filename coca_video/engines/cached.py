@@ -28,7 +28,7 @@ from ..model import CoCa, get_tokenizer
 from ..runtime import load_model
 from ..scoring import Counts, ScoreItem, VideoScorer
 from ..transforms import image_transform
-from .store import RowStore
+from .store import RowStore, Stored
 
 
 
@@ -42,7 +42,9 @@ class ScorerFactory(Protocol):
 @dataclass
 class Encoder:
     """How a pass encodes: the scorer factory, the driver's loaded model and tokenizer, the decoding, and the engine
-    with its cluster (``ray``) for ``engine="ray"``; ``sampling``: several views per clip (a probe's), else one."""
+    with its cluster (``ray``) for ``engine="ray"``; ``sampling``: several views per clip (a probe's), else one.
+    ``on_stored``: called in this process (the driver, for Ray) with the items whose rows (ok or error) the store
+    holds durably, batch by batch as they land, e.g. to publish what they complete (``score``'s per-shard outputs)."""
 
     make_scorer: ScorerFactory
     model: CoCa
@@ -51,6 +53,7 @@ class Encoder:
     engine: Engine = "local"
     ray: RayConfig = field(default_factory=RayConfig)
     sampling: ClipSampling | None = None
+    on_stored: Stored | None = None
 
 
 @dataclass
@@ -117,11 +120,11 @@ def run_engine(todo: list[ScoreItem], store: RowStore, encoder: Encoder, show: b
 
         on_gpu = next(encoder.model.parameters()).device.type == "cuda"
         return score_items(todo, encoder.make_scorer, image_transform(encoder.model), encoder.decode,
-                           encoder.sampling, store, encoder.ray, show=show, on_gpu=on_gpu)
+                           encoder.sampling, store, encoder.ray, show=show, on_gpu=on_gpu, on_stored=encoder.on_stored)
     from .local import score_files
 
     return score_files(encoder.make_scorer(encoder.model, encoder.tokenizer), todo, store, encoder.decode,
-                       show=show, sampling=encoder.sampling)
+                       show=show, sampling=encoder.sampling, on_stored=encoder.on_stored)
 
 
 def stored_rows(store: PartStore, items: list[ScoreItem], columns: list[str] | None = None

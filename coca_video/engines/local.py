@@ -8,14 +8,15 @@ from tqdm import tqdm
 from ..config import DecodeConfig
 from ..data.video import ClipSampling, VideoItem, decode_loader
 from ..scoring import Counts, ScoreItem, VideoScorer, batch_rows
-from .store import RowStore
+from .store import RowStore, Stored
 
 
 def score_files(scorer: VideoScorer, todo: list[ScoreItem], store: RowStore, decode: DecodeConfig,
-                show: bool = True, sampling: ClipSampling | None = None) -> Counts:
+                show: bool = True, sampling: ClipSampling | None = None, on_stored: Stored | None = None) -> Counts:
     """Decode ``todo`` in workers (``sampling``: several views, for a probe; default one clip as ``decode`` says),
-    score in this process, flush each batch's rows (errors too) to ``store``. With ``decode.sampling=fps`` each item
-    is a chunk of frames and every frame gets its own row (``frame_rows``)."""
+    score in this process, flush each batch's rows (errors too) to ``store``, then tell ``on_stored`` the batch's
+    items. With ``decode.sampling=fps`` each item is a chunk of frames and every frame gets its own row
+    (``frame_rows``)."""
     counts = Counts()
     if not todo:
         return counts
@@ -27,6 +28,8 @@ def score_files(scorer: VideoScorer, todo: list[ScoreItem], store: RowStore, dec
         for batch in loader:
             rows = batch_rows(scorer, batch, todo, per_frame)
             store.append(rows)
+            if on_stored is not None:
+                on_stored([todo[index] for index in [*batch.indices, *(error[0] for error in batch.errors)]])
             counts.ok += sum(row["status"] == "ok" for row in rows)
             counts.error += len(batch.errors)
             bar.update(len(batch.indices) + len(batch.errors))

@@ -14,8 +14,9 @@ this module takes the remaining :class:`~coca_video.scoring.ScoreItem`\\ s and r
   row is written twice) and appends them to the driver's store, opened in the actor under a part rank of its own
   (random, so names are unique per actor and run): the output's :class:`~coca_video.data.results.PartStore`, whose
   parts are written atomically, or a probe's feature cache, whose actors write distinct rows of the memory-mapped
-  array, each with its own state file. Only counts go back to the driver, which merges the parts at the end as the
-  local engine does. A batch whose rows this run already wrote (see :class:`Written`) is not scored again.
+  array, each with its own state file. Only each item's position and counts go back to the driver, which tells the
+  pass's ``on_stored`` of the items as their rows land and merges the parts at the end as the local engine does. A
+  batch whose rows this run already wrote (see :class:`Written`) is not scored again.
 * A crashed actor (or one lost with its node) is restarted at most ``ray.max_retries`` times (Ray Data's default
   is forever), then the run fails; its batch is retried on the restarted actor for as long as it lives (a retry
   count would run out while Ray is still finding out that a node is gone: it counts every "actor unavailable"
@@ -43,11 +44,11 @@ from ..config import DecodeConfig, RayConfig
 from ..data.results import SEGMENT_COLUMNS, row_key, stored_key
 from ..data.video import ClipSampling, VideoItem, background_priority, clip_sampling, collate_videos, \
     decode_dataset, describe_error
-from ..data.segments import SegmentRule, Window, WindowsOf
+from ..data.segments import Cut, SegmentRule, WindowsOf
 from ..errors import MissingExtraError
 from ..scoring import Counts, ScoreItem, VideoScorer, batch_rows
 from ..transforms import ImageTransform
-from .store import RowStore
+from .store import RowStore, Stored
 
 PART_RANK_BASE = 1_000_000  # encode actors' part ranks start here, clear of torchrun's ranks 0..N-1
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding this coca_video, for local workers
@@ -188,8 +189,9 @@ def local_cluster(ray: Any, cluster: RayConfig) -> Iterator[None]:
 
 
 class Decoder:
-    """A decode actor: a pickled :class:`ScoreItem` -> the local engine's record for it (frames and metadata, or
-    the error), pickled. It runs at the lowest CPU priority, as the local engine's decoding workers do."""
+    """A decode actor: a pickled :class:`ScoreItem` (and its ``index`` in the run's items) -> the local engine's
+    record for it (frames and metadata, or the error), pickled. It runs at the lowest CPU priority, as the local
+    engine's decoding workers do."""
 
     def __init__(self, transform: ImageTransform, decode: DecodeConfig, sampling: ClipSampling) -> None:
         self.transform, self.decode, self.sampling = transform, decode, sampling
@@ -202,7 +204,8 @@ class Decoder:
             record = decode_dataset([video], self.transform, self.decode, self.sampling)[0]
         except Exception as err:  # noqa: BLE001 -- the dataset catches decode errors; this is anything else
             record = {"index": 0, "path": video.path, "label": -1, "error": describe_error(video.path, err)}
-        return {"item": row["item"], "record": pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)}
+        return {"item": row["item"], "index": row["index"],
+                "record": pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)}
 
 
 class Written:
@@ -234,7 +237,7 @@ class Encoder:
     """An encode actor: holds the scorer (``make_scorer``, called once), turns a batch of decoded records into rows
     as the local engine does and appends them to the driver's store, opened here (``open_store``) under a part rank
     of its own; items whose rows this run already wrote (a retried batch, see :class:`Written`) are counted, not
-    scored again."""
+    scored again. Returns a row per item once its rows are stored: its ``index`` and its ``ok`` and ``error`` rows."""
 
     def __init__(self, make_scorer: Callable[[], VideoScorer], open_store: Callable[[int], RowStore], per_frame: bool,
                  threads: int | None, earlier_ranks: frozenset[int]) -> None:
@@ -254,9 +257,10 @@ class Encoder:
                           self.per_frame) if fresh else []
         self.store.append(rows)
         self.written.add(rows)
-        statuses = [row["status"] for row in rows] + [status for found in done for status in found]
-        ok = statuses.count("ok")
-        return {"items": np.array([len(items)]), "ok": np.array([ok]), "error": np.array([len(statuses) - ok])}
+        statuses = [self.written.statuses(item) for item in items]
+        ok = [found.count("ok") for found in statuses]
+        return {"index": np.asarray(batch["index"], dtype=np.int64), "ok": np.array(ok, dtype=np.int64),
+                "error": np.array([len(found) - n for found, n in zip(statuses, ok)], dtype=np.int64)}
 
 
 def usable_cores() -> int:
@@ -266,8 +270,9 @@ def usable_cores() -> int:
 
 def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], transform: ImageTransform,
              decode: DecodeConfig, sampling: ClipSampling, store: RowStore, cluster: RayConfig, pools: Pools) -> Any:
-    """The lazy dataset of ``todo``: decode actors, then encode actors writing parts; one count row per batch. No
-    pool has more actors than there are batches (an actor that gets no work would still load the model)."""
+    """The lazy dataset of ``todo``: decode actors, then encode actors writing parts; one count row per item (its
+    index in ``todo``). No pool has more actors than there are batches (an actor that gets no work would still load
+    the model)."""
     from ray.data import ActorPoolStrategy, DataContext
 
     context = DataContext.get_current()
@@ -278,7 +283,8 @@ def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoSco
     # actor are not (-1), since they happen only while the actor lives. Neither has a named parameter in 2.60 (the
     # extra is pinned below 2.61), only the deprecated **ray_remote_args, whose warning is noise here
     retries = {"max_restarts": cluster.max_retries, "max_task_retries": -1}
-    rows = [{"item": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)} for item in todo]
+    rows = [{"item": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL), "index": index}
+            for index, item in enumerate(todo)]
     # a block per batch: decoders work on blocks in parallel, and each block reaches the encoders as one batch
     blocks = math.ceil(len(rows) / decode.batch_size)
     items = ray.data.from_items(rows, override_num_blocks=blocks)
@@ -298,12 +304,12 @@ def pipeline(ray: Any, todo: list[ScoreItem], make_scorer: Callable[[], VideoSco
 
 def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], transform: ImageTransform,
                 decode: DecodeConfig, sampling: ClipSampling | None, store: RowStore, cluster: RayConfig,
-                show: bool = True, on_gpu: bool = False) -> Counts:
+                show: bool = True, on_gpu: bool = False, on_stored: Stored | None = None) -> Counts:
     """Score ``todo`` on Ray into ``store`` (a part store is not merged: the caller merges, as after the local
     engine); ``make_scorer`` (picklable, e.g. a ``functools.partial`` of a module-level function) builds the scorer
-    in each encode actor (on a GPU when ``on_gpu``: the pools are sized for it). Returns the rows written, ok and
-    error, as :func:`~coca_video.engines.local.score_files` does, with the pools used and the busy seconds per
-    stage."""
+    in each encode actor (on a GPU when ``on_gpu``: the pools are sized for it); ``on_stored`` is told here, in the
+    driver, of each item whose rows an actor has stored. Returns the rows written, ok and error, as
+    :func:`~coca_video.engines.local.score_files` does, with the pools used and the busy seconds per stage."""
     from tqdm import tqdm
 
     counts = Counts()
@@ -318,7 +324,9 @@ def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], t
             for row in scored.iter_rows():
                 counts.ok += int(row["ok"])
                 counts.error += int(row["error"])
-                bar.update(int(row["items"]))
+                if on_stored is not None:
+                    on_stored([todo[int(row["index"])]])
+                bar.update(1)
                 bar.set_postfix(ok=counts.ok, error=counts.error)
         counts.stage_seconds = stage_seconds(scored)
         counts.pools = pools._asdict()
@@ -326,8 +334,8 @@ def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], t
 
 
 class Cutter:
-    """A decode actor that cuts: a video's path -> its windows (``None``: its whole-file item reports why), as the
-    local engine's decoding workers work them out (:class:`~coca_video.data.segments.WindowsOf`), pickled. It runs
+    """A decode actor that cuts: a video's path -> its windows (``None``: its whole-file item reports why; a string:
+    why cutting ran out of time), as the local engine's decoding workers work them out (:class:`~coca_video.data.segments.WindowsOf`), pickled. It runs
     at the lowest CPU priority, as the decode actors do."""
 
     def __init__(self, rule: SegmentRule, decode: DecodeConfig) -> None:
@@ -339,8 +347,7 @@ class Cutter:
         return {"index": row["index"], "windows": pickle.dumps(windows, protocol=pickle.HIGHEST_PROTOCOL)}
 
 
-def cut_videos(paths: list[str], rule: SegmentRule, decode: DecodeConfig,
-               cluster: RayConfig) -> list[list[Window] | None]:
+def cut_videos(paths: list[str], rule: SegmentRule, decode: DecodeConfig, cluster: RayConfig) -> list[Cut]:
     """The windows of each of ``paths``, in order, worked out on a pool of decode actors (sized as the scoring
     run's, one video each at a time): scene cutting decodes every frame, so it runs where the decoding runs."""
     if not paths:

@@ -7,6 +7,10 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Protocol
 
+from ..scoring import ScoreItem
+
+Stored = Callable[[list[ScoreItem]], None]  # told, in the process that runs the pass, of items whose rows are durable
+
 
 class RowStore(Protocol):
     """A store of the pass's rows (one per item: key columns, ``status``, ``error``, then the scorer's columns),

@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from ..data.labels import read_class_names, read_templates
 from ..data.segments import SegmentRule, video_windows
-from ..data.results import PartStore, embeddings_path, encoding_settings, input_key, lines_digest, merge, stored_key, \
-    stored_path
+from ..data.results import FileKey, PartStore, embeddings_path, encoding_settings, input_key, lines_digest, merge, \
+    stored_key, stored_path
 from ..data.shards import url_shards
 from ..data.synthetic import is_synthetic_class
 from ..data.video import VIDEO_EXTENSIONS, ClipSampling, list_inputs
@@ -40,7 +40,8 @@ from ..scoring import QuestionOptions, ScoreItem, VideoScorer
 from ..storage import is_url
 from ..video.scenes import DEFAULT_THRESHOLDS, SceneRule, require_scenedetect
 from .score_config import ScoreConfig
-from .score_shards import ScoreInputs, check_shard_outputs, names_shards, publish_shards, rejected_rows, shard_inputs
+from .score_shards import ScoreInputs, ShardPublisher, check_shard_outputs, names_shards, rejected_rows, \
+    shard_inputs
 
 
 def run(cfg: ScoreConfig) -> dict[str, Any]:
@@ -202,32 +203,37 @@ def build_scorer(cfg: ScoreConfig, model: CoCa | None = None, tokenizer: Callabl
 def score_paths(cfg: ScoreConfig, inputs: ScoreInputs, model: CoCa,
                 tokenizer: Callable) -> tuple[dict, pa.Table | None]:
     """Score ``inputs`` (this rank's share, skipping those already scored ok into ``cfg.out``) through the one
-    encoding pass, then merge every rank's parts into ``cfg.out`` on rank 0 (and publish complete shards' outputs).
-    Returns a summary and the merged table (None off rank 0). The caller holds the store's lock (its settings
-    checked)."""
+    encoding pass, then merge every rank's parts into ``cfg.out`` on rank 0. With ``shard_outputs`` each shard's
+    outputs are published as soon as its samples all have rows (:class:`~.score_shards.ShardPublisher`). Returns a
+    summary and the merged table (None off rank 0). The caller holds the store's lock (its settings checked)."""
     info = init_distributed()
     store = PartStore(cfg.out, rank=info.rank)
     keys = inputs.keys
     if info.is_main:  # inputs that cannot be decoded (shard samples without a usable video): their error rows
-        store.append(rejected_rows(inputs))
+        store.append(rejected_rows(inputs.rejected))
+    publisher = ShardPublisher(str(cfg.out), inputs, shard_fields(cfg)) if cfg.shard_outputs else None
     encoder = Encoder(functools.partial(build_scorer, cfg), model, tokenizer, cfg.decode, cfg.engine, cfg.ray,
-                      probe_sampling(cfg))
+                      probe_sampling(cfg), on_stored=publisher)
     started, scores, encoded, published = time.time(), None, None, None
     try:  # a file's windows stay on one rank: shared out by file, then planned
         with one_connection(cfg):
-            encoded = encode_locked(plan_items(cfg, keys[info.rank::info.world_size], store), store,
-                                    row_settings(cfg), encoder, shard=False)
+            items, uncut = plan_items(cfg, keys[info.rank::info.world_size], store)
+            store.append(rejected_rows(uncut))  # videos not cut in time: their error rows
+            if publisher is not None:
+                publisher.start(items, store.done_keys(), sweep=info.is_main)
+            encoded = encode_locked(items, store, row_settings(cfg), encoder, shard=False)
     finally:  # Ctrl-C or a crash still leaves every flushed batch merged into the output
         if info.is_main:
             provenance = {"model": cfg.model.name, "pretrained": cfg.model.pretrained or "",
                           "video_pooling": cfg.video_pooling, "precision": cfg.model.precision,
                           "frames": cfg.decode.frames_rule()}
             scores = merge(cfg.out, paths=inputs.paths, metadata=provenance, columns=inputs.columns(shard_fields(cfg)))
-            published = publish_shards(str(cfg.out), inputs, shard_fields(cfg)) if cfg.shard_outputs else None
+            published = publisher.finish() if publisher is not None else None
     seconds = time.time() - started
     counts = encoded.counts
-    summary = {"videos": len(inputs.paths), "scored_now": counts.total + len(inputs.rejected),
-               "errors_now": counts.error + len(inputs.rejected),
+    not_decoded = len(inputs.rejected) + len(uncut)  # this rank's videos not cut in time, with the rejected inputs
+    summary = {"videos": len(inputs.paths), "scored_now": counts.total + not_decoded,
+               "errors_now": counts.error + not_decoded,
                "already_scored": len(already_scored(encoded.done, keys, encoded.todo)),
                "kept_from_earlier_runs": 0 if scores is None else len(set(scores.column("path").to_pylist()) -
                                                                       set(inputs.paths)),
@@ -287,16 +293,17 @@ def already_scored(done: set[tuple], keys: list[tuple[str, int, float]], todo: l
 
 
 def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]], store: PartStore | None = None
-               ) -> list[ScoreItem]:
+               ) -> tuple[list[ScoreItem], list[tuple[FileKey, str]]]:
     """One item per file, or with ``segment_seconds`` one per window of each file, with ``segment_by=scenes`` one
     per scene (a long one split by ``max_scene_seconds``), or with ``decode.sampling=fps`` one per chunk of
     ``num_frames`` frames (bounded memory, resumable per chunk; its frames get a row each). The windows are worked
     out in the decoding workers (:mod:`coca_video.data.segments`); a file whose windows cannot be (unreadable
-    headers, say) stays one item, whose decode then fails with the reason. With scenes, a file whose ok rows in
-    ``store`` already cover the whole video is not cut again: its items are those rows' windows."""
+    headers, say) stays one item, whose decode then fails with the reason; a file whose cutting ran past its time
+    limit has no item: it is returned with the reason (its error row). With scenes, a file whose ok rows in ``store``
+    already cover the whole video is not cut again: its items are those rows' windows."""
     per_frame = cfg.decode.sampling == "fps"
     if cfg.segment_seconds <= 0 and not per_frame and cfg.segment_by != "scenes":
-        return [ScoreItem(key) for key in keys]
+        return [ScoreItem(key) for key in keys], []
     scenes = scene_rule(cfg) if cfg.segment_by == "scenes" else None
     rule = SegmentRule(cfg.segment_seconds, cfg.segment_stride, cfg.decode.num_frames if per_frame else None,
                        cfg.decode.fps, cfg.decode.max_frames, scenes)
@@ -308,11 +315,14 @@ def plan_items(cfg: ScoreConfig, keys: list[tuple[str, int, float]], store: Part
         cut = dict(zip(to_cut, cut_videos([key[0] for key in to_cut], rule, cfg.decode, cfg.ray)))
     else:
         cut = dict(zip(to_cut, video_windows([key[0] for key in to_cut], rule, cfg.decode)))
-    items = []
+    items, uncut = [], []
     for key in keys:
         windows = covered.get(stored_key(key)) or cut[key]
+        if isinstance(windows, str):
+            uncut.append((key, windows.removeprefix(f"{key[0]}: ")))
+            continue
         items += [ScoreItem(key)] if windows is None else [ScoreItem(key, start, end) for start, end in windows]
-    return items
+    return items, uncut
 
 
 def covered_windows(store: PartStore) -> dict[tuple, list[tuple[float, float]]]:

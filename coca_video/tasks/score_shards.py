@@ -1,6 +1,7 @@
 """``score`` over WebDataset shards (video2dataset's layout; see :mod:`coca_video.data.shards`): the inputs a run
 scores, the error rows of samples that cannot be scored, the sample columns of the merged table, and with
-``shard_outputs`` each complete shard's ``<name>.parquet`` and ``<name>_stats.json`` beside ``out``.
+``shard_outputs`` each shard's ``<name>.parquet`` and ``<name>_stats.json`` beside ``out``, published as soon as
+the shard is complete (:class:`ShardPublisher`).
 
     coca-video score 'shards/{00000..00099}.tar' --labels kinetics400 --out scored/scores.parquet shard_outputs=true
 """
@@ -14,14 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ..data.results import FileKey, current_rows, stored_path
+from ..data.results import FileKey, PartStore, stored_path
 from ..data.shards import Shard, is_complete, is_shard_source, read_shard, sample_columns, \
     shard_key, shard_paths, shard_rows, shard_stats, with_sample_columns
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, OutputError
 from ..io import atomic_write_table, atomic_write_text, check_output_file
 from ..scoring import ScoreItem, base_row
-from ..storage import child, is_url
+from ..storage import child, exists, is_url, parquet_source, read_bytes
 
 
 @dataclass
@@ -69,10 +71,10 @@ def shard_inputs(sources: Sequence[str]) -> ScoreInputs:
     return inputs
 
 
-def rejected_rows(inputs: ScoreInputs) -> list[dict[str, Any]]:
-    """The error rows of the inputs that are not decoded (key columns, status, error naming the path)."""
-    return [base_row(ScoreItem(key), "error", f"{stored_path(key[0])}: {reason}", {})
-            for key, reason in inputs.rejected]
+def rejected_rows(rejected: list[tuple[FileKey, str]]) -> list[dict[str, Any]]:
+    """The error rows of the inputs that are not decoded, (key, reason) each (``ScoreInputs.rejected``, videos not
+    cut in time): key columns, status, error naming the path."""
+    return [base_row(ScoreItem(key), "error", f"{stored_path(key[0])}: {reason}", {}) for key, reason in rejected]
 
 
 def folder_of(path: str) -> str:
@@ -100,25 +102,90 @@ def check_shard_outputs(out: str, inputs: ScoreInputs, ours: bool) -> None:
             check_output_file(child(folder, name), [], ours, "out (a per-shard output)")
 
 
-def publish_shards(out: str, inputs: ScoreInputs, fields: Sequence[str]) -> int:
-    """Write each complete shard's ``<name>.parquet`` (its rows in tar order, with the embeddings as stored) and
-    ``<name>_stats.json`` beside ``out``, each atomically; a shard with unscored samples is left for a rerun.
-    Returns how many shards were published."""
-    table = current_rows(out, inputs.paths)
-    if table is None:
-        return 0
-    table = inputs.columns(fields)(table).drop_columns(["scored_at"])
-    folder, published = folder_of(out), 0
-    for shard in inputs.shards:
+class ShardPublisher:
+    """Publishes each shard's ``<name>.parquet`` (its rows in tar order, with the embeddings as stored) and
+    ``<name>_stats.json`` beside ``out`` as soon as every sample of the shard has its row (ok or error), so a
+    pipeline can chain shard by shard: the pass tells it of the items whose rows are stored (``Encoder.on_stored``);
+    when this process's last pending item of a shard lands, the shard's rows are read from the store and, if every
+    sample has one (another rank or actor may still be scoring some), its two files are written, each atomically.
+
+    A file is written only when its content changes (a rerun leaves a published shard whose rows are the same as they
+    were, its files untouched); a shard with samples left to score is not published (the run that completes it is)."""
+
+    def __init__(self, out: str, inputs: ScoreInputs, fields: Sequence[str]) -> None:
+        self.out, self.folder = out, folder_of(out)
+        self.shards = {shard.path: shard for shard in inputs.shards}
+        self.shard_of = {sample.path: shard.path for shard in inputs.shards for sample in shard.samples}
+        self.columns = sample_columns(inputs.shards, fields)
+        self.pending: dict[str, set[tuple]] = {}  # shard -> the keys (ScoreItem.stored) of its items not yet stored
+        self.published: set[str] = set()  # shards whose files are in place as their rows are
+
+    def start(self, items: list[ScoreItem], done: set[tuple], sweep: bool = True) -> None:
+        """Before the pass: note ``items`` (this process's) not in ``done`` as pending; with ``sweep`` (rank 0 only,
+        of several), publish each complete shard with nothing pending here (its rows all stored by earlier runs, or
+        error rows written without decoding; its files are written only if they changed)."""
+        for item in items:
+            shard = self.shard_of.get(item.key[0])
+            if shard is not None and item.stored() not in done:
+                self.pending.setdefault(shard, set()).add(item.stored())
+        if sweep:
+            self.publish([shard for shard in self.shards if shard not in self.pending])
+
+    def __call__(self, items: list[ScoreItem]) -> None:
+        """``items``' rows are stored: publish each shard whose last pending item here this was."""
+        completed = []
+        for item in items:
+            shard = self.shard_of.get(item.key[0])
+            waiting = self.pending.get(shard)
+            if waiting and item.stored() in waiting:
+                waiting.discard(item.stored())
+                completed += [] if waiting else [shard]
+        self.publish(completed)
+
+    def finish(self) -> int:
+        """After the pass (or an interruption): publish the complete shards not published yet with nothing pending
+        here (reading the store once); returns how many shards have their files in place."""
+        self.publish([shard for shard in self.shards if shard not in self.published and not self.pending.get(shard)])
+        return len(self.published)
+
+    def publish(self, shards: list[str]) -> None:
+        """Write the files of each of ``shards`` whose samples all have a row, from the stored rows (read once)."""
+        table = self.rows(shards) if shards else None
+        for shard in shards if table is not None else []:
+            self.write(self.shards[shard], table)
+
+    def rows(self, shards: list[str]) -> pa.Table | None:
+        """The newest stored rows of ``shards``' samples (and of a shard's own error row) with their sample columns,
+        as the merged table has them (None: nothing stored)."""
+        paths = [stored_path(path) for shard in shards
+                 for path in [*(sample.path for sample in self.shards[shard].samples), shard]]
+        table = PartStore(self.out).read(paths=paths)
+        return None if table is None else with_sample_columns(table, self.columns).drop_columns(["scored_at"])
+
+    def write(self, shard: Shard, table: pa.Table) -> None:
+        """``shard``'s two files from its rows in ``table`` (:meth:`rows`), if every sample has a row."""
         rows = shard_rows(table, shard)
         if not is_complete(rows, shard):
-            continue
-        atomic_write_table(rows, child(folder, f"{shard.name}.parquet"))
-        atomic_write_text(child(folder, f"{shard.name}_stats.json"),
-                          json.dumps(shard_stats(rows, shard), indent=1) + "\n")
-        published += 1
-    return published
+            return
+        write_if_changed(child(self.folder, f"{shard.name}.parquet"), rows)
+        write_if_changed(child(self.folder, f"{shard.name}_stats.json"),
+                         json.dumps(shard_stats(rows, shard), indent=1) + "\n")
+        self.published.add(shard.path)
 
 
-__all__ = ["ScoreInputs", "check_shard_outputs", "names_shards", "publish_shards", "rejected_rows",
-           "shard_inputs"]
+def write_if_changed(path: str | os.PathLike, content: pa.Table | str) -> None:
+    """Write a table (Parquet) or text to ``path`` atomically, unless ``path`` already holds the same content (its
+    file, and its modification time, stay as they are)."""
+    if exists(path):
+        if isinstance(content, str) and read_bytes(path, OutputError).decode("utf-8", "replace") == content:
+            return
+        where, fs = parquet_source(path)
+        if not isinstance(content, str) and pq.read_table(where, filesystem=fs).equals(content):
+            return
+    if isinstance(content, str):
+        atomic_write_text(path, content)
+    else:
+        atomic_write_table(content, path)
+
+
+__all__ = ["ScoreInputs", "ShardPublisher", "check_shard_outputs", "names_shards", "rejected_rows", "shard_inputs"]

@@ -13,10 +13,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .frame_info import VideoDecodeError
 from .sampling import segment_windows
 
 SceneDetectorName = Literal["content", "adaptive"]
 DEFAULT_THRESHOLDS: dict[str, float] = {"content": 27.0, "adaptive": 3.0}  # PySceneDetect's own defaults
+SCENE_SECONDS_PER_FRAME = 0.04  # cutting time allowed per frame of 1080p (it decodes and compares every frame)
 INSTALL_HINT = "segment_by=scenes needs PySceneDetect, which is not installed; pip install 'coca-video[scenes]'"
 
 
@@ -31,6 +33,14 @@ class SceneRule:
     threshold: float | None = None
     min_scene_seconds: float = 0.6
     max_scene_seconds: float = 30.0
+
+
+class CutTimeout(VideoDecodeError):
+    """Cutting a video ran past its time limit: the video's error row says so (scored whole instead, it would be one
+    row unlike its neighbours' scenes)."""
+
+    def __reduce__(self):
+        return CutTimeout, (self.path, self.problem)
 
 
 def require_scenedetect() -> Any:
@@ -62,6 +72,30 @@ def detect_cuts(path: str | os.PathLike, rule: SceneRule) -> tuple[float, list[f
     frames = video.frame_number  # frames read: the duration that the cut times are counted in
     duration = frames / float(video.frame_rate) if frames else float(video.duration.seconds)
     return duration, [float(cut.seconds) for cut in manager.get_cut_list()]
+
+
+def cut_budget(timeout: float | None, num_frames: int, width: int, height: int) -> float | None:
+    """Seconds cutting a video of ``num_frames`` frames of ``width`` x ``height`` may take (None: no limit, as with
+    ``decode.timeout`` null): ``timeout`` plus :data:`SCENE_SECONDS_PER_FRAME` per frame, scaled up for frames larger
+    than 1080p, as a decode's budget grows with the video it decodes through."""
+    if timeout is None:
+        return None
+    return timeout + SCENE_SECONDS_PER_FRAME * num_frames * max(1.0, width * height / (1920 * 1080))
+
+
+def bounded_cuts(path: str | os.PathLike, rule: SceneRule, budget: float | None) -> tuple[float, list[float]]:
+    """:func:`detect_cuts` in the decode helper process under ``budget`` seconds (:mod:`.isolate`, where a decoder
+    that hangs is killed; here when ``budget`` is None); running over it is a :class:`CutTimeout` naming the file and
+    the time waited."""
+    from .isolate import DecodeTimeout, call_with_timeout
+
+    if budget is None:
+        return detect_cuts(path, rule)
+    try:
+        return call_with_timeout(detect_cuts, budget, str(path), rule)
+    except DecodeTimeout as err:
+        raise CutTimeout(str(path), f"scene detection timed out after {err.waited:.0f} s (budget {budget:.0f} s)"
+                         ) from None
 
 
 def scene_windows(rule: SceneRule, duration: float, cuts: list[float]) -> list[tuple[float, float]]:

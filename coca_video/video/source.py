@@ -32,10 +32,62 @@ def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int |
             raise VideoDecodeError(path, err.problem.replace(str(local), str(path))) from None
 
 
+class LastCopy:
+    """The local copy of the last object or tar member opened, kept for the next open of the same path (a video's
+    scenes or windows are consecutive items): one download per video, not one per item."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.local: Path | None = None
+        self.held = contextlib.ExitStack()
+
+    def get(self, path: str, timeout: float | None) -> Path:
+        """The copy of ``path``: the kept one, or a new one that replaces it (removed first)."""
+        if path != self.path:
+            self.close()
+            self.local = self.held.enter_context(fresh_copy(path, timeout))
+            self.path = path
+        return self.local
+
+    def close(self) -> None:
+        """Remove the kept copy."""
+        self.path, self.local = None, None
+        self.held.close()
+
+
+_kept: LastCopy | None = None  # inside reused_copies()
+
+
+@contextlib.contextmanager
+def reused_copies() -> Iterator[None]:
+    """Within the block, opening the same object or tar member again reuses its local copy (the last one opened is
+    kept, removed when another is opened or the block ends): a batch of a video's scenes downloads it once."""
+    global _kept
+    if _kept is not None:  # an enclosing block keeps copies already
+        yield
+        return
+    _kept = LastCopy()
+    try:
+        yield
+    finally:
+        _kept.close()
+        _kept = None
+
+
 @contextlib.contextmanager
 def local_file(path: str, timeout: float | None) -> Iterator[Path]:
-    """A temporary local copy of an object or of a tar member, for the block; a member that cannot be read is a
-    :class:`VideoDecodeError` naming ``path``."""
+    """A temporary local copy of an object or of a tar member, for the block (inside :func:`reused_copies`, the
+    copy it keeps); a member that cannot be read is a :class:`VideoDecodeError` naming ``path``."""
+    if _kept is not None:
+        yield _kept.get(path, timeout)
+        return
+    with fresh_copy(path, timeout) as local:
+        yield local
+
+
+@contextlib.contextmanager
+def fresh_copy(path: str, timeout: float | None) -> Iterator[Path]:
+    """A new temporary local copy of an object or of a tar member, removed after the block."""
     if split_member(path) is None:
         with local_copy(path, timeout) as local:
             yield local
