@@ -19,33 +19,19 @@ import itertools
 import json
 import tarfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from ..config import ImageTextDataConfig  # noqa: F401 -- its home is coca_video.config (torch-free)
 from ..errors import DataError
 from .shards import expand_braces as shard_names
 
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
-
-
-@dataclass
-class ImageTextDataConfig:
-    """Where pretraining pairs come from. ``kind``: ``synthetic`` (the built-in world), ``table`` (CSV, TSV or
-    Parquet with ``img_key``/``caption_key`` columns, open_clip's --csv-img-key/--csv-caption-key), or
-    ``webdataset`` (``path`` is a brace pattern of tar shards)."""
-
-    kind: Literal["synthetic", "table", "webdataset"] = "synthetic"  # where the pairs come from
-    path: str | None = None  # the table file, or a brace pattern of tar shards
-    img_key: str = "filepath"  # image path column of a table
-    caption_key: str = "title"  # caption column of a table
-    workers: int = 2  # data loading processes
-    synthetic_size: int = 1_000_000  # positions per synthetic "epoch"
 
 
 Transform = Callable[..., torch.Tensor]
