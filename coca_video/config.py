@@ -518,6 +518,7 @@ class ImageTextDataConfig:
 
     kind: Literal["synthetic", "table", "webdataset"] = "synthetic"  # where the pairs come from
     path: str | None = None  # the table file, or a brace pattern of tar shards
+    val_path: str | None = None  # held-out pairs that validate (kind table or webdataset; synthetic: its val split)
     img_key: str = "filepath"  # image path column of a table
     caption_key: str = "title"  # caption column of a table
     workers: int = 2  # data loading processes

@@ -256,8 +256,10 @@ class WebDatasetBatches(IterableDataset):
 
 # -- the loader --------------------------------------------------------------------------------------------------------
 def build_loader(cfg: ImageTextDataConfig, transform: Transform, tokenizer: Tokenizer, global_batch: int,
-                 rank: int, world: int, seed: int, start_step: int, image_size: int) -> DataLoader:
-    """An endless loader of this rank's batches starting at ``start_step`` (see the module docstring)."""
+                 rank: int, world: int, seed: int, start_step: int, image_size: int,
+                 synthetic_split: str = "train") -> DataLoader:
+    """An endless loader of this rank's batches starting at ``start_step`` (see the module docstring); the
+    synthetic world's pairs come from ``synthetic_split`` (``test``: pairs training never sees)."""
     if global_batch % world:
         raise DataError(f"train.batch_size {global_batch} is not divisible by {world} ranks")
     loader_args = {"num_workers": cfg.workers, "persistent_workers": False,
@@ -273,7 +275,7 @@ def build_loader(cfg: ImageTextDataConfig, transform: Transform, tokenizer: Toke
             raise DataError("data.path: a CSV/TSV/Parquet file is needed for kind=table")
         source: Any = ImageTable(cfg.path, cfg.img_key, cfg.caption_key)
     else:
-        source = SyntheticPairs(cfg.synthetic_size, image_size, seed)
+        source = SyntheticPairs(cfg.synthetic_size, image_size, seed, synthetic_split)
     sampler = StepBatches(len(source), global_batch, rank, world, seed, start_step, shuffle=cfg.kind != "synthetic")
     return DataLoader(IndexedPairs(source, transform, seed), batch_sampler=sampler,
                       collate_fn=collate_pairs(tokenizer), **loader_args)

@@ -30,6 +30,10 @@ class CaptionTrainConfig(TrainLoop):
 @dataclass
 class FinetuneCaptionsConfig:
     source: VideoTextSource = field(default_factory=VideoTextSource)  # training videos and their captions
+    val: VideoTextSource | None = None  # validation videos and captions (val.captions=..., val.msrvtt_split=...);
+    # null: val_holdout of the source's videos are held out instead
+    val_holdout: float = 0.1  # with val null: this share of the source's videos (at least one) held out to validate
+    # (drawn with train.seed; 0: no validation)
     output_dir: str = "runs/finetune_captions"  # model/, checkpoints, logs, metrics.json
     resume: str | None = None  # "auto" or a checkpoint file
     caption: CaptionConfig = field(default_factory=lambda: CaptionConfig(source="all_frames"))  # source: trained on
@@ -45,6 +49,8 @@ class FinetuneCaptionsConfig:
 
     def __post_init__(self) -> None:
         self.decode.require_clips("finetune-captions")
+        check(isinstance(self.val_holdout, (int, float)) and 0 <= self.val_holdout < 1, "val_holdout",
+              "be in [0, 1) (0: no validation)", self.val_holdout)
         check(isinstance(self.temporal_embedding, bool), "temporal_embedding", "be true or false",
               self.temporal_embedding)
         check(not self.temporal_embedding or self.caption.source == "all_frames", "temporal_embedding",

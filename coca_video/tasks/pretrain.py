@@ -10,7 +10,11 @@ from the newest checkpoint in ``output_dir`` exactly (model, optimiser, schedule
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -19,12 +23,14 @@ from torch import nn
 
 from ..config import to_dict
 from ..data.image_text import build_loader
-from ..distributed import DistInfo, barrier, init_distributed, is_distributed, mean_over_ranks
+from ..distributed import DistInfo, barrier, init_distributed, is_distributed, mean_over_ranks, print0
 from ..errors import DataError
 from ..io import atomic_write_text, check_output_dir
 from ..model import CoCa, CoCaLoss, save_pretrained
 from ..runtime import autocast, load_model
-from ..training import Batch, CheckpointManager, TrainTask, architecture_id, check_resumable, fit, wrap_ddp
+from ..training import (Batch, CheckpointManager, TrainTask, architecture_id, best_validation, check_resumable, fit,
+                        wrap_ddp)
+from ..training.curves import plot_curves
 from ..transforms import image_transform
 from .pretrain_config import EvalConfig, PretrainConfig, TokenizerConfig, TrainConfig  # noqa: F401 -- the keys' home
 
@@ -42,10 +48,27 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
     checkpoints = CheckpointManager(output, cfg.train.keep_last, architecture_id(cfg.model.name, model.cfg))
-    history = fit(pretrain_task(cfg, model, tokenizer, info), cfg.train, cfg.optim, output, cfg.resume, checkpoints)
+    task = pretrain_task(cfg, model, tokenizer, info)
+    before = task.validate() if task.validate else {}  # the model as built, before any step (or checkpoint)
+    if before:
+        print0(f"validation loss before training: {before['val_loss']:.4g}", file=sys.stderr)
+    history = fit(task, cfg.train, cfg.optim, output, cfg.resume, checkpoints)
     if info.is_main:
         save_pretrained(model, output / "model", tokenizer_files)
-    return {k: v for k, v in history[-1].items() if k != "step"} if history else {}
+        plot_curves(output, history, "val_loss", "validation loss")
+    return summary(history, before)
+
+
+def summary(history: list[dict[str, float]], before: dict[str, float]) -> dict[str, float]:
+    """What a run returns: the last step record's figures, the last validation's, the validation loss before
+    training and the best validated step (its weights: checkpoints/best.pt)."""
+    steps = [h for h in history if "loss" in h]
+    validations = [h for h in history if "val_loss" in h]
+    result = {k: v for k, v in (steps[-1] if steps else {}).items() if k != "step"}
+    if validations:
+        result |= {k: v for k, v in validations[-1].items() if k != "step"}
+        result |= {"val_loss_before": before["val_loss"], **best_validation(history, "-val_loss")}
+    return result
 
 
 def pretrain_task(cfg: PretrainConfig, model: CoCa, tokenizer: Callable, info: DistInfo) -> TrainTask:
@@ -72,13 +95,47 @@ def pretrain_task(cfg: PretrainConfig, model: CoCa, tokenizer: Callable, info: D
         return {**loss_terms(last["losses"]), "logit_scale": model.scaled_logit_scale().item(),
                 "skipped": last["skipped"]}
 
-    def after_step(step: int, total: int) -> dict[str, float]:
-        due = cfg.eval.every and (step % cfg.eval.every == 0 or step == total)
-        return evaluate_zero_shot(model, tokenizer, cfg.eval) if due else {}
+    batches = validation_batches(cfg, model, tokenizer, info) if cfg.train.eval_every else []
+
+    def validate() -> dict[str, float]:
+        zero_shot = evaluate_zero_shot(model, tokenizer, cfg.eval) if cfg.data.kind == "synthetic" else {}
+        return {**validation_loss(model, loss_fn, batches, cfg.model.precision), **zero_shot}
 
     return TrainTask(model, forward, lambda losses, _: losses["loss"], stream=stream, terms=lambda _: 1,
                      wrap=lambda module: wrap_model(module, cfg.train.distributed), step_figures=step_figures,
-                     after_step=after_step, checkpoint_every=cfg.train.checkpoint_every)
+                     checkpoint_every=cfg.train.checkpoint_every, validate=validate if batches else None,
+                     best="-val_loss")
+
+
+def validation_batches(cfg: PretrainConfig, model: CoCa, tokenizer: Callable,
+                       info: DistInfo) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's share of the held-out (images, text) batches every validation reads: ``eval.val_pairs`` pairs
+    (rounded up to whole batches of ``train.batch_size``) of the synthetic world's test split (pairs training never
+    draws), or of ``data.val_path``; none for a table or shards without one."""
+    if cfg.data.kind != "synthetic" and not cfg.data.val_path:
+        return []
+    data = replace(cfg.data, workers=0, path=cfg.data.val_path)
+    loader = build_loader(data, image_transform(model, train=True), tokenizer, cfg.train.batch_size, info.rank,
+                          info.world_size, cfg.train.seed, 0, model.cfg.vision.image_size, synthetic_split="test")
+    count = math.ceil(cfg.eval.val_pairs / cfg.train.batch_size)
+    return [(batch["images"], batch["text"]) for batch in itertools.islice(loader, count)]
+
+
+@torch.no_grad()
+def validation_loss(model: CoCa, loss_fn: CoCaLoss, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                    precision: str) -> dict[str, float]:
+    """``{"val_loss", "val_contrastive_loss", "val_caption_loss"}``: the training loss and its two terms on the
+    held-out batches, each batch's (the contrastive term compares a whole global batch, as in training), averaged."""
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval()
+    sums = torch.zeros(3)
+    for images, text in batches:
+        with autocast(device, precision):
+            losses = loss_fn(model(images.to(device), text.to(device)))
+        sums += torch.stack([losses[k].detach().float().cpu() for k in ("loss", "contrastive_loss", "caption_loss")])
+    model.train(was_training)
+    loss, contrastive, caption = (sums / len(batches)).tolist()
+    return {"val_loss": loss, "val_contrastive_loss": contrastive, "val_caption_loss": caption}
 
 
 def prepare_tokenizer(cfg: PretrainConfig, model: CoCa, output: Path, info: DistInfo) -> tuple[Callable, list[Path]]:

@@ -18,6 +18,8 @@ class TrainConfig(TrainLoop):
     log_every: int = 10  # steps between metric records
     distributed: Literal["ddp", "fsdp"] = "ddp"  # wrapping under torchrun
     checkpoint_every: int = 500  # steps between checkpoints
+    eval_every: int = 500  # steps between validations (and after the last; the best kept as checkpoints/best.pt; 0:
+    # none): the loss of held-out pairs (eval.val_pairs) and, on synthetic data, zero-shot accuracy (eval.attributes)
     keep_last: int = 3  # checkpoints kept on disk
     contrastive_weight: float = 1.0  # weight of the contrastive loss
     caption_weight: float = 2.0  # weight of the captioning loss (the paper's 2)
@@ -37,14 +39,15 @@ class TrainConfig(TrainLoop):
 
 @dataclass
 class EvalConfig:
-    """Zero-shot classification of held-out synthetic images every ``every`` steps (0: off)."""
+    """What a validation (every ``train.eval_every`` steps) measures: the loss of held-out pairs (the synthetic
+    world's val split, or ``data.val_path``) and, on synthetic data, zero-shot classification of held-out images."""
 
-    every: int = 0  # steps between zero-shot evaluations (0: off)
-    num_images: int = 256  # held-out synthetic images per evaluation
-    attributes: tuple[str, ...] = ("colour", "shape")  # synthetic attributes classified zero-shot
+    val_pairs: int = 512  # held-out pairs whose loss validates, in batches of train.batch_size (rounded up to whole)
+    num_images: int = 256  # held-out synthetic images per zero-shot evaluation
+    attributes: tuple[str, ...] = ("colour", "shape")  # synthetic attributes classified zero-shot (none: no zero-shot)
 
     def __post_init__(self) -> None:
-        check_at_least("every", self.every, 0)
+        check_at_least("val_pairs", self.val_pairs, 1)
         check_at_least("num_images", self.num_images, 1)
 
 
