@@ -69,7 +69,7 @@ def runs(clips) -> dict:
     """The clips, the zero-shot captions of the held-out ones, the finetune and its captions of them."""
     root, train_csv, test_csv = clips["root"], clips["train_csv"], clips["test_csv"]
     before = caption_test_set(root / "before" / "metrics.json", test_csv, "default")
-    trained = finetune(root / "ft", train_csv)
+    trained = finetune(root / "ft", train_csv, f"val.captions={test_csv}")  # all 32 train, the held-out validate
     after = caption_test_set(root / "after" / "metrics.json", test_csv, trained["model"])
     return {**clips, "before": before, "after": after, "trained": trained}
 

@@ -58,6 +58,7 @@ from .captioning import CAPTION_SOURCES, references_by_video
 from .finetune_captions_config import (FREEZE_GROUPS, CaptionTrainConfig,  # noqa: F401 -- the keys' home
                                        FinetuneCaptionsConfig)
 
+
 def run(cfg: FinetuneCaptionsConfig) -> dict[str, Any]:
     """Train on the pairs (resuming if asked), validating every ``train.eval_every`` epochs, write
     ``output_dir/model`` and the loss history."""
@@ -112,10 +113,11 @@ def split_videos(cfg: FinetuneCaptionsConfig,
         return references, references_by_video(val_set)
     if cfg.val_holdout == 0:
         return references, {}
-    held = max(1, round(cfg.val_holdout * len(dataset.videos)))
-    if held >= len(dataset.videos):
-        raise DataError(f"{dataset.split}: {len(dataset.videos)} videos leave none to train on after holding out "
-                        f"{held} (val_holdout={cfg.val_holdout}); give val=... or val_holdout=0")
+    held = min(max(1, round(cfg.val_holdout * len(dataset.videos))), len(dataset.videos) - 1)  # one trains
+    if held == 0:
+        print0(f"warning: {dataset.split}: one video, none to hold out: no validation (give val=...)",
+               file=sys.stderr)
+        return references, {}
     chosen = set(np.random.default_rng(cfg.train.seed).permutation(len(dataset.videos))[:held].tolist())
     split = [{v: references[v] for i, v in enumerate(dataset.videos) if (i in chosen) == is_val} for is_val in (0, 1)]
     return split[0], split[1]
