@@ -168,7 +168,8 @@ class Task(NamedTuple):
 
 TASKS = {
     "pretrain": Task("pretrain", "PretrainConfig", "image-text pretraining (contrastive + captioning)", [],
-                     ["--config configs/pretrain/tiny_synthetic.yaml train.max_steps=100 output_dir=runs/x"]),
+                     ["--config configs/pretrain/tiny_synthetic.yaml train.max_steps=100 output_dir=runs/x"],
+                     config_module="pretrain_config"),
     "score": Task("score", "ScoreConfig", "score a folder of videos: zero-shot labels, embeddings, captions",
                   SCORE_FLAGS, ["VIDEO_DIR --labels kinetics400 --caption --out scores.parquet",
                                 "VIDEO_DIR --labels classes.txt decode.num_frames=8 top_k=3 --print-config"],
@@ -186,7 +187,8 @@ TASKS = {
                               "(captioning loss; image encoder frozen by default)", FINETUNE_CAPTIONS_FLAGS,
                               ["--videos clips/ --captions captions.csv --output-dir runs/ft train.epochs=20",
                                ("--config configs/captioning/synthetic_finetune.yaml source.captions=clips/captions.csv "
-                                "train.freeze=[] caption.source=middle_frame")]),
+                                "train.freeze=[] caption.source=middle_frame")],
+                              config_module="finetune_captions_config"),
     "videoqa": Task("videoqa", "VideoQAConfig", "video question answering through the multimodal decoder "
                     "(MSRVTT-QA, MSVD-QA or a CSV): trained answer head, zero-shot ranking or generation",
                     VIDEOQA_FLAGS, ["--videos MSRVTT/videos --qa-dir MSRVTT-QA --output-dir runs/qa",
@@ -195,12 +197,13 @@ TASKS = {
                                     "--videos clips/ --qa-csv qa.csv mode=zeroshot"]),
     "zeroshot": Task("zeroshot", "ZeroShotConfig", "zero-shot action recognition: top-1/top-5 on an annotated set",
                      ZEROSHOT_FLAGS, ["--annotations k400/validate.csv --video-root k400/val --labels kinetics400",
-                                      "--annotations val.csv --video-root videos/ video_pooling=attentional"]),
+                                      "--annotations val.csv --video-root videos/ video_pooling=attentional"],
+                     config_module="zeroshot_config"),
     "serve": Task("serve", "ServeConfig", "search and watch a scored video library in the browser (pip install "
                   "'coca-video[serve]')", SERVE_FLAGS,
                   ["scores.embeddings.parquet --scores scores.parquet",
                    "scores.embeddings.parquet --host 0.0.0.0 --port 8080 --token SECRET limits.max_k=50",
-                   "scores.embeddings.parquet --dedup dedup.parquet"]),
+                   "scores.embeddings.parquet --dedup dedup.parquet"], config_module="serve_config"),
     "dedup": Task("dedup", "DedupConfig", "find near-duplicate videos or segments (SemDeDup) and write which to keep",
                   DEDUP_FLAGS, ["scores.embeddings.parquet --eps 0.05 --out dedup.parquet",
                                 "scores.embeddings.parquet --eps 0.1 --clusters 1000 kmeans=faiss iterations=20"],

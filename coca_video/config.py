@@ -405,12 +405,13 @@ class DecodeConfig:
             check(self.timeout is not None or self.workers == 0, "timeout", "be set to decode on a GPU with workers "
                   "(it decodes in a fresh helper process; a forked worker cannot start CUDA)", self.timeout)
             check_device(self.device)
-        from .video.reader import check_torchcodec
+        if self.backend == "torchcodec" or self.device != "cpu":  # else no torchcodec: --help imports no numpy
+            from .video.reader import check_torchcodec
 
-        try:  # once, when the config is read, not as a loader traceback in every row
-            check_torchcodec(self.device, self.backend)
-        except ValueError as err:
-            raise InvalidValue(str(err)) from None
+            try:  # once, when the config is read, not as a loader traceback in every row
+                check_torchcodec(self.device, self.backend)
+            except ValueError as err:
+                raise InvalidValue(str(err)) from None
 
     def frames_rule(self) -> str:
         """How frames are sampled, in words for metadata and reports: ``16 per video (eval)``, or ``1 per second,
@@ -509,11 +510,27 @@ class VideoTextSource:
     shards: str | None = None  # WebDataset shards ('shards/{00000..00009}.tar'): their videos with each .txt caption
 
 
+@dataclass
+class ImageTextDataConfig:
+    """Where pretraining pairs come from (:mod:`coca_video.data.image_text` reads them). ``kind``: ``synthetic`` (the
+    built-in world), ``table`` (CSV, TSV or Parquet with ``img_key``/``caption_key`` columns, open_clip's
+    --csv-img-key/--csv-caption-key), or ``webdataset`` (``path`` is a brace pattern of tar shards)."""
+
+    kind: Literal["synthetic", "table", "webdataset"] = "synthetic"  # where the pairs come from
+    path: str | None = None  # the table file, or a brace pattern of tar shards
+    val_path: str | None = None  # held-out pairs that validate (kind table or webdataset; synthetic: its val split)
+    img_key: str = "filepath"  # image path column of a table
+    caption_key: str = "title"  # caption column of a table
+    workers: int = 2  # data loading processes
+    synthetic_size: int = 1_000_000  # positions per synthetic "epoch"
+
+
 RAY_ADDRESS = re.compile(r"auto|ray://\S+|[\w.-]+:\d+")
 
 
 Engine = Literal["local", "ray"]  # local: this process and its decoding workers; ray: Ray Data actors (ray.*)
 EmbeddingDtype = Literal["float32", "float16"]  # how embeddings are stored: as computed, or rounded to half the bytes
+ActionsFormat = Literal["auto", "kinetics", "mit", "list", "csv"]  # an action annotation file's layout: data/actions.py
 
 
 @dataclass

@@ -62,6 +62,7 @@ def main() -> None:
     def finetune_config(name: str, temporal: bool) -> finetune_captions.FinetuneCaptionsConfig:
         return load_config(finetune_captions.FinetuneCaptionsConfig, args.config, [
             f"source.captions={args.output / 'train' / 'captions.csv'}", f"output_dir={args.output / name}",
+            f"val.captions={args.output / 'test' / 'captions.csv'}",  # validate on the held-out clips: train on all
             *args.overrides, f"temporal_embedding={str(temporal).lower()}"])
 
     finetune_cfg = finetune_config("finetune", False)

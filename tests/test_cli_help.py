@@ -133,23 +133,29 @@ def test_models_lists_every_architecture_with_its_size_and_pretrained_tags(capsy
     assert main(["models"]) == 0 and "laion2b_s13b_b90k" in capsys.readouterr().out
 
 
-TORCH_FREE = [["probe", "--help"], ["score", "--help"], ["retrieval", "--help"], ["captioning", "--help"],
-              ["dedup", "--help"], ["score", "x.mp4", "decode.num_frame=8"], ["probe", "train.epoch=3"],
-              ["score", "x.mp4", "decode.num_frames=0"]]
+HELPS = [[command, "--help"] for command in ("probe", "score", "retrieval", "captioning", "dedup", "finetune-captions",
+                                              "pretrain", "zeroshot", "serve")]
+CONFIG_ERRORS = [["score", "x.mp4", "decode.num_frame=8"], ["probe", "train.epoch=3"],
+                 ["score", "x.mp4", "decode.num_frames=0"], ["pretrain", "train.max_step=3"],
+                 ["finetune-captions", "train.freeze=[bogus]"], ["zeroshot", "out=x.txt"],
+                 ["serve", "e.parquet", "port=70000"]]
+HEAVY = ("torch", "fastapi", "uvicorn")  # what --help and a config error must answer without
 
 
 def test_a_commands_help_and_a_config_error_do_not_import_torch():
-    """``coca-video probe --help`` and a mistyped or bad key answer before torch loads (seconds on a small machine):
-    each argv runs through ``main`` in a fresh interpreter, which then reports whether torch was imported."""
+    """``coca-video probe --help`` and a mistyped or bad key answer before torch (or serve's FastAPI) loads (seconds
+    on a small machine): each argv runs through ``main`` in a fresh interpreter, which then reports what of
+    :data:`HEAVY` was imported."""
     probe = ("import json, sys\nfrom coca_video.cli import main\nseen = []\n"
-             f"for argv in {TORCH_FREE!r}:\n"
+             f"for argv in {HELPS + CONFIG_ERRORS!r}:\n"
              "    try:\n        code = main(argv)\n    except SystemExit as stop:\n        code = stop.code\n"
-             "    seen.append([argv, code, 'torch' in sys.modules])\n"
+             f"    seen.append([argv, code, [m for m in {HEAVY!r} if m in sys.modules]])\n"
              "print(json.dumps(seen))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120,
                           check=False)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert [code for _, code, _ in seen] == [0] * 5 + [2] * 3  # the helps, then three one-line config errors
-    assert [torch for _, _, torch in seen] == [False] * len(TORCH_FREE), seen
+    assert [code for _, code, _ in seen] == [0] * len(HELPS) + [2] * len(CONFIG_ERRORS)  # one-line config errors
+    assert [heavy for _, _, heavy in seen] == [[]] * len(seen), seen
     assert "decode.num_frames must be >= 1, got 0" in done.stderr and "Did you mean: train.epochs" in done.stderr
+    assert "Did you mean: train.max_steps" in done.stderr and "port must be 0-65535, got 70000" in done.stderr

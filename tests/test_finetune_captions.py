@@ -69,7 +69,7 @@ def runs(clips) -> dict:
     """The clips, the zero-shot captions of the held-out ones, the finetune and its captions of them."""
     root, train_csv, test_csv = clips["root"], clips["train_csv"], clips["test_csv"]
     before = caption_test_set(root / "before" / "metrics.json", test_csv, "default")
-    trained = finetune(root / "ft", train_csv)
+    trained = finetune(root / "ft", train_csv, f"val.captions={test_csv}")  # all 32 train, the held-out validate
     after = caption_test_set(root / "after" / "metrics.json", test_csv, trained["model"])
     return {**clips, "before": before, "after": after, "trained": trained}
 
@@ -328,3 +328,36 @@ def test_a_temporal_folder_captions_through_captioning_as_generated_here(clips, 
     assert {str(v): independent_caption(model_dir, v) for v in videos} == captioned
     timeless = {str(v): independent_caption(model_dir, v, num_frames=None) for v in videos}
     assert timeless != captioned
+
+
+@pytest.mark.slow
+def test_validation_reads_the_pairs_training_reads_and_keeps_the_best_epoch(clips, tmp_path):
+    """val= the training pairs, one batch an epoch: the validation loss of the model as loaded is the first step's
+    training loss (the same captions through two paths), every epoch validates, and best.pt holds the best epoch."""
+    subset = first_pairs(clips, tmp_path / "pairs.csv", 6)
+    output = tmp_path / "run"
+    result = finetune(output, subset, f"val.captions={subset}", "train.epochs=2", "train.batch_size=6",
+                      "train.log_every=1")
+    records = [json.loads(line) for line in (output / "metrics.jsonl").open()]
+    first_step = next(r for r in records if r["step"] == 1 and "loss" in r)
+    assert result["val_loss_before"] == pytest.approx(first_step["loss"], rel=1e-4)
+    epochs = [r for r in records if "epoch" in r]
+    assert [r["epoch"] for r in epochs] == [1, 2] and all(r["val_loss"] < result["val_loss_before"] for r in epochs)
+    best = min(epochs, key=lambda r: r["val_loss"])
+    assert (result["best_epoch"], result["best_val_loss"]) == (best["epoch"], best["val_loss"])
+    kept = torch.load(output / "checkpoints" / "best.pt", weights_only=True)
+    assert kept["step"] == best["step"]
+    assert (output / "curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_held_out_videos_validate_and_a_rerun_with_other_settings_is_refused(clips, tmp_path):
+    subset = first_pairs(clips, tmp_path / "pairs.csv", 6)
+    output = tmp_path / "run"
+    finetune(output, subset, "val_holdout=0.34", "train.epochs=1")
+    protocol = json.loads((output / "metrics.json").read_text())["protocol"]
+    assert (protocol["train_videos"], protocol["validation"]["videos"]) == (4, 2)  # round(0.34 * 6) held out
+    before = (output / "metrics.json").read_text()
+    with pytest.raises(ConfigError, match=r"train\.epochs 1 -> 2.*another output_dir"):
+        finetune(output, subset, "val_holdout=0.34", "train.epochs=2", "resume=auto")
+    assert (output / "metrics.json").read_text() == before

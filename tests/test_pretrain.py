@@ -225,3 +225,21 @@ def test_resume_with_other_settings_is_refused_and_the_same_settings_resume(tmp_
     pretrain.run(load_config(pretrain.PretrainConfig, None, overrides(table, output, resume="auto",
                                                                       **{"train.max_steps": 2, "train.log_every": 2})))
     assert "resuming from step 2 of 2" in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_validation_every_eval_every_steps_reads_held_out_pairs_as_training_reads_its_own(tmp_path):
+    """data.val_path = the training table and one batch of it: the validation loss of the model as built is the
+    first step's training loss (one batch through two paths); steps 2 and 4 validate; best.pt is the best step."""
+    table = make_table(tmp_path)
+    output = tmp_path / "run"
+    result = pretrain.run(load_config(pretrain.PretrainConfig, None, overrides(table, output, **{
+        "data.val_path": str(table), "eval.val_pairs": 8, "train.eval_every": 2})))
+    records = read_metrics(output)
+    assert result["val_loss_before"] == pytest.approx(records[0]["loss"], rel=1e-5)
+    validated = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in validated] == [2, 4]
+    best = min(validated, key=lambda r: r["val_loss"])
+    assert (result["best_step"], result["best_val_loss"]) == (best["step"], best["val_loss"])
+    assert torch.load(output / "checkpoints" / "best.pt", weights_only=True)["step"] == best["step"]
+    assert "zero_shot_colour" not in best  # zero-shot reads the synthetic world: only for data.kind=synthetic

@@ -17,13 +17,11 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
+from ..config import ActionsFormat as Format  # noqa: F401 -- its home is coca_video.config (torch-free)
 from ..errors import DataError
 from .labels import class_index, lookup_class
 from .video import VideoItem
 
-Format = Literal["auto", "kinetics", "mit", "list", "csv"]
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi")
 SPLIT_FOLDERS = (("train", "val"), ("videos_train", "videos_val"))  # common download layouts, tried in order
 

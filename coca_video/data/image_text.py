@@ -19,33 +19,19 @@ import itertools
 import json
 import tarfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from ..config import ImageTextDataConfig  # noqa: F401 -- its home is coca_video.config (torch-free)
 from ..errors import DataError
 from .shards import expand_braces as shard_names
 
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
-
-
-@dataclass
-class ImageTextDataConfig:
-    """Where pretraining pairs come from. ``kind``: ``synthetic`` (the built-in world), ``table`` (CSV, TSV or
-    Parquet with ``img_key``/``caption_key`` columns, open_clip's --csv-img-key/--csv-caption-key), or
-    ``webdataset`` (``path`` is a brace pattern of tar shards)."""
-
-    kind: Literal["synthetic", "table", "webdataset"] = "synthetic"  # where the pairs come from
-    path: str | None = None  # the table file, or a brace pattern of tar shards
-    img_key: str = "filepath"  # image path column of a table
-    caption_key: str = "title"  # caption column of a table
-    workers: int = 2  # data loading processes
-    synthetic_size: int = 1_000_000  # positions per synthetic "epoch"
 
 
 Transform = Callable[..., torch.Tensor]
@@ -270,8 +256,10 @@ class WebDatasetBatches(IterableDataset):
 
 # -- the loader --------------------------------------------------------------------------------------------------------
 def build_loader(cfg: ImageTextDataConfig, transform: Transform, tokenizer: Tokenizer, global_batch: int,
-                 rank: int, world: int, seed: int, start_step: int, image_size: int) -> DataLoader:
-    """An endless loader of this rank's batches starting at ``start_step`` (see the module docstring)."""
+                 rank: int, world: int, seed: int, start_step: int, image_size: int,
+                 synthetic_split: str = "train") -> DataLoader:
+    """An endless loader of this rank's batches starting at ``start_step`` (see the module docstring); the
+    synthetic world's pairs come from ``synthetic_split`` (``test``: pairs training never sees)."""
     if global_batch % world:
         raise DataError(f"train.batch_size {global_batch} is not divisible by {world} ranks")
     loader_args = {"num_workers": cfg.workers, "persistent_workers": False,
@@ -287,7 +275,7 @@ def build_loader(cfg: ImageTextDataConfig, transform: Transform, tokenizer: Toke
             raise DataError("data.path: a CSV/TSV/Parquet file is needed for kind=table")
         source: Any = ImageTable(cfg.path, cfg.img_key, cfg.caption_key)
     else:
-        source = SyntheticPairs(cfg.synthetic_size, image_size, seed)
+        source = SyntheticPairs(cfg.synthetic_size, image_size, seed, synthetic_split)
     sampler = StepBatches(len(source), global_batch, rank, world, seed, start_step, shuffle=cfg.kind != "synthetic")
     return DataLoader(IndexedPairs(source, transform, seed), batch_sampler=sampler,
                       collate_fn=collate_pairs(tokenizer), **loader_args)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..io import atomic_write_text
+from ..training.curves import plot_curves
 from .classification import ClassificationPaths, Classified, write_classification_outputs
 
 
@@ -43,35 +44,11 @@ def write_probe_outputs(output: Path, result: ProbeResult, classes: list[str], h
     metrics = {"top1": result.top1, "top5": result.top5, "mean_class_accuracy": result.mean_class_accuracy,
                "protocol": proto} | write_classification_outputs(paths, classified, classes)
     atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    plot_probe_curves(output, history)
+    plot_curves(output, history, "val_top1", "validation top-1 (%)")
     if "linear" in proto:
         plot_c_sweep(output, proto["linear"]["sweep"], proto["linear"]["chosen_c"])
     print(f"top-1 {result.top1:.1f}  top-5 {result.top5:.1f}  mean class {result.mean_class_accuracy:.1f}  "
           f"({proto['val_videos_evaluated']} videos evaluated) -> {output / 'metrics.json'}")
-
-
-def plot_probe_curves(output: Path, history: list[dict[str, float]]) -> None:
-    """curves.png: the training loss per epoch and, on its own axis, the validation top-1 of the epochs that
-    validated (nothing without a history: a linear probe)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if history:
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ax.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker="o")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("training loss")
-        validated = [h for h in history if "val_top1" in h]
-        if validated:
-            accuracy_axis = ax.twinx()
-            accuracy_axis.plot([h["epoch"] for h in validated], [h["val_top1"] for h in validated],
-                               color="tab:green", marker=".")
-            accuracy_axis.set_ylabel("validation top-1 (%)", color="tab:green")
-        fig.tight_layout()
-        fig.savefig(output / "curves.png", dpi=100)
-        plt.close(fig)
 
 
 def plot_c_sweep(output: Path, points: list[dict[str, float]], chosen: float) -> None:

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -39,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import CaptionConfig, DecodeConfig, ModelConfig, VideoTextSource, check, to_dict
+from ..config import to_dict
 from ..data.feature_cache import FeatureCache
 from ..data.retrieval import RetrievalSet, load_set
 from ..data.video import ClipSampling, VideoItem, decode_loader
@@ -50,83 +51,76 @@ from ..io import atomic_write_text, check_output_dir
 from ..model import CoCa, get_tokenizer, save_pretrained, tokenizer_files
 from ..runtime import autocast, load_model
 from ..scoring import caption_source_tokens
-from ..training import Batch, OptimConfig, TrainLoop, TrainTask, check_resumable, fit
-from ..transforms import ClipAugmentConfig, ClipTrainTransform, clip_train_transform
+from ..training import Batch, TrainTask, best_validation, check_resumable, fit
+from ..training.curves import plot_curves
+from ..transforms import ClipAugmentConfig, ImageTransform, clip_train_transform, image_transform
 from .captioning import CAPTION_SOURCES, references_by_video
-
-FREEZE_GROUPS = {"image_encoder": ("image_encoder",), "poolers": ("image_pooling", "frame_time"), "text": ("text",),
-                 "decoder": ("decoder", "caption_head")}  # group -> CoCa attributes it holds (frame_time: when built)
-
-
-@dataclass
-class CaptionTrainConfig(TrainLoop):
-    """The loop's keys (an epoch: every training video once, with one of its captions) and what does not train."""
-
-    batch_size: int = 32  # videos per optimiser step (global, across ranks)
-    freeze: tuple[str, ...] = ("image_encoder",)  # groups that do not train: image_encoder, poolers, text, decoder
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        unknown = [g for g in self.freeze if g not in FREEZE_GROUPS]
-        check(not unknown, "freeze", f"name groups among {list(FREEZE_GROUPS)}", list(self.freeze))
-        check(not {"poolers", "text", "decoder"} <= set(self.freeze), "freeze",
-              "leave one of poolers, text, decoder to train", list(self.freeze))
-
-
-@dataclass
-class FinetuneCaptionsConfig:
-    source: VideoTextSource = field(default_factory=VideoTextSource)  # training videos and their captions
-    output_dir: str = "runs/finetune_captions"  # model/, checkpoints, logs, metrics.json
-    resume: str | None = None  # "auto" or a checkpoint file
-    caption: CaptionConfig = field(default_factory=lambda: CaptionConfig(source="all_frames"))  # source: trained on
-    train: CaptionTrainConfig = field(default_factory=CaptionTrainConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, weight_decay=0.01, warmup_steps=50))
-    model: ModelConfig = field(default_factory=ModelConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    temporal_embedding: bool = False  # a per-frame embedding before the generative pooler (model/frame_time.py)
-    # (one vector a frame, zero at the start, trained with the poolers), so captions can say what came first
-    temporal_lr_scale: float = 100.0  # that table's learning rate over optim.lr (docs/captioning.md: why x100)
-    # it starts at zero and AdamW moves an entry by about the lr a step, while the encoder tokens it is added to
-    # have entries of order 10 (norm ~145 for the default model): at x1 it stays too small to matter
-
-    def __post_init__(self) -> None:
-        self.decode.require_clips("finetune-captions")
-        check(isinstance(self.temporal_embedding, bool), "temporal_embedding", "be true or false",
-              self.temporal_embedding)
-        check(not self.temporal_embedding or self.caption.source == "all_frames", "temporal_embedding",
-              "be false with caption.source=middle_frame (one frame has no time to embed; use all_frames)",
-              self.temporal_embedding)
-        check(isinstance(self.temporal_lr_scale, (int, float)) and self.temporal_lr_scale > 0, "temporal_lr_scale",
-              "be > 0", self.temporal_lr_scale)
-        check(self.model.precision in ("fp32", "bf16", "auto"), "model.precision", "be fp32, bf16 or auto to train",
-              self.model.precision)
+from .finetune_captions_config import (FREEZE_GROUPS, CaptionTrainConfig,  # noqa: F401 -- the keys' home
+                                       FinetuneCaptionsConfig)
 
 
 def run(cfg: FinetuneCaptionsConfig) -> dict[str, Any]:
-    """Train on the pairs (resuming if asked), write ``output_dir/model`` and the loss history."""
+    """Train on the pairs (resuming if asked), validating every ``train.eval_every`` epochs, write
+    ``output_dir/model`` and the loss history."""
     output = check_output_dir(cfg.output_dir)
     check_resumable(output, cfg.resume, cfg)
     info = init_distributed()
     torch.manual_seed(cfg.train.seed)
     dataset = load_set(cfg.source, "finetune-captions", every_sentence=True)
-    print0(f"{dataset.split}: {len(dataset.videos)} videos, {len(dataset.captions)} captions")
+    train_videos, val_videos = split_videos(cfg, dataset)
+    print0(f"{dataset.split}: {len(dataset.videos)} videos, {len(dataset.captions)} captions; "
+           f"{len(train_videos)} train, {len(val_videos)} validate")
     model = load_model(cfg.model, training=True)
     if cfg.temporal_embedding:
         model.add_frame_time(cfg.decode.num_frames)  # zero: the model starts out as it was
     output.mkdir(parents=True, exist_ok=True)
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
-    pairs = CaptionPairs(cfg, model, dataset)
-    history = fit(caption_task(cfg, model, pairs, get_tokenizer(cfg.model.name)), cfg.train, cfg.optim, output,
-                  cfg.resume)
+    tokenizer = get_tokenizer(cfg.model.name)
+    pairs = CaptionPairs(cfg, model, train_videos, "train")
+    task = caption_task(cfg, model, pairs, tokenizer)
+    validation = CaptionPairs(cfg, model, val_videos, "val") if val_videos else None
+    if validation is not None:
+        task = replace(task, validate=lambda: validation_loss(cfg, task.module, validation, tokenizer),
+                       best="-val_loss")
+        before = task.validate()["val_loss"]  # the model as loaded, before any step (or checkpoint)
+        print0(f"validation loss before finetuning: {before:.4g}", file=sys.stderr)
+    history = fit(task, cfg.train, cfg.optim, output, cfg.resume)
     model.eval()
     result = {"train_loss": history[-1]["train_loss"], "model": str(output / "model")}
+    if validation is not None:
+        result |= {"val_loss_before": before, **best_validation(history, "-val_loss")}
     if info.is_main:
         save_pretrained(model, output / "model", tokenizer_files(cfg.model.name), runs_with=trained_to_run(cfg))
-        metrics = {**result, "history": history, "protocol": protocol(cfg, dataset, pairs, model)}
+        metrics = {**result, "history": history, "protocol": protocol(cfg, dataset, pairs, validation, model)}
         atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        plot_curves(output, history, "val_loss", "validation loss")
+        summary = f"; validation loss {before:.4g} -> {result['best_val_loss']:.4g} (best epoch " \
+                  f"{result['best_epoch']}: checkpoints/best.pt)" if "best_val_loss" in result else ""
+        print(f"training loss {history[0]['train_loss']:.4g} -> {history[-1]['train_loss']:.4g}{summary} -> "
+              f"{output / 'model'}")
     barrier()
     return result
+
+
+def split_videos(cfg: FinetuneCaptionsConfig,
+                 dataset: RetrievalSet) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(training, validation) videos, each with its reference captions: the validation set ``val`` names, or
+    ``val_holdout`` of the source's videos (at least one; drawn with ``train.seed``) held out of training."""
+    references = references_by_video(dataset)
+    if cfg.val is not None:
+        val_set = load_set(cfg.val, "finetune-captions val", every_sentence=True)
+        return references, references_by_video(val_set)
+    if cfg.val_holdout == 0:
+        return references, {}
+    held = min(max(1, round(cfg.val_holdout * len(dataset.videos))), len(dataset.videos) - 1)  # one trains
+    if held == 0:
+        print0(f"warning: {dataset.split}: one video, none to hold out: no validation (give val=...)",
+               file=sys.stderr)
+        return references, {}
+    chosen = set(np.random.default_rng(cfg.train.seed).permutation(len(dataset.videos))[:held].tolist())
+    split = [{v: references[v] for i, v in enumerate(dataset.videos) if (i in chosen) == is_val} for is_val in (0, 1)]
+    return split[0], split[1]
 
 
 def freeze_groups(model: CoCa, groups: tuple[str, ...]) -> None:
@@ -166,24 +160,23 @@ class CaptionTrainee(nn.ModuleDict):
 
 
 class CaptionPairs:
-    """The training videos and their captions; with the encoder frozen, their tokens from the feature cache
-    (``rows``: the videos that decoded; ``failed``: (path, reason) of those that did not)."""
+    """Videos and their captions (training's or validation's); with the encoder frozen, their tokens from the feature
+    cache (``rows``: the videos that decoded; ``failed``: (path, reason) of those that did not)."""
 
-    def __init__(self, cfg: FinetuneCaptionsConfig, model: CoCa, dataset: RetrievalSet) -> None:
+    def __init__(self, cfg: FinetuneCaptionsConfig, model: CoCa, references: dict[str, list[str]], name: str) -> None:
         self.frozen_encoder = "image_encoder" in cfg.train.freeze
-        self.items = [VideoItem(video) for video in dataset.videos]
-        references = references_by_video(dataset)
-        self.references = [references[video] for video in dataset.videos]
+        self.items = [VideoItem(video) for video in references]
+        self.references = list(references.values())
         self.cache: FeatureCache | None = None
         self.rows, self.failed = np.arange(len(self.items)), []
         if self.frozen_encoder:
             sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling)
             self.cache = fill_cache(Path(cfg.output_dir) / "feature_cache", self.items, model, cfg.model, sampling,
-                                    cfg.decode, "train")
+                                    cfg.decode, name)
             self.rows = np.array(sorted(self.cache.done))
             self.failed = [(self.items[i].path, reason) for i, reason in sorted(self.cache.failed.items())]
         if len(self.rows) == 0:
-            raise DataError(f"{dataset.split}: no training video could be decoded")
+            raise DataError(f"{cfg.source.captions or cfg.source.videos}: no {name} video could be decoded")
 
 
 def caption_task(cfg: FinetuneCaptionsConfig, model: CoCa, pairs: CaptionPairs, tokenizer: Callable) -> TrainTask:
@@ -200,10 +193,11 @@ def caption_task(cfg: FinetuneCaptionsConfig, model: CoCa, pairs: CaptionPairs, 
     stop_unreached(trainee, torch.zeros(1, *input_shape), torch.tensor([[model.cfg.text.sot_id,
                                                                          model.cfg.text.eot_id]]))
     transform = None if pairs.frozen_encoder else clip_train_transform(model, ClipAugmentConfig())
+    sampling = ClipSampling(cfg.decode.num_frames, mode="train")  # TSN: decoded fresh each epoch (encoder trained)
 
     def epoch_batches(epoch: int, steps: int) -> Iterator[Batch]:
         batches = batch_shards(len(pairs.rows), cfg.train.batch_size, seed=cfg.train.seed * 1000 + epoch)[:steps]
-        for inputs, rows in epoch_inputs(cfg, pairs, transform, batches, epoch, input_shape):
+        for inputs, rows in epoch_inputs(cfg, pairs, transform, sampling, batches, epoch, input_shape):
             ids = caption_ids(cfg, pairs, tokenizer, pad_id, rows, epoch)  # (b, L)
             yield Batch((inputs, ids), ids[:, 1:].to(device))
 
@@ -228,17 +222,16 @@ def lr_scale(cfg: FinetuneCaptionsConfig) -> Callable[[str], float]:
     return lambda name: cfg.temporal_lr_scale if name.startswith("frame_time.") else 1.0
 
 
-def epoch_inputs(cfg: FinetuneCaptionsConfig, pairs: CaptionPairs, transform: ClipTrainTransform | None,
-                 batches: list[list[int]], epoch: int,
+def epoch_inputs(cfg: FinetuneCaptionsConfig, pairs: CaptionPairs, transform: ImageTransform | None,
+                 sampling: ClipSampling, batches: list[list[int]], epoch: int,
                  input_shape: tuple[int, ...]) -> Iterator[tuple[torch.Tensor, np.ndarray | list[int]]]:
-    """(inputs, their video rows) of this rank's share of every global batch: cached tokens (b, T*N, C), or
-    decoded clips (b, T, 3, S, S) with the encoder training."""
+    """(inputs, their video rows) of this rank's share of every global batch: cached tokens (b, T*N, C), or clips
+    decoded with ``sampling`` (b, T, 3, S, S) with the encoder training."""
     if pairs.cache is not None:
         for batch in batches:
             rows = pairs.rows[batch]
             yield pairs.cache.read(rows, 0), rows  # (b, T*N, C)
         return
-    sampling = ClipSampling(cfg.decode.num_frames, mode="train")
     loader = decode_loader(pairs.items, transform, cfg.decode, sampling, cfg.train.seed, batches=batches,
                            epoch=epoch, model_device=cfg.model.device)
     for batch in loader:
@@ -252,9 +245,45 @@ def caption_ids(cfg: FinetuneCaptionsConfig, pairs: CaptionPairs, tokenizer: Cal
     """(b, L) ids of one caption per video row, drawn per (seed, epoch, row), cut after the longest."""
     chosen = [refs[np.random.default_rng([cfg.train.seed, epoch, int(row)]).integers(len(refs))]
               for row, refs in ((row, pairs.references[row]) for row in rows)]
-    ids = tokenizer(chosen) if chosen else torch.zeros(0, 2, dtype=torch.long)
+    return tokenized(tokenizer, chosen, pad_id)
+
+
+def tokenized(tokenizer: Callable, captions: list[str], pad_id: int) -> torch.Tensor:
+    """(b, L) ids of ``captions``, cut after the longest (causal: the trailing pads cut change no logit of a real
+    token)."""
+    ids = tokenizer(captions) if captions else torch.zeros(0, 2, dtype=torch.long)
     longest = int((ids != pad_id).sum(1).max()) if len(ids) else 2
-    return ids[:, :longest]  # causal: the trailing pads cut change no logit of a real token
+    return ids[:, :longest]
+
+
+@torch.no_grad()
+def validation_loss(cfg: FinetuneCaptionsConfig, trainee: CaptionTrainee, pairs: CaptionPairs,
+                    tokenizer: Callable) -> dict[str, float]:
+    """``{"val_loss"}``: the mean next-token cross-entropy (teacher forcing, over non-pad tokens) of every reference
+    caption of every validation video that decoded, on cached tokens (encoder frozen) or clips decoded with the
+    evaluation's sampling through the encoder as it is now. Every rank computes it whole (the same number)."""
+    pad_id, device, coca = trainee.coca.cfg.text.pad_id, cfg.model.device, trainee.coca
+    size = coca.cfg.vision.image_size
+    input_shape = (cfg.decode.num_frames, 3, size, size)  # (T, 3, S, S): only for a batch that decoded nothing
+    batches = [list(range(i, min(i + cfg.train.batch_size, len(pairs.rows))))
+               for i in range(0, len(pairs.rows), cfg.train.batch_size)]
+    sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling)
+    was_training, total, count = trainee.training, 0.0, 0
+    trainee.eval()
+    for inputs, rows in epoch_inputs(cfg, pairs, image_transform(coca), sampling, batches, 0, input_shape):
+        if len(inputs) == 0:  # nothing in the batch decoded
+            continue
+        references = [pairs.references[int(row)] for row in rows]
+        for j in range(max((len(refs) for refs in references), default=0)):  # the j-th reference of each video
+            keep = [k for k, refs in enumerate(references) if j < len(refs)]
+            ids = tokenized(tokenizer, [references[k][j] for k in keep], pad_id).to(device)  # (b, L)
+            with autocast(device, cfg.model.precision):
+                logits = trainee(inputs[keep].to(device), ids)  # (b, L-1, V)
+            total += F.cross_entropy(logits.transpose(1, 2).float(), ids[:, 1:], ignore_index=pad_id,
+                                     reduction="sum").item()
+            count += int((ids[:, 1:] != pad_id).sum())
+    trainee.train(was_training)
+    return {"val_loss": total / max(count, 1)}
 
 
 def stop_unreached(trainee: CaptionTrainee, inputs: torch.Tensor, text_ids: torch.Tensor) -> None:
@@ -288,13 +317,14 @@ def temporal_protocol(model: CoCa) -> str | None:
 
 
 def protocol(cfg: FinetuneCaptionsConfig, dataset: RetrievalSet, pairs: CaptionPairs,
-             model: CoCa) -> dict[str, Any]:
+             validation: CaptionPairs | None, model: CoCa) -> dict[str, Any]:
     """What was trained on and how, so the model folder's captions are never read without their conditions."""
     trained = sorted(g for g in FREEZE_GROUPS if g not in cfg.train.freeze)
     return {"model": cfg.model.name, "checkpoint": cfg.model.pretrained or cfg.model.name,
             "split": dataset.split, "train_videos": len(pairs.rows), "captions": len(dataset.captions),
             "captions_from": dataset.references,
-            "failed_videos": pairs.failed, "caption_source": CAPTION_SOURCES[cfg.caption.source],
+            "failed_videos": pairs.failed, "validation": validation_protocol(cfg, validation),
+            "caption_source": CAPTION_SOURCES[cfg.caption.source],
             "frames_per_video": cfg.decode.num_frames, "trained": trained, "frozen": sorted(cfg.train.freeze),
             "encoder_tokens": "feature cache" if pairs.frozen_encoder else "decoded every epoch (TSN train)",
             "loss": "captioning only: mean next-token cross-entropy over the global batch's non-pad tokens",
@@ -302,3 +332,14 @@ def protocol(cfg: FinetuneCaptionsConfig, dataset: RetrievalSet, pairs: CaptionP
             "temporal_lr": cfg.optim.lr * cfg.temporal_lr_scale if model.frame_time is not None else None,
             "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "lr": cfg.optim.lr,
             "weights": f"ema {cfg.optim.ema}" if cfg.optim.ema else "last step"}
+
+
+def validation_protocol(cfg: FinetuneCaptionsConfig, validation: CaptionPairs | None) -> dict[str, Any] | None:
+    """Which videos validated and how often, for the protocol (None: no validation)."""
+    if validation is None:
+        return None
+    source = "val" if cfg.val is not None else f"{cfg.val_holdout:g} of the source's videos held out (seed " \
+                                                f"{cfg.train.seed})"
+    return {"videos": len(validation.rows), "captions": sum(len(validation.references[r]) for r in validation.rows),
+            "from": source, "failed_videos": validation.failed, "every_epochs": cfg.train.eval_every,
+            "loss": "mean next-token cross-entropy of every reference caption (teacher forcing)"}

@@ -10,92 +10,29 @@ from the newest checkpoint in ``output_dir`` exactly (model, optimiser, schedule
 
 from __future__ import annotations
 
+import itertools
 import json
-from dataclasses import dataclass, field
+import math
+import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from ..config import ModelConfig, check, check_at_least, to_dict
-from ..data.image_text import ImageTextDataConfig, build_loader
-from ..distributed import DistInfo, barrier, init_distributed, is_distributed, mean_over_ranks
+from ..config import to_dict
+from ..data.image_text import build_loader
+from ..distributed import DistInfo, barrier, init_distributed, is_distributed, mean_over_ranks, print0
 from ..errors import DataError
 from ..io import atomic_write_text, check_output_dir
 from ..model import CoCa, CoCaLoss, save_pretrained
 from ..runtime import autocast, load_model
-from ..training import (Batch, CheckpointManager, OptimConfig, TrainLoop, TrainTask, architecture_id, check_resumable,
-                        fit, wrap_ddp)
+from ..training import (Batch, CheckpointManager, TrainTask, architecture_id, best_validation, check_resumable, fit,
+                        wrap_ddp)
+from ..training.curves import plot_curves
 from ..transforms import image_transform
-
-
-@dataclass
-class TrainConfig(TrainLoop):
-    """The loop's keys (a run of ``max_steps`` over streamed pairs: no epochs) and pretraining's own."""
-
-    epochs: int | None = None  # pretraining streams its data: max_steps sets the run's length
-    max_steps: int | None = 1000  # optimiser steps in total
-    log_every: int = 10  # steps between metric records
-    distributed: Literal["ddp", "fsdp"] = "ddp"  # wrapping under torchrun
-    checkpoint_every: int = 500  # steps between checkpoints
-    keep_last: int = 3  # checkpoints kept on disk
-    contrastive_weight: float = 1.0  # weight of the contrastive loss
-    caption_weight: float = 2.0  # weight of the captioning loss (the paper's 2)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.epochs is None, "epochs", "be null in pretraining (its data is a stream: train.max_steps sets the "
-              "run's length)", self.epochs)
-        check(self.max_steps is not None, "max_steps", "be set in pretraining", self.max_steps)
-        check(self.accum_steps == 1, "accum_steps", "be 1 in pretraining (the contrastive loss compares the whole "
-              "batch, so micro-batches would change it)", self.accum_steps)
-        for key in ("checkpoint_every", "keep_last", "log_every"):
-            check_at_least(key, getattr(self, key), 1)
-        check_at_least("contrastive_weight", self.contrastive_weight, 0)
-        check_at_least("caption_weight", self.caption_weight, 0)
-
-
-@dataclass
-class EvalConfig:
-    """Zero-shot classification of held-out synthetic images every ``every`` steps (0: off)."""
-
-    every: int = 0  # steps between zero-shot evaluations (0: off)
-    num_images: int = 256  # held-out synthetic images per evaluation
-    attributes: tuple[str, ...] = ("colour", "shape")  # synthetic attributes classified zero-shot
-
-    def __post_init__(self) -> None:
-        check_at_least("every", self.every, 0)
-        check_at_least("num_images", self.num_images, 1)
-
-
-@dataclass
-class TokenizerConfig:
-    """For architectures with their own tokenizer (``tokenizer: tokenizer.json``) and no file yet: train a BPE on
-    ``corpus_size`` captions of the training data."""
-
-    vocab_size: int = 512  # BPE vocabulary size of a newly trained tokenizer
-    corpus_size: int = 20000  # training captions the tokenizer is trained on
-
-    def __post_init__(self) -> None:
-        check_at_least("vocab_size", self.vocab_size, 1)
-        check_at_least("corpus_size", self.corpus_size, 1)
-
-
-@dataclass
-class PretrainConfig:
-    output_dir: str = "runs/pretrain"  # checkpoints, logs, config.json and the final model folder
-    resume: str | None = None  # "auto" or a checkpoint file
-    data: ImageTextDataConfig = field(default_factory=ImageTextDataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(name="tiny"))
-
-    def __post_init__(self) -> None:
-        check(not (self.optim.ema and self.train.distributed == "fsdp"), "optim.ema", "be null or 0 with "
-              "train.distributed=fsdp (the average would hold sharded weights)", self.optim.ema)
+from .pretrain_config import EvalConfig, PretrainConfig, TokenizerConfig, TrainConfig  # noqa: F401 -- the keys' home
 
 
 def run(cfg: PretrainConfig) -> dict[str, Any]:
@@ -111,10 +48,27 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
     checkpoints = CheckpointManager(output, cfg.train.keep_last, architecture_id(cfg.model.name, model.cfg))
-    history = fit(pretrain_task(cfg, model, tokenizer, info), cfg.train, cfg.optim, output, cfg.resume, checkpoints)
+    task = pretrain_task(cfg, model, tokenizer, info)
+    before = task.validate() if task.validate else {}  # the model as built, before any step (or checkpoint)
+    if before:
+        print0(f"validation loss before training: {before['val_loss']:.4g}", file=sys.stderr)
+    history = fit(task, cfg.train, cfg.optim, output, cfg.resume, checkpoints)
     if info.is_main:
         save_pretrained(model, output / "model", tokenizer_files)
-    return {k: v for k, v in history[-1].items() if k != "step"} if history else {}
+        plot_curves(output, history, "val_loss", "validation loss")
+    return summary(history, before)
+
+
+def summary(history: list[dict[str, float]], before: dict[str, float]) -> dict[str, float]:
+    """What a run returns: the last step record's figures, the last validation's, the validation loss before
+    training and the best validated step (its weights: checkpoints/best.pt)."""
+    steps = [h for h in history if "loss" in h]
+    validations = [h for h in history if "val_loss" in h]
+    result = {k: v for k, v in (steps[-1] if steps else {}).items() if k != "step"}
+    if validations:
+        result |= {k: v for k, v in validations[-1].items() if k != "step"}
+        result |= {"val_loss_before": before["val_loss"], **best_validation(history, "-val_loss")}
+    return result
 
 
 def pretrain_task(cfg: PretrainConfig, model: CoCa, tokenizer: Callable, info: DistInfo) -> TrainTask:
@@ -141,13 +95,47 @@ def pretrain_task(cfg: PretrainConfig, model: CoCa, tokenizer: Callable, info: D
         return {**loss_terms(last["losses"]), "logit_scale": model.scaled_logit_scale().item(),
                 "skipped": last["skipped"]}
 
-    def after_step(step: int, total: int) -> dict[str, float]:
-        due = cfg.eval.every and (step % cfg.eval.every == 0 or step == total)
-        return evaluate_zero_shot(model, tokenizer, cfg.eval) if due else {}
+    batches = validation_batches(cfg, model, tokenizer, info) if cfg.train.eval_every else []
+
+    def validate() -> dict[str, float]:
+        zero_shot = evaluate_zero_shot(model, tokenizer, cfg.eval) if cfg.data.kind == "synthetic" else {}
+        return {**validation_loss(model, loss_fn, batches, cfg.model.precision), **zero_shot}
 
     return TrainTask(model, forward, lambda losses, _: losses["loss"], stream=stream, terms=lambda _: 1,
                      wrap=lambda module: wrap_model(module, cfg.train.distributed), step_figures=step_figures,
-                     after_step=after_step, checkpoint_every=cfg.train.checkpoint_every)
+                     checkpoint_every=cfg.train.checkpoint_every, validate=validate if batches else None,
+                     best="-val_loss")
+
+
+def validation_batches(cfg: PretrainConfig, model: CoCa, tokenizer: Callable,
+                       info: DistInfo) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's share of the held-out (images, text) batches every validation reads: ``eval.val_pairs`` pairs
+    (rounded up to whole batches of ``train.batch_size``) of the synthetic world's test split (pairs training never
+    draws), or of ``data.val_path``; none for a table or shards without one."""
+    if cfg.data.kind != "synthetic" and not cfg.data.val_path:
+        return []
+    data = replace(cfg.data, workers=0, path=cfg.data.val_path)
+    loader = build_loader(data, image_transform(model, train=True), tokenizer, cfg.train.batch_size, info.rank,
+                          info.world_size, cfg.train.seed, 0, model.cfg.vision.image_size, synthetic_split="test")
+    count = math.ceil(cfg.eval.val_pairs / cfg.train.batch_size)
+    return [(batch["images"], batch["text"]) for batch in itertools.islice(loader, count)]
+
+
+@torch.no_grad()
+def validation_loss(model: CoCa, loss_fn: CoCaLoss, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                    precision: str) -> dict[str, float]:
+    """``{"val_loss", "val_contrastive_loss", "val_caption_loss"}``: the training loss and its two terms on the
+    held-out batches, each batch's (the contrastive term compares a whole global batch, as in training), averaged."""
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval()
+    sums = torch.zeros(3)
+    for images, text in batches:
+        with autocast(device, precision):
+            losses = loss_fn(model(images.to(device), text.to(device)))
+        sums += torch.stack([losses[k].detach().float().cpu() for k in ("loss", "contrastive_loss", "caption_loss")])
+    model.train(was_training)
+    loss, contrastive, caption = (sums / len(batches)).tolist()
+    return {"val_loss": loss, "val_contrastive_loss": contrastive, "val_caption_loss": caption}
 
 
 def prepare_tokenizer(cfg: PretrainConfig, model: CoCa, output: Path, info: DistInfo) -> tuple[Callable, list[Path]]:

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from ..config import DecodeConfig, ModelConfig, RayConfig, check_suffix
-from ..data.actions import ActionSet, Format, load_actions
+from ..data.actions import ActionSet, load_actions
 from ..data.labels import read_class_names
 from ..data.results import PartStore, encoding_settings, file_key, lines_digest
 from ..data.video import VideoItem
 from ..distributed import init_distributed
-from ..engines import Encoder, Engine, check_engine, encode, failure, loaded, stored_rows
+from ..engines import Encoder, check_engine, encode, failure, loaded, stored_rows
 from ..errors import DataError
 from ..io import atomic_write_text, check_output_file, is_our_metrics
 from ..metrics import mean_class_accuracy, topk_accuracy
@@ -38,27 +36,9 @@ from ..report.classification import (ClassificationPaths, Classified, check_clas
                                      write_classification_outputs)
 from ..runtime import load_model
 from ..scoring import ScoreItem, VideoScorer
+from .zeroshot_config import ZeroShotConfig
 
 TOP_K = 5
-
-
-@dataclass
-class ZeroShotConfig:
-    annotations: str = ""  # Kinetics CSV (label,youtube_id,time_start,time_end,...), MiT CSV, path-label list or CSV
-    format: Format = "auto"  # of the annotations: auto (from the first line) | kinetics | mit | list | csv
-    video_root: str = ""  # folder of the videos (Kinetics: flat or per-class folders; untrimmed files use windows)
-    classes: str | None = None  # class list file or kinetics400|600|700|moments_in_time (default: the file's labels)
-    templates: str | None = None  # prompt file; default: the model's own prompts, else the video templates
-    video_pooling: Literal["mean", "attentional"] = "mean"  # mean of frame embeddings, or the pooler over all tokens
-    out: str = "runs/zeroshot/metrics.json"  # metrics; the per-video store goes beside it
-    engine: Engine = "local"  # the labels pass: this process and its workers, or Ray (ray.*)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    ray: RayConfig = field(default_factory=RayConfig)  # the cluster and its actor pools, with engine=ray
-
-    def __post_init__(self) -> None:
-        check_suffix("out", self.out, (".json",))
-        self.decode.require_clips("zeroshot")
 
 
 def run(cfg: ZeroShotConfig) -> dict[str, Any]:

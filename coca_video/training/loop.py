@@ -105,7 +105,8 @@ class TrainTask:
     step_figures: Callable[[], dict[str, float]] | None = None  # more entries of a step record (loss terms, ...)
     after_step: Callable[[int, int], dict[str, float]] | None = None  # (step, total) -> figures to log (evaluation)
     checkpoint_every: int = 0  # runs by steps: steps between checkpoints (and one at the end)
-    validate: Callable[[], dict[str, float]] | None = None  # runs by epochs: held-out figures ({"val_top1": ...})
+    validate: Callable[[], dict[str, float]] | None = None  # held-out figures ({"val_top1": ...}), every eval_every
+    # epochs, or steps in a run by steps
     best: str = ""  # the entry of validate's figures that picks checkpoints/best.pt ("-val_loss": lower is better)
 
 
@@ -125,11 +126,12 @@ def fit(task: TrainTask, loop: TrainLoop, optim: OptimConfig, output_dir: str | 
         checkpoints: CheckpointManager | None = None) -> list[dict[str, float]]:
     """Train ``task`` over the run's steps not yet done (resuming from ``resume`` exactly): per global batch
     :func:`optimiser_step`; a step record every ``train.log_every`` steps; by epochs, an epoch record and a
-    checkpoint after each epoch, by steps one every ``task.checkpoint_every``. By epochs, ``task.validate`` runs
-    every ``train.eval_every`` epochs and after the last; its figures join the epoch's record, and the checkpoint of
-    the epoch best by ``task.best`` is kept as ``checkpoints/best.pt`` (chosen from the history, so a resumed run
-    keeps a straight run's best). With ``optim.ema`` the module ends holding the EMA weights. Returns the history:
-    ``{"epoch", "train_loss"}`` (and the validation's figures) per epoch, or the step records."""
+    checkpoint after each epoch, by steps one every ``task.checkpoint_every``. ``task.validate`` runs every
+    ``train.eval_every`` epochs (by steps: steps, with a checkpoint there) and after the last; its figures join the
+    epoch's record (by steps: a record of their own), and the checkpoint of the record best by ``task.best`` is kept
+    as ``checkpoints/best.pt`` (chosen from the history, so a resumed run keeps a straight run's best). With
+    ``optim.ema`` the module ends holding the EMA weights. Returns the history: ``{"epoch", "train_loss"}`` (and the
+    validation's figures) per epoch, or the step records (and the validations' ``{"step", ...}``)."""
     checkpoints = checkpoints or CheckpointManager(output_dir, keep_last=2)
     total = loop.total_steps(None if task.stream else task.steps_per_epoch)
     epochs = 1 if task.stream else math.ceil(total / task.steps_per_epoch)
@@ -164,8 +166,15 @@ def fit(task: TrainTask, loop: TrainLoop, optim: OptimConfig, output_dir: str | 
             figures = task.after_step(step, total) if task.after_step else None
             if figures:
                 logger.log(step, figures)
-            if task.checkpoint_every and (step % task.checkpoint_every == 0 or step == total):
+            validated = task.stream is not None and task.validate is not None and loop.validates_after(step, total)
+            if validated:
+                figures = task.validate()
+                logger.log(step, figures)
+                history += [{"step": step, **figures}]
+            if validated or (task.checkpoint_every and (step % task.checkpoint_every == 0 or step == total)):
                 save_training_state(checkpoints, step, epoch, task.module, run, history)
+            if validated and get_info().is_main and best_record(history, task.best) is history[-1]:
+                checkpoints.keep_as_best(checkpoints.all()[-1])
         if task.stream is None:
             kept = [loss for loss in losses if not math.isnan(loss)]  # a global batch that decoded nothing: none
             record = {"epoch": epoch + 1, "train_loss": float(np.mean(kept)) if kept else float("nan")}
@@ -174,7 +183,7 @@ def fit(task: TrainTask, loop: TrainLoop, optim: OptimConfig, output_dir: str | 
             history.append(record)
             logger.log(step, {**record, **epoch_figures(run, optim, task.lr_figures)})
             save_training_state(checkpoints, step, epoch + 1, task.module, run, history)
-            if get_info().is_main and best_epoch(history, task.best) == epoch + 1:
+            if get_info().is_main and best_record(history, task.best) is history[-1]:
                 checkpoints.keep_as_best(checkpoints.all()[-1])
     logger.close()
     if run.ema:
@@ -182,12 +191,29 @@ def fit(task: TrainTask, loop: TrainLoop, optim: OptimConfig, output_dir: str | 
     return history
 
 
-def best_epoch(history: list[dict[str, float]], best: str) -> int | None:
-    """The epoch (1-based) of ``history`` with the best value of ``best`` (the highest; ``-key``: the lowest), the
-    first of equals; None when no epoch has it (nothing validated yet)."""
+def best_record(history: list[dict[str, float]], best: str) -> dict[str, float] | None:
+    """The record of ``history`` with the best value of ``best`` (the highest; ``-key``: the lowest), the first of
+    equals; None when no record has it (nothing validated yet)."""
     key, sign = (best[1:], -1.0) if best.startswith("-") else (best, 1.0)
-    scored = [(sign * h[key], -h["epoch"]) for h in history if key and not math.isnan(h.get(key, math.nan))]
-    return -max(scored)[1] if scored else None
+    scored = [(sign * h[key], -i) for i, h in enumerate(history) if key and not math.isnan(h.get(key, math.nan))]
+    return history[-max(scored)[1]] if scored else None
+
+
+def best_epoch(history: list[dict[str, float]], best: str) -> int | None:
+    """The epoch (1-based) of ``history`` with the best value of ``best`` (see :func:`best_record`), or None."""
+    record = best_record(history, best)
+    return None if record is None else int(record["epoch"])
+
+
+def best_validation(history: list[dict[str, float]], best: str) -> dict[str, Any]:
+    """For metrics.json: ``{"best_epoch": 12, "best_val_top1": 56.7}`` (a run by steps: ``best_step``), the record
+    whose ``best`` was best (its weights are ``checkpoints/best.pt``); empty when nothing was validated
+    (``train.eval_every: 0``, a linear probe)."""
+    record = best_record(history, best)
+    if record is None:
+        return {}
+    unit, key = ("epoch" if "epoch" in record else "step"), best.lstrip("-")
+    return {f"best_{unit}": int(record[unit]), f"best_{key}": record[key]}
 
 
 def optimiser_step(task: TrainTask, run: Optimisation, batch: Batch, accum_steps: int, grad_clip: float) -> float:

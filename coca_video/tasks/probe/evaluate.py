@@ -15,7 +15,6 @@ from ...model import CoCa, VideoClassifier
 from ...model.linear_probe import LinearProbe
 from ...model.video_classifier import view_averaged_probabilities
 from ...report import ProbeResult
-from ...training import best_epoch
 from .config import ProbeConfig
 from .features import cache_name, cached_tokens, gathered, streamed_views
 from .linear import LinearSweep
@@ -84,11 +83,3 @@ def protocol(cfg: ProbeConfig, train_set: ActionSet, val_set: ActionSet, result:
             "feature_cache": cache_name(cfg), **head, "train_videos": len(train_set.items),
             "val_videos_evaluated": len(result.paths), "val_videos_missing": len(val_set.missing),
             "val_videos_failed": result.failed}
-
-
-
-def best_validation(history: list[dict[str, float]]) -> dict[str, Any]:
-    """``{"best_epoch", "best_val_top1"}``: the epoch whose validation top-1 was best (its weights are
-    ``checkpoints/best.pt``); empty when nothing was validated (``train.eval_every: 0``, a linear probe)."""
-    epoch = best_epoch(history, "val_top1")
-    return {} if epoch is None else {"best_epoch": epoch, "best_val_top1": history[epoch - 1]["val_top1"]}

@@ -18,9 +18,9 @@ from ...model import VideoClassifier, save_probe
 from ...model.probe_folder import ProbeViews
 from ...report import write_probe_outputs
 from ...runtime import load_model
-from ...training import check_resumable, fit
+from ...training import best_validation, check_resumable, fit
 from .config import ProbeConfig
-from .evaluate import best_validation, evaluate, protocol
+from .evaluate import evaluate, protocol
 from .features import load_sets
 from .linear import require_sklearn, train_linear
 from .train import classifier_config, finetune_task, frozen_task, init_classifier
@@ -62,7 +62,7 @@ def run(cfg: ProbeConfig) -> dict[str, Any]:
     result = evaluate(cfg, model, classifier, val_set)
     if info.is_main:
         write_probe_outputs(output, result, train_set.classes, history,
-                            protocol(cfg, train_set, val_set, result, sweep) | best_validation(history))
+                            protocol(cfg, train_set, val_set, result, sweep) | best_validation(history, "val_top1"))
         save_probe(output / "probe", classifier, train_set.classes, cfg.model.name, cfg.model.pretrained,
                    finetuned=model if cfg.mode == "finetune" else None, image_size=model.cfg.vision.image_size,
                    eval_views=ProbeViews(cfg.eval.temporal_views, cfg.eval.spatial_crops, cfg.decode.sampling))
