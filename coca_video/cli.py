@@ -116,6 +116,7 @@ VIDEOQA_FLAGS = [
     Flag("--qa-csv", "source.qa_csv", "a CSV of video,question,answer[,split] rows instead of --qa-dir"),
     Flag("--output-dir", "output_dir", "metrics.json, predictions.csv, report.html, model/ (default runs/videoqa)"),
     FRAMES_FLAG,
+    ENGINE_FLAG,
 ]
 
 ZEROSHOT_FLAGS = [
@@ -186,13 +187,14 @@ TASKS = {
                               "(captioning loss; image encoder frozen by default)", FINETUNE_CAPTIONS_FLAGS,
                               ["--videos clips/ --captions captions.csv --output-dir runs/ft train.epochs=20",
                                ("--config configs/captioning/synthetic_finetune.yaml source.captions=clips/captions.csv "
-                                "train.freeze=[] caption.source=middle_frame")]),
+                                "train.freeze=[] caption.source=middle_frame")],
+                              config_module="finetune_captions_config"),
     "videoqa": Task("videoqa", "VideoQAConfig", "video question answering through the multimodal decoder "
                     "(MSRVTT-QA, MSVD-QA or a CSV): trained answer head, zero-shot ranking or generation",
                     VIDEOQA_FLAGS, ["--videos MSRVTT/videos --qa-dir MSRVTT-QA --output-dir runs/qa",
                                     ("--config configs/videoqa/synthetic.yaml --qa-dir syn --videos syn/videos "
                                      "temporal_embedding=true"),
-                                    "--videos clips/ --qa-csv qa.csv mode=zeroshot"]),
+                                    "--videos clips/ --qa-csv qa.csv mode=zeroshot"], config_module="videoqa_config"),
     "zeroshot": Task("zeroshot", "ZeroShotConfig", "zero-shot action recognition: top-1/top-5 on an annotated set",
                      ZEROSHOT_FLAGS, ["--annotations k400/validate.csv --video-root k400/val --labels kinetics400",
                                       "--annotations val.csv --video-root videos/ video_pooling=attentional"]),

@@ -134,8 +134,9 @@ def test_models_lists_every_architecture_with_its_size_and_pretrained_tags(capsy
 
 
 TORCH_FREE = [["probe", "--help"], ["score", "--help"], ["retrieval", "--help"], ["captioning", "--help"],
-              ["dedup", "--help"], ["score", "x.mp4", "decode.num_frame=8"], ["probe", "train.epoch=3"],
-              ["score", "x.mp4", "decode.num_frames=0"]]
+              ["dedup", "--help"], ["videoqa", "--help"], ["finetune-captions", "--help"],
+              ["score", "x.mp4", "decode.num_frame=8"], ["probe", "train.epoch=3"],
+              ["score", "x.mp4", "decode.num_frames=0"], ["videoqa", "qa.num_answer=10"]]
 
 
 def test_a_commands_help_and_a_config_error_do_not_import_torch():
@@ -150,6 +151,7 @@ def test_a_commands_help_and_a_config_error_do_not_import_torch():
                           check=False)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert [code for _, code, _ in seen] == [0] * 5 + [2] * 3  # the helps, then three one-line config errors
+    assert [code for _, code, _ in seen] == [0] * 7 + [2] * 4  # the helps, then four one-line config errors
     assert [torch for _, _, torch in seen] == [False] * len(TORCH_FREE), seen
     assert "decode.num_frames must be >= 1, got 0" in done.stderr and "Did you mean: train.epochs" in done.stderr
+    assert "Did you mean: qa.num_answers" in done.stderr
