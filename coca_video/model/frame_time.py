@@ -10,10 +10,10 @@ position table is resampled to another grid).
 
 Telling which way something moves needs both "when" and "where": a query of the pooler has to find the object
 early and late in the clip and read where it was each time. A frozen encoder whose output tokens barely say where
-in the frame they are (the built-in default model's: a linear read-out of an object patch's row from its token has
-R^2 0.14, of its column 0.0; docs/videoqa.md) leaves the pooler nothing to compare; :class:`FrameSpace` tags every
-token with its place in the frame, zero at initialisation too, as the probe's ``spatial_pos_embed`` does for its
-head.
+in the frame they are (the built-in default model's: a least-squares read-out of an object patch's row from its
+layer-normed token explains 14% of the variance, of its column none) leaves the pooler nothing to compare;
+:class:`FrameSpace` tags every token with its place in the frame, zero at initialisation too, as the probe's
+``spatial_pos_embed`` does for its head.
 """
 
 from __future__ import annotations

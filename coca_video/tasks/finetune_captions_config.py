@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 from ..config import CaptionConfig, DecodeConfig, ModelConfig, OptimConfig, TrainLoop, VideoTextSource, check
 
+# group -> the CoCa attributes it holds (frame_time, frame_space: when built)
 FREEZE_GROUPS = {"image_encoder": ("image_encoder",), "poolers": ("image_pooling", "frame_time", "frame_space"),
-                 "text": ("text",), "decoder": ("decoder", "caption_head")}  # group -> CoCa attributes (frame_*: if built)
+                 "text": ("text",), "decoder": ("decoder", "caption_head")}
 
 
 @dataclass

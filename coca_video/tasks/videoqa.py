@@ -9,9 +9,9 @@ Every frame of a video goes through the image encoder (frozen: its tokens come f
 per video however many questions it has), all frames' tokens through the generative pooler (after the model's
 temporal embedding: ``temporal_embedding: true`` adds one, zero at the start, trained with the task and saved with
 the model; ``spatial_embedding: true`` likewise adds one vector per token position of a frame, for an encoder whose
-tokens barely say where they are), the question into the multimodal decoder, a new single-query attentional pooler over the decoder's
-outputs of the question and a linear classifier over the ``qa.num_answers`` commonest training answers
-(:mod:`coca_video.model.answer_head`). The captioning loss on "question answer" is co-trained with weight
+tokens barely say where they are), the question into the multimodal decoder, a new single-query attentional pooler
+over the decoder's outputs of the question and a linear classifier over the ``qa.num_answers`` commonest training
+answers (:mod:`coca_video.model.answer_head`). The captioning loss on "question answer" is co-trained with weight
 ``qa.caption_weight``: the paper co-trains it but gives no weight, so the default is 1.0. The loss is the mean over
 the global batch's questions of (answer cross-entropy + caption_weight x the mean next-token cross-entropy of the
 question's "question answer" text). Learning rates as Table 10: the new parameters (the head, and the position
@@ -145,12 +145,14 @@ class QAData:
                 f"{len(self.evaluated)} to answer, {self.oov} of them with an answer outside it")
 
     def fill(self, cfg: VideoQAConfig, model: CoCa, output: Path) -> None:
-        """Encode every video once into the feature cache (on ``cfg.engine``, as the probe fills its own); drop
-        training questions on videos that failed."""
+        """Encode every video once into the feature cache (on ``cfg.engine``, as the probe fills its own), leaving
+        the random state as it was, so a run that fills the cache trains as one that finds it filled; drop training
+        questions on videos that failed."""
         sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling)
         folder = Path(cfg.cache_dir) if cfg.cache_dir else output / "feature_cache"
-        self.cache = fill_cache(folder, [VideoItem(v) for v in self.videos], model, cfg.model, sampling, cfg.decode,
-                                "videoqa", engine=cfg.engine, ray=cfg.ray)
+        with torch.random.fork_rng(devices=[]):  # a fill draws (its loader's seed): the head starts alike either way
+            self.cache = fill_cache(folder, [VideoItem(v) for v in self.videos], model, cfg.model, sampling,
+                                    cfg.decode, "videoqa", engine=cfg.engine, ray=cfg.ray)
         keep = [i for i, q in enumerate(self.train) if self.row[q.video] in self.cache.done]
         self.unreadable_train = len(self.train) - len(keep)
         self.train, self.labels = [self.train[i] for i in keep], self.labels[keep]
