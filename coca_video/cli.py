@@ -116,6 +116,7 @@ VIDEOQA_FLAGS = [
     Flag("--qa-csv", "source.qa_csv", "a CSV of video,question,answer[,split] rows instead of --qa-dir"),
     Flag("--output-dir", "output_dir", "metrics.json, predictions.csv, report.html, model/ (default runs/videoqa)"),
     FRAMES_FLAG,
+    ENGINE_FLAG,
 ]
 
 ZEROSHOT_FLAGS = [
@@ -194,7 +195,7 @@ TASKS = {
                     VIDEOQA_FLAGS, ["--videos MSRVTT/videos --qa-dir MSRVTT-QA --output-dir runs/qa",
                                     ("--config configs/videoqa/synthetic.yaml --qa-dir syn --videos syn/videos "
                                      "temporal_embedding=true"),
-                                    "--videos clips/ --qa-csv qa.csv mode=zeroshot"]),
+                                    "--videos clips/ --qa-csv qa.csv mode=zeroshot"], config_module="videoqa_config"),
     "zeroshot": Task("zeroshot", "ZeroShotConfig", "zero-shot action recognition: top-1/top-5 on an annotated set",
                      ZEROSHOT_FLAGS, ["--annotations k400/validate.csv --video-root k400/val --labels kinetics400",
                                       "--annotations val.csv --video-root videos/ video_pooling=attentional"],

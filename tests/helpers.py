@@ -42,6 +42,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def without_key_bias(key: str, value: torch.Tensor) -> torch.Tensor:
+    """``value`` without the attention key bias: its gradient is zero in exact arithmetic (a softmax does not move
+    when every logit of a query gains the same q.b_k), so AdamW turns float noise into full steps there, which no
+    two summation orders share; compare every other weight. (B)qkv: [q | k | v]; kv: [k | v]."""
+    if key.endswith("qkv.bias"):
+        third = len(value) // 3
+        return torch.cat([value[:third], value[2 * third:]])
+    if key.endswith("kv.bias"):
+        return value[len(value) // 2:]
+    return value
+
+
 def tiny_config(**overrides) -> CoCaConfig:
     """The shipped ``tiny`` architecture with nested overrides, e.g. ``tiny_config(pooler={"layout": "cascade"})``."""
     cfg = coca_video.get_model_config("tiny")

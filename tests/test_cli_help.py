@@ -134,11 +134,11 @@ def test_models_lists_every_architecture_with_its_size_and_pretrained_tags(capsy
 
 
 HELPS = [[command, "--help"] for command in ("probe", "score", "retrieval", "captioning", "dedup", "finetune-captions",
-                                              "pretrain", "zeroshot", "serve")]
+                                              "pretrain", "zeroshot", "serve", "videoqa")]
 CONFIG_ERRORS = [["score", "x.mp4", "decode.num_frame=8"], ["probe", "train.epoch=3"],
                  ["score", "x.mp4", "decode.num_frames=0"], ["pretrain", "train.max_step=3"],
                  ["finetune-captions", "train.freeze=[bogus]"], ["zeroshot", "out=x.txt"],
-                 ["serve", "e.parquet", "port=70000"]]
+                 ["serve", "e.parquet", "port=70000"], ["videoqa", "qa.num_answer=10"]]
 HEAVY = ("torch", "fastapi", "uvicorn")  # what --help and a config error must answer without
 
 
@@ -159,3 +159,4 @@ def test_a_commands_help_and_a_config_error_do_not_import_torch():
     assert [heavy for _, _, heavy in seen] == [[]] * len(seen), seen
     assert "decode.num_frames must be >= 1, got 0" in done.stderr and "Did you mean: train.epochs" in done.stderr
     assert "Did you mean: train.max_steps" in done.stderr and "port must be 0-65535, got 70000" in done.stderr
+    assert "Did you mean: qa.num_answers" in done.stderr

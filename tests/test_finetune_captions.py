@@ -29,7 +29,7 @@ from coca_video.tasks import captioning, finetune_captions, score
 from coca_video.video import VideoReader, sample_indices
 from coca_video.training import OptimConfig
 from coca_video.training.optim import build_optimizer
-from helpers import free_port, interrupt_at_step, tiny_config
+from helpers import free_port, interrupt_at_step, tiny_config, without_key_bias
 
 FRAMES = 4
 TRAIN, TEST = 32, 10
@@ -176,19 +176,6 @@ def test_freeze_groups_decide_what_trains(runs, tmp_path):
         assert torch.equal(default[key], trained[key]), key
 
 
-def without_key_bias(key: str, value: torch.Tensor) -> torch.Tensor:
-    """``value`` without the attention key bias: its gradient is zero in exact arithmetic (a softmax does not move
-    when every logit of a query gains the same q.b_k), so AdamW turns float noise into full steps there, which no
-    two summation orders share. (B)qkv: [q | k | v]; kv: [k | v]."""
-    if key.endswith("qkv.bias"):
-        third = len(value) // 3
-        return torch.cat([value[:third], value[2 * third:]])
-    if key.endswith(".kv.bias"):
-        return value[len(value) // 2:]
-    return value
-
-
-@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_processes_take_the_steps_of_one(runs, tmp_path):
     """Global batches of 5 split 3/2 between two ranks; the loss is the mean over the global batch's tokens, so the

@@ -1,6 +1,7 @@
 """Time in the multimodal path (model/frame_time.py): a temporal embedding that starts at zero leaves a model's
 captions and caption logits exactly as they were; once it is not zero, the order of the frames changes what the
-generative pooler sees; it resamples to another frame count; and a saved model folder brings it back."""
+generative pooler sees; it resamples to another frame count; and a saved model folder brings it back. The same for
+the spatial embedding and the order of the tokens within a frame."""
 
 from __future__ import annotations
 
@@ -75,3 +76,32 @@ def test_a_saved_model_folder_brings_its_temporal_embedding_back(tmp_path):
     tokens = clip_tokens(model)
     assert torch.equal(loaded.generate_from_tokens(tokens, method="greedy", max_len=8, num_frames=T),
                        model.generate_from_tokens(tokens, method="greedy", max_len=8, num_frames=T))
+
+
+def shuffled_within_frames(tokens: torch.Tensor) -> torch.Tensor:
+    """The same tokens, each frame's put in another order (the same permutation in every frame)."""
+    frames = rearrange(tokens, "b (t n) c -> b t n c", t=T)
+    order = torch.randperm(frames.shape[2], generator=torch.Generator().manual_seed(1))
+    return rearrange(frames[:, :, order], "b t n c -> b (t n) c")
+
+
+def test_a_spatial_embedding_starts_invisible_then_tells_places_apart_and_is_saved(tmp_path):
+    """The pooler reads a set: where a token sat in its frame is invisible to it until the spatial table (zero at
+    the start: captions and logits unchanged) is not zero; a saved folder brings the table back."""
+    torch.manual_seed(0)
+    model = coca_video.CoCa(tiny_config()).eval()
+    tokens = clip_tokens(model)
+    moved = shuffled_within_frames(tokens)
+    text = torch.randint(1, 100, (2, 6))
+    before = model.teacher_forced_caption_logits(tokens, text, num_frames=T)
+    torch.testing.assert_close(model.teacher_forced_caption_logits(moved, text, num_frames=T), before)
+    table = model.add_frame_space()
+    assert model.cfg.spatial_tokens == model.image_encoder.num_tokens == table.embedding.shape[0]
+    assert torch.equal(model.teacher_forced_caption_logits(tokens, text, num_frames=T), before)
+    with torch.no_grad():
+        table.embedding.normal_()
+    placed = model.teacher_forced_caption_logits(tokens, text, num_frames=T)
+    assert (placed - model.teacher_forced_caption_logits(moved, text, num_frames=T)).abs().max() > 1e-3
+    loaded = coca_video.create_model(str(coca_video.save_pretrained(model, tmp_path / "placed"))).eval()
+    assert loaded.cfg.spatial_tokens == model.cfg.spatial_tokens
+    torch.testing.assert_close(loaded.teacher_forced_caption_logits(tokens, text, num_frames=T), placed)

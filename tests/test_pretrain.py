@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, free_port
+from helpers import REPO, free_port, without_key_bias
 from PIL import Image
 
 from coca_video.config import load_config
@@ -78,17 +78,6 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     for key in w1:
         torch.testing.assert_close(without_key_bias(key, w1[key]), without_key_bias(key, w2[key]),
                                    atol=2e-5, rtol=1e-4, msg=key)
-
-
-def without_key_bias(name: str, weight: torch.Tensor) -> torch.Tensor:
-    """Attention key biases have an exactly-zero gradient (softmax ignores a shift shared by all keys), so AdamW
-    turns float noise there into full-size steps that differ run to run; compare every other weight."""
-    if name.endswith("qkv.bias"):
-        third = weight.numel() // 3
-        return torch.cat([weight[:third], weight[2 * third:]])
-    if name.endswith("kv.bias"):
-        return weight[weight.numel() // 2:]
-    return weight
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
-"""The probe's feature-cache fill through the one encoding pass: a fill stopped after its first batch and run again
-encodes only the clips it had not stored and leaves the cache a straight fill leaves; and ``probe engine=ray`` fills
-the same cache rows as the local engine (tokens within fp16 rounding, the same failed row for a corrupt clip), from
-the Ray encode actors, with the same probe metrics."""
+"""The feature-cache fill through the one encoding pass: a fill stopped after its first batch and run again
+encodes only the clips it had not stored and leaves the cache a straight fill leaves; and ``probe engine=ray`` and
+``videoqa engine=ray`` fill the same cache rows as the local engine (tokens within fp16 rounding, the same failed
+row for a corrupt clip), from the Ray encode actors, with the same probe metrics and the same answers."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 from helpers import clips_and_labels
 
 from coca_video.config import DecodeConfig, ModelConfig, RayConfig, load_config
-from coca_video.data.synthetic import label_names, write_kinetics_format
+from coca_video.data.synthetic import label_names, write_kinetics_format, write_qa_format
 from coca_video.data.video import ClipSampling, VideoItem
 from coca_video.engines.feature_fill import TokenScorer, fill_cache
 from coca_video.runtime import load_model
-from coca_video.tasks import probe
+from coca_video.tasks import probe, videoqa
 
 FRAMES = 4
 REAL_CALL = TokenScorer.__call__  # before any test wraps it
@@ -92,11 +92,37 @@ def cache_rows(folder: Path) -> dict[str, tuple[np.ndarray, set[int], dict[int, 
     return found
 
 
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray cluster for the module's Ray fills (the probe's two, videoqa's one): starting it costs more
+    than a fill of these clips."""
+    from coca_video.engines.ray_engine import connected
+
+    with connected(RayConfig(num_cpus=4)) as ray:
+        yield ray
+
+
+def assert_filled_alike(local: dict, ray: dict, failures: int, broken: str) -> None:
+    """The Ray engine's caches (:func:`cache_rows`) hold the local engine's rows: the same rows done and failed (each
+    failure naming the ``broken`` file), tokens at most an fp16 rounding step apart, written by the encode actors
+    (ranks of their own)."""
+    from coca_video.engines.ray_engine import PART_RANK_BASE
+
+    assert local.keys() == ray.keys()
+    for digest, (tokens, done, failed, ranks) in local.items():
+        ray_tokens, ray_done, ray_failed, ray_ranks = ray[digest]
+        assert ray_done == done and len(done) == len(tokens) - failures
+        assert ray_failed.keys() == failed.keys() and len(failed) == failures
+        assert all(broken in reason for reason in ray_failed.values())
+        rows = sorted(done)
+        np.testing.assert_allclose(ray_tokens[rows].astype(np.float32), tokens[rows].astype(np.float32),
+                                   rtol=2e-3, atol=2e-3)  # fp16 storage: at most a rounding step apart
+        assert ranks == {0} and min(ray_ranks) >= PART_RANK_BASE  # written by the encode actors
+
+
 @pytest.mark.slow
 @pytest.mark.needs("ray")
-def test_probe_fills_the_same_cache_through_ray_and_gets_the_same_metrics(tmp_path):
-    from coca_video.engines.ray_engine import PART_RANK_BASE, connected
-
+def test_probe_fills_the_same_cache_through_ray_and_gets_the_same_metrics(ray_cluster, tmp_path):
     videos = tmp_path / "videos"
     train_csv, val_csv = write_kinetics_format(videos, 10, 5, "colour", size=32, num_frames=FRAMES)
     label = label_names("colour")[0]
@@ -110,23 +136,38 @@ def test_probe_fills_the_same_cache_through_ray_and_gets_the_same_metrics(tmp_pa
             "probe.cache": "pooled", "eval.temporal_views": 2}
     ray_keys = {"engine": "ray", "ray.decode_actors": 1, "ray.encode_actors": 2}
     results = {}
-    with connected(RayConfig(num_cpus=4)):  # one local cluster for the run's two fills (train, val)
-        for engine, extra in (("local", {}), ("ray", ray_keys)):
-            overrides = base | extra | {"output_dir": str(tmp_path / engine)}
-            results[engine] = probe.run(load_config(probe.ProbeConfig, None, [f"{k}={v}" for k, v in
-                                                                               overrides.items()]))
+    for engine, extra in (("local", {}), ("ray", ray_keys)):  # the module's cluster serves the run's two fills
+        overrides = base | extra | {"output_dir": str(tmp_path / engine)}
+        results[engine] = probe.run(load_config(probe.ProbeConfig, None, [f"{k}={v}" for k, v in overrides.items()]))
     assert results["ray"] == results["local"]
     local, ray = (cache_rows(tmp_path / engine / "feature_cache") for engine in ("local", "ray"))
-    assert len(local) == 2 and local.keys() == ray.keys()  # the training and the evaluation cache, same settings
-    for digest, (tokens, done, failed, ranks) in local.items():
-        ray_tokens, ray_done, ray_failed, ray_ranks = ray[digest]
-        assert ray_done == done and len(done) == len(tokens) - 1
-        assert ray_failed.keys() == failed.keys() and len(failed) == 1
-        assert "broken" in next(iter(ray_failed.values()))
-        rows = sorted(done)
-        np.testing.assert_allclose(ray_tokens[rows].astype(np.float32), tokens[rows].astype(np.float32),
-                                   rtol=2e-3, atol=2e-3)  # fp16 storage: at most a rounding step apart
-        assert ranks == {0} and min(ray_ranks) >= PART_RANK_BASE  # written by the encode actors
+    assert len(local) == 2  # the training and the evaluation cache, same settings
+    assert_filled_alike(local, ray, failures=1, broken="broken")
     for engine in ("local", "ray"):
         metrics = json.loads((tmp_path / engine / "metrics.json").read_text())
         assert metrics["protocol"]["val_videos_evaluated"] == 5
+
+
+@pytest.mark.slow
+@pytest.mark.needs("ray")
+def test_videoqa_fills_its_cache_through_ray_as_the_probe_does(ray_cluster, tmp_path):
+    """``videoqa engine=ray`` fills the frozen encoder's token cache through the same pass: the local engine's rows
+    (an unreadable clip failed alike, its questions answered ""), and the same answers after training on them."""
+    qa_dir, videos = write_qa_format(tmp_path / "data", 4, 2, num_frames=FRAMES)
+    (videos / "video5.mp4").write_bytes(b"not a video at all")  # the last test clip
+    base = {"source.qa_dir": qa_dir, "source.videos": videos, "model.name": "default", "model.device": "cpu",
+            "decode.num_frames": FRAMES, "decode.workers": 0, "decode.batch_size": 3, "train.epochs": 2,
+            "train.batch_size": 4, "optim.warmup_steps": 2, "qa.report_questions": 0, "temporal_embedding": True}
+    ray_keys = {"engine": "ray", "ray.decode_actors": 1, "ray.encode_actors": 2}
+    results = {}
+    for engine, extra in (("local", {}), ("ray", ray_keys)):
+        overrides = base | extra | {"output_dir": str(tmp_path / engine)}
+        results[engine] = videoqa.run(load_config(videoqa.VideoQAConfig, None, [f"{k}={v}" for k, v in
+                                                                                 overrides.items()]))
+    assert (results["ray"]["accuracy"], results["ray"]["per_type"]) == (results["local"]["accuracy"],
+                                                                       results["local"]["per_type"])
+    local, ray = (cache_rows(tmp_path / engine / "feature_cache") for engine in ("local", "ray"))
+    assert len(local) == 1
+    assert_filled_alike(local, ray, failures=1, broken="video5.mp4")
+    answers = [(tmp_path / engine / "predictions.csv").read_text() for engine in ("local", "ray")]
+    assert answers[0] == answers[1] and answers[0].count(",,0") == 3  # the broken clip's questions: "", wrong

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import interrupt_at_step
+from helpers import free_port, interrupt_at_step, without_key_bias
 from safetensors.torch import load_file
 
 from coca_video.cli import main
@@ -150,12 +153,20 @@ def test_generated_answer_is_the_greedy_continuation_of_the_question(tiny_model)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
+def qa_set(tmp_path_factory) -> dict:
+    """A synthetic question set: 8 training clips (24 questions), 4 test clips."""
     root = tmp_path_factory.mktemp("videoqa")
     qa_dir, videos = write_qa_format(root / "data", 8, 4, num_frames=FRAMES)
-    cfg = load_config(videoqa.VideoQAConfig, None, [f"source.qa_dir={qa_dir}", f"source.videos={videos}",
-                                                    f"output_dir={root / 'run'}", "temporal_embedding=true", *QUICK])
-    return {"root": root, "qa_dir": qa_dir, "videos": videos, "result": videoqa.run(cfg)}
+    return {"root": root, "qa_dir": qa_dir, "videos": videos}
+
+
+@pytest.fixture(scope="module")
+def trained(qa_set) -> dict:
+    root = qa_set["root"]
+    cfg = load_config(videoqa.VideoQAConfig, None, [f"source.qa_dir={qa_set['qa_dir']}", f"source.videos="
+                                                    f"{qa_set['videos']}", f"output_dir={root / 'run'}",
+                                                    "temporal_embedding=true", *QUICK])
+    return {**qa_set, "result": videoqa.run(cfg)}
 
 
 def task_predictions(run: Path) -> list[dict]:
@@ -201,6 +212,33 @@ def test_resumed_run_ends_with_the_straight_runs_weights(trained, tmp_path, monk
         assert straight.keys() == resumed.keys()
         for key in straight:
             torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.distributed
+def test_two_processes_take_the_steps_of_one(qa_set, tmp_path):
+    """Global batches of 5 questions split 3/2 between two gloo ranks; the loss is the mean over the global batch's
+    questions, so the two-process run ends with the one-process run's weights (the position tables and the answer
+    head included) and gives the same answers."""
+    base = [f"source.qa_dir={qa_set['qa_dir']}", f"source.videos={qa_set['videos']}", f"cache_dir={tmp_path / 'cache'}",
+            "temporal_embedding=true", "spatial_embedding=true", "train.epochs=2", "train.batch_size=5",
+            "optim.warmup_steps=2", "decode.workers=0", f"decode.num_frames={FRAMES}", "qa.report_questions=0"]
+    videoqa.run(load_config(videoqa.VideoQAConfig, None, [f"output_dir={tmp_path / 'one'}", *base]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "-m", "coca_video.cli", "videoqa", f"output_dir={tmp_path / 'two'}",
+           *base]
+    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("model.safetensors", "answer_head.safetensors"):
+        one, two = (load_file(tmp_path / run / "model" / name) for run in ("one", "two"))
+        assert one.keys() == two.keys() and (name != "model.safetensors" or "frame_space.embedding" in one)
+        for key in one:
+            torch.testing.assert_close(without_key_bias(key, two[key]), without_key_bias(key, one[key]), rtol=1e-4,
+                                       atol=1e-5, msg=key)
+    assert task_predictions(tmp_path / "two") == task_predictions(tmp_path / "one")
+    losses = [[json.loads(line)["train_loss"] for line in (tmp_path / run / "metrics.jsonl").open()]
+              for run in ("one", "two")]
+    assert len(losses[0]) == 2 and losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
 def test_synthetic_questions_are_answered_by_their_clips(tmp_path):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import CoCaConfig
-from .frame_time import FrameTime
+from .frame_time import FrameSpace, FrameTime
 from .generate import SpecialTokens, from_open_clip_options, generate_captions
 from .layers import KVCache
 from .pooler import ImagePooling, PooledImage
@@ -66,6 +66,7 @@ class CoCa(nn.Module):
             nn.init.normal_(self.caption_head.weight, std=cfg.text.width**-0.5)
         self.logit_scale = nn.Parameter(torch.tensor(cfg.init_logit_scale))
         self.frame_time = FrameTime(cfg.temporal_frames, cfg.vision.width) if cfg.temporal_frames else None
+        self.frame_space = FrameSpace(cfg.spatial_tokens, cfg.vision.width) if cfg.spatial_tokens else None
         text = cfg.text
         self.special_tokens = SpecialTokens(text.sot_id, text.eot_id, text.pad_id, text.context_length)
         self.checkpoint: Path | None = None  # the checkpoint folder create_model loaded it from (its prompts)
@@ -117,6 +118,17 @@ class CoCa(nn.Module):
             self.cfg.temporal_frames = num_frames
         return self.frame_time
 
+    def add_frame_space(self) -> FrameSpace:
+        """Give the multimodal path a spatial embedding, one vector per token position of a frame (zero: the
+        model's outputs are unchanged until it trains), recorded in ``cfg.spatial_tokens``; a model that has one
+        keeps it."""
+        if self.frame_space is None:
+            reference = next(self.image_pooling.parameters())
+            tokens = self.image_encoder.num_tokens
+            self.frame_space = FrameSpace(tokens, self.cfg.vision.width).to(reference.device, reference.dtype)
+            self.cfg.spatial_tokens = tokens
+        return self.frame_space
+
     # -- text side ----------------------------------------------------------------------------------------------
     def encode_text(self, text_ids: Tensor, normalize: bool = True) -> Tensor:
         """(B, L) token ids (tokenise to the full context length for features) -> (B, D) embeddings."""
@@ -135,9 +147,12 @@ class CoCa(nn.Module):
     def generative_tokens(self, encoder_tokens: Tensor, num_frames: int | None = None) -> Tensor:
         """The multimodal decoder's image tokens (B, Q, D) from image-encoder tokens: one image's (B, N, C), or all
         ``num_frames`` frames' of a clip (B, T*N, C), first moved by the model's temporal embedding when it has one
-        (``temporal_frames``), then read by the generative pooler as one set."""
+        (``temporal_frames``) and its spatial one (``spatial_tokens``), then read by the generative pooler as one
+        set."""
         if self.frame_time is not None and num_frames is not None:
             encoder_tokens = self.frame_time(encoder_tokens, num_frames)
+        if self.frame_space is not None and num_frames is not None:
+            encoder_tokens = self.frame_space(encoder_tokens, num_frames)
         return self.image_pooling(encoder_tokens).tokens
 
     def teacher_forced_caption_logits(self, encoder_tokens: Tensor, text_ids: Tensor,

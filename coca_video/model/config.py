@@ -103,6 +103,9 @@ class CoCaConfig:
     # frames of the multimodal path's temporal position embedding (model/frame_time.py), added to each frame's
     # tokens before the generative pooler; 0: none (the pooler reads all frames' tokens as an unordered set)
     temporal_frames: int = 0
+    # tokens per frame of the multimodal path's spatial position embedding (model/frame_time.py: FrameSpace), one
+    # vector per token position shared by all frames, added with the temporal one; 0: none
+    spatial_tokens: int = 0
 
     @property
     def init_logit_scale(self) -> float:

@@ -143,6 +143,8 @@ class CaptionTrainee(nn.ModuleDict):
         parts = {"image_pooling": model.image_pooling, "text": model.text, "decoder": model.decoder}
         if model.frame_time is not None:
             parts["frame_time"] = model.frame_time
+        if model.frame_space is not None:  # a videoqa folder's spatial table: it trains with the poolers too
+            parts["frame_space"] = model.frame_space
         if model.caption_head is not None:
             parts["caption_head"] = model.caption_head
         if with_encoder:
@@ -217,9 +219,9 @@ def caption_task(cfg: FinetuneCaptionsConfig, model: CoCa, pairs: CaptionPairs, 
 
 
 def lr_scale(cfg: FinetuneCaptionsConfig) -> Callable[[str], float]:
-    """Each trained parameter's learning rate over ``optim.lr``: ``temporal_lr_scale`` for the temporal table, 1 for
-    the others."""
-    return lambda name: cfg.temporal_lr_scale if name.startswith("frame_time.") else 1.0
+    """Each trained parameter's learning rate over ``optim.lr``: ``temporal_lr_scale`` for the position tables (the
+    temporal one, and a spatial one a videoqa folder brings), 1 for the others."""
+    return lambda name: cfg.temporal_lr_scale if name.startswith(("frame_time.", "frame_space.")) else 1.0
 
 
 def epoch_inputs(cfg: FinetuneCaptionsConfig, pairs: CaptionPairs, transform: ImageTransform | None,

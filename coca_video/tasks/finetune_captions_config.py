@@ -1,5 +1,6 @@
-"""``coca-video finetune-captions``' keys (:class:`FinetuneCaptionsConfig`), apart from the task
-(:mod:`coca_video.tasks.finetune_captions`), so that reading them (``--help``, a config error) imports no torch."""
+"""``coca-video finetune-captions``'s keys (:class:`FinetuneCaptionsConfig`, and :class:`CaptionTrainConfig`, the
+``train.*`` block videoqa shares), apart from the task (:mod:`coca_video.tasks.finetune_captions`), so that reading
+them (``--help``, a config error) imports no torch."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from dataclasses import dataclass, field
 
 from ..config import CaptionConfig, DecodeConfig, ModelConfig, OptimConfig, TrainLoop, VideoTextSource, check
 
-
-FREEZE_GROUPS = {"image_encoder": ("image_encoder",), "poolers": ("image_pooling", "frame_time"), "text": ("text",),
-                 "decoder": ("decoder", "caption_head")}  # group -> CoCa attributes it holds (frame_time: when built)
+# group -> the CoCa attributes it holds (frame_time, frame_space: when built)
+FREEZE_GROUPS = {"image_encoder": ("image_encoder",), "poolers": ("image_pooling", "frame_time", "frame_space"),
+                 "text": ("text",), "decoder": ("decoder", "caption_head")}
 
 
 @dataclass

@@ -8,13 +8,14 @@ MSVD-QA):
 Every frame of a video goes through the image encoder (frozen: its tokens come from the feature cache, one entry
 per video however many questions it has), all frames' tokens through the generative pooler (after the model's
 temporal embedding: ``temporal_embedding: true`` adds one, zero at the start, trained with the task and saved with
-the model), the question into the multimodal decoder, a new single-query attentional pooler over the decoder's
-outputs of the question and a linear classifier over the ``qa.num_answers`` commonest training answers
-(:mod:`coca_video.model.answer_head`). The captioning loss on "question answer" is co-trained with weight
+the model; ``spatial_embedding: true`` likewise adds one vector per token position of a frame, for an encoder whose
+tokens barely say where they are), the question into the multimodal decoder, a new single-query attentional pooler
+over the decoder's outputs of the question and a linear classifier over the ``qa.num_answers`` commonest training
+answers (:mod:`coca_video.model.answer_head`). The captioning loss on "question answer" is co-trained with weight
 ``qa.caption_weight``: the paper co-trains it but gives no weight, so the default is 1.0. The loss is the mean over
 the global batch's questions of (answer cross-entropy + caption_weight x the mean next-token cross-entropy of the
-question's "question answer" text). Learning rates as Table 10: the new parameters (the head, and a temporal
-embedding this run adds, at ``temporal_lr_scale`` times it) at ``optim.lr`` (5e-4), the pretrained parts
+question's "question answer" text). Learning rates as Table 10: the new parameters (the head, and the position
+tables this run adds, at ``temporal_lr_scale`` times it) at ``optim.lr`` (5e-4), the pretrained parts
 at ``qa.model_lr`` (2e-5), 1k warmup steps, weight decay 0.1. Schedule, EMA, DDP and exact resume are the shared
 loop's (:func:`coca_video.training.fit`).
 
@@ -36,16 +37,15 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import DecodeConfig, ModelConfig, check, check_at_least, to_dict
+from ..config import to_dict
 from ..data.feature_cache import FeatureCache, plan_cache
 from ..data.video import ClipSampling, VideoItem
 from ..data.videoqa import QASet, Question, accuracy, answer_vocabulary, load_qa_csv, load_qa_dir
@@ -58,64 +58,11 @@ from ..model.answer_head import AnswerHead, AnswerHeadConfig, save_answer_head
 from ..model.question_answering import QAOutput, answer_and_caption_logits, answer_logits, generate_answers, \
     question_ids, rank_answers
 from ..runtime import autocast, load_model
-from ..training import Batch, OptimConfig, TrainTask, check_resumable, fit
-from .finetune_captions import CaptionTrainConfig, freeze_groups
+from ..training import Batch, TrainTask, check_resumable, fit
+from .finetune_captions import freeze_groups
+from .videoqa_config import VideoQAConfig
 
 MSRVTT_QA_SCALE = {"videos": 10_000, "train_questions": 158_581, "questions": 243_680}  # Xu et al., 2017
-
-
-@dataclass
-class QASource:
-    """Where the questions and videos are: a release's QA folder (MSRVTT-QA, MSVD-QA) or a CSV."""
-
-    videos: str = ""  # folder of the videos (MSRVTT-QA: video{N}.mp4; MSVD-QA: its clips, by youtube_mapping.txt)
-    qa_dir: str | None = None  # folder with train_qa.json, val_qa.json, test_qa.json
-    qa_csv: str | None = None  # CSV of video,question,answer[,split] rows instead
-
-
-@dataclass
-class QAConfig:
-    """The question-answering recipe's own keys."""
-
-    num_answers: int = 1500  # answer vocabulary: the commonest training answers
-    caption_weight: float = 1.0  # weight of the captioning loss on "question answer" (the paper gives none)
-    model_lr: float = 2e-5  # peak rate of the pretrained parts (optim.lr: the new head's), Table 10
-    eval_split: Literal["test", "val"] = "test"  # the split answered and scored
-    max_answer_tokens: int = 8  # mode=generate: most tokens decoded after the question
-    report_questions: int = 200  # questions shown in report.html (worst question types first)
-
-    def __post_init__(self) -> None:
-        check_at_least("num_answers", self.num_answers, 1)
-        check(isinstance(self.caption_weight, (int, float)) and self.caption_weight >= 0, "caption_weight",
-              "be >= 0", self.caption_weight)
-        check(isinstance(self.model_lr, (int, float)) and self.model_lr >= 0, "model_lr", "be >= 0", self.model_lr)
-        check_at_least("max_answer_tokens", self.max_answer_tokens, 1)
-        check_at_least("report_questions", self.report_questions, 0)
-
-
-@dataclass
-class VideoQAConfig:
-    source: QASource = field(default_factory=QASource)
-    mode: Literal["train", "zeroshot", "generate"] = "train"  # train the head; rank answers; decode answers
-    output_dir: str = "runs/videoqa"  # metrics.json, predictions.csv, report.html, model/, checkpoints
-    resume: str | None = None  # "auto" or a checkpoint file
-    cache_dir: str | None = None  # feature cache folder (default <output_dir>/feature_cache); runs sharing one reuse it
-    temporal_embedding: bool = False  # add the multimodal path's per-frame embedding (model.frame_time), trained
-    temporal_lr_scale: float = 100.0  # a table this run adds learns at this times optim.lr (as finetune-captions')
-    qa: QAConfig = field(default_factory=QAConfig)
-    train: CaptionTrainConfig = field(default_factory=lambda: CaptionTrainConfig(epochs=10, batch_size=64))
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.1, warmup_steps=1000))
-    model: ModelConfig = field(default_factory=ModelConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-
-    def __post_init__(self) -> None:
-        self.decode.require_clips("videoqa")
-        check("image_encoder" in self.train.freeze, "train.freeze", "include image_encoder (videoqa reads the "
-              "frozen encoder's tokens from the feature cache)", list(self.train.freeze))
-        check(self.model.precision in ("fp32", "bf16", "auto"), "model.precision", "be fp32, bf16 or auto",
-              self.model.precision)
-        check(isinstance(self.temporal_lr_scale, (int, float)) and self.temporal_lr_scale > 0, "temporal_lr_scale",
-              "be > 0", self.temporal_lr_scale)
 
 
 def run(cfg: VideoQAConfig) -> dict[str, Any]:
@@ -127,9 +74,7 @@ def run(cfg: VideoQAConfig) -> dict[str, Any]:
     data = QAData(cfg)
     print0(data.describe())
     model = load_model(cfg.model, training=cfg.mode == "train")
-    new_frame_time = cfg.temporal_embedding and model.frame_time is None  # new: trained at the head's rate
-    if cfg.temporal_embedding:
-        model.add_frame_time(cfg.decode.num_frames)
+    new_tables = add_position_tables(cfg, model)
     output.mkdir(parents=True, exist_ok=True)
     if info.is_main:
         atomic_write_text(output / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
@@ -140,7 +85,7 @@ def run(cfg: VideoQAConfig) -> dict[str, Any]:
         head = AnswerHead(AnswerHeadConfig(model.cfg.text.width, len(data.answers), model.cfg.decoder.heads))
         head.to(next(model.parameters()).device)
         print_scale_plan(cfg, model, data)
-        task = qa_task(cfg, model, head, data, tokenizer, new_frame_time)
+        task = qa_task(cfg, model, head, data, tokenizer, new_tables)
         history = fit(task, cfg.train, cfg.optim, output, cfg.resume)
     model.eval()
     predictions = answer_split(cfg, model, head, data, tokenizer)
@@ -149,6 +94,22 @@ def run(cfg: VideoQAConfig) -> dict[str, Any]:
         result = write_outputs(cfg, output, model, head, data, predictions, history)
     barrier()
     return result
+
+
+def add_position_tables(cfg: VideoQAConfig, model: CoCa) -> tuple[str, ...]:
+    """In place: the temporal and spatial embeddings the config asks for and the model lacks, zero (the model is
+    unchanged until it trains); returns the attributes of those this run added (they train at
+    ``temporal_lr_scale`` x ``optim.lr``)."""
+    added = []
+    if cfg.temporal_embedding and model.frame_time is None:
+        added.append("frame_time")
+    if cfg.spatial_embedding and model.frame_space is None:
+        added.append("frame_space")
+    if cfg.temporal_embedding:
+        model.add_frame_time(cfg.decode.num_frames)
+    if cfg.spatial_embedding:
+        model.add_frame_space()
+    return tuple(added)
 
 
 class QAData:
@@ -184,11 +145,14 @@ class QAData:
                 f"{len(self.evaluated)} to answer, {self.oov} of them with an answer outside it")
 
     def fill(self, cfg: VideoQAConfig, model: CoCa, output: Path) -> None:
-        """Encode every video once into the feature cache; drop training questions on videos that failed."""
+        """Encode every video once into the feature cache (on ``cfg.engine``, as the probe fills its own), leaving
+        the random state as it was, so a run that fills the cache trains as one that finds it filled; drop training
+        questions on videos that failed."""
         sampling = ClipSampling(cfg.decode.num_frames, mode=cfg.decode.sampling)
         folder = Path(cfg.cache_dir) if cfg.cache_dir else output / "feature_cache"
-        self.cache = fill_cache(folder, [VideoItem(v) for v in self.videos], model, cfg.model,
-                                sampling, cfg.decode, "videoqa")
+        with torch.random.fork_rng(devices=[]):  # a fill draws (its loader's seed): the head starts alike either way
+            self.cache = fill_cache(folder, [VideoItem(v) for v in self.videos], model, cfg.model, sampling,
+                                    cfg.decode, "videoqa", engine=cfg.engine, ray=cfg.ray)
         keep = [i for i, q in enumerate(self.train) if self.row[q.video] in self.cache.done]
         self.unreadable_train = len(self.train) - len(keep)
         self.train, self.labels = [self.train[i] for i in keep], self.labels[keep]
@@ -212,7 +176,8 @@ class QATrainee(nn.Module):
         super().__init__()
         self.parts = nn.ModuleDict({name: module for name, module in (
             ("image_pooling", model.image_pooling), ("text", model.text), ("decoder", model.decoder),
-            ("frame_time", model.frame_time), ("caption_head", model.caption_head)) if module is not None})
+            ("frame_time", model.frame_time), ("frame_space", model.frame_space), ("caption_head", model.caption_head))
+            if module is not None})
         self.answer_head = head
         object.__setattr__(self, "coca", model)  # not a submodule: its trained parameters are registered above
         self.num_frames = num_frames
@@ -222,14 +187,13 @@ class QATrainee(nn.Module):
 
 
 def qa_task(cfg: VideoQAConfig, model: CoCa, head: AnswerHead, data: QAData, tokenizer: Callable,
-            new_frame_time: bool = False) -> TrainTask:
+            new_tables: tuple[str, ...] = ()) -> TrainTask:
     """What the shared loop trains: the answer cross-entropy plus ``qa.caption_weight`` x the captioning loss on
     "question answer", per question; a micro-batch's terms are its questions. New parameters (the head, and the
-    temporal embedding when this run added it) train at ``optim.lr``, the pretrained ones at ``qa.model_lr``."""
+    position tables this run added, at ``temporal_lr_scale`` times it: ``new_tables``) train at ``optim.lr``, the
+    pretrained ones at ``qa.model_lr``."""
     device, frames, pad = cfg.model.device, cfg.decode.num_frames, model.cfg.text.pad_id
     freeze_groups(model, cfg.train.freeze)
-    if model.frame_time is not None:
-        model.frame_time.requires_grad_("poolers" not in cfg.train.freeze)
     model.set_grad_checkpointing(cfg.train.grad_checkpointing)
     trainee = QATrainee(model, head, frames)
     width, count = model.cfg.vision.width, frames * model.image_encoder.num_tokens
@@ -237,11 +201,11 @@ def qa_task(cfg: VideoQAConfig, model: CoCa, head: AnswerHead, data: QAData, tok
     stand_in = lambda: (torch.zeros(1, count, width), sot_eot, torch.ones(1, dtype=torch.long))  # noqa: E731
     stop_unreached(trainee, stand_in())
     model_scale = cfg.qa.model_lr / cfg.optim.lr
-    time_scale = cfg.temporal_lr_scale if new_frame_time else model_scale
+    new = tuple(f"parts.{table}." for table in new_tables)
 
     def lr_scale(name: str) -> float:
-        if name.startswith("parts.frame_time."):
-            return time_scale
+        if name.startswith(new):
+            return cfg.temporal_lr_scale
         return 1.0 if name.startswith("answer_head.") else model_scale
 
     def epoch_batches(epoch: int, steps: int) -> Iterator[Batch]:
@@ -415,6 +379,7 @@ def protocol(cfg: VideoQAConfig, data: QAData) -> dict[str, Any]:
             "failed_videos": data.failed_videos(), "frames_per_video": cfg.decode.num_frames,
             "sampling": cfg.decode.sampling, "model": cfg.model.name, "checkpoint": cfg.model.pretrained or
             cfg.model.name, "temporal_embedding": cfg.temporal_embedding,
+            "spatial_embedding": cfg.spatial_embedding,
             **({"epochs": cfg.train.epochs, "max_steps": cfg.train.max_steps, "batch_size": cfg.train.batch_size,
                 "head_lr": cfg.optim.lr, "model_lr": cfg.qa.model_lr, "warmup_steps": cfg.optim.warmup_steps,
                 "weight_decay": cfg.optim.weight_decay, "caption_weight": cfg.qa.caption_weight,

@@ -37,7 +37,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig,
 
 
 def _is_no_decay(name: str) -> bool:
-    return bool(re.search(r"(pos_embed|temporal_pos|spatial_pos|frame_time|cls_token|query|logit_scale|"
+    return bool(re.search(r"(pos_embed|temporal_pos|spatial_pos|frame_time|frame_space|cls_token|query|logit_scale|"
                           r"token_embedding)", name))
 
 
