@@ -456,19 +456,20 @@ def test_zeroshot_accuracy_is_equal_through_either_engine(cluster, kinetics, tmp
 
 
 @pytest.mark.parametrize("nodes, on_gpu, keys, expected", [
-    # 2 cores: the encoder reserves one CPU and runs a thread on each core; two decoders at half a CPU take the other
-    ([{"CPU": 2.0}], False, {}, (2, 0.5, 1, 1.0, 0.0, None)),
-    # two 16-core nodes: a quarter of each decodes (8 x 0.5), one encoder a node on the other 12 CPUs
-    ([{"CPU": 16.0}, {"CPU": 16.0}], False, {}, (16, 0.5, 2, 12.0, 0.0, None)),
+    # 2 cores: the encoder reserves one CPU and runs a thread on each core; one decoder takes the other (a second
+    # one would take the encoder's cores: bench_ray.py)
+    ([{"CPU": 2.0}], False, {}, (1, 1.0, 1, 1.0, 0.0, None)),
+    # two 16-core nodes: a quarter of each decodes (4 x 1 CPU a node), one encoder a node on the other 12 CPUs
+    ([{"CPU": 16.0}, {"CPU": 16.0}], False, {}, (8, 1.0, 2, 12.0, 0.0, None)),
     # two GPUs for a model on cuda: an encoder per GPU (1 CPU each), the other 14 CPUs decode
     ([{"CPU": 16.0, "GPU": 2.0}], True, {}, (14, 1.0, 2, 1.0, 1.0, 1)),
-    ([{"CPU": 16.0, "GPU": 2.0}], False, {}, (8, 0.5, 1, 12.0, 0.0, None)),  # a model on the CPU leaves GPUs idle
-    # keys set stay; the encoders share what the decoders leave (4 - 0.5 = 3.5 -> 1.5 each, one thread each)
-    ([{"CPU": 4.0}], False, {"decode_actors": 1, "encode_actors": 2}, (1, 0.5, 2, 1.5, 0.0, 1)),
+    ([{"CPU": 16.0, "GPU": 2.0}], False, {}, (4, 1.0, 1, 12.0, 0.0, None)),  # a model on the CPU leaves GPUs idle
+    # keys set stay; the encoders share what the decoders leave (4 - 1 = 3 -> 1.5 each, one thread each)
+    ([{"CPU": 4.0}], False, {"decode_actors": 1, "encode_actors": 2}, (1, 1.0, 2, 1.5, 0.0, 1)),
     ([{"CPU": 1.0}], False, {}, (1, 0.5, 1, 0.5, 0.0, None)),  # one core: half of it reserved for decoding
     # one encoder on two 3-CPU nodes (and a head without CPUs) reserves one node's CPUs, not the 5.5 left over all
     ([{"CPU": 0.0}, {"CPU": 3.0}, {"CPU": 3.0}], False, {"decode_actors": 1, "encode_actors": 1},
-     (1, 0.5, 1, 3.0, 0.0, 3)),
+     (1, 1.0, 1, 3.0, 0.0, 3)),
 ])
 def test_pools_left_null_are_sized_from_the_cluster(nodes, on_gpu, keys, expected):
     from coca_video.config import RayConfig

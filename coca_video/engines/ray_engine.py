@@ -91,8 +91,10 @@ def sized(cluster: RayConfig, nodes: list[dict[str, float]], on_gpu: bool) -> Po
     other CPUs decoding, a decode actor each. Otherwise the encoder is the bottleneck (on 2 cores it costs about 4x
     the decoding of the default model's clips), so as in the local engine it gets every core: one encode actor per
     node whose torch threads are the node's cores, reserving all but a quarter of its CPUs (at least one, at most
-    half); that quarter is reserved by decode actors of half a CPU each, which run at the lowest priority (as the
-    local engine's decoding workers) and so decode on the cores the model leaves idle."""
+    half); that quarter is reserved by decode actors of one CPU each (half a CPU on a one-core node), which run at
+    the lowest priority (as the local engine's decoding workers) and so decode on the cores the model leaves idle.
+    One decode actor per decoding CPU, not two of half a CPU: on 2 cores a second one takes the encoder's cores
+    (bench_ray.py: 0.67x the local engine with two, 0.97x with one)."""
     cpu_nodes = [node for node in nodes if node.get("CPU", 0) > 0] or [{"CPU": 1.0}]
     cpus, gpus = sum(node["CPU"] for node in cpu_nodes), sum(node.get("GPU", 0) for node in nodes)
     if on_gpu and gpus > 0:
@@ -104,7 +106,7 @@ def sized(cluster: RayConfig, nodes: list[dict[str, float]], on_gpu: bool) -> Po
         return Pools(decoders, per_decoder, encoders, cpus_each, gpus_each, max(1, int(cpus_each)))
     per_node = min(node["CPU"] for node in cpu_nodes)
     share = min(max(1.0, per_node // 4), per_node / 2)  # each node's CPUs for decoding
-    per_decoder = given(cluster.cpus_per_decoder, 0.5)
+    per_decoder = given(cluster.cpus_per_decoder, min(1.0, share))
     decoders = given(cluster.decode_actors, max(1, int(share * len(cpu_nodes) / per_decoder)))
     encoders = given(cluster.encode_actors, len(cpu_nodes))
     left = min((cpus - decoders * per_decoder) / encoders, per_node)  # per encoder (on one node), in half CPUs
