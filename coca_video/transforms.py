@@ -10,19 +10,64 @@ gives as an image.
 from __future__ import annotations
 
 import math
+import platform
 from typing import Union
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms import InterpolationMode
 
 from .config import ClipAugmentConfig  # noqa: F401 -- its home is coca_video.config (torch-free, for the CLI)
 from .model.config import CoCaConfig
 
 ImageLike = Union[Image.Image, np.ndarray, Tensor]
+
+
+def native_uint8(mode: str, device: torch.device) -> bool:
+    """Whether PyTorch resizes uint8 pixels itself in ``mode`` on ``device`` (bicubic on any CPU, bilinear on an
+    AVX2/AVX-512 or ARM one); elsewhere pixels go through float32 and are rounded back (torchvision's rule)."""
+    if device.type != "cpu":
+        return False
+    if mode == "bilinear":
+        return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or platform.machine() in ("aarch64",
+                                                                                                       "arm64")
+    return mode == "bicubic"
+
+
+def resize(images: Tensor, height: int, width: int, mode: str) -> Tensor:
+    """(..., C, H, W) uint8 or float -> (..., C, height, width), antialiased, ``align_corners=False``: what
+    torchvision's ``transforms.v2.functional.resize`` computes, value for value, without importing torchvision (whose
+    import takes ``torch._dynamo`` with it, ~3 s of every decoding worker's start)."""
+    *batch, channels, old_height, old_width = images.shape
+    if (height, width) == (old_height, old_width) or images.numel() == 0:
+        return images if images.numel() else images.reshape(*batch, channels, height, width)
+    flat = images.reshape(-1, channels, old_height, old_width)
+    if flat.shape[0] == 1 and flat.is_contiguous(memory_format=torch.channels_last) and flat.numel() != flat.stride(0):
+        # one channels-last image: restrided so that interpolate keeps channels-last (torchvision does the same)
+        flat = flat.as_strided(flat.shape, (flat.numel(), *flat.stride()[1:]))
+    cast = flat.dtype == torch.uint8 and not native_uint8(mode, flat.device)
+    resized = F.interpolate(flat.float() if cast else flat, size=(height, width), mode=mode, align_corners=False,
+                            antialias=True)
+    if cast:
+        resized = (resized.clamp_(0, 255) if mode == "bicubic" else resized).round_().to(torch.uint8)
+    return resized.reshape(*batch, channels, height, width)
+
+
+def resize_short_side(images: Tensor, size: int, mode: str) -> Tensor:
+    """(..., C, H, W) -> the shorter side ``size``, the longer ``int(size * long / short)`` (torchvision's rule)."""
+    height, width = images.shape[-2:]
+    short, long = min(height, width), max(height, width)
+    other = int(size * long / short)
+    return resize(images, size, other, mode) if height <= width else resize(images, other, size, mode)
+
+
+def center_crop(images: Tensor, size: int) -> Tensor:
+    """(..., C, H, W) with H, W >= ``size`` -> the centre ``size`` x ``size`` (offsets rounded, as torchvision)."""
+    height, width = images.shape[-2:]
+    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return images[..., top:top + size, left:left + size]
 
 
 class ImageTransform:
@@ -32,7 +77,9 @@ class ImageTransform:
         self.image_size = image_size
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
-        self.interpolation = InterpolationMode(interpolation)
+        if interpolation not in ("bicubic", "bilinear"):
+            raise ValueError(f"interpolation must be 'bicubic' or 'bilinear', got {interpolation!r}")
+        self.interpolation = interpolation
 
     def __call__(self, image: ImageLike) -> Tensor:
         """One image -> (3, S, S); a uint8 clip (T, H, W, 3), array or tensor -> (T, 3, S, S) (:meth:`frames`)."""
@@ -57,10 +104,10 @@ class ImageTransform:
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         chw = frames.permute(0, 3, 1, 2)  # (T, 3, H, W)
-        resized = TF.resize(chw, [self.image_size], interpolation=self.interpolation, antialias=True)
+        resized = resize_short_side(chw, self.image_size, self.interpolation)
         size = self.image_size
         if num_crops == 1:
-            return TF.center_crop(resized, [size, size])[None]
+            return center_crop(resized, size)[None]
         height, width = resized.shape[-2:]
         starts = [0, (max(height, width) - size) // 2, max(height, width) - size]
         crops = [resized[..., s:s + size, (width - size) // 2:(width - size) // 2 + size] if height > width
@@ -81,7 +128,7 @@ class ImageTransform:
         return pixels.to(torch.float32, copy=True).mul_(scale).add_(shift).to(dtype)
 
     def __repr__(self) -> str:
-        return f"ImageTransform(size={self.image_size}, interpolation={self.interpolation.value})"
+        return f"ImageTransform(size={self.image_size}, interpolation={self.interpolation})"
 
 
 def as_uint8_hwc(image: ImageLike) -> Tensor:
@@ -107,8 +154,8 @@ class RandomResizedCrop(ImageTransform):
     def __call__(self, image: ImageLike, generator: torch.Generator | None = None) -> Tensor:
         chw = as_uint8_hwc(image).permute(2, 0, 1)
         top, left, height, width = self.crop_box(chw.shape[1], chw.shape[2], generator)
-        crop = TF.resized_crop(chw, top, left, height, width, [self.image_size, self.image_size],
-                               interpolation=self.interpolation, antialias=True)
+        crop = resize(chw[..., top:top + height, left:left + width], self.image_size, self.image_size,
+                      self.interpolation)
         return self.normalise(crop)
 
     def crop_box(self, height: int, width: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
@@ -157,8 +204,8 @@ class ClipTrainTransform(ImageTransform):
             raise ValueError("a training clip takes one random crop drawn from the dataset's rng")
         chw = torch.as_tensor(frames).permute(0, 3, 1, 2)  # (T, 3, H, W)
         top, left, h, w = sample_crop_box(chw.shape[-2], chw.shape[-1], self.augment.scale, self.augment.ratio, rng)
-        crop = TF.resized_crop(chw, top, left, h, w, [self.image_size, self.image_size],
-                               interpolation=self.interpolation, antialias=True)  # (T, 3, S, S)
+        crop = resize(chw[..., top:top + h, left:left + w], self.image_size, self.image_size,
+                      self.interpolation)  # (T, 3, S, S)
         if self.augment.flip and rng.uniform() < 0.5:
             crop = crop.flip(-1)
         return crop[None]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import InterpolationMode
 
 from coca_video import get_model_config
 from coca_video.data.video import ClipSampling, VideoClipDataset, VideoItem, video_loader
@@ -45,7 +46,7 @@ def test_one_crop_box_and_flip_per_clip_as_resized_crop_of_the_sampled_box():
         flipped = draw.uniform() < 0.5
         flips.add(flipped)
         expected = TF.resized_crop(clip[0].permute(2, 0, 1), top, left, h, w, [TINY.vision.image_size] * 2,
-                                   interpolation=transform.interpolation, antialias=True)
+                                   interpolation=InterpolationMode(transform.interpolation), antialias=True)
         expected = expected.flip(-1) if flipped else expected
         torch.testing.assert_close(out[0], (expected[None].float() / 255 - transform.mean)[0] / transform.std[0])
         for t in range(1, 4):  # every frame cut and flipped alike: only the brightness step remains (up to
@@ -265,7 +266,7 @@ def test_drop_path_skips_whole_residual_branches_per_frame_in_training_only():
         torch.manual_seed(1)
         dropped = encoder(images)
         vit, last = encoder.vit, encoder.vit.blocks[1]
-        x = vit.blocks[0](vit.norm_pre(vit._pos_embed(vit.patch_embed(images))))
+        x = vit.blocks[0](vit.norm_pre(vit.with_positions(vit.patch_embed(images))))
         outcomes = []
         for attn_kept in (0, 1):
             y = x + attn_kept * 2.0 * last.attn(last.norm1(x))

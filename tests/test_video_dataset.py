@@ -55,10 +55,11 @@ def old_worker_normalisation(frames: np.ndarray, transform, num_crops: int) -> t
     """What workers computed before they handed over uint8: resize, crop(s), then (x / 255 - mean) / std in float32,
     written out here independently of ``ImageTransform``."""
     import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
 
     chw = torch.as_tensor(frames).permute(0, 3, 1, 2)
     size = transform.image_size
-    resized = TF.resize(chw, [size], interpolation=transform.interpolation, antialias=True)
+    resized = TF.resize(chw, [size], interpolation=InterpolationMode(transform.interpolation), antialias=True)
     height, width = resized.shape[-2:]
     if num_crops == 1:
         crops = [TF.center_crop(resized, [size, size])]

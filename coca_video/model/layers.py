@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from timm.layers import Mlp
 from torch import Tensor, nn
 
 LN_EPS = 1e-5  # open_clip's LayerNorm eps (timm's ViT default would be 1e-6)
@@ -20,9 +19,22 @@ def layer_norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=LN_EPS)
 
 
+class Mlp(nn.Module):
+    """Two-layer MLP with exact (erf) GELU: ``fc2(gelu(fc1(x)))`` (timm's ``Mlp`` keys: ``fc1``, ``fc2``)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
 def mlp(dim: int, mlp_ratio: float) -> Mlp:
-    """Two-layer MLP with exact (erf) GELU: ``fc2(gelu(fc1(x)))``."""
-    return Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
+    """The blocks' MLP: ``dim`` -> ``dim * mlp_ratio`` -> ``dim``."""
+    return Mlp(dim, int(dim * mlp_ratio))
 
 
 class KVCache:
@@ -50,25 +62,28 @@ class KVCache:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a packed q|k|v projection."""
+    """Multi-head self-attention with a packed q|k|v projection; causal (a text tower) unless ``causal=False`` (an
+    image encoder: every token sees every token)."""
 
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, causal: bool = True) -> None:
         super().__init__()
         assert dim % heads == 0, f"width {dim} is not divisible by {heads} heads"
         self.heads = heads
+        self.causal = causal
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        """x: (B, S, D). ``attn_mask``: bool (B, 1, S, S_total), True = attend; None means causal."""
+        """x: (B, S, D). ``attn_mask``: bool (B, 1, S, S_total), True = attend; None means causal (or, built with
+        ``causal=False``, no mask)."""
         q, k, v = rearrange(self.qkv(x), "b s (three h d) -> three b h s d", three=3, h=self.heads)
         past = 0
         if cache is not None:
             past = cache.length
             k, v = cache.append(k, v)
-        if attn_mask is None and past and q.shape[2] > 1:
+        if attn_mask is None and past and q.shape[2] > 1 and self.causal:
             attn_mask = causal_mask(q.shape[2], k.shape[2], x.device)
-        is_causal = attn_mask is None and past == 0 and q.shape[2] > 1
+        is_causal = self.causal and attn_mask is None and past == 0 and q.shape[2] > 1
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.proj(rearrange(out, "b h s d -> b s (h d)"))
 
@@ -104,10 +119,11 @@ class ResidualBlock(nn.Module):
     """Pre-LN transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))`` (``with_mlp=False``: attention
     only, as the self-attention of a decoder layer whose one feed-forward follows its cross-attention)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, with_mlp: bool = True) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, with_mlp: bool = True,
+                 causal: bool = True) -> None:
         super().__init__()
         self.norm1 = layer_norm(dim)
-        self.attn = SelfAttention(dim, heads)
+        self.attn = SelfAttention(dim, heads, causal)
         self.norm2 = layer_norm(dim) if with_mlp else None
         self.mlp = mlp(dim, mlp_ratio) if with_mlp else None
 
