@@ -231,3 +231,30 @@ def test_all_frames_caption_input_reads_every_frame(tiny_model):
         mixed = tiny_model.image_pooling(tokens.flatten(0, 1)[None]).tokens  # a clip of both frames
         for frame in range(2):
             assert not torch.allclose(mixed, tiny_model.image_pooling(tokens[frame:frame + 1]).tokens, atol=1e-3)
+
+
+def test_the_vit_trunk_is_timms_draw_for_draw_and_value_for_value():
+    """Ours (written without timm, whose import takes torchvision with it) against timm's VisionTransformer with
+    CLIP's settings: from the same seed, the same parameters under the same names, and the same tokens."""
+    import functools
+
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    from coca_video.model.config import VisionConfig
+    from coca_video.model.layers import LN_EPS
+    from coca_video.model.vit import VisionTransformer
+
+    cfg = VisionConfig(image_size=32, patch_size=8, width=64, layers=3, heads=4, mlp_ratio=4.0)
+    torch.manual_seed(3)
+    ours = VisionTransformer(cfg)
+    torch.manual_seed(3)
+    theirs = TimmViT(img_size=32, patch_size=8, embed_dim=64, depth=3, num_heads=4, mlp_ratio=4.0, pre_norm=True,
+                     final_norm=False, global_pool="", num_classes=0, act_layer=torch.nn.GELU,
+                     norm_layer=functools.partial(torch.nn.LayerNorm, eps=LN_EPS))
+    mine, timms = ours.state_dict(), theirs.state_dict()
+    assert list(mine) == list(timms)
+    for key, value in timms.items():
+        assert torch.equal(mine[key], value), key
+    images = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(ours(images), theirs.forward_features(images))
