@@ -8,11 +8,13 @@ through ``captioning`` as here."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -43,11 +45,23 @@ def finetune(tmp: Path, captions: Path, *overrides: str) -> dict:
     return finetune_captions.run(cfg)
 
 
+@contextlib.contextmanager
+def without_java(folder: Path) -> Iterator[None]:
+    """PATH without Java while captioning: METEOR's jar loads its paraphrase tables for ~14 CPU-seconds a run, and
+    these tests compare captions and CIDEr-D, which then come from the PTB tokenizer's Python equal
+    (tests/test_caption_metrics.py checks both against coco-caption)."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder.mkdir(parents=True, exist_ok=True)
+        patch.setenv("PATH", str(folder))
+        yield
+
+
 def caption_test_set(out: Path, test_csv: Path, model: str) -> dict:
     cfg = load_config(captioning.CaptioningConfig, None, [
         f"source.captions={test_csv}", f"out={out}", f"model.name={model}", "caption.source=all_frames",
         "caption.method=greedy", f"decode.num_frames={FRAMES}", "decode.workers=0", "report_videos=0"])
-    return captioning.run(cfg)
+    with without_java(out.parent / "no_java"):
+        return captioning.run(cfg)
 
 
 def predictions(out: Path) -> dict[str, str]:
@@ -228,16 +242,18 @@ def test_the_model_folder_captions_as_it_was_trained_unless_told_otherwise(runs,
     assert recorded["caption"]["source"] == "all_frames" and recorded["decode"]["num_frames"] == FRAMES
     capsys.readouterr()
     out = tmp_path / "plain" / "metrics.json"
-    captioning.run(load_config(captioning.CaptioningConfig, None, [
-        f"source.captions={runs['test_csv']}", f"out={out}", f"model.name={model}", "caption.method=greedy",
-        "decode.workers=0", "report_videos=0"]))
+    with without_java(tmp_path / "no_java"):
+        captioning.run(load_config(captioning.CaptioningConfig, None, [
+            f"source.captions={runs['test_csv']}", f"out={out}", f"model.name={model}", "caption.method=greedy",
+            "decode.workers=0", "report_videos=0"]))
     err = capsys.readouterr().err
     assert "runs as its folder says (as it was trained): caption.source=all_frames, decode.num_frames=4" in err
     assert "warning: caption.method=greedy (its own: beam): set here" in err
     assert predictions(out) == predictions(runs["root"] / "after" / "metrics.json")
-    captioning.run(load_config(captioning.CaptioningConfig, None, [
-        f"source.captions={runs['test_csv']}", f"out={tmp_path / 'other' / 'm.json'}", f"model.name={model}",
-        "caption.method=greedy", "decode.num_frames=2", "decode.workers=0", "report_videos=0"]))
+    with without_java(tmp_path / "no_java"):
+        captioning.run(load_config(captioning.CaptioningConfig, None, [
+            f"source.captions={runs['test_csv']}", f"out={tmp_path / 'other' / 'm.json'}", f"model.name={model}",
+            "caption.method=greedy", "decode.num_frames=2", "decode.workers=0", "report_videos=0"]))
     assert "decode.num_frames=2 (its own: 4)" in capsys.readouterr().err
 
 
@@ -308,8 +324,9 @@ def test_a_temporal_folder_captions_through_captioning_as_generated_here(clips, 
     protocol = json.loads((Path(model_dir).parent / "metrics.json").read_text())["protocol"]
     assert "trained with the poolers" in protocol["temporal_embedding"]
     out = tmp_path / "c" / "metrics.json"
-    assert main(["captioning", "--model", model_dir, "--captions", str(clips["test_csv"]), "--out", str(out),
-                 "--caption-method", "greedy", "decode.workers=0", "report_videos=0"]) == 0
+    with without_java(tmp_path / "no_java"):
+        assert main(["captioning", "--model", model_dir, "--captions", str(clips["test_csv"]), "--out", str(out),
+                     "--caption-method", "greedy", "decode.workers=0", "report_videos=0"]) == 0
     captioned = predictions(out)
     videos = [clips["root"] / "test" / f"test{i:05d}.mp4" for i in range(TEST)]
     assert {str(v): independent_caption(model_dir, v) for v in videos} == captioned
