@@ -12,6 +12,7 @@ import functools
 import gzip
 import html
 import itertools
+import json
 import os
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -171,6 +172,22 @@ def _strip_specials(ids: list[int], sot: int, eot: int, pad: int) -> list[int]:
     return [i for i in ids if i not in (pad, sot)]
 
 
+def canonical_ids(saved: dict) -> dict:
+    """A trained BPE tokenizer's JSON with its ids renumbered in one order: the special tokens where they are, then
+    the single characters sorted, then each merge's token in merge order. The trainer numbers the characters in the
+    order of a hash map, so the same captions gave another numbering in each process (the same merges): two runs
+    from the same data and seed started from different token ids."""
+    model = saved["model"]
+    specials = {token["content"]: token["id"] for token in saved.get("added_tokens", [])}
+    merged = ["".join(pair) if isinstance(pair, list) else pair.replace(" ", "", 1) for pair in model["merges"]]
+    products = set(merged)
+    characters = sorted(token for token in model["vocab"] if token not in specials and token not in products)
+    order = [token for token in dict.fromkeys(characters + merged) if token in model["vocab"]]
+    ids = iter(sorted(set(range(len(specials) + len(order))) - set(specials.values())))
+    model["vocab"] = {**specials, **{token: next(ids) for token in order}}
+    return saved
+
+
 class HFTokenizer:
     """A HuggingFace ``tokenizers`` file (``tokenizer.json``) with CoCa's layout: ``<pad>``=0, ``<start_of_text>``,
     ``<end_of_text>``; the tiny models trained on the synthetic world carry one."""
@@ -202,6 +219,7 @@ class HFTokenizer:
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(cls.SPECIALS),
                                       end_of_word_suffix="</w>", show_progress=False)
         tokenizer.train_from_iterator(captions, trainer)
+        tokenizer = Tokenizer.from_str(json.dumps(canonical_ids(json.loads(tokenizer.to_str()))))
         with atomic_path(path) as tmp:
             tokenizer.save(str(tmp))
         return cls(path, context_length)

@@ -1,6 +1,9 @@
 """The CLIP BPE tokenizer gives open_clip's ids exactly; the trained tokenizer.json round-trips captions."""
 
+import json
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -77,6 +80,22 @@ def test_trained_tokenizer_round_trips(tmp_path):
     assert ids.shape == (2, 12) and ids[0, 0] == loaded.sot_token_id == 1 and ids[1, -1] == loaded.eot_token_id == 2
     assert loaded.batch_decode(ids)[0] == "a small red circle moving left"
     assert torch.equal(ids, trained(["A Small RED circle moving left", "a big blue square moving up " * 3]))
+
+
+def test_training_twice_on_the_same_captions_gives_the_same_tokenizer(tmp_path):
+    """The trainer numbers single characters in a hash map's order (another one per call and process); the saved ids
+    are renumbered canonically, so two runs from the same data start from the same token ids. In fresh processes
+    (the hash seed differs per process), as two pretraining runs would."""
+    code = ("import sys; from coca_video.tokenizer import HFTokenizer; "
+            "caps = [f'a {c} {s} near a {t}' for c in ('red','teal','gold') for s in ('cube','disc') "
+            "for t in ('dog','tree','cat')]; HFTokenizer.train(caps * 3, 120, sys.argv[1], 16)")
+    files = [tmp_path / f"tokenizer{i}.json" for i in range(3)]
+    for path in files:
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    assert files[0].read_text() == files[1].read_text() == files[2].read_text()
+    vocab = json.loads(files[0].read_text())["model"]["vocab"]
+    assert sorted(vocab.values()) == list(range(len(vocab)))  # dense ids, the specials first
+    assert [vocab[token] for token in HFTokenizer.SPECIALS] == [0, 1, 2, 3]
 
 
 def test_folder_without_tokenizer_json_uses_clip_bpe(tmp_path):
