@@ -28,6 +28,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # the workers share the cores instead of each spreading over all of them
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+    # Ray starts its workers at niceness 15: the Ray modules' decode and encode actors then got almost no CPU while
+    # the other worker ran a torchrun test, and the Ray modules, the suite's longest, ended last. At 0 they share.
+    os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def pytest_collection_modifyitems(items) -> None:
