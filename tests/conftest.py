@@ -24,8 +24,8 @@ def own_choice_cache(tmp_path_factory, monkeypatch) -> None:
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # `make test` runs one worker per core: each worker, and the commands its tests start, compute on one thread, so
-    # the workers share the cores instead of each spreading over all of them
+    # `make test` runs a worker per core and one more: each worker, and the commands its tests start, compute on one
+    # thread, so the workers share the cores instead of each spreading over all of them
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     # Ray starts its workers at niceness 15: the Ray modules' decode and encode actors then got almost no CPU while
