@@ -34,8 +34,8 @@ system-packages:
 	@bash scripts/system_packages.sh
 
 # pytest-xdist workers: one more than the cores, up to 4 (a third worker on 2 cores fills the time the others wait
-# on subprocesses, browsers and Ray actors: 1,017 s against 1,219 s with two), each taking whole test modules: their
-# module fixtures (a Ray cluster, an S3 server, a trained model) are made once.
+# on subprocesses, browsers and Ray actors), each taking whole test modules: their module fixtures (a Ray cluster, an
+# S3 server, a trained model) are made once.
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0)) + 1))")
 test: $(STAMP) system-packages
 	$(PY) -m pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadfile
