@@ -38,8 +38,8 @@ def fp32_answers(default_model_and_images):
     """The fp32 model's embeddings, class embeddings and greedy captions, computed once for every precision."""
     model, images, names = default_model_and_images
     with torch.no_grad():
-        return (model.encode_image(images), class_embeddings(model, coca_video.get_tokenizer("default"), names, TEMPLATES),
-                model.generate(images[:100], method="greedy", max_len=12))
+        classes = class_embeddings(model, coca_video.get_tokenizer("default"), names, TEMPLATES)
+        return model.encode_image(images), classes, model.generate(images[:100], method="greedy", max_len=12)
 
 
 @pytest.mark.slow

@@ -337,8 +337,9 @@ def score_items(todo: list[ScoreItem], make_scorer: Callable[[], VideoScorer], t
 
 class Cutter:
     """A decode actor that cuts: a video's path -> its windows (``None``: its whole-file item reports why; a string:
-    why cutting ran out of time), as the local engine's decoding workers work them out (:class:`~coca_video.data.segments.WindowsOf`), pickled. It runs
-    at the lowest CPU priority, as the decode actors do."""
+    why cutting ran out of time), as the local engine's decoding workers work them out
+    (:class:`~coca_video.data.segments.WindowsOf`), pickled. It runs at the lowest CPU priority, as the decode actors
+    do."""
 
     def __init__(self, rule: SegmentRule, decode: DecodeConfig) -> None:
         self.rule, self.decode = rule, decode
