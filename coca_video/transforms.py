@@ -41,8 +41,10 @@ def resize(images: Tensor, height: int, width: int, mode: str) -> Tensor:
     torchvision's ``transforms.v2.functional.resize`` computes, value for value, without importing torchvision (whose
     import takes ``torch._dynamo`` with it, ~3 s of every decoding worker's start)."""
     *batch, channels, old_height, old_width = images.shape
-    if (height, width) == (old_height, old_width) or images.numel() == 0:
-        return images if images.numel() else images.reshape(*batch, channels, height, width)
+    if (height, width) == (old_height, old_width):
+        return images
+    if images.numel() == 0:
+        return images.reshape(*batch, channels, height, width)
     flat = images.reshape(-1, channels, old_height, old_width)
     if flat.shape[0] == 1 and flat.is_contiguous(memory_format=torch.channels_last) and flat.numel() != flat.stride(0):
         # one channels-last image: restrided so that interpolate keeps channels-last (torchvision does the same)

@@ -117,7 +117,9 @@ class CrossAttention(nn.Module):
 
 class ResidualBlock(nn.Module):
     """Pre-LN transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))`` (``with_mlp=False``: attention
-    only, as the self-attention of a decoder layer whose one feed-forward follows its cross-attention)."""
+    only, as the self-attention of a decoder layer whose one feed-forward follows its cross-attention). Each residual
+    branch passes its drop path, the identity unless an image encoder's finetuning sets stochastic depth
+    (:meth:`~coca_video.model.vit.ImageEncoder.set_drop_path`)."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, with_mlp: bool = True,
                  causal: bool = True) -> None:
@@ -126,10 +128,12 @@ class ResidualBlock(nn.Module):
         self.attn = SelfAttention(dim, heads, causal)
         self.norm2 = layer_norm(dim) if with_mlp else None
         self.mlp = mlp(dim, mlp_ratio) if with_mlp else None
+        self.drop_path1: nn.Module = nn.Identity()
+        self.drop_path2: nn.Module = nn.Identity()
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        x = x + self.attn(self.norm1(x), attn_mask, cache)
-        return x if self.mlp is None else x + self.mlp(self.norm2(x))
+        x = x + self.drop_path1(self.attn(self.norm1(x), attn_mask, cache))
+        return x if self.mlp is None else x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
 class CrossAttentionBlock(nn.Module):

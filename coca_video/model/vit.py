@@ -76,22 +76,9 @@ class DropPath(nn.Module):
         return f"rate={self.rate}"
 
 
-class EncoderBlock(ResidualBlock):
-    """A ViT block: pre-LN full (not causal) self-attention, then the MLP, each residual branch through its drop
-    path (the identity until :meth:`ImageEncoder.set_drop_path`)."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
-        super().__init__(dim, heads, mlp_ratio, causal=False)
-        self.drop_path1: nn.Module = nn.Identity()
-        self.drop_path2: nn.Module = nn.Identity()
-
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, cache: None = None) -> Tensor:
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
-
-
 class VisionTransformer(nn.Module):
-    """The trunk: patches, the class token in front, positions added, ``norm_pre``, the blocks."""
+    """The trunk: patches, the class token in front, positions added, ``norm_pre``, the blocks (pre-LN, full
+    attention: not causal)."""
 
     def __init__(self, cfg: VisionConfig) -> None:
         super().__init__()
@@ -99,7 +86,8 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.empty(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.empty(1, 1 + self.patch_embed.num_patches, cfg.width))
         self.norm_pre = layer_norm(cfg.width)
-        self.blocks = nn.Sequential(*[EncoderBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers)])
+        self.blocks = nn.Sequential(*[ResidualBlock(cfg.width, cfg.heads, cfg.mlp_ratio, causal=False)
+                                      for _ in range(cfg.layers)])
         self.grad_checkpointing = False
         # timm's init ('' mode), in its order: positions, class token, then every Linear (the convolution keeps
         # PyTorch's default)
