@@ -159,7 +159,7 @@ def main() -> None:
 
     import ray
 
-    from coca_video.engines.ray_engine import PACKAGE_ROOT, local_cpus
+    from coca_video.engines.ray_engine import PACKAGE_ROOT, environment, local_cpus
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "videos"
@@ -171,8 +171,8 @@ def main() -> None:
         sweep = [int(d) for d in args.sweep.split(",") if d]
         cpus = max(local_cpus(ray_config(args, decoders)) for decoders in [None, *sweep])  # as a run's own cluster
         start = time.perf_counter()
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="WARNING",
-                 runtime_env={"env_vars": {"PYTHONPATH": PACKAGE_ROOT}})
+        with environment({"PYTHONPATH": PACKAGE_ROOT}):  # inherited by the workers, as the engine's own cluster does
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="WARNING")
         cluster_up = time.perf_counter() - start
         runs = iter(range(1_000_000))
 
