@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from ray_cluster import local_cluster
 
 from coca_video.cli import main
 from coca_video.config import load_config
@@ -286,18 +287,11 @@ def test_a_failed_write_leaves_no_object_at_the_key(s3, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.needs("ray")
 def test_ray_rows_equal_local_rows_on_s3(s3, world, local_rows):
-    import ray
-
     _, labels, videos = world
-    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": path, **s3}})
-    try:
+    with local_cluster(**s3):  # of its own: its workers need the S3 server's address and keys
         out = f"s3://{BUCKET}/runs/ray/scores.parquet"
         summary = run_score(videos, out, labels, "engine=ray", "ray.decode_actors=1", "ray.encode_actors=1",
                             "ray.max_retries=1")
-    finally:
-        ray.shutdown()
     assert (summary["scored_now"], summary["errors_now"]) == (CLIPS + 1, 1)
     rows = s3_rows(out)
     assert rows.path.tolist() == sorted(f"{videos}{n}" for n in by_name(local_rows).index)

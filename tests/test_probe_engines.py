@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import clips_and_labels
 
-from coca_video.config import DecodeConfig, ModelConfig, RayConfig, load_config
+from coca_video.config import DecodeConfig, ModelConfig, load_config
 from coca_video.data.synthetic import label_names, write_kinetics_format, write_qa_format
 from coca_video.data.video import ClipSampling, VideoItem
 from coca_video.engines.feature_fill import TokenScorer, fill_cache
@@ -94,11 +94,10 @@ def cache_rows(folder: Path) -> dict[str, tuple[np.ndarray, set[int], dict[int, 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """One local Ray cluster for the module's Ray fills (the probe's two, videoqa's one): starting it costs more
-    than a fill of these clips."""
-    from coca_video.engines.ray_engine import connected
+    """The tests' local Ray cluster, joined for the module's Ray fills (the probe's two, videoqa's one)."""
+    from ray_cluster import joined
 
-    with connected(RayConfig(num_cpus=4)) as ray:
+    with joined() as ray:
         yield ray
 
 

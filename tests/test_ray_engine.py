@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from ray_cluster import joined
 
 from coca_video.config import load_config
 from coca_video.data.results import PART_NAME, PartStore, embeddings_path
@@ -39,17 +40,10 @@ pytestmark = [pytest.mark.needs("ray"), pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def cluster():
-    """One local cluster for the module (more logical CPUs than the 2 cores, so no pool waits for a CPU); its
-    workers import this checkout, and this test module (for the crashing scorer below)."""
-    import ray
-
-    path = os.pathsep.join([str(REPO), str(REPO / "tests")])
-    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
-    try:
+    """The tests' local cluster, joined for the module (4 logical CPUs, more than the 2 cores, so no pool waits for
+    a CPU); its workers import this checkout, and this test module (for the crashing scorers below)."""
+    with joined() as ray:
         yield ray
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ray_cluster import WORKER_PATH
 
 from coca_video.data.results import PartStore, row_key
+from coca_video.engines.ray_engine import environment
 from coca_video.tasks import score
 from test_ray_engine import CLIPS, assert_same_rows, run_score, world  # noqa: F401 -- the clips fixture, shared
 
@@ -30,12 +32,12 @@ def nodes():
     from ray.cluster_utils import Cluster
 
     cluster = Cluster()
-    # the head: the driver's node, no actor lands on it; a node missing 2 health checks a second apart is dead
-    cluster.add_node(num_cpus=0, include_dashboard=False, _system_config={
-        "health_check_initial_delay_ms": 0, "health_check_period_ms": 1000, "health_check_failure_threshold": 2})
-    workers = [cluster.add_node(num_cpus=3) for _ in range(2)]
-    path = os.pathsep.join([str(REPO), str(REPO / "tests")])
-    ray.init(address=cluster.address, logging_level="ERROR", runtime_env={"env_vars": {"PYTHONPATH": path}})
+    with environment({"PYTHONPATH": WORKER_PATH}):  # inherited by each node's workers
+        # the head: the driver's node, no actor lands on it; a node missing 2 health checks a second apart is dead
+        cluster.add_node(num_cpus=0, include_dashboard=False, _system_config={
+            "health_check_initial_delay_ms": 0, "health_check_period_ms": 1000, "health_check_failure_threshold": 2})
+        workers = [cluster.add_node(num_cpus=3) for _ in range(2)]
+    ray.init(address=cluster.address, logging_level="ERROR")
     try:
         yield cluster, workers
     finally:

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from helpers import REPO, clips_and_labels
+from ray_cluster import joined
 from test_object_storage import BUCKET, s3  # noqa: F401 -- moto's S3 server for the module
 
 from coca_video.cli import main
@@ -403,14 +404,8 @@ def test_an_objects_windows_share_one_download(s3, made, tmp_path, monkeypatch):
 def cluster():
     """One local Ray cluster for the module's Ray tests: their runs join it (a run started while Ray is connected
     uses that connection) instead of each starting its own."""
-    import ray
-
-    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    try:
+    with joined() as ray:
         yield ray
-    finally:
-        ray.shutdown()
 
 
 RAY = ["engine=ray", "ray.decode_actors=1", "ray.encode_actors=1", "ray.max_retries=1"]
