@@ -43,12 +43,6 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=lambda item: -long_tests[item.module.__name__])
 
 
-def pytest_sessionfinish(session) -> None:
-    from ray_cluster import end_session_cluster
-
-    end_session_cluster()
-
-
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "needs(*names): skip unless each named thing works here (tests/probes.py)")
 

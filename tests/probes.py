@@ -1,14 +1,15 @@
 """What this machine can really do, found by doing it: load torchcodec's FFmpeg core, start the browser (alone and
-through chromedriver), run Java, the ffmpeg command, usearch, CUDA, a local Ray cluster (the one the Ray tests then
-join). An import that works proves nothing (torchcodec imports without FFmpeg and fails only when it decodes), so
-every optional-dependency skip in the suite goes through one of these. Each probe runs at most once per test session
-and returns None when the thing works, else the reason it does not (the skip's reason)."""
+through chromedriver), run Java, the ffmpeg command, usearch, CUDA, a local Ray cluster. An import that works proves
+nothing (torchcodec imports without FFmpeg and fails only when it decodes), so every optional-dependency skip in the
+suite goes through one of these. Each probe runs at most once per test session and returns None when the thing
+works, else the reason it does not (the skip's reason)."""
 
 from __future__ import annotations
 
 import functools
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -137,22 +138,24 @@ def cuda_problem() -> str | None:
     return None if value == 8 else "CUDA computed a wrong sum"
 
 
+RAY_PROBE = """
+import ray
+ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
+try:
+    assert ray.get(ray.remote(lambda: 21 * 2).remote(), timeout=120) == 42
+finally:
+    ray.shutdown()
+"""
+
+
 @functools.cache
 def ray_problem() -> str | None:
-    """Ray Data is installed, and this process's local Ray cluster (the one the Ray tests join, tests/ray_cluster.py)
-    starts and runs a task."""
+    """Ray Data is installed and a local Ray cluster starts and runs a task (in a child process, shut down after)."""
     try:
         import ray.data  # noqa: F401
     except ImportError as err:
         return f"ray[data] is not installed ({err}); pip install 'coca-video[ray]'"
-    from ray_cluster import joined
-
-    try:
-        with joined() as cluster:
-            answer = cluster.get(cluster.remote(lambda: 21 * 2).remote(), timeout=120)
-    except Exception as err:  # noqa: BLE001 -- whatever stops a cluster here is the reason to skip
-        return f"a local Ray cluster does not start or run a task ({type(err).__name__}: {err})"
-    return None if answer == 42 else "a local Ray cluster computed a wrong answer"
+    return _ran([sys.executable, "-c", RAY_PROBE], timeout=180)
 
 
 PROBES = {"torchcodec": torchcodec_problem, "chromium": chromium_problem, "chromedriver": chromedriver_problem,

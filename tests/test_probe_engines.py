@@ -94,10 +94,11 @@ def cache_rows(folder: Path) -> dict[str, tuple[np.ndarray, set[int], dict[int, 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """The tests' local Ray cluster, joined for the module's Ray fills (the probe's two, videoqa's one)."""
-    from ray_cluster import joined
+    """One local Ray cluster for the module's Ray fills (the probe's two, videoqa's one): starting it costs more
+    than a fill of these clips."""
+    from ray_cluster import local_cluster
 
-    with joined() as ray:
+    with local_cluster() as ray:
         yield ray
 
 

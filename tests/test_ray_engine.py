@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from ray_cluster import joined
+from ray_cluster import local_cluster
 
 from coca_video.config import load_config
 from coca_video.data.results import PART_NAME, PartStore, embeddings_path
@@ -40,9 +40,9 @@ pytestmark = [pytest.mark.needs("ray"), pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def cluster():
-    """The tests' local cluster, joined for the module (4 logical CPUs, more than the 2 cores, so no pool waits for
-    a CPU); its workers import this checkout, and this test module (for the crashing scorers below)."""
-    with joined() as ray:
+    """One local cluster for the module (4 logical CPUs, more than the 2 cores, so no pool waits for a CPU); its
+    workers import this checkout, and this test module (for the crashing scorers below)."""
+    with local_cluster() as ray:
         yield ray
 
 

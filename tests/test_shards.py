@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from helpers import REPO, clips_and_labels
-from ray_cluster import joined
+from ray_cluster import local_cluster
 from test_object_storage import BUCKET, s3  # noqa: F401 -- moto's S3 server for the module
 
 from coca_video.cli import main
@@ -404,7 +404,7 @@ def test_an_objects_windows_share_one_download(s3, made, tmp_path, monkeypatch):
 def cluster():
     """One local Ray cluster for the module's Ray tests: their runs join it (a run started while Ray is connected
     uses that connection) instead of each starting its own."""
-    with joined() as ray:
+    with local_cluster() as ray:
         yield ray
 
 
