@@ -26,7 +26,6 @@ from coca_video.data.synthetic import COLOURS, SyntheticVideos
 from coca_video.tasks import score
 from coca_video.video import write_video
 
-REPO = Path(__file__).resolve().parents[1]
 CLIPS = 4
 BUCKET = "coca-test"
 KEYS = ("path", "size", "mtime")  # differ between a local copy and its object (the path, the object's own times)

@@ -20,8 +20,6 @@ from coca_video.engines.ray_engine import environment
 from coca_video.tasks import score
 from test_ray_engine import CLIPS, assert_same_rows, run_score, world  # noqa: F401 -- the clips fixture, shared
 
-REPO = Path(__file__).resolve().parents[1]
-
 pytestmark = [pytest.mark.needs("ray"), pytest.mark.slow]  # a Ray cluster of two nodes
 
 
