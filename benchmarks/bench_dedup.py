@@ -7,7 +7,8 @@ what the exact search removes; recall = the share of the exact removals it finds
     python benchmarks/bench_dedup.py --rows 100000 1000000 --exact-max 100000
 
 The rows: 512-d unit vectors in topics (a topic centre plus noise: rows of one topic have cosine ~0.4, as clips of
-one subject), 10% of them planted copies of other rows: half exact, half with noise (cosine ~0.995). Each backend
+one subject), 10% of them planted copies of other rows: half exact, half with noise (cosine ~0.995). Both backends
+train k-means on at most 256 rows per cluster (semdedup.MAX_POINTS_PER_CENTROID), then assign every row. Each backend
 runs in a fresh process (spawn); "peak" is its peak resident set (VmHWM, reset once the vectors are loaded) minus
 what it held then, i.e. the memory deduplication adds on top of holding the embeddings.
 """
@@ -106,7 +107,7 @@ def exact_removed(pairs: np.ndarray, order: np.ndarray, rows: int) -> np.ndarray
 
 
 def bench(rows: int, backends: list[str], iterations: int, exact_max: int, folder: Path,
-          threads: int | None, sklearn_max: int) -> list[dict]:
+          threads: int | None) -> list[dict]:
     vectors, copies = planted_rows(rows)
     path = folder / f"vectors{rows}.npy"
     np.save(path, vectors)
@@ -121,9 +122,6 @@ def bench(rows: int, backends: list[str], iterations: int, exact_max: int, folde
     spawn = multiprocessing.get_context("spawn")
     results = []
     for backend in backends:
-        if backend == "sklearn" and rows > sklearn_max:
-            print(f"  sklearn: skipped above --sklearn-max {sklearn_max:,} rows", flush=True)
-            continue
         saved = folder / f"result_{backend}_{rows}.npz"
         with spawn.Pool(1) as pool:
             record = pool.apply(run_backend, (str(path), backend, clusters, iterations, str(saved), threads))
@@ -146,8 +144,6 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=None, help="default: sklearn, and faiss when it imports")
     parser.add_argument("--iterations", type=int, default=20, help="k-means iterations (the command's default: 50)")
     parser.add_argument("--exact-max", type=int, default=100_000, help="exact search up to this many rows")
-    parser.add_argument("--sklearn-max", type=int, default=200_000, help="scikit-learn's k-means up to this many rows "
-                        "(its Lloyd iterations over every row: 1M rows and 1,000 clusters are ~30x the 100k work)")
     parser.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads of the dedup runs (default: "
                         "theirs; on 2 cores busy with other work, 1 ran scikit-learn's k-means 5x faster than 2)")
     args = parser.parse_args()
@@ -161,8 +157,7 @@ def main() -> None:
         for rows in args.rows:
             print(f"{rows:,} rows, {DIM}-d, eps {EPS}, {args.iterations} k-means iterations, threads "
                   f"{args.threads or 'default'}", flush=True)
-            results += bench(rows, backends, args.iterations, args.exact_max, Path(folder), args.threads,
-                             args.sklearn_max)
+            results += bench(rows, backends, args.iterations, args.exact_max, Path(folder), args.threads)
     print(f"\n{'rows':>10} {'backend':>8} {'clusters':>8} {'k-means s':>10} {'pairs s':>8} {'total s':>8} "
           f"{'peak MB':>8} {'removed':>8} {'planted':>8} {'exact':>8} {'recall':>7} {'extra':>6}")
     for r in results:

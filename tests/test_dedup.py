@@ -12,7 +12,8 @@ from coca_video.cli import main
 from coca_video.config import load_config
 from coca_video.search import read_embeddings
 from coca_video.search.dedup import kept_rows
-from coca_video.search.semdedup import dedup_clusters, exact_dedup, normalise, rank_in_clusters, semdedup
+from coca_video.search.semdedup import (ASSIGN_BLOCK, MAX_POINTS_PER_CENTROID, dedup_clusters, exact_dedup, kmeans,
+                                        nearest_centroid, normalise, rank_in_clusters, semdedup, training_rows)
 from coca_video.tasks import dedup
 
 pytest.importorskip("sklearn")
@@ -36,12 +37,13 @@ def planted(seed: int = 0, distinct: int = 3000, groups: int = 200, dim: int = 6
     return vectors[order], group[order]
 
 
+@pytest.mark.parametrize("clusters", [55, 8])  # 8 x 256 < 3,400 rows: k-means trains on a sample, assigns all
 @pytest.mark.parametrize("backend", ["sklearn", "faiss"])
-def test_each_planted_group_keeps_one_and_the_removed_set_is_the_exact_searchs(backend):
+def test_each_planted_group_keeps_one_and_the_removed_set_is_the_exact_searchs(backend, clusters):
     if backend == "faiss":
         pytest.importorskip("faiss")  # pip install 'coca-video[faiss]'
     vectors, group = planted()
-    result = semdedup(vectors, EPS, clusters=55, backend=backend)
+    result = semdedup(vectors, EPS, clusters=clusters, backend=backend)
     # independent of the clustering: one survivor per planted group, and no distinct vector removed
     survivors = np.bincount(group[result.keep], minlength=group.max() + 1)
     split = np.array([len(set(result.cluster[group == g])) > 1 for g in range(group.max() + 1)])
@@ -53,6 +55,48 @@ def test_each_planted_group_keeps_one_and_the_removed_set_is_the_exact_searchs(b
     unsplit = ~split[group]
     assert np.array_equal(result.keep[unsplit], exact[unsplit])
     assert (~exact).sum() == len(vectors) - (group.max() + 1)  # exact: every copy beyond the first, nothing else
+
+
+def test_every_row_gets_the_centroid_nearest_to_it_block_by_block():
+    rng = np.random.default_rng(4)
+    unit = normalise(rng.standard_normal((2 * ASSIGN_BLOCK + 5, 8)))  # three blocks, the last of 5 rows
+    centroids = rng.standard_normal((6, 8)).astype(np.float32) * rng.random((6, 1)).astype(np.float32)  # any norms
+    distances = np.linalg.norm(unit[:, None, :].astype(np.float64) - centroids[None], axis=2)  # (N, 6) by hand
+    assert np.array_equal(nearest_centroid(unit, centroids), distances.argmin(axis=1))
+
+
+def blobs(per_blob: int = 600, count: int = 4, dim: int = 32, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` tight groups of ``per_blob`` unit rows around random centres (cosine to the centre ~0.98), shuffled;
+    and each row's group."""
+    rng = np.random.default_rng(seed)
+    centres = normalise(rng.standard_normal((count, dim)))
+    group = rng.permutation(np.repeat(np.arange(count), per_blob))
+    return normalise(centres[group] + rng.normal(0, 0.2 / np.sqrt(dim), (len(group), dim))), group
+
+
+@pytest.mark.parametrize("backend", ["sklearn", "faiss"])
+def test_kmeans_trains_on_256_rows_per_cluster_and_labels_the_rows_left_out_too(backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    # 1,400 rows, 2 clusters: trained on 512 of them (two groups: Lloyd finds them from any initial centroids)
+    unit, group = blobs(per_blob=700, count=2)
+    sample = training_rows(len(unit), 2, seed=0)
+    assert len(sample) == 2 * MAX_POINTS_PER_CENTROID == len(np.unique(sample))
+    assert not np.array_equal(sample, training_rows(len(unit), 2, seed=1))
+    assert np.array_equal(training_rows(500, 2, seed=0), np.arange(500))  # fewer rows than 2 x 256: all of them
+    labels = kmeans(unit, 2, backend, seed=0)
+    assert len(set(zip(group, labels))) == len(set(labels)) == 2  # each group one cluster of its own, all rows
+    left_out = np.setdiff1d(np.arange(len(unit)), sample)
+    assert len(left_out) == 888 and len(set(zip(group[left_out], labels[left_out]))) == 2  # the training never saw
+    assert np.array_equal(kmeans(unit, 2, backend, seed=0), labels)  # the seed fixes the sample and the clusters
+
+
+def test_sklearn_labels_every_row_as_its_own_predict_does():
+    from sklearn.cluster import KMeans
+
+    unit, _ = blobs(per_blob=400, count=6, seed=6)  # 2,400 rows, 3 clusters: trained on 768
+    model = KMeans(3, n_init=1, max_iter=50, random_state=0).fit(unit[training_rows(len(unit), 3, seed=0)])
+    assert np.array_equal(kmeans(unit, 3, "sklearn", seed=0), model.predict(unit))
 
 
 def test_a_removed_row_points_at_a_kept_row_of_its_group_and_cluster_above_the_threshold():

@@ -1,6 +1,8 @@
 """SemDeDup (Abbas et al. 2023, arXiv 2303.09540) over (N, D) embeddings, as NeMo Curator runs it by default:
 
-1. k-means on the L2-normalised embeddings (scikit-learn, or faiss when installed: ``kmeans="auto"``);
+1. k-means on the L2-normalised embeddings (scikit-learn, or faiss when installed: ``kmeans="auto"``), both backends
+   the same way: trained on a seeded random sample of at most :data:`MAX_POINTS_PER_CENTROID` (256) rows per cluster
+   (all rows when there are fewer; faiss's own rule), then every row assigned to its nearest centroid;
 2. each cluster's rows ranked by cosine distance to their centroid, FARTHEST FIRST (Curator's default
    ``which_to_keep="hard"``: the paper keeps the "hard", least prototypical examples; equal distances in row order);
 3. a row removed when its cosine similarity to a higher-ranked row of its cluster exceeds ``1 - eps`` (as in the
@@ -20,6 +22,8 @@ from ..errors import ConfigError, MissingExtraError
 
 KMeansBackend = Literal["auto", "sklearn", "faiss"]
 PAIR_BLOCK = 2048  # rows of a cluster compared at once with the rows ranked above them (2048 x n float32)
+MAX_POINTS_PER_CENTROID = 256  # k-means trains on at most this many rows per cluster (faiss's default), both backends
+ASSIGN_BLOCK = 8192  # rows assigned to their nearest centroid at once (8192 x clusters float32)
 
 
 class Dedup(NamedTuple):
@@ -51,27 +55,56 @@ def kmeans(unit: np.ndarray, clusters: int, backend: KMeansBackend = "auto", ite
            seed: int = 0) -> np.ndarray:
     """The cluster (N,) int64 of each row of ``unit`` (N, D) float32 by k-means (Lloyd, one initialisation, L2 on the
     unit vectors) into ``clusters``: through faiss when ``backend`` is faiss, or auto and faiss is installed; else
-    scikit-learn's KMeans."""
+    scikit-learn's KMeans. Either trains on a random sample (by ``seed``) of at most :data:`MAX_POINTS_PER_CENTROID`
+    rows per cluster (every row when there are fewer), then gives every row its nearest centroid."""
     clusters = min(clusters, len(unit))
     if clusters <= 1:
         return np.zeros(len(unit), dtype=np.int64)
     if backend == "faiss" or (backend == "auto" and has_faiss()):
         return faiss_kmeans(unit, clusters, iterations, seed)
+    return sklearn_kmeans(unit, clusters, iterations, seed)
+
+
+def sklearn_kmeans(unit: np.ndarray, clusters: int, iterations: int, seed: int) -> np.ndarray:
+    """:func:`kmeans` through scikit-learn's KMeans, fitted on :func:`training_rows`, then :func:`nearest_centroid`."""
     try:
         from sklearn.cluster import KMeans
     except ImportError:
         raise MissingExtraError("dedup needs scikit-learn (or faiss): pip install 'coca-video[dedup]'") from None
-    model = KMeans(clusters, n_init=1, max_iter=iterations, random_state=seed)  # copy_x: the rows stay bit-exact
-    return model.fit_predict(unit).astype(np.int64)
+    model = KMeans(clusters, n_init=1, max_iter=iterations, random_state=seed)
+    model.fit(unit[training_rows(len(unit), clusters, seed)])
+    return nearest_centroid(unit, model.cluster_centers_.astype(np.float32))
+
+
+def training_rows(count: int, clusters: int, seed: int) -> np.ndarray:
+    """The rows (sorted, int64) k-means trains on out of ``count``: a random sample by ``seed`` of
+    ``clusters * MAX_POINTS_PER_CENTROID`` of them without replacement, or all when there are no more."""
+    limit = clusters * MAX_POINTS_PER_CENTROID
+    if count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
+
+
+def nearest_centroid(unit: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """(N,) int64: for each row of ``unit`` (N, D), the centroid of ``centroids`` (K, D) nearest in L2 (the first of
+    equals), :data:`ASSIGN_BLOCK` rows at a time."""
+    half_norms = 0.5 * (centroids * centroids).sum(axis=1)  # (K,): |x - c|^2 / 2 = |x|^2 / 2 - x.c + |c|^2 / 2
+    labels = np.empty(len(unit), dtype=np.int64)
+    for start in range(0, len(unit), ASSIGN_BLOCK):
+        scores = unit[start:start + ASSIGN_BLOCK] @ centroids.T - half_norms  # (b, K): larger is nearer
+        labels[start:start + ASSIGN_BLOCK] = scores.argmax(axis=1)
+    return labels
 
 
 def faiss_kmeans(unit: np.ndarray, clusters: int, iterations: int, seed: int) -> np.ndarray:
-    """:func:`kmeans` through faiss (its Kmeans trains on up to 256 rows per cluster, then every row is assigned)."""
+    """:func:`kmeans` through faiss (it samples the :data:`MAX_POINTS_PER_CENTROID` rows per cluster itself, by
+    ``seed``, then every row is assigned)."""
     try:
         import faiss
     except ImportError:
         raise MissingExtraError("kmeans=faiss needs faiss: pip install 'coca-video[faiss]'") from None
-    model = faiss.Kmeans(unit.shape[1], clusters, niter=iterations, seed=seed, verbose=False)
+    model = faiss.Kmeans(unit.shape[1], clusters, niter=iterations, seed=seed, verbose=False,
+                         max_points_per_centroid=MAX_POINTS_PER_CENTROID)
     model.train(np.ascontiguousarray(unit))
     _, labels = model.index.search(np.ascontiguousarray(unit), 1)  # (N, 1)
     return labels[:, 0].astype(np.int64)

@@ -18,7 +18,7 @@ class DedupConfig:
     clusters: int = 0  # k-means clusters (0: ceil(sqrt(rows))); more: faster, but more duplicate pairs split apart
     kmeans: str = "auto"  # auto (faiss when installed, else scikit-learn), sklearn or faiss
     iterations: int = 50  # k-means iterations
-    seed: int = 0  # k-means initialisation
+    seed: int = 0  # k-means initialisation and the rows it trains on (at most 256 per cluster)
 
     def __post_init__(self) -> None:
         check_suffix("out", self.out, (".parquet",))
