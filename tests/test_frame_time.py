@@ -1,16 +1,19 @@
 """Time in the multimodal path (model/frame_time.py): a temporal embedding that starts at zero leaves a model's
 captions and caption logits exactly as they were; once it is not zero, the order of the frames changes what the
 generative pooler sees; it resamples to another frame count; and a saved model folder brings it back. The same for
-the spatial embedding and the order of the tokens within a frame."""
+the spatial embedding and the order of the tokens within a frame; its motion table (a place's vector scaled by when
+in the clip the frame is) makes the order of the frames visible on its own, and a folder saved before that table
+existed loads as it was."""
 
 from __future__ import annotations
 
 import torch
 from einops import rearrange
 from helpers import tiny_config
+from safetensors.torch import load_file, save_file
 
 import coca_video
-from coca_video.model.frame_time import add_frame_embedding, resample_frames
+from coca_video.model.frame_time import FrameSpace, add_frame_embedding, resample_frames
 
 T = 4
 
@@ -105,3 +108,46 @@ def test_a_spatial_embedding_starts_invisible_then_tells_places_apart_and_is_sav
     loaded = coca_video.create_model(str(coca_video.save_pretrained(model, tmp_path / "placed"))).eval()
     assert loaded.cfg.spatial_tokens == model.cfg.spatial_tokens
     torch.testing.assert_close(loaded.teacher_forced_caption_logits(tokens, text, num_frames=T), placed)
+
+
+def test_the_motion_table_moves_each_place_by_when_its_frame_is():
+    """By hand: 4 frames at -0.75, -0.25, 0.25, 0.75 of the clip's span; place n of frame t moves by
+    embedding[n] + ramp(t) * motion[n]."""
+    space = FrameSpace(2, 1)
+    with torch.no_grad():
+        space.embedding.copy_(torch.tensor([[1.0], [0.0]]))
+        space.motion.copy_(torch.tensor([[0.0], [4.0]]))
+    moved = space(torch.zeros(1, 4 * 2, 1), 4)[0, :, 0]
+    assert moved.tolist() == [1.0, -3.0, 1.0, -1.0, 1.0, 1.0, 1.0, 3.0]
+
+
+def test_the_motion_table_alone_makes_the_frame_order_visible():
+    torch.manual_seed(0)
+    model = coca_video.CoCa(tiny_config()).eval()
+    tokens, text = clip_tokens(model), torch.randint(1, 100, (2, 6))
+    space = model.add_frame_space()
+    with torch.no_grad():
+        space.embedding.normal_()  # places alone: still a set of frames
+    placed = model.teacher_forced_caption_logits(tokens, text, num_frames=T)
+    torch.testing.assert_close(model.teacher_forced_caption_logits(reversed_frames(tokens), text, num_frames=T), placed)
+    with torch.no_grad():
+        space.motion.normal_()
+    ordered = model.teacher_forced_caption_logits(tokens, text, num_frames=T)
+    flipped = model.teacher_forced_caption_logits(reversed_frames(tokens), text, num_frames=T)
+    assert (ordered - flipped).abs().max() > 1e-3
+
+
+def test_a_folder_saved_before_the_motion_table_loads_as_it_was(tmp_path):
+    """A folder whose weights hold ``frame_space.embedding`` without ``frame_space.motion`` (saved before it existed)
+    loads with a zero motion table: the captions' logits of the model it was saved from."""
+    torch.manual_seed(0)
+    model = coca_video.CoCa(tiny_config()).eval()
+    with torch.no_grad():
+        model.add_frame_space().embedding.normal_()
+    folder = coca_video.save_pretrained(model, tmp_path / "old")
+    weights = load_file(str(folder / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if k != "frame_space.motion"}, str(folder / "model.safetensors"))
+    loaded = coca_video.create_model(str(folder)).eval()
+    tokens, text = clip_tokens(model), torch.randint(1, 100, (2, 6))
+    torch.testing.assert_close(loaded.teacher_forced_caption_logits(tokens, text, num_frames=T),
+                               model.teacher_forced_caption_logits(tokens, text, num_frames=T), rtol=0, atol=0)

@@ -104,7 +104,8 @@ class CoCaConfig:
     # tokens before the generative pooler; 0: none (the pooler reads all frames' tokens as an unordered set)
     temporal_frames: int = 0
     # tokens per frame of the multimodal path's spatial position embedding (model/frame_time.py: FrameSpace), one
-    # vector per token position shared by all frames, added with the temporal one; 0: none
+    # vector per token position shared by all frames and one scaled by the frame's time (its motion table), added with
+    # the temporal one; 0: none
     spatial_tokens: int = 0
 
     @property

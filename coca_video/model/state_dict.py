@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..config import to_dict
 from ..errors import CheckpointError
 from ..io import check_publishable, publish_folder
+from .frame_time import with_motion
 from .open_clip import convert_open_clip_state_dict, is_open_clip_state_dict
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -34,7 +35,7 @@ def load_weights(model: nn.Module, source: str | os.PathLike) -> nn.Module:
     state_dict = read_state_dict(path)
     if is_open_clip_state_dict(state_dict):
         state_dict = convert_open_clip_state_dict(state_dict, model.cfg, path)
-    load_strict(model, state_dict, path)
+    load_strict(model, with_motion(state_dict), path)
     return model
 
 

@@ -8,16 +8,16 @@ MSVD-QA):
 Every frame of a video goes through the image encoder (frozen: its tokens come from the feature cache, one entry
 per video however many questions it has), all frames' tokens through the generative pooler (after the model's
 temporal embedding: ``temporal_embedding: true`` adds one, zero at the start, trained with the task and saved with
-the model; ``spatial_embedding: true`` likewise adds one vector per token position of a frame, for an encoder whose
-tokens barely say where they are), the question into the multimodal decoder, a new single-query attentional pooler
-over the decoder's outputs of the question and a linear classifier over the ``qa.num_answers`` commonest training
-answers (:mod:`coca_video.model.answer_head`). The captioning loss on "question answer" is co-trained with weight
-``qa.caption_weight``: the paper co-trains it but gives no weight, so the default is 1.0. The loss is the mean over
-the global batch's questions of (answer cross-entropy + caption_weight x the mean next-token cross-entropy of the
-question's "question answer" text). Learning rates as Table 10: the new parameters (the head, and the position
-tables this run adds, at ``temporal_lr_scale`` times it) at ``optim.lr`` (5e-4), the pretrained parts
-at ``qa.model_lr`` (2e-5), 1k warmup steps, weight decay 0.1. Schedule, EMA, DDP and exact resume are the shared
-loop's (:func:`coca_video.training.fit`).
+the model; ``spatial_embedding: true`` likewise adds one vector per token position of a frame and one scaled by the
+frame's time, for an encoder whose tokens barely say where they are), the question into the multimodal decoder, a
+new single-query attentional pooler over the decoder's outputs of the question and a linear classifier over the
+``qa.num_answers`` commonest training answers (:mod:`coca_video.model.answer_head`). The captioning loss on "question
+answer" is co-trained with weight ``qa.caption_weight``: the paper co-trains it but gives no weight, so the default is
+1.0. The loss is the mean over the global batch's questions of (answer cross-entropy + caption_weight x the mean
+next-token cross-entropy of the question's "question answer" text). Learning rates as Table 10: the new parameters
+(the head, and the position tables this run adds, at ``temporal_lr_scale`` times it) at ``optim.lr`` (5e-4), the
+pretrained parts at ``qa.model_lr`` (2e-5), 1k warmup steps, weight decay 0.1. Schedule, EMA, DDP and exact resume
+are the shared loop's (:func:`coca_video.training.fit`).
 
 Modes: ``train`` (above, then the evaluation split answered by the head); ``zeroshot`` (no training: each answer of
 the vocabulary ranked by the decoder's likelihood of "question answer", LAVIS's rank inference: the baseline);
