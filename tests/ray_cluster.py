@@ -20,13 +20,13 @@ CPUS = 4  # logical CPUs, more than the 2 cores: no actor pool waits for a CPU
 
 
 @contextlib.contextmanager
-def local_cluster(**environment: str) -> Iterator[Any]:
-    """``ray``, connected to a local cluster of its own for the block, whose workers inherit ``environment`` too."""
+def local_cluster(**variables: str) -> Iterator[Any]:
+    """``ray``, connected to a local cluster of its own for the block, whose workers inherit ``variables`` too."""
     import ray
 
-    from coca_video.engines.ray_engine import environment as environ
+    from coca_video.engines.ray_engine import environment
 
-    with environ({"PYTHONPATH": WORKER_PATH, **environment}):
+    with environment({"PYTHONPATH": WORKER_PATH, **variables}):
         ray.init(address="local", num_cpus=CPUS, include_dashboard=False, logging_level="ERROR")
     try:
         yield ray
